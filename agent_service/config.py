@@ -1,0 +1,303 @@
+"""Every setting GAELP has, in one typed place.
+
+Each section is a frozen dataclass whose fields carry a one-line docstring (the string
+literal under the field), checked in ``__post_init__`` with an error that names the key.
+``load_config`` reads a TOML file whose tables mirror the sections (``[budget]``,
+``[agent]``, ...); unknown keys are rejected by name so that a typo never passes silently.
+Environment variables (``GAELP_*``) override a few service settings; secrets come only from
+the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent_service.errors import ConfigError
+
+__all__ = [
+    "AgentConfig",
+    "BudgetConfig",
+    "GaelpConfig",
+    "JoinConfig",
+    "ServeConfig",
+    "SimulationConfig",
+    "TopicsConfig",
+    "config_from_mapping",
+    "load_config",
+]
+
+CHANNELS: tuple[str, ...] = ("organic", "paid_search", "social")
+"""The channels GAELP can act on, in the order used by every encoder."""
+
+
+def _require(cond: bool, key: str, reason: str) -> None:
+    if not cond:
+        raise ConfigError(key, reason)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    daily_usd: float = 500.0
+    """Hard daily budget in USD; spend never exceeds it."""
+    bid_min_usd: float = 0.50
+    """Lowest bid (CPM, USD) the agent may send."""
+    bid_max_usd: float = 10.00
+    """Highest bid (CPM, USD) the agent may send."""
+    reservation_ttl_s: int = 3600
+    """Event-time seconds after which an unsettled reservation is released."""
+
+    def __post_init__(self) -> None:
+        _require(self.daily_usd > 0, "budget.daily_usd", "must be > 0 (USD per day)")
+        _require(0 < self.bid_min_usd < self.bid_max_usd, "budget.bid_min_usd",
+                 "need 0 < bid_min_usd < bid_max_usd")
+        _require(self.reservation_ttl_s > 0, "budget.reservation_ttl_s", "must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class JoinConfig:
+    window_days: float = 14.0
+    """Attribution window: a conversion credits touches at most this old (event time)."""
+    allowed_lateness_s: int = 6 * 3600
+    """How far behind the watermark an event may arrive and still be joined."""
+    attribution: str = "last_touch"
+    """Attribution model used in the stream (see agent_service.attribution)."""
+    click_weight: float = 1.0
+    """Immediate reward per click (in the same units as conversion value, USD)."""
+
+    def __post_init__(self) -> None:
+        _require(self.window_days > 0, "join.window_days", "must be > 0")
+        _require(self.allowed_lateness_s >= 0, "join.allowed_lateness_s", "must be >= 0")
+
+    @property
+    def window_ms(self) -> int:
+        """The window in milliseconds of event time."""
+        return int(self.window_days * 86_400_000)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    hidden: int = 64
+    """Width of the policy's hidden layer."""
+    lr: float = 3e-3
+    """Adam learning rate of the skeleton policy."""
+    bid_multipliers: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
+    """Discrete bid multipliers applied to the value estimate."""
+    explore_eps: float = 0.05
+    """Probability mass spread uniformly over actions (keeps propensities > 0)."""
+    update_every: int = 512
+    """Experience records between learner updates (and weight publications)."""
+    batch_size: int = 256
+    """Minibatch size of one learner update."""
+
+    def __post_init__(self) -> None:
+        _require(self.hidden > 0, "agent.hidden", "must be > 0")
+        _require(self.lr > 0, "agent.lr", "must be > 0")
+        _require(len(self.bid_multipliers) > 0 and all(m > 0 for m in self.bid_multipliers),
+                 "agent.bid_multipliers", "need at least one multiplier, all > 0")
+        _require(0 <= self.explore_eps < 1, "agent.explore_eps", "must be in [0, 1)")
+        _require(self.update_every > 0, "agent.update_every", "must be > 0")
+        _require(self.batch_size > 0, "agent.batch_size", "must be > 0")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    days: float = 1.0
+    """Simulated days of traffic (event time)."""
+    seed: int = 0
+    """Seed of every random draw in the run."""
+    opportunities_per_day: int = 20_000
+    """Bid opportunities per simulated day."""
+    users: int = 5_000
+    """People in the simulated population."""
+    creatives: int = 12
+    """Creative variants available to the agent in the skeleton world."""
+    slots_per_day: int = 96
+    """Time slots per day; the driver advances in lockstep by slot."""
+    drain_days: float = 14.0
+    """Extra event-time days run after the last opportunity so conversions land and windows close."""
+
+    def __post_init__(self) -> None:
+        _require(self.days > 0, "simulation.days", "must be > 0")
+        _require(self.opportunities_per_day > 0, "simulation.opportunities_per_day", "must be > 0")
+        _require(self.users > 0, "simulation.users", "must be > 0")
+        _require(self.creatives > 0, "simulation.creatives", "must be > 0")
+        _require(self.slots_per_day > 0, "simulation.slots_per_day", "must be > 0")
+        _require(self.drain_days >= 0, "simulation.drain_days", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    bid_requests: str = "gaelp.bid-requests"
+    """OpenRTB bid requests in (decided and logged; shadow mode reads only this)."""
+    decisions: str = "gaelp.decisions"
+    """Every decision with state, action, propensity and model version."""
+    auction_results: str = "gaelp.auction-results"
+    """Win/loss, position and price paid per decision."""
+    ad_events: str = "gaelp.ad-events"
+    """Impressions and clicks."""
+    conversions: str = "gaelp.conversions"
+    """Conversions with user/device ids and value, in event time."""
+    identity_links: str = "gaelp.identity-links"
+    """Device to person links."""
+    experience: str = "gaelp.experience"
+    """Rewarded experience for the learner."""
+    dead_letters: str = "gaelp.dead-letters"
+    """Records that failed to decode, with the reason."""
+    partitions: int = 4
+    """Partitions per topic when GAELP creates them."""
+
+    def __post_init__(self) -> None:
+        _require(self.partitions > 0, "topics.partitions", "must be > 0")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    kafka: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers, HOST:PORT (env GAELP_KAFKA)."""
+    redis: str = "redis://127.0.0.1:6379/0"
+    """Redis URL (env GAELP_REDIS)."""
+    http_port: int = 8080
+    """Port of the OpenRTB bid endpoint and /metrics (env GAELP_HTTP_PORT)."""
+    http_host: str = "127.0.0.1"
+    """Interface the HTTP server binds (env GAELP_HTTP_HOST)."""
+    group_id: str = "gaelp"
+    """Kafka consumer group / Faust app id."""
+    campaign: str = "default"
+    """Campaign whose budget ledger this service spends."""
+    shadow: bool = False
+    """Shadow mode: decide and log, never bid."""
+    session_timeout_s: float = 10.0
+    """Kafka consumer session timeout (tests use 2 s: tansu joins take half of it)."""
+    model_dir: str = "runs/models"
+    """Directory of the local-file model registry."""
+
+    def __post_init__(self) -> None:
+        _require(":" in self.kafka, "serve.kafka", "expected HOST:PORT")
+        _require(self.redis.startswith(("redis://", "rediss://", "unix://")), "serve.redis",
+                 "expected redis://HOST:PORT/DB")
+        _require(0 <= self.http_port < 65536, "serve.http_port", "must be a TCP port (0 picks a free one)")
+        _require(self.session_timeout_s > 0, "serve.session_timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class GaelpConfig:
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    """Budget and bid limits."""
+    join: JoinConfig = field(default_factory=JoinConfig)
+    """Delayed-conversion join and attribution."""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    """The decision policy and its learner."""
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    """The simulated campaign of `gaelp simulate`."""
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    """Kafka topic names."""
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    """The production service."""
+
+    def replace(self, section: str, **changes: Any) -> GaelpConfig:
+        """A copy with ``changes`` applied to one section (validated again)."""
+        current = getattr(self, section)
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
+
+
+# ---------------------------------------------------------------------------------------
+# Loading (plumbing)
+# ---------------------------------------------------------------------------------------
+T = TypeVar("T")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a table, got {type(value).__name__}")
+        return config_from_mapping(tp, value, key)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"expected a list, got {type(value).__name__}")
+        item_tp = args[0]
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(exc.reason)
+        raise ConfigError(key, "; ".join(errors))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"expected a number, got {type(value).__name__}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {type(value).__name__}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(key, f"expected {tp.__name__}, got {type(value).__name__}")
+        return value
+    return value
+
+
+def config_from_mapping(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from a mapping, naming any bad key.
+
+    :param cls: a config dataclass.
+    :param data: parsed TOML (or any mapping) for that section.
+    :param prefix: dotted key of the section, used in error messages.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in names:
+            raise ConfigError(key, f"unknown setting; valid keys: {', '.join(sorted(names))}")
+        kwargs[name] = _coerce(value, hints[name], key)
+    return cls(**kwargs)
+
+
+_ENV_OVERRIDES = {
+    "GAELP_KAFKA": ("serve", "kafka", str),
+    "GAELP_REDIS": ("serve", "redis", str),
+    "GAELP_HTTP_PORT": ("serve", "http_port", int),
+    "GAELP_HTTP_HOST": ("serve", "http_host", str),
+    "GAELP_CAMPAIGN": ("serve", "campaign", str),
+}
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> GaelpConfig:
+    """Load the configuration: defaults, then the TOML file, then ``GAELP_*`` variables.
+
+    :param path: a TOML file, or None for the defaults.
+    :param env: environment to read overrides from (default ``os.environ``).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError("--config", f"file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+    cfg = config_from_mapping(GaelpConfig, data)
+    env = os.environ if env is None else env
+    for var, (section, name, tp) in _ENV_OVERRIDES.items():
+        if var in env:
+            try:
+                value = tp(env[var])
+            except ValueError as exc:
+                raise ConfigError(var, f"expected {tp.__name__}, got {env[var]!r}") from exc
+            cfg = cfg.replace(section, **{name: value})
+    return cfg
