@@ -1,0 +1,1 @@
+"""Adapters behind the ports: in-process defaults and production clients (Redis, Kafka)."""

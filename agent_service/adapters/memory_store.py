@@ -1,0 +1,197 @@
+"""In-process state store: the embedded default behind ``ports.store.StateStore``.
+
+Each method runs without awaiting anything in between its reads and writes, so on one asyncio
+loop every operation is atomic, like the Redis adapter's Lua scripts. Expiry is not modelled
+(a simulation's memory is bounded by its length); windows and ``since_ms`` filters do the
+event-time work.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Sequence
+
+from agent_service.contracts.events import Decision, Touch
+from agent_service.errors import BudgetError
+from agent_service.ports.store import BudgetState, DecideContext, Identity
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """All state in dicts; see the port for the contract."""
+
+    def __init__(self) -> None:
+        self._device_person: dict[str, tuple[str, float]] = {}
+        self._person_devices: dict[str, set[str]] = defaultdict(set)
+        self._journeys: dict[str, dict[str, Touch]] = defaultdict(dict)
+        self._decisions: dict[str, Decision] = {}
+        self._budgets: dict[tuple[str, int], list[int]] = {}  # [budget, spent, reserved]
+        self._reservations: dict[tuple[str, int, str], int] = {}
+        self._settled: set[tuple[str, int, str]] = set()
+        self._windows = _DueIndex()
+        self._credits: dict[str, dict[str, int]] = defaultdict(dict)
+        self._claims: dict[str, bytes] = {}
+        self._parked = _DueIndex()
+        self._parked_data: dict[str, bytes] = {}
+        self._watermarks: dict[str, dict[int, int]] = defaultdict(dict)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    # --- identity ------------------------------------------------------------------------
+    async def link_identity(self, device_id: str, person_id: str, score: float) -> None:
+        previous = self._device_person.get(device_id)
+        old_person = previous[0] if previous else f"d:{device_id}"
+        self._device_person[device_id] = (person_id, score)
+        if previous:
+            self._person_devices[previous[0]].discard(device_id)
+        self._person_devices[person_id].add(device_id)
+        if old_person != person_id and old_person == f"d:{device_id}":
+            moved = self._journeys.pop(old_person, {})
+            self._journeys[person_id].update(moved)
+
+    async def resolve(self, device_id: str) -> Identity:
+        linked = self._device_person.get(device_id)
+        if linked is None:
+            return Identity(f"d:{device_id}", 1.0, 1)
+        person, score = linked
+        return Identity(person, score, max(1, len(self._person_devices[person])))
+
+    # --- decision path ---------------------------------------------------------------------
+    async def decide_context(self, device_id: str, campaign: str, period: int, max_touches: int) -> DecideContext:
+        identity = await self.resolve(device_id)
+        touches = sorted(self._journeys.get(identity.person_id, {}).values(), key=_touch_order)
+        return DecideContext(identity, touches[-max_touches:], await self.budget(campaign, period))
+
+    async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
+        return self._decisions.setdefault(decision.id, decision)
+
+    async def get_decisions(self, ids: Sequence[str]) -> dict[str, Decision]:
+        return {i: self._decisions[i] for i in ids if i in self._decisions}
+
+    # --- budget ----------------------------------------------------------------------------
+    async def set_budget(self, campaign: str, period: int, budget_micros: int) -> None:
+        if budget_micros < 0:
+            raise BudgetError(f"budget must be >= 0 micros, got {budget_micros}")
+        self._budgets.setdefault((campaign, period), [0, 0, 0])[0] = budget_micros
+
+    async def budget(self, campaign: str, period: int) -> BudgetState:
+        b, s, r = self._budgets.get((campaign, period), (0, 0, 0))
+        return BudgetState(b, s, r)
+
+    async def reserve(self, campaign: str, period: int, reservation_id: str, amount_micros: int) -> bool:
+        if amount_micros < 0:
+            raise BudgetError(f"reservation must be >= 0 micros, got {amount_micros}")
+        key = (campaign, period, reservation_id)
+        if key in self._reservations or key in self._settled:
+            return True
+        ledger = self._budgets.setdefault((campaign, period), [0, 0, 0])
+        if ledger[1] + ledger[2] + amount_micros > ledger[0]:
+            return False
+        ledger[2] += amount_micros
+        self._reservations[key] = amount_micros
+        return True
+
+    async def settle(self, campaign: str, period: int, reservation_id: str, cost_micros: int) -> bool:
+        if cost_micros < 0:
+            raise BudgetError(f"cost must be >= 0 micros, got {cost_micros}")
+        key = (campaign, period, reservation_id)
+        if key in self._settled or key not in self._reservations:
+            return False
+        ledger = self._budgets[(campaign, period)]
+        ledger[2] -= self._reservations.pop(key)
+        ledger[1] += cost_micros
+        self._settled.add(key)
+        return True
+
+    # --- journeys --------------------------------------------------------------------------
+    async def upsert_touch(self, person_id: str, touch: Touch, ttl_s: int) -> None:
+        self._journeys[person_id][touch.decision_id] = touch
+
+    async def journey(self, person_id: str, since_ms: int) -> list[Touch]:
+        touches = [t for t in self._journeys.get(person_id, {}).values() if t.event_time >= since_ms]
+        return sorted(touches, key=_touch_order)
+
+    # --- windows, credits, outbox ----------------------------------------------------------
+    async def open_window(self, decision_id: str, close_at_ms: int) -> None:
+        self._windows.add(decision_id, close_at_ms)
+
+    async def due_windows(self, until_ms: int, limit: int) -> list[str]:
+        return self._windows.due(until_ms, limit)
+
+    async def drop_windows(self, decision_ids: Sequence[str]) -> None:
+        self._windows.remove(decision_ids)
+
+    async def add_credit(self, decision_id: str, conversion_id: str, credit_micros: int) -> None:
+        self._credits[decision_id][conversion_id] = credit_micros
+
+    async def credits(self, decision_id: str) -> dict[str, int]:
+        return dict(self._credits.get(decision_id, {}))
+
+    async def claim(self, key: str, payload: bytes, ttl_s: int) -> bytes:
+        return self._claims.setdefault(key, payload)
+
+    async def peek(self, key: str) -> bytes | None:
+        return self._claims.get(key)
+
+    # --- parked conversions, watermarks -----------------------------------------------------
+    async def park(self, item_id: str, event_time: int, payload: bytes) -> None:
+        if item_id not in self._parked_data:
+            self._parked_data[item_id] = payload
+            self._parked.add(item_id, event_time)
+
+    async def due_parked(self, until_ms: int, limit: int) -> list[tuple[str, bytes]]:
+        return [(i, self._parked_data[i]) for i in self._parked.due(until_ms, limit)]
+
+    async def unpark(self, item_ids: Sequence[str]) -> None:
+        self._parked.remove(item_ids)
+        for i in item_ids:
+            self._parked_data.pop(i, None)
+
+    async def advance_watermark(self, topic: str, partition: int, event_time: int) -> None:
+        marks = self._watermarks[topic]
+        if event_time > marks.get(partition, -1):
+            marks[partition] = event_time
+
+    async def watermarks(self, topic: str) -> dict[int, int]:
+        return dict(self._watermarks.get(topic, {}))
+
+
+def _touch_order(t: Touch) -> tuple[int, str]:
+    return (t.event_time, t.decision_id)
+
+
+class _DueIndex:
+    """Ids with a due time: add, list the due ones in time order, remove (like a Redis zset)."""
+
+    def __init__(self) -> None:
+        self._time: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+        self._ready: dict[str, None] = {}  # popped from the heap, due, not yet removed
+
+    def add(self, item: str, due_at: int) -> None:
+        if self._time.get(item) == due_at:
+            return
+        self._time[item] = due_at
+        self._ready.pop(item, None)
+        heapq.heappush(self._heap, (due_at, item))
+
+    def due(self, until: int, limit: int) -> list[str]:
+        while self._heap and self._heap[0][0] <= until:
+            t, item = heapq.heappop(self._heap)
+            if self._time.get(item) == t:  # skip entries superseded or removed
+                self._ready[item] = None
+        out = [i for i in self._ready if self._time[i] <= until]
+        return out[:limit]
+
+    def remove(self, items: Sequence[str]) -> None:
+        for item in items:
+            self._time.pop(item, None)
+            self._ready.pop(item, None)
+
+

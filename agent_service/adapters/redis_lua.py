@@ -1,0 +1,137 @@
+"""Lua scripts of the Redis state store: each one is a single atomic step.
+
+Money is kept as integers (micros); Lua numbers are doubles, exact below 2^53 micros
+(about 9 billion USD), far above any budget.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ADVANCE_WATERMARK",
+    "DECIDE_CONTEXT",
+    "JOURNEY",
+    "LINK_IDENTITY",
+    "PARK",
+    "RESERVE",
+    "SETTLE",
+    "UPSERT_TOUCH",
+]
+
+# KEYS: budget hash, open reservations hash, settled hash. ARGV: reservation id, amount, ttl.
+RESERVE = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
+  return 1
+end
+local b = tonumber(redis.call('HGET', KEYS[1], 'budget') or '0')
+local s = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+local r = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+local a = tonumber(ARGV[2])
+if s + r + a > b then return 0 end
+redis.call('HINCRBY', KEYS[1], 'reserved', a)
+redis.call('HSET', KEYS[2], ARGV[1], a)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: budget hash, open reservations hash, settled hash. ARGV: reservation id, cost, ttl.
+SETTLE = """
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 0 end
+local a = redis.call('HGET', KEYS[2], ARGV[1])
+if not a then return 0 end
+redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(a))
+redis.call('HINCRBY', KEYS[1], 'spent', tonumber(ARGV[2]))
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 1
+"""
+
+# KEYS: device hash. ARGV: prefix, device id, max touches, budget hash key, since_ms.
+# Returns {person, score, device_count, {touch json...}, budget, spent, reserved}.
+DECIDE_CONTEXT = """
+local prefix = ARGV[1]
+local person = redis.call('HGET', KEYS[1], 'person')
+local score = redis.call('HGET', KEYS[1], 'score') or '1'
+local ndev = 1
+if not person then
+  person = 'd:' .. ARGV[2]
+else
+  ndev = math.max(1, redis.call('SCARD', prefix .. 'id:person:' .. person))
+end
+local idx = prefix .. 'jidx:' .. person
+local ids = redis.call('ZRANGEBYSCORE', idx, ARGV[5], '+inf')
+local n = tonumber(ARGV[3])
+local first = math.max(1, #ids - n + 1)
+local sel = {}
+for i = first, #ids do sel[#sel + 1] = ids[i] end
+local touches = {}
+if #sel > 0 then touches = redis.call('HMGET', prefix .. 'jdata:' .. person, unpack(sel)) end
+local b = redis.call('HMGET', ARGV[4], 'budget', 'spent', 'reserved')
+return {person, score, ndev, touches, b[1] or '0', b[2] or '0', b[3] or '0'}
+"""
+
+# KEYS: journey index zset, journey data hash. ARGV: decision id, event time, touch json,
+# drop-before ms, ttl.
+UPSERT_TOUCH = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
+if #old > 0 then
+  redis.call('ZREM', KEYS[1], unpack(old))
+  redis.call('HDEL', KEYS[2], unpack(old))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
+
+# KEYS: journey index zset, journey data hash. ARGV: since_ms.
+JOURNEY = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+if #ids == 0 then return {} end
+return redis.call('HMGET', KEYS[2], unpack(ids))
+"""
+
+# KEYS: device hash. ARGV: prefix, device id, person id, score, ttl.
+# Links the device and moves the device's anonymous journey onto the person.
+LINK_IDENTITY = """
+local prefix = ARGV[1]
+local old = redis.call('HGET', KEYS[1], 'person')
+if old and old ~= ARGV[3] then redis.call('SREM', prefix .. 'id:person:' .. old, ARGV[2]) end
+redis.call('HSET', KEYS[1], 'person', ARGV[3], 'score', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+local pset = prefix .. 'id:person:' .. ARGV[3]
+redis.call('SADD', pset, ARGV[2])
+redis.call('EXPIRE', pset, ARGV[5])
+if not old then
+  local anon = 'd:' .. ARGV[2]
+  local sidx, sdat = prefix .. 'jidx:' .. anon, prefix .. 'jdata:' .. anon
+  local didx, ddat = prefix .. 'jidx:' .. ARGV[3], prefix .. 'jdata:' .. ARGV[3]
+  local items = redis.call('ZRANGE', sidx, 0, -1, 'WITHSCORES')
+  for i = 1, #items, 2 do
+    redis.call('ZADD', didx, items[i + 1], items[i])
+    redis.call('HSET', ddat, items[i], redis.call('HGET', sdat, items[i]))
+  end
+  if #items > 0 then
+    redis.call('EXPIRE', didx, ARGV[5])
+    redis.call('EXPIRE', ddat, ARGV[5])
+  end
+  redis.call('DEL', sidx, sdat)
+end
+return 1
+"""
+
+# KEYS: parked zset, parked data hash. ARGV: id, event time, payload.
+PARK = """
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3]) == 1 then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+end
+return 1
+"""
+
+# KEYS: watermark hash. ARGV: partition, event time.
+ADVANCE_WATERMARK = """
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""

@@ -1,0 +1,271 @@
+"""Redis state store: the production adapter behind ``ports.store.StateStore``.
+
+Key layout (``{p}`` is the configurable prefix, default ``gaelp:``; ids are opaque strings):
+
+=============================  ======  ==================================================  =================
+key                            type    content                                             expiry
+=============================  ======  ==================================================  =================
+{p}id:dev:{device}             hash    person, score (device → person link)                identity TTL
+{p}id:person:{person}          set     devices linked to the person                        identity TTL
+{p}jidx:{person}               zset    decision id scored by touch event time              window + slack
+{p}jdata:{person}              hash    decision id → Touch JSON                            window + slack
+{p}dec:{decision}              string  Decision JSON (put-if-absent)                       window + slack
+{p}budget:{campaign}:{period}  hash    budget, spent, reserved (integer micros)            none (audit)
+{p}resv:{campaign}:{period}    hash    decision id → reserved micros (open reservations)   3 days
+{p}settled:{campaign}:{period} hash    decision id → cost micros (settled: dedupe)         3 days
+{p}windows                     zset    decision id scored by window close time (ms)        none (drained)
+{p}credit:{decision}           hash    conversion id → credited micros                     window + slack
+{p}claim:{key}                 string  a handler's stored outputs (outbox / dedupe)        window + slack
+{p}parked / {p}parked:data     zset /  conversions waiting for their touches' watermark    none (drained)
+                               hash
+{p}wm:{topic}                  hash    partition → max event time seen (ms)                none
+=============================  ======  ==================================================  =================
+
+Budget, journey, identity and park updates are Lua scripts (``redis_lua``): one atomic step
+each. The decision path reads identity, journey and budget with one script call (one round
+trip). Library errors become ``StoreError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from agent_service.adapters import redis_lua
+from agent_service.contracts.events import Decision, Touch
+from agent_service.errors import BudgetError, StoreError
+from agent_service.ports.store import BudgetState, DecideContext, Identity
+
+__all__ = ["RedisStore"]
+
+_DAY_S = 86_400
+_touch_dec = msgspec.json.Decoder(Touch)
+_decision_dec = msgspec.json.Decoder(Decision)
+_enc = msgspec.json.Encoder()
+
+
+class RedisStore:
+    """State in Redis (see the module docstring for the key layout).
+
+    :param url: ``redis://HOST:PORT/DB``.
+    :param prefix: prefix of every key.
+    :param identity_ttl_s: expiry of identity links.
+    :param retention_s: expiry of journeys, decisions, credits and claims (window + slack).
+    """
+
+    def __init__(self, url: str, prefix: str = "gaelp:", identity_ttl_s: int = 90 * _DAY_S,
+                 retention_s: int = 16 * _DAY_S) -> None:
+        self._url = url
+        self._p = prefix
+        self._identity_ttl = identity_ttl_s
+        self._retention = retention_s
+        self._r: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            self._r = aioredis.Redis.from_url(self._url, decode_responses=False,
+                                              health_check_interval=10, retry_on_timeout=True)
+            await self._r.ping()
+        except RedisError as exc:
+            raise StoreError(f"cannot reach Redis at {self._url}: {exc}") from exc
+        for name in ("RESERVE", "SETTLE", "DECIDE_CONTEXT", "UPSERT_TOUCH", "JOURNEY",
+                     "LINK_IDENTITY", "PARK", "ADVANCE_WATERMARK"):
+            self._scripts[name] = self._r.register_script(getattr(redis_lua, name))
+
+    async def stop(self) -> None:
+        if self._r is not None:
+            await self._r.aclose()
+            self._r = None
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._r is None:
+            raise StoreError("RedisStore used before start()")
+        return self._r
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._scripts[name](keys=list(keys), args=list(args))
+        except RedisError as exc:
+            raise StoreError(f"redis script {name} failed: {exc}") from exc
+
+    # --- identity ------------------------------------------------------------------------
+    async def link_identity(self, device_id: str, person_id: str, score: float) -> None:
+        await self._run("LINK_IDENTITY", [f"{self._p}id:dev:{device_id}"],
+                        [self._p, device_id, person_id, repr(float(score)), self._identity_ttl])
+
+    async def resolve(self, device_id: str) -> Identity:
+        try:
+            person, score = await self.redis.hmget(f"{self._p}id:dev:{device_id}", "person", "score")
+            if person is None:
+                return Identity(f"d:{device_id}", 1.0, 1)
+            ndev = await self.redis.scard(f"{self._p}id:person:{person.decode()}")
+        except RedisError as exc:
+            raise StoreError(f"identity lookup failed: {exc}") from exc
+        return Identity(person.decode(), float(score or 1.0), max(1, int(ndev)))
+
+    # --- decision path ---------------------------------------------------------------------
+    async def decide_context(self, device_id: str, campaign: str, period: int, max_touches: int) -> DecideContext:
+        res = await self._run("DECIDE_CONTEXT", [f"{self._p}id:dev:{device_id}"],
+                              [self._p, device_id, max_touches, self._budget_key(campaign, period), 0])
+        person, score, ndev, touches, b, s, r = res
+        journey = [_touch_dec.decode(t) for t in touches if t is not None]
+        return DecideContext(Identity(person.decode(), float(score), int(ndev)), journey,
+                             BudgetState(int(b), int(s), int(r)))
+
+    async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
+        key = f"{self._p}dec:{decision.id}"
+        try:
+            old = await self.redis.set(key, _enc.encode(decision), nx=True, ex=ttl_s, get=True)
+        except RedisError as exc:
+            raise StoreError(f"storing decision failed: {exc}") from exc
+        return decision if old is None else _decision_dec.decode(old)
+
+    async def get_decisions(self, ids: Sequence[str]) -> dict[str, Decision]:
+        if not ids:
+            return {}
+        try:
+            raw = await self.redis.mget([f"{self._p}dec:{i}" for i in ids])
+        except RedisError as exc:
+            raise StoreError(f"reading decisions failed: {exc}") from exc
+        return {i: _decision_dec.decode(v) for i, v in zip(ids, raw, strict=True) if v is not None}
+
+    # --- budget ----------------------------------------------------------------------------
+    def _budget_key(self, campaign: str, period: int) -> str:
+        return f"{self._p}budget:{campaign}:{period}"
+
+    def _ledger_keys(self, campaign: str, period: int) -> list[str]:
+        return [self._budget_key(campaign, period), f"{self._p}resv:{campaign}:{period}",
+                f"{self._p}settled:{campaign}:{period}"]
+
+    async def set_budget(self, campaign: str, period: int, budget_micros: int) -> None:
+        if budget_micros < 0:
+            raise BudgetError(f"budget must be >= 0 micros, got {budget_micros}")
+        try:
+            await self.redis.hset(self._budget_key(campaign, period), "budget", int(budget_micros))
+        except RedisError as exc:
+            raise StoreError(f"setting budget failed: {exc}") from exc
+
+    async def budget(self, campaign: str, period: int) -> BudgetState:
+        try:
+            b, s, r = await self.redis.hmget(self._budget_key(campaign, period), "budget", "spent", "reserved")
+        except RedisError as exc:
+            raise StoreError(f"reading budget failed: {exc}") from exc
+        return BudgetState(int(b or 0), int(s or 0), int(r or 0))
+
+    async def reserve(self, campaign: str, period: int, reservation_id: str, amount_micros: int) -> bool:
+        if amount_micros < 0:
+            raise BudgetError(f"reservation must be >= 0 micros, got {amount_micros}")
+        ok = await self._run("RESERVE", self._ledger_keys(campaign, period),
+                             [reservation_id, int(amount_micros), 3 * _DAY_S])
+        return bool(ok)
+
+    async def settle(self, campaign: str, period: int, reservation_id: str, cost_micros: int) -> bool:
+        if cost_micros < 0:
+            raise BudgetError(f"cost must be >= 0 micros, got {cost_micros}")
+        ok = await self._run("SETTLE", self._ledger_keys(campaign, period),
+                             [reservation_id, int(cost_micros), 3 * _DAY_S])
+        return bool(ok)
+
+    # --- journeys --------------------------------------------------------------------------
+    async def upsert_touch(self, person_id: str, touch: Touch, ttl_s: int) -> None:
+        drop_before = touch.event_time - ttl_s * 1000
+        await self._run("UPSERT_TOUCH", [f"{self._p}jidx:{person_id}", f"{self._p}jdata:{person_id}"],
+                        [touch.decision_id, touch.event_time, _enc.encode(touch), drop_before, ttl_s])
+
+    async def journey(self, person_id: str, since_ms: int) -> list[Touch]:
+        raw = await self._run("JOURNEY", [f"{self._p}jidx:{person_id}", f"{self._p}jdata:{person_id}"],
+                              [since_ms])
+        return [_touch_dec.decode(t) for t in raw if t is not None]
+
+    # --- windows, credits, outbox ----------------------------------------------------------
+    async def open_window(self, decision_id: str, close_at_ms: int) -> None:
+        try:
+            await self.redis.zadd(f"{self._p}windows", {decision_id: close_at_ms})
+        except RedisError as exc:
+            raise StoreError(f"opening window failed: {exc}") from exc
+
+    async def due_windows(self, until_ms: int, limit: int) -> list[str]:
+        try:
+            ids = await self.redis.zrangebyscore(f"{self._p}windows", "-inf", until_ms, start=0, num=limit)
+        except RedisError as exc:
+            raise StoreError(f"listing windows failed: {exc}") from exc
+        return [i.decode() for i in ids]
+
+    async def drop_windows(self, decision_ids: Sequence[str]) -> None:
+        if decision_ids:
+            try:
+                await self.redis.zrem(f"{self._p}windows", *decision_ids)
+            except RedisError as exc:
+                raise StoreError(f"dropping windows failed: {exc}") from exc
+
+    async def add_credit(self, decision_id: str, conversion_id: str, credit_micros: int) -> None:
+        key = f"{self._p}credit:{decision_id}"
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, conversion_id, int(credit_micros))
+                pipe.expire(key, self._retention)
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"adding credit failed: {exc}") from exc
+
+    async def credits(self, decision_id: str) -> dict[str, int]:
+        try:
+            raw = await self.redis.hgetall(f"{self._p}credit:{decision_id}")
+        except RedisError as exc:
+            raise StoreError(f"reading credits failed: {exc}") from exc
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def claim(self, key: str, payload: bytes, ttl_s: int) -> bytes:
+        try:
+            old = await self.redis.set(f"{self._p}claim:{key}", payload, nx=True, ex=ttl_s, get=True)
+        except RedisError as exc:
+            raise StoreError(f"claim failed: {exc}") from exc
+        return payload if old is None else bytes(old)
+
+    async def peek(self, key: str) -> bytes | None:
+        try:
+            v = await self.redis.get(f"{self._p}claim:{key}")
+        except RedisError as exc:
+            raise StoreError(f"peek failed: {exc}") from exc
+        return None if v is None else bytes(v)
+
+    # --- parked conversions, watermarks -----------------------------------------------------
+    async def park(self, item_id: str, event_time: int, payload: bytes) -> None:
+        await self._run("PARK", [f"{self._p}parked", f"{self._p}parked:data"], [item_id, event_time, payload])
+
+    async def due_parked(self, until_ms: int, limit: int) -> list[tuple[str, bytes]]:
+        try:
+            ids = await self.redis.zrangebyscore(f"{self._p}parked", "-inf", until_ms, start=0, num=limit)
+            if not ids:
+                return []
+            data = await self.redis.hmget(f"{self._p}parked:data", ids)
+        except RedisError as exc:
+            raise StoreError(f"listing parked items failed: {exc}") from exc
+        return [(i.decode(), bytes(d)) for i, d in zip(ids, data, strict=True) if d is not None]
+
+    async def unpark(self, item_ids: Sequence[str]) -> None:
+        if item_ids:
+            try:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zrem(f"{self._p}parked", *item_ids)
+                    pipe.hdel(f"{self._p}parked:data", *item_ids)
+                    await pipe.execute()
+            except RedisError as exc:
+                raise StoreError(f"unparking failed: {exc}") from exc
+
+    async def advance_watermark(self, topic: str, partition: int, event_time: int) -> None:
+        await self._run("ADVANCE_WATERMARK", [f"{self._p}wm:{topic}"], [partition, event_time])
+
+    async def watermarks(self, topic: str) -> dict[int, int]:
+        try:
+            raw = await self.redis.hgetall(f"{self._p}wm:{topic}")
+        except RedisError as exc:
+            raise StoreError(f"reading watermarks failed: {exc}") from exc
+        return {int(k): int(v) for k, v in raw.items()}

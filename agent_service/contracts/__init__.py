@@ -1,0 +1,38 @@
+"""Wire contracts: OpenRTB 2.6 subset and GAELP's event records, with their codec."""
+
+from agent_service.contracts.codec import decode, decode_bid_request, encode, to_builtins
+from agent_service.contracts.events import (
+    Action,
+    AdEvent,
+    AuctionResult,
+    Conversion,
+    DeadLetter,
+    Decision,
+    Experience,
+    IdentityLink,
+    RewardParts,
+    Touch,
+)
+from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid
+
+__all__ = [
+    "Action",
+    "AdEvent",
+    "AuctionResult",
+    "Bid",
+    "BidRequest",
+    "BidResponse",
+    "Conversion",
+    "DeadLetter",
+    "Decision",
+    "Experience",
+    "IdentityLink",
+    "Imp",
+    "RewardParts",
+    "SeatBid",
+    "Touch",
+    "decode",
+    "decode_bid_request",
+    "encode",
+    "to_builtins",
+]

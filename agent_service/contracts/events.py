@@ -1,0 +1,163 @@
+"""GAELP's internal wire contracts: the records on every topic but bid requests.
+
+Every record has an ``id`` (the key of its effect: a redelivery with the same id changes
+nothing) and an ``event_time`` in integer milliseconds since the Unix epoch (UTC) — the time
+the thing happened, not when it was processed. Money is integer micro-dollars.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct, field
+
+__all__ = [
+    "Action",
+    "AdEvent",
+    "AuctionResult",
+    "Conversion",
+    "DeadLetter",
+    "Decision",
+    "EventTime",
+    "Experience",
+    "IdentityLink",
+    "RewardParts",
+    "Touch",
+]
+
+EventTime = Annotated[int, Meta(ge=0)]
+"""Milliseconds since the Unix epoch, UTC."""
+Micros = Annotated[int, Meta(ge=0)]
+Id = Annotated[str, Meta(min_length=1, max_length=256)]
+Probability = Annotated[float, Meta(gt=0.0, le=1.0)]
+
+
+class Action(Struct, frozen=True, kw_only=True):
+    """What the agent chose for one opportunity."""
+
+    bid_cpm_micros: Micros
+    """Bid price, CPM in micros (0 when the channel has no auction, e.g. organic)."""
+    creative: Annotated[int, Meta(ge=0)]
+    channel: str
+    segment: Annotated[int, Meta(ge=0)]
+    """Target segment (a discovered segment id)."""
+    multiplier: Annotated[int, Meta(ge=0)] = 0
+    """Index of the bid multiplier chosen."""
+
+
+class Decision(Struct, frozen=True, kw_only=True):
+    """One decision as logged: what the agent saw, did, with what probability, by which model."""
+
+    id: Id
+    """Decision id: ``<request id>:<imp id>``."""
+    event_time: EventTime
+    request_id: Id
+    imp_id: Id
+    person_id: Id
+    """Canonical person id after identity resolution (hashed)."""
+    device_id: Id
+    campaign: Id
+    state: list[float]
+    action: Action
+    propensity: Probability
+    """Probability of ``action`` under the behaviour policy."""
+    model_version: Annotated[int, Meta(ge=0)]
+    value_estimate_micros: Micros = 0
+    """Estimated value of an impression (micros per impression)."""
+    bid: bool = True
+    """False when no bid left the service (budget, floor, shadow mode)."""
+    no_bid_reason: str | None = None
+    shadow: bool = False
+
+
+class AuctionResult(Struct, frozen=True, kw_only=True):
+    id: Id
+    event_time: EventTime
+    decision_id: Id
+    won: bool
+    position: Annotated[int, Meta(ge=1, le=10)] | None = None
+    """Slot won (1 = top) for positional auctions such as paid search."""
+    price_paid_micros: Micros = 0
+    """What the impression cost (0 when lost)."""
+
+
+class AdEvent(Struct, frozen=True, kw_only=True):
+    id: Id
+    event_time: EventTime
+    decision_id: Id
+    kind: Literal["impression", "click"]
+
+
+class Conversion(Struct, frozen=True, kw_only=True):
+    id: Id
+    event_time: EventTime
+    value_micros: Micros
+    user_id: str | None = None
+    """Logged-in (hashed) user id, when known."""
+    device_id: str | None = None
+    """Device the conversion happened on."""
+
+
+class IdentityLink(Struct, frozen=True, kw_only=True):
+    id: Id
+    event_time: EventTime
+    device_id: Id
+    person_id: Id
+    kind: Literal["login", "probabilistic"] = "login"
+    score: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0
+
+
+class RewardParts(Struct, frozen=True, kw_only=True):
+    """The seed's reward components, each in USD (see agent_service.reward)."""
+
+    immediate: float = 0.0
+    attribution: float = 0.0
+    delayed: float = 0.0
+    diversity: float = 0.0
+
+
+class Experience(Struct, frozen=True, kw_only=True):
+    """A reward increment for one decision, for the learner.
+
+    A decision receives several records: at the auction result (immediate, with the delayed
+    estimate), one per conversion credited to it, and a final one when its window closes.
+    The learner may sum them by ``decision_id``; ``id`` keys the increment itself.
+    """
+
+    id: Id
+    event_time: EventTime
+    decision_id: Id
+    kind: Literal["outcome", "credit", "final"]
+    state: list[float]
+    action: Action
+    propensity: Probability
+    model_version: Annotated[int, Meta(ge=0)]
+    reward: float
+    parts: RewardParts = field(default_factory=RewardParts)
+    done: bool = False
+    """True on the final record: the decision's window has closed."""
+
+
+class Touch(Struct, frozen=True, kw_only=True):
+    """A touchpoint in a person's journey (stored per person for the join window)."""
+
+    decision_id: Id
+    event_time: EventTime
+    channel: str
+    creative: int
+    segment: int
+    device_id: str
+    cost_micros: int = 0
+    clicked: bool = False
+
+
+class DeadLetter(Struct, frozen=True, kw_only=True):
+    """A record that could not be processed, with the reason."""
+
+    id: Id
+    topic: str
+    reason: str
+    field: str
+    payload: str
+    """The raw record (UTF-8, or hex of its bytes when not UTF-8)."""
+    event_time: EventTime = 0

@@ -1,0 +1,88 @@
+"""The event bus port: topics of keyed byte records, consumer groups, manual commits.
+
+Semantics every adapter honours (tests/contract/test_bus_contract.py checks them):
+- records with the same key go to the same partition and are read in the order published;
+- a consumer in a group reads from the group's committed position; ``commit`` stores the
+  position after every record ``getmany`` has returned so far (commit only after processing:
+  at-least-once delivery);
+- records not committed are delivered again to the next consumer of the group;
+- different groups each read every record.
+Headers carry the record kind (``gaelp-kind: tick`` marks an event-time heartbeat).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+__all__ = ["BusRecord", "Consumer", "EventBus", "TICK_HEADER"]
+
+TICK_HEADER = ("gaelp-kind", b"tick")
+"""Header of an event-time heartbeat record (value: ``{"id":..., "event_time":...}``)."""
+
+
+class BusRecord(NamedTuple):
+    """One record as consumed."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def is_tick(self) -> bool:
+        """True for an event-time heartbeat."""
+        return TICK_HEADER in self.headers
+
+
+class Consumer(Protocol):
+    """A member of a consumer group reading some topics."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def getmany(self, timeout_ms: int = 100, max_records: int = 1000) -> list[BusRecord]:
+        """Up to ``max_records`` records, waiting at most ``timeout_ms`` for the first."""
+        ...
+
+    async def commit(self) -> None:
+        """Commit the position after every record returned so far."""
+        ...
+
+
+class EventBus(Protocol):
+    """Producer side of the bus plus a factory of consumers."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def create_topics(self, names: Sequence[str], partitions: int) -> None:
+        """Create topics if they do not exist (idempotent)."""
+        ...
+
+    async def partitions(self, topic: str) -> int:
+        """Number of partitions of ``topic``."""
+        ...
+
+    async def publish(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
+    ) -> None:
+        """Queue one record; ``partition`` overrides key-based partitioning."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until every queued record is stored by the bus."""
+        ...
+
+    def consumer(self, topics: Sequence[str], group: str) -> Consumer:
+        """A new (not yet started) consumer of ``topics`` in ``group``."""
+        ...

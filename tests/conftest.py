@@ -1,0 +1,41 @@
+"""Shared fixtures: throwaway Redis and tansu servers on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from tests.servers import RedisServer, TansuBroker  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session; tests use distinct key prefixes or flush it."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[TansuBroker]:
+    """One tansu broker for the session; tests use distinct topic names."""
+    with TansuBroker() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The ../shared folder beside the repo (reference data)."""
+    if not SHARED.exists():
+        pytest.fail(f"{SHARED} is missing: CI copies ../shared beside the clone")
+    return SHARED

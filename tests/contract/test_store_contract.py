@@ -1,0 +1,136 @@
+"""One contract for every StateStore adapter: in-memory and Redis run the same tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent_service.adapters.memory_store import MemoryStore
+from agent_service.adapters.redis_store import RedisStore
+from agent_service.contracts.events import Action, Decision, Touch
+from agent_service.errors import BudgetError
+from agent_service.ports.store import StateStore
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    if request.param == "memory":
+        s: StateStore = MemoryStore()
+    else:
+        server = request.getfixturevalue("redis_server")
+        s = RedisStore(server.url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+def _touch(decision_id: str, t: int, clicked: bool = False) -> Touch:
+    return Touch(decision_id=decision_id, event_time=t, channel="social", creative=1, segment=0,
+                 device_id="dev1", cost_micros=10, clicked=clicked)
+
+
+def _decision(i: str, version: int = 0) -> Decision:
+    return Decision(id=i, event_time=1, request_id="r", imp_id="1", person_id="p", device_id="d",
+                    campaign="c", state=[0.5, 1.0], propensity=0.25, model_version=version,
+                    action=Action(bid_cpm_micros=2_000_000, creative=3, channel="social", segment=1))
+
+
+async def test_budget_reserve_is_atomic_and_exact(store: StateStore) -> None:
+    await store.set_budget("c", 0, 1_000)
+    results = await asyncio.gather(*(store.reserve("c", 0, f"r{i}", 100) for i in range(25)))
+    assert sum(results) == 10
+    state = await store.budget("c", 0)
+    assert state.reserved == 1_000 and state.spent == 0 and state.remaining == 0
+
+
+async def test_reserve_and_settle_are_idempotent(store: StateStore) -> None:
+    await store.set_budget("c", 1, 1_000)
+    assert await store.reserve("c", 1, "a", 600)
+    assert await store.reserve("c", 1, "a", 600)  # redelivery: already reserved, no double hold
+    assert (await store.budget("c", 1)).reserved == 600
+    assert not await store.reserve("c", 1, "b", 600)
+    assert await store.settle("c", 1, "a", 250)
+    assert not await store.settle("c", 1, "a", 250)
+    assert await store.reserve("c", 1, "a", 600)  # settled reservation is not re-opened
+    state = await store.budget("c", 1)
+    assert (state.spent, state.reserved) == (250, 0)
+    assert not await store.settle("c", 1, "unknown", 5)
+
+
+async def test_negative_money_is_refused(store: StateStore) -> None:
+    with pytest.raises(BudgetError):
+        await store.reserve("c", 2, "x", -1)
+    with pytest.raises(BudgetError):
+        await store.set_budget("c", 2, -5)
+
+
+async def test_journey_upsert_is_idempotent_and_ordered(store: StateStore) -> None:
+    await store.upsert_touch("p1", _touch("d2", 2_000), ttl_s=3600)
+    await store.upsert_touch("p1", _touch("d1", 1_000), ttl_s=3600)
+    await store.upsert_touch("p1", _touch("d1", 1_000, clicked=True), ttl_s=3600)
+    j = await store.journey("p1", since_ms=0)
+    assert [t.decision_id for t in j] == ["d1", "d2"]
+    assert j[0].clicked
+    assert [t.decision_id for t in await store.journey("p1", since_ms=1_500)] == ["d2"]
+
+
+async def test_identity_link_moves_anonymous_journey(store: StateStore) -> None:
+    await store.upsert_touch("d:devA", _touch("x1", 5), ttl_s=3600)
+    assert (await store.resolve("devA")).person_id == "d:devA"
+    await store.link_identity("devA", "alice", 1.0)
+    await store.link_identity("devB", "alice", 0.8)
+    ident = await store.resolve("devB")
+    assert ident.person_id == "alice" and ident.device_count == 2 and ident.confidence == pytest.approx(0.8)
+    assert [t.decision_id for t in await store.journey("alice", 0)] == ["x1"]
+    assert await store.journey("d:devA", 0) == []
+    ctx = await store.decide_context("devA", "c", 9, max_touches=8)
+    assert ctx.identity.person_id == "alice" and [t.decision_id for t in ctx.journey] == ["x1"]
+
+
+async def test_decide_context_limits_touches_and_reads_budget(store: StateStore) -> None:
+    for i in range(6):
+        await store.upsert_touch("d:devC", _touch(f"t{i}", 100 + i), ttl_s=3600)
+    await store.set_budget("c", 3, 777)
+    ctx = await store.decide_context("devC", "c", 3, max_touches=4)
+    assert [t.decision_id for t in ctx.journey] == ["t2", "t3", "t4", "t5"]
+    assert ctx.budget.budget == 777 and ctx.identity.device_count == 1
+
+
+async def test_put_decision_keeps_the_first(store: StateStore) -> None:
+    first = await store.put_decision(_decision("k", version=1), ttl_s=60)
+    again = await store.put_decision(_decision("k", version=2), ttl_s=60)
+    assert first.model_version == 1 and again.model_version == 1
+    got = await store.get_decisions(["k", "missing"])
+    assert list(got) == ["k"] and got["k"] == first
+
+
+async def test_windows_credit_claim_park_watermark(store: StateStore) -> None:
+    await store.open_window("w1", 300)
+    await store.open_window("w2", 100)
+    await store.open_window("w3", 900)
+    assert await store.due_windows(500, 10) == ["w2", "w1"]
+    await store.drop_windows(["w2"])
+    assert await store.due_windows(500, 10) == ["w1"]
+    await store.add_credit("w1", "conv1", 40)
+    await store.add_credit("w1", "conv1", 40)
+    assert await store.credits("w1") == {"conv1": 40}
+    assert await store.claim("k1", b"first", 60) == b"first"
+    assert await store.claim("k1", b"second", 60) == b"first"
+    assert await store.peek("k1") == b"first" and await store.peek("nope") is None
+    await store.park("c2", 20, b"two")
+    await store.park("c1", 10, b"one")
+    await store.park("c1", 10, b"dup")
+    assert await store.due_parked(15, 10) == [("c1", b"one")]
+    await store.unpark(["c1"])
+    assert await store.due_parked(100, 10) == [("c2", b"two")]
+    await store.advance_watermark("t", 0, 50)
+    await store.advance_watermark("t", 0, 40)
+    await store.advance_watermark("t", 1, 7)
+    assert await store.watermarks("t") == {0: 50, 1: 7}
