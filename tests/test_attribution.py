@@ -298,6 +298,19 @@ def test_parse_strips_whitespace_and_keeps_first_seen_order() -> None:
     assert table.rows.tolist() == [2, 3]
 
 
+def test_plain_and_quoted_csv_parse_alike() -> None:
+    plain = HEADER + "a > b,1,2.5,3\nb,0,0,1\nc > a > c,2,7,0\n"
+    quoted = HEADER + '"a > b",1,2.5,3\r\n"b",0,0,1\r\n\r\n"c > a > c",2,7,0\r\n'
+    extra = "total_null,x,path,total_conversion_value,total_conversions\n3,q,a > b,2.5,1\n1,q,b,0,0\n0,q,c > a > c,7,2\n"
+    tables = [parse_paths_csv(t) for t in (plain, quoted, extra)]
+    for t in tables:
+        assert t.channels == ("a", "b", "c")
+        assert [t.path(i) for i in range(3)] == [("a", "b"), ("b",), ("c", "a", "c")]
+        assert t.conversions.tolist() == [1, 0, 2] and t.values.tolist() == [2.5, 0, 7]
+        assert t.nulls.tolist() == [3, 1, 0]
+    assert tables[1].rows.tolist() == [2, 3, 5]  # blank line 4 skipped, numbering kept
+
+
 @pytest.mark.parametrize(
     ("text", "field", "reason"),
     [

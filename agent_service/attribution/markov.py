@@ -130,23 +130,28 @@ class MarkovModel:
             raise ConfigError("attribution.markov_order",
                               f"order {order} with {n_ch} channels is too large; lower the order")
         keys, key_offsets = _state_keys(table, order, base)
-        uniq, inv = np.unique(keys, return_inverse=True)
+        uniq, seq = _dense_ids(keys)  # seq: state ids 1..len(uniq); 0 is (start)
         n_t = uniq.shape[0] + 1  # transient: (start) + states
         conv_i, null_i = n_t, n_t + 1
-        seq = inv.astype(np.int64) + 1
+        size = n_t + 2
         lens = np.diff(key_offsets)
-        path_of = np.repeat(np.arange(table.n_paths), lens)
         journeys = table.conversions + table.nulls
         frm = np.empty_like(seq)
         frm[1:] = seq[:-1]
         frm[key_offsets[:-1]] = 0
         last = seq[key_offsets[1:] - 1]
-        rows = np.concatenate([frm, last, last])
-        cols = np.concatenate([seq, np.full(last.shape, conv_i), np.full(last.shape, null_i)])
-        data = np.concatenate([journeys[path_of], table.conversions, table.nulls])
-        size = n_t + 2
-        counts = sp.csr_matrix((data, (rows, cols)), shape=(size, size))
-        counts.sum_duplicates()
+        step_weight = np.repeat(journeys, lens)
+        if size * size <= 4_000_000:  # dense counting: no sort
+            flat = np.bincount(frm * size + seq, weights=step_weight, minlength=size * size)
+            flat += np.bincount(last * size + conv_i, weights=table.conversions, minlength=size * size)
+            flat += np.bincount(last * size + null_i, weights=table.nulls, minlength=size * size)
+            counts = sp.csr_matrix(flat.reshape(size, size))
+        else:
+            rows = np.concatenate([frm, last, last])
+            cols = np.concatenate([seq, np.full(last.shape, conv_i), np.full(last.shape, null_i)])
+            data = np.concatenate([step_weight, table.conversions, table.nulls])
+            counts = sp.csr_matrix((data, (rows, cols)), shape=(size, size))
+            counts.sum_duplicates()
         counts.eliminate_zeros()
 
         # Mean value per conversion by last state (paths with conversions only).
@@ -221,6 +226,19 @@ def _state_keys(table: PathTable, order: int, base: int) -> tuple[np.ndarray, np
     new_offsets = np.zeros(kept.shape[0] + 1, dtype=np.int64)
     np.cumsum(kept, out=new_offsets[1:])
     return keys[keep], new_offsets
+
+
+def _dense_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct keys and the 1-based id of each key (no sort when keys are small)."""
+    top = int(keys.max()) + 1 if keys.size else 1
+    if top <= 4 * keys.shape[0] + 1024:
+        present = np.bincount(keys, minlength=top) > 0
+        uniq = np.flatnonzero(present)
+        ids = np.zeros(top, dtype=np.int64)
+        ids[uniq] = np.arange(1, uniq.shape[0] + 1)
+        return uniq, ids[keys]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    return uniq, inv.astype(np.int64) + 1
 
 
 def _decode(key: int, base: int, order: int) -> tuple[int, ...]:
