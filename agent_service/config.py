@@ -26,6 +26,7 @@ __all__ = [
     "BudgetConfig",
     "GaelpConfig",
     "JoinConfig",
+    "RewardConfig",
     "ServeConfig",
     "SimulationConfig",
     "TopicsConfig",
@@ -44,7 +45,7 @@ def _require(cond: bool, key: str, reason: str) -> None:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    daily_usd: float = 500.0
+    daily_usd: float = 15.0
     """Hard daily budget in USD; spend never exceeds it."""
     bid_min_usd: float = 0.50
     """Lowest bid (CPM, USD) the agent may send."""
@@ -68,17 +69,42 @@ class JoinConfig:
     """How far behind the watermark an event may arrive and still be joined."""
     attribution: str = "last_touch"
     """Attribution model used in the stream (see agent_service.attribution)."""
-    click_weight: float = 1.0
-    """Immediate reward per click (in the same units as conversion value, USD)."""
+    identity_min_score: float = 0.9
+    """Probabilistic identity links below this score do not merge journeys."""
 
     def __post_init__(self) -> None:
         _require(self.window_days > 0, "join.window_days", "must be > 0")
         _require(self.allowed_lateness_s >= 0, "join.allowed_lateness_s", "must be >= 0")
+        _require(0 <= self.identity_min_score <= 1, "join.identity_min_score", "must be in [0, 1]")
+
+    @property
+    def allowed_lateness_ms(self) -> int:
+        return self.allowed_lateness_s * 1000
 
     @property
     def window_ms(self) -> int:
         """The window in milliseconds of event time."""
         return int(self.window_days * 86_400_000)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """R = α1·R_immediate + α2·R_attribution + α3·R_delayed + α4·R_diversity (all in USD)."""
+
+    alpha_immediate: float = 1.0
+    """α1: weight of the immediate outcome (−cost, + click value)."""
+    alpha_attribution: float = 1.0
+    """α2: weight of attributed conversion value (multi-touch credit × value)."""
+    alpha_delayed: float = 0.0
+    """α3: weight of the expected future conversion value at outcome time (replaced by credit later)."""
+    alpha_diversity: float = 0.0
+    """α4: weight of creative freshness × channel efficiency."""
+    click_value_usd: float = 1.0
+    """Immediate value of a click, USD (a proxy until its conversions arrive)."""
+
+    def __post_init__(self) -> None:
+        for name in ("alpha_immediate", "alpha_attribution", "alpha_delayed", "alpha_diversity", "click_value_usd"):
+            _require(getattr(self, name) >= 0, f"reward.{name}", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -192,6 +218,8 @@ class GaelpConfig:
     """Budget and bid limits."""
     join: JoinConfig = field(default_factory=JoinConfig)
     """Delayed-conversion join and attribution."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """The multi-component reward."""
     agent: AgentConfig = field(default_factory=AgentConfig)
     """The decision policy and its learner."""
     simulation: SimulationConfig = field(default_factory=SimulationConfig)

@@ -12,6 +12,8 @@ import heapq
 from collections import defaultdict
 from collections.abc import Sequence
 
+import msgspec
+
 from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError
 from agent_service.ports.store import BudgetState, DecideContext, Identity
@@ -26,6 +28,7 @@ class MemoryStore:
         self._device_person: dict[str, tuple[str, float]] = {}
         self._person_devices: dict[str, set[str]] = defaultdict(set)
         self._journeys: dict[str, dict[str, Touch]] = defaultdict(dict)
+        self._clicks: dict[str, set[str]] = defaultdict(set)
         self._decisions: dict[str, Decision] = {}
         self._budgets: dict[tuple[str, int], list[int]] = {}  # [budget, spent, reserved]
         self._reservations: dict[tuple[str, int, str], int] = {}
@@ -52,8 +55,8 @@ class MemoryStore:
             self._person_devices[previous[0]].discard(device_id)
         self._person_devices[person_id].add(device_id)
         if old_person != person_id and old_person == f"d:{device_id}":
-            moved = self._journeys.pop(old_person, {})
-            self._journeys[person_id].update(moved)
+            self._journeys[person_id].update(self._journeys.pop(old_person, {}))
+            self._clicks[person_id].update(self._clicks.pop(old_person, set()))
 
     async def resolve(self, device_id: str) -> Identity:
         linked = self._device_person.get(device_id)
@@ -65,7 +68,7 @@ class MemoryStore:
     # --- decision path ---------------------------------------------------------------------
     async def decide_context(self, device_id: str, campaign: str, period: int, max_touches: int) -> DecideContext:
         identity = await self.resolve(device_id)
-        touches = sorted(self._journeys.get(identity.person_id, {}).values(), key=_touch_order)
+        touches = await self.journey(identity.person_id, 0)
         return DecideContext(identity, touches[-max_touches:], await self.budget(campaign, period))
 
     async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
@@ -79,6 +82,10 @@ class MemoryStore:
         if budget_micros < 0:
             raise BudgetError(f"budget must be >= 0 micros, got {budget_micros}")
         self._budgets.setdefault((campaign, period), [0, 0, 0])[0] = budget_micros
+
+    async def init_budget(self, campaign: str, period: int, budget_micros: int) -> None:
+        if (campaign, period) not in self._budgets:
+            await self.set_budget(campaign, period, budget_micros)
 
     async def budget(self, campaign: str, period: int) -> BudgetState:
         b, s, r = self._budgets.get((campaign, period), (0, 0, 0))
@@ -114,8 +121,13 @@ class MemoryStore:
         self._journeys[person_id][touch.decision_id] = touch
 
     async def journey(self, person_id: str, since_ms: int) -> list[Touch]:
-        touches = [t for t in self._journeys.get(person_id, {}).values() if t.event_time >= since_ms]
+        clicks = self._clicks.get(person_id, set())
+        touches = [msgspec.structs.replace(t, clicked=True) if t.decision_id in clicks and not t.clicked else t
+                   for t in self._journeys.get(person_id, {}).values() if t.event_time >= since_ms]
         return sorted(touches, key=_touch_order)
+
+    async def mark_click(self, person_id: str, decision_id: str, ttl_s: int) -> None:
+        self._clicks[person_id].add(decision_id)
 
     # --- windows, credits, outbox ----------------------------------------------------------
     async def open_window(self, decision_id: str, close_at_ms: int) -> None:

@@ -47,7 +47,7 @@ return 1
 """
 
 # KEYS: device hash. ARGV: prefix, device id, max touches, budget hash key, since_ms.
-# Returns {person, score, device_count, {touch json...}, budget, spent, reserved}.
+# Returns {person, score, device_count, {touch json...}, {click flag...}, budget, spent, reserved}.
 DECIDE_CONTEXT = """
 local prefix = ARGV[1]
 local person = redis.call('HGET', KEYS[1], 'person')
@@ -64,10 +64,13 @@ local n = tonumber(ARGV[3])
 local first = math.max(1, #ids - n + 1)
 local sel = {}
 for i = first, #ids do sel[#sel + 1] = ids[i] end
-local touches = {}
-if #sel > 0 then touches = redis.call('HMGET', prefix .. 'jdata:' .. person, unpack(sel)) end
+local touches, clicks = {}, {}
+if #sel > 0 then
+  touches = redis.call('HMGET', prefix .. 'jdata:' .. person, unpack(sel))
+  clicks = redis.call('HMGET', prefix .. 'jclick:' .. person, unpack(sel))
+end
 local b = redis.call('HMGET', ARGV[4], 'budget', 'spent', 'reserved')
-return {person, score, ndev, touches, b[1] or '0', b[2] or '0', b[3] or '0'}
+return {person, score, ndev, touches, clicks, b[1] or '0', b[2] or '0', b[3] or '0'}
 """
 
 # KEYS: journey index zset, journey data hash. ARGV: decision id, event time, touch json,
@@ -85,14 +88,15 @@ redis.call('EXPIRE', KEYS[2], ARGV[5])
 return 1
 """
 
-# KEYS: journey index zset, journey data hash. ARGV: since_ms.
+# KEYS: journey index zset, journey data hash, click hash. ARGV: since_ms.
+# Returns {{touch json...}, {click flag...}}.
 JOURNEY = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
-if #ids == 0 then return {} end
-return redis.call('HMGET', KEYS[2], unpack(ids))
+if #ids == 0 then return {{}, {}} end
+return {redis.call('HMGET', KEYS[2], unpack(ids)), redis.call('HMGET', KEYS[3], unpack(ids))}
 """
 
-# KEYS: device hash. ARGV: prefix, device id, person id, score, ttl.
+# KEYS: device hash. ARGV: prefix, device id, person id, score, identity ttl, journey ttl.
 # Links the device and moves the device's anonymous journey onto the person.
 LINK_IDENTITY = """
 local prefix = ARGV[1]
@@ -107,16 +111,20 @@ if not old then
   local anon = 'd:' .. ARGV[2]
   local sidx, sdat = prefix .. 'jidx:' .. anon, prefix .. 'jdata:' .. anon
   local didx, ddat = prefix .. 'jidx:' .. ARGV[3], prefix .. 'jdata:' .. ARGV[3]
+  local scl, dcl = prefix .. 'jclick:' .. anon, prefix .. 'jclick:' .. ARGV[3]
   local items = redis.call('ZRANGE', sidx, 0, -1, 'WITHSCORES')
   for i = 1, #items, 2 do
     redis.call('ZADD', didx, items[i + 1], items[i])
     redis.call('HSET', ddat, items[i], redis.call('HGET', sdat, items[i]))
   end
-  if #items > 0 then
-    redis.call('EXPIRE', didx, ARGV[5])
-    redis.call('EXPIRE', ddat, ARGV[5])
+  local cl = redis.call('HKEYS', scl)
+  for i = 1, #cl do redis.call('HSET', dcl, cl[i], '1') end
+  if #items > 0 or #cl > 0 then
+    redis.call('EXPIRE', didx, ARGV[6])
+    redis.call('EXPIRE', ddat, ARGV[6])
+    redis.call('EXPIRE', dcl, ARGV[6])
   end
-  redis.call('DEL', sidx, sdat)
+  redis.call('DEL', sidx, sdat, scl)
 end
 return 1
 """

@@ -9,6 +9,7 @@ key                            type    content                                  
 {p}id:person:{person}          set     devices linked to the person                        identity TTL
 {p}jidx:{person}               zset    decision id scored by touch event time              window + slack
 {p}jdata:{person}              hash    decision id → Touch JSON                            window + slack
+{p}jclick:{person}             hash    decision id → 1 for clicked touches                 window + slack
 {p}dec:{decision}              string  Decision JSON (put-if-absent)                       window + slack
 {p}budget:{campaign}:{period}  hash    budget, spent, reserved (integer micros)            none (audit)
 {p}resv:{campaign}:{period}    hash    decision id → reserved micros (open reservations)   3 days
@@ -46,6 +47,15 @@ _DAY_S = 86_400
 _touch_dec = msgspec.json.Decoder(Touch)
 _decision_dec = msgspec.json.Decoder(Decision)
 _enc = msgspec.json.Encoder()
+
+
+def _touches(raw: list[bytes | None], clicks: list[bytes | None]) -> list[Touch]:
+    out = []
+    for t, c in zip(raw, clicks, strict=True):
+        if t is not None:
+            touch = _touch_dec.decode(t)
+            out.append(msgspec.structs.replace(touch, clicked=True) if c is not None and not touch.clicked else touch)
+    return out
 
 
 class RedisStore:
@@ -98,7 +108,8 @@ class RedisStore:
     # --- identity ------------------------------------------------------------------------
     async def link_identity(self, device_id: str, person_id: str, score: float) -> None:
         await self._run("LINK_IDENTITY", [f"{self._p}id:dev:{device_id}"],
-                        [self._p, device_id, person_id, repr(float(score)), self._identity_ttl])
+                        [self._p, device_id, person_id, repr(float(score)), self._identity_ttl,
+                         self._retention])
 
     async def resolve(self, device_id: str) -> Identity:
         try:
@@ -114,8 +125,8 @@ class RedisStore:
     async def decide_context(self, device_id: str, campaign: str, period: int, max_touches: int) -> DecideContext:
         res = await self._run("DECIDE_CONTEXT", [f"{self._p}id:dev:{device_id}"],
                               [self._p, device_id, max_touches, self._budget_key(campaign, period), 0])
-        person, score, ndev, touches, b, s, r = res
-        journey = [_touch_dec.decode(t) for t in touches if t is not None]
+        person, score, ndev, touches, clicks, b, s, r = res
+        journey = _touches(touches, clicks)
         return DecideContext(Identity(person.decode(), float(score), int(ndev)), journey,
                              BudgetState(int(b), int(s), int(r)))
 
@@ -152,6 +163,14 @@ class RedisStore:
         except RedisError as exc:
             raise StoreError(f"setting budget failed: {exc}") from exc
 
+    async def init_budget(self, campaign: str, period: int, budget_micros: int) -> None:
+        if budget_micros < 0:
+            raise BudgetError(f"budget must be >= 0 micros, got {budget_micros}")
+        try:
+            await self.redis.hsetnx(self._budget_key(campaign, period), "budget", int(budget_micros))
+        except RedisError as exc:
+            raise StoreError(f"setting budget failed: {exc}") from exc
+
     async def budget(self, campaign: str, period: int) -> BudgetState:
         try:
             b, s, r = await self.redis.hmget(self._budget_key(campaign, period), "budget", "spent", "reserved")
@@ -180,9 +199,20 @@ class RedisStore:
                         [touch.decision_id, touch.event_time, _enc.encode(touch), drop_before, ttl_s])
 
     async def journey(self, person_id: str, since_ms: int) -> list[Touch]:
-        raw = await self._run("JOURNEY", [f"{self._p}jidx:{person_id}", f"{self._p}jdata:{person_id}"],
-                              [since_ms])
-        return [_touch_dec.decode(t) for t in raw if t is not None]
+        touches, clicks = await self._run(
+            "JOURNEY", [f"{self._p}jidx:{person_id}", f"{self._p}jdata:{person_id}", f"{self._p}jclick:{person_id}"],
+            [since_ms])
+        return _touches(touches, clicks)
+
+    async def mark_click(self, person_id: str, decision_id: str, ttl_s: int) -> None:
+        key = f"{self._p}jclick:{person_id}"
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, decision_id, 1)
+                pipe.expire(key, ttl_s)
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"marking click failed: {exc}") from exc
 
     # --- windows, credits, outbox ----------------------------------------------------------
     async def open_window(self, decision_id: str, close_at_ms: int) -> None:

@@ -11,6 +11,7 @@ from agent_service.contracts.events import (
     Experience,
     IdentityLink,
     RewardParts,
+    Tick,
     Touch,
 )
 from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid
@@ -30,6 +31,7 @@ __all__ = [
     "Imp",
     "RewardParts",
     "SeatBid",
+    "Tick",
     "Touch",
     "decode",
     "decode_bid_request",

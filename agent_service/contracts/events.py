@@ -22,6 +22,7 @@ __all__ = [
     "Experience",
     "IdentityLink",
     "RewardParts",
+    "Tick",
     "Touch",
 ]
 
@@ -119,15 +120,18 @@ class RewardParts(Struct, frozen=True, kw_only=True):
 class Experience(Struct, frozen=True, kw_only=True):
     """A reward increment for one decision, for the learner.
 
-    A decision receives several records: at the auction result (immediate, with the delayed
-    estimate), one per conversion credited to it, and a final one when its window closes.
-    The learner may sum them by ``decision_id``; ``id`` keys the increment itself.
+    A decision receives several records: ``outcome`` at the auction result (immediate reward,
+    with the delayed estimate in ``parts.delayed``), ``click`` per click, ``credit`` per
+    conversion credited to it, and ``final`` when its window closes. The first three are
+    increments (their rewards add up); ``final`` carries the realised total with
+    ``done=True`` — learners use either the increments or the final record, never both.
+    ``id`` keys the record itself (``<decision id>:<kind>[:<conversion id>]``).
     """
 
     id: Id
     event_time: EventTime
     decision_id: Id
-    kind: Literal["outcome", "credit", "final"]
+    kind: Literal["outcome", "click", "credit", "final"]
     state: list[float]
     action: Action
     propensity: Probability
@@ -136,6 +140,8 @@ class Experience(Struct, frozen=True, kw_only=True):
     parts: RewardParts = field(default_factory=RewardParts)
     done: bool = False
     """True on the final record: the decision's window has closed."""
+    won: bool = False
+    """On ``outcome`` records: the impression was bought (or shown, for organic)."""
 
 
 class Touch(Struct, frozen=True, kw_only=True):
@@ -149,6 +155,15 @@ class Touch(Struct, frozen=True, kw_only=True):
     device_id: str
     cost_micros: int = 0
     clicked: bool = False
+
+
+class Tick(Struct, frozen=True, kw_only=True):
+    """An event-time heartbeat: its source has sent everything up to ``event_time`` on this
+    partition. Sent with the ``gaelp-kind: tick`` header on every partition of a source topic,
+    so idle partitions do not hold the watermark back."""
+
+    id: Id
+    event_time: EventTime
 
 
 class DeadLetter(Struct, frozen=True, kw_only=True):

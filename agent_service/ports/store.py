@@ -87,6 +87,10 @@ class StateStore(Protocol):
         """Set the budget of a period (keeps spend and reservations)."""
         ...
 
+    async def init_budget(self, campaign: str, period: int, budget_micros: int) -> None:
+        """Set the budget of a period only if none was set (an admin's change wins)."""
+        ...
+
     async def budget(self, campaign: str, period: int) -> BudgetState: ...
 
     async def reserve(self, campaign: str, period: int, reservation_id: str, amount_micros: int) -> bool:
@@ -106,7 +110,11 @@ class StateStore(Protocol):
         ...
 
     async def journey(self, person_id: str, since_ms: int) -> list[Touch]:
-        """Touches at or after ``since_ms``, oldest first."""
+        """Touches at or after ``since_ms``, oldest first (``clicked`` set from ``mark_click``)."""
+        ...
+
+    async def mark_click(self, person_id: str, decision_id: str, ttl_s: int) -> None:
+        """Record a click on a touch (before or after the touch itself is stored)."""
         ...
 
     # --- windows, credits, outbox ----------------------------------------------------------

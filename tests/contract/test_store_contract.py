@@ -134,3 +134,22 @@ async def test_windows_credit_claim_park_watermark(store: StateStore) -> None:
     await store.advance_watermark("t", 0, 40)
     await store.advance_watermark("t", 1, 7)
     assert await store.watermarks("t") == {0: 50, 1: 7}
+
+
+async def test_clicks_merge_into_journey_before_or_after_the_touch(store: StateStore) -> None:
+    await store.mark_click("d:devK", "early", ttl_s=3600)  # click arrives before its touch
+    await store.upsert_touch("d:devK", _touch("early", 10), ttl_s=3600)
+    await store.upsert_touch("d:devK", _touch("later", 20), ttl_s=3600)
+    await store.mark_click("d:devK", "later", ttl_s=3600)
+    assert [t.clicked for t in await store.journey("d:devK", 0)] == [True, True]
+    await store.link_identity("devK", "kim", 1.0)
+    ctx = await store.decide_context("devK", "c", 0, max_touches=5)
+    assert [(t.decision_id, t.clicked) for t in ctx.journey] == [("early", True), ("later", True)]
+
+
+async def test_init_budget_does_not_override(store: StateStore) -> None:
+    await store.init_budget("c", 7, 100)
+    await store.init_budget("c", 7, 999)
+    assert (await store.budget("c", 7)).budget == 100
+    await store.set_budget("c", 7, 50)
+    assert (await store.budget("c", 7)).budget == 50

@@ -1,0 +1,149 @@
+"""Kafka event bus on aiokafka: the production adapter behind ``ports.bus.EventBus``.
+
+Auto-commit is off: ``commit`` runs after the records' effects are stored. Producers use
+``acks=all`` without idempotence (tansu, the test broker, cannot do idempotent producers;
+redelivery is harmless because every effect is keyed by event id). Library errors become
+``BusError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from agent_service.errors import BusError
+from agent_service.ports.bus import BusRecord
+
+__all__ = ["KafkaBus", "KafkaConsumer"]
+
+
+class KafkaBus:
+    """Producer, admin client and consumer factory for one Kafka cluster.
+
+    :param bootstrap: ``HOST:PORT`` list.
+    :param session_timeout_s: consumers' group session timeout (tests: 2 s; tansu joins take half).
+    :param max_batch_size: producer batch bytes (1 forces one record per batch, see ARCHITECTURE.md).
+    """
+
+    def __init__(self, bootstrap: str, session_timeout_s: float = 10.0, max_batch_size: int = 16384,
+                 linger_ms: int = 2) -> None:
+        self.bootstrap = bootstrap
+        self.session_timeout_s = session_timeout_s
+        self._max_batch_size = max_batch_size
+        self._linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._pending: list[asyncio.Future[object]] = []
+        self._partitions: dict[str, int] = {}
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+                                          max_batch_size=self._max_batch_size, linger_ms=self._linger_ms)
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._producer.stop()
+            self._producer = None
+            raise BusError(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            try:
+                await self.flush()
+            finally:
+                await self._producer.stop()
+                self._producer = None
+
+    async def create_topics(self, names: Sequence[str], partitions: int) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            new = [NewTopic(n, num_partitions=partitions, replication_factor=1)
+                   for n in names if n not in existing]
+            if new:
+                try:
+                    await admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass
+        except KafkaError as exc:
+            raise BusError(f"creating topics {list(names)} failed: {exc}") from exc
+        finally:
+            await admin.close()
+
+    async def partitions(self, topic: str) -> int:
+        if topic not in self._partitions:
+            parts = await self._require_producer().partitions_for(topic)
+            self._partitions[topic] = len(parts)
+        return self._partitions[topic]
+
+    def _require_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise BusError("KafkaBus used before start()")
+        return self._producer
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes,
+                      headers: Sequence[tuple[str, bytes]] = (), partition: int | None = None) -> None:
+        try:
+            fut = await self._require_producer().send(topic, value=value, key=key, partition=partition,
+                                                      headers=list(headers) or None)
+        except KafkaError as exc:
+            raise BusError(f"publishing to {topic} failed: {exc}") from exc
+        self._pending.append(fut)
+        if len(self._pending) >= 10_000:
+            await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            await asyncio.gather(*pending)
+        except KafkaError as exc:
+            raise BusError(f"delivery failed: {exc}") from exc
+
+    def consumer(self, topics: Sequence[str], group: str) -> KafkaConsumer:
+        return KafkaConsumer(self, list(topics), group)
+
+
+class KafkaConsumer:
+    """A group member with manual commits (see ``ports.bus.Consumer``)."""
+
+    def __init__(self, bus: KafkaBus, topics: list[str], group: str) -> None:
+        self.topics = topics
+        session_ms = int(bus.session_timeout_s * 1000)
+        self._c = AIOKafkaConsumer(
+            *topics, bootstrap_servers=bus.bootstrap, group_id=group, enable_auto_commit=False,
+            auto_offset_reset="earliest", session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(100, session_ms // 5), rebalance_timeout_ms=max(session_ms, 1000),
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._c.start()
+        except KafkaError as exc:
+            await self._c.stop()
+            raise BusError(f"consumer start failed: {exc}") from exc
+
+    async def stop(self) -> None:
+        await self._c.stop()
+
+    async def getmany(self, timeout_ms: int = 100, max_records: int = 1000) -> list[BusRecord]:
+        try:
+            batches = await self._c.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise BusError(f"fetch failed: {exc}") from exc
+        out: list[BusRecord] = []
+        for tp, msgs in batches.items():
+            out.extend(BusRecord(tp.topic, tp.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
+                       for m in msgs)
+        return out
+
+    async def commit(self) -> None:
+        try:
+            await self._c.commit()
+        except KafkaError as exc:
+            raise BusError(f"commit failed: {exc}") from exc

@@ -1,0 +1,1 @@
+"""The agent: state features, networks, policies, learners and the model registry."""

@@ -1,0 +1,46 @@
+"""``gaelp simulate``: run a simulated campaign end to end on the embedded defaults."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+HELP = "run a simulated campaign end to end (no services needed)"
+DESCRIPTION = """\
+Run a simulated campaign end to end in one process, on the embedded defaults (in-process
+event bus and state store, in-process learner): simulated people see ads chosen by the agent,
+auctions are run, clicks happen and conversions arrive 3-14 days later in event time; the
+agent learns online and its new versions are hot-swapped into the decision path.
+
+Writes DIR/report.json (budget, spend, impressions, clicks, conversions, conversion value,
+model versions, per-day figures, learning curve) and two plots, learning_curve.png and
+spend_vs_plan.png. The same seed gives the same report.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--days", type=float, default=None, help="days of simulated traffic (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="seed of every random draw (default 0)")
+    p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory (default runs/latest)")
+    p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    p.add_argument("--opportunities-per-day", type=int, default=None, help="traffic volume (default 20000)")
+    p.add_argument("--drain-days", type=float, default=None,
+                   help="event-time days run after the traffic so conversions land (default 14)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent_service.config import load_config
+    from agent_service.runtime.report import build_report, summary_text
+    from agent_service.runtime.simulate import run_simulation
+
+    cfg = load_config(args.config)
+    changes = {k: v for k, v in (("days", args.days), ("seed", args.seed),
+                                 ("opportunities_per_day", args.opportunities_per_day),
+                                 ("drain_days", args.drain_days)) if v is not None}
+    if changes:
+        cfg = cfg.replace("simulation", **changes)
+    result = asyncio.run(run_simulation(cfg, args.out, progress=not args.no_progress))
+    print(summary_text(build_report(result), args.out, result.wall_seconds))
+    return 0

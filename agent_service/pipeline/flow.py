@@ -1,0 +1,180 @@
+"""The streaming flow: one handler per input topic, the same in process and on Faust.
+
+``Flow.handle(topic, records)`` decodes a batch (bad records become dead letters with the
+reason), applies each record's effects through the state store — every effect keyed so that
+a redelivery changes nothing — and returns the records to publish plus the clean-up to run
+once they are published. The runtime publishes, runs the clean-up, then commits offsets.
+
+Event time: each partition's watermark is the latest event time seen on it (ticks keep idle
+partitions moving). A conversion is joined only once the touch topics' watermark has passed
+its time (otherwise it is parked), and a decision's 14-day window closes only once the
+conversions' watermark has passed its end plus the allowed lateness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from agent_service.attribution_port import AttributionModel, LastTouch
+from agent_service.config import GaelpConfig
+from agent_service.contracts.codec import decode, decode_bid_request, encode
+from agent_service.contracts.events import AdEvent, AuctionResult, Conversion, IdentityLink, Tick
+from agent_service.contracts.openrtb import BidRequest
+from agent_service.errors import DecodeError
+from agent_service.metrics import Metrics
+from agent_service.pipeline.decide import Decider
+from agent_service.pipeline.outcomes import Outcomes
+from agent_service.pipeline.records import HandleResult, Output, dead_letter
+from agent_service.ports.bus import BusRecord
+from agent_service.ports.store import StateStore
+
+__all__ = ["Flow", "HandleResult", "Output"]
+
+T = TypeVar("T")
+_BATCH_LIMIT = 2_000
+
+
+class Flow:
+    """All topic handlers over one store (see the module docstring).
+
+    :param cfg: configuration.
+    :param store: state store.
+    :param decider: the decision path.
+    :param metrics: metrics to update.
+    :param partitions: partition count of each input topic.
+    :param clock: wall clock in ms, for bid requests that carry no event time.
+    :param attribution: the stream's attribution model.
+    """
+
+    def __init__(self, cfg: GaelpConfig, store: StateStore, decider: Decider, metrics: Metrics,
+                 partitions: Mapping[str, int], clock: Callable[[], int],
+                 attribution: AttributionModel | None = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.decider = decider
+        self.metrics = metrics
+        self.partitions = dict(partitions)
+        self.clock = clock
+        t = cfg.topics
+        self.outcomes = Outcomes(cfg, store, metrics, attribution or LastTouch())
+        self._handlers: dict[str, Callable[[list[tuple[BusRecord, Any]]], Awaitable[list[Output]]]] = {
+            t.auction_results: self.outcomes.auction_results,
+            t.ad_events: self.outcomes.ad_events,
+            t.conversions: self._conversions,
+            t.identity_links: self.outcomes.identity_links,
+        }
+        self._types: dict[str, type[Any]] = {
+            t.auction_results: AuctionResult, t.ad_events: AdEvent,
+            t.conversions: Conversion, t.identity_links: IdentityLink,
+        }
+        self._gating = (t.auction_results, t.ad_events, t.identity_links)
+
+    @property
+    def input_topics(self) -> list[str]:
+        """Topics the flow consumes."""
+        return [self.cfg.topics.bid_requests, *self._handlers]
+
+    async def handle(self, topic: str, records: Sequence[BusRecord]) -> HandleResult:
+        """Process one batch of records from ``topic``."""
+        self.metrics.events.labels(topic).inc(len(records))
+        if topic == self.cfg.topics.bid_requests:
+            return HandleResult(await self._bid_requests(records), [])
+        tp = self._types.get(topic)
+        if tp is None:
+            raise ValueError(f"the flow does not consume topic {topic!r}")
+        items, outputs, latest = self._decode(topic, records, tp)
+        for partition, event_time in latest.items():
+            await self.store.advance_watermark(topic, partition, event_time)
+        outputs += await self._handlers[topic](items)
+        more = await self.advance()
+        return HandleResult(outputs + more.outputs, more.after_publish)
+
+    async def advance(self) -> HandleResult:
+        """Join parked conversions whose touches are complete and close due windows."""
+        ready = await self.watermark(*self._gating)
+        outputs: list[Output] = []
+        after: list[Callable[[], Awaitable[None]]] = []
+        parked = await self.store.due_parked(ready, _BATCH_LIMIT)
+        for _, payload in parked:
+            outputs += await self.outcomes.join(decode(payload, Conversion))
+        if parked:
+            ids = [i for i, _ in parked]
+            after.append(lambda: self.store.unpark(ids))
+        until = min(ready, await self.watermark(self.cfg.topics.conversions)) - self.cfg.join.allowed_lateness_ms
+        due = await self.store.due_windows(until, _BATCH_LIMIT)
+        for decision_id in due:
+            outputs += await self.outcomes.finalise(decision_id)
+        if due:
+            after.append(lambda: self.store.drop_windows(due))
+        return HandleResult(outputs, after)
+
+    async def watermark(self, *topics: str) -> int:
+        """The event time every partition of ``topics`` has reached (-1 if one has none)."""
+        low = None
+        for topic in topics:
+            marks = await self.store.watermarks(topic)
+            for p in range(self.partitions.get(topic, 1)):
+                mark = marks.get(p, -1)
+                low = mark if low is None else min(low, mark)
+        return -1 if low is None else low
+
+    # --- handlers ------------------------------------------------------------------------------
+    async def _bid_requests(self, records: Sequence[BusRecord]) -> list[Output]:
+        outputs: list[Output] = []
+        items: list[tuple[BidRequest, int]] = []
+        for rec in records:
+            try:
+                req = decode_bid_request(rec.value)
+            except DecodeError as exc:
+                outputs.append(self._dead_letter(rec, exc.field, exc.reason))
+                continue
+            items.append((req, _event_time_of(req) or self.clock()))
+        topic = self.cfg.topics.decisions
+        for result in await self.decider.decide(items):
+            outputs += [Output(topic, d.id.encode(), encode(d)) for d in result.decisions]
+        return outputs
+
+    async def _conversions(self, items: list[tuple[BusRecord, Conversion]]) -> list[Output]:
+        ready = await self.watermark(*self._gating)
+        outputs: list[Output] = []
+        for rec, conv in items:
+            if conv.event_time <= ready:
+                outputs += await self.outcomes.join(conv)
+            else:
+                await self.store.park(conv.id, conv.event_time, rec.value)
+                self.metrics.conversions_parked.inc()
+        return outputs
+
+    # --- plumbing --------------------------------------------------------------------------------
+    def _decode(self, topic: str, records: Sequence[BusRecord], tp: type[T]
+                ) -> tuple[list[tuple[BusRecord, T]], list[Output], dict[int, int]]:
+        items: list[tuple[BusRecord, T]] = []
+        dead: list[Output] = []
+        latest: dict[int, int] = {}
+        for rec in records:
+            try:
+                if rec.is_tick:
+                    event_time = decode(rec.value, Tick).event_time
+                else:
+                    obj = decode(rec.value, tp)
+                    event_time = obj.event_time  # type: ignore[attr-defined]
+                    items.append((rec, obj))
+            except DecodeError as exc:
+                dead.append(self._dead_letter(rec, exc.field, exc.reason))
+                continue
+            if event_time > latest.get(rec.partition, -1):
+                latest[rec.partition] = event_time
+        return items, dead, latest
+
+    def _dead_letter(self, rec: BusRecord, field: str, reason: str) -> Output:
+        return dead_letter(rec, field, reason, self.cfg.topics.dead_letters, self.metrics)
+
+
+def _event_time_of(req: BidRequest) -> int | None:
+    gaelp = (req.ext or {}).get("gaelp")
+    if isinstance(gaelp, dict):
+        t = gaelp.get("event_time")
+        if isinstance(t, int) and not isinstance(t, bool) and t >= 0:
+            return t
+    return None

@@ -1,0 +1,49 @@
+"""What handlers return: records to publish, clean-up to run after publishing, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
+
+from agent_service.contracts.codec import encode
+from agent_service.contracts.events import DeadLetter
+from agent_service.metrics import Metrics
+from agent_service.ports.bus import BusRecord
+
+__all__ = ["HandleResult", "Output", "dead_letter", "reason_label"]
+
+
+class Output(NamedTuple):
+    """A record to publish."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class HandleResult(NamedTuple):
+    outputs: list[Output]
+    after_publish: list[Callable[[], Awaitable[None]]]
+    """Clean-up that must run only after ``outputs`` are durably published."""
+
+
+def reason_label(reason: str) -> str:
+    """A bounded metric label for a failure reason (never the raw message)."""
+    for prefix, label in (("invalid JSON", "invalid_json"), ("Expected", "type"), ("required", "missing_field"),
+                          ("duplicate", "duplicate"), ("unknown decision", "unknown_decision"),
+                          ("win without", "unreserved_win")):
+        if reason.startswith(prefix):
+            return label
+    return "invalid"
+
+
+def dead_letter(rec: BusRecord, field: str, reason: str, topic: str, metrics: Metrics) -> Output:
+    """A dead-letter record for ``rec`` naming the field and the reason."""
+    metrics.dead_letters.labels(rec.topic, reason_label(reason)).inc()
+    try:
+        payload = rec.value.decode()
+    except UnicodeDecodeError:
+        payload = rec.value.hex()
+    letter = DeadLetter(id=f"{rec.topic}:{rec.partition}:{rec.offset}", topic=rec.topic, reason=reason,
+                        field=field, payload=payload[:10_000])
+    return Output(topic, None, encode(letter))

@@ -1,0 +1,1 @@
+"""Runtimes: the embedded simulation, the production service, and the simulator driver."""

@@ -1,0 +1,153 @@
+"""The report of a simulation: ``report.json``, two plots and a printed summary.
+
+The JSON holds only what the seed determines (no wall-clock times), so the same seed gives
+the same report byte for byte.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent_service.runtime.simulate import SimulationRun
+
+__all__ = ["build_report", "summary_text", "write_report"]
+
+
+def build_report(run: SimulationRun) -> dict[str, Any]:
+    """The report as a JSON-able dict."""
+    sim = run.cfg.simulation
+    truth = run.world_truth.get("totals", {})
+    daily_truth = run.world_truth.get("daily", {})
+    days = sorted(run.ledgers)
+    per_day = []
+    for day in days:
+        budget, spent, reserved = run.ledgers[day]
+        t = daily_truth.get(day, {})
+        per_day.append({
+            "day": day,
+            "date": (dt.date(2026, 1, 1) + dt.timedelta(days=day)).isoformat(),
+            "budget": budget / 1e6, "spend": spent / 1e6, "unsettled_reservations": reserved / 1e6,
+            "decisions": run.daily_decisions.get(day, 0), "bids": run.daily_bids.get(day, 0),
+            "impressions": int(t.get("impressions", 0)), "clicks": int(t.get("clicks", 0)),
+            "conversions": int(t.get("conversions", 0)),
+            "conversions_in_window": int(t.get("conversions_in_window", 0)),
+            "conversion_value": round(t.get("conversion_value_micros", 0) / 1e6, 2),
+        })
+    spend = sum(d["spend"] for d in per_day)
+    impressions = int(truth.get("impressions", 0))
+    clicks = int(truth.get("clicks", 0))
+    conversions = int(truth.get("conversions", 0))
+    value = truth.get("conversion_value_micros", 0) / 1e6
+    served = sorted(run.versions_served)
+    return {
+        "seed": sim.seed, "days": sim.days, "opportunities": int(truth.get("opportunities", 0)),
+        "budget": sum(d["budget"] for d in per_day), "spend": round(spend, 6),
+        "impressions": impressions, "clicks": clicks, "conversions": conversions,
+        "conversions_in_window": int(truth.get("conversions_in_window", 0)),
+        "conversions_after_window": int(truth.get("conversions_late", 0)),
+        "conversion_value": round(value, 2),
+        "ctr": round(clicks / impressions, 6) if impressions else 0.0,
+        "cpa": round(spend / conversions, 4) if conversions else None,
+        "roas": round(value / spend, 4) if spend else None,
+        "joined_conversions": int(run.flow_counts.get("joined", 0)),
+        "late_conversions": int(run.flow_counts.get("late", 0)),
+        "unattributed_conversions": int(run.flow_counts.get("unattributed", 0)),
+        "windows_closed": int(run.flow_counts.get("windows_closed", 0)),
+        "dead_letters": int(run.flow_counts.get("dead_letters", 0)),
+        "no_bids": dict(sorted(run.no_bids.items())),
+        "model_versions": {"published": run.published_versions, "served": served,
+                           "decisions_per_version": {str(v): run.versions_served[v] for v in served}},
+        "learner": run.learner,
+        "per_day": per_day,
+        "learning_curve": _curve(run.slots, hours=2),
+        "plots": ["learning_curve.png", "spend_vs_plan.png"],
+    }
+
+
+def _curve(slots: list[dict[str, Any]], hours: int) -> list[dict[str, Any]]:
+    buckets: dict[int, dict[str, float]] = {}
+    for s in slots:
+        key = int((s["day"] * 24 + s["hour"]) // hours)
+        b = buckets.setdefault(key, {"impressions": 0, "clicks": 0, "model_version": 0})
+        b["impressions"] += s["impressions"]
+        b["clicks"] += s["clicks"]
+        b["model_version"] = s["model_version"]
+    return [{"hours": k * hours, "impressions": int(v["impressions"]), "clicks": int(v["clicks"]),
+             "ctr": round(v["clicks"] / v["impressions"], 6) if v["impressions"] else 0.0,
+             "model_version": int(v["model_version"])} for k, v in sorted(buckets.items())]
+
+
+def _plots(report: dict[str, Any], slots: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = report["learning_curve"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    xs = [c["hours"] for c in curve]
+    ax.plot(xs, [100 * c["ctr"] for c in curve], marker="o", label="CTR of bought impressions (%)")
+    ax.set_xlabel("hours since start (event time)")
+    ax.set_ylabel("CTR (%)")
+    ax2 = ax.twinx()
+    ax2.step(xs, [c["model_version"] for c in curve], where="post", color="tab:gray", alpha=0.6,
+             label="model version served")
+    ax2.set_ylabel("model version")
+    ax.set_title("Learning curve: CTR while the policy learns online")
+    fig.legend(loc="upper left", bbox_to_anchor=(0.1, 0.9))
+    fig.tight_layout()
+    fig.savefig(out / "learning_curve.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    xs = [s["day"] * 24 + s["hour"] for s in slots]
+    ax.plot(xs, [s["spend_usd"] for s in slots], label="spend (ledger)")
+    ax.plot(xs, [s["plan_usd"] for s in slots], "--", label="pacing plan")
+    ax.plot(xs, [s["budget_usd"] for s in slots], ":", color="red", label="daily budget (hard cap)")
+    ax.set_xlabel("hours since start (event time)")
+    ax.set_ylabel("USD spent in the day")
+    ax.set_title("Spend against plan")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "spend_vs_plan.png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(run: SimulationRun, out_dir: Path) -> dict[str, Any]:
+    """Write report.json and the plots; return the report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = build_report(run)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    _plots(report, run.slots, out_dir)
+    return report
+
+
+def summary_text(report: dict[str, Any], out_dir: Path | None, wall_seconds: float) -> str:
+    """A readable summary for the terminal."""
+    lines = [
+        f"GAELP simulation — seed {report['seed']}, {report['days']} day(s) of traffic, "
+        f"{report['opportunities']:,} opportunities ({wall_seconds:.1f}s wall)",
+        f"  budget ${report['budget']:,.2f}   spend ${report['spend']:,.2f}   "
+        f"impressions {report['impressions']:,}   clicks {report['clicks']:,} (CTR {100 * report['ctr']:.2f}%)",
+        f"  conversions {report['conversions']:,} (in window {report['conversions_in_window']:,}, "
+        f"after window {report['conversions_after_window']:,})   value ${report['conversion_value']:,.2f}   "
+        f"ROAS {report['roas']}",
+        f"  joined {report['joined_conversions']:,}   late {report['late_conversions']:,}   "
+        f"unattributed {report['unattributed_conversions']:,}   windows closed {report['windows_closed']:,}",
+        f"  model versions published {report['model_versions']['published']}, served "
+        f"{len(report['model_versions']['served'])}; learner updates {report['learner']['updates']} "
+        f"(rejected {report['learner']['rejected']})",
+        f"  no-bids: {report['no_bids']}",
+    ]
+    for d in report["per_day"]:
+        lines.append(f"  day {d['day']} {d['date']}: spend ${d['spend']:.2f}/${d['budget']:.2f}, "
+                     f"{d['impressions']:,} imp, {d['clicks']:,} clicks, {d['conversions']} conv "
+                     f"(${d['conversion_value']:.2f})")
+    if out_dir is not None:
+        lines.append(f"  report: {out_dir / 'report.json'}   plots: {out_dir / 'learning_curve.png'}, "
+                     f"{out_dir / 'spend_vs_plan.png'}")
+    return "\n".join(lines)

@@ -1,0 +1,159 @@
+"""``gaelp simulate``: a simulated campaign end to end on the embedded defaults.
+
+In one process, with the in-process bus and store: the simulator's requests go through the
+bid-requests topic to the decision path, its auction results, clicks, identity links and
+delayed conversions through their topics to the flow, experience to the in-process learner,
+whose versions the decision path hot-swaps. After the last day of traffic the run keeps going
+in event time (``drain_days``) so conversions land and attribution windows close.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from agent_service.adapters.memory_bus import MemoryBus
+from agent_service.adapters.memory_store import MemoryStore
+from agent_service.agent.features import FEATURES
+from agent_service.agent.policy import PolicyServer
+from agent_service.agent.registry import MemoryRegistry
+from agent_service.agent.reinforce import ReinforceLearner
+from agent_service.config import GaelpConfig
+from agent_service.metrics import Metrics
+from agent_service.pacing import planned_fraction
+from agent_service.pipeline.decide import DAY_MS, Decider, period_of
+from agent_service.pipeline.flow import Flow
+from agent_service.runtime.driver import SimDriver
+from agent_service.runtime.learner_loop import ExperienceLearner
+from agent_service.runtime.report import write_report
+from agent_service.runtime.worker import BusWorker
+from simulators.basic import BasicWorld
+
+__all__ = ["SimulationRun", "run_simulation"]
+
+CAMPAIGN = "sim"
+_DRAIN_SLOT_MS = 3_600_000
+
+
+@dataclass
+class SimulationRun:
+    """What a run leaves behind for the report."""
+
+    cfg: GaelpConfig
+    slots: list[dict[str, Any]] = field(default_factory=list)
+    no_bids: Counter[str] = field(default_factory=Counter)
+    versions_served: Counter[int] = field(default_factory=Counter)
+    daily_decisions: Counter[int] = field(default_factory=Counter)
+    daily_bids: Counter[int] = field(default_factory=Counter)
+    ledgers: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    world_truth: dict[str, Any] = field(default_factory=dict)
+    flow_counts: dict[str, float] = field(default_factory=dict)
+    learner: dict[str, Any] = field(default_factory=dict)
+    published_versions: int = 0
+    wall_seconds: float = 0.0
+
+
+async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool = True) -> SimulationRun:
+    """Run the campaign of ``cfg.simulation`` and write the report into ``out_dir``.
+
+    :param cfg: configuration (``simulation`` sets days, seed and size).
+    :param out_dir: where report.json and the plots go (None: no files).
+    :param progress: show a progress bar on stderr.
+    """
+    started = time.perf_counter()
+    torch.set_num_threads(1)  # small networks: one thread is faster and bit-for-bit repeatable
+    sim = cfg.simulation
+    run = SimulationRun(cfg)
+    bus, store, registry, metrics = MemoryBus(), MemoryStore(), MemoryRegistry(), Metrics()
+    world = BasicWorld(sim)
+    state_dim = len(FEATURES)
+    learner = ReinforceLearner(cfg.agent, state_dim, sim.creatives, registry, seed=sim.seed)
+    learner.publish()  # version 1: the initial (uniform) policy
+    policy = PolicyServer(cfg.agent, state_dim, sim.creatives, registry, seed=sim.seed + 7)
+    decider = Decider(cfg, store, policy, metrics, campaign=CAMPAIGN)
+    t = cfg.topics
+    inputs = [t.bid_requests, t.identity_links, t.auction_results, t.ad_events, t.conversions]
+    flow = Flow(cfg, store, decider, metrics, partitions=dict.fromkeys(inputs, 1), clock=lambda: world.start_ms)
+    worker = BusWorker(flow, bus, group="gaelp", order=inputs)
+    driver = SimDriver(world, bus, t)
+    trainer = ExperienceLearner(bus, t.experience, learner, metrics)
+    for c in (worker, driver, trainer):
+        await c.start()
+    try:
+        slot_ms = DAY_MS // sim.slots_per_day
+        traffic_end = world.start_ms + int(sim.days * DAY_MS)
+        drain_end = traffic_end + int(sim.drain_days * DAY_MS)
+        n_slots = -(-(traffic_end - world.start_ms) // slot_ms) + -(-(drain_end - traffic_end) // _DRAIN_SLOT_MS)
+        bar = tqdm(total=n_slots, desc="simulating", unit="slot", disable=not progress, leave=False, mininterval=0.5)
+        t0 = world.start_ms
+        while t0 < drain_end:
+            traffic = t0 < traffic_end
+            t1 = min(t0 + (slot_ms if traffic else _DRAIN_SLOT_MS), traffic_end if traffic else drain_end)
+            decisions = []
+            if traffic:
+                expected = await driver.publish_requests(t0, t1)
+                await worker.poll(t.bid_requests, max_records=100_000)
+                decisions = await driver.collect(expected)
+            before = dict(world.counts)
+            await driver.publish_outcomes(decisions, t0, t1)
+            await worker.drain()
+            await trainer.poll()
+            if traffic:
+                await _record_slot(run, store, world, decisions, before, t0, t1, policy.version)
+            bar.update(1)
+            bar.set_postfix(day=(t0 - world.start_ms) // DAY_MS, version=policy.version,
+                            spend=f"${sum(s['spend_usd'] for s in run.slots[-1:]):.2f}" if run.slots else "$0")
+            t0 = t1
+        await driver.tick(drain_end + cfg.join.allowed_lateness_ms + 1)
+        await worker.drain()
+        await trainer.poll()
+        bar.close()
+    finally:
+        for c in (worker, driver, trainer):
+            await c.stop()
+    for day in range(int(-(-sim.days // 1))):
+        b = await store.budget(CAMPAIGN, period_of(world.start_ms) + day)
+        run.ledgers[day] = (b.budget, b.spent, b.reserved)
+    run.world_truth = world.truth()
+    run.flow_counts = {name: Metrics.value(getattr(metrics, attr)) for name, attr in (
+        ("joined", "conversions_joined"), ("late", "conversions_late"),
+        ("unattributed", "conversions_unattributed"), ("windows_closed", "windows_closed"),
+        ("dead_letters", "dead_letters"))}
+    run.learner = {"updates": sum(1 for u in trainer.updates if not u.rejected),
+                   "rejected": sum(1 for u in trainer.updates if u.rejected),
+                   "experience_records": trainer.records, "duplicates": trainer.duplicates,
+                   "mean_reward": [round(u.mean_reward, 6) for u in trainer.updates]}
+    run.published_versions = registry.latest_version()
+    run.wall_seconds = time.perf_counter() - started
+    if out_dir is not None:
+        write_report(run, out_dir)
+    return run
+
+
+async def _record_slot(run: SimulationRun, store: MemoryStore, world: BasicWorld, decisions: list[Any],
+                       before: dict[str, float], t0: int, t1: int, version: int) -> None:
+    day = (t0 - world.start_ms) // DAY_MS
+    for d in decisions:
+        run.versions_served[d.model_version] += 1
+        run.daily_decisions[day] += 1
+        if d.bid:
+            run.daily_bids[day] += 1
+        else:
+            run.no_bids[d.no_bid_reason or "unknown"] += 1
+    ledger = await store.budget(CAMPAIGN, period_of(t0))
+    elapsed = ((t1 - world.start_ms) % DAY_MS or DAY_MS) / DAY_MS
+    now = world.counts
+    run.slots.append({
+        "t": t0, "day": int(day), "hour": round(((t0 - world.start_ms) % DAY_MS) / 3_600_000, 2),
+        "decisions": len(decisions), "model_version": version,
+        "impressions": now.get("impressions", 0) - before.get("impressions", 0),
+        "clicks": now.get("clicks", 0) - before.get("clicks", 0),
+        "spend_usd": ledger.spent / 1e6, "budget_usd": ledger.budget / 1e6,
+        "plan_usd": ledger.budget / 1e6 * planned_fraction(elapsed),
+    })
