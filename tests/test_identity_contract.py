@@ -1,0 +1,246 @@
+"""The identity port's contract, run against the in-memory and the Redis adapter.
+
+The Redis tests start their own throwaway ``redis-server`` on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from agent_service.identity import (
+    IdentityConfig,
+    IdentityLink,
+    InMemoryIdentityGraph,
+    LinkStatus,
+    Resolution,
+    evaluate_identity,
+    generate_identity_world,
+)
+from agent_service.identity.redis_graph import RedisIdentityGraph
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="gaelp-identity-redis-")
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", workdir, "--loglevel", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _config(**kw) -> IdentityConfig:
+    return IdentityConfig(key_prefix=f"t{uuid.uuid4().hex[:8]}:{{id}}:", **kw)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_graph(request) -> AsyncIterator:
+    made = []
+
+    async def make(**kw):
+        cfg = _config(**kw)
+        if request.param == "memory":
+            g = InMemoryIdentityGraph(cfg)
+        else:
+            g = RedisIdentityGraph.from_url(request.getfixturevalue("redis_url"), cfg, batch_size=3, pipeline_depth=2)
+        made.append(g)
+        return g
+
+    yield make
+    for g in made:
+        if isinstance(g, RedisIdentityGraph):
+            await g.clear()
+        await g.close()
+
+
+def login(i: str, device: str, user: str) -> IdentityLink:
+    return IdentityLink(i, device, user, "login")
+
+
+def match(i: str, a: str, b: str, score: float, ip: str = "", kind: str = "ip_ua") -> IdentityLink:
+    return IdentityLink(i, a, b, kind, score, ip)
+
+
+async def test_deterministic_links_merge_at_once(make_graph) -> None:
+    g = await make_graph()
+    assert await g.add_links([login("l1", "phone", "alice"), login("l2", "laptop", "alice")]) == [
+        LinkStatus.MERGED, LinkStatus.MERGED]
+    assert await g.resolve("phone") == Resolution("u:alice", 1.0, 2)
+    assert await g.resolve("laptop") == Resolution("u:alice", 1.0, 2)
+    assert await g.resolve("stranger") == Resolution("d:stranger", 1.0, 1)
+
+
+async def test_probabilistic_links_merge_only_above_threshold(make_graph) -> None:
+    g = await make_graph(merge_threshold=0.8)
+    assert await g.add_links([match("p1", "a", "b", 0.79), match("p2", "c", "d", 0.8)]) == [
+        LinkStatus.BELOW_THRESHOLD, LinkStatus.MERGED]
+    assert (await g.resolve("a")).person_id == "d:a"
+    assert (await g.resolve("b")).person_id == "d:b"
+    c, d = await g.resolve("c"), await g.resolve("d")
+    assert c.person_id == d.person_id == "d:c" and c.device_count == 2
+    assert c.confidence == 1.0 and d.confidence == pytest.approx(0.8)
+    assert await g.link_status("p1") == LinkStatus.BELOW_THRESHOLD
+
+
+async def test_confidence_is_best_product_of_scores_to_the_root(make_graph) -> None:
+    g = await make_graph()
+    await g.add_links([login("l1", "d1", "u"), match("p1", "d1", "d2", 0.9), match("p2", "d2", "d3", 0.9),
+                       match("p3", "d1", "d3", 0.85)])
+    res = await g.resolve_many(["d1", "d2", "d3"])
+    assert {r.person_id for r in res.values()} == {"u:u"}
+    assert res["d1"].confidence == 1.0
+    assert res["d2"].confidence == pytest.approx(0.9)
+    assert res["d3"].confidence == pytest.approx(0.85)  # direct link beats 0.9 * 0.9
+    assert res["d3"].device_count == 3
+
+
+async def test_links_are_idempotent(make_graph) -> None:
+    g = await make_graph()
+    first = await g.add_links([login("l1", "a", "u"), match("p1", "a", "b", 0.95)])
+    again = await g.add_links([login("l1", "a", "u"), match("p1", "a", "b", 0.95)])
+    assert first == again == [LinkStatus.MERGED, LinkStatus.MERGED]
+    assert (await g.resolve("b")).device_count == 2
+    assert await g.add_links([match("p2", "a", "b", 0.9)]) == [LinkStatus.LINKED]
+
+
+async def test_revoking_a_bridge_splits_and_a_redundant_link_does_not(make_graph) -> None:
+    g = await make_graph()
+    await g.add_links([login("l1", "a", "u"), login("l2", "b", "u"), match("p1", "b", "c", 0.9),
+                       match("p2", "a", "c", 0.95)])
+    assert {(await g.resolve(d)).person_id for d in "abc"} == {"u:u"}
+    assert await g.revoke("p2") == LinkStatus.LINKED
+    assert (await g.resolve("c")).person_id == "u:u"  # still joined through b
+    assert (await g.resolve("c")).confidence == pytest.approx(0.9)
+    await g.revoke("p1")
+    assert await g.resolve("c") == Resolution("d:c", 1.0, 1)
+    assert await g.resolve("a") == Resolution("u:u", 1.0, 2)
+    await g.revoke("l1")
+    assert await g.resolve("a") == Resolution("d:a", 1.0, 1)
+    assert await g.link_status("l1") == LinkStatus.REVOKED
+    assert await g.add_links([login("l1", "a", "u")]) == [LinkStatus.REVOKED]
+
+
+async def test_split_gives_new_part_a_deterministic_root(make_graph) -> None:
+    g = await make_graph()
+    await g.add_links([match("p1", "a", "b", 0.9), match("p2", "b", "c", 0.9), match("p3", "c", "d", 0.9),
+                       login("l1", "d", "zed")])
+    assert (await g.resolve("a")).person_id == "d:a"  # union by size keeps the larger root
+    await g.revoke("p2")
+    assert (await g.resolve("a")).person_id == "d:a"
+    assert (await g.resolve("c")).person_id == "u:zed"  # user keys are preferred as roots
+    assert (await g.resolve("d")).person_id == "u:zed"
+
+
+async def test_revoke_before_arrival_wins(make_graph) -> None:
+    g = await make_graph()
+    assert await g.revoke("late") is None
+    assert await g.add_links([login("late", "a", "u")]) == [LinkStatus.REVOKED]
+    assert (await g.resolve("a")).person_id == "d:a"
+
+
+async def test_component_size_cap(make_graph) -> None:
+    g = await make_graph(max_component_nodes=3)
+    out = await g.add_links([login("l1", "a", "u"), login("l2", "b", "u"), login("l3", "c", "u")])
+    assert out == [LinkStatus.MERGED, LinkStatus.MERGED, LinkStatus.CAPPED]
+    assert (await g.resolve("c")).person_id == "d:c"
+    assert (await g.resolve("a")).device_count == 2
+
+
+async def test_ip_fanout_cap_undoes_merges_through_a_shared_ip(make_graph) -> None:
+    g = await make_graph(max_ip_devices=4)
+    out = await g.add_links([match("n1", "a", "b", 0.99, "1.2.3.4"), match("n2", "c", "d", 0.99, "1.2.3.4"),
+                             match("h1", "a", "b", 0.9, "5.6.7.8"), login("l1", "c", "u"),
+                             match("n3", "e", "f", 0.99, "1.2.3.4"), match("n4", "a", "g", 0.99, "1.2.3.4")])
+    assert out == [LinkStatus.MERGED, LinkStatus.MERGED, LinkStatus.LINKED, LinkStatus.MERGED,
+                   LinkStatus.IP_FANOUT, LinkStatus.IP_FANOUT]
+    assert await g.link_status("n1") == LinkStatus.IP_FANOUT
+    assert await g.link_status("n2") == LinkStatus.IP_FANOUT
+    assert (await g.resolve("b")).person_id == (await g.resolve("a")).person_id  # still joined by the home IP
+    assert (await g.resolve("d")).person_id == "d:d"  # only the NAT joined c and d
+    assert await g.resolve("c") == Resolution("d:c", 1.0, 1)  # keeps its root and its login
+    assert (await g.resolve("e")).person_id == "d:e"
+
+
+async def test_assignments_and_evaluation(make_graph) -> None:
+    g = await make_graph()
+    await g.add_links([login("l1", "a", "u"), login("l2", "b", "u"), match("p1", "c", "d", 0.5)])
+    got = await g.assignments()
+    assert got == {"a": "u:u", "b": "u:u", "c": "d:c", "d": "d:d"}
+    score = evaluate_identity(got, {"a": "P1", "b": "P1", "c": "P2", "d": "P2"})
+    assert (score.precision, score.recall) == (1.0, 0.5)
+    assert score.f1 == pytest.approx(2 / 3)
+
+
+async def test_adapters_agree_on_a_random_history(redis_url) -> None:
+    """Same random links and revocations: identical statuses, persons and confidences."""
+    rng = random.Random(5)
+    cfg = _config(max_component_nodes=6, max_ip_devices=5)
+    mem = InMemoryIdentityGraph(cfg)
+    red = RedisIdentityGraph.from_url(redis_url, cfg, batch_size=7, pipeline_depth=3)
+    devices = [f"dev{i}" for i in range(40)]
+    links: list[IdentityLink] = []
+    try:
+        for step in range(12):
+            batch = []
+            for _ in range(25):
+                k = rng.random()
+                if k < 0.2:
+                    batch.append(login(f"s{step}-{len(batch)}", rng.choice(devices), f"user{rng.randrange(8)}"))
+                else:
+                    a, b = rng.sample(devices, 2)
+                    ip = rng.choice(["", "10.0.0.1", "10.0.0.2", "100.64.0.1"])
+                    batch.append(match(f"s{step}-{len(batch)}", a, b, round(rng.random(), 3), ip,
+                                       rng.choice(["ip_ua", "co_occurrence"])))
+            if step and rng.random() < 0.7:
+                batch.append(batch[0])  # duplicate inside a batch
+            links += batch
+            assert await mem.add_links(batch) == await red.add_links(batch)
+            for victim in rng.sample(links, 4):
+                assert await mem.revoke(victim.link_id) == await red.revoke(victim.link_id)
+            assert await mem.assignments() == await red.assignments()
+        assert await mem.resolve_many(devices) == await red.resolve_many(devices)
+    finally:
+        await red.clear()
+        await red.close()
+
+
+async def test_synthetic_world_scores_reasonably() -> None:
+    world = generate_identity_world(400, seed=3)
+    g = InMemoryIdentityGraph()
+    await g.add_links(world.links)
+    score = evaluate_identity(await g.assignments(), world.truth)
+    assert score.precision > 0.6 and score.recall > 0.4
+    again = generate_identity_world(400, seed=3)
+    assert again.links == world.links and again.truth == world.truth
