@@ -83,6 +83,8 @@ class BasicWorld:
         self._seq = 0
         self._requests: dict[str, tuple[int, int, int, tuple[str, ...]]] = {}
         self._organic_used: dict[int, int] = defaultdict(int)
+        self.conversion_log: list[dict[str, Any]] = []
+        """Ground truth per conversion: id, value, in_window, joinable (evaluation only)."""
         self.counts: dict[str, float] = defaultdict(float)
         self.daily: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
@@ -171,7 +173,7 @@ class BasicWorld:
             events.append(WorldEvent("ad_events", dec.id, AdEvent(
                 id=f"clk-{dec.id}", event_time=t_res + 1_000, decision_id=dec.id, kind="click")))
             if rng.random() < p.cvr:
-                self._schedule_conversion(person, t_res, dec.id, day)
+                self._schedule_conversion(person, d, t_res, dec.id, day)
         return events
 
     def due(self, t0: int, t1: int) -> list[WorldEvent]:
@@ -200,7 +202,7 @@ class BasicWorld:
             return False, 0
         return True, max(competitor, floor)
 
-    def _schedule_conversion(self, person: int, t_click: int, decision_id: str, day: int) -> None:
+    def _schedule_conversion(self, person: int, click_device: int, t_click: int, decision_id: str, day: int) -> None:
         p, rng = self.p, self.rng
         lo, shape, scale = p.delay_days
         delay_ms = int((lo + rng.gamma(shape, scale)) * _DAY_MS)
@@ -212,6 +214,10 @@ class BasicWorld:
                           user_id=self.user_id(person) if self.logged_in[(person, d)] else None,
                           device_id=self.device_id(person, d))
         in_window = delay_ms <= 14 * _DAY_MS
+        # Joinable without probabilistic matching: same device, or logged in on both devices.
+        joinable = d == click_device or (self.logged_in[(person, d)] and self.logged_in[(person, click_device)])
+        self.conversion_log.append({"id": conv.id, "decision_id": decision_id, "value_micros": value,
+                                    "event_time": t, "in_window": in_window, "joinable": bool(joinable)})
         self.counts["conversions"] += 1
         self.counts["conversions_in_window" if in_window else "conversions_late"] += 1
         self.counts["conversion_value_micros"] += value

@@ -117,8 +117,12 @@ class MemoryStore:
         return True
 
     # --- journeys --------------------------------------------------------------------------
-    async def upsert_touch(self, person_id: str, touch: Touch, ttl_s: int) -> None:
-        self._journeys[person_id][touch.decision_id] = touch
+    def _person(self, device_id: str) -> str:
+        linked = self._device_person.get(device_id)
+        return linked[0] if linked else f"d:{device_id}"
+
+    async def upsert_touch(self, device_id: str, touch: Touch, ttl_s: int) -> None:
+        self._journeys[self._person(device_id)][touch.decision_id] = touch
 
     async def journey(self, person_id: str, since_ms: int) -> list[Touch]:
         clicks = self._clicks.get(person_id, set())
@@ -126,8 +130,8 @@ class MemoryStore:
                    for t in self._journeys.get(person_id, {}).values() if t.event_time >= since_ms]
         return sorted(touches, key=_touch_order)
 
-    async def mark_click(self, person_id: str, decision_id: str, ttl_s: int) -> None:
-        self._clicks[person_id].add(decision_id)
+    async def mark_click(self, device_id: str, decision_id: str, ttl_s: int) -> None:
+        self._clicks[self._person(device_id)].add(decision_id)
 
     # --- windows, credits, outbox ----------------------------------------------------------
     async def open_window(self, decision_id: str, close_at_ms: int) -> None:

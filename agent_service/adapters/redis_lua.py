@@ -11,6 +11,7 @@ __all__ = [
     "DECIDE_CONTEXT",
     "JOURNEY",
     "LINK_IDENTITY",
+    "MARK_CLICK",
     "PARK",
     "RESERVE",
     "SETTLE",
@@ -73,18 +74,29 @@ local b = redis.call('HMGET', ARGV[4], 'budget', 'spent', 'reserved')
 return {person, score, ndev, touches, clicks, b[1] or '0', b[2] or '0', b[3] or '0'}
 """
 
-# KEYS: journey index zset, journey data hash. ARGV: decision id, event time, touch json,
-# drop-before ms, ttl.
+# KEYS: device hash. ARGV: prefix, device id, decision id, event time, touch json, drop-before ms, ttl.
+# Resolves the person and writes in one step (atomic with LINK_IDENTITY).
 UPSERT_TOUCH = """
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
+local person = redis.call('HGET', KEYS[1], 'person') or ('d:' .. ARGV[2])
+local idx, dat = ARGV[1] .. 'jidx:' .. person, ARGV[1] .. 'jdata:' .. person
+redis.call('ZADD', idx, ARGV[4], ARGV[3])
+redis.call('HSET', dat, ARGV[3], ARGV[5])
+local old = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. ARGV[6])
 if #old > 0 then
-  redis.call('ZREM', KEYS[1], unpack(old))
-  redis.call('HDEL', KEYS[2], unpack(old))
+  redis.call('ZREM', idx, unpack(old))
+  redis.call('HDEL', dat, unpack(old))
 end
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('EXPIRE', idx, ARGV[7])
+redis.call('EXPIRE', dat, ARGV[7])
+return 1
+"""
+
+# KEYS: device hash. ARGV: prefix, device id, decision id, ttl.
+MARK_CLICK = """
+local person = redis.call('HGET', KEYS[1], 'person') or ('d:' .. ARGV[2])
+local key = ARGV[1] .. 'jclick:' .. person
+redis.call('HSET', key, ARGV[3], '1')
+redis.call('EXPIRE', key, ARGV[4])
 return 1
 """
 

@@ -65,11 +65,13 @@ class RedisStore:
     :param prefix: prefix of every key.
     :param identity_ttl_s: expiry of identity links.
     :param retention_s: expiry of journeys, decisions, credits and claims (window + slack).
+    :param max_connections: connection pool size (callers beyond it wait).
     """
 
     def __init__(self, url: str, prefix: str = "gaelp:", identity_ttl_s: int = 90 * _DAY_S,
-                 retention_s: int = 16 * _DAY_S) -> None:
+                 retention_s: int = 16 * _DAY_S, max_connections: int = 32) -> None:
         self._url = url
+        self._max_connections = max_connections
         self._p = prefix
         self._identity_ttl = identity_ttl_s
         self._retention = retention_s
@@ -79,13 +81,15 @@ class RedisStore:
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         try:
-            self._r = aioredis.Redis.from_url(self._url, decode_responses=False,
-                                              health_check_interval=10, retry_on_timeout=True)
+            # A blocking pool: a burst of concurrent calls waits for a connection instead of failing.
+            pool = aioredis.BlockingConnectionPool.from_url(self._url, max_connections=self._max_connections,
+                                                            timeout=10, health_check_interval=10)
+            self._r = aioredis.Redis(connection_pool=pool, decode_responses=False)
             await self._r.ping()
         except RedisError as exc:
             raise StoreError(f"cannot reach Redis at {self._url}: {exc}") from exc
         for name in ("RESERVE", "SETTLE", "DECIDE_CONTEXT", "UPSERT_TOUCH", "JOURNEY",
-                     "LINK_IDENTITY", "PARK", "ADVANCE_WATERMARK"):
+                     "LINK_IDENTITY", "MARK_CLICK", "PARK", "ADVANCE_WATERMARK"):
             self._scripts[name] = self._r.register_script(getattr(redis_lua, name))
 
     async def stop(self) -> None:
@@ -193,10 +197,11 @@ class RedisStore:
         return bool(ok)
 
     # --- journeys --------------------------------------------------------------------------
-    async def upsert_touch(self, person_id: str, touch: Touch, ttl_s: int) -> None:
+    async def upsert_touch(self, device_id: str, touch: Touch, ttl_s: int) -> None:
         drop_before = touch.event_time - ttl_s * 1000
-        await self._run("UPSERT_TOUCH", [f"{self._p}jidx:{person_id}", f"{self._p}jdata:{person_id}"],
-                        [touch.decision_id, touch.event_time, _enc.encode(touch), drop_before, ttl_s])
+        await self._run("UPSERT_TOUCH", [f"{self._p}id:dev:{device_id}"],
+                        [self._p, device_id, touch.decision_id, touch.event_time, _enc.encode(touch),
+                         drop_before, ttl_s])
 
     async def journey(self, person_id: str, since_ms: int) -> list[Touch]:
         touches, clicks = await self._run(
@@ -204,15 +209,8 @@ class RedisStore:
             [since_ms])
         return _touches(touches, clicks)
 
-    async def mark_click(self, person_id: str, decision_id: str, ttl_s: int) -> None:
-        key = f"{self._p}jclick:{person_id}"
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, decision_id, 1)
-                pipe.expire(key, ttl_s)
-                await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"marking click failed: {exc}") from exc
+    async def mark_click(self, device_id: str, decision_id: str, ttl_s: int) -> None:
+        await self._run("MARK_CLICK", [f"{self._p}id:dev:{device_id}"], [self._p, device_id, decision_id, ttl_s])
 
     # --- windows, credits, outbox ----------------------------------------------------------
     async def open_window(self, decision_id: str, close_at_ms: int) -> None:

@@ -98,11 +98,10 @@ class Outcomes:
         cost = res.price_paid_micros if res.won else 0
         await self.store.settle(dec.campaign, period_of(dec.event_time), dec.id, cost)
         if res.won:
-            person = (await self.store.resolve(dec.device_id)).person_id
             touch = Touch(decision_id=dec.id, event_time=res.event_time, channel=dec.action.channel,
                           creative=dec.action.creative, segment=dec.action.segment, device_id=dec.device_id,
                           cost_micros=cost)
-            await self.store.upsert_touch(person, touch, self._ttl)
+            await self.store.upsert_touch(dec.device_id, touch, self._ttl)
             await self.store.open_window(dec.id, res.event_time + self.cfg.join.window_ms)
             self.metrics.wins.labels(dec.action.channel).inc()
             self.metrics.spend.inc(cost / 1e6)
@@ -124,8 +123,7 @@ class Outcomes:
             key = f"click:{dec.id}"
             stored = await self.store.peek(key)
             if stored is None:
-                person = (await self.store.resolve(dec.device_id)).person_id
-                await self.store.mark_click(person, dec.id, self._ttl)
+                await self.store.mark_click(dec.device_id, dec.id, self._ttl)
                 exp = self._experience(dec, "click", "click", ev.event_time,
                                        RewardParts(immediate=self._rw.click_value_usd))
                 stored = await self.store.claim(key, encode(exp), self._ttl)

@@ -105,16 +105,21 @@ class StateStore(Protocol):
         ...
 
     # --- journeys --------------------------------------------------------------------------
-    async def upsert_touch(self, person_id: str, touch: Touch, ttl_s: int) -> None:
-        """Insert or replace the touch of ``touch.decision_id`` in the person's journey."""
+    async def upsert_touch(self, device_id: str, touch: Touch, ttl_s: int) -> None:
+        """Insert or replace ``touch`` in the journey of the person ``device_id`` resolves to.
+
+        Resolution and write are one atomic step, so a concurrent identity link can never
+        strand the touch on the device's anonymous journey.
+        """
         ...
 
     async def journey(self, person_id: str, since_ms: int) -> list[Touch]:
         """Touches at or after ``since_ms``, oldest first (``clicked`` set from ``mark_click``)."""
         ...
 
-    async def mark_click(self, person_id: str, decision_id: str, ttl_s: int) -> None:
-        """Record a click on a touch (before or after the touch itself is stored)."""
+    async def mark_click(self, device_id: str, decision_id: str, ttl_s: int) -> None:
+        """Record a click on a touch (before or after the touch itself is stored), atomically
+        on the person ``device_id`` resolves to."""
         ...
 
     # --- windows, credits, outbox ----------------------------------------------------------

@@ -20,15 +20,12 @@ from tqdm import tqdm
 
 from agent_service.adapters.memory_bus import MemoryBus
 from agent_service.adapters.memory_store import MemoryStore
-from agent_service.agent.features import FEATURES
-from agent_service.agent.policy import PolicyServer
 from agent_service.agent.registry import MemoryRegistry
-from agent_service.agent.reinforce import ReinforceLearner
 from agent_service.config import GaelpConfig
 from agent_service.metrics import Metrics
 from agent_service.pacing import planned_fraction
-from agent_service.pipeline.decide import DAY_MS, Decider, period_of
-from agent_service.pipeline.flow import Flow
+from agent_service.pipeline.decide import DAY_MS, period_of
+from agent_service.runtime.assembly import build_learner, build_service
 from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.learner_loop import ExperienceLearner
 from agent_service.runtime.report import write_report
@@ -72,14 +69,12 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     run = SimulationRun(cfg)
     bus, store, registry, metrics = MemoryBus(), MemoryStore(), MemoryRegistry(), Metrics()
     world = BasicWorld(sim)
-    state_dim = len(FEATURES)
-    learner = ReinforceLearner(cfg.agent, state_dim, sim.creatives, registry, seed=sim.seed)
-    learner.publish()  # version 1: the initial (uniform) policy
-    policy = PolicyServer(cfg.agent, state_dim, sim.creatives, registry, seed=sim.seed + 7)
-    decider = Decider(cfg, store, policy, metrics, campaign=CAMPAIGN)
+    learner = build_learner(cfg, registry, sim.creatives, seed=sim.seed)
     t = cfg.topics
     inputs = [t.bid_requests, t.identity_links, t.auction_results, t.ad_events, t.conversions]
-    flow = Flow(cfg, store, decider, metrics, partitions=dict.fromkeys(inputs, 1), clock=lambda: world.start_ms)
+    flow, _, policy = build_service(cfg, store, registry, metrics, dict.fromkeys(inputs, 1),
+                                    clock=lambda: world.start_ms, campaign=CAMPAIGN,
+                                    creatives=sim.creatives, seed=sim.seed + 7)
     worker = BusWorker(flow, bus, group="gaelp", order=inputs)
     driver = SimDriver(world, bus, t)
     trainer = ExperienceLearner(bus, t.experience, learner, metrics)

@@ -72,17 +72,17 @@ async def test_negative_money_is_refused(store: StateStore) -> None:
 
 
 async def test_journey_upsert_is_idempotent_and_ordered(store: StateStore) -> None:
-    await store.upsert_touch("p1", _touch("d2", 2_000), ttl_s=3600)
-    await store.upsert_touch("p1", _touch("d1", 1_000), ttl_s=3600)
-    await store.upsert_touch("p1", _touch("d1", 1_000, clicked=True), ttl_s=3600)
-    j = await store.journey("p1", since_ms=0)
+    await store.upsert_touch("devP", _touch("d2", 2_000), ttl_s=3600)
+    await store.upsert_touch("devP", _touch("d1", 1_000), ttl_s=3600)
+    await store.upsert_touch("devP", _touch("d1", 1_000, clicked=True), ttl_s=3600)
+    j = await store.journey("d:devP", since_ms=0)
     assert [t.decision_id for t in j] == ["d1", "d2"]
     assert j[0].clicked
-    assert [t.decision_id for t in await store.journey("p1", since_ms=1_500)] == ["d2"]
+    assert [t.decision_id for t in await store.journey("d:devP", since_ms=1_500)] == ["d2"]
 
 
 async def test_identity_link_moves_anonymous_journey(store: StateStore) -> None:
-    await store.upsert_touch("d:devA", _touch("x1", 5), ttl_s=3600)
+    await store.upsert_touch("devA", _touch("x1", 5), ttl_s=3600)
     assert (await store.resolve("devA")).person_id == "d:devA"
     await store.link_identity("devA", "alice", 1.0)
     await store.link_identity("devB", "alice", 0.8)
@@ -96,7 +96,7 @@ async def test_identity_link_moves_anonymous_journey(store: StateStore) -> None:
 
 async def test_decide_context_limits_touches_and_reads_budget(store: StateStore) -> None:
     for i in range(6):
-        await store.upsert_touch("d:devC", _touch(f"t{i}", 100 + i), ttl_s=3600)
+        await store.upsert_touch("devC", _touch(f"t{i}", 100 + i), ttl_s=3600)
     await store.set_budget("c", 3, 777)
     ctx = await store.decide_context("devC", "c", 3, max_touches=4)
     assert [t.decision_id for t in ctx.journey] == ["t2", "t3", "t4", "t5"]
@@ -137,14 +137,17 @@ async def test_windows_credit_claim_park_watermark(store: StateStore) -> None:
 
 
 async def test_clicks_merge_into_journey_before_or_after_the_touch(store: StateStore) -> None:
-    await store.mark_click("d:devK", "early", ttl_s=3600)  # click arrives before its touch
-    await store.upsert_touch("d:devK", _touch("early", 10), ttl_s=3600)
-    await store.upsert_touch("d:devK", _touch("later", 20), ttl_s=3600)
-    await store.mark_click("d:devK", "later", ttl_s=3600)
+    await store.mark_click("devK", "early", ttl_s=3600)  # click arrives before its touch
+    await store.upsert_touch("devK", _touch("early", 10), ttl_s=3600)
+    await store.upsert_touch("devK", _touch("later", 20), ttl_s=3600)
+    await store.mark_click("devK", "later", ttl_s=3600)
     assert [t.clicked for t in await store.journey("d:devK", 0)] == [True, True]
     await store.link_identity("devK", "kim", 1.0)
     ctx = await store.decide_context("devK", "c", 0, max_touches=5)
     assert [(t.decision_id, t.clicked) for t in ctx.journey] == [("early", True), ("later", True)]
+    await store.upsert_touch("devK", _touch("linked", 30), ttl_s=3600)  # now lands on the person
+    await store.mark_click("devK", "linked", ttl_s=3600)
+    assert [(t.decision_id, t.clicked) for t in await store.journey("kim", 0)][-1] == ("linked", True)
 
 
 async def test_init_budget_does_not_override(store: StateStore) -> None:

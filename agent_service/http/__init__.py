@@ -1,0 +1,1 @@
+"""The HTTP face of the service: the OpenRTB 2.6 bid endpoint, /metrics and admin actions."""

@@ -1,0 +1,164 @@
+"""``gaelp serve``: the flow as Faust agents on Kafka with state in Redis, the OpenRTB bid
+endpoint and /metrics over HTTP, and the in-process learner hot-swapping versions.
+
+One process, one asyncio loop. Start order: Redis, Kafka producer (topics created if
+missing), model registry, Faust app, HTTP server, learner and the window-closing timer; stop
+in reverse. SIGINT/SIGTERM stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import torch
+from aiohttp import web
+
+from agent_service.adapters.kafka_bus import KafkaBus
+from agent_service.adapters.redis_store import RedisStore
+from agent_service.agent.registry import FileRegistry
+from agent_service.config import GaelpConfig
+from agent_service.errors import BusError, ConfigError, StoreError
+from agent_service.http.app import build_http_app
+from agent_service.metrics import Metrics
+from agent_service.money import usd_to_micros
+from agent_service.pipeline.decide import period_of
+from agent_service.runtime.assembly import build_learner, build_service
+from agent_service.runtime.learner_loop import ExperienceLearner
+from agent_service.runtime.worker import publish_result
+from stream_apps.topology import build_app
+
+__all__ = ["ServeRuntime", "serve_forever"]
+
+log = logging.getLogger(__name__)
+_ADVANCE_EVERY_S = 1.0
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ServeRuntime:
+    """Everything ``gaelp serve`` runs, with an explicit lifecycle.
+
+    :param cfg: configuration (``serve`` holds addresses and ports).
+    :param creatives: creative variants the policy chooses from.
+    :param learner: run the in-process learner in this process.
+    """
+
+    def __init__(self, cfg: GaelpConfig, creatives: int = 12, learner: bool = True) -> None:
+        self.cfg = cfg
+        self.creatives = creatives
+        self.run_learner = learner
+        self.metrics = Metrics()
+        self.bus = KafkaBus(cfg.serve.kafka, session_timeout_s=cfg.serve.session_timeout_s)
+        self.store = RedisStore(cfg.serve.redis)
+        self.registry = FileRegistry(cfg.serve.model_dir)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._faust: Any = None
+        self.http_port: int | None = None
+
+    async def start(self) -> None:
+        cfg, t = self.cfg, self.cfg.topics
+        torch.set_num_threads(1)
+        await self.store.start()
+        await self.bus.start()
+        inputs = [t.bid_requests, t.auction_results, t.ad_events, t.conversions, t.identity_links]
+        await self.bus.create_topics([*inputs, t.decisions, t.experience, t.dead_letters], t.partitions)
+        partitions = {name: await self.bus.partitions(name) for name in inputs}
+        learner = build_learner(cfg, self.registry, self.creatives, seed=cfg.simulation.seed)
+        self.service = build_service(cfg, self.store, self.registry, self.metrics, partitions, clock=_wall_ms,
+                                     campaign=cfg.serve.campaign, creatives=self.creatives,
+                                     seed=cfg.simulation.seed + 7, shadow=cfg.serve.shadow)
+        self._faust = build_app(cfg, self.service.flow, self.bus, self.metrics)
+        await self._faust.start()
+        http = build_http_app(self.service.decider, self.bus, t.decisions, self.metrics, clock=_wall_ms,
+                              admin_token=os.environ.get("GAELP_ADMIN_TOKEN") or None,
+                              admin_actions={"rollback": self._rollback, "budget": self._set_budget})
+        self._runner = web.AppRunner(http, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.serve.http_host, cfg.serve.http_port)
+        await site.start()
+        self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self.run_learner:
+            trainer = ExperienceLearner(self.bus, t.experience, learner, self.metrics, group=f"{cfg.serve.group_id}-learner")
+            await trainer.start()
+            self._trainer = trainer
+            self._tasks.append(asyncio.create_task(self._learn_loop(trainer)))
+        self._tasks.append(asyncio.create_task(self._advance_loop()))
+        log.info("serving on %s:%s (kafka %s, redis %s, model v%s)", cfg.serve.http_host, self.http_port,
+                 cfg.serve.kafka, cfg.serve.redis, self.registry.latest_version())
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._faust is not None:
+            await self._faust.stop()
+        if self.run_learner and hasattr(self, "_trainer"):
+            await self._trainer.stop()
+        await self.bus.stop()
+        await self.store.stop()
+
+    # --- background loops ------------------------------------------------------------------
+    async def _learn_loop(self, trainer: ExperienceLearner) -> None:
+        while True:
+            try:
+                await trainer.poll(timeout_ms=500)
+            except (BusError, StoreError) as exc:
+                log.warning("learner poll failed: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _advance_loop(self) -> None:
+        """Close due windows and join parked conversions even when no event arrives."""
+        while True:
+            await asyncio.sleep(_ADVANCE_EVERY_S)
+            try:
+                await publish_result(self.bus, await self.service.flow.advance())
+                await self.bus.flush()
+            except (BusError, StoreError) as exc:
+                log.warning("advance failed: %s", exc)
+
+    # --- admin actions ---------------------------------------------------------------------
+    async def _rollback(self, _: dict[str, object]) -> dict[str, object]:
+        before = self.registry.latest_version()
+        version = self.registry.rollback()
+        self.service.policy.sync()
+        return {"rolled_back_from": before, "now_serving": version}
+
+    async def _set_budget(self, body: dict[str, object]) -> dict[str, object]:
+        usd = body.get("daily_usd")
+        if isinstance(usd, bool) or not isinstance(usd, int | float) or usd < 0:
+            raise ConfigError("daily_usd", "expected a number >= 0 (USD)")
+        period = body.get("period", period_of(_wall_ms()))
+        if isinstance(period, bool) or not isinstance(period, int):
+            raise ConfigError("period", "expected an integer day number (UTC days since 1970-01-01)")
+        await self.store.set_budget(self.cfg.serve.campaign, period, usd_to_micros(float(usd)))
+        state = await self.store.budget(self.cfg.serve.campaign, period)
+        return {"period": period, "budget_usd": state.budget / 1e6, "spent_usd": state.spent / 1e6}
+
+
+async def serve_forever(cfg: GaelpConfig, creatives: int = 12, learner: bool = True) -> None:
+    """Run the service until SIGINT or SIGTERM."""
+    runtime = ServeRuntime(cfg, creatives=creatives, learner=learner)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    print(f"gaelp serve: listening on http://{cfg.serve.http_host}:{runtime.http_port} "
+          f"(POST /openrtb2/bid, GET /metrics); kafka {cfg.serve.kafka}; redis {cfg.serve.redis}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()

@@ -1,0 +1,95 @@
+"""GAELP's stream topology on Faust: every topic, its consumer and what it produces.
+
+    gaelp.bid-requests    ──► decide            ──► gaelp.decisions
+    gaelp.auction-results ──► record_outcomes   ──► gaelp.experience   (spend settled, touch stored)
+    gaelp.ad-events       ──► record_clicks     ──► gaelp.experience
+    gaelp.identity-links  ──► link_identities   ──► (identity graph in the store)
+    gaelp.conversions     ──► join_conversions  ──► gaelp.experience   (credit; windows closed → final)
+    every input topic     ──► (bad records)     ──► gaelp.dead-letters (with field and reason)
+    gaelp.experience      ──► learner (agent_service.runtime.learner_loop) ──► versioned weights
+
+Each agent is a thin loop: take a batch of events, hand them to ``Flow.handle`` (the domain,
+identical in ``gaelp simulate``), publish its outputs and wait for them to be stored, run the
+clean-up, and only then let Faust ack (and so commit) the batch. Store or bus failures are
+retried with backoff without acking, so a Redis restart or a broker blip delays the batch
+instead of losing it. Topic names come from ``TopicsConfig``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+
+from agent_service.config import GaelpConfig
+from agent_service.errors import BusError, StoreError
+from agent_service.metrics import Metrics
+from agent_service.pipeline.flow import Flow
+from agent_service.ports.bus import BusRecord, EventBus
+from agent_service.runtime.worker import publish_result
+
+__all__ = ["build_app", "to_records"]
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+"""Events per handler call (more amortises store round trips; fewer lowers latency)."""
+WITHIN_S = 0.01
+"""How long an agent waits to fill a batch."""
+
+
+def to_records(topic: str, events: Iterable[Any]) -> list[BusRecord]:
+    """Faust events as the bus port's records (topic, partition, offset, key, value, headers)."""
+    out = []
+    for ev in events:
+        msg = ev.message
+        headers = tuple((k, v) for k, v in (ev.headers or {}).items())
+        out.append(BusRecord(topic, msg.partition, msg.offset, msg.key, msg.value, headers))
+    return out
+
+
+async def _handle(flow: Flow, bus: EventBus, metrics: Metrics, topic: str, events: list[Any]) -> None:
+    records = to_records(topic, events)
+    delay = 0.1
+    while True:
+        try:
+            await publish_result(bus, await flow.handle(topic, records))
+            return
+        except (StoreError, BusError) as exc:  # transient: retry the whole batch (effects are idempotent)
+            metrics.errors.labels("store" if isinstance(exc, StoreError) else "bus").inc()
+            log.warning("batch of %d on %s failed (%s); retrying in %.1fs", len(records), topic, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def build_app(cfg: GaelpConfig, flow: Flow, bus: EventBus, metrics: Metrics) -> faust.App:
+    """The Faust app with one agent per input topic (see the module docstring).
+
+    :param cfg: configuration (topic names, broker, group id, session timeout).
+    :param flow: the domain handlers.
+    :param bus: the producer side used for outputs (awaited before acking).
+    :param metrics: where retries are counted.
+    """
+    s, t = cfg.serve, cfg.topics
+    app = faust.App(
+        s.group_id, broker=f"kafka://{s.kafka}", store="memory://", web_enabled=False,
+        topic_partitions=t.partitions, topic_allow_declare=False, consumer_auto_offset_reset="earliest",
+        broker_session_timeout=s.session_timeout_s, broker_heartbeat_interval=max(0.1, s.session_timeout_s / 6),
+        broker_commit_every=BATCH, broker_commit_interval=1.0, stream_buffer_maxsize=4 * BATCH,
+    )
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(name, value_type=bytes, key_type=bytes, value_serializer="raw", key_serializer="raw")
+
+    def agent(name: str) -> None:
+        @app.agent(topic(name), name=f"gaelp.{name}")
+        async def handler(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(BATCH, within=WITHIN_S):
+                await _handle(flow, bus, metrics, name, list(events))
+
+    for name in (t.bid_requests, t.auction_results, t.ad_events, t.identity_links, t.conversions):
+        agent(name)
+    return app

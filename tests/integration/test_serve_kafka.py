@@ -1,0 +1,164 @@
+"""End to end on real protocols: the simulator's events through a tansu Kafka broker into
+``gaelp serve`` (a separate process) with a real Redis.
+
+Checks the issue's promise: every conversion the simulator emitted inside the window that can
+be joined deterministically (same device, or logged in on both) is joined exactly once, none
+twice, and no day's spend exceeds its budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent_service.adapters.kafka_bus import KafkaBus
+from agent_service.adapters.redis_store import RedisStore
+from agent_service.config import SimulationConfig, TopicsConfig
+from agent_service.contracts.codec import decode
+from agent_service.contracts.events import Experience
+from agent_service.pipeline.decide import DAY_MS, period_of
+from agent_service.pipeline.outcomes import JoinRecord
+from agent_service.runtime.driver import SimDriver
+from simulators.basic import BasicWorld, BasicWorldParams
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(tmp: Path, prefix: str) -> Path:
+    path = tmp / "gaelp.toml"
+    path.write_text(f"""
+[budget]
+daily_usd = 4.0
+
+[join]
+allowed_lateness_s = 3600
+
+[topics]
+bid_requests = "{prefix}.bid-requests"
+decisions = "{prefix}.decisions"
+auction_results = "{prefix}.auction-results"
+ad_events = "{prefix}.ad-events"
+conversions = "{prefix}.conversions"
+identity_links = "{prefix}.identity-links"
+experience = "{prefix}.experience"
+dead_letters = "{prefix}.dead-letters"
+partitions = 2
+
+[serve]
+group_id = "{prefix}"
+session_timeout_s = 2.0
+model_dir = "{tmp / 'models'}"
+campaign = "it"
+""")
+    return path
+
+
+async def _serve(config: Path, kafka: str, redis_url: str) -> tuple[subprocess.Popen[str], int]:
+    env = {**os.environ, "GAELP_KAFKA": kafka, "GAELP_REDIS": redis_url, "GAELP_HTTP_PORT": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "serve", "--config", str(config)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 60)
+        if not line:
+            raise RuntimeError(f"gaelp serve exited with {proc.wait()}")
+        match = re.search(r"listening on http://[\d.]+:(\d+)", line)
+        if match:
+            return proc, int(match.group(1))
+
+
+async def test_simulated_stream_through_kafka_into_serve(tansu, redis_server, tmp_path: Path) -> None:
+    prefix = f"it{uuid.uuid4().hex[:6]}"
+    config = _config(tmp_path, prefix)
+    proc, _port = await _serve(config, tansu.bootstrap, redis_server.url)
+    topics = TopicsConfig(**{k: f"{prefix}.{k.replace('_', '-')}" for k in (
+        "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",
+        "experience", "dead_letters")}, partitions=2)
+    bus = KafkaBus(tansu.bootstrap, session_timeout_s=2.0)
+    store = RedisStore(redis_server.url)  # the service's prefix: read its state directly
+    # A generous conversion rate so that a short run has many delayed conversions to join.
+    world = BasicWorld(SimulationConfig(seed=3, users=150, opportunities_per_day=1_500, creatives=12),
+                       BasicWorldParams(cvr=0.5, base_ctr=(0.1, 0.15, 0.08)))
+    driver = SimDriver(world, bus, topics, group=f"{prefix}-driver")
+    await bus.start()
+    await store.start()
+    await driver.start()
+    try:
+        t0 = world.start_ms
+        for h in range(0, 24, 3):  # one day of traffic in 3-hour slots
+            a, b = t0 + h * 3_600_000, t0 + (h + 3) * 3_600_000
+            decisions = await driver.collect(await driver.publish_requests(a, b), timeout_s=90)
+            await driver.publish_outcomes(decisions, a, b)
+        for day in range(1, 17):  # conversions land, windows close
+            await driver.publish_outcomes([], t0 + day * DAY_MS, t0 + (day + 1) * DAY_MS)
+        await driver.tick(t0 + 18 * DAY_MS)
+
+        emitted = [c for c in world.conversion_log if c["event_time"] < t0 + 17 * DAY_MS]
+        expected = [c for c in emitted if c["in_window"] and c["joinable"]]
+        assert len(expected) >= 10, ("the scenario should produce conversions", dict(world.counts), len(world.conversion_log))
+        records: dict[str, JoinRecord] = {}
+        deadline = asyncio.get_running_loop().time() + 120
+        while asyncio.get_running_loop().time() < deadline:
+            for c in emitted:
+                raw = await store.peek(f"conv:{c['id']}")
+                if raw is not None:
+                    records[c["id"]] = decode(raw, JoinRecord)
+            if all(c["id"] in records for c in emitted) and not await store.due_windows(
+                    t0 + 17 * DAY_MS, 1):
+                break
+            await asyncio.sleep(1.0)
+        for c in expected:
+            rec = records.get(c["id"])
+            assert rec is not None and rec.status == "joined", (c, rec)
+            assert sum(m for _, m in rec.credits) == c["value_micros"]
+            for decision_id, micros in rec.credits:  # each credit stored once, under its conversion id
+                assert (await store.credits(decision_id)).get(c["id"]) == micros
+
+        # Exactly once on the experience stream too: one credit id per (decision, conversion).
+        reader = bus.consumer([topics.experience], f"{prefix}-check")
+        await reader.start()
+        seen: dict[str, Experience] = {}
+        idle = 0
+        for _ in range(200):
+            batch = await reader.getmany(timeout_ms=300, max_records=10_000)
+            idle = idle + 1 if not batch else 0
+            if seen and idle >= 5:
+                break
+            for rec in batch:
+                exp = decode(rec.value, Experience)
+                if exp.id in seen:
+                    assert seen[exp.id] == exp  # a redelivery carries the same record
+                seen[exp.id] = exp
+        await reader.stop()
+        credited = [e for e in seen.values() if e.kind == "credit"]
+        by_conv = {c["id"]: sum(e.parts.attribution for e in credited if e.id.endswith(f":credit:{c['id']}"))
+                   for c in expected}
+        for c in expected:
+            assert by_conv[c["id"]] == pytest.approx(c["value_micros"] / 1e6)
+        assert any(e.kind == "final" and e.done for e in seen.values())
+
+        for day in range(1):
+            ledger = await store.budget("it", period_of(t0) + day)
+            assert ledger.budget == 4_000_000
+            assert 0 < ledger.spent <= ledger.budget and ledger.reserved == 0
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        await driver.stop()
+        await store.stop()
+        await bus.stop()
+    assert "Traceback" not in out, out[-3000:]

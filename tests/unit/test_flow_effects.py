@@ -1,0 +1,187 @@
+"""The flow's effects: exactly once under redelivery for every event type, dead letters for
+bad records, event-time joins with parking, window closing, and the hard budget."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent_service.adapters.memory_store import MemoryStore
+from agent_service.adapters.redis_store import RedisStore
+from agent_service.config import GaelpConfig
+from agent_service.contracts.codec import decode
+from agent_service.contracts.events import (
+    AdEvent,
+    AuctionResult,
+    Conversion,
+    DeadLetter,
+    Decision,
+    Experience,
+    IdentityLink,
+)
+from agent_service.metrics import Metrics
+from agent_service.ports.store import StateStore
+from tests.flowkit import DAY, T0, FlowKit, bid_request
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    if request.param == "memory":
+        s: StateStore = MemoryStore()
+    else:
+        s = RedisStore(request.getfixturevalue("redis_server").url, prefix=f"f{uuid.uuid4().hex[:8]}:")
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def _decisions(outputs: list) -> list[Decision]:
+    return [decode(o.value, Decision) for o in outputs if o.topic.endswith("decisions")]
+
+
+def _experience(outputs: list) -> list[Experience]:
+    return [decode(o.value, Experience) for o in outputs if o.topic.endswith("experience")]
+
+
+async def _won(kit: FlowKit, rid: str = "r1", device: str = "dev1", t: int = T0 + 1000,
+               price: int = 2_000) -> Decision:
+    [dec] = _decisions(await kit.handle(kit.topics.bid_requests, bid_request(rid, device, t)))
+    assert dec.bid, dec.no_bid_reason
+    await kit.handle(kit.topics.auction_results, AuctionResult(
+        id=f"res-{rid}", event_time=t + 50, decision_id=dec.id, won=True, price_paid_micros=price))
+    return dec
+
+
+async def test_bid_request_twice_is_one_decision_and_one_reservation(store: StateStore) -> None:
+    kit = FlowKit(store)
+    req = bid_request("r1", "dev1", T0 + 10)
+    [first] = _decisions(await kit.handle(kit.topics.bid_requests, req))
+    [again] = _decisions(await kit.handle(kit.topics.bid_requests, req))
+    assert first == again
+    ledger = await store.budget("c", T0 // DAY)
+    assert ledger.reserved == first.action.bid_cpm_micros // 1000
+
+
+async def test_auction_result_twice_settles_once(store: StateStore) -> None:
+    kit = FlowKit(store)
+    [dec] = _decisions(await kit.handle(kit.topics.bid_requests, bid_request("r1", "dev1", T0 + 10)))
+    res = AuctionResult(id="res-1", event_time=T0 + 60, decision_id=dec.id, won=True, price_paid_micros=1_234)
+    out1 = await kit.handle(kit.topics.auction_results, res)
+    out2 = await kit.handle(kit.topics.auction_results, res, res)
+    ledger = await store.budget("c", T0 // DAY)
+    assert (ledger.spent, ledger.reserved) == (1_234, 0)
+    assert len(await store.journey("d:dev1", 0)) == 1
+    assert {e.id for e in _experience(out1)} == {e.id for e in _experience(out2)} == {f"{dec.id}:outcome"}
+    assert _experience(out1)[0] == _experience(out2)[0]
+
+
+async def test_click_twice_counts_once(store: StateStore) -> None:
+    kit = FlowKit(store)
+    dec = await _won(kit)
+    click = AdEvent(id="clk-1", event_time=T0 + 5_000, decision_id=dec.id, kind="click")
+    out1 = await kit.handle(kit.topics.ad_events, click)
+    out2 = await kit.handle(kit.topics.ad_events, click)
+    assert [e.id for e in _experience(out1)] == [e.id for e in _experience(out2)] == [f"{dec.id}:click"]
+    assert [t.clicked for t in await store.journey("d:dev1", 0)] == [True]
+
+
+async def test_conversion_twice_is_credited_once(store: StateStore) -> None:
+    kit = FlowKit(store)
+    dec = await _won(kit)
+    await kit.ticks(T0 + 3 * DAY)
+    conv = Conversion(id="conv-1", event_time=T0 + 2 * DAY, value_micros=30_000_000, device_id="dev1")
+    out1 = await kit.handle(kit.topics.conversions, conv)
+    out2 = await kit.handle(kit.topics.conversions, conv, conv)
+    assert await store.credits(dec.id) == {"conv-1": 30_000_000}
+    credit_ids = {e.id for e in _experience(out1 + out2) if e.kind == "credit"}
+    assert credit_ids == {f"{dec.id}:credit:conv-1"}
+    assert Metrics.value(kit.metrics.conversions_joined) == 1
+
+
+async def test_identity_link_twice_and_cross_device_join(store: StateStore) -> None:
+    kit = FlowKit(store)
+    dec = await _won(kit, device="phone")
+    link_a = IdentityLink(id="l1", event_time=T0 + 2_000, device_id="phone", person_id="alice")
+    link_b = IdentityLink(id="l2", event_time=T0 + 3_000, device_id="laptop", person_id="alice")
+    await kit.handle(kit.topics.identity_links, link_a, link_b, link_a)
+    assert (await store.resolve("laptop")).device_count == 2
+    await kit.ticks(T0 + 4 * DAY)
+    out = await kit.handle(kit.topics.conversions, Conversion(
+        id="conv-x", event_time=T0 + 3 * DAY, value_micros=5_000_000, device_id="laptop"))
+    assert [e.decision_id for e in _experience(out) if e.kind == "credit"] == [dec.id]
+
+
+async def test_conversion_before_its_touch_is_parked_then_joined(store: StateStore) -> None:
+    kit = FlowKit(store)
+    [dec] = _decisions(await kit.handle(kit.topics.bid_requests, bid_request("r9", "dev9", T0 + 100)))
+    conv = Conversion(id="conv-9", event_time=T0 + DAY, value_micros=7_000_000, device_id="dev9")
+    assert _experience(await kit.handle(kit.topics.conversions, conv)) == []  # touches not complete yet
+    await kit.handle(kit.topics.auction_results, AuctionResult(
+        id="res-9", event_time=T0 + 150, decision_id=dec.id, won=True, price_paid_micros=900))
+    out = await kit.ticks(T0 + 2 * DAY)
+    assert [e.id for e in _experience(out) if e.kind == "credit"] == [f"{dec.id}:credit:conv-9"]
+    assert await store.due_parked(T0 + 10 * DAY, 10) == []
+
+
+async def test_window_closes_after_14_days_and_late_conversion_is_not_credited(store: StateStore) -> None:
+    cfg = GaelpConfig()
+    kit = FlowKit(store, cfg)
+    dec = await _won(kit, rid="rw", device="devw")
+    lateness = cfg.join.allowed_lateness_ms
+    assert [e for e in _experience(await kit.ticks(T0 + 13 * DAY)) if e.kind == "final"] == []
+    finals = [e for e in _experience(await kit.ticks(T0 + 14 * DAY + lateness + 3_600_000)) if e.kind == "final"]
+    assert [(f.decision_id, f.done) for f in finals] == [(dec.id, True)]
+    assert finals[0].reward == pytest.approx(-2_000 / 1e6)
+    late = Conversion(id="conv-late", event_time=T0 + 10 * DAY, value_micros=1_000_000, device_id="devw")
+    assert _experience(await kit.handle(kit.topics.conversions, late)) == []
+    assert Metrics.value(kit.metrics.conversions_late) == 1
+    assert await store.credits(dec.id) == {}
+
+
+@pytest.mark.parametrize("topic_attr", ["auction_results", "ad_events", "conversions", "identity_links",
+                                        "bid_requests"])
+async def test_bad_records_go_to_dead_letters_and_the_rest_is_processed(store: StateStore, topic_attr: str) -> None:
+    kit = FlowKit(store)
+    topic = getattr(kit.topics, topic_attr)
+    dec = await _won(kit, rid="rg", device="devg")
+    good = {
+        "auction_results": AuctionResult(id="res-g2", event_time=T0 + 70, decision_id=dec.id, won=False),
+        "ad_events": AdEvent(id="clk-g", event_time=T0 + 900, decision_id=dec.id, kind="click"),
+        "conversions": Conversion(id="conv-g", event_time=T0 + 90, value_micros=1, device_id="devg"),
+        "identity_links": IdentityLink(id="l-g", event_time=T0 + 90, device_id="devg", person_id="gina"),
+        "bid_requests": bid_request("rg2", "devg", T0 + 200),
+    }[topic_attr]
+    bad = [b"{not json", b'{"id": 5}', b'[1,2]', b"\xff\xfe"]
+    outputs = await kit.handle(topic, *bad, good)
+    letters = [decode(o.value, DeadLetter) for o in outputs if o.topic == kit.topics.dead_letters]
+    assert len(letters) == len(bad)
+    assert all(letter.topic == topic and letter.reason and letter.field.startswith("$") for letter in letters)
+    assert letters[1].field == "$.id"
+
+
+async def test_unknown_decision_is_dead_lettered(store: StateStore) -> None:
+    kit = FlowKit(store)
+    out = await kit.handle(kit.topics.auction_results, AuctionResult(
+        id="res-u", event_time=T0, decision_id="nope:1", won=True, price_paid_micros=5))
+    [letter] = [decode(o.value, DeadLetter) for o in out]
+    assert letter.field == "$.decision_id" and "unknown decision" in letter.reason
+
+
+async def test_budget_is_never_exceeded(store: StateStore) -> None:
+    cfg = GaelpConfig().replace("budget", daily_usd=0.05)
+    kit = FlowKit(store, cfg)
+    reqs = [bid_request(f"b{i}", f"dev{i}", T0 + 20 * 3_600_000 + i) for i in range(300)]
+    decisions = _decisions(await kit.handle(kit.topics.bid_requests, *reqs))
+    won = [d for d in decisions if d.bid]
+    assert 0 < len(won) < len(decisions)
+    for d in won:
+        await kit.handle(kit.topics.auction_results, AuctionResult(
+            id=f"res-{d.id}", event_time=d.event_time + 5, decision_id=d.id, won=True,
+            price_paid_micros=d.action.bid_cpm_micros // 1000))
+    ledger = await store.budget("c", T0 // DAY)
+    assert ledger.spent <= ledger.budget == 50_000 and ledger.reserved == 0
+    assert {d.no_bid_reason for d in decisions if not d.bid} <= {"budget", "pacing"}
