@@ -1,0 +1,42 @@
+"""The CLI explains itself and configuration errors name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from agent_service.config import GaelpConfig, config_from_mapping, load_config
+from agent_service.errors import ConfigError
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "agent_service.cli", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for cmd in ("simulate", "serve"):
+        assert cmd in out
+    out = subprocess.run([sys.executable, "-m", "agent_service.cli", "simulate", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "--days" in out and "--seed" in out and "--out" in out
+
+
+@pytest.mark.parametrize(("data", "key"), [
+    ({"budget": {"daily_usd": "x"}}, "budget.daily_usd"),
+    ({"budget": {"bid_min_usd": 20}}, "budget.bid_min_usd"),
+    ({"agent": {"explore_eps": 1.5}}, "agent.explore_eps"),
+    ({"nosuch": {}}, "nosuch"),
+    ({"serve": {"redis": "http://x"}}, "serve.redis"),
+])
+def test_config_errors_name_the_key(data: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_mapping(GaelpConfig, data)
+    assert err.value.key == key
+
+
+def test_environment_overrides_and_bad_values() -> None:
+    cfg = load_config(env={"GAELP_KAFKA": "k:1", "GAELP_REDIS": "redis://r:2/3", "GAELP_HTTP_PORT": "9"})
+    assert (cfg.serve.kafka, cfg.serve.redis, cfg.serve.http_port) == ("k:1", "redis://r:2/3", 9)
+    with pytest.raises(ConfigError) as err:
+        load_config(env={"GAELP_HTTP_PORT": "eighty"})
+    assert err.value.key == "GAELP_HTTP_PORT"
