@@ -26,6 +26,7 @@ from agent_service.contracts.events import Experience
 from agent_service.pipeline.decide import DAY_MS, period_of
 from agent_service.pipeline.outcomes import JoinRecord
 from agent_service.runtime.driver import SimDriver
+from agent_service.runtime.feed import feed
 from simulators.basic import BasicWorld, BasicWorldParams
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -95,13 +96,8 @@ async def test_simulated_stream_through_kafka_into_serve(tansu, redis_server, tm
     await driver.start()
     try:
         t0 = world.start_ms
-        for h in range(0, 24, 3):  # one day of traffic in 3-hour slots
-            a, b = t0 + h * 3_600_000, t0 + (h + 3) * 3_600_000
-            decisions = await driver.collect(await driver.publish_requests(a, b), timeout_s=90)
-            await driver.publish_outcomes(decisions, a, b)
-        for day in range(1, 17):  # conversions land, windows close
-            await driver.publish_outcomes([], t0 + day * DAY_MS, t0 + (day + 1) * DAY_MS)
-        await driver.tick(t0 + 18 * DAY_MS)
+        stats = await feed(driver, days=1, drain_days=16)  # 3-hour traffic slots, then daily drain slots
+        assert stats.decisions == stats.requests > 0
 
         emitted = [c for c in world.conversion_log if c["event_time"] < t0 + 17 * DAY_MS]
         expected = [c for c in emitted if c["in_window"] and c["joinable"]]

@@ -1,0 +1,56 @@
+"""``gaelp feed``: drive a simulated world into a running ``gaelp serve`` through Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+HELP = "feed a simulated world into a running service through Kafka (shadow traffic, demos, tests)"
+DESCRIPTION = """\
+Publish a simulated world's traffic to the service's Kafka topics in event time: bid requests,
+then (after the service's decisions arrive on the decisions topic) auction results,
+impressions and clicks, and later the delayed conversions and identity links, with event-time
+ticks on every partition. Prints a JSON summary as its last line.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kafka", default=None, metavar="HOST:PORT", help="Kafka bootstrap servers (env GAELP_KAFKA)")
+    p.add_argument("--config", type=Path, default=None, help="TOML configuration (topics, simulation)")
+    p.add_argument("--days", type=float, default=1.0, help="days of traffic (default 1)")
+    p.add_argument("--drain-days", type=float, default=16.0, help="days of delayed events after the traffic")
+    p.add_argument("--seed", type=int, default=None, help="world seed (default: simulation.seed)")
+    p.add_argument("--realtime-factor", type=float, default=None,
+                   help="event-time seconds per wall second (default: as fast as the service answers)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent_service.config import load_config
+
+    cfg = load_config(args.config)
+    if args.kafka:
+        cfg = cfg.replace("serve", kafka=args.kafka)
+    if args.seed is not None:
+        cfg = cfg.replace("simulation", seed=args.seed)
+    stats = asyncio.run(_feed(cfg, args))
+    print(json.dumps(stats._asdict()))
+    return 0
+
+
+async def _feed(cfg, args):  # type: ignore[no-untyped-def]
+    from agent_service.adapters.kafka_bus import KafkaBus
+    from agent_service.runtime.driver import SimDriver
+    from agent_service.runtime.feed import feed
+    from simulators.basic import BasicWorld
+
+    bus = KafkaBus(cfg.serve.kafka, session_timeout_s=cfg.serve.session_timeout_s)
+    await bus.start()
+    driver = SimDriver(BasicWorld(cfg.simulation), bus, cfg.topics, group=f"{cfg.serve.group_id}-feed")
+    await driver.start()
+    try:
+        return await feed(driver, args.days, args.drain_days, realtime_factor=args.realtime_factor, progress=True)
+    finally:
+        await driver.stop()
+        await bus.stop()

@@ -1,0 +1,62 @@
+"""Feed a simulated world into a running service through the bus, in event time.
+
+Traffic slots first (requests → decisions from the service → outcomes), then drain slots in
+which only delayed events (conversions, identity links) fall due, then a final tick past the
+last window so every window can close. Optionally paced against the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import NamedTuple
+
+from tqdm import tqdm
+
+from agent_service.pipeline.decide import DAY_MS
+from agent_service.runtime.driver import SimDriver
+
+__all__ = ["FeedStats", "feed"]
+
+
+class FeedStats(NamedTuple):
+    requests: int
+    decisions: int
+    bids: int
+    end_ms: int
+    """Event time of the final tick."""
+
+
+async def feed(driver: SimDriver, days: float, drain_days: float = 16.0, slot_ms: int = 3 * 3_600_000,
+               drain_slot_ms: int = DAY_MS, realtime_factor: float | None = None, decision_timeout_s: float = 120.0,
+               progress: bool = False) -> FeedStats:
+    """Drive ``driver``'s world for ``days`` of traffic and ``drain_days`` more of delayed events.
+
+    :param driver: a started driver.
+    :param realtime_factor: event-time seconds per wall second (None: as fast as the service answers).
+    """
+    world = driver.world
+    t0 = world.start_ms
+    traffic_end = t0 + int(days * DAY_MS)
+    end = traffic_end + int(drain_days * DAY_MS)
+    requests = decisions = bids = 0
+    loop = asyncio.get_running_loop()
+    with tqdm(total=end - t0, unit="ms", unit_scale=True, desc="feeding", disable=not progress) as bar:
+        a = t0
+        while a < end:
+            b = min(a + (slot_ms if a < traffic_end else drain_slot_ms), traffic_end if a < traffic_end else end)
+            started = loop.time()
+            slot_decisions = []
+            if a < traffic_end:
+                expected = await driver.publish_requests(a, b)
+                requests += len(expected)
+                slot_decisions = await driver.collect(expected, timeout_s=decision_timeout_s)
+                decisions += len(slot_decisions)
+                bids += sum(1 for d in slot_decisions if d.bid)
+            await driver.publish_outcomes(slot_decisions, a, b)
+            if realtime_factor:
+                await asyncio.sleep(max(0.0, (b - a) / 1000 / realtime_factor - (loop.time() - started)))
+            bar.update(b - a)
+            a = b
+    final = end + DAY_MS
+    await driver.tick(final)
+    return FeedStats(requests, decisions, bids, final)
