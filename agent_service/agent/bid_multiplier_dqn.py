@@ -263,7 +263,7 @@ class DQNLearner:
             for p, tp in zip(self.q.parameters(), self.target.parameters(), strict=True):
                 tp.mul_(1.0 - self.cfg.tau).add_(p, alpha=self.cfg.tau)
         self.version += 1
-        return {"td_loss": float(loss), "mean_q": float(q.mean())}
+        return {"td_loss": float(loss.detach()), "mean_q": float(q.detach().mean())}
 
     # ------------------------------------------------------------------ weights (plumbing)
     def snapshot(self) -> tuple[int, dict[str, torch.Tensor]]:

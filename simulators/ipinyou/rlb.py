@@ -95,12 +95,12 @@ def rlb_bids(
     :param max_bid: bid cap.
     """
     b = np.asarray(budget_left, dtype=np.int64)
-    rows = table[np.asarray(auctions_left, dtype=np.int64) - 1]
+    rows = np.asarray(auctions_left, dtype=np.int64)[:, None] - 1
     d = np.arange(1, max_bid + 1)
     idx = b[:, None] - d[None, :]
     in_range = idx >= 0
-    vals = np.take_along_axis(rows, np.clip(idx, 0, None), axis=1)
-    vb = np.take_along_axis(rows, b[:, None], axis=1)
+    vals = table[rows, np.clip(idx, 0, None)]  # V[n-1, b-d], gathered without copying rows
+    vb = table[rows, b[:, None]]
     ok = (np.asarray(value_ratio, dtype=np.float64)[:, None] + vals - vb >= 0) & in_range
     # number of leading True values = the bid
     return np.where(ok.all(axis=1), max_bid, np.argmin(ok, axis=1)).astype(np.int64)
