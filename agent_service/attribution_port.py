@@ -41,11 +41,9 @@ def split_micros(total: int, fractions: Sequence[tuple[str, float]]) -> list[tup
     """Split ``total`` micros by fractions exactly (largest remainder), so credits sum to ``total``."""
     if not fractions:
         return []
-    raw = [(k, total * f) for k, f in fractions]
-    floors = [(k, int(v)) for k, v in raw]
-    short = total - sum(v for _, v in floors)
-    order = sorted(range(len(raw)), key=lambda i: (-(raw[i][1] - floors[i][1]), i))
-    out = [list(x) for x in floors]
-    for i in order[:short]:
-        out[i][1] += 1
-    return [(str(k), int(v)) for k, v in out]
+    raw = [total * f for _, f in fractions]
+    amounts = [int(v) for v in raw]
+    short = total - sum(amounts)
+    for i in sorted(range(len(raw)), key=lambda i: (amounts[i] - raw[i], i))[:short]:
+        amounts[i] += 1
+    return [(k, a) for (k, _), a in zip(fractions, amounts, strict=True)]

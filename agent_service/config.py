@@ -15,6 +15,7 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -305,7 +306,7 @@ _ENV_OVERRIDES = {
 }
 
 
-def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> GaelpConfig:
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> GaelpConfig:
     """Load the configuration: defaults, then the TOML file, then ``GAELP_*`` variables.
 
     :param path: a TOML file, or None for the defaults.
@@ -320,12 +321,12 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
     cfg = config_from_mapping(GaelpConfig, data)
-    env = os.environ if env is None else env
+    source: Mapping[str, str] = os.environ if env is None else env
     for var, (section, name, tp) in _ENV_OVERRIDES.items():
-        if var in env:
+        if var in source:
             try:
-                value = tp(env[var])
+                value = tp(source[var])
             except ValueError as exc:
-                raise ConfigError(var, f"expected {tp.__name__}, got {env[var]!r}") from exc
+                raise ConfigError(var, f"expected {tp.__name__}, got {source[var]!r}") from exc
             cfg = cfg.replace(section, **{name: value})
     return cfg
