@@ -64,8 +64,8 @@ class PriceModel:
 
     A discrete hazard estimate ``h(p) = (d(p) + w m0(p)) / (r(p) + w S0(p))``: ``d(p)`` counts
     revealed prices equal to ``p``, ``r(p)`` the observations known to be ``>= p`` (a revealed
-    price ``>= p`` or, under won-only feedback, a lost bid ``c >= p - 1``: the price was above
-    ``c``), ``m0, S0`` the prior pmf and survival, ``w`` the prior weight in auctions. Without
+    price ``>= p`` or, under won-only feedback, a lost bid ``c >= p``: the price was above
+    ``c``, so it was not ``p`` and it was at least ``p``), ``m0, S0`` the prior pmf and survival, ``w`` the prior weight in auctions. Without
     censoring it is the mixture ``(w m0 + counts) / (w + n)``.
 
     :param prior_pmf: the training price distribution.
@@ -91,7 +91,7 @@ class PriceModel:
         """The posterior price distribution."""
         at_least = np.cumsum(self.exact[::-1])[::-1]  # revealed prices >= p
         cens_tail = np.cumsum(self.censored[::-1])[::-1]  # lost bids >= q
-        risk = at_least + np.concatenate([[cens_tail[0]], cens_tail[:-1]])
+        risk = at_least + cens_tail
         h = (self.exact + self.weight * self.m0) / np.maximum(risk + self.weight * self.s0, 1e-12)
         h = h.clip(0.0, 1.0)
         surv = np.concatenate([[1.0], np.cumprod(1.0 - h)[:-1]])
