@@ -183,6 +183,29 @@ async def test_backpressure_waits_for_space() -> None:
     assert "d" in wh.tables["decisions"]
 
 
+class SlowWarehouse(InMemoryWarehouse):
+    """Suspends inside every insert, so rows keep arriving while a batch is in flight."""
+
+    async def insert(self, table, rows):
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await super().insert(table, rows)
+
+
+async def test_rows_added_during_a_flush_never_stall_the_writer() -> None:
+    wh = SlowWarehouse()
+    w = BatchWriter(wh, BatchConfig(max_rows=50, max_buffered_rows=200, max_delay_s=60))
+
+    async def feed() -> None:
+        for i in range(0, 2000, 30):
+            await w.add_many("events", [event(j) for j in range(i, min(i + 30, 2000))])
+        await w.close()
+
+    await asyncio.wait_for(feed(), timeout=30)  # a deadlock would hang here
+    assert len(wh.tables["events"]) == 2000 and max(wh.writes.values()) == 1
+    assert all(len(ids) <= 50 for _, ids in wh.requests)
+
+
 async def test_bad_rows_are_refused_when_added() -> None:
     w = BatchWriter(InMemoryWarehouse())
     with pytest.raises(DecodeError, match="events.cost_micros"):

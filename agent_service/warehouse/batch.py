@@ -227,9 +227,7 @@ class BatchWriter:
         for name in [table] if table is not None else list(self._tables):
             t = self._tables[name]
             while t.rows:
-                before = len(t.rows)
-                await self._flush_one(name)
-                if len(t.rows) >= before:
+                if not await self._flush_one(name):
                     break  # retries exhausted: rows kept for later
 
     async def flush_due(self) -> None:
@@ -247,9 +245,7 @@ class BatchWriter:
     async def _background_flush(self, table: str, drain: bool) -> None:
         t = self._tables[table]
         while t.rows and (drain or len(t.rows) >= self.config.max_rows):
-            before = len(t.rows)
-            await self._flush_one(table)
-            if len(t.rows) >= before:
+            if not await self._flush_one(table):
                 return
 
     async def _tick_loop(self) -> None:
@@ -261,13 +257,15 @@ class BatchWriter:
             except WarehouseError as exc:  # rows are kept; surfaced by close()
                 log.warning("warehouse flush failed: %s", exc)
 
-    async def _flush_one(self, table: str) -> None:
-        """Write one batch of ``table`` until acknowledged, rejected, or out of attempts."""
+    async def _flush_one(self, table: str) -> bool:
+        """Write one batch of ``table`` until acknowledged or rejected (True), or out of
+        attempts (False: the rows are back at the head of the buffer)."""
         t = self._tables[table]
         cfg = self.config
         async with t.lock:
             batch, t.rows = t.rows[:cfg.max_rows], t.rows[cfg.max_rows:]
-            t.first_at = self._clock() if t.rows else None
+            if not t.rows:
+                t.first_at = None  # rows left keep the older time: flushed sooner, never later
             attempt = 0
             while batch:
                 attempt += 1
@@ -293,11 +291,12 @@ class BatchWriter:
                 if attempt >= cfg.max_attempts:
                     t.rows[:0] = batch  # back to the head of the buffer: never dropped
                     t.first_at = t.first_at or self._clock()
-                    return
+                    return False
                 self.retries += 1
                 cap = min(cfg.backoff_max_s, cfg.backoff_initial_s * cfg.backoff_multiplier ** (attempt - 1))
                 await self._sleep(self._rng.uniform(0.0, cap))
         await self._notify_space()
+        return True
 
     def _done(self, t: _Table, rows: list[dict[str, Any]]) -> None:
         id_col = t.schema.id_column
