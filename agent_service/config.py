@@ -96,15 +96,21 @@ class RewardConfig:
     """α1: weight of the immediate outcome (−cost, + click value)."""
     alpha_attribution: float = 1.0
     """α2: weight of attributed conversion value (multi-touch credit × value)."""
-    alpha_delayed: float = 0.0
-    """α3: weight of the expected future conversion value at outcome time (replaced by credit later)."""
+    alpha_delayed: float = 1.0
+    """α3: weight of R_delayed, the delay model's expected conversion value still to come (replaced by credit later)."""
     alpha_diversity: float = 0.0
-    """α4: weight of creative freshness × channel efficiency."""
+    """α4: weight of R_diversity, creative freshness × channel efficiency (a shaping term; 0 = off)."""
     click_value_usd: float = 1.0
-    """Immediate value of a click, USD (a proxy until its conversions arrive)."""
+    """Immediate value of a click, USD (a proxy until its conversions arrive; the hybrid learner uses 0 by default)."""
+    shadow_price: bool = True
+    """Charge R_immediate's cost at the budget's shadow price 1/m (m: the bid multiplier), not 1 — the
+    Lagrangian of 'maximise value subject to the budget'; False: profit (value − cost)."""
+    diversity_unit_usd: float = 0.01
+    """USD of one unit of R_diversity (a fresh creative on an average-efficiency channel)."""
 
     def __post_init__(self) -> None:
-        for name in ("alpha_immediate", "alpha_attribution", "alpha_delayed", "alpha_diversity", "click_value_usd"):
+        for name in ("alpha_immediate", "alpha_attribution", "alpha_delayed", "alpha_diversity", "click_value_usd",
+                     "diversity_unit_usd"):
             _require(getattr(self, name) >= 0, f"reward.{name}", "must be >= 0")
 
 
@@ -204,8 +210,21 @@ class ServeConfig:
     """Kafka consumer session timeout (tests use 2 s: tansu joins take half of it)."""
     model_dir: str = "runs/models"
     """Directory of the local-file model registry."""
+    first_price_shade: float = 0.85
+    """First-price auctions (OpenRTB ``at`` = 1): the bid is shaded to this fraction of the
+    truthful (second-price) bid, never below the floor."""
+    tmax_default_ms: int = 100
+    """Time budget of a bid request that carries no ``tmax``."""
+    network_allowance_ms: int = 20
+    """Part of ``tmax`` left for the network: past ``tmax`` minus this, the answer is a no-bid."""
+    max_batch: int = 256
+    """Most bid requests the HTTP endpoint decides together (concurrent requests are batched)."""
 
     def __post_init__(self) -> None:
+        _require(0 < self.first_price_shade <= 1, "serve.first_price_shade", "must be in (0, 1]")
+        _require(self.tmax_default_ms > 0, "serve.tmax_default_ms", "must be > 0 ms")
+        _require(self.network_allowance_ms >= 0, "serve.network_allowance_ms", "must be >= 0 ms")
+        _require(self.max_batch > 0, "serve.max_batch", "must be > 0")
         _require(":" in self.kafka, "serve.kafka", "expected HOST:PORT")
         _require(self.redis.startswith(("redis://", "rediss://", "unix://")), "serve.redis",
                  "expected redis://HOST:PORT/DB")

@@ -16,7 +16,17 @@ import msgspec
 
 from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError
-from agent_service.ports.store import BudgetState, DecideContext, Identity
+from agent_service.ports.store import (
+    BudgetState,
+    ClickEffect,
+    ContextQuery,
+    DecideContext,
+    Identity,
+    JoinContext,
+    JoinEffect,
+    JoinQuery,
+    ResultEffect,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -71,6 +81,16 @@ class MemoryStore:
         touches = await self.journey(identity.person_id, 0)
         return DecideContext(identity, touches[-max_touches:], await self.budget(campaign, period))
 
+    async def decide_contexts(self, queries: Sequence[ContextQuery], max_touches: int) -> list[DecideContext]:
+        out = []
+        for q in queries:
+            ctx = await self.decide_context(q.device_id, q.campaign, q.period, max_touches)
+            out.append(ctx._replace(existing=self._decisions.get(q.decision_id)))
+        return out
+
+    async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
+        return [self._decisions.setdefault(d.id, d) for d in decisions]
+
     async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
         return self._decisions.setdefault(decision.id, decision)
 
@@ -104,6 +124,12 @@ class MemoryStore:
         self._reservations[key] = amount_micros
         return True
 
+    async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:
+        for _, amount in items:
+            if amount < 0:
+                raise BudgetError(f"reservation must be >= 0 micros, got {amount}")
+        return [await self.reserve(campaign, period, rid, amount) for rid, amount in items]
+
     async def settle(self, campaign: str, period: int, reservation_id: str, cost_micros: int) -> bool:
         if cost_micros < 0:
             raise BudgetError(f"cost must be >= 0 micros, got {cost_micros}")
@@ -132,6 +158,66 @@ class MemoryStore:
 
     async def mark_click(self, device_id: str, decision_id: str, ttl_s: int) -> None:
         self._clicks[self._person(device_id)].add(decision_id)
+
+    # --- batched effects (no await suspends inside: each item is atomic) ------------------------
+    async def record_results(self, effects: Sequence[ResultEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+        out = []
+        for e in effects:
+            applied = e.claim_key not in self._claims
+            if applied:
+                await self.settle(e.campaign, e.period, e.decision_id, e.cost_micros)
+                if e.touch is not None:
+                    await self.upsert_touch(e.device_id, e.touch, ttl_s)
+                    self._windows.add(e.decision_id, e.window_close_ms)
+                self._claims[e.claim_key] = e.payload
+            out.append((applied, self._claims[e.claim_key]))
+        return out
+
+    async def record_clicks(self, effects: Sequence[ClickEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+        out = []
+        for e in effects:
+            applied = e.claim_key not in self._claims
+            if applied:
+                self._clicks[self._person(e.device_id)].add(e.decision_id)
+                self._claims[e.claim_key] = e.payload
+            out.append((applied, self._claims[e.claim_key]))
+        return out
+
+    async def join_contexts(self, queries: Sequence[JoinQuery]) -> list[JoinContext]:
+        out = []
+        for q in queries:
+            stored = self._claims.get(q.claim_key)
+            person = q.user_id or (self._person(q.device_id) if q.device_id else "")
+            journey = [] if stored is not None or not person else await self.journey(person, q.since_ms)
+            out.append(JoinContext(stored, person, journey))
+        return out
+
+    async def record_joins(self, effects: Sequence[JoinEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+        out = []
+        for e in effects:
+            applied = e.claim_key not in self._claims
+            if applied:
+                if any(f"final:{d}" in self._claims for d, _ in e.credits):
+                    self._claims[e.claim_key] = e.late_payload
+                else:
+                    for d, micros in e.credits:
+                        self._credits[d][e.conversion_id] = micros
+                    self._claims[e.claim_key] = e.payload
+            out.append((applied, self._claims[e.claim_key]))
+        return out
+
+    async def peek_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self._claims.get(k) for k in keys]
+
+    async def credits_many(self, decision_ids: Sequence[str]) -> list[dict[str, int]]:
+        return [dict(self._credits.get(d, {})) for d in decision_ids]
+
+    async def claim_many(self, items: Sequence[tuple[str, bytes]], ttl_s: int) -> list[tuple[bool, bytes]]:
+        out = []
+        for key, payload in items:
+            applied = key not in self._claims
+            out.append((applied, self._claims.setdefault(key, payload)))
+        return out
 
     # --- windows, credits, outbox ----------------------------------------------------------
     async def open_window(self, decision_id: str, close_at_ms: int) -> None:

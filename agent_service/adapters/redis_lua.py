@@ -12,8 +12,13 @@ __all__ = [
     "JOURNEY",
     "LINK_IDENTITY",
     "MARK_CLICK",
+    "JOIN_CONTEXT",
     "PARK",
+    "RECORD_CLICK",
+    "RECORD_JOIN",
+    "RECORD_RESULT",
     "RESERVE",
+    "RESERVE_BATCH",
     "SETTLE",
     "UPSERT_TOUCH",
 ]
@@ -47,8 +52,35 @@ redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 1
 """
 
-# KEYS: device hash. ARGV: prefix, device id, max touches, budget hash key, since_ms.
-# Returns {person, score, device_count, {touch json...}, {click flag...}, budget, spent, reserved}.
+# KEYS: budget hash, open reservations hash, settled hash.
+# ARGV: ttl, then (reservation id, amount) pairs. Greedy in order, one atomic step; returns {0|1...}.
+RESERVE_BATCH = """
+local b = tonumber(redis.call('HGET', KEYS[1], 'budget') or '0')
+local s = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+local r = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+local out, added = {}, 0
+for i = 2, #ARGV, 2 do
+  local id, a = ARGV[i], tonumber(ARGV[i + 1])
+  if redis.call('HEXISTS', KEYS[2], id) == 1 or redis.call('HEXISTS', KEYS[3], id) == 1 then
+    out[#out + 1] = 1
+  elseif s + r + added + a <= b then
+    added = added + a
+    redis.call('HSET', KEYS[2], id, a)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if added > 0 then
+  redis.call('HINCRBY', KEYS[1], 'reserved', added)
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
+return out
+"""
+
+# KEYS: device hash. ARGV: prefix, device id, max touches, budget hash key, since_ms[, decision key].
+# Returns {person, score, device_count, {touch json...}, {click flag...}, budget, spent, reserved,
+# stored decision json or false}.
 DECIDE_CONTEXT = """
 local prefix = ARGV[1]
 local person = redis.call('HGET', KEYS[1], 'person')
@@ -71,7 +103,9 @@ if #sel > 0 then
   clicks = redis.call('HMGET', prefix .. 'jclick:' .. person, unpack(sel))
 end
 local b = redis.call('HMGET', ARGV[4], 'budget', 'spent', 'reserved')
-return {person, score, ndev, touches, clicks, b[1] or '0', b[2] or '0', b[3] or '0'}
+local existing = false
+if ARGV[6] then existing = redis.call('GET', ARGV[6]) end
+return {person, score, ndev, touches, clicks, b[1] or '0', b[2] or '0', b[3] or '0', existing}
 """
 
 # KEYS: device hash. ARGV: prefix, device id, decision id, event time, touch json, drop-before ms, ttl.
@@ -154,4 +188,88 @@ ADVANCE_WATERMARK = """
 local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 return 1
+"""
+
+# The stream handlers' effects, each atomic with its outbox claim: a redelivery finds the claim
+# and returns the stored payload without writing anything again. Each returns {applied 0/1, payload}.
+
+# KEYS: claim key, device hash, budget hash, open reservations hash, settled hash, windows zset.
+# ARGV: prefix, device id, payload, claim ttl, decision id, cost, settled ttl, has touch (0/1),
+#       touch time, touch json, drop-before ms, journey ttl, window close ms.
+RECORD_RESULT = """
+local stored = redis.call('GET', KEYS[1])
+if stored then return {0, stored} end
+local id = ARGV[5]
+if redis.call('HEXISTS', KEYS[5], id) == 0 then
+  local a = redis.call('HGET', KEYS[4], id)
+  if a then
+    redis.call('HINCRBY', KEYS[3], 'reserved', -tonumber(a))
+    redis.call('HINCRBY', KEYS[3], 'spent', tonumber(ARGV[6]))
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('HSET', KEYS[5], id, ARGV[6])
+    redis.call('EXPIRE', KEYS[5], ARGV[7])
+  end
+end
+if ARGV[8] == '1' then
+  local person = redis.call('HGET', KEYS[2], 'person') or ('d:' .. ARGV[2])
+  local idx, dat = ARGV[1] .. 'jidx:' .. person, ARGV[1] .. 'jdata:' .. person
+  redis.call('ZADD', idx, ARGV[9], id)
+  redis.call('HSET', dat, id, ARGV[10])
+  local old = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. ARGV[11])
+  if #old > 0 then
+    redis.call('ZREM', idx, unpack(old))
+    redis.call('HDEL', dat, unpack(old))
+  end
+  redis.call('EXPIRE', idx, ARGV[12])
+  redis.call('EXPIRE', dat, ARGV[12])
+  redis.call('ZADD', KEYS[6], ARGV[13], id)
+end
+redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+return {1, ARGV[3]}
+"""
+
+# KEYS: claim key, device hash. ARGV: prefix, device id, decision id, payload, ttl.
+RECORD_CLICK = """
+local stored = redis.call('GET', KEYS[1])
+if stored then return {0, stored} end
+local person = redis.call('HGET', KEYS[2], 'person') or ('d:' .. ARGV[2])
+local key = ARGV[1] .. 'jclick:' .. person
+redis.call('HSET', key, ARGV[3], '1')
+redis.call('EXPIRE', key, ARGV[5])
+redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[5])
+return {1, ARGV[4]}
+"""
+
+# KEYS: claim key. ARGV: prefix, user id ('' if none), device id ('' if none), since_ms.
+# Returns {stored join or false, person, {touch json...}, {click flag...}}.
+JOIN_CONTEXT = """
+local stored = redis.call('GET', KEYS[1])
+local person = ARGV[2]
+if person == '' and ARGV[3] ~= '' then
+  person = redis.call('HGET', ARGV[1] .. 'id:dev:' .. ARGV[3], 'person') or ('d:' .. ARGV[3])
+end
+if stored or person == '' then return {stored or false, person, {}, {}} end
+local ids = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'jidx:' .. person, ARGV[4], '+inf')
+if #ids == 0 then return {false, person, {}, {}} end
+return {false, person, redis.call('HMGET', ARGV[1] .. 'jdata:' .. person, unpack(ids)),
+        redis.call('HMGET', ARGV[1] .. 'jclick:' .. person, unpack(ids))}
+"""
+
+# KEYS: claim key. ARGV: prefix, payload, late payload, conversion id, ttl, then (decision, micros) pairs.
+RECORD_JOIN = """
+local stored = redis.call('GET', KEYS[1])
+if stored then return {0, stored} end
+for i = 6, #ARGV, 2 do
+  if redis.call('EXISTS', ARGV[1] .. 'claim:final:' .. ARGV[i]) == 1 then
+    redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[5])
+    return {1, ARGV[3]}
+  end
+end
+for i = 6, #ARGV, 2 do
+  local key = ARGV[1] .. 'credit:' .. ARGV[i]
+  redis.call('HSET', key, ARGV[4], ARGV[i + 1])
+  redis.call('EXPIRE', key, ARGV[5])
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[5])
+return {1, ARGV[2]}
 """

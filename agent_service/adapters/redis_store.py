@@ -39,7 +39,17 @@ from redis.exceptions import RedisError
 from agent_service.adapters import redis_lua
 from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError, StoreError
-from agent_service.ports.store import BudgetState, DecideContext, Identity
+from agent_service.ports.store import (
+    BudgetState,
+    ClickEffect,
+    ContextQuery,
+    DecideContext,
+    Identity,
+    JoinContext,
+    JoinEffect,
+    JoinQuery,
+    ResultEffect,
+)
 
 __all__ = ["RedisStore"]
 
@@ -88,8 +98,9 @@ class RedisStore:
             await self._r.ping()
         except RedisError as exc:
             raise StoreError(f"cannot reach Redis at {self._url}: {exc}") from exc
-        for name in ("RESERVE", "SETTLE", "DECIDE_CONTEXT", "UPSERT_TOUCH", "JOURNEY",
-                     "LINK_IDENTITY", "MARK_CLICK", "PARK", "ADVANCE_WATERMARK"):
+        for name in ("RESERVE", "RESERVE_BATCH", "SETTLE", "DECIDE_CONTEXT", "UPSERT_TOUCH", "JOURNEY",
+                     "LINK_IDENTITY", "MARK_CLICK", "PARK", "ADVANCE_WATERMARK", "RECORD_RESULT",
+                     "RECORD_CLICK", "JOIN_CONTEXT", "RECORD_JOIN"):
             self._scripts[name] = self._r.register_script(getattr(redis_lua, name))
 
     async def stop(self) -> None:
@@ -129,10 +140,47 @@ class RedisStore:
     async def decide_context(self, device_id: str, campaign: str, period: int, max_touches: int) -> DecideContext:
         res = await self._run("DECIDE_CONTEXT", [f"{self._p}id:dev:{device_id}"],
                               [self._p, device_id, max_touches, self._budget_key(campaign, period), 0])
-        person, score, ndev, touches, clicks, b, s, r = res
+        person, score, ndev, touches, clicks, b, s, r, _ = res
         journey = _touches(touches, clicks)
         return DecideContext(Identity(person.decode(), float(score), int(ndev)), journey,
                              BudgetState(int(b), int(s), int(r)))
+
+    async def _pipelined(self, what: str, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run several script calls in one pipeline (one round trip; not a transaction)."""
+        if not calls:
+            return []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name, keys, args in calls:
+                    await self._scripts[name](keys=list(keys), args=list(args), client=pipe)
+                return list(await pipe.execute())
+        except RedisError as exc:
+            raise StoreError(f"redis pipeline {what} failed: {exc}") from exc
+
+    async def decide_contexts(self, queries: Sequence[ContextQuery], max_touches: int) -> list[DecideContext]:
+        p = self._p
+        res = await self._pipelined("decide_contexts", [
+            ("DECIDE_CONTEXT", [f"{p}id:dev:{q.device_id}"],
+             [p, q.device_id, max_touches, self._budget_key(q.campaign, q.period), 0, f"{p}dec:{q.decision_id}"])
+            for q in queries])
+        out = []
+        for person, score, ndev, touches, clicks, b, s, r, existing in res:
+            out.append(DecideContext(Identity(person.decode(), float(score), int(ndev)), _touches(touches, clicks),
+                                     BudgetState(int(b), int(s), int(r)),
+                                     _decision_dec.decode(existing) if existing else None))
+        return out
+
+    async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
+        if not decisions:
+            return []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for d in decisions:
+                    pipe.set(f"{self._p}dec:{d.id}", _enc.encode(d), nx=True, ex=ttl_s, get=True)
+                old = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"storing decisions failed: {exc}") from exc
+        return [d if o is None else _decision_dec.decode(o) for d, o in zip(decisions, old, strict=True)]
 
     async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
         key = f"{self._p}dec:{decision.id}"
@@ -189,6 +237,16 @@ class RedisStore:
                              [reservation_id, int(amount_micros), 3 * _DAY_S])
         return bool(ok)
 
+    async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:
+        if not items:
+            return []
+        args: list[Any] = [3 * _DAY_S]
+        for rid, amount in items:
+            if amount < 0:
+                raise BudgetError(f"reservation must be >= 0 micros, got {amount}")
+            args += [rid, int(amount)]
+        return [bool(x) for x in await self._run("RESERVE_BATCH", self._ledger_keys(campaign, period), args)]
+
     async def settle(self, campaign: str, period: int, reservation_id: str, cost_micros: int) -> bool:
         if cost_micros < 0:
             raise BudgetError(f"cost must be >= 0 micros, got {cost_micros}")
@@ -211,6 +269,75 @@ class RedisStore:
 
     async def mark_click(self, device_id: str, decision_id: str, ttl_s: int) -> None:
         await self._run("MARK_CLICK", [f"{self._p}id:dev:{device_id}"], [self._p, device_id, decision_id, ttl_s])
+
+    # --- batched effects: one pipeline per batch, one atomic script per item ------------------
+    async def record_results(self, effects: Sequence[ResultEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+        p, calls = self._p, []
+        for e in effects:
+            t = e.touch
+            keys = [f"{p}claim:{e.claim_key}", f"{p}id:dev:{e.device_id}", *self._ledger_keys(e.campaign, e.period),
+                    f"{p}windows"]
+            args = [p, e.device_id, e.payload, ttl_s, e.decision_id, int(e.cost_micros), 3 * _DAY_S,
+                    0 if t is None else 1, 0 if t is None else t.event_time, b"" if t is None else _enc.encode(t),
+                    0 if t is None else t.event_time - ttl_s * 1000, ttl_s, e.window_close_ms]
+            calls.append(("RECORD_RESULT", keys, args))
+        return [(bool(a), bytes(x)) for a, x in await self._pipelined("record_results", calls)]
+
+    async def record_clicks(self, effects: Sequence[ClickEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+        p = self._p
+        return [(bool(a), bytes(x)) for a, x in await self._pipelined("record_clicks", [
+            ("RECORD_CLICK", [f"{p}claim:{e.claim_key}", f"{p}id:dev:{e.device_id}"],
+             [p, e.device_id, e.decision_id, e.payload, ttl_s]) for e in effects])]
+
+    async def join_contexts(self, queries: Sequence[JoinQuery]) -> list[JoinContext]:
+        p = self._p
+        res = await self._pipelined("join_contexts", [
+            ("JOIN_CONTEXT", [f"{p}claim:{q.claim_key}"], [p, q.user_id or "", q.device_id or "", q.since_ms])
+            for q in queries])
+        return [JoinContext(bytes(stored) if stored else None, person.decode(), _touches(touches, clicks))
+                for stored, person, touches, clicks in res]
+
+    async def record_joins(self, effects: Sequence[JoinEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+        p, calls = self._p, []
+        for e in effects:
+            args: list[Any] = [p, e.payload, e.late_payload, e.conversion_id, ttl_s]
+            for d, micros in e.credits:
+                args += [d, int(micros)]
+            calls.append(("RECORD_JOIN", [f"{p}claim:{e.claim_key}"], args))
+        return [(bool(a), bytes(x)) for a, x in await self._pipelined("record_joins", calls)]
+
+    async def peek_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            raw = await self.redis.mget([f"{self._p}claim:{k}" for k in keys])
+        except RedisError as exc:
+            raise StoreError(f"peek failed: {exc}") from exc
+        return [None if v is None else bytes(v) for v in raw]
+
+    async def credits_many(self, decision_ids: Sequence[str]) -> list[dict[str, int]]:
+        if not decision_ids:
+            return []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for d in decision_ids:
+                    pipe.hgetall(f"{self._p}credit:{d}")
+                raw = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"reading credits failed: {exc}") from exc
+        return [{k.decode(): int(v) for k, v in r.items()} for r in raw]
+
+    async def claim_many(self, items: Sequence[tuple[str, bytes]], ttl_s: int) -> list[tuple[bool, bytes]]:
+        if not items:
+            return []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, payload in items:
+                    pipe.set(f"{self._p}claim:{key}", payload, nx=True, ex=ttl_s, get=True)
+                old = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"claim failed: {exc}") from exc
+        return [(True, p) if o is None else (False, bytes(o)) for (_, p), o in zip(items, old, strict=True)]
 
     # --- windows, credits, outbox ----------------------------------------------------------
     async def open_window(self, decision_id: str, close_at_ms: int) -> None:

@@ -1,19 +1,25 @@
 """The decision path: OpenRTB impressions in, decisions (logged with propensity) and bids out.
 
-For a batch of requests: read each device's context (identity, journey, budget) in one round
-trip each, build the state vectors, let the policy sample creative × channel × multiplier for
-the whole batch with one network version, turn the multiplier into a bid
-``clip(m · v̂, $0.50, $10.00)`` and reserve its worst-case cost atomically before the bid may
-leave. Shadow mode does everything but reserve and bid.
+For a batch of requests: read every impression's context (identity, journey, budget and any
+decision already stored under its id) in ONE pipelined round trip, build the state vectors,
+let the policy sample creative × channel × multiplier for the whole batch with one network
+version, turn the multiplier into a bid ``clip(m · v̂, $0.50, $10.00)`` (shaded in first-price
+auctions, never under the floor), reserve the worst-case costs of the whole batch in ONE
+atomic step per budget period (the imps of one request share that check), and store the
+decisions in one more round trip. Shadow mode does everything but reserve and bid.
+
+A redelivered request reuses its stored decision (no new sample, no new reservation). A
+request whose time budget (``tmax`` minus the network allowance) is spent before the
+reservation gets a no-bid with reason ``tmax`` rather than a late answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import msgspec
 import numpy as np
 
 from agent_service.agent.features import AVAILABLE, Opportunity, context_bucket, state_vector
@@ -25,7 +31,8 @@ from agent_service.metrics import Metrics
 from agent_service.money import cpm_to_micros, impression_cost_micros, usd_to_micros
 from agent_service.pacing import paced_out, planned_spend
 from agent_service.pipeline.opportunity import device_id_of, opportunity_of
-from agent_service.ports.store import DecideContext, StateStore
+from agent_service.pipeline.pseudonym import Pseudonymizer
+from agent_service.ports.store import ContextQuery, DecideContext, StateStore
 
 __all__ = ["DAY_MS", "DecideResult", "Decider", "period_of"]
 
@@ -33,6 +40,11 @@ DAY_MS = 86_400_000
 _MAX_TOUCHES = 16
 _SEGMENTS = 4
 _PACING_SLACK = 0.02
+
+
+def _no_bid(d: Decision, reason: str) -> Decision:
+    return msgspec.structs.replace(d, bid=False, no_bid_reason=reason,
+                                   action=msgspec.structs.replace(d.action, bid_cpm_micros=0))
 
 
 def period_of(event_time: int) -> int:
@@ -68,10 +80,11 @@ class Decider:
     :param metrics: metrics to update.
     :param campaign: campaign whose budget is spent.
     :param shadow: decide and log only; never bid.
+    :param ids: pseudonymiser of raw ids (default: salt from ``GAELP_ID_SALT``, else random).
     """
 
     def __init__(self, cfg: GaelpConfig, store: StateStore, policy: PolicyServer, metrics: Metrics,
-                 campaign: str = "default", shadow: bool = False) -> None:
+                 campaign: str = "default", shadow: bool = False, ids: Pseudonymizer | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.policy = policy
@@ -83,19 +96,42 @@ class Decider:
         self._bid_max = cpm_to_micros(cfg.budget.bid_max_usd)
         self._periods: set[int] = set()
         self._decision_ttl_s = int(cfg.join.window_days * 86_400) + 2 * 86_400
+        self.ids = ids or Pseudonymizer.from_env()
+        self._shade = cfg.serve.first_price_shade
+        self._tail_s = 0.001  # running estimate of reservation + storing time (seconds)
 
-    async def decide(self, items: Sequence[tuple[BidRequest, int]]) -> list[DecideResult]:
+    # --- plumbing: one round trip to read, one atomic reservation, one to store --------------
+    async def decide(self, items: Sequence[tuple[BidRequest, int]],
+                     deadlines: Sequence[float | None] | None = None) -> list[DecideResult]:
         """Decide every impression of every request.
 
         :param items: (request, event time in ms) pairs.
+        :param deadlines: per request, the ``time.perf_counter()`` by which a bid must be
+            reserved (None: no deadline); past it the request's imps are no-bids (``tmax``).
         """
         started = time.perf_counter()
         self.policy.sync()
-        slots = await asyncio.gather(*(self._slot(req, imp, t) for req, t in items for imp in req.imp))
-        states = np.array([s.state for s in slots], dtype=np.float32).reshape(len(slots), -1)
-        mask = states[:, AVAILABLE] > 0.5 if len(slots) else np.zeros((0, len(CHANNELS)), bool)
-        acts = self.policy.act(states, mask) if len(slots) else None
-        decisions = await asyncio.gather(*(self._decide_one(i, s, acts) for i, s in enumerate(slots)))
+        flat = [(r, req, imp, t) for r, (req, t) in enumerate(items) for imp in req.imp]
+        for period in {period_of(t) for _, _, _, t in flat} - self._periods:
+            await self.store.init_budget(self.campaign, period, self._budget_micros)
+            self._periods.add(period)
+        devices = [self.ids(device_id_of(req)) for req, _ in items]
+        ctxs = await self.store.decide_contexts(
+            [ContextQuery(devices[r], f"{req.id}:{imp.id}", self.campaign, period_of(t)) for r, req, imp, t in flat],
+            _MAX_TOUCHES)
+        fresh = [i for i, c in enumerate(ctxs) if c.existing is None]
+        slots = [await self._slot(flat[i][1], flat[i][2], flat[i][3], devices[flat[i][0]], ctxs[i]) for i in fresh]
+        decisions: list[Decision] = [c.existing for c in ctxs]  # type: ignore[misc]  # fresh ones filled below
+        if slots:
+            states = np.array([s.state for s in slots], dtype=np.float32).reshape(len(slots), -1)
+            acts = self.policy.act(states, states[:, AVAILABLE] > 0.5)
+            drafts = [await self._decide_one(k, s, acts) for k, s in enumerate(slots)]
+            drafts = await self._reserve(drafts, [flat[i][0] for i in fresh], deadlines)
+            stored = await self.store.put_decisions(drafts, self._decision_ttl_s)
+            await self._release_lost(drafts, stored)
+            for i, d in zip(fresh, stored, strict=True):
+                decisions[i] = d
+            self._count(stored)
         self.metrics.model_version.set(self.policy.version)
         results: list[DecideResult] = []
         pos = 0
@@ -103,19 +139,53 @@ class Decider:
             mine = decisions[pos:pos + len(req.imp)]
             pos += len(req.imp)
             results.append(DecideResult(self._response(req, mine), mine))
-        if slots:
-            per_item = (time.perf_counter() - started) / len(slots)
-            for _ in slots:
+        if flat:
+            per_item = (time.perf_counter() - started) / len(flat)
+            for _ in flat:
                 self.metrics.decide_latency.observe(per_item)
         return results
 
-    async def _slot(self, req: BidRequest, imp: Imp, event_time: int) -> _Slot:
+    async def _reserve(self, drafts: list[Decision], owners: list[int],
+                       deadlines: Sequence[float | None] | None) -> list[Decision]:
+        """Reserve every bidding draft's worst-case cost: one atomic step per budget period,
+        imps in request order; a draft that does not fit (or is past its deadline) is a no-bid."""
+        begun = time.perf_counter()
+        late = {r for r, dl in enumerate(deadlines or ()) if dl is not None and begun + self._tail_s > dl}
+        by_period: dict[int, list[int]] = {}
+        out = list(drafts)
+        for k, d in enumerate(drafts):
+            if not d.bid or d.action.channel == "organic":
+                continue
+            if owners[k] in late:
+                out[k] = _no_bid(d, "tmax")
+                continue
+            by_period.setdefault(period_of(d.event_time), []).append(k)
+        for period, ks in by_period.items():
+            items = [(drafts[k].id, impression_cost_micros(drafts[k].action.bid_cpm_micros)) for k in ks]
+            for k, ok in zip(ks, await self.store.reserve_batch(self.campaign, period, items), strict=True):
+                if not ok:
+                    out[k] = _no_bid(drafts[k], "budget")
+        self._tail_s = 0.9 * self._tail_s + 0.1 * 2 * (time.perf_counter() - begun)
+        return out
+
+    async def _release_lost(self, drafts: list[Decision], stored: list[Decision]) -> None:
+        """A concurrent duplicate stored its decision first: free a reservation it does not use."""
+        for d, s in zip(drafts, stored, strict=True):
+            if s is not d and d.bid and not s.bid and d.action.channel != "organic":
+                await self.store.settle(self.campaign, period_of(d.event_time), d.id, 0)
+
+    def _count(self, decisions: list[Decision]) -> None:
+        for d in decisions:
+            self.metrics.bid_requests.inc()
+            if d.bid and d.action.channel != "organic":
+                self.metrics.bids.labels(d.action.channel).inc()
+            elif d.no_bid_reason is not None:
+                self.metrics.no_bids.labels(d.no_bid_reason).inc()
+
+    # --- the decision itself (agent engineer) --------------------------------------------
+    async def _slot(self, req: BidRequest, imp: Imp, event_time: int, device: str, ctx: DecideContext) -> _Slot:
+        """The slot of one impression, from the context the plumbing read (no store calls)."""
         period = period_of(event_time)
-        if period not in self._periods:
-            await self.store.init_budget(self.campaign, period, self._budget_micros)
-            self._periods.add(period)
-        device = device_id_of(req)
-        ctx = await self.store.decide_context(device, self.campaign, period, _MAX_TOUCHES)
         opp = opportunity_of(req, imp, event_time)
         since = event_time - self.cfg.join.window_ms
         journey = [t for t in ctx.journey if since <= t.event_time <= event_time]
@@ -127,25 +197,16 @@ class Decider:
             reject = "floor_currency"
         return _Slot(req, imp, opp, device, ctx, state, reject)
 
-    async def _decide_one(self, i: int, s: _Slot, a: Acts | None) -> Decision:
-        assert a is not None  # only called when there are slots, hence actions
+    async def _decide_one(self, i: int, s: _Slot, a: Acts) -> Decision:
+        """The draft decision for slot ``i`` (reservation and storing are done by the plumbing)."""
         channel = CHANNELS[int(a.channel[i])]
         mult_idx = int(a.multiplier[i])
         value_usd = float(a.value_usd[i])
         bid_micros, reason = self._bid(s, channel, value_usd * 1000 * self.cfg.agent.bid_multipliers[mult_idx])
-        period = period_of(s.opp.event_time)
         decision_id = f"{s.req.id}:{s.imp.id}"
         if reason is None and self.shadow:
             reason = "shadow"
-        if reason is None and channel != "organic":
-            if await self.store.reserve(self.campaign, period, decision_id, impression_cost_micros(bid_micros)):
-                self.metrics.bids.labels(channel).inc()
-            else:
-                reason = "budget"
-        self.metrics.bid_requests.inc()
-        if reason is not None:
-            self.metrics.no_bids.labels(reason).inc()
-        decision = Decision(
+        return Decision(
             id=decision_id, event_time=s.opp.event_time, request_id=s.req.id, imp_id=s.imp.id,
             person_id=s.ctx.identity.person_id, device_id=s.device_id, campaign=self.campaign,
             state=s.state, propensity=float(a.propensity[i]), model_version=a.version,
@@ -155,7 +216,6 @@ class Decider:
             value_estimate_micros=usd_to_micros(value_usd), bid=reason is None, no_bid_reason=reason,
             shadow=self.shadow,
         )
-        return await self.store.put_decision(decision, self._decision_ttl_s)
 
     def _bid(self, s: _Slot, channel: str, bid_cpm_usd: float) -> tuple[int, str | None]:
         """Bid price (CPM micros) and the reason not to bid, if any."""
@@ -172,9 +232,17 @@ class Decider:
         self.metrics.budget.set(budget.budget / 1e6)
         self.metrics.planned_spend.set(planned_spend(budget.budget, elapsed) / 1e6)
         bid = min(self._bid_max, max(self._bid_min, cpm_to_micros(bid_cpm_usd)))
-        if bid < usd_to_micros(s.imp.bidfloor):
+        floor = usd_to_micros(s.imp.bidfloor)
+        if bid < floor:
             return 0, "floor"
-        return bid, None
+        return self._priced(s.req, bid, floor), None
+
+    def _priced(self, req: BidRequest, bid: int, floor: int) -> int:
+        """OpenRTB ``at``: first price (1) pays the bid, so shade it (never under the floor or the
+        minimum bid); second price (2) and exchange-specific types (> 500) keep the truthful bid."""
+        if req.at == 1:
+            return max(floor, self._bid_min, int(bid * self._shade))
+        return bid
 
     def _response(self, req: BidRequest, decisions: list[Decision]) -> BidResponse | None:
         bids = [

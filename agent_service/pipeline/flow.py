@@ -9,12 +9,18 @@ Event time: each partition's watermark is the latest event time seen on it (tick
 partitions moving). A conversion is joined only once the touch topics' watermark has passed
 its time (otherwise it is parked), and a decision's 14-day window closes only once the
 conversions' watermark has passed its end plus the allowed lateness.
+
+Raw user and device ids are pseudonymised as records are decoded (``pseudonym``), so no
+handler, store key or output ever sees them; dead letters carry the payload with its ids
+replaced.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
+
+import msgspec
 
 from agent_service.attribution_port import AttributionModel, LastTouch
 from agent_service.config import GaelpConfig
@@ -57,7 +63,7 @@ class Flow:
         self.partitions = dict(partitions)
         self.clock = clock
         t = cfg.topics
-        self.outcomes = Outcomes(cfg, store, metrics, attribution or LastTouch())
+        self.outcomes = Outcomes(cfg, store, metrics, attribution or LastTouch(), decider.ids)
         self._handlers: dict[str, Callable[[list[tuple[BusRecord, Any]]], Awaitable[list[Output]]]] = {
             t.auction_results: self.outcomes.auction_results,
             t.ad_events: self.outcomes.ad_events,
@@ -96,16 +102,18 @@ class Flow:
         outputs: list[Output] = []
         after: list[Callable[[], Awaitable[None]]] = []
         parked = await self.store.due_parked(ready, _BATCH_LIMIT)
-        for _, payload in parked:
-            outputs += await self.outcomes.join(decode(payload, Conversion))
         if parked:
+            outputs += await self.outcomes.join_many([decode(payload, Conversion) for _, payload in parked])
             ids = [i for i, _ in parked]
-            after.append(lambda: self.store.unpark(ids))
+
+            async def unpark() -> None:
+                await self.store.unpark(ids)
+                self.metrics.conversions_parked.dec(len(ids))
+            after.append(unpark)
         until = min(ready, await self.watermark(self.cfg.topics.conversions)) - self.cfg.join.allowed_lateness_ms
         due = await self.store.due_windows(until, _BATCH_LIMIT)
-        for decision_id in due:
-            outputs += await self.outcomes.finalise(decision_id)
         if due:
+            outputs += await self.outcomes.finalise(due)
             after.append(lambda: self.store.drop_windows(due))
         return HandleResult(outputs, after)
 
@@ -137,14 +145,12 @@ class Flow:
 
     async def _conversions(self, items: list[tuple[BusRecord, Conversion]]) -> list[Output]:
         ready = await self.watermark(*self._gating)
-        outputs: list[Output] = []
-        for rec, conv in items:
-            if conv.event_time <= ready:
-                outputs += await self.outcomes.join(conv)
-            else:
-                await self.store.park(conv.id, conv.event_time, rec.value)
+        now = [conv for _, conv in items if conv.event_time <= ready]
+        for _, conv in items:
+            if conv.event_time > ready:
+                await self.store.park(conv.id, conv.event_time, encode(conv))
                 self.metrics.conversions_parked.inc()
-        return outputs
+        return await self.outcomes.join_many(now) if now else []
 
     # --- plumbing --------------------------------------------------------------------------------
     def _decode(self, topic: str, records: Sequence[BusRecord], tp: type[T]
@@ -157,7 +163,7 @@ class Flow:
                 if rec.is_tick:
                     event_time = decode(rec.value, Tick).event_time
                 else:
-                    obj = decode(rec.value, tp)
+                    obj = self._pseudonymise(decode(rec.value, tp))
                     event_time = obj.event_time  # type: ignore[attr-defined]
                     items.append((rec, obj))
             except DecodeError as exc:
@@ -167,8 +173,18 @@ class Flow:
                 latest[rec.partition] = event_time
         return items, dead, latest
 
+    def _pseudonymise(self, obj: T) -> T:
+        ids = self.decider.ids
+        if isinstance(obj, Conversion):
+            return msgspec.structs.replace(obj, user_id=ids(obj.user_id) if obj.user_id else None,  # type: ignore[return-value]
+                                           device_id=ids(obj.device_id) if obj.device_id else None)
+        if isinstance(obj, IdentityLink):
+            return msgspec.structs.replace(obj, device_id=ids(obj.device_id),  # type: ignore[return-value]
+                                           person_id=ids(obj.person_id))
+        return obj
+
     def _dead_letter(self, rec: BusRecord, field: str, reason: str) -> Output:
-        return dead_letter(rec, field, reason, self.cfg.topics.dead_letters, self.metrics)
+        return dead_letter(rec, field, reason, self.cfg.topics.dead_letters, self.metrics, self.decider.ids)
 
 
 def _event_time_of(req: BidRequest) -> int | None:

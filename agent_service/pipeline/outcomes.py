@@ -4,8 +4,9 @@ and the closing of each decision's attribution window.
 Every effect is keyed: ``outcome:<decision>``, ``click:<decision>``, ``conv:<conversion>`` and
 ``final:<decision>`` are claimed in the store with the experience record they produce (an
 outbox), so a redelivery recomputes nothing and re-emits the same record, which the learner
-deduplicates by id. Budget settlement is idempotent by decision id; journeys, clicks, credits
-and windows are keyed writes.
+deduplicates by id. Each event's writes (settlement, touch, window; click; credits) are one
+atomic step together with its claim, and a batch of events costs a fixed number of round
+trips (decisions read, effects applied — pipelined), not a few per event.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from agent_service.contracts.events import (
 )
 from agent_service.metrics import Metrics
 from agent_service.pipeline.decide import period_of
+from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.pipeline.records import Output, dead_letter
 from agent_service.ports.bus import BusRecord
-from agent_service.ports.store import StateStore
+from agent_service.ports.store import ClickEffect, JoinEffect, JoinQuery, ResultEffect, StateStore
 
 __all__ = ["JoinRecord", "Outcomes"]
 
@@ -50,8 +52,10 @@ class JoinRecord(msgspec.Struct, frozen=True):
 class Outcomes:
     """Handlers for the topics after the decision (see the module docstring)."""
 
-    def __init__(self, cfg: GaelpConfig, store: StateStore, metrics: Metrics, attribution: AttributionModel) -> None:
+    def __init__(self, cfg: GaelpConfig, store: StateStore, metrics: Metrics, attribution: AttributionModel,
+                 ids: Pseudonymizer | None = None) -> None:
         self.cfg = cfg
+        self.ids = ids
         self.store = store
         self.metrics = metrics
         self.attribution = attribution
@@ -78,41 +82,46 @@ class Outcomes:
     async def auction_results(self, items: list[tuple[BusRecord, AuctionResult]]) -> list[Output]:
         decisions = await self._decisions(items)
         outputs: list[Output] = []
+        effects: list[ResultEffect] = []
+        order: list[tuple[Decision, AuctionResult]] = []
         for rec, res in items:
             dec = decisions.get(res.decision_id)
             if dec is None:
                 outputs.append(self._unknown(rec, res.decision_id))
                 continue
-            key = f"outcome:{dec.id}"
-            stored = await self.store.peek(key)
-            if stored is None:
-                if res.won and res.price_paid_micros > 0 and not dec.bid:
-                    outputs.append(dead_letter(rec, "$.won", f"win without a bid: decision {dec.id} did not bid",
-                                               self.cfg.topics.dead_letters, self.metrics))
-                    continue
-                stored = await self.store.claim(key, encode(await self._apply_result(dec, res)), self._ttl)
-            outputs.append(self._out(dec.id, stored))
+            if res.won and res.price_paid_micros > 0 and not dec.bid:
+                outputs.append(dead_letter(rec, "$.won", f"win without a bid: decision {dec.id} did not bid",
+                                           self.cfg.topics.dead_letters, self.metrics, self.ids))
+                continue
+            effect = self._result_effect(dec, res)
+            effects.append(effect)
+            order.append((dec, res))
+        stored = await self.store.record_results(effects, self._ttl)
+        for (dec, res), (applied, got) in zip(order, stored, strict=True):
+            if applied and res.won:  # counted once, not on redelivery
+                self.metrics.wins.labels(dec.action.channel).inc()
+                self.metrics.spend.inc(res.price_paid_micros / 1e6)
+            outputs.append(self._out(dec.id, got))
         return outputs
 
-    async def _apply_result(self, dec: Decision, res: AuctionResult) -> Experience:
+    def _result_effect(self, dec: Decision, res: AuctionResult) -> ResultEffect:
         cost = res.price_paid_micros if res.won else 0
-        await self.store.settle(dec.campaign, period_of(dec.event_time), dec.id, cost)
+        touch = None
         if res.won:
             touch = Touch(decision_id=dec.id, event_time=res.event_time, channel=dec.action.channel,
                           creative=dec.action.creative, segment=dec.action.segment, device_id=dec.device_id,
                           cost_micros=cost)
-            await self.store.upsert_touch(dec.device_id, touch, self._ttl)
-            await self.store.open_window(dec.id, res.event_time + self.cfg.join.window_ms)
-            self.metrics.wins.labels(dec.action.channel).inc()
-            self.metrics.spend.inc(cost / 1e6)
         parts = RewardParts(immediate=-cost / 1e6,
                             delayed=dec.value_estimate_micros / 1e6 if res.won else 0.0)
-        return self._experience(dec, "outcome", "outcome", res.event_time, parts, won=res.won)
+        exp = self._experience(dec, "outcome", "outcome", res.event_time, parts, won=res.won)
+        return ResultEffect(f"outcome:{dec.id}", encode(exp), dec.campaign, period_of(dec.event_time), dec.id,
+                            cost, dec.device_id, touch, res.event_time + self.cfg.join.window_ms)
 
     # --- ad events -----------------------------------------------------------------------------
     async def ad_events(self, items: list[tuple[BusRecord, AdEvent]]) -> list[Output]:
         decisions = await self._decisions(items)
         outputs: list[Output] = []
+        effects: list[ClickEffect] = []
         for rec, ev in items:
             dec = decisions.get(ev.decision_id)
             if dec is None:
@@ -120,14 +129,10 @@ class Outcomes:
                 continue
             if ev.kind != "click":
                 continue  # the impression's touch is recorded from the auction result
-            key = f"click:{dec.id}"
-            stored = await self.store.peek(key)
-            if stored is None:
-                await self.store.mark_click(dec.device_id, dec.id, self._ttl)
-                exp = self._experience(dec, "click", "click", ev.event_time,
-                                       RewardParts(immediate=self._rw.click_value_usd))
-                stored = await self.store.claim(key, encode(exp), self._ttl)
-            outputs.append(self._out(dec.id, stored))
+            exp = self._experience(dec, "click", "click", ev.event_time, RewardParts(immediate=self._rw.click_value_usd))
+            effects.append(ClickEffect(f"click:{dec.id}", encode(exp), dec.device_id, dec.id))
+        for effect, (_, got) in zip(effects, await self.store.record_clicks(effects, self._ttl), strict=True):
+            outputs.append(self._out(effect.decision_id, got))
         return outputs
 
     # --- identity ------------------------------------------------------------------------------
@@ -140,73 +145,89 @@ class Outcomes:
     # --- conversions and windows ----------------------------------------------------------------
     async def join(self, conv: Conversion) -> list[Output]:
         """Credit one conversion to the touches of its journey (exactly once)."""
-        key = f"conv:{conv.id}"
-        stored = await self.store.peek(key)
-        if stored is None:
-            record = await self._compute_join(conv)
-            stored = await self.store.claim(key, encode(record), self._ttl)
-            self._count(record)
-        record = decode(stored, JoinRecord)
-        for decision_id, micros in record.credits:
-            await self.store.add_credit(decision_id, conv.id, micros)
-        decisions = await self.store.get_decisions([d for d, _ in record.credits])
+        return await self.join_many([conv])
+
+    async def join_many(self, convs: Sequence[Conversion]) -> list[Output]:
+        """Credit conversions to the touches of their journeys, each exactly once, in a fixed
+        number of round trips: read (stored join or journey), claim with credits, read decisions."""
+        window = self.cfg.join.window_ms
+        ctxs = await self.store.join_contexts(
+            [JoinQuery(f"conv:{c.id}", c.user_id or None, c.device_id or None, c.event_time - window) for c in convs])
+        effects: list[JoinEffect] = []
+        for conv, ctx in zip(convs, ctxs, strict=True):
+            if ctx.stored is not None:
+                effects.append(JoinEffect(f"conv:{conv.id}", ctx.stored, ctx.stored, conv.id, []))
+                continue
+            record = self._compute_join(conv, ctx.person_id, ctx.journey)
+            late = JoinRecord(conv.id, record.person_id, "late", [])
+            effects.append(JoinEffect(f"conv:{conv.id}", encode(record), encode(late), conv.id, record.credits))
+        stored = await self.store.record_joins(effects, self._ttl)
+        records = [decode(raw, JoinRecord) for _, raw in stored]
+        for conv, ctx, (applied, _), record in zip(convs, ctxs, stored, records, strict=True):
+            if applied:
+                self._count(record, conv, ctx.journey)
+        decisions = await self.store.get_decisions(list({d for r in records for d, _ in r.credits}))
         outputs = []
-        for decision_id, micros in record.credits:
-            dec = decisions.get(decision_id)
-            if dec is not None:
-                exp = self._experience(dec, "credit", f"credit:{conv.id}", conv.event_time,
-                                       RewardParts(attribution=micros / 1e6))
-                outputs.append(self._out(dec.id, encode(exp)))
+        for conv, record in zip(convs, records, strict=True):
+            for decision_id, micros in record.credits:
+                dec = decisions.get(decision_id)
+                if dec is not None:
+                    exp = self._experience(dec, "credit", f"credit:{conv.id}", conv.event_time,
+                                           RewardParts(attribution=micros / 1e6))
+                    outputs.append(self._out(dec.id, encode(exp)))
         return outputs
 
-    async def _compute_join(self, conv: Conversion) -> JoinRecord:
-        if conv.user_id:
-            person = conv.user_id
-        elif conv.device_id:
-            person = (await self.store.resolve(conv.device_id)).person_id
-        else:
+    def _compute_join(self, conv: Conversion, person: str, journey: list[Touch]) -> JoinRecord:
+        if not person:
             return JoinRecord(conv.id, "", "unattributed", [])
-        since = conv.event_time - self.cfg.join.window_ms
-        touches = [t for t in await self.store.journey(person, since) if t.event_time <= conv.event_time]
+        touches = [t for t in journey if t.event_time <= conv.event_time]
         fractions = self.attribution.credit(touches, conv.event_time)
         if not fractions:
             return JoinRecord(conv.id, person, "unattributed", [])
-        for decision_id, _ in fractions:
-            if await self.store.peek(f"final:{decision_id}") is not None:
-                return JoinRecord(conv.id, person, "late", [])
-        when = {t.decision_id: t.event_time for t in touches}
-        for decision_id, _ in fractions:
-            self.metrics.join_lag.observe((conv.event_time - when[decision_id]) / 1000)
         return JoinRecord(conv.id, person, "joined", split_micros(conv.value_micros, fractions))
 
-    def _count(self, record: JoinRecord) -> None:
+    def _count(self, record: JoinRecord, conv: Conversion, journey: list[Touch]) -> None:
         counter = {"joined": self.metrics.conversions_joined, "late": self.metrics.conversions_late,
                    "unattributed": self.metrics.conversions_unattributed}[record.status]
         counter.inc()
+        when = {t.decision_id: t.event_time for t in journey}
+        for decision_id, _ in record.credits:
+            if decision_id in when:
+                self.metrics.join_lag.observe((conv.event_time - when[decision_id]) / 1000)
 
-    async def finalise(self, decision_id: str) -> list[Output]:
-        """Close a decision's window: one final record with its realised reward."""
-        key = f"final:{decision_id}"
-        stored = await self.store.peek(key)
-        if stored is None:
-            dec = (await self.store.get_decisions([decision_id])).get(decision_id)
-            if dec is None:
-                return []  # expired from the store: nothing left to finalise
-            immediate = 0.0
-            won = False
-            for prefix in ("outcome", "click"):
-                raw = await self.store.peek(f"{prefix}:{decision_id}")
+    async def finalise(self, decision_ids: Sequence[str]) -> list[Output]:
+        """Close decisions' windows: one final record each with its realised reward (exactly once)."""
+        ids = list(decision_ids)
+        finals = await self.store.peek_many([f"final:{d}" for d in ids])
+        todo = [d for d, f in zip(ids, finals, strict=True) if f is None]
+        decisions = await self.store.get_decisions(todo)
+        todo = [d for d in todo if d in decisions]  # expired from the store: nothing left to finalise
+        parts = await self.store.peek_many([f"{p}:{d}" for d in todo for p in ("outcome", "click")])
+        credits = await self.store.credits_many(todo)
+        claims: list[tuple[str, bytes]] = []
+        for k, decision_id in enumerate(todo):
+            dec = decisions[decision_id]
+            immediate, won = 0.0, False
+            for raw in parts[2 * k:2 * k + 2]:
                 if raw is not None:
                     exp = decode(raw, Experience)
                     immediate += exp.parts.immediate
                     won = won or exp.won
-            credit = sum((await self.store.credits(decision_id)).values()) / 1e6
             final = self._experience(dec, "final", "final", dec.event_time + self.cfg.join.window_ms,
-                                     RewardParts(immediate=immediate, attribution=credit), won=won, done=True)
-            stored = await self.store.claim(key, encode(final), self._ttl)
-            self.metrics.windows_closed.inc()
-        return [self._out(decision_id, stored)]
+                                     RewardParts(immediate=immediate, attribution=sum(credits[k].values()) / 1e6),
+                                     won=won, done=True)
+            claims.append((f"final:{decision_id}", encode(final)))
+        claimed = dict(zip(todo, await self.store.claim_many(claims, self._ttl), strict=True))
+        outputs = []
+        for decision_id, stored in zip(ids, finals, strict=True):
+            if decision_id in claimed:
+                applied, stored = claimed[decision_id]
+                if applied:
+                    self.metrics.windows_closed.inc()
+            if stored is not None:
+                outputs.append(self._out(decision_id, stored))
+        return outputs
 
     def _unknown(self, rec: BusRecord, decision_id: str) -> Output:
         return dead_letter(rec, "$.decision_id", f"unknown decision {decision_id!r}",
-                           self.cfg.topics.dead_letters, self.metrics)
+                           self.cfg.topics.dead_letters, self.metrics, self.ids)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
+import msgspec
+
 from agent_service.contracts.codec import encode
 from agent_service.contracts.events import DeadLetter
 from agent_service.metrics import Metrics
+from agent_service.pipeline.pseudonym import Pseudonymizer, redact
 from agent_service.ports.bus import BusRecord
 
 __all__ = ["HandleResult", "Output", "dead_letter", "reason_label"]
@@ -37,13 +40,30 @@ def reason_label(reason: str) -> str:
     return "invalid"
 
 
-def dead_letter(rec: BusRecord, field: str, reason: str, topic: str, metrics: Metrics) -> Output:
-    """A dead-letter record for ``rec`` naming the field and the reason."""
-    metrics.dead_letters.labels(rec.topic, reason_label(reason)).inc()
+_MAX_OPAQUE = 512
+
+
+def _safe_payload(raw: bytes, ids: Pseudonymizer | None) -> str:
+    """The record for the dead-letter topic: JSON with its personal ids pseudonymised; anything
+    that is not JSON (and so cannot be redacted field by field) cut to a short prefix."""
     try:
-        payload = rec.value.decode()
-    except UnicodeDecodeError:
-        payload = rec.value.hex()
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            text = raw.hex()
+        return text[:_MAX_OPAQUE]
+    if ids is not None:
+        value = redact(value, ids)
+    return msgspec.json.encode(value).decode()
+
+
+def dead_letter(rec: BusRecord, field: str, reason: str, topic: str, metrics: Metrics,
+                ids: Pseudonymizer | None = None) -> Output:
+    """A dead-letter record for ``rec`` naming the field and the reason (ids pseudonymised)."""
+    metrics.dead_letters.labels(rec.topic, reason_label(reason)).inc()
+    payload = _safe_payload(rec.value, ids)
     letter = DeadLetter(id=f"{rec.topic}:{rec.partition}:{rec.offset}", topic=rec.topic, reason=reason,
                         field=field, payload=payload[:10_000])
     return Output(topic, None, encode(letter))

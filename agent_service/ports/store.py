@@ -19,7 +19,8 @@ from typing import NamedTuple, Protocol
 
 from agent_service.contracts.events import Decision, Touch
 
-__all__ = ["BudgetState", "DecideContext", "Identity", "StateStore"]
+__all__ = ["BudgetState", "ClickEffect", "ContextQuery", "DecideContext", "Identity", "JoinContext", "JoinEffect", "JoinQuery",
+           "ResultEffect", "StateStore"]
 
 
 class BudgetState(NamedTuple):
@@ -51,6 +52,77 @@ class DecideContext(NamedTuple):
     identity: Identity
     journey: list[Touch]
     budget: BudgetState
+    existing: Decision | None = None
+    """The decision already stored under the queried id (a redelivered request), if any."""
+
+
+class ContextQuery(NamedTuple):
+    """One impression's read on the decision path (see ``StateStore.decide_contexts``)."""
+
+    device_id: str
+    decision_id: str
+    campaign: str
+    period: int
+
+
+class ResultEffect(NamedTuple):
+    """Every write of one auction result, applied atomically with its outbox claim.
+
+    Settles the reservation ``decision_id`` at ``cost_micros``; when ``touch`` is set, stores it
+    on the journey of the person ``device_id`` resolves to and opens the decision's window.
+    """
+
+    claim_key: str
+    payload: bytes
+    campaign: str
+    period: int
+    decision_id: str
+    cost_micros: int
+    device_id: str
+    touch: Touch | None
+    window_close_ms: int
+
+
+class ClickEffect(NamedTuple):
+    """A click marked on the journey of the person ``device_id`` resolves to, with its claim."""
+
+    claim_key: str
+    payload: bytes
+    device_id: str
+    decision_id: str
+
+
+class JoinQuery(NamedTuple):
+    """One conversion to join: its claim key, who converted and the window start."""
+
+    claim_key: str
+    user_id: str | None
+    """The person directly (logged in), else None."""
+    device_id: str | None
+    """The device, resolved to its person when ``user_id`` is None."""
+    since_ms: int
+
+
+class JoinContext(NamedTuple):
+    """What joining one conversion reads: its stored join (a redelivery) or the journey."""
+
+    stored: bytes | None
+    person_id: str
+    journey: list[Touch]
+
+
+class JoinEffect(NamedTuple):
+    """The writes of one conversion's join, atomic with its claim.
+
+    If any of ``credits``' decisions is already finalised (``final:<decision>`` claimed), the
+    ``late`` payload is stored and no credit is written; otherwise ``payload`` and the credits.
+    """
+
+    claim_key: str
+    payload: bytes
+    late_payload: bytes
+    conversion_id: str
+    credits: list[tuple[str, int]]
 
 
 class StateStore(Protocol):
@@ -72,6 +144,15 @@ class StateStore(Protocol):
     # --- decision path ---------------------------------------------------------------------
     async def decide_context(self, device_id: str, campaign: str, period: int, max_touches: int) -> DecideContext:
         """Identity, the last ``max_touches`` touches and the budget, in one round trip."""
+        ...
+
+    async def decide_contexts(self, queries: Sequence[ContextQuery], max_touches: int) -> list[DecideContext]:
+        """``decide_context`` for a whole batch in one round trip, plus any stored decision
+        under each query's id (so a redelivered request reuses its decision)."""
+        ...
+
+    async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
+        """``put_decision`` for a batch in one round trip; the stored decision per item."""
         ...
 
     async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
@@ -97,6 +178,12 @@ class StateStore(Protocol):
         """Atomically reserve ``amount_micros`` if it fits; True if reserved (now or before)."""
         ...
 
+    async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:
+        """Reserve each (id, micros) in order, in ONE atomic step: an item is reserved only if
+        it fits after the ones before it (the imps of a request share one budget check).
+        An id already reserved or settled counts as reserved and costs nothing more."""
+        ...
+
     async def settle(self, campaign: str, period: int, reservation_id: str, cost_micros: int) -> bool:
         """Turn a reservation into spend of ``cost_micros`` and release the rest.
 
@@ -120,6 +207,39 @@ class StateStore(Protocol):
     async def mark_click(self, device_id: str, decision_id: str, ttl_s: int) -> None:
         """Record a click on a touch (before or after the touch itself is stored), atomically
         on the person ``device_id`` resolves to."""
+        ...
+
+    # --- batched effects of the stream handlers (one round trip per batch) -------------------
+    async def record_results(self, effects: Sequence[ResultEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+        """Apply each auction result's writes and claim unless already claimed.
+
+        :returns: per effect, (applied now, the stored payload) — False for a redelivery."""
+        ...
+
+    async def record_clicks(self, effects: Sequence[ClickEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+        """Mark each click and claim unless already claimed; (applied now, stored payload) each."""
+        ...
+
+    async def join_contexts(self, queries: Sequence[JoinQuery]) -> list[JoinContext]:
+        """For each query: the stored join, else the person and their journey since ``since_ms``
+        (person ``""`` and no journey when the query names neither user nor device)."""
+        ...
+
+    async def record_joins(self, effects: Sequence[JoinEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+        """Claim each join (joined or late, see ``JoinEffect``) with its credits; (applied now,
+        stored payload) each."""
+        ...
+
+    async def peek_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """``peek`` of several keys in one round trip."""
+        ...
+
+    async def credits_many(self, decision_ids: Sequence[str]) -> list[dict[str, int]]:
+        """``credits`` of several decisions in one round trip."""
+        ...
+
+    async def claim_many(self, items: Sequence[tuple[str, bytes]], ttl_s: int) -> list[tuple[bool, bytes]]:
+        """``claim`` of several (key, payload) in one round trip; (claimed now, stored) each."""
         ...
 
     # --- windows, credits, outbox ----------------------------------------------------------

@@ -39,6 +39,11 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
     await s.stop()
 
 
+def _anon(kit: FlowKit, device: str) -> str:
+    """The anonymous person id of a raw device id (ids are pseudonymised at the edge)."""
+    return "d:" + kit.flow.decider.ids(device)
+
+
 def _decisions(outputs: list) -> list[Decision]:
     return [decode(o.value, Decision) for o in outputs if o.topic.endswith("decisions")]
 
@@ -74,7 +79,7 @@ async def test_auction_result_twice_settles_once(store: StateStore) -> None:
     out2 = await kit.handle(kit.topics.auction_results, res, res)
     ledger = await store.budget("c", T0 // DAY)
     assert (ledger.spent, ledger.reserved) == (1_234, 0)
-    assert len(await store.journey("d:dev1", 0)) == 1
+    assert len(await store.journey(_anon(kit, "dev1"), 0)) == 1
     assert {e.id for e in _experience(out1)} == {e.id for e in _experience(out2)} == {f"{dec.id}:outcome"}
     assert _experience(out1)[0] == _experience(out2)[0]
 
@@ -86,7 +91,7 @@ async def test_click_twice_counts_once(store: StateStore) -> None:
     out1 = await kit.handle(kit.topics.ad_events, click)
     out2 = await kit.handle(kit.topics.ad_events, click)
     assert [e.id for e in _experience(out1)] == [e.id for e in _experience(out2)] == [f"{dec.id}:click"]
-    assert [t.clicked for t in await store.journey("d:dev1", 0)] == [True]
+    assert [t.clicked for t in await store.journey(_anon(kit, "dev1"), 0)] == [True]
 
 
 async def test_conversion_twice_is_credited_once(store: StateStore) -> None:
@@ -108,7 +113,7 @@ async def test_identity_link_twice_and_cross_device_join(store: StateStore) -> N
     link_a = IdentityLink(id="l1", event_time=T0 + 2_000, device_id="phone", person_id="alice")
     link_b = IdentityLink(id="l2", event_time=T0 + 3_000, device_id="laptop", person_id="alice")
     await kit.handle(kit.topics.identity_links, link_a, link_b, link_a)
-    assert (await store.resolve("laptop")).device_count == 2
+    assert (await store.resolve(kit.flow.decider.ids("laptop"))).device_count == 2
     await kit.ticks(T0 + 4 * DAY)
     out = await kit.handle(kit.topics.conversions, Conversion(
         id="conv-x", event_time=T0 + 3 * DAY, value_micros=5_000_000, device_id="laptop"))
