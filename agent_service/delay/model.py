@@ -190,7 +190,8 @@ class DelayedConversionModel:
             raise ModelError(f"expected {self.n_features} features, got {f.shape[1]}")
         return np.hstack([f, np.ones((f.shape[0], 1))]), single
 
-    def _batch(self, features, elapsed_s, converted, delay_s):
+    def _batch(self, features: np.ndarray, elapsed_s: np.ndarray, converted: np.ndarray,
+               delay_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         x, _ = self._design(features)
         y = np.asarray(converted, dtype=bool)
         e = np.asarray(elapsed_s, dtype=np.float64) / _DAY_S
@@ -239,7 +240,8 @@ class DelayedConversionModel:
 
 
 def _sigmoid(a: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0.0, -a))
+    out: np.ndarray = np.exp(-np.logaddexp(0.0, -a))
+    return out
 
 
 def _out(arr: np.ndarray, single: bool) -> Any:

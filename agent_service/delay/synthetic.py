@@ -35,7 +35,8 @@ class DelayedStream:
 
     def converted_by(self, now_ms: int, window_ms: int) -> np.ndarray:
         """Which touches have a joined conversion at ``now_ms`` (within the window)."""
-        return self.converts & (self.delay_ms <= window_ms) & (self.time_ms + self.delay_ms <= now_ms)
+        out: np.ndarray = self.converts & (self.delay_ms <= window_ms) & (self.time_ms + self.delay_ms <= now_ms)
+        return out
 
 
 def delayed_feedback_stream(n: int, days: float, seed: int = 0, *, n_features: int = 3,

@@ -90,11 +90,11 @@ class BigQueryWarehouse:
         """Create the tables with their schema and descriptions (``exists_ok``)."""
         for s in self.schemas.values():
             fields = [bigquery.SchemaField(c.name, c.type, mode="REQUIRED" if c.required else "NULLABLE",
-                                           description=c.description or None) for c in s.columns]
+                                           description=c.description) for c in s.columns]
             tbl = bigquery.Table(self.table_id(s.name), schema=fields)
             tbl.description = s.description or None
-            await self._call(lambda t=tbl: self.client.create_table(t, exists_ok=True, retry=None,
-                                                                    timeout=self.timeout_s))
+            await self._call(lambda t=tbl: self.client.create_table(
+                t, exists_ok=True, retry=None, timeout=self.timeout_s))  # type: ignore[arg-type]  # None: no retry
 
     async def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> InsertOutcome:
         """``insertAll`` the rows with their ids as insert ids; per-row errors in the outcome."""
@@ -106,7 +106,8 @@ class BigQueryWarehouse:
         payload = [{k: v for k, v in r.items() if v is not None} for r in rows]
         ids = [str(r[schema.id_column]) for r in rows]
         errors = await self._call(lambda: self.client.insert_rows_json(
-            self.table_id(table), payload, row_ids=ids, retry=None, timeout=self.timeout_s))
+            self.table_id(table), payload, row_ids=ids, retry=None,  # type: ignore[arg-type]  # documented: no retry
+            timeout=self.timeout_s))
         retry: list[int] = []
         rejected: dict[int, str] = {}
         for err in errors:
