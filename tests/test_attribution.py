@@ -275,6 +275,18 @@ def test_shapley_exact_matches_permutation_definition_and_sampling_converges() -
     assert value_credit.sum() == pytest.approx(table.values.sum())
 
 
+def test_path_table_from_stream_journeys() -> None:
+    journeys = [(["a", "b"], True, 10.0), (["a", "b"], False, 0.0), (["b"], True, 4.0), (["a", "b"], True, 6.0)]
+    table = PathTable.from_journeys(journeys)
+    assert table.channels == ("a", "b") and table.n_paths == 2
+    assert table.path(0) == ("a", "b") and table.path(1) == ("b",)
+    assert table.conversions.tolist() == [2, 1] and table.values.tolist() == [16, 4] and table.nulls.tolist() == [1, 0]
+    fitted = MarkovModel.fit(table)
+    assert Attributor(AttributionConfig(model="markov"), fitted).credit(journey("a", "b"), T0)
+    with pytest.raises(DecodeError, match="journey 0"):
+        PathTable.from_journeys([([], True, 1.0)])
+
+
 def test_every_model_conserves_totals() -> None:
     table = toy_table()
     for model in MODELS:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,40 @@ class PathTable:
         nul = np.zeros(n) if nulls is None else _numbers(nulls, "total_null", row_no)
         channels, codes, offsets = _parse_paths(paths, sep, row_no)
         return cls(channels, codes, offsets, conv, val, nul, row_no)
+
+
+    @classmethod
+    def from_journeys(cls, journeys: Iterable[tuple[Sequence[str], bool, float]]) -> PathTable:
+        """Aggregate individual journeys (e.g. closed 14-day windows from the stream) into distinct paths.
+
+        Use it to refit the channel weights of ``markov``/``shapley`` from recent journeys.
+
+        :param journeys: ``(channels oldest first, converted, conversion value)`` per journey;
+            a journey needs at least one channel.
+        """
+        agg: dict[tuple[str, ...], list[float]] = {}
+        for i, (channels, converted, value) in enumerate(journeys):
+            key = tuple(channels)
+            if not key or any(not c for c in key):
+                raise DecodeError(f"journey {i}: channels", "needs at least one non-empty channel")
+            if not math.isfinite(value) or value < 0:
+                raise DecodeError(f"journey {i}: value", f"must be finite and >= 0, got {value!r}")
+            acc = agg.setdefault(key, [0.0, 0.0, 0.0])
+            if converted:
+                acc[0] += 1.0
+                acc[1] += value
+            else:
+                acc[2] += 1.0
+        if not agg:
+            raise DecodeError("journeys", "no journeys")
+        names: dict[str, int] = {}
+        flat = [names.setdefault(c, len(names)) for key in agg for c in key]
+        lengths = np.fromiter((len(k) for k in agg), dtype=np.int64, count=len(agg))
+        offsets = np.zeros(len(agg) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        stats = np.array(list(agg.values()), dtype=np.float64)
+        return cls(tuple(names), np.asarray(flat, dtype=np.int32), offsets, stats[:, 0].copy(), stats[:, 1].copy(),
+                   stats[:, 2].copy(), np.arange(len(agg)))
 
 
 def _numbers(col: Sequence[float | str] | np.ndarray, name: str, rows: np.ndarray) -> np.ndarray:
