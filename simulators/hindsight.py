@@ -1,0 +1,201 @@
+"""The hindsight optimum of a finished episode (BENCHMARKS.md §2).
+
+Given an episode's opportunities with the true value of every option (channel × position, the
+best creative for the person's true segment) and the price each option would have cost (the
+competitors' bids and floors, known in hindsight), find the best use of the same budget:
+
+    maximise  Σ v_ij x_ij
+    s.t.      Σ_j x_ij ≤ 1                     for each opportunity i (one ad per opportunity)
+              Σ_{i in day d} c_ij x_ij ≤ B      for each day d (the daily budget)
+              Σ_{i in day d, j organic} x_ij ≤ R   (organic reach per day)
+              x_ij ∈ {0, 1}  (exact)  or  0 ≤ x_ij ≤ 1  (LP relaxation, an upper bound)
+
+``hindsight_optimum`` solves the LP relaxation with HiGHS (an upper bound on every 0/1
+allocation) and reports the 0/1 allocation made of its integral part (feasible, at most a few
+options below the LP: a basic optimum has at most one fractional opportunity per binding
+constraint); ``exact=True`` solves the 0/1 problem (MILP) for small episodes.
+``knapsack_exact`` is the classic 0/1 knapsack by dynamic programming, for hand-checked cases.
+
+WHICH VALUES (journey effects). An impression's true value depends on the person's journey —
+stage, earlier touches, fatigue — which earlier ads change. The optimum is computed with
+policy-independent values so that every policy on the same seed is compared to the same number:
+
+- ``mode="myopic"`` (the benchmark's ceiling): each opportunity valued as the *first GAELP touch
+  of a person left alone by GAELP* — the person's interest as it would be with no GAELP ads
+  (relaxing from its initial level to the baseline), no earlier touches (no touch lift), no
+  fatigue, the best creative for the true segment. A policy that builds journeys (earlier ads
+  raising later values) can exceed it: a fraction of the optimum above 1 is possible and means
+  journey value this bound does not count. Conversions already pending are ignored.
+- ``mode="upper"``: each opportunity valued at the most favourable journey state (decision
+  stage, full touch lift, no fatigue, best creative). Every touch's expected conversion value is
+  at most this, so the LP is a true upper bound on the expected value any policy can win with
+  the budget (loose).
+
+Costs are exact: second price pays max(highest competing bid, floor); the first-price channel
+costs the same (bid one tick above the best competitor); position j of paid search costs the
+j-th highest competing bid (or the floor); organic is free and capped by reach.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import optimize, sparse
+
+from simulators.auctions import position_prices
+from simulators.batches import Opportunities
+from simulators.engine import DAY_MS, HOUR_MS, Engine
+
+__all__ = ["OPTION_NAMES", "HindsightResult", "Options", "episode_options", "hindsight_optimum", "knapsack_exact"]
+
+OPTION_NAMES: tuple[str, ...] = ("organic", "social") + tuple(f"paid_search@{j}" for j in range(1, 11))
+"""Columns of ``Options``: organic, social, then paid search positions 1..10."""
+_INF = 2**31 - 1
+
+
+class Options(NamedTuple):
+    """Every option of every opportunity of an episode."""
+
+    values: np.ndarray
+    """float64 (n, 12) true expected value, USD."""
+    costs: np.ndarray
+    """int64 (n, 12) cost in micros."""
+    valid: np.ndarray
+    """bool (n, 12): the option exists (channel offered, position exists)."""
+    day: np.ndarray
+    """int64 (n,) budget period (day since the world's start) of each opportunity."""
+
+
+class HindsightResult(NamedTuple):
+    """The optimum of one episode."""
+
+    lp_value: float
+    """LP relaxation optimum, USD: an upper bound on every 0/1 allocation with these values."""
+    value: float
+    """Value of the 0/1 allocation reported (exact optimum when ``exact``), USD."""
+    spend_micros: int
+    """What that allocation spends."""
+    choice: np.ndarray
+    """int (n,) option column chosen per opportunity, -1 for none."""
+    exact: bool
+    """True when ``value`` is the proven 0/1 optimum."""
+    mode: str
+    """Which values were used (see the module docstring)."""
+
+
+def episode_options(engine: Engine, opps: Opportunities, mode: str = "myopic") -> Options:
+    """True values and hindsight costs of every option of ``opps``.
+
+    :param engine: the engine that produced the opportunities (its calibration and people).
+    :param opps: the episode's opportunities (any lanes; days are counted from the world start).
+    :param mode: ``myopic`` or ``upper`` (see the module docstring).
+    """
+    if mode not in ("myopic", "upper"):
+        raise ValueError(f"mode must be 'myopic' or 'upper', got {mode!r}")
+    m, pop = engine.model, engine.pop
+    n = opps.t.size
+    seg = opps.segment.astype(np.int64)
+    hour = (opps.t % DAY_MS) // HOUR_MS
+    if mode == "myopic":
+        b = pop.baseline[opps.person]
+        days = (opps.t - engine.cfg.start_ms) / DAY_MS
+        z = b + (pop.initial[opps.person] - b) * np.exp(-days / m.tau_interest)
+        stage = m.stage_of(z).astype(np.int64)
+        touches = 0.0
+    else:
+        stage = np.full(n, 2, dtype=np.int64)
+        touches = np.inf
+    cr = m.best_creative[seg]
+    values = np.zeros((n, 12))
+    costs = np.zeros((n, 12), dtype=np.int64)
+    valid = np.zeros((n, 12), dtype=bool)
+    for col, ch, pos in [(0, 0, 1), (1, 2, 1)] + [(1 + j, 1, j) for j in range(1, 11)]:
+        if pos > m.positions[ch]:
+            continue
+        chv = np.full(n, ch)
+        pc = m.p_click(chv, seg, stage, cr, 0.0, pos)
+        conv, view = m.p_conv(chv, seg, stage, hour, touches)
+        values[:, col] = m.expected_value(pc, conv, view, seg)
+        valid[:, col] = opps.offered[:, ch]
+    costs[:, 1] = np.maximum(opps.comp_social.max(axis=1, initial=0), opps.floor)
+    k = int(m.positions[1])
+    pp = position_prices(np.ascontiguousarray(opps.comp_search.T), opps.floor.astype(np.int64), k)
+    costs[:, 2:2 + k] = pp
+    valid[:, 2:2 + k] &= pp < _INF
+    return Options(values, costs, valid, (opps.t - engine.cfg.start_ms) // DAY_MS)
+
+
+def hindsight_optimum(options: Options, budget_micros: int, organic_cap: int | None = None,
+                      exact: bool = False, mode: str = "myopic") -> HindsightResult:
+    """Best allocation of ``budget_micros`` per day over the episode's options.
+
+    :param options: from ``episode_options`` (or built by hand).
+    :param budget_micros: budget per day (per distinct ``options.day``).
+    :param organic_cap: organic placements per day (None: unlimited; column 0 is organic).
+    :param exact: also solve the 0/1 problem exactly (MILP; small episodes only).
+    :param mode: label recorded in the result.
+    """
+    n, m = options.values.shape
+    keep = options.valid & (options.values > 0) & (options.costs <= budget_micros)
+    rows, cols = np.nonzero(keep)
+    nv = rows.size
+    if nv == 0:
+        return HindsightResult(0.0, 0.0, 0, np.full(n, -1), True, mode)
+    v = options.values[rows, cols]
+    c = options.costs[rows, cols].astype(np.float64)
+    days, day_idx = np.unique(options.day[rows], return_inverse=True)
+    nd = days.size
+    var = np.arange(nv)
+    blocks = [sparse.csr_matrix((np.ones(nv), (rows, var)), shape=(n, nv)),
+              sparse.csr_matrix((c, (day_idx, var)), shape=(nd, nv))]
+    rhs = [np.ones(n), np.full(nd, float(budget_micros))]
+    if organic_cap is not None:
+        org = cols == 0
+        blocks.append(sparse.csr_matrix((np.ones(org.sum()), (day_idx[org], var[org])), shape=(nd, nv)))
+        rhs.append(np.full(nd, float(organic_cap)))
+    a_ub = sparse.vstack(blocks).tocsr()
+    b_ub = np.concatenate(rhs)
+    lp = optimize.linprog(-v, A_ub=a_ub, b_ub=b_ub, bounds=(0, 1), method="highs")
+    if lp.status != 0:
+        raise RuntimeError(f"hindsight LP failed: {lp.message}")
+    x = lp.x
+    lp_value = float(v @ x)
+    if exact:
+        res = optimize.milp(-v, constraints=optimize.LinearConstraint(a_ub, -np.inf, b_ub),
+                            integrality=np.ones(nv), bounds=optimize.Bounds(0, 1))
+        if res.status != 0:
+            raise RuntimeError(f"hindsight MILP failed: {res.message}")
+        x = res.x
+    chosen = x > 1 - 1e-6
+    choice = np.full(n, -1)
+    choice[rows[chosen]] = cols[chosen]
+    return HindsightResult(lp_value, float(v[chosen].sum()), int(c[chosen].sum()), choice, exact, mode)
+
+
+def knapsack_exact(values: np.ndarray, costs: np.ndarray, budget: int) -> tuple[float, np.ndarray]:
+    """0/1 knapsack by dynamic programming over integer costs (O(n · budget); small cases).
+
+    :param values: item values.
+    :param costs: integer item costs (>= 0).
+    :param budget: integer capacity.
+    :returns: (best value, sorted indices of the chosen items).
+    """
+    vals = np.asarray(values, dtype=np.float64)
+    cst = np.asarray(costs, dtype=np.int64)
+    if (cst < 0).any() or budget < 0:
+        raise ValueError("costs and budget must be >= 0")
+    best = np.zeros(budget + 1)
+    take = np.zeros((vals.size, budget + 1), dtype=bool)
+    for i, (vi, ci) in enumerate(zip(vals, cst, strict=True)):
+        if ci > budget or vi <= 0:
+            continue
+        cand = np.concatenate([np.full(ci, -np.inf), best[:budget + 1 - ci] + vi]) if ci else best + vi
+        take[i] = cand > best
+        best = np.maximum(best, cand)
+    chosen, cap = [], budget
+    for i in range(vals.size - 1, -1, -1):
+        if take[i, cap]:
+            chosen.append(i)
+            cap -= int(cst[i])
+    return float(best[budget]), np.array(sorted(chosen), dtype=np.int64)
