@@ -244,3 +244,16 @@ async def test_synthetic_world_scores_reasonably() -> None:
     assert score.precision > 0.6 and score.recall > 0.4
     again = generate_identity_world(400, seed=3)
     assert again.links == world.links and again.truth == world.truth
+
+
+async def test_large_components_merge_and_split(make_graph) -> None:
+    g = await make_graph(max_component_nodes=5000)
+    links = [login(f"a{i}", f"a{i}", "ua") for i in range(1200)] + [login(f"b{i}", f"b{i}", "ub") for i in range(1300)]
+    await g.add_links(links)
+    assert await g.add_links([match("bridge", "a0", "b0", 0.9)]) == [LinkStatus.MERGED]
+    res = await g.resolve_many(["a5", "b5"])
+    assert res["a5"].person_id == res["b5"].person_id == "u:ub" and res["a5"].device_count == 2500
+    assert res["a5"].confidence == pytest.approx(0.9)
+    await g.revoke("bridge")
+    res = await g.resolve_many(["a5", "b5"])
+    assert res["a5"] == Resolution("u:ua", 1.0, 1200) and res["b5"] == Resolution("u:ub", 1.0, 1300)

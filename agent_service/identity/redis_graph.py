@@ -46,6 +46,11 @@ local function members(r)
   return m
 end
 local function accepted(st) return st == 'merged' or st == 'linked' end
+local function sadd_all(key, items)
+  for i = 1, #items, 1000 do
+    redis.call('SADD', key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
 local function reach(start)
   local seen = {[start] = true}
   local q = {start}
@@ -68,7 +73,7 @@ local function relabel(r, part)
   end
   redis.call('DEL', P .. 'mem:' .. r)
   for _, m in ipairs(part) do redis.call('HSET', P .. 'root', m, r) end
-  redis.call('SADD', P .. 'mem:' .. r, unpack(part))
+  sadd_all(P .. 'mem:' .. r, part)
 end
 local function detach(id, new_status)
   local raw = redis.call('HGET', P .. 'e', id)
@@ -109,7 +114,7 @@ local function attach(id, a, b, s, maxn)
   redis.call('HSET', P .. 'root', win, win)
   redis.call('SADD', P .. 'mem:' .. win, win)
   for _, m in ipairs(moving) do redis.call('HSET', P .. 'root', m, win) end
-  redis.call('SADD', P .. 'mem:' .. win, unpack(moving))
+  sadd_all(P .. 'mem:' .. win, moving)
   redis.call('DEL', P .. 'mem:' .. lose)
   redis.call('HSET', P .. 'adj:' .. a, id, s .. '|' .. b)
   redis.call('HSET', P .. 'adj:' .. b, id, s .. '|' .. a)
