@@ -101,6 +101,18 @@ def test_prefer_clicks_credits_clicked_touches_only() -> None:
     assert credit(views, T0, config=cfg)[0].fraction == 1.0  # no clicks: views count
 
 
+def test_stream_adapter_returns_decision_fraction_pairs() -> None:
+    from agent_service.attribution import StreamAttribution
+
+    touches = journey("search", "social")
+    pairs = StreamAttribution(AttributionConfig(model="last_touch")).credit(touches, T0)
+    assert pairs == [("d0", 0.0), ("d1", 1.0)]
+    contract_touch = pytest.importorskip("agent_service.contracts.events").Touch
+    real = [contract_touch(decision_id="x", event_time=T0 - DAY, channel="social", creative=1, segment=0,
+                           device_id="dev")]
+    assert StreamAttribution(AttributionConfig(model="linear")).credit(real, T0) == [("x", 1.0)]
+
+
 def test_data_driven_models_need_fitted_weights() -> None:
     with pytest.raises(ConfigError, match="attribution.model"):
         Attributor(AttributionConfig(model="markov"))

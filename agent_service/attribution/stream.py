@@ -30,7 +30,16 @@ from agent_service.attribution.config import HEURISTIC_MODELS, AttributionConfig
 from agent_service.attribution.heuristics import journey_weights
 from agent_service.errors import ConfigError
 
-__all__ = ["Attributor", "Credit", "FittedJourneyModel", "Touch", "TouchLike", "credit", "split_micros"]
+__all__ = [
+    "Attributor",
+    "Credit",
+    "FittedJourneyModel",
+    "StreamAttribution",
+    "Touch",
+    "TouchLike",
+    "credit",
+    "split_micros",
+]
 
 
 class TouchLike(Protocol):
@@ -120,6 +129,23 @@ class Attributor:
             assert self.fitted is not None
             w = self.fitted.journey_fractions([t.channel for t in journey])
         return [Credit(t.decision_id, t.channel, t.event_time, float(f)) for t, f in zip(journey, w, strict=True)]
+
+
+class StreamAttribution:
+    """An :class:`Attributor` shaped for the stream's ``attribution_port.AttributionModel``:
+    ``credit`` returns ``(decision_id, fraction)`` pairs.
+
+    :param config: model and window (e.g. ``AttributionConfig(model=cfg.join.attribution,
+        window_days=cfg.join.window_days)``).
+    :param fitted: fitted weights for ``markov``/``shapley``.
+    """
+
+    def __init__(self, config: AttributionConfig | None = None, fitted: FittedJourneyModel | None = None) -> None:
+        self.attributor = Attributor(config, fitted)
+
+    def credit(self, touches: Sequence[TouchLike], conversion_time_ms: int) -> list[tuple[str, float]]:
+        """Fractions of the conversion per decision id (sum 1; empty when no touch is eligible)."""
+        return [(c.decision_id, c.fraction) for c in self.attributor.credit(touches, conversion_time_ms)]
 
 
 def credit(
