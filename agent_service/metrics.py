@@ -21,6 +21,7 @@ NAMES = {
     "spend": "gaelp_bidder_spend_usd_total",
     "budget": "gaelp_bidder_budget_usd",
     "planned_spend": "gaelp_bidder_planned_spend_usd",
+    "period_spend": "gaelp_bidder_period_spend_usd",
     "model_version": "gaelp_bidder_model_version",
     "events": "gaelp_stream_events_total",
     "dead_letters": "gaelp_stream_dead_letters_total",
@@ -59,6 +60,8 @@ class Metrics:
         self.spend = Counter(n["spend"][:-6], "Spend settled, USD", registry=r)
         self.budget = Gauge(n["budget"], "Budget of the current period, USD", registry=r)
         self.planned_spend = Gauge(n["planned_spend"], "Spend the pacing plan allows by now, USD", registry=r)
+        self.period_spend = Gauge(n["period_spend"], "Spend settled plus reserved in the current period, USD",
+                                  ["state"], registry=r)
         self.model_version = Gauge(n["model_version"], "Model version serving decisions", registry=r)
         self.events = Counter(n["events"][:-6], "Records processed", ["topic"], registry=r)
         self.dead_letters = Counter(n["dead_letters"][:-6], "Records dead-lettered", ["topic", "reason"], registry=r)

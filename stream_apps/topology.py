@@ -13,6 +13,14 @@ identical in ``gaelp simulate``), publish its outputs and wait for them to be st
 clean-up, and only then let Faust ack (and so commit) the batch. Store or bus failures are
 retried with backoff without acking, so a Redis restart or a broker blip delays the batch
 instead of losing it. Topic names come from ``TopicsConfig``.
+
+Faust facts this relies on (faust-streaming 0.15): ``take_events`` turns the stream's own
+acking off and acks the yielded events in a ``finally`` once the loop body returns — so a body
+that never returns before its effects are stored commits only processed offsets. Auto-commit
+of aiokafka is off; Faust commits acked offsets every ``broker_commit_interval`` and on
+rebalance or stop, after ``wait_empty`` has let batches in flight finish. A body that raised
+would still be acked, which is why an unexpected error does not escape: the batch is retried
+a few times, then its records go to the dead-letter topic (nothing is dropped silently).
 """
 
 from __future__ import annotations
@@ -28,10 +36,11 @@ from agent_service.config import GaelpConfig
 from agent_service.errors import BusError, StoreError
 from agent_service.metrics import Metrics
 from agent_service.pipeline.flow import Flow
+from agent_service.pipeline.records import HandleResult
 from agent_service.ports.bus import BusRecord, EventBus
 from agent_service.runtime.worker import publish_result
 
-__all__ = ["build_app", "to_records"]
+__all__ = ["build_app", "consumer_lag", "handle_batch", "to_records"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,8 @@ BATCH = 500
 """Events per handler call (more amortises store round trips; fewer lowers latency)."""
 WITHIN_S = 0.01
 """How long an agent waits to fill a batch."""
+POISON_TRIES = 3
+"""Attempts of a batch that fails unexpectedly before its records are dead-lettered."""
 
 
 def to_records(topic: str, events: Iterable[Any]) -> list[BusRecord]:
@@ -51,9 +62,9 @@ def to_records(topic: str, events: Iterable[Any]) -> list[BusRecord]:
     return out
 
 
-async def _handle(flow: Flow, bus: EventBus, metrics: Metrics, topic: str, events: list[Any]) -> None:
-    records = to_records(topic, events)
-    delay = 0.1
+async def handle_batch(flow: Flow, bus: EventBus, metrics: Metrics, topic: str, records: list[BusRecord]) -> None:
+    """Handle, publish and clean up one batch; return only once its effects are stored."""
+    delay, failures = 0.1, 0
     while True:
         try:
             await publish_result(bus, await flow.handle(topic, records))
@@ -61,8 +72,44 @@ async def _handle(flow: Flow, bus: EventBus, metrics: Metrics, topic: str, event
         except (StoreError, BusError) as exc:  # transient: retry the whole batch (effects are idempotent)
             metrics.errors.labels("store" if isinstance(exc, StoreError) else "bus").inc()
             log.warning("batch of %d on %s failed (%s); retrying in %.1fs", len(records), topic, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        except Exception as exc:  # a bug or a poison record: never ack it unprocessed, never die
+            failures += 1
+            metrics.errors.labels("handler").inc()
+            log.exception("batch of %d on %s raised %s (try %d)", len(records), topic, type(exc).__name__, failures)
+            if failures >= POISON_TRIES:
+                letters = [flow.dead_letter(r, "$", f"handler failed: {type(exc).__name__}") for r in records]
+                try:
+                    await publish_result(bus, HandleResult(letters, []))
+                    return
+                except BusError as bus_exc:
+                    log.warning("dead-lettering failed (%s); retrying", bus_exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def consumer_lag(app: faust.App | None) -> dict[str, int]:
+    """Records behind the head per topic (high-water mark minus committed offset, summed over
+    this worker's partitions; 0 when unknown). Tansu under-reports high-water marks of
+    multi-record batches, so the figure is only a lower bound there."""
+    lag: dict[str, int] = {}
+    if app is None:
+        return lag
+    consumer = app.consumer
+    try:
+        assigned = consumer.assignment()
+    except Exception:  # not started yet or stopping: no figure this time
+        return lag
+    committed = getattr(consumer, "_committed_offset", {})
+    for tp in assigned:
+        try:
+            head = consumer.highwater(tp)
+        except Exception:  # partition not fetched yet
+            continue
+        done = committed.get(tp)
+        if done is None:
+            done = await consumer.position(tp) or 0
+        lag[tp.topic] = lag.get(tp.topic, 0) + max(0, int(head or 0) - int(done))
+    return lag
 
 
 def build_app(cfg: GaelpConfig, flow: Flow, bus: EventBus, metrics: Metrics) -> faust.App:
@@ -88,7 +135,7 @@ def build_app(cfg: GaelpConfig, flow: Flow, bus: EventBus, metrics: Metrics) -> 
         @app.agent(topic(name), name=f"gaelp.{name}")
         async def handler(stream: faust.StreamT) -> None:
             async for events in stream.take_events(BATCH, within=WITHIN_S):
-                await _handle(flow, bus, metrics, name, list(events))
+                await handle_batch(flow, bus, metrics, name, to_records(name, events))
 
     for name in (t.bid_requests, t.auction_results, t.ad_events, t.identity_links, t.conversions):
         agent(name)

@@ -2,13 +2,25 @@
 
 The bid endpoint answers 200 with a BidResponse, 204 for no bid, 400 naming the field for
 invalid JSON or schema. A failure of the store or the bus is answered with a no-bid (204) and
-counted, never a 5xx: an exchange treats errors like timeouts and throttles the bidder.
+counted, never a 5xx: an exchange treats errors like timeouts and throttles the bidder. The
+same holds for any unexpected failure (caught once here, at the edge, logged and counted as
+``internal``).
+
+Concurrent requests are decided together (``BidBatcher``): while one batch is being decided,
+new requests queue and form the next batch, so the store round trips and the network call are
+paid once per batch, not per request. Each request's time budget is ``tmax`` (or the
+configured default) minus the network allowance: past it before the reservation the answer is
+a no-bid; an answer finished after the whole ``tmax`` releases its reservations and is a 204.
+Decisions are published to the decision log after the answer is sent.
+
 Admin actions need ``Authorization: Bearer <GAELP_ADMIN_TOKEN>``; without a configured token
 they are refused.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -19,12 +31,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agent_service.contracts.codec import decode_bid_request, encode
+from agent_service.contracts.openrtb import BidRequest
 from agent_service.errors import BusError, DecodeError, GaelpError, StoreError
 from agent_service.metrics import Metrics
-from agent_service.pipeline.decide import Decider
+from agent_service.pipeline.decide import Decider, DecideResult, period_of
 from agent_service.ports.bus import EventBus
 
-__all__ = ["build_http_app"]
+__all__ = ["BidBatcher", "build_http_app"]
 
 log = logging.getLogger(__name__)
 _OPENRTB = {"x-openrtb-version": "2.6"}
@@ -35,9 +48,86 @@ def _error(status: int, field: str, reason: str) -> web.Response:
     return web.json_response({"error": reason, "field": field}, status=status, headers=_OPENRTB)
 
 
+class _Pending:
+    __slots__ = ("deadline", "event_time", "future", "req")
+
+    def __init__(self, req: BidRequest, event_time: int, deadline: float, future: asyncio.Future[DecideResult]):
+        self.req, self.event_time, self.deadline, self.future = req, event_time, deadline, future
+
+
+class BidBatcher:
+    """Decides concurrent bid requests in batches (see the module docstring).
+
+    :param decider: the decision path.
+    :param bus: where decisions are logged (after the answers are released).
+    :param decisions_topic: topic of the decision log.
+    :param metrics: service metrics.
+    :param max_batch: most requests per batch.
+    """
+
+    def __init__(self, decider: Decider, bus: EventBus, decisions_topic: str, metrics: Metrics,
+                 max_batch: int = 256) -> None:
+        self.decider, self.bus, self.topic, self.metrics = decider, bus, decisions_topic, metrics
+        self.max_batch = max_batch
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gaelp-bid-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for p in self._queue:
+            if not p.future.done():
+                p.future.set_exception(BusError("the service is stopping"))
+        self._queue.clear()
+
+    async def decide(self, req: BidRequest, event_time: int, deadline: float) -> DecideResult:
+        """The decision for one request, decided with whatever else is waiting."""
+        if self._task is None:
+            raise BusError("BidBatcher used before start()")
+        fut: asyncio.Future[DecideResult] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(req, event_time, deadline, fut))
+        self._wake.set()
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+                await self._decide(batch)
+
+    async def _decide(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self.decider.decide([(p.req, p.event_time) for p in batch], [p.deadline for p in batch])
+        except Exception as exc:  # the edge: every failure becomes a no-bid for these requests, never a crash
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        for p, result in zip(batch, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(result)
+        try:
+            for result in results:
+                for d in result.decisions:
+                    await self.bus.publish(self.topic, d.id.encode(), encode(d))
+        except BusError as exc:
+            self.metrics.errors.labels("decision_log").inc()
+            log.warning("decision log publish failed: %s", exc)
+
+
 def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metrics: Metrics,
                    clock: Callable[[], int], admin_token: str | None,
                    admin_actions: dict[str, Callable[[dict[str, object]], Awaitable[dict[str, object]]]] | None = None,
+                   tmax_default_ms: int = 100, network_allowance_ms: int = 20, max_batch: int = 256,
                    ) -> web.Application:
     """The service's HTTP application.
 
@@ -48,31 +138,46 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
     :param clock: wall clock in ms (event time of live requests).
     :param admin_token: bearer token of admin actions, or None to refuse them all.
     :param admin_actions: name → coroutine taking the JSON body and returning a JSON result.
+    :param tmax_default_ms: time budget of a request without ``tmax``.
+    :param network_allowance_ms: part of ``tmax`` left for the network.
+    :param max_batch: most requests decided together.
     """
     actions = admin_actions or {}
+    batcher = BidBatcher(decider, bus, decisions_topic, metrics, max_batch=max_batch)
 
     async def bid(request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
-            body = await request.read()
-            if len(body) > _MAX_BODY:
-                return _error(413, "$", f"request body over {_MAX_BODY} bytes")
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return _error(400, "$", f"request body over {_MAX_BODY} bytes")
             try:
                 req = decode_bid_request(body)
             except DecodeError as exc:
                 metrics.errors.labels("bad_request").inc()
                 return _error(400, exc.field, exc.reason)
+            tmax_s = (req.tmax or tmax_default_ms) / 1000
+            deadline = started + max(tmax_s / 2, tmax_s - network_allowance_ms / 1000)
             try:
-                [result] = await decider.decide([(req, clock())])
-                for d in result.decisions:
-                    await bus.publish(decisions_topic, d.id.encode(), encode(d))
+                result = await batcher.decide(req, clock(), deadline)
             except (StoreError, BusError) as exc:
                 metrics.errors.labels("bid_path").inc()
-                log.warning("no bid for %s: %s", req.id, exc)
+                log.warning("no bid (%s)", exc)
                 return web.Response(status=204, headers=_OPENRTB)
             if result.response is None:
                 return web.Response(status=204, headers=_OPENRTB)
+            if time.perf_counter() - started > tmax_s:  # too late to matter: free the budget, say no bid
+                for d in result.decisions:
+                    if d.bid and d.action.channel != "organic":
+                        await decider.store.settle(decider.campaign, period_of(d.event_time), d.id, 0)
+                        metrics.no_bids.labels("tmax_late").inc()
+                return web.Response(status=204, headers=_OPENRTB)
             return web.Response(body=encode(result.response), content_type="application/json", headers=_OPENRTB)
+        except Exception as exc:  # the edge: no request the spec allows may get a 5xx
+            metrics.errors.labels("internal").inc()
+            log.exception("no bid after an internal error: %s", type(exc).__name__)
+            return web.Response(status=204, headers=_OPENRTB)
         finally:
             metrics.request_latency.observe(time.perf_counter() - started)
 
@@ -105,7 +210,15 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
             field = exc.field if isinstance(exc, DecodeError) else "$"
             return web.json_response({"error": str(exc), "field": field}, status=400)
 
-    app = web.Application(client_max_size=_MAX_BODY + 1)
+    async def on_startup(_: web.Application) -> None:
+        await batcher.start()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await batcher.stop()
+
+    app = web.Application(client_max_size=_MAX_BODY)
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
     app.router.add_post("/openrtb2/bid", bid)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", healthz)

@@ -135,7 +135,7 @@ class Flow:
             try:
                 req = decode_bid_request(rec.value)
             except DecodeError as exc:
-                outputs.append(self._dead_letter(rec, exc.field, exc.reason))
+                outputs.append(self.dead_letter(rec, exc.field, exc.reason))
                 continue
             items.append((req, _event_time_of(req) or self.clock()))
         topic = self.cfg.topics.decisions
@@ -167,7 +167,7 @@ class Flow:
                     event_time = obj.event_time  # type: ignore[attr-defined]
                     items.append((rec, obj))
             except DecodeError as exc:
-                dead.append(self._dead_letter(rec, exc.field, exc.reason))
+                dead.append(self.dead_letter(rec, exc.field, exc.reason))
                 continue
             if event_time > latest.get(rec.partition, -1):
                 latest[rec.partition] = event_time
@@ -183,7 +183,8 @@ class Flow:
                                            person_id=ids(obj.person_id))
         return obj
 
-    def _dead_letter(self, rec: BusRecord, field: str, reason: str) -> Output:
+    def dead_letter(self, rec: BusRecord, field: str, reason: str) -> Output:
+        """A dead-letter record for ``rec`` (ids pseudonymised)."""
         return dead_letter(rec, field, reason, self.cfg.topics.dead_letters, self.metrics, self.decider.ids)
 
 

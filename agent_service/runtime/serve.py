@@ -1,9 +1,14 @@
 """``gaelp serve``: the flow as Faust agents on Kafka with state in Redis, the OpenRTB bid
 endpoint and /metrics over HTTP, and the in-process learner hot-swapping versions.
 
-One process, one asyncio loop. Start order: Redis, Kafka producer (topics created if
-missing), model registry, Faust app, HTTP server, learner and the window-closing timer; stop
-in reverse. SIGINT/SIGTERM stop it cleanly.
+One process, one asyncio loop. Start order: the id salt check (``GAELP_ID_SALT`` is
+required), Redis, Kafka producer (topics created if missing), model registry, Faust app, HTTP
+server, learner and the background loops (window closing, decision-log flushing, consumer lag
+and spend gauges); stop in reverse. SIGINT/SIGTERM stop it cleanly: Faust waits for the
+batches in flight to finish (and their effects to be stored) before it commits and leaves.
+
+Secrets come only from the environment: ``GAELP_ID_SALT`` (pseudonymising ids) and
+``GAELP_ADMIN_TOKEN`` (admin actions; without it they are refused).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 from aiohttp import web
 
 from agent_service.adapters.kafka_bus import KafkaBus
+from agent_service.adapters.model_lineage import Lineage
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.agent.registry import FileRegistry
 from agent_service.config import GaelpConfig
@@ -27,16 +33,20 @@ from agent_service.errors import BusError, ConfigError, StoreError
 from agent_service.http.app import build_http_app
 from agent_service.metrics import Metrics
 from agent_service.money import usd_to_micros
-from agent_service.pipeline.decide import period_of
+from agent_service.pacing import planned_spend
+from agent_service.pipeline.decide import DAY_MS, period_of
+from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.runtime.assembly import build_learner, build_service
 from agent_service.runtime.learner_loop import ExperienceLearner
 from agent_service.runtime.worker import publish_result
-from stream_apps.topology import build_app
+from stream_apps.topology import build_app, consumer_lag
 
 __all__ = ["ServeRuntime", "serve_forever"]
 
 log = logging.getLogger(__name__)
 _ADVANCE_EVERY_S = 1.0
+_FLUSH_EVERY_S = 0.2
+_GAUGES_EVERY_S = 2.0
 
 
 def _wall_ms() -> int:
@@ -59,6 +69,7 @@ class ServeRuntime:
         self.bus = KafkaBus(cfg.serve.kafka, session_timeout_s=cfg.serve.session_timeout_s)
         self.store = RedisStore(cfg.serve.redis)
         self.registry = FileRegistry(cfg.serve.model_dir)
+        self.lineage = Lineage(self.registry, self.registry.dir / "LINEAGE.json")
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._faust: Any = None
@@ -66,6 +77,7 @@ class ServeRuntime:
 
     async def start(self) -> None:
         cfg, t = self.cfg, self.cfg.topics
+        Pseudonymizer.from_env(required=True)  # refuse to start without the salt (the decider reads it too)
         torch.set_num_threads(1)
         await self.store.start()
         await self.bus.start()
@@ -80,7 +92,9 @@ class ServeRuntime:
         await self._faust.start()
         http = build_http_app(self.service.decider, self.bus, t.decisions, self.metrics, clock=_wall_ms,
                               admin_token=os.environ.get("GAELP_ADMIN_TOKEN") or None,
-                              admin_actions={"rollback": self._rollback, "budget": self._set_budget})
+                              admin_actions={"rollback": self._rollback, "budget": self._set_budget},
+                              tmax_default_ms=cfg.serve.tmax_default_ms,
+                              network_allowance_ms=cfg.serve.network_allowance_ms, max_batch=cfg.serve.max_batch)
         self._runner = web.AppRunner(http, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.serve.http_host, cfg.serve.http_port)
@@ -92,6 +106,8 @@ class ServeRuntime:
             self._trainer = trainer
             self._tasks.append(asyncio.create_task(self._learn_loop(trainer)))
         self._tasks.append(asyncio.create_task(self._advance_loop()))
+        self._tasks.append(asyncio.create_task(self._flush_loop()))
+        self._tasks.append(asyncio.create_task(self._gauges_loop()))
         log.info("serving on %s:%s (kafka %s, redis %s, model v%s)", cfg.serve.http_host, self.http_port,
                  cfg.serve.kafka, cfg.serve.redis, self.registry.latest_version())
 
@@ -129,12 +145,39 @@ class ServeRuntime:
             except (BusError, StoreError) as exc:
                 log.warning("advance failed: %s", exc)
 
+    async def _flush_loop(self) -> None:
+        """Wait for decision-log records published after the answers (keeps the queue short)."""
+        while True:
+            await asyncio.sleep(_FLUSH_EVERY_S)
+            try:
+                await self.bus.flush()
+            except BusError as exc:
+                self.metrics.errors.labels("decision_log").inc()
+                log.warning("decision log flush failed: %s", exc)
+
+    async def _gauges_loop(self) -> None:
+        """Consumer lag per topic and spend against plan for the current period."""
+        campaign = self.cfg.serve.campaign
+        while True:
+            await asyncio.sleep(_GAUGES_EVERY_S)
+            for topic, lag in (await consumer_lag(self._faust)).items():
+                self.metrics.consumer_lag.labels(topic).set(lag)
+            now = _wall_ms()
+            try:
+                ledger = await self.store.budget(campaign, period_of(now))
+            except StoreError as exc:
+                log.warning("reading the budget failed: %s", exc)
+                continue
+            self.metrics.budget.set(ledger.budget / 1e6)
+            self.metrics.planned_spend.set(planned_spend(ledger.budget, (now % DAY_MS) / DAY_MS) / 1e6)
+            self.metrics.period_spend.labels("spent").set(ledger.spent / 1e6)
+            self.metrics.period_spend.labels("reserved").set(ledger.reserved / 1e6)
+
     # --- admin actions ---------------------------------------------------------------------
     async def _rollback(self, _: dict[str, object]) -> dict[str, object]:
-        before = self.registry.latest_version()
-        version = self.registry.rollback()
+        result = self.lineage.rollback()
         self.service.policy.sync()
-        return {"rolled_back_from": before, "now_serving": version}
+        return {**result._asdict(), "serving": self.service.policy.version}
 
     async def _set_budget(self, body: dict[str, object]) -> dict[str, object]:
         usd = body.get("daily_usd")

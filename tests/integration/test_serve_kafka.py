@@ -64,7 +64,8 @@ campaign = "it"
 
 
 async def _serve(config: Path, kafka: str, redis_url: str) -> tuple[subprocess.Popen[str], int]:
-    env = {**os.environ, "GAELP_KAFKA": kafka, "GAELP_REDIS": redis_url, "GAELP_HTTP_PORT": "0"}
+    env = {**os.environ, "GAELP_KAFKA": kafka, "GAELP_REDIS": redis_url, "GAELP_HTTP_PORT": "0",
+           "GAELP_ID_SALT": "integration-test-salt-0123456789"}
     proc = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "serve", "--config", str(config)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
