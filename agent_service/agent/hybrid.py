@@ -1,0 +1,304 @@
+"""The hybrid agent's serving side: batched decisions from one weight version at a time.
+
+Per opportunity (milliseconds), for a batch of B opportunities with one network version:
+
+1. the LSTM encodes the journey's last touches; with the enriched state it feeds the policy
+   heads, which sample creative × channel × target (ε-mixed, propensity logged);
+2. the value of an impression of the chosen creative on the chosen channel is
+   ``v̂ = p̂(click) · p̂(conversion | click) · v̄`` — the click model's sigmoid, the delay model's
+   eventual-conversion probability and the posterior-mean conversion value: calibrated means,
+   never optimistic samples (the winner's curse);
+3. the bid is ``clip(m · v̂, max(floor, $0.50), $10.00)`` CPM, no bid when ``m · v̂`` is under
+   the floor or the channel is organic (no auction), never more than the budget left.
+
+Per budget slot (``begin_slot``), the Q-network moves the log multiplier ``z = log m`` by an
+ε-greedy adjustment plus a dual-gradient prior (:class:`~agent_service.agent.dqn.DQNConfig`).
+
+Weights come from the learner as a state dict (``load_state``) or from a model registry
+(``sync`` swaps in a newer version only); the serving network is replaced by one reference
+swap so every batch is decided by a single version.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from agent_service.agent.conversion import ConversionEstimate
+from agent_service.agent.dqn import DQNConfig, epsilon_greedy
+from agent_service.agent.networks import BidQNet, HybridNet
+from agent_service.agent.ppo import PPOConfig, policy_dists
+from agent_service.agent.registry import ModelRegistry
+from agent_service.agent.state import CampaignStats, StateBatch, StateSpec
+from agent_service.delay.config import DelayModelConfig
+from agent_service.delay.model import DelayedConversionModel
+from agent_service.errors import ConfigError, ModelError
+from agent_service.pacing import PACING_FEATURES
+
+__all__ = ["STATE_FORMAT", "AgentActs", "HybridAgent", "HybridConfig", "conv_features", "N_CONV_FEATURES"]
+
+STATE_FORMAT = 1
+"""Version of the published state dict's layout."""
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """Architecture and serving settings of the hybrid agent (TOML table ``[hybrid]``)."""
+
+    lstm_hidden: int = 64
+    """Width H of the LSTM journey encoder."""
+    embed_dim: int = 8
+    """Width of the creative embedding fed to the LSTM with each touch."""
+    hidden: int = 64
+    """Width of the policy, critic and click-model MLPs."""
+    segments: int = 8
+    """Discovered segments in the state (K); also the targeting choices."""
+    max_touches: int = 16
+    """Touches the LSTM reads (L)."""
+    ab_variants: int = 4
+    """A/B arms people are hashed into."""
+    slots_per_period: int = 96
+    """Budget slots per period (T): the Q-network acts once per slot."""
+    bid_min_usd: float = 0.50
+    """Lowest bid, CPM USD."""
+    bid_max_usd: float = 10.00
+    """Highest bid, CPM USD."""
+    value_prior_usd: float = 30.0
+    """Prior mean of a conversion's value, USD (5 pseudo-conversions)."""
+    conv_prior_rate: float = 0.05
+    """Prior eventual conversion rate of a click (the delay model's starting intercept)."""
+    conv_prior_delay_days: float = 5.0
+    """Prior mean conversion delay, days."""
+    conv_prior_strength: float = 300.0
+    """Weight of the conversion prior in matured clicks (see :mod:`agent_service.agent.conversion`)."""
+    window_days: float = 14.0
+    """Attribution window: R_delayed only counts conversions inside it."""
+    decision_window: int = 300_000
+    """Decisions the learner keeps for their rewards to be completed (the keyed replay)."""
+    update_every: int = 4096
+    """New decisions between policy updates (and weight publications)."""
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    """The bid-multiplier Q-learner."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """The creative × channel × target policy learner."""
+
+    def __post_init__(self) -> None:
+        for name in ("lstm_hidden", "embed_dim", "hidden", "segments", "max_touches", "ab_variants",
+                     "slots_per_period", "decision_window", "update_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"hybrid.{name}", "must be >= 1")
+        if not 0 < self.bid_min_usd < self.bid_max_usd:
+            raise ConfigError("hybrid.bid_min_usd", "need 0 < bid_min_usd < bid_max_usd")
+        if self.value_prior_usd <= 0:
+            raise ConfigError("hybrid.value_prior_usd", "must be > 0")
+        if not 0 < self.conv_prior_rate < 1:
+            raise ConfigError("hybrid.conv_prior_rate", "must be in (0, 1)")
+        if self.conv_prior_delay_days <= 0 or self.window_days <= 0:
+            raise ConfigError("hybrid.window_days", "window_days and conv_prior_delay_days must be > 0")
+        if self.decision_window < self.ppo.rollout:
+            raise ConfigError("hybrid.decision_window", "must be >= ppo.rollout")
+
+    def spec(self, creatives: int) -> StateSpec:
+        """The state layout for ``creatives`` creatives."""
+        return StateSpec(creatives, self.segments, self.max_touches, self.ab_variants)
+
+    def delay_config(self, seed: int = 0) -> DelayModelConfig:
+        return DelayModelConfig(prior_rate=self.conv_prior_rate, prior_mean_delay_days=self.conv_prior_delay_days,
+                                window_days=self.window_days, seed=seed)
+
+
+def conv_features(spec: StateSpec, state: np.ndarray, channel: np.ndarray) -> np.ndarray:
+    """Features of p̂(conversion | click): segment posterior, device, stage, and the channel.
+
+    :param state: [B, D] state vectors. :param channel: [B] channel index.
+    :returns: float64 [B, K + 9].
+    """
+    ix = spec.index
+    seg = state[:, spec.cols("segment_")]
+    dev = state[:, ix["device_mobile"]:ix["device_other"] + 1]
+    stage = state[:, ix["stage_awareness"]:ix["stage_decision"] + 1]
+    ch = np.eye(3)[channel]
+    return np.concatenate([seg, dev, stage, ch], axis=1).astype(np.float64)
+
+
+def n_conv_features(spec: StateSpec) -> int:
+    return spec.segments + 9
+
+
+N_CONV_FEATURES = n_conv_features
+
+
+class AgentActs(NamedTuple):
+    """Decisions for B opportunities (numpy arrays of shape [B] unless noted)."""
+
+    creative: np.ndarray
+    channel: np.ndarray
+    target: np.ndarray
+    p_click: np.ndarray
+    """p̂(click) of the chosen creative on the chosen channel."""
+    value_usd: np.ndarray
+    """v̂: expected conversion value of one impression, USD."""
+    bid_cpm_usd: np.ndarray
+    """The bid, CPM USD; 0 = no bid (organic, under the floor, or over the budget left)."""
+    propensity: np.ndarray
+    """Probability of the whole action (creative × channel × target × the slot's multiplier action)."""
+    logp_policy: np.ndarray
+    """log π(creative, channel, target | s) (without the slot factor)."""
+    multiplier: float
+    """m = e^z in force for the batch."""
+    mult_index: int
+    """The slot's multiplier action."""
+    version: int
+
+
+class HybridAgent:
+    """Inference only: serves one weight version per batch (see the module docstring).
+
+    :param spec: state layout.
+    :param cfg: agent settings.
+    :param registry: where the learner publishes versions (None: weights via ``load_state``).
+    :param seed: seeds action sampling.
+    """
+
+    def __init__(self, spec: StateSpec, cfg: HybridConfig, registry: ModelRegistry | None = None,
+                 seed: int = 0) -> None:
+        self.spec = spec
+        self.cfg = cfg
+        self.registry = registry
+        self.rng = np.random.default_rng(seed)
+        self.dims = (spec.net_dim, spec.touch_dim, spec.creatives, 3, spec.segments, cfg.lstm_hidden,
+                     cfg.embed_dim, cfg.hidden)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = HybridNet(*self.dims).eval()
+            self.q = BidQNet(len(PACING_FEATURES), cfg.dqn.n_actions, cfg.dqn.hidden).eval()
+        self.conv = self._conv_estimate(DelayedConversionModel(n_conv_features(spec), cfg.delay_config()), 0.0)
+        self.stats = CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate)
+        self.version = 0
+        self.dqn_eps = cfg.dqn.eps_start
+        self.z = 0.0
+        self.mult_index = cfg.dqn.adjustments.index(0.0) if 0.0 in cfg.dqn.adjustments else 0
+        self.slot_prob = 1.0
+        self._adj = np.asarray(cfg.dqn.adjustments)
+
+    # ---------------------------------------------------------------- weights (plumbing)
+    def load_state(self, state: dict[str, Any], version: int) -> bool:
+        """Swap in a published state if ``version`` is newer; True if swapped."""
+        if version <= self.version:
+            return False
+        if state.get("format") != STATE_FORMAT or tuple(state["dims"]) != self.dims:
+            raise ModelError(f"model version {version} has layout {state.get('dims')}, serving {self.dims}")
+        for part in ("net", "q"):
+            for name, w in state[part].items():
+                if not torch.isfinite(w).all():
+                    raise ModelError(f"weight {part}.{name} of version {version} is not finite")
+        net = HybridNet(*self.dims).eval()
+        net.load_state_dict(state["net"])
+        q = BidQNet(len(PACING_FEATURES), self.cfg.dqn.n_actions, self.cfg.dqn.hidden).eval()
+        q.load_state_dict(state["q"])
+        model = DelayedConversionModel(n_conv_features(self.spec), self.cfg.delay_config())
+        model.load_state_dict(state["conv"]["model"])
+        conv = self._conv_estimate(model, float(state["conv"]["matured"]))
+        stats = CampaignStats.from_state(state["stats"])
+        self.net, self.q, self.conv, self.stats = net, q, conv, stats  # one reference swap each
+        self.dqn_eps = float(state.get("dqn_eps", self.dqn_eps))
+        self.version = version
+        return True
+
+    def _conv_estimate(self, model: DelayedConversionModel, matured: float) -> ConversionEstimate:
+        return ConversionEstimate(model, self.cfg.conv_prior_rate, self.cfg.conv_prior_delay_days,
+                                  self.cfg.conv_prior_strength, matured)
+
+    def sync(self) -> int:
+        """Load the registry's newest version if it is newer; return the version served."""
+        if self.registry is not None:
+            latest = self.registry.latest_version()
+            if latest > self.version:
+                self.load_state(self.registry.load(latest), latest)
+        return self.version
+
+    # ---------------------------------------------------------------- per budget slot
+    def start_period(self, z0: float | None = None) -> None:
+        """A new budget period: the multiplier restarts at ``z0`` (default: where it is)."""
+        if z0 is not None:
+            self.z = float(np.clip(z0, self.cfg.dqn.z_min, self.cfg.dqn.z_max))
+
+    def begin_slot(self, features: np.ndarray, explore: bool = True) -> tuple[int, float]:
+        """Move z for the coming slot from the pacing features; returns (action, its probability).
+
+        ``z ← clip(z + adjustment[a] − dual_step · clip(log(slot spend / slot plan), ±0.25/dual_step))``
+        """
+        with torch.no_grad():
+            greedy = self.q(torch.as_tensor(features, dtype=torch.float32)[None]).argmax(1).numpy()
+        eps = self.dqn_eps if explore else 0.0
+        if eps > 0:
+            a, p = epsilon_greedy(greedy, self.cfg.dqn.n_actions, eps, self.rng)
+        else:
+            a, p = greedy, np.ones(1)
+        prior = 0.0
+        d = self.cfg.dqn
+        if d.dual_step > 0:
+            log_gap = float(features[PACING_INDEX["slot_spend_vs_plan"]]) * 2  # log(spend / plan)
+            prior = float(np.clip(-d.dual_step * log_gap, -0.25, 0.25))
+        self.z = float(np.clip(self.z + self._adj[int(a[0])] + prior, d.z_min, d.z_max))
+        self.mult_index, self.slot_prob = int(a[0]), float(p[0])
+        return self.mult_index, self.slot_prob
+
+    @property
+    def multiplier(self) -> float:
+        return math.exp(self.z)
+
+    # ---------------------------------------------------------------- per opportunity
+    @torch.no_grad()
+    def act(self, batch: StateBatch, channel_mask: np.ndarray, floor_cpm_usd: np.ndarray,
+            budget_left_usd: float | np.ndarray, explore: bool = True) -> AgentActs:
+        """Decide B opportunities with the version in force.
+
+        :param batch: states and touch sequences (:func:`agent_service.agent.state.build_states`).
+        :param channel_mask: bool [B, 3] channels offered (at least one per row).
+        :param floor_cpm_usd: [B] floors. :param budget_left_usd: what may still be reserved.
+        :param explore: sample from the policy (True) or take its mode (evaluation).
+        """
+        net, conv, stats, version = self.net, self.conv, self.stats, self.version  # pin one version
+        spec, cfg = self.spec, self.cfg
+        B = len(batch.state)
+        s = torch.from_numpy(batch.state)
+        mask = torch.from_numpy(np.asarray(channel_mask, dtype=bool))
+        out = net(s, torch.from_numpy(batch.touches), torch.from_numpy(batch.touch_creatives))
+        probs = [p.numpy() for p in policy_dists(out, mask, cfg.ppo.explore_eps)]
+        picks = [_sample(p, self.rng) if explore else p.argmax(1) for p in probs]
+        rows = np.arange(B)
+        logp = sum(np.log(np.maximum(p[rows, a], 1e-12)) for p, a in zip(probs, picks, strict=True))
+        creative, channel, target = picks
+        logit = out.click_creative.numpy()[rows, creative] + out.click_channel.numpy()[rows, channel]
+        p_click = 1.0 / (1.0 + np.exp(-logit))
+        p_conv = conv.p_eventual(conv_features(spec, batch.state, channel))
+        value = p_click * p_conv * stats.value_per_conversion(cfg.value_prior_usd)
+        bid = self.bids(value, channel, floor_cpm_usd, budget_left_usd)
+        slot_p = self.slot_prob if explore else 1.0
+        propensity = np.exp(logp) * slot_p if explore else np.ones(B)
+        return AgentActs(creative, channel, target, p_click, value, bid, np.clip(propensity, 1e-12, 1.0),
+                         np.asarray(logp, dtype=np.float64), self.multiplier, self.mult_index, version)
+
+    def bids(self, value_usd: np.ndarray, channel: np.ndarray, floor_cpm_usd: np.ndarray,
+             budget_left_usd: float | np.ndarray, multiplier: float | None = None) -> np.ndarray:
+        """``clip(m · v̂, max(floor, min), max)`` CPM; 0 under the floor, on organic, or over the budget left."""
+        m = self.multiplier if multiplier is None else multiplier
+        raw = 1000.0 * m * value_usd
+        floor = np.asarray(floor_cpm_usd, dtype=np.float64)
+        bid = np.clip(raw, np.maximum(floor, self.cfg.bid_min_usd), self.cfg.bid_max_usd)
+        bid = np.where((raw < floor) | (channel == 0), 0.0, bid)
+        return np.where(bid <= np.maximum(np.asarray(budget_left_usd, dtype=np.float64), 0.0) * 1000.0, bid, 0.0)
+
+
+PACING_INDEX = {name: i for i, (name, _) in enumerate(PACING_FEATURES)}
+
+
+def _sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    cdf = np.cumsum(probs, axis=1)
+    u = rng.random((probs.shape[0], 1)) * cdf[:, -1:]
+    return np.minimum((u > cdf).sum(axis=1), probs.shape[1] - 1)

@@ -1,0 +1,118 @@
+"""The hybrid agent's networks. Each ``nn.Module`` only maps features to outputs (RLlib's
+RLModule rule): sampling lives in :mod:`agent_service.agent.hybrid`, losses and optimisers in
+the learners (:mod:`~agent_service.agent.ppo`, :mod:`~agent_service.agent.dqn`).
+
+* :class:`JourneyEncoder` — an LSTM over the person's last L touchpoints (per-touch features
+  plus a learned creative embedding) → a journey code ``[B, H]``.
+* :class:`HybridNet` — per opportunity: the state vector and the journey code feed
+  the policy over creative × channel × target (three factorised heads), the critic (value of
+  the journey state) and the click model (logit = creative term + channel term, whose sigmoid
+  is the calibrated p̂(click) behind v̂).
+* :class:`BidQNet` — per budget slot: pacing features → one Q-value per bid-multiplier action.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+__all__ = ["BidQNet", "HybridNet", "HybridOut", "JourneyEncoder"]
+
+
+class JourneyEncoder(nn.Module):
+    """LSTM journey encoder.
+
+    :param touch_dim: per-touch features (Ft).
+    :param creatives: C; index C is the padding creative (a zero embedding).
+    :param embed_dim: creative embedding width.
+    :param hidden: LSTM width H.
+    """
+
+    def __init__(self, touch_dim: int, creatives: int, embed_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(creatives + 1, embed_dim, padding_idx=creatives)
+        self.lstm = nn.LSTM(touch_dim + embed_dim, hidden, batch_first=True)
+
+    def forward(self, touches: torch.Tensor, creatives: torch.Tensor) -> torch.Tensor:
+        """:param touches: [B, L, Ft]. :param creatives: [B, L] int64. Returns [B, H]."""
+        x = torch.cat([touches, self.embed(creatives)], dim=-1)
+        _, (h, _) = self.lstm(x)
+        return h[-1]
+
+
+class HybridOut(NamedTuple):
+    """Outputs for B opportunities."""
+
+    creative_logits: torch.Tensor
+    """[B, C]"""
+    channel_logits: torch.Tensor
+    """[B, 3] (unmasked)"""
+    target_logits: torch.Tensor
+    """[B, K]"""
+    value: torch.Tensor
+    """[B] critic: value of the journey state (in reward units after normalisation)."""
+    click_creative: torch.Tensor
+    """[B, C] creative term of the click logit."""
+    click_channel: torch.Tensor
+    """[B, 3] channel term of the click logit."""
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                         nn.Linear(hidden, n_out))
+
+
+class HybridNet(nn.Module):
+    """Per-opportunity network: encoder, policy heads, critic and click model.
+
+    :param state_dim: columns of the state fed to the network (``StateSpec.net_dim``).
+    :param touch_dim: per-touch features.
+    :param creatives: C. :param channels: 3. :param targets: K.
+    :param lstm_hidden: H. :param embed_dim: creative embedding width. :param hidden: MLP width.
+    """
+
+    def __init__(self, state_dim: int, touch_dim: int, creatives: int, channels: int, targets: int,
+                 lstm_hidden: int, embed_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.dims = (state_dim, touch_dim, creatives, channels, targets, lstm_hidden, embed_dim, hidden)
+        self.state_dim = state_dim
+        self.encoder = JourneyEncoder(touch_dim, creatives, embed_dim, lstm_hidden)
+        n_in = state_dim + lstm_hidden
+        self.actor = nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        self.creative = nn.Linear(hidden, creatives)
+        self.channel = nn.Linear(hidden, channels)
+        self.target = nn.Linear(hidden, targets)
+        for head in (self.creative, self.channel, self.target):
+            nn.init.zeros_(head.weight)  # start uniform: every action explored equally
+            nn.init.zeros_(head.bias)
+        self.critic = _mlp(n_in, hidden, 1)
+        self.click = _mlp(n_in, hidden, creatives + channels)
+        with torch.no_grad():
+            self.click[-1].bias[:creatives] = -4.0  # start near a 2% CTR
+
+    def forward(self, state: torch.Tensor, touches: torch.Tensor, touch_creatives: torch.Tensor) -> HybridOut:
+        """:param state: [B, >= state_dim] (extra log columns are ignored)."""
+        code = self.encoder(touches, touch_creatives)
+        x = torch.cat([state[:, :self.state_dim], code], dim=-1)
+        h = self.actor(x)
+        click = self.click(x)
+        c = self.creative.out_features
+        return HybridOut(self.creative(h), self.channel(h), self.target(h), self.critic(x).squeeze(-1),
+                         click[:, :c], click[:, c:])
+
+
+class BidQNet(nn.Module):
+    """MLP: pacing features [B, P] → Q-values [B, A].
+
+    :param n_features: P. :param n_actions: A. :param hidden: width.
+    """
+
+    def __init__(self, n_features: int, n_actions: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, n_actions))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,301 @@
+"""PPO for the creative × channel × target policy, with GAE over the person's journey, and
+plain REINFORCE as the baseline — the hybrid agent's per-opportunity learner.
+
+The MDP (AGENT-DESIGN.md, "the journey as the policy's MDP"): each decision for a person is a
+step; the state is the enriched journey state plus the LSTM's code of the last touches; the
+action is (creative, channel, target) from three factorised heads, each mixed with ε·uniform
+so every propensity is > 0; the reward is the multi-component reward of
+:mod:`agent_service.agent.reward`; the episode ends at conversion or when the 14-day window
+closes, and a journey cut by the end of the data is truncated (it bootstraps).
+
+PPO loss (Schulman et al. 2017), per decision, with ``ρ = π_θ(a|s) / μ(a|s)`` against the
+behaviour probability ``μ`` *as logged* (experience is stale and comes from earlier versions)::
+
+    L_clip = − min(ρ·Â, clip(ρ, 1 − ε, 1 + ε)·Â)
+    L      = L_clip + c_v·(V_θ(s) − R̂)² − c_H·H(π_θ(·|s)) + c_click·BCE(p̂_click, click)
+
+The last term trains the click model that v̂ is built on (won impressions only): it shares the
+journey encoder, so the LSTM learns from every click as well as from rewards.
+
+REINFORCE (``algorithm = "reinforce"``, Williams 1992), one epoch, no clip::
+
+    L = − min(ρ, c̄)·(G − mean G)/std G · log π_θ(a|s) + c_v·(V_θ(s) − G)² − c_H·H + c_click·BCE
+
+A diverged update (non-finite loss, gradient or weights) is rejected: the weights before it
+come back, the optimiser's moments are reset, and the caller does not publish.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from agent_service.agent.networks import HybridNet, HybridOut
+from agent_service.errors import ConfigError
+
+__all__ = ["PPOConfig", "PPOLearner", "PPOStats", "PolicyBatch", "compute_gae", "mixed_probs", "policy_dists"]
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Hyperparameters of the per-opportunity learner (TOML table ``[ppo]``)."""
+
+    algorithm: str = "ppo"
+    """``ppo`` (clipped surrogate + GAE) or ``reinforce`` (the plain policy-gradient baseline)."""
+    lr: float = 1e-3
+    """Adam learning rate (policy, critic, click model and encoder)."""
+    clip: float = 0.2
+    """PPO ratio clip ε."""
+    gamma: float = 0.8
+    """Discount per journey step (a later touch's reward reaches earlier touches through it)."""
+    gae_lambda: float = 0.9
+    """GAE λ: 0 is the one-step TD advantage, 1 the Monte-Carlo return minus the critic."""
+    ent_coef: float = 0.003
+    """Entropy bonus c_H."""
+    vf_coef: float = 0.5
+    """Critic loss weight c_v."""
+    click_coef: float = 1.0
+    """Weight of the click model's BCE (the auxiliary head behind v̂)."""
+    epochs: int = 3
+    """Passes over a rollout (REINFORCE always does one)."""
+    minibatch: int = 256
+    """Decisions per gradient step."""
+    rollout: int = 8192
+    """Decisions per update (the newest ones)."""
+    max_grad_norm: float = 1.0
+    """Gradient norm clip."""
+    target_kl: float = 0.05
+    """Stop the epochs early when the approximate KL to the behaviour policy exceeds this."""
+    importance_cap: float = 5.0
+    """REINFORCE's truncated importance weight c̄."""
+    explore_eps: float = 0.05
+    """Probability mass spread uniformly over each head's allowed actions."""
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, key: str, reason: str) -> None:
+            if not cond:
+                raise ConfigError(f"ppo.{key}", reason)
+        need(self.algorithm in ("ppo", "reinforce"), "algorithm", "use 'ppo' or 'reinforce'")
+        need(self.lr > 0, "lr", "must be > 0")
+        need(0 < self.clip < 1, "clip", "must be in (0, 1)")
+        need(0 <= self.gamma <= 1, "gamma", "must be in [0, 1]")
+        need(0 <= self.gae_lambda <= 1, "gae_lambda", "must be in [0, 1]")
+        need(self.ent_coef >= 0 and self.vf_coef >= 0 and self.click_coef >= 0, "ent_coef",
+             "ent_coef, vf_coef and click_coef must be >= 0")
+        need(self.epochs >= 1, "epochs", "must be >= 1")
+        need(0 < self.minibatch <= self.rollout, "minibatch", "need 0 < minibatch <= rollout")
+        need(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
+        need(self.target_kl > 0, "target_kl", "must be > 0")
+        need(self.importance_cap >= 1, "importance_cap", "must be >= 1")
+        need(0 < self.explore_eps < 1, "explore_eps", "must be in (0, 1): propensities must stay > 0")
+
+
+class PolicyBatch(NamedTuple):
+    """N decisions ready for a policy update (torch tensors; shapes in brackets)."""
+
+    state: torch.Tensor
+    """float32 [N, D]"""
+    touches: torch.Tensor
+    """float32 [N, L, Ft]"""
+    touch_creatives: torch.Tensor
+    """int64 [N, L]"""
+    channel_mask: torch.Tensor
+    """bool [N, 3]"""
+    creative: torch.Tensor
+    """int64 [N]"""
+    channel: torch.Tensor
+    """int64 [N]"""
+    target: torch.Tensor
+    """int64 [N]"""
+    logp_behaviour: torch.Tensor
+    """float32 [N] log μ(a|s) as logged."""
+    advantage: torch.Tensor
+    """float32 [N] Â (GAE for PPO, centred return for REINFORCE)."""
+    returns: torch.Tensor
+    """float32 [N] critic target R̂."""
+    won: torch.Tensor
+    """bool [N] rows with a click label."""
+    clicked: torch.Tensor
+    """float32 [N]"""
+
+
+class PPOStats(NamedTuple):
+    """What one update reports (exported as learner metrics)."""
+
+    policy_loss: float
+    value_loss: float
+    click_loss: float
+    entropy: float
+    approx_kl: float
+    clip_fraction: float
+    explained_variance: float
+    rejected: bool
+
+
+# ====================================================================== advantages (logic)
+def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
+                episode_end: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised Advantage Estimation (Schulman et al., ICLR 2016) over journeys.
+
+    Rows are decisions sorted by journey, then by time. For step t::
+
+        δ_t = r_t + γ · (1 − terminated_t) · V(s_{t+1}) − V(s_t)
+        Â_t = δ_t + γ·λ · (1 − end_t) · Â_{t+1}
+        R̂_t = Â_t + V(s_t)                      (the critic's target, a λ-return)
+
+    ``end_t`` marks the journey's last row in the batch — terminated (conversion, window
+    closed: no value after it) or truncated (the journey goes on beyond the data: ``δ``
+    bootstraps from ``next_values``, which the caller fills with the critic's estimate). λ
+    trades bias (λ = 0: one-step TD) for variance (λ = 1: Monte-Carlo return minus V). The
+    same recursion as Stable-Baselines3's ``RolloutBuffer.compute_returns_and_advantage``,
+    with episodes delimited by ``episode_end`` rather than by environment resets.
+
+    :param rewards: [N] rewards. :param values: [N] V(s_t). :param next_values: [N] V(s_{t+1})
+        (the next row's value inside a journey; the bootstrap at truncation).
+    :param terminated: [N] bool, no bootstrap. :param episode_end: [N] bool, last row of a journey.
+    :returns: (advantages [N], returns [N]).
+    """
+    n = len(rewards)
+    adv = np.zeros(n, dtype=np.float64)
+    not_term = 1.0 - terminated.astype(np.float64)
+    delta = rewards + gamma * not_term * next_values - values
+    carry = 0.0
+    cont = 1.0 - episode_end.astype(np.float64)
+    for t in range(n - 1, -1, -1):
+        carry = delta[t] + gamma * lam * cont[t] * carry
+        adv[t] = carry
+    return adv, adv + values
+
+
+def discounted_returns(rewards: np.ndarray, episode_end: np.ndarray, gamma: float) -> np.ndarray:
+    """Monte-Carlo discounted return of each row within its journey (REINFORCE's G)."""
+    out = np.zeros(len(rewards), dtype=np.float64)
+    carry = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        carry = rewards[t] + gamma * (0.0 if episode_end[t] else carry)
+        out[t] = carry
+    return out
+
+
+# ====================================================================== the policy (logic)
+def mixed_probs(logits: torch.Tensor, eps: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax mixed with ε·uniform over the allowed actions (so every propensity is > 0)."""
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+        allowed = mask.float()
+    else:
+        allowed = torch.ones_like(logits)
+    uniform = allowed / allowed.sum(dim=-1, keepdim=True)
+    return (1 - eps) * torch.softmax(logits, dim=-1) + eps * uniform
+
+
+def policy_dists(out: HybridOut, mask: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(creative [B, C], channel [B, 3], target [B, K]) action probabilities as served."""
+    return (mixed_probs(out.creative_logits, eps), mixed_probs(out.channel_logits, eps, mask),
+            mixed_probs(out.target_logits, eps))
+
+
+def _logp_entropy(out: HybridOut, b: PolicyBatch, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    pc, pch, pk = policy_dists(out, b.channel_mask, eps)
+    rows = torch.arange(len(b.creative))
+    logp = (torch.log(pc[rows, b.creative]) + torch.log(pch[rows, b.channel].clamp_min(1e-12))
+            + torch.log(pk[rows, b.target]))
+    ent = sum(-(p * torch.log(p.clamp_min(1e-12))).sum(-1) for p in (pc, pch, pk))
+    return logp, ent  # type: ignore[return-value]
+
+
+def click_logit(out: HybridOut, creative: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
+    """Click logit of (creative, channel) per row: creative term + channel term."""
+    rows = torch.arange(len(creative))
+    return out.click_creative[rows, creative] + out.click_channel[rows, channel]
+
+
+# ====================================================================== the learner
+class PPOLearner:
+    """Owns the optimiser and the policy loss of a :class:`HybridNet`.
+
+    :param net: the network (updated in place).
+    :param cfg: hyperparameters.
+    :param seed: seeds minibatch order.
+    """
+
+    def __init__(self, net: HybridNet, cfg: PPOConfig, seed: int = 0) -> None:
+        self.net = net
+        self.cfg = cfg
+        self.optim = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        self.rng = np.random.default_rng(seed)
+        self.updates = 0
+        self.rejected = 0
+
+    def update(self, batch: PolicyBatch) -> PPOStats:
+        """Epochs of minibatch steps on ``batch``; rejected (weights restored) on divergence."""
+        cfg = self.cfg
+        before = copy.deepcopy(self.net.state_dict())
+        n = len(batch.creative)
+        epochs = 1 if cfg.algorithm == "reinforce" else cfg.epochs
+        logs: dict[str, list[float]] = {k: [] for k in ("pl", "vl", "cl", "ent", "kl", "cf")}
+        for _ in range(epochs):
+            order = torch.from_numpy(self.rng.permutation(n))
+            for start in range(0, n, cfg.minibatch):
+                mb = PolicyBatch(*(t[order[start:start + cfg.minibatch]] for t in batch))
+                loss, parts = self._loss(mb)
+                if not torch.isfinite(loss):
+                    return self._reject(before)
+                self.optim.zero_grad()
+                loss.backward()
+                if not all(torch.isfinite(p.grad).all() for p in self.net.parameters() if p.grad is not None):
+                    return self._reject(before)
+                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+                self.optim.step()
+                for k, v in parts.items():
+                    logs[k].append(v)
+            if cfg.algorithm == "ppo" and np.mean(logs["kl"][-max(1, n // cfg.minibatch):]) > cfg.target_kl:
+                break  # the policy moved far from the behaviour policy: stop early
+        if not all(torch.isfinite(p).all() for p in self.net.parameters()):
+            return self._reject(before)
+        self.updates += 1
+        with torch.no_grad():
+            v = self.net(batch.state, batch.touches, batch.touch_creatives).value
+            var = torch.var(batch.returns)
+            ev = float(1 - torch.var(batch.returns - v) / var) if var > 0 else float("nan")
+        m = {k: float(np.mean(v)) if v else math.nan for k, v in logs.items()}
+        return PPOStats(m["pl"], m["vl"], m["cl"], m["ent"], m["kl"], m["cf"], ev, False)
+
+    def _loss(self, b: PolicyBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg
+        out = self.net(b.state, b.touches, b.touch_creatives)
+        logp, ent = _logp_entropy(out, b, cfg.explore_eps)
+        log_ratio = logp - b.logp_behaviour
+        ratio = torch.exp(log_ratio)
+        if cfg.algorithm == "ppo":
+            adv = (b.advantage - b.advantage.mean()) / (b.advantage.std(unbiased=False) + 1e-8)
+            policy_loss = -torch.min(ratio * adv, torch.clamp(ratio, 1 - cfg.clip, 1 + cfg.clip) * adv).mean()
+        else:
+            w = torch.clamp(ratio.detach(), max=cfg.importance_cap)
+            policy_loss = -(w * b.advantage * logp).mean()
+        value_loss = ((out.value - b.returns) ** 2).mean()
+        if b.won.any():
+            logit = click_logit(out, b.creative, b.channel)[b.won]
+            click_loss = nn.functional.binary_cross_entropy_with_logits(logit, b.clicked[b.won])
+        else:
+            click_loss = torch.zeros(())
+        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * ent.mean() + cfg.click_coef * click_loss
+        with torch.no_grad():
+            kl = ((ratio - 1) - log_ratio).mean()  # k3 estimator of KL(μ || π)
+            clip_frac = ((ratio - 1).abs() > cfg.clip).float().mean()
+        return loss, {"pl": float(policy_loss.detach()), "vl": float(value_loss.detach()),
+                      "cl": float(click_loss.detach()), "ent": float(ent.mean().detach()),
+                      "kl": float(kl), "cf": float(clip_frac)}
+
+    def _reject(self, before: dict[str, torch.Tensor]) -> PPOStats:
+        self.net.load_state_dict(before)
+        self.optim = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
+        self.rejected += 1
+        nan = math.nan
+        return PPOStats(nan, nan, nan, nan, nan, nan, nan, True)

@@ -1,0 +1,467 @@
+"""The enriched journey state of the hybrid agent, feature by feature, and its touch sequence.
+
+Two inputs reach the networks for every opportunity:
+
+* ``state`` — a fixed-length vector of the seed's groups (``StateSpec.features`` names and
+  explains every column; every value is scaled to [0, 1] or [-1, 1]);
+* ``touches``/``touch_creatives`` — the person's last ``max_touches`` touchpoints, oldest
+  first and left-padded, which the LSTM journey encoder reads (``TOUCH_FEATURES``).
+
+Everything is computed from what the service knows at decision time — the request, the
+person's journey and identity from the store, the budget ledger and the campaign statistics
+the learner publishes with the weights (:class:`CampaignStats`) — never from ground truth, so
+the decision path and the training harness build it through the same function,
+:func:`build_states`, vectorised over a batch. The last ``LOG_COLUMNS`` of the vector are
+not features: they carry what the learner needs to split the logged propensity.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from agent_service.config import CHANNELS
+from agent_service.contracts.events import Touch
+from agent_service.errors import ConfigError
+
+__all__ = [
+    "LOG_COLUMNS",
+    "STAGES",
+    "TOUCH_FEATURES",
+    "CampaignStats",
+    "JourneyArrays",
+    "OpportunityArrays",
+    "PacingInputs",
+    "StateBatch",
+    "StateSpec",
+    "ab_variant",
+    "build_states",
+    "journey_arrays",
+]
+
+_HOUR_MS = 3_600_000
+_DAY_MS = 24 * _HOUR_MS
+_WINDOW_H = 336.0  # the 14-day attribution window, hours
+_HALF_LIFE_H = 168.0  # time-decay attribution half-life (Google Ads: 7 days)
+STAGES = ("awareness", "consideration", "decision")
+LOG_COLUMNS = ("slot_action_prob",)
+"""Trailing columns that are logged but not fed to the networks."""
+
+TOUCH_FEATURES: tuple[tuple[str, str], ...] = (
+    ("present", "1 for a real touch, 0 for left padding"),
+    ("ch_organic", "touch was on the organic channel"),
+    ("ch_paid_search", "touch was on paid search"),
+    ("ch_social", "touch was on social"),
+    ("clicked", "the touch was clicked"),
+    ("age", "log1p(hours since the touch) / log1p(336)"),
+    ("gap", "log1p(hours since the previous touch) / log1p(336); 1 for the first"),
+    ("cost", "price paid, CPM USD / 10, capped at 1"),
+    ("other_device", "the touch was on another device of the person than this request's"),
+)
+"""Per-touch features read by the LSTM (the creative id goes through an embedding)."""
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """Layout of the enriched state vector.
+
+    :param creatives: creative variants the policy chooses from (C).
+    :param segments: discovered segments (K); also the targeting choices.
+    :param max_touches: touchpoints the LSTM reads (L).
+    :param ab_variants: A/B test arms a person is hashed into (V).
+    """
+
+    creatives: int
+    segments: int = 8
+    max_touches: int = 16
+    ab_variants: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("creatives", "segments", "max_touches", "ab_variants"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"state.{name}", "must be >= 1")
+
+    @cached_property
+    def features(self) -> tuple[tuple[str, str], ...]:
+        """(name, meaning) of every column, in order (the log columns last)."""
+        k, c, v = self.segments, self.creatives, self.ab_variants
+        groups: list[tuple[str, str]] = [
+            # -- journey stage
+            ("stage_awareness", "journey stage: no touch in the 14-day window"),
+            ("stage_consideration", "journey stage: touched but never clicked"),
+            ("stage_decision", "journey stage: at least one click in the window"),
+            ("touches", "log1p(touches in the window) / log1p(L), capped at 1"),
+            ("clicks", "log1p(clicks in the window) / log1p(8), capped at 1"),
+            ("recency", "hours since the last touch / 336; 1 when none"),
+            ("journey_age", "hours since the first touch in the window / 336; 0 when none"),
+            # -- discovered segment
+            *((f"segment_{i}", f"posterior probability of discovered segment {i}") for i in range(k)),
+            # -- device / channel context
+            ("device_mobile", "request device is a phone, tablet or 'mobile' (OpenRTB devicetype 1, 4, 5)"),
+            ("device_desktop", "request device is a PC (devicetype 2)"),
+            ("device_other", "any other or unknown device"),
+            *((f"avail_{ch}", f"the opportunity offers the {ch} channel") for ch in CHANNELS),
+            *((f"last_{ch}", f"the person's last touch was on {ch}") for ch in CHANNELS),
+            # -- creative performance history
+            ("last_creative_ctr", "campaign CTR of the last creative shown to the person / (2 x campaign CTR), "
+                                  "capped at 1 (0.5 = average; 0.5 when none)"),
+            ("last_creative_cvr", "campaign conversions per click of that creative / (2 x campaign rate), "
+                                  "capped at 1 (0.5 = average)"),
+            ("fatigue", "1 - 0.85^(exposures of the last creative to the person in the window)"),
+            ("distinct_creatives", "distinct creatives the person saw / L, capped at 1"),
+            *((f"exposures_{i}", f"log1p(exposures of creative {i} to the person) / log1p(L)") for i in range(c)),
+            # -- attribution signals
+            ("td_credit_share", "credit a touch now would get under 7-day half-life time decay: "
+                                "1 / (1 + sum 2^(-age/7d)) over the window's touches"),
+            ("credited_value", "log1p(conversion value credited to the person's touches, USD) / log1p(100)"),
+            ("p_conv_journey", "1 - (1 - campaign conversions per click)^clicks, x5 capped at 1"),
+            # -- temporal
+            ("hour_sin", "sin(2 pi hour / 24), event time UTC"),
+            ("hour_cos", "cos(2 pi hour / 24)"),
+            ("dow_sin", "sin(2 pi weekday / 7)"),
+            ("dow_cos", "cos(2 pi weekday / 7)"),
+            ("season_sin", "sin(2 pi day-of-year / 365.25)"),
+            ("season_cos", "cos(2 pi day-of-year / 365.25)"),
+            # -- competition
+            ("auction_density", "opportunities in the last slot / expected per slot, / 2 capped at 1 (0.5 = normal)"),
+            ("win_rate", "campaign win rate of its recent bids (smoothed)"),
+            ("clearing_price", "mean price paid, CPM USD / 10, capped at 1"),
+            ("floor", "this impression's floor, CPM USD / 10, capped at 1"),
+            # -- budget pacing status
+            ("budget_left", "(budget - spent - reserved) / budget of the period"),
+            ("time_left", "fraction of the budget period still to come"),
+            ("pace", "spent / planned spend by now (the plan follows the traffic profile), / 2 capped at 1"),
+            ("spend_rate", "spend in the last slot / planned spend per slot, / 2 capped at 1"),
+            ("pacing_factor", "log bid multiplier in force, / 2 clipped to [-1, 1] (0 = truthful)"),
+            # -- cross-device identity
+            ("identity_confidence", "confidence of the device -> person link (1 for deterministic or unlinked)"),
+            ("device_count", "devices known for the person / 3, capped at 1"),
+            # -- A/B assignment
+            *((f"ab_variant_{i}", f"the person is hashed into A/B arm {i}") for i in range(v)),
+            ("ab_lift", "CTR of the person's arm / campaign CTR, / 2 capped at 1 (0.5 = no lift)"),
+            # -- log columns (not fed to the networks)
+            ("slot_action_prob", "LOG: probability of the slot's bid-multiplier action (splits the propensity)"),
+        ]
+        return tuple(groups)
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Column of every feature name."""
+        return {name: i for i, (name, _) in enumerate(self.features)}
+
+    @property
+    def dim(self) -> int:
+        """Length of the logged vector (features + log columns)."""
+        return len(self.features)
+
+    @property
+    def net_dim(self) -> int:
+        """Columns fed to the networks."""
+        return self.dim - len(LOG_COLUMNS)
+
+    @property
+    def touch_dim(self) -> int:
+        """Per-touch features of the LSTM input (without the creative embedding)."""
+        return len(TOUCH_FEATURES)
+
+    def cols(self, prefix: str) -> slice:
+        """The contiguous columns whose names start with ``prefix`` (e.g. ``"segment_"``)."""
+        idx = [i for name, i in self.index.items() if name.startswith(prefix)]
+        return slice(min(idx), max(idx) + 1)
+
+
+@dataclass
+class CampaignStats:
+    """Campaign-level running statistics behind several features; the learner updates them
+    from experience and publishes them with the weights. Smoothed with weak priors, so a new
+    campaign starts at sensible averages. Counts decay by ``decay`` per ``end_period``."""
+
+    creatives: int
+    ab_variants: int = 4
+    prior: float = 50.0
+    """Pseudo-impressions of every prior."""
+    prior_ctr: float = 0.02
+    prior_cvr: float = 0.05
+    decay: float = 0.9
+    impressions: np.ndarray = field(init=False)
+    clicks: np.ndarray = field(init=False)
+    conversions: np.ndarray = field(init=False)
+    ab_impressions: np.ndarray = field(init=False)
+    ab_clicks: np.ndarray = field(init=False)
+    bids: float = 0.0
+    wins: float = 0.0
+    paid_micros: float = 0.0
+    value_sum_usd: float = 0.0
+    value_count: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.impressions = np.zeros(self.creatives)
+        self.clicks = np.zeros(self.creatives)
+        self.conversions = np.zeros(self.creatives)
+        self.ab_impressions = np.zeros(self.ab_variants)
+        self.ab_clicks = np.zeros(self.ab_variants)
+
+    # --- reading -----------------------------------------------------------------------------
+    def ctr(self) -> np.ndarray:
+        """Posterior-mean CTR per creative."""
+        return (self.clicks + self.prior * self.prior_ctr) / (self.impressions + self.prior)
+
+    def cvr(self) -> np.ndarray:
+        """Posterior-mean conversions per click per creative."""
+        return (self.conversions + self.prior * self.prior_cvr) / (self.clicks + self.prior)
+
+    def campaign_ctr(self) -> float:
+        return float((self.clicks.sum() + self.prior * self.prior_ctr) / (self.impressions.sum() + self.prior))
+
+    def campaign_cvr(self) -> float:
+        return float((self.conversions.sum() + self.prior * self.prior_cvr) / (self.clicks.sum() + self.prior))
+
+    def ab_ctr(self) -> np.ndarray:
+        c = self.campaign_ctr()
+        return (self.ab_clicks + self.prior * c) / (self.ab_impressions + self.prior)
+
+    def win_rate(self) -> float:
+        return float((self.wins + 5.0) / (self.bids + 10.0))
+
+    def clearing_cpm_usd(self) -> float:
+        return float((self.paid_micros / 1e3 + 5.0 * 2.0) / (self.wins + 5.0)) if self.wins >= 0 else 2.0
+
+    def value_per_conversion(self, prior_usd: float = 30.0) -> float:
+        """Posterior-mean conversion value, USD."""
+        return float((self.value_sum_usd + 5.0 * prior_usd) / (self.value_count + 5.0))
+
+    # --- learning ----------------------------------------------------------------------------
+    def observe(self, creative: np.ndarray, variant: np.ndarray, bid: np.ndarray, won: np.ndarray,
+                paid_micros: np.ndarray, clicked: np.ndarray) -> None:
+        """Outcomes of a batch of decisions (arrays of shape [B])."""
+        won = won.astype(bool)
+        np.add.at(self.impressions, creative[won], 1.0)
+        np.add.at(self.clicks, creative[won & clicked.astype(bool)], 1.0)
+        np.add.at(self.ab_impressions, variant[won], 1.0)
+        np.add.at(self.ab_clicks, variant[won & clicked.astype(bool)], 1.0)
+        self.bids += float(bid.astype(bool).sum())
+        self.wins += float((won & bid.astype(bool)).sum())
+        self.paid_micros += float(paid_micros[won].sum())
+
+    def observe_conversions(self, creative: np.ndarray, value_usd: np.ndarray) -> None:
+        np.add.at(self.conversions, creative, 1.0)
+        self.value_sum_usd += float(np.sum(value_usd))
+        self.value_count += float(len(value_usd))
+
+    def end_period(self) -> None:
+        """Forget a little (the market and the creatives drift)."""
+        for name in ("impressions", "clicks", "conversions", "ab_impressions", "ab_clicks"):
+            setattr(self, name, getattr(self, name) * self.decay)
+        for name in ("bids", "wins", "paid_micros", "value_sum_usd", "value_count"):
+            setattr(self, name, getattr(self, name) * self.decay)
+
+    def state(self) -> dict[str, Any]:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> CampaignStats:
+        keys = ("creatives", "ab_variants", "prior", "prior_ctr", "prior_cvr", "decay")
+        out = cls(**{k: state[k] for k in keys})
+        for k, v in state.items():
+            if k not in keys:
+                setattr(out, k, np.asarray(v, dtype=np.float64) if isinstance(v, list) else v)
+        return out
+
+
+class JourneyArrays(NamedTuple):
+    """The last L touches of B people, oldest first, left-padded (shapes in brackets)."""
+
+    time_ms: np.ndarray
+    """int64 [B, L] event time of each touch (0 in padding)."""
+    channel: np.ndarray
+    """int64 [B, L] channel index in CHANNELS, -1 in padding."""
+    creative: np.ndarray
+    """int64 [B, L] creative index, -1 in padding."""
+    clicked: np.ndarray
+    """bool [B, L]."""
+    cost_cpm_usd: np.ndarray
+    """float32 [B, L] price paid per mille."""
+    other_device: np.ndarray
+    """bool [B, L] touch on another device of the person."""
+
+    @staticmethod
+    def empty(batch: int, length: int) -> JourneyArrays:
+        return JourneyArrays(np.zeros((batch, length), np.int64), np.full((batch, length), -1, np.int64),
+                             np.full((batch, length), -1, np.int64), np.zeros((batch, length), bool),
+                             np.zeros((batch, length), np.float32), np.zeros((batch, length), bool))
+
+
+class OpportunityArrays(NamedTuple):
+    """What the request and the store say about B opportunities."""
+
+    event_time: np.ndarray
+    """int64 [B] ms."""
+    device_class: np.ndarray
+    """int64 [B] 0 mobile, 1 desktop, 2 other."""
+    channel_mask: np.ndarray
+    """bool [B, 3] channels offered."""
+    floor_cpm_usd: np.ndarray
+    """float [B]."""
+    segment_probs: np.ndarray
+    """float [B, K] discovered-segment posterior."""
+    identity_confidence: np.ndarray
+    """float [B]."""
+    device_count: np.ndarray
+    """int [B]."""
+    ab_variant: np.ndarray
+    """int64 [B] A/B arm."""
+    credited_usd: np.ndarray
+    """float [B] value already credited to the person's touches (0 when unknown)."""
+
+
+class PacingInputs(NamedTuple):
+    """The budget ledger and pacing context of the campaign at decision time (scalars)."""
+
+    budget_usd: float
+    spent_usd: float
+    reserved_usd: float
+    elapsed: float
+    """Fraction of the budget period elapsed."""
+    plan_fraction: float
+    """Fraction of the budget the spend plan allows by now."""
+    last_slot_spend_usd: float = 0.0
+    planned_slot_spend_usd: float = 0.0
+    log_multiplier: float = 0.0
+    slot_action_prob: float = 1.0
+    auction_density: float = 1.0
+    """Opportunities in the last slot / expected."""
+
+
+class StateBatch(NamedTuple):
+    """Network inputs for B opportunities."""
+
+    state: np.ndarray
+    """float32 [B, D] (D = spec.dim; the last LOG_COLUMNS are not fed to the networks)."""
+    touches: np.ndarray
+    """float32 [B, L, Ft]."""
+    touch_creatives: np.ndarray
+    """int64 [B, L], C (the padding index) where there is no touch."""
+
+
+def ab_variant(person_id: str, variants: int) -> int:
+    """Stable A/B arm of a person."""
+    return zlib.crc32(person_id.encode()) % variants
+
+
+def journey_arrays(journeys: Sequence[Sequence[Touch]], device_ids: Sequence[str], length: int) -> JourneyArrays:
+    """Pack touch lists (oldest first) into :class:`JourneyArrays`, keeping the last ``length``."""
+    out = JourneyArrays.empty(len(journeys), length)
+    for b, (journey, dev) in enumerate(zip(journeys, device_ids, strict=True)):
+        tail = list(journey)[-length:]
+        off = length - len(tail)
+        for j, t in enumerate(tail):
+            out.time_ms[b, off + j] = t.event_time
+            out.channel[b, off + j] = CHANNELS.index(t.channel) if t.channel in CHANNELS else 0
+            out.creative[b, off + j] = t.creative
+            out.clicked[b, off + j] = t.clicked
+            out.cost_cpm_usd[b, off + j] = t.cost_micros / 1e3
+            out.other_device[b, off + j] = t.device_id != dev
+    return out
+
+
+def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays, pacing: PacingInputs,
+                 stats: CampaignStats) -> StateBatch:
+    """The enriched state and the touch sequence of B opportunities (see ``spec.features``)."""
+    B, L = journey.channel.shape
+    t = opp.event_time.astype(np.int64)
+    present = journey.channel >= 0
+    n_touch = present.sum(1)
+    clicked = journey.clicked & present
+    n_click = clicked.sum(1)
+    age_h = np.where(present, (t[:, None] - journey.time_ms) / _HOUR_MS, np.inf).clip(0.0)
+    last_age = np.where(n_touch > 0, age_h[:, -1], np.inf)
+    first_idx = L - n_touch
+    first_age = np.where(n_touch > 0, age_h[np.arange(B), np.minimum(first_idx, L - 1)], 0.0)
+    cols: list[np.ndarray] = []
+    add = cols.append
+    # journey stage
+    add(np.stack([n_touch == 0, (n_touch > 0) & (n_click == 0), n_click > 0], 1))
+    add(np.minimum(1.0, np.log1p(n_touch) / math.log1p(spec.max_touches))[:, None])
+    add(np.minimum(1.0, np.log1p(n_click) / math.log1p(8))[:, None])
+    add(np.minimum(1.0, last_age / _WINDOW_H)[:, None])
+    add(np.minimum(1.0, first_age / _WINDOW_H)[:, None])
+    # segment
+    add(np.asarray(opp.segment_probs, np.float64).reshape(B, spec.segments))
+    # device / channel
+    add(np.eye(3)[np.clip(opp.device_class, 0, 2)])
+    add(opp.channel_mask.astype(np.float64))
+    last_ch = journey.channel[:, -1]
+    add(np.where(last_ch[:, None] >= 0, np.eye(3)[np.clip(last_ch, 0, 2)], 0.0))
+    # creative history
+    ctr, cvr = stats.ctr(), stats.cvr()
+    c_ctr, c_cvr = stats.campaign_ctr(), stats.campaign_cvr()
+    last_cr = journey.creative[:, -1]
+    has_last = last_cr >= 0
+    lc = np.clip(last_cr, 0, spec.creatives - 1)
+    add(np.where(has_last, np.minimum(1.0, ctr[lc] / (2 * c_ctr)), 0.5)[:, None])
+    add(np.where(has_last, np.minimum(1.0, cvr[lc] / (2 * c_cvr)), 0.5)[:, None])
+    onehot = (journey.creative[:, :, None] == np.arange(spec.creatives)[None, None, :]) & present[:, :, None]
+    exposures = onehot.sum(1)  # [B, C]
+    add(np.where(has_last, 1.0 - 0.85 ** exposures[np.arange(B), lc], 0.0)[:, None])
+    add(np.minimum(1.0, (exposures > 0).sum(1) / spec.max_touches)[:, None])
+    add(np.minimum(1.0, np.log1p(exposures) / math.log1p(spec.max_touches)))
+    # attribution
+    decay = np.where(present, 0.5 ** (np.minimum(age_h, 1e6) / _HALF_LIFE_H), 0.0).sum(1)
+    add((1.0 / (1.0 + decay))[:, None])
+    add(np.minimum(1.0, np.log1p(np.maximum(opp.credited_usd, 0.0)) / math.log1p(100))[:, None])
+    add(np.minimum(1.0, 5 * (1.0 - (1.0 - c_cvr) ** n_click))[:, None])
+    # temporal
+    hour = (t % _DAY_MS) / _HOUR_MS
+    day = t // _DAY_MS
+    dow = (day + 3) % 7  # 1970-01-01 was a Thursday
+    doy = day % 365.25
+    for x, period in ((hour, 24.0), (dow, 7.0), (doy, 365.25)):
+        add(np.stack([np.sin(2 * np.pi * x / period), np.cos(2 * np.pi * x / period)], 1))
+    # competition
+    ones = np.ones((B, 1))
+    add(ones * min(1.0, pacing.auction_density / 2))
+    add(ones * stats.win_rate())
+    add(ones * min(1.0, stats.clearing_cpm_usd() / 10))
+    add(np.minimum(1.0, np.asarray(opp.floor_cpm_usd, np.float64) / 10)[:, None])
+    # budget pacing
+    budget = max(pacing.budget_usd, 1e-9)
+    plan = pacing.plan_fraction * budget
+    add(ones * max(0.0, (budget - pacing.spent_usd - pacing.reserved_usd) / budget))
+    add(ones * (1.0 - min(1.0, max(0.0, pacing.elapsed))))
+    add(ones * (min(1.0, pacing.spent_usd / plan / 2) if plan > 0 else 0.5))
+    slot_plan = pacing.planned_slot_spend_usd
+    add(ones * (min(1.0, pacing.last_slot_spend_usd / slot_plan / 2) if slot_plan > 0 else 0.5))
+    add(ones * float(np.clip(pacing.log_multiplier / 2, -1, 1)))
+    # identity
+    add(np.asarray(opp.identity_confidence, np.float64)[:, None])
+    add(np.minimum(1.0, np.asarray(opp.device_count, np.float64) / 3)[:, None])
+    # A/B
+    add(np.eye(spec.ab_variants)[np.asarray(opp.ab_variant) % spec.ab_variants])
+    lift = stats.ab_ctr() / c_ctr
+    add(np.minimum(1.0, lift[np.asarray(opp.ab_variant) % spec.ab_variants] / 2)[:, None])
+    # log columns
+    add(ones * pacing.slot_action_prob)
+    state = np.concatenate([c.reshape(B, -1).astype(np.float32) for c in cols], axis=1)
+    if state.shape[1] != spec.dim:
+        raise AssertionError(f"state has {state.shape[1]} columns, spec says {spec.dim}")
+    # touch sequence
+    prev = np.concatenate([np.full((B, 1), -1, np.int64), journey.time_ms[:, :-1]], 1)
+    prev_present = np.concatenate([np.zeros((B, 1), bool), present[:, :-1]], 1)
+    gap_h = np.where(prev_present, (journey.time_ms - prev) / _HOUR_MS, _WINDOW_H).clip(0.0)
+    ch1h = np.where(present[:, :, None], np.eye(3)[np.clip(journey.channel, 0, 2)], 0.0)
+    norm = math.log1p(_WINDOW_H)
+    touches = np.concatenate([
+        present[:, :, None], ch1h, clicked[:, :, None],
+        np.where(present, np.log1p(np.minimum(age_h, _WINDOW_H)) / norm, 0.0)[:, :, None],
+        np.where(present, np.log1p(np.minimum(gap_h, _WINDOW_H)) / norm, 0.0)[:, :, None],
+        np.where(present, np.minimum(1.0, journey.cost_cpm_usd / 10), 0.0)[:, :, None],
+        (journey.other_device & present)[:, :, None],
+    ], axis=2).astype(np.float32)
+    tc = np.where(present, np.clip(journey.creative, 0, spec.creatives - 1), spec.creatives).astype(np.int64)
+    return StateBatch(state, touches, tc)
