@@ -155,9 +155,14 @@ class SimulationConfig:
     """Time slots per day; the driver advances in lockstep by slot."""
     drain_days: float = 14.0
     """Extra event-time days run after the last opportunity so conversions land and windows close."""
+    world: str = "gaelp"
+    """Simulated world: ``gaelp`` (the calibrated world of simulators/) or ``basic`` (the walking skeleton's)."""
+    calibration: str = ""
+    """Calibration file of the ``gaelp`` world ("" = simulators/calibration/default.toml)."""
 
     def __post_init__(self) -> None:
         _require(self.days > 0, "simulation.days", "must be > 0")
+        _require(self.world in ("gaelp", "basic"), "simulation.world", "must be 'gaelp' or 'basic'")
         _require(self.opportunities_per_day > 0, "simulation.opportunities_per_day", "must be > 0")
         _require(self.users > 0, "simulation.users", "must be > 0")
         _require(self.creatives > 0, "simulation.creatives", "must be > 0")

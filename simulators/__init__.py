@@ -1,0 +1,44 @@
+"""The simulated world GAELP trains and is judged in (see ``ARCHITECTURE.md``, ``/work/notes/sim-api.md``).
+
+- ``simulators.calibration`` — the calibration file format, its default and loader;
+- ``simulators.engine`` — the vectorised engine (people, journeys, auctions, clicks, conversions);
+- ``simulators.gym_env`` / ``simulators.vector_env`` — Gymnasium environments over the engine;
+- ``simulators.gaelp_world`` — the same world as a stream of wire contracts (``World`` protocol);
+- ``simulators.hindsight`` — the hindsight optimum of an episode;
+- ``simulators.basic`` — the walking skeleton's small world; ``simulators.ipinyou`` — the log replay.
+
+``build_world`` picks the stream world named by ``simulation.world``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent_service.config import SimulationConfig
+    from simulators.world import World
+
+__all__ = ["WORLDS", "build_world"]
+
+WORLDS: tuple[str, ...] = ("gaelp", "basic")
+"""Names accepted by ``simulation.world``."""
+
+
+def build_world(sim: SimulationConfig) -> World:
+    """The stream world of a run: ``GaelpWorld`` (calibrated) or ``BasicWorld`` (skeleton).
+
+    :param sim: the ``[simulation]`` settings (``world``, ``calibration``, seed, size).
+    """
+    name = getattr(sim, "world", "gaelp")
+    if name == "basic":
+        from simulators.basic import BasicWorld
+
+        return BasicWorld(sim)
+    if name == "gaelp":
+        from simulators.calibration import load_calibration
+        from simulators.gaelp_world import GaelpWorld
+
+        return GaelpWorld(sim, load_calibration(getattr(sim, "calibration", "") or None))
+    from agent_service.errors import ConfigError
+
+    raise ConfigError("simulation.world", f"unknown world {name!r}; one of {WORLDS}")

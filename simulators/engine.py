@@ -242,9 +242,15 @@ class Engine:
         if si.size:
             ps, ds = p[si], days[si]
             gain = m.interest_gain(seg[si], cr[si], click[si])
-            np.add.at(self.interest_scaled, ps, gain * np.exp(ds / m.tau_interest))
-            np.add.at(self.touch_scaled, ps, np.exp(ds / m.tau_touch))
-            np.add.at(self.fatigue_scaled.reshape(-1), ps * m.n_creatives + cr[si], np.exp(ds / m.tau_fatigue))
+            flat = ps * m.n_creatives + cr[si]
+            if np.unique(ps).size == ps.size:  # no repeats (the environments): plain fancy-index adds
+                self.interest_scaled[ps] += gain * np.exp(ds / m.tau_interest)
+                self.touch_scaled[ps] += np.exp(ds / m.tau_touch)
+                self.fatigue_scaled.reshape(-1)[flat] += np.exp(ds / m.tau_fatigue)
+            else:
+                np.add.at(self.interest_scaled, ps, gain * np.exp(ds / m.tau_interest))
+                np.add.at(self.touch_scaled, ps, np.exp(ds / m.tau_touch))
+                np.add.at(self.fatigue_scaled.reshape(-1), flat, np.exp(ds / m.tau_fatigue))
         outcomes = Outcomes(eligible=eligible, won=won, price=price, position=position, click=click, conv=conv,
                             conv_time=conv_time, conv_value=conv_value, conv_device=conv_device.astype(np.int32),
                             in_window=in_window)

@@ -43,11 +43,11 @@ async def _feed(cfg, args):  # type: ignore[no-untyped-def]
     from agent_service.adapters.kafka_bus import KafkaBus
     from agent_service.runtime.driver import SimDriver
     from agent_service.runtime.feed import feed
-    from simulators.basic import BasicWorld
+    from simulators import build_world
 
     bus = KafkaBus(cfg.serve.kafka, session_timeout_s=cfg.serve.session_timeout_s)
     await bus.start()
-    driver = SimDriver(BasicWorld(cfg.simulation), bus, cfg.topics, group=f"{cfg.serve.group_id}-feed")
+    driver = SimDriver(build_world(cfg.simulation), bus, cfg.topics, group=f"{cfg.serve.group_id}-feed")
     await driver.start()
     try:
         return await feed(driver, args.days, args.drain_days, realtime_factor=args.realtime_factor, progress=True)

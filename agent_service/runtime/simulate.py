@@ -30,7 +30,7 @@ from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.learner_loop import ExperienceLearner
 from agent_service.runtime.report import write_report
 from agent_service.runtime.worker import BusWorker
-from simulators.basic import BasicWorld
+from simulators import build_world
 
 __all__ = ["SimulationRun", "run_simulation"]
 
@@ -68,7 +68,7 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     sim = cfg.simulation
     run = SimulationRun(cfg)
     bus, store, registry, metrics = MemoryBus(), MemoryStore(), MemoryRegistry(), Metrics()
-    world = BasicWorld(sim)
+    world = build_world(sim)
     learner = build_learner(cfg, registry, sim.creatives, seed=sim.seed)
     t = cfg.topics
     inputs = [t.bid_requests, t.identity_links, t.auction_results, t.ad_events, t.conversions]
@@ -131,7 +131,7 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     return run
 
 
-async def _record_slot(run: SimulationRun, store: MemoryStore, world: BasicWorld, decisions: list[Any],
+async def _record_slot(run: SimulationRun, store: MemoryStore, world: Any, decisions: list[Any],
                        before: dict[str, float], t0: int, t1: int, version: int) -> None:
     day = (t0 - world.start_ms) // DAY_MS
     for d in decisions:
