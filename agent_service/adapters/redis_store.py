@@ -34,7 +34,11 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent_service.adapters import redis_lua
 from agent_service.contracts.events import Decision, Touch
@@ -92,8 +96,12 @@ class RedisStore:
     async def start(self) -> None:
         try:
             # A blocking pool: a burst of concurrent calls waits for a connection instead of failing.
-            pool = aioredis.BlockingConnectionPool.from_url(self._url, max_connections=self._max_connections,
-                                                            timeout=10, health_check_interval=10)
+            # Reconnect-and-retry on a dropped connection (a Redis restart): every write here is
+            # idempotent by its key, so running a command again after an unseen success is harmless.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._url, max_connections=self._max_connections, timeout=10, health_check_interval=10,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 4),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError])
             self._r = aioredis.Redis(connection_pool=pool, decode_responses=False)
             await self._r.ping()
         except RedisError as exc:

@@ -8,6 +8,7 @@ last window so every window can close. Optionally paced against the wall clock.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from tqdm import tqdm
@@ -28,11 +29,12 @@ class FeedStats(NamedTuple):
 
 async def feed(driver: SimDriver, days: float, drain_days: float = 16.0, slot_ms: int = 3 * 3_600_000,
                drain_slot_ms: int = DAY_MS, realtime_factor: float | None = None, decision_timeout_s: float = 120.0,
-               progress: bool = False) -> FeedStats:
+               progress: bool = False, on_slot: Callable[[int], Awaitable[None]] | None = None) -> FeedStats:
     """Drive ``driver``'s world for ``days`` of traffic and ``drain_days`` more of delayed events.
 
     :param driver: a started driver.
     :param realtime_factor: event-time seconds per wall second (None: as fast as the service answers).
+    :param on_slot: called with the slot's index after each slot is published (fault injection in tests).
     """
     world = driver.world
     t0 = world.start_ms
@@ -41,7 +43,7 @@ async def feed(driver: SimDriver, days: float, drain_days: float = 16.0, slot_ms
     requests = decisions = bids = 0
     loop = asyncio.get_running_loop()
     with tqdm(total=end - t0, unit="ms", unit_scale=True, desc="feeding", disable=not progress) as bar:
-        a = t0
+        a, slot = t0, 0
         while a < end:
             b = min(a + (slot_ms if a < traffic_end else drain_slot_ms), traffic_end if a < traffic_end else end)
             started = loop.time()
@@ -56,7 +58,9 @@ async def feed(driver: SimDriver, days: float, drain_days: float = 16.0, slot_ms
             if realtime_factor:
                 await asyncio.sleep(max(0.0, (b - a) / 1000 / realtime_factor - (loop.time() - started)))
             bar.update(b - a)
-            a = b
+            if on_slot is not None:
+                await on_slot(slot)
+            a, slot = b, slot + 1
     final = end + DAY_MS
     await driver.tick(final)
     return FeedStats(requests, decisions, bids, final)

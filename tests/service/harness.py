@@ -1,0 +1,242 @@
+"""A simulated campaign through ``gaelp serve`` (its own process) on tansu + Redis, with a hook
+to inject a fault between slots, and the checks every fault test ends with:
+
+- every conversion the simulator emitted inside the window that can be joined
+  deterministically (same device, or logged in on both) is joined exactly once: its stored
+  join record is ``joined``, its credits sum to its value, each credit is stored once under
+  the conversion id, and the experience stream carries one credit record per (decision,
+  conversion) — redeliveries repeat the same record, never a different one;
+- no day's spend exceeds its budget, and no reservation is left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from agent_service.adapters.kafka_bus import KafkaBus
+from agent_service.adapters.redis_store import RedisStore
+from agent_service.config import SimulationConfig, TopicsConfig
+from agent_service.contracts.codec import decode
+from agent_service.contracts.events import Experience
+from agent_service.pipeline.decide import DAY_MS, period_of
+from agent_service.pipeline.outcomes import JoinRecord
+from agent_service.ports.bus import TICK_HEADER, Consumer
+from agent_service.runtime.driver import SimDriver
+from agent_service.runtime.feed import feed
+from simulators.basic import BasicWorld, BasicWorldParams
+
+ROOT = Path(__file__).resolve().parents[2]
+SALT = "fault-test-salt-0123456789abcdef"
+BUDGET_USD = 4.0
+
+Fault = Callable[["Scenario", int], Awaitable[None]]
+
+
+class Scenario:
+    """One service process (restartable) over one broker and one Redis."""
+
+    def __init__(self, kafka: str, redis_url: str, tmp: Path) -> None:
+        self.kafka, self.redis_url, self.tmp = kafka, redis_url, tmp
+        self.prefix = f"ft{uuid.uuid4().hex[:6]}"
+        self.config = tmp / "gaelp.toml"
+        self.config.write_text(_config(self.prefix, tmp))
+        self.topics = TopicsConfig(**{k: f"{self.prefix}.{k.replace('_', '-')}" for k in (
+            "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",
+            "experience", "dead_letters")}, partitions=2)
+        self.proc: subprocess.Popen[str] | None = None
+        self.logs: list[str] = []
+
+    async def start_service(self) -> None:
+        env = {**os.environ, "GAELP_KAFKA": self.kafka, "GAELP_REDIS": self.redis_url, "GAELP_HTTP_PORT": "0",
+               "GAELP_ID_SALT": SALT}
+        proc = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "serve", "--config", str(self.config),
+                                 "--no-learner"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 60)
+            if not line:
+                raise RuntimeError(f"gaelp serve exited with {proc.wait()}")
+            if re.search(r"listening on http://", line):
+                break
+        self.proc = proc
+
+    def kill_service(self) -> str:
+        """SIGKILL: no clean-up, no commit — the crash case."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        out, _ = self.proc.communicate(timeout=20)
+        self.proc = None
+        self.logs.append(out)
+        return out
+
+    def stop_service(self) -> str:
+        if self.proc is None:
+            return ""
+        self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.proc = None
+        self.logs.append(out)
+        return out
+
+
+def _config(prefix: str, tmp: Path) -> str:
+    topics = "\n".join(f'{k} = "{prefix}.{k.replace("_", "-")}"' for k in (
+        "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",
+        "experience", "dead_letters"))
+    return f"""
+[budget]
+daily_usd = {BUDGET_USD}
+
+[join]
+allowed_lateness_s = 3600
+
+[topics]
+{topics}
+partitions = 2
+
+[serve]
+group_id = "{prefix}"
+session_timeout_s = 2.0
+model_dir = "{tmp / 'models'}"
+campaign = "ft"
+"""
+
+
+class ChaosBus:
+    """The driver's bus, delivering every source record ``copies`` times and shuffling the
+    records between two ticks (ticks stay last on their partition: they promise completeness)."""
+
+    def __init__(self, bus: KafkaBus, copies: int = 2, seed: int = 5) -> None:
+        self.bus, self.copies = bus, copies
+        self._rng = random.Random(seed)
+        self._held: list[tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]], int | None]] = []
+
+    async def start(self) -> None:
+        await self.bus.start()
+
+    async def stop(self) -> None:
+        await self.bus.stop()
+
+    async def create_topics(self, names: Sequence[str], partitions: int) -> None:
+        await self.bus.create_topics(names, partitions)
+
+    async def partitions(self, topic: str) -> int:
+        return await self.bus.partitions(topic)
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes,
+                      headers: Sequence[tuple[str, bytes]] = (), partition: int | None = None) -> None:
+        if TICK_HEADER in tuple(headers):
+            await self._release()
+            await self.bus.publish(topic, key, value, headers, partition)
+        else:
+            self._held += [(topic, key, value, headers, partition)] * self.copies
+
+    async def _release(self) -> None:
+        held, self._held = self._held, []
+        self._rng.shuffle(held)
+        for topic, key, value, headers, partition in held:
+            await self.bus.publish(topic, key, value, headers, partition)
+
+    async def flush(self) -> None:
+        await self._release()
+        await self.bus.flush()
+
+    def consumer(self, topics: Sequence[str], group: str) -> Consumer:
+        return self.bus.consumer(topics, group)
+
+
+async def run_scenario(kafka: str, redis_url: str, tmp: Path, fault: Fault | None = None,
+                       chaos: bool = False) -> Scenario:
+    """Feed one simulated day (+16 drain days) through the service, calling ``fault`` after each
+    slot, then check the exactly-once and budget promises (module docstring)."""
+    sc = Scenario(kafka, redis_url, tmp)
+    await sc.start_service()
+    bus = KafkaBus(kafka, session_timeout_s=2.0, max_batch_size=1)
+    driver_bus = ChaosBus(bus) if chaos else bus
+    store = RedisStore(redis_url)
+    world = BasicWorld(SimulationConfig(seed=3, users=120, opportunities_per_day=800, creatives=12),
+                       BasicWorldParams(cvr=0.5, base_ctr=(0.1, 0.15, 0.08)))
+    driver = SimDriver(world, driver_bus, sc.topics, group=f"{sc.prefix}-driver")  # type: ignore[arg-type]
+    await driver_bus.start()
+    await store.start()
+    await driver.start()
+    try:
+        async def on_slot(slot: int) -> None:
+            if fault is not None:
+                await fault(sc, slot)
+
+        t0 = world.start_ms
+        stats = await feed(driver, days=1, drain_days=16, on_slot=on_slot, decision_timeout_s=90)
+        assert stats.decisions == stats.requests > 0
+        await check_promises(store, bus, sc, world, t0)
+    finally:
+        await driver.stop()
+        await store.stop()
+        await driver_bus.stop()
+        out = sc.stop_service()
+    assert "Traceback" not in out, out[-3000:]
+    return sc
+
+
+async def check_promises(store: RedisStore, bus: KafkaBus, sc: Scenario, world: BasicWorld, t0: int) -> None:
+    emitted = [c for c in world.conversion_log if c["event_time"] < t0 + 17 * DAY_MS]
+    expected = [c for c in emitted if c["in_window"] and c["joinable"]]
+    assert len(expected) >= 5, ("the scenario should produce conversions", len(world.conversion_log))
+    records: dict[str, JoinRecord] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    while loop.time() < deadline:
+        for c in emitted:
+            if c["id"] not in records:
+                raw = await store.peek(f"conv:{c['id']}")
+                if raw is not None:
+                    records[c["id"]] = decode(raw, JoinRecord)
+        if len(records) == len(emitted) and not await store.due_windows(t0 + 17 * DAY_MS, 1):
+            break
+        await asyncio.sleep(0.5)
+    for c in expected:
+        rec = records.get(c["id"])
+        assert rec is not None and rec.status == "joined", (c, rec)
+        assert sum(m for _, m in rec.credits) == c["value_micros"]
+        for decision_id, micros in rec.credits:
+            assert (await store.credits(decision_id)).get(c["id"]) == micros
+
+    reader = bus.consumer([sc.topics.experience], f"{sc.prefix}-check")
+    await reader.start()
+    seen: dict[str, Experience] = {}
+    idle = 0
+    for _ in range(400):
+        batch = await reader.getmany(timeout_ms=300, max_records=10_000)
+        idle = idle + 1 if not batch else 0
+        if seen and idle >= 4:
+            break
+        for rec in batch:
+            exp = decode(rec.value, Experience)
+            if exp.id in seen:
+                assert seen[exp.id] == exp, "a redelivered experience record must be identical"
+            seen[exp.id] = exp
+    await reader.stop()
+    for c in expected:
+        credited = [e for e in seen.values() if e.kind == "credit" and e.id.endswith(f":credit:{c['id']}")]
+        assert sum(e.parts.attribution for e in credited) * 1e6 == pytest.approx(c["value_micros"])
+    ledger = await store.budget("ft", period_of(t0))
+    assert ledger.budget == int(BUDGET_USD * 1e6)
+    assert 0 < ledger.spent <= ledger.budget, ledger
+    assert ledger.reserved == 0, ledger
