@@ -1,0 +1,130 @@
+"""The decide path's plumbing on both stores: one budget check shared by a request's imps,
+first-price shading, the tmax deadline, currencies, redelivered requests, pseudonymised ids."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent_service.adapters.memory_store import MemoryStore
+from agent_service.adapters.redis_store import RedisStore
+from agent_service.config import GaelpConfig
+from agent_service.contracts.codec import decode
+from agent_service.contracts.events import Conversion, DeadLetter, IdentityLink
+from agent_service.contracts.openrtb import BidRequest, Device, Imp, Site, User
+from agent_service.pipeline.pseudonym import Pseudonymizer, redact
+from agent_service.ports.store import StateStore
+from tests.flowkit import DAY, T0, FlowKit
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    if request.param == "memory":
+        s: StateStore = MemoryStore()
+    else:
+        s = RedisStore(request.getfixturevalue("redis_server").url, prefix=f"p{uuid.uuid4().hex[:8]}:")
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def _req(rid: str, imps: int = 1, floor: float = 0.5, **kw: object) -> BidRequest:
+    return BidRequest(id=rid, imp=[Imp(id=str(i), bidfloor=floor) for i in range(imps)],
+                      device=Device(ifa=f"dev-{rid}", devicetype=4), site=Site(cat=["IAB1"]),
+                      ext={"gaelp": {"event_time": T0 + 12 * 3_600_000}}, **kw)  # type: ignore[arg-type]
+
+
+async def test_imps_of_one_request_share_one_budget_check(store: StateStore) -> None:
+    # Budget for a few imps only: a 5-imp request reserves greedily, never past the budget.
+    kit = FlowKit(store, GaelpConfig().replace("budget", daily_usd=0.004))
+    [result] = await kit.flow.decider.decide([(_req("m", imps=5), T0 + 12 * 3_600_000)])
+    bid = [d for d in result.decisions if d.bid]
+    assert len(result.decisions) == 5 and 0 < len(bid) < 5
+    assert {d.no_bid_reason for d in result.decisions if not d.bid} == {"budget"}
+    ledger = await store.budget("c", T0 // DAY)
+    assert ledger.reserved == sum(d.action.bid_cpm_micros // 1000 for d in bid) <= ledger.budget
+    assert result.response is not None
+    assert sorted(b.impid for b in result.response.seatbid[0].bid) == sorted(d.imp_id for d in bid)
+
+
+async def test_reserve_batch_is_atomic_greedy_and_idempotent(store: StateStore) -> None:
+    await store.init_budget("c", 1, 100)
+    assert await store.reserve_batch("c", 1, [("a", 60), ("b", 50), ("c", 40)]) == [True, False, True]
+    assert await store.reserve_batch("c", 1, [("a", 60), ("c", 40), ("d", 1)]) == [True, True, False]
+    assert (await store.budget("c", 1)).reserved == 100
+
+
+async def test_first_price_bids_are_shaded_but_never_under_the_floor(store: StateStore) -> None:
+    kit = FlowKit(store, GaelpConfig().replace("budget", daily_usd=100.0))
+    second = [await kit.flow.decider.decide([(_req(f"s{i}", at=2), T0 + 12 * 3_600_000)]) for i in range(20)]
+    first = [await kit.flow.decider.decide([(_req(f"f{i}", at=1), T0 + 12 * 3_600_000)]) for i in range(20)]
+    sp = [r[0].decisions[0].action.bid_cpm_micros for r in second if r[0].decisions[0].bid]
+    fp = [r[0].decisions[0].action.bid_cpm_micros for r in first if r[0].decisions[0].bid]
+    assert sp and fp and sum(fp) / len(fp) < sum(sp) / len(sp)
+    assert min(fp) >= 500_000  # the floor (and the $0.50 minimum bid)
+
+
+async def test_past_the_deadline_is_a_no_bid_without_reservation(store: StateStore) -> None:
+    kit = FlowKit(store, GaelpConfig().replace("budget", daily_usd=100.0))
+    [late, ok] = await kit.flow.decider.decide(
+        [(_req("late"), T0 + 12 * 3_600_000), (_req("ok"), T0 + 12 * 3_600_000)],
+        deadlines=[time.perf_counter() - 1, None])
+    assert late.response is None and late.decisions[0].no_bid_reason == "tmax"
+    assert ok.decisions[0].bid
+    ledger = await store.budget("c", T0 // DAY)
+    assert ledger.reserved == ok.decisions[0].action.bid_cpm_micros // 1000
+
+
+async def test_foreign_currencies_are_no_bids(store: StateStore) -> None:
+    kit = FlowKit(store)
+    [a, b] = await kit.flow.decider.decide([(_req("eur", cur=["EUR"]), T0), (_req("ok", cur=["EUR", "USD"]), T0)])
+    assert a.decisions[0].no_bid_reason == "currency" and b.response is not None and b.response.cur == "USD"
+
+
+async def test_redelivered_request_reuses_its_decision_and_reservation(store: StateStore) -> None:
+    kit = FlowKit(store, GaelpConfig().replace("budget", daily_usd=100.0))
+    first = [await kit.flow.decider.decide([(_req(f"r{i}"), T0 + 12 * 3_600_000)]) for i in range(10)]
+    reserved = (await store.budget("c", T0 // DAY)).reserved
+    again = [await kit.flow.decider.decide([(_req(f"r{i}"), T0 + 12 * 3_600_000)]) for i in range(10)]
+    assert [r[0].decisions for r in first] == [r[0].decisions for r in again]
+    assert (await store.budget("c", T0 // DAY)).reserved == reserved
+
+
+async def test_raw_ids_never_leave_the_service(store: StateStore) -> None:
+    kit = FlowKit(store)
+    ids = kit.flow.decider.ids
+    req = BidRequest(id="pii", imp=[Imp(id="1")], device=Device(ip="198.51.100.7", ua="UA"),
+                     user=User(buyeruid="alice@example.com"), ext={"gaelp": {"event_time": T0}})
+    [dec] = (await kit.flow.decider.decide([(req, T0)]))[0].decisions
+    assert "alice" not in dec.device_id and dec.device_id == ids("u-alice@example.com")
+    await kit.handle(kit.topics.identity_links, IdentityLink(id="l", event_time=T0, device_id="phone-raw",
+                                                              person_id="alice@example.com"))
+    assert (await store.resolve(ids("phone-raw"))).person_id == ids("alice@example.com")
+    assert (await store.resolve("phone-raw")).person_id == "d:phone-raw"  # nothing stored under the raw id
+    bad = (b'{"id": "c1", "event_time": -1, "value_micros": 1, "user_id": "alice@example.com",'
+           b' "device_id": "phone-raw"}')
+    [out] = await kit.handle(kit.topics.conversions, bad)
+    letter = decode(out.value, DeadLetter)
+    assert "alice" not in letter.payload and "phone-raw" not in letter.payload
+    assert ids("phone-raw") in letter.payload
+    await kit.ticks(T0 + DAY)
+    await kit.handle(kit.topics.conversions, Conversion(id="c2", event_time=T0 + 1, value_micros=5,
+                                                        user_id="alice@example.com"))
+    for key in ("conv:c2",):
+        assert b"alice" not in (await store.peek(key) or b"")
+
+
+def test_pseudonymizer_is_keyed_and_stable() -> None:
+    a, b = Pseudonymizer(b"k" * 16), Pseudonymizer(b"j" * 16)
+    assert a("x") == a("x") != b("x") and len(a("x")) == 24
+    assert Pseudonymizer.from_env({"GAELP_ID_SALT": "s" * 16})("x") == Pseudonymizer(b"s" * 16)("x")
+    with pytest.raises(Exception, match="GAELP_ID_SALT"):
+        Pseudonymizer.from_env({}, required=True)
+    doc = {"user": {"id": "u1", "yob": 1990}, "device": {"ifa": "d1", "ip": "1.2.3.4"}, "imp": [{"id": "1"}]}
+    out = redact(doc, a)
+    assert out["user"]["id"] == a("u1") and out["device"]["ifa"] == a("d1") and out["imp"][0]["id"] == "1"

@@ -1,0 +1,69 @@
+"""The Faust topology's agents, run with faust's ``test_context()`` (no broker): each agent is a
+thin loop over ``Flow.handle`` that publishes the outputs and applies the effects before the
+batch is acked."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent_service.adapters.memory_bus import MemoryBus
+from agent_service.adapters.memory_store import MemoryStore
+from agent_service.contracts.codec import decode, encode
+from agent_service.contracts.events import AuctionResult, DeadLetter, Decision, Experience
+from agent_service.ports.store import StateStore
+from stream_apps.topology import build_app
+from tests.flowkit import T0, FlowKit, bid_request
+
+
+async def _agent_run(app, topic: str, values: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+    agent = app.agents[f"gaelp.{topic}"]
+    async with agent.test_context() as ctx:
+        for v in values:
+            await ctx.put(v, key=b"k")
+        await asyncio.sleep(0.1)  # take_events' window (10 ms) elapses and the batch is handled
+
+
+@pytest.fixture
+def world() -> tuple[FlowKit, MemoryBus, StateStore]:
+    store = MemoryStore()
+    kit = FlowKit(store)
+    return kit, MemoryBus(), store
+
+
+async def test_every_input_topic_has_one_agent(world) -> None:  # type: ignore[no-untyped-def]
+    kit, bus, _ = world
+    app = build_app(kit.cfg, kit.flow, bus, kit.metrics)
+    t = kit.topics
+    assert set(app.agents) == {f"gaelp.{n}" for n in (t.bid_requests, t.auction_results, t.ad_events,
+                                                       t.identity_links, t.conversions)}
+
+
+async def test_bid_request_agent_decides_and_logs(world) -> None:  # type: ignore[no-untyped-def]
+    kit, bus, _ = world
+    app = build_app(kit.cfg, kit.flow, bus, kit.metrics)
+    await _agent_run(app, kit.topics.bid_requests, [encode(bid_request("r1", "dev1", T0 + 10)), b"{bad"])
+    reader = bus.consumer([kit.topics.decisions, kit.topics.dead_letters], "check")
+    await reader.start()
+    records = await reader.getmany(timeout_ms=0, max_records=100)
+    [dec] = [decode(r.value, Decision) for r in records if r.topic == kit.topics.decisions]
+    [letter] = [decode(r.value, DeadLetter) for r in records if r.topic == kit.topics.dead_letters]
+    assert dec.id == "r1:1" and dec.device_id != "dev1"  # pseudonymised before it leaves
+    assert letter.field == "$"
+
+
+async def test_auction_result_agent_settles_once_and_emits_experience(world) -> None:  # type: ignore[no-untyped-def]
+    kit, bus, store = world
+    [out] = [o for o in await kit.handle(kit.topics.bid_requests, bid_request("r2", "dev2", T0 + 10))
+             if o.topic == kit.topics.decisions]
+    dec = decode(out.value, Decision)
+    app = build_app(kit.cfg, kit.flow, bus, kit.metrics)
+    res = encode(AuctionResult(id="res-2", event_time=T0 + 60, decision_id=dec.id, won=True, price_paid_micros=777))
+    await _agent_run(app, kit.topics.auction_results, [res, res])
+    ledger = await store.budget("c", T0 // 86_400_000)
+    assert (ledger.spent, ledger.reserved) == (777, 0)
+    reader = bus.consumer([kit.topics.experience], "check")
+    await reader.start()
+    exps = [decode(r.value, Experience) for r in await reader.getmany(timeout_ms=0, max_records=100)]
+    assert {e.id for e in exps} == {f"{dec.id}:outcome"} and len(exps) == 2 and exps[0] == exps[1]
