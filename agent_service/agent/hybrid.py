@@ -39,7 +39,7 @@ from agent_service.delay.model import DelayedConversionModel
 from agent_service.errors import ConfigError, ModelError
 from agent_service.pacing import PACING_FEATURES
 
-__all__ = ["STATE_FORMAT", "AgentActs", "HybridAgent", "HybridConfig", "conv_features", "N_CONV_FEATURES"]
+__all__ = ["STATE_FORMAT", "AgentActs", "HybridAgent", "HybridConfig", "conv_features", "n_conv_features"]
 
 STATE_FORMAT = 1
 """Version of the published state dict's layout."""
@@ -112,24 +112,27 @@ class HybridConfig:
 
 
 def conv_features(spec: StateSpec, state: np.ndarray, channel: np.ndarray) -> np.ndarray:
-    """Features of p̂(conversion | click): segment posterior, device, stage, and the channel.
+    """Features of p̂(conversion | click): segment posterior, device, journey stage and depth
+    (stage, touches, clicks, recency), the channels offered (paid search is offered more to
+    people further along), the hour, and the channel of the touch.
 
     :param state: [B, D] state vectors. :param channel: [B] channel index.
-    :returns: float64 [B, K + 9].
+    :returns: float64 [B, K + 17].
     """
     ix = spec.index
-    seg = state[:, spec.cols("segment_")]
-    dev = state[:, ix["device_mobile"]:ix["device_other"] + 1]
-    stage = state[:, ix["stage_awareness"]:ix["stage_decision"] + 1]
-    ch = np.eye(3)[channel]
-    return np.concatenate([seg, dev, stage, ch], axis=1).astype(np.float64)
+    cols = [state[:, spec.cols("segment_")],
+            state[:, ix["device_mobile"]:ix["device_other"] + 1],
+            state[:, ix["stage_awareness"]:ix["recency"] + 1],
+            state[:, ix["avail_organic"]:ix["avail_social"] + 1],
+            state[:, ix["hour_sin"]:ix["hour_cos"] + 1],
+            np.eye(3)[channel]]
+    return np.concatenate(cols, axis=1).astype(np.float64)
 
 
 def n_conv_features(spec: StateSpec) -> int:
-    return spec.segments + 9
+    return spec.segments + 17
 
 
-N_CONV_FEATURES = n_conv_features
 
 
 class AgentActs(NamedTuple):
@@ -170,8 +173,7 @@ class HybridAgent:
         self.cfg = cfg
         self.registry = registry
         self.rng = np.random.default_rng(seed)
-        self.dims = (spec.net_dim, spec.touch_dim, spec.creatives, 3, spec.segments, cfg.lstm_hidden,
-                     cfg.embed_dim, cfg.hidden)
+        self.dims = net_dims(spec, cfg)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = HybridNet(*self.dims).eval()
@@ -293,6 +295,12 @@ class HybridAgent:
         bid = np.clip(raw, np.maximum(floor, self.cfg.bid_min_usd), self.cfg.bid_max_usd)
         bid = np.where((raw < floor) | (channel == 0), 0.0, bid)
         return np.where(bid <= np.maximum(np.asarray(budget_left_usd, dtype=np.float64), 0.0) * 1000.0, bid, 0.0)
+
+
+def net_dims(spec: StateSpec, cfg: HybridConfig) -> tuple[int, ...]:
+    """Arguments of :class:`HybridNet` (targets: the K segments, then "everyone" last)."""
+    return (spec.net_dim, spec.touch_dim, spec.creatives, 3, spec.segments + 1, cfg.lstm_hidden, cfg.embed_dim,
+            cfg.hidden)
 
 
 PACING_INDEX = {name: i for i, (name, _) in enumerate(PACING_FEATURES)}

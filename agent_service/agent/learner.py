@@ -30,7 +30,7 @@ from agent_service.agent import reward as rw
 from agent_service.agent.conversion import ConversionEstimate
 from agent_service.agent.buffers import DecisionRows, DecisionTable, SlotTransition
 from agent_service.agent.dqn import DQNLearner, DQNStats
-from agent_service.agent.hybrid import STATE_FORMAT, HybridConfig, conv_features, n_conv_features
+from agent_service.agent.hybrid import STATE_FORMAT, HybridConfig, conv_features, n_conv_features, net_dims
 from agent_service.agent.networks import HybridNet
 from agent_service.agent.ppo import PolicyBatch, PPOLearner, PPOStats, compute_gae, discounted_returns
 from agent_service.agent.registry import ModelRegistry
@@ -87,8 +87,7 @@ class HybridLearner:
     def __init__(self, spec: StateSpec, cfg: HybridConfig, reward: RewardConfig,
                  registry: ModelRegistry | None = None, seed: int = 0) -> None:
         self.spec, self.cfg, self.reward_cfg, self.registry = spec, cfg, reward, registry
-        self.dims = (spec.net_dim, spec.touch_dim, spec.creatives, 3, spec.segments, cfg.lstm_hidden,
-                     cfg.embed_dim, cfg.hidden)
+        self.dims = net_dims(spec, cfg)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = HybridNet(*self.dims)
@@ -248,10 +247,15 @@ class HybridLearner:
         else:
             ret = discounted_returns(r, end, cfg.gamma)
             adv = (ret - ret.mean()) / (ret.std() + 1e-8)
+        scale = self.conv_est.p_eventual(conv_features(self.spec, rows.state, rows.channel))
+        scale = scale * self.stats.value_per_conversion(self.cfg.value_prior_usd)
+        n_c = self.stats.impressions
+        trust = np.tile(n_c / (n_c + cfg.creative_prior_impressions + 1e-9), (len(r), 1))
         batch = PolicyBatch(*t, torch.as_tensor(rows.creative), torch.as_tensor(rows.channel),
                             torch.as_tensor(rows.target), torch.as_tensor(rows.logp_behaviour, dtype=torch.float32),
                             torch.as_tensor(adv, dtype=torch.float32), torch.as_tensor(ret, dtype=torch.float32),
-                            torch.as_tensor(rows.won), torch.as_tensor(rows.clicked, dtype=torch.float32))
+                            torch.as_tensor(rows.won), torch.as_tensor(rows.clicked, dtype=torch.float32),
+                            torch.as_tensor(scale, dtype=torch.float32), torch.as_tensor(trust, dtype=torch.float32))
         return batch, len(r), float(np.mean(r) * self.reward_std.std)
 
     @staticmethod

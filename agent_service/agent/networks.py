@@ -50,7 +50,7 @@ class HybridOut(NamedTuple):
     channel_logits: torch.Tensor
     """[B, 3] (unmasked)"""
     target_logits: torch.Tensor
-    """[B, K]"""
+    """[B, K + 1]: a discovered segment's audience, or everyone (last)."""
     value: torch.Tensor
     """[B] critic: value of the journey state (in reward units after normalisation)."""
     click_creative: torch.Tensor
@@ -69,7 +69,7 @@ class HybridNet(nn.Module):
 
     :param state_dim: columns of the state fed to the network (``StateSpec.net_dim``).
     :param touch_dim: per-touch features.
-    :param creatives: C. :param channels: 3. :param targets: K.
+    :param creatives: C. :param channels: 3. :param targets: K + 1 (segments, then everyone).
     :param lstm_hidden: H. :param embed_dim: creative embedding width. :param hidden: MLP width.
     """
 
@@ -85,8 +85,10 @@ class HybridNet(nn.Module):
         self.channel = nn.Linear(hidden, channels)
         self.target = nn.Linear(hidden, targets)
         for head in (self.creative, self.channel, self.target):
-            nn.init.zeros_(head.weight)  # start uniform: every action explored equally
+            nn.init.zeros_(head.weight)  # start uniform: every action explored equally ...
             nn.init.zeros_(head.bias)
+        with torch.no_grad():  # ... but targeting starts broad, as a new campaign does (last = everyone)
+            self.target.bias[-1] = float(torch.log(torch.tensor(9.0 * (targets - 1))))
         self.critic = _mlp(n_in, hidden, 1)
         self.click = _mlp(n_in, hidden, creatives + channels)
         with torch.no_grad():

@@ -264,7 +264,7 @@ def run_campaign(market: Market, policy: CampaignPolicy, days: int, record_hinds
                 stats.clicks += int(res.clicked.sum())
                 rows = np.flatnonzero(won)
                 chosen = truth.value_by_creative[rows, plays.creative[rows]]
-                stats.expected_value_usd += float(chosen.sum())
+                stats.expected_value_usd += float(res.expected_value_usd[won].sum())
                 stats.chosen_value_usd += float(chosen.sum())
                 stats.oracle_value_usd += float(_oracle_value(truth.value_by_creative[rows], truth.segment[rows],
                                                               market).sum())

@@ -66,6 +66,9 @@ class Results(NamedTuple):
     """bool [B]"""
     position: np.ndarray
     """int64 [B] slot won (1 = top), 0 when lost."""
+    expected_value_usd: np.ndarray
+    """float [B] GROUND TRUTH, evaluation only: expected conversion value of the play as shown
+    (0 when not shown) — the low-variance measure of the value a policy wins."""
 
 
 class Conversions(NamedTuple):

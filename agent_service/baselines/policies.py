@@ -195,7 +195,8 @@ class BaselinePolicy:
         bid = self.bidder.bid(value, ctr, self.values.avg_ctr(), opps.floor_cpm_usd)
         bid = np.where(channel == 0, 0.0, bid)
         take = (channel == 0) | (bid > 0)
-        return Plays(bid, creative.astype(np.int64), channel.astype(np.int64), seg.astype(np.int64), take)
+        everyone = np.full(B, self.market.segments, np.int64)  # untargeted
+        return Plays(bid, creative.astype(np.int64), channel.astype(np.int64), everyone, take)
 
     def observe(self, keys: np.ndarray, opps: Opportunities, plays: Plays, results: Results,
                 ctx: SlotContext) -> None:

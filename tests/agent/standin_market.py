@@ -106,7 +106,7 @@ class StandinMarket:
         self._organic_used[day] = self._organic_used.get(day, 0) + len(org_idx)
         won = won.copy()
         won[org_idx] = True
-        ctr = self._ctr(opps.person, plays.channel, plays.creative)
+        ctr = self._ctr(opps.person, plays.channel, plays.creative)  # before this slot's exposures
         clicked = won & (rng.random(n) < ctr)
         np.add.at(self.exposures, (opps.person[won], plays.creative[won]), 1)
         conv = clicked & (rng.random(n) < p.cvr)
@@ -114,7 +114,8 @@ class StandinMarket:
             delay = ((1 + rng.gamma(2.0, 1.5, conv.sum())) * DAY_MS).astype(np.int64)
             self._pending.append((opps.person[conv], opps.event_time[conv] + delay,
                                   p.value_usd * np.exp(rng.normal(-0.08, 0.4, conv.sum()))))
-        return Results(won, pay, clicked, np.where(won, 1, 0))
+        ev = np.where(won, ctr * p.cvr * p.value_usd, 0.0)
+        return Results(won, pay, clicked, np.where(won, 1, 0), ev)
 
     def conversions(self, t0: int, t1: int) -> Conversions:
         if not self._pending:
