@@ -1,0 +1,223 @@
+"""Event stream throughput of one worker: Kafka (tansu) → the Faust topology → Redis effects.
+
+Setup (not timed): a throwaway redis-server and tansu broker on loopback (tests/servers.py),
+``N`` decisions stored in Redis with their reservations (as the decide path leaves them), and
+the events that follow them produced to Kafka: an auction result per decision (half won), an
+impression and sometimes a click per win, identity links, conversions (some parked until the
+touches' watermark passes) and a final tick on every partition.
+
+Measured, in the same run:
+
+1. baseline: the same records read by a plain aiokafka group consumer (no processing) —
+   the transport's ceiling on this machine;
+2. the worker: the production Faust app (``stream_apps.topology``) in this process with the
+   production Redis adapter, from its first record to its last; effects are exactly once
+   (checked after: spend equals the sum of winning prices, every conversion joined once).
+
+Prints a table and, as the last line, one JSON object.
+
+    .venv/bin/python bench/bench_stream.py [--decisions 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent_service.adapters.kafka_bus import KafkaBus  # noqa: E402
+from agent_service.adapters.redis_store import RedisStore  # noqa: E402
+from agent_service.agent.registry import MemoryRegistry  # noqa: E402
+from agent_service.config import GaelpConfig, TopicsConfig  # noqa: E402
+from agent_service.contracts.codec import encode  # noqa: E402
+from agent_service.contracts.events import (  # noqa: E402
+    Action,
+    AdEvent,
+    AuctionResult,
+    Conversion,
+    Decision,
+    IdentityLink,
+    Tick,
+)
+from agent_service.metrics import Metrics  # noqa: E402
+from agent_service.pipeline.pseudonym import Pseudonymizer  # noqa: E402
+from agent_service.ports.bus import TICK_HEADER  # noqa: E402
+from agent_service.runtime.assembly import build_learner, build_service  # noqa: E402
+from stream_apps.topology import build_app  # noqa: E402
+from tests.servers import RedisServer, TansuBroker  # noqa: E402
+
+DAY = 86_400_000
+T0 = 1_767_225_600_000
+
+
+def _topics(prefix: str) -> TopicsConfig:
+    return TopicsConfig(**{k: f"{prefix}.{k.replace('_', '-')}" for k in (
+        "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",
+        "experience", "dead_letters")}, partitions=2)
+
+
+async def _prepare(n: int, cfg: GaelpConfig, store: RedisStore, bus: KafkaBus, ids: Pseudonymizer,
+                   rng: random.Random) -> tuple[int, int, int]:
+    """Store ``n`` decisions with reservations and produce their events; return (events, spend, conversions)."""
+    t = cfg.topics
+    decisions = []
+    for i in range(n):
+        device = ids(f"dev-{i % (n // 3)}")
+        decisions.append(Decision(
+            id=f"r{i}:1", event_time=T0 + i * 1000, request_id=f"r{i}", imp_id="1", person_id=f"d:{device}",
+            device_id=device, campaign="b", state=[0.0] * 30, propensity=0.5, model_version=1,
+            action=Action(bid_cpm_micros=2_000_000, creative=1, channel="social", segment=0)))
+    await store.init_budget("b", T0 // DAY, 10**12)
+    for k in range(0, n, 1000):
+        chunk = decisions[k:k + 1000]
+        await store.put_decisions(chunk, 16 * 86_400)
+        assert all(await store.reserve_batch("b", T0 // DAY, [(d.id, 2_000) for d in chunk]))
+    events = spend = conversions = 0
+    for i, d in enumerate(decisions):
+        won = i % 2 == 0
+        price = 1_000 + (i % 7) * 100 if won else 0
+        spend += price
+        await bus.publish(t.auction_results, d.id.encode(), encode(AuctionResult(
+            id=f"res-{d.id}", event_time=d.event_time + 50, decision_id=d.id, won=won, price_paid_micros=price)))
+        events += 1
+        if won:
+            await bus.publish(t.ad_events, d.id.encode(), encode(AdEvent(
+                id=f"imp-{d.id}", event_time=d.event_time + 60, decision_id=d.id, kind="impression")))
+            events += 1
+            if rng.random() < 0.1:
+                await bus.publish(t.ad_events, d.id.encode(), encode(AdEvent(
+                    id=f"clk-{d.id}", event_time=d.event_time + 900, decision_id=d.id, kind="click")))
+                events += 1
+        if i % 10 == 0:
+            await bus.publish(t.identity_links, f"dev-{i % (n // 3)}".encode(), encode(IdentityLink(
+                id=f"l{i}", event_time=d.event_time + 10, device_id=f"dev-{i % (n // 3)}", person_id=f"p{i % 500}")))
+            events += 1
+        if won and i % 5 == 0:
+            await bus.publish(t.conversions, f"c{i}".encode(), encode(Conversion(
+                id=f"c{i}", event_time=d.event_time + 3_600_000, value_micros=20_000_000,
+                device_id=f"dev-{i % (n // 3)}")))
+            events += 1
+            conversions += 1
+    end = T0 + n * 1000 + 2 * DAY
+    for topic in (t.auction_results, t.ad_events, t.identity_links, t.conversions):
+        for p in range(t.partitions):
+            await bus.publish(topic, None, encode(Tick(id=f"tick-{end}", event_time=end)), headers=[TICK_HEADER],
+                              partition=p)
+            events += 1
+    await bus.flush()
+    return events, spend, conversions
+
+
+async def _raw_consume(bus: KafkaBus, topics: list[str], expected: int) -> float:
+    consumer = bus.consumer(topics, f"raw-{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    try:
+        got, started = 0, None
+        deadline = time.monotonic() + 120
+        while got < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5_000)
+            if batch and started is None:
+                started = time.perf_counter()
+            got += len(batch)
+        assert started is not None and got >= expected, (got, expected)
+        return got / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def main(n: int) -> dict[str, object]:
+    rng = random.Random(1)
+    with RedisServer() as redis, TansuBroker() as broker:
+        prefix = f"bs{uuid.uuid4().hex[:6]}"
+        cfg = GaelpConfig().replace("serve", kafka=broker.bootstrap, redis=redis.url, group_id=prefix,
+                                    session_timeout_s=2.0, campaign="b")
+        cfg = GaelpConfig(**{**cfg.__dict__, "topics": _topics(prefix)})
+        t = cfg.topics
+        bus = KafkaBus(broker.bootstrap, session_timeout_s=2.0)
+        store = RedisStore(redis.url)
+        await bus.start()
+        await store.start()
+        inputs = [t.bid_requests, t.auction_results, t.ad_events, t.conversions, t.identity_links]
+        await bus.create_topics([*inputs, t.decisions, t.experience, t.dead_letters], t.partitions)
+        ids = Pseudonymizer(b"bench-stream-salt-0123456789")
+        events, spend, conversions = await _prepare(n, cfg, store, bus, ids, rng)
+        raw_rate = await _raw_consume(bus, [t.auction_results, t.ad_events, t.conversions, t.identity_links], events)
+
+        metrics = Metrics()
+        registry = MemoryRegistry()
+        build_learner(cfg, registry, 12, seed=0)
+        svc = build_service(cfg, store, registry, metrics, dict.fromkeys(inputs, t.partitions),
+                            clock=lambda: T0, campaign="b", creatives=12, seed=1)
+        svc.decider.ids = ids
+        svc.flow.outcomes.ids = ids
+        sizes: list[tuple[str, int, float]] = []
+        handle = svc.flow.handle
+
+        async def counted(topic, records):  # type: ignore[no-untyped-def]
+            began = time.perf_counter()
+            try:
+                return await handle(topic, records)
+            finally:
+                sizes.append((topic, len(records), time.perf_counter() - began))
+        svc.flow.handle = counted  # type: ignore[method-assign]
+        app = build_app(cfg, svc.flow, bus, metrics)
+        profile = None
+        if "--profile" in sys.argv:
+            import cProfile
+            profile = cProfile.Profile()
+            profile.enable()
+        await app.start()
+        try:
+            started = None
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                done = Metrics.value(metrics.events)
+                if done and started is None:
+                    started = time.perf_counter() - 0.01
+                if done >= events and Metrics.value(metrics.conversions_joined) >= conversions:
+                    break
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - (started or time.perf_counter())
+        finally:
+            await app.stop()
+            if profile is not None:
+                import pstats
+                profile.disable()
+                pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(30)
+        ledger = await store.budget("b", T0 // DAY)
+        joined = Metrics.value(metrics.conversions_joined)
+        await store.stop()
+        await bus.stop()
+    rate = events / elapsed
+    if "--profile" in sys.argv:
+        by: dict[str, list[float]] = {}
+        for topic, k, dt in sizes:
+            by.setdefault(topic, []).append(k)
+            by.setdefault(topic + " ms", []).append(dt * 1000)
+        for key, v in by.items():
+            print(f"{key}: calls={len(v)} mean={sum(v) / len(v):.1f} max={max(v):.1f}", file=sys.stderr)
+    print(f"{'run':<44} {'events/s':>10}")
+    print(f"{'baseline: raw aiokafka group consume':<44} {raw_rate:>10.0f}")
+    print(f"{'Faust worker + Redis effects (1 worker)':<44} {rate:>10.0f}")
+    return {"bench": "stream", "events": events, "decisions": n, "seconds": elapsed,
+            "events_per_s_per_worker": rate, "baseline_raw_consume_events_per_s": raw_rate,
+            "fraction_of_raw_consume": rate / raw_rate, "floor_met": rate >= 5_000,
+            "exactly_once": {"spend_expected": spend, "spend_ledger": ledger.spent,
+                             "reserved_left": ledger.reserved,
+                             "conversions": conversions, "conversions_joined": joined}}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--decisions", type=int, default=10_000)
+    ap.add_argument("--profile", action="store_true", help="cProfile the worker (to stderr)")
+    args = ap.parse_args()
+    print(json.dumps(asyncio.run(main(args.decisions))))
