@@ -44,10 +44,10 @@ __all__ = ["build_app", "consumer_lag", "handle_batch", "to_records"]
 
 log = logging.getLogger(__name__)
 
-BATCH = 500
-"""Events per handler call (more amortises store round trips; fewer lowers latency)."""
-WITHIN_S = 0.01
-"""How long an agent waits to fill a batch."""
+BATCH = 2_000
+"""Events per handler call at most (more amortises store round trips; fewer lowers latency)."""
+WITHIN_S = 0.05
+"""How long an agent waits to fill a batch (a handler call costs a fixed number of round trips)."""
 POISON_TRIES = 3
 """Attempts of a batch that fails unexpectedly before its records are dead-lettered."""
 

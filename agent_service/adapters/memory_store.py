@@ -68,6 +68,10 @@ class MemoryStore:
             self._journeys[person_id].update(self._journeys.pop(old_person, {}))
             self._clicks[person_id].update(self._clicks.pop(old_person, set()))
 
+    async def link_identities(self, links: Sequence[tuple[str, str, float]]) -> None:
+        for device_id, person_id, score in links:
+            await self.link_identity(device_id, person_id, score)
+
     async def resolve(self, device_id: str) -> Identity:
         linked = self._device_person.get(device_id)
         if linked is None:
@@ -247,6 +251,10 @@ class MemoryStore:
             self._parked_data[item_id] = payload
             self._parked.add(item_id, event_time)
 
+    async def park_many(self, items: Sequence[tuple[str, int, bytes]]) -> None:
+        for item_id, event_time, payload in items:
+            await self.park(item_id, event_time, payload)
+
     async def due_parked(self, until_ms: int, limit: int) -> list[tuple[str, bytes]]:
         return [(i, self._parked_data[i]) for i in self._parked.due(until_ms, limit)]
 
@@ -262,6 +270,13 @@ class MemoryStore:
 
     async def watermarks(self, topic: str) -> dict[int, int]:
         return dict(self._watermarks.get(topic, {}))
+
+    async def advance_watermarks(self, topic: str, marks: dict[int, int]) -> None:
+        for partition, event_time in marks.items():
+            await self.advance_watermark(topic, partition, event_time)
+
+    async def watermarks_many(self, topics: Sequence[str]) -> list[dict[int, int]]:
+        return [dict(self._watermarks.get(t, {})) for t in topics]
 
 
 def _touch_order(t: Touch) -> tuple[int, str]:

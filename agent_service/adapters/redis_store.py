@@ -134,6 +134,13 @@ class RedisStore:
                         [self._p, device_id, person_id, repr(float(score)), self._identity_ttl,
                          self._retention])
 
+    async def link_identities(self, links: Sequence[tuple[str, str, float]]) -> None:
+        p = self._p
+        await self._pipelined("link_identities", [
+            ("LINK_IDENTITY", [f"{p}id:dev:{device_id}"],
+             [p, device_id, person_id, repr(float(score)), self._identity_ttl, self._retention])
+            for device_id, person_id, score in links])
+
     async def resolve(self, device_id: str) -> Identity:
         try:
             person, score = await self.redis.hmget(f"{self._p}id:dev:{device_id}", "person", "score")
@@ -403,6 +410,10 @@ class RedisStore:
     async def park(self, item_id: str, event_time: int, payload: bytes) -> None:
         await self._run("PARK", [f"{self._p}parked", f"{self._p}parked:data"], [item_id, event_time, payload])
 
+    async def park_many(self, items: Sequence[tuple[str, int, bytes]]) -> None:
+        keys = [f"{self._p}parked", f"{self._p}parked:data"]
+        await self._pipelined("park_many", [("PARK", keys, [i, t, payload]) for i, t, payload in items])
+
     async def due_parked(self, until_ms: int, limit: int) -> list[tuple[str, bytes]]:
         try:
             ids = await self.redis.zrangebyscore(f"{self._p}parked", "-inf", until_ms, start=0, num=limit)
@@ -425,6 +436,22 @@ class RedisStore:
 
     async def advance_watermark(self, topic: str, partition: int, event_time: int) -> None:
         await self._run("ADVANCE_WATERMARK", [f"{self._p}wm:{topic}"], [partition, event_time])
+
+    async def advance_watermarks(self, topic: str, marks: dict[int, int]) -> None:
+        key = f"{self._p}wm:{topic}"
+        await self._pipelined("advance_watermarks", [("ADVANCE_WATERMARK", [key], [p, t]) for p, t in marks.items()])
+
+    async def watermarks_many(self, topics: Sequence[str]) -> list[dict[int, int]]:
+        if not topics:
+            return []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for topic in topics:
+                    pipe.hgetall(f"{self._p}wm:{topic}")
+                raw = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"reading watermarks failed: {exc}") from exc
+        return [{int(k): int(v) for k, v in r.items()} for r in raw]
 
     async def watermarks(self, topic: str) -> dict[int, int]:
         try:

@@ -90,15 +90,15 @@ class Flow:
         if tp is None:
             raise ValueError(f"the flow does not consume topic {topic!r}")
         items, outputs, latest = self._decode(topic, records, tp)
-        for partition, event_time in latest.items():
-            await self.store.advance_watermark(topic, partition, event_time)
+        if latest:
+            await self.store.advance_watermarks(topic, latest)
         outputs += await self._handlers[topic](items)
         more = await self.advance()
         return HandleResult(outputs + more.outputs, more.after_publish)
 
     async def advance(self) -> HandleResult:
         """Join parked conversions whose touches are complete and close due windows."""
-        ready = await self.watermark(*self._gating)
+        ready, conversions = await self._marks(self._gating, (self.cfg.topics.conversions,))
         outputs: list[Output] = []
         after: list[Callable[[], Awaitable[None]]] = []
         parked = await self.store.due_parked(ready, _BATCH_LIMIT)
@@ -110,7 +110,7 @@ class Flow:
                 await self.store.unpark(ids)
                 self.metrics.conversions_parked.dec(len(ids))
             after.append(unpark)
-        until = min(ready, await self.watermark(self.cfg.topics.conversions)) - self.cfg.join.allowed_lateness_ms
+        until = min(ready, conversions) - self.cfg.join.allowed_lateness_ms
         due = await self.store.due_windows(until, _BATCH_LIMIT)
         if due:
             outputs += await self.outcomes.finalise(due)
@@ -119,13 +119,22 @@ class Flow:
 
     async def watermark(self, *topics: str) -> int:
         """The event time every partition of ``topics`` has reached (-1 if one has none)."""
-        low = None
-        for topic in topics:
-            marks = await self.store.watermarks(topic)
-            for p in range(self.partitions.get(topic, 1)):
-                mark = marks.get(p, -1)
-                low = mark if low is None else min(low, mark)
-        return -1 if low is None else low
+        [low] = await self._marks(topics)
+        return low
+
+    async def _marks(self, *groups: Sequence[str]) -> list[int]:
+        """``watermark`` of each group of topics, read in one round trip."""
+        topics = [t for g in groups for t in g]
+        marks = dict(zip(topics, await self.store.watermarks_many(topics), strict=True))
+        out = []
+        for group in groups:
+            low = None
+            for topic in group:
+                for p in range(self.partitions.get(topic, 1)):
+                    mark = marks[topic].get(p, -1)
+                    low = mark if low is None else min(low, mark)
+            out.append(-1 if low is None else low)
+        return out
 
     # --- handlers ------------------------------------------------------------------------------
     async def _bid_requests(self, records: Sequence[BusRecord]) -> list[Output]:
@@ -146,10 +155,10 @@ class Flow:
     async def _conversions(self, items: list[tuple[BusRecord, Conversion]]) -> list[Output]:
         ready = await self.watermark(*self._gating)
         now = [conv for _, conv in items if conv.event_time <= ready]
-        for _, conv in items:
-            if conv.event_time > ready:
-                await self.store.park(conv.id, conv.event_time, encode(conv))
-                self.metrics.conversions_parked.inc()
+        later = [(conv.id, conv.event_time, encode(conv)) for _, conv in items if conv.event_time > ready]
+        if later:
+            await self.store.park_many(later)
+            self.metrics.conversions_parked.inc(len(later))
         return await self.outcomes.join_many(now) if now else []
 
     # --- plumbing --------------------------------------------------------------------------------

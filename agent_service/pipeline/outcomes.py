@@ -137,9 +137,9 @@ class Outcomes:
 
     # --- identity ------------------------------------------------------------------------------
     async def identity_links(self, items: list[tuple[BusRecord, IdentityLink]]) -> list[Output]:
-        for _, link in items:
-            if link.kind == "login" or link.score >= self.cfg.join.identity_min_score:
-                await self.store.link_identity(link.device_id, link.person_id, link.score)
+        await self.store.link_identities([
+            (link.device_id, link.person_id, link.score) for _, link in items
+            if link.kind == "login" or link.score >= self.cfg.join.identity_min_score])
         return []
 
     # --- conversions and windows ----------------------------------------------------------------

@@ -40,11 +40,12 @@ def _req(rid: str, imps: int = 1, floor: float = 0.5, **kw: object) -> BidReques
 
 
 async def test_imps_of_one_request_share_one_budget_check(store: StateStore) -> None:
-    # Budget for a few imps only: a 5-imp request reserves greedily, never past the budget.
-    kit = FlowKit(store, GaelpConfig().replace("budget", daily_usd=0.004))
-    [result] = await kit.flow.decider.decide([(_req("m", imps=5), T0 + 12 * 3_600_000)])
+    # $0.012 fits any single bid ($10 CPM at most = 0.01) but not 30 ($0.50 CPM at least = 0.015):
+    # the request's imps reserve greedily in one step, never past the budget.
+    kit = FlowKit(store, GaelpConfig().replace("budget", daily_usd=0.012))
+    [result] = await kit.flow.decider.decide([(_req("m", imps=30), T0 + 12 * 3_600_000)])
     bid = [d for d in result.decisions if d.bid]
-    assert len(result.decisions) == 5 and 0 < len(bid) < 5
+    assert len(result.decisions) == 30 and 0 < len(bid) < 30
     assert {d.no_bid_reason for d in result.decisions if not d.bid} == {"budget"}
     ledger = await store.budget("c", T0 // DAY)
     assert ledger.reserved == sum(d.action.bid_cpm_micros // 1000 for d in bid) <= ledger.budget
