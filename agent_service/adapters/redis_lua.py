@@ -17,6 +17,7 @@ __all__ = [
     "RECORD_CLICK",
     "RECORD_JOIN",
     "RECORD_RESULT",
+    "RECORD_RESULTS",
     "RESERVE",
     "RESERVE_BATCH",
     "SETTLE",
@@ -226,6 +227,55 @@ if ARGV[8] == '1' then
 end
 redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
 return {1, ARGV[3]}
+"""
+
+# RECORD_RESULT for a chunk of results in one call (fewer, larger commands: the Python client's
+# per-command cost dominates). Keys are derived from the prefix (standalone Redis only, like the
+# journey scripts). ARGV: prefix, claim ttl, settled ttl, then per result 11 fields: claim key,
+# device id, payload, ledger suffix (campaign:period), decision id, cost, has touch (0/1), touch
+# time, touch json, drop-before ms, window close ms. Returns {applied, payload, ...}.
+RECORD_RESULTS = """
+local p = ARGV[1]
+local out = {}
+for i = 4, #ARGV, 11 do
+  local claim = p .. 'claim:' .. ARGV[i]
+  local stored = redis.call('GET', claim)
+  if stored then
+    out[#out + 1] = 0
+    out[#out + 1] = stored
+  else
+    local id, led = ARGV[i + 4], ARGV[i + 3]
+    local budget, resv, settled = p .. 'budget:' .. led, p .. 'resv:' .. led, p .. 'settled:' .. led
+    if redis.call('HEXISTS', settled, id) == 0 then
+      local a = redis.call('HGET', resv, id)
+      if a then
+        redis.call('HINCRBY', budget, 'reserved', -tonumber(a))
+        redis.call('HINCRBY', budget, 'spent', tonumber(ARGV[i + 5]))
+        redis.call('HDEL', resv, id)
+        redis.call('HSET', settled, id, ARGV[i + 5])
+        redis.call('EXPIRE', settled, ARGV[3])
+      end
+    end
+    if ARGV[i + 6] == '1' then
+      local person = redis.call('HGET', p .. 'id:dev:' .. ARGV[i + 1], 'person') or ('d:' .. ARGV[i + 1])
+      local idx, dat = p .. 'jidx:' .. person, p .. 'jdata:' .. person
+      redis.call('ZADD', idx, ARGV[i + 7], id)
+      redis.call('HSET', dat, id, ARGV[i + 8])
+      local old = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. ARGV[i + 9])
+      if #old > 0 then
+        redis.call('ZREM', idx, unpack(old))
+        redis.call('HDEL', dat, unpack(old))
+      end
+      redis.call('EXPIRE', idx, ARGV[2])
+      redis.call('EXPIRE', dat, ARGV[2])
+      redis.call('ZADD', p .. 'windows', ARGV[i + 10], id)
+    end
+    redis.call('SET', claim, ARGV[i + 2], 'EX', ARGV[2])
+    out[#out + 1] = 1
+    out[#out + 1] = ARGV[i + 2]
+  end
+end
+return out
 """
 
 # KEYS: claim key, device hash. ARGV: prefix, device id, decision id, payload, ttl.

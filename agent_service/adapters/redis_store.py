@@ -58,6 +58,8 @@ from agent_service.ports.store import (
 __all__ = ["RedisStore"]
 
 _DAY_S = 86_400
+_CHUNK = 50
+"""Items per batched script call."""
 _touch_dec = msgspec.json.Decoder(Touch)
 _decision_dec = msgspec.json.Decoder(Decision)
 _enc = msgspec.json.Encoder()
@@ -107,7 +109,7 @@ class RedisStore:
         except RedisError as exc:
             raise StoreError(f"cannot reach Redis at {self._url}: {exc}") from exc
         for name in ("RESERVE", "RESERVE_BATCH", "SETTLE", "DECIDE_CONTEXT", "UPSERT_TOUCH", "JOURNEY",
-                     "LINK_IDENTITY", "MARK_CLICK", "PARK", "ADVANCE_WATERMARK", "RECORD_RESULT",
+                     "LINK_IDENTITY", "MARK_CLICK", "PARK", "ADVANCE_WATERMARK", "RECORD_RESULT", "RECORD_RESULTS",
                      "RECORD_CLICK", "JOIN_CONTEXT", "RECORD_JOIN"):
             self._scripts[name] = self._r.register_script(getattr(redis_lua, name))
 
@@ -287,16 +289,21 @@ class RedisStore:
 
     # --- batched effects: one pipeline per batch, one atomic script per item ------------------
     async def record_results(self, effects: Sequence[ResultEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
-        p, calls = self._p, []
-        for e in effects:
-            t = e.touch
-            keys = [f"{p}claim:{e.claim_key}", f"{p}id:dev:{e.device_id}", *self._ledger_keys(e.campaign, e.period),
-                    f"{p}windows"]
-            args = [p, e.device_id, e.payload, ttl_s, e.decision_id, int(e.cost_micros), 3 * _DAY_S,
-                    0 if t is None else 1, 0 if t is None else t.event_time, b"" if t is None else _enc.encode(t),
-                    0 if t is None else t.event_time - ttl_s * 1000, ttl_s, e.window_close_ms]
-            calls.append(("RECORD_RESULT", keys, args))
-        return [(bool(a), bytes(x)) for a, x in await self._pipelined("record_results", calls)]
+        # Chunks of _CHUNK results per script call: few commands for the client, and Redis is
+        # never blocked by one script for long (the bid path shares it).
+        calls = []
+        head = [self._p.encode(), str(ttl_s).encode(), str(3 * _DAY_S).encode()]
+        for k in range(0, len(effects), _CHUNK):
+            args = list(head)
+            for e in effects[k:k + _CHUNK]:
+                t = e.touch
+                args += [e.claim_key.encode(), e.device_id.encode(), e.payload, f"{e.campaign}:{e.period}".encode(),
+                         e.decision_id.encode(), b"%d" % e.cost_micros, b"0" if t is None else b"1",
+                         b"0" if t is None else b"%d" % t.event_time, b"" if t is None else _enc.encode(t),
+                         b"0" if t is None else b"%d" % (t.event_time - ttl_s * 1000), b"%d" % e.window_close_ms]
+            calls.append(("RECORD_RESULTS", [], args))
+        flat = [x for chunk in await self._pipelined("record_results", calls) for x in chunk]
+        return [(bool(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def record_clicks(self, effects: Sequence[ClickEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
         p = self._p
