@@ -230,11 +230,11 @@ class BasicWorld:
 
 def _segment_shares(k: int) -> np.ndarray:
     w = np.arange(k, 0, -1, dtype=float)
-    return w / w.sum()
+    return np.asarray(w / w.sum())
 
 
 def _hour_profile() -> np.ndarray:
     """Share of a day's traffic per hour (UTC): low at night, peak in the evening."""
     hours = np.arange(24)
     w = 1.0 + 0.8 * np.sin((hours - 14) / 24 * 2 * np.pi)
-    return w / w.sum()
+    return np.asarray(w / w.sum())

@@ -86,7 +86,7 @@ class Engine:
     # Journey state
     # ----------------------------------------------------------------------------------------
     def _days(self, person: np.ndarray, t: np.ndarray) -> np.ndarray:
-        return (t - self.origin[person // self.cfg.persons]) / DAY_MS
+        return np.asarray((t - self.origin[person // self.cfg.persons]) / DAY_MS)
 
     def interest(self, person: np.ndarray, t: np.ndarray) -> np.ndarray:
         """True purchase interest of people at times ``t`` (read-only; a landed conversion resets it).
@@ -101,7 +101,7 @@ class Engine:
         if reset.any():
             post = self.cal.journey.post_conversion
             z[reset] = b[reset] + (post - b[reset]) * np.exp(-(t[reset] - cu[reset]) / DAY_MS / m.tau_interest)
-        return z
+        return np.asarray(z)
 
     def _apply_resets(self, person: np.ndarray, t: np.ndarray) -> None:
         cu = self.conv_until[person]
@@ -144,8 +144,8 @@ class Engine:
         a = t0
         while a < t1:  # hour by hour: the rate changes on the hour
             b = min(t1, (a // HOUR_MS + 1) * HOUR_MS)
-            hour, dow = (a % DAY_MS) // HOUR_MS, ((a // DAY_MS) + 3) % 7
-            lam = self.cfg.opportunities_per_day * m.traffic_hour[hour] * m.traffic_day[dow] * (b - a) / HOUR_MS
+            h, dow = (a % DAY_MS) // HOUR_MS, ((a // DAY_MS) + 3) % 7
+            lam = self.cfg.opportunities_per_day * m.traffic_hour[h] * m.traffic_day[dow] * (b - a) / HOUR_MS
             times.append(np.sort(rng.integers(a, b, size=int(rng.poisson(lam)), dtype=np.int64)))
             a = b
         t = np.concatenate(times) if times else np.zeros(0, dtype=np.int64)

@@ -27,7 +27,7 @@ MAX_POSITIONS = 10
 
 def _norm(values: tuple[float, ...], n: int) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64) if values else np.ones(n)
-    return arr / arr.mean()
+    return np.asarray(arr / arr.mean())
 
 
 def _logit(p: float) -> float:
@@ -91,7 +91,7 @@ class WorldModel:
     def interest_gain(self, segment: np.ndarray, creative: np.ndarray, click: np.ndarray) -> np.ndarray:
         """Interest added by an impression (and its click) of ``creative``."""
         j = self.cal.journey
-        return j.impression_gain * np.exp(j.appeal_weight * self.appeal[segment, creative]) + j.click_gain * click
+        return np.asarray(j.impression_gain * np.exp(j.appeal_weight * self.appeal[segment, creative]) + j.click_gain * click)
 
     # --- clicks and conversions -----------------------------------------------------------------
     def p_click(self, channel: np.ndarray, segment: np.ndarray, stage: np.ndarray, creative: np.ndarray,
@@ -107,7 +107,7 @@ class WorldModel:
         """
         z = (self.ctr_logit[channel] + self.seg_ctr[segment] + self.stage_ctr[stage]
              + self.appeal[segment, creative] - self.cal.creatives.fatigue_logit * fatigue)
-        return self.pos_ctr[channel, position] / (1.0 + np.exp(-z))
+        return np.asarray(self.pos_ctr[channel, position] / (1.0 + np.exp(-z)))
 
     def p_conv(self, channel: np.ndarray, segment: np.ndarray, stage: np.ndarray, hour: np.ndarray,
                touches: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -123,9 +123,9 @@ class WorldModel:
     def expected_value(self, p_click: np.ndarray, p_conv: np.ndarray, p_view: np.ndarray,
                        segment: np.ndarray) -> np.ndarray:
         """Expected conversion value of an impression, USD."""
-        return (p_click * p_conv + (1.0 - p_click) * p_view) * self.value_mean[segment]
+        return np.asarray((p_click * p_conv + (1.0 - p_click) * p_view) * self.value_mean[segment])
 
     def value_micros(self, segment: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Conversion values (log-normal with the segment's mean), integer micros."""
         s = self.value_sigma[segment]
-        return np.rint(self.value_mean[segment] * np.exp(s * z - s * s / 2) * 1e6).astype(np.int64)
+        return np.asarray(np.rint(self.value_mean[segment] * np.exp(s * z - s * s / 2) * 1e6), dtype=np.int64)

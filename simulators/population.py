@@ -123,4 +123,4 @@ class Population:
         k = self.block_weight.shape[1]
         key = (lane * k + segment.astype(np.int64)) + np.clip(u, 1e-12, 1.0 - 1e-12)
         idx = np.searchsorted(self._cum, key, side="left")
-        return self._order[np.minimum(idx, self._order.size - 1)]
+        return np.asarray(self._order[np.minimum(idx, self._order.size - 1)])
