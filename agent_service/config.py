@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent_service.agent.settings import HybridConfig
 from agent_service.errors import ConfigError
 
 __all__ = [
@@ -246,7 +247,9 @@ class GaelpConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     """The multi-component reward."""
     agent: AgentConfig = field(default_factory=AgentConfig)
-    """The decision policy and its learner."""
+    """The skeleton's decision policy and its learner (kept for its tests; the service runs ``hybrid``)."""
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    """The hybrid agent: LSTM journey encoder, PPO creative × channel × target policy, DQN bid multiplier."""
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     """The simulated campaign of `gaelp simulate`."""
     topics: TopicsConfig = field(default_factory=TopicsConfig)

@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 
 from agent_service.agent.buffers import DecisionRows, SlotTransition
-from agent_service.agent.hybrid import AgentActs, HybridAgent, HybridConfig
+from agent_service.agent.hybrid import AgentActs, HybridAgent, HybridConfig, spec_of
 from agent_service.agent.learner import HybridLearner, LearnerStats
 from agent_service.agent.state import JourneyArrays, OpportunityArrays, PacingInputs, StateBatch, build_states
 from agent_service.baselines.harness import SlotContext
@@ -38,7 +38,7 @@ class HybridCampaign:
                  learn: bool = True, name: str = "gaelp") -> None:
         self.name = name
         self.cfg = cfg
-        self.spec = cfg.spec(creatives)
+        self.spec = spec_of(cfg, creatives)
         self.agent = HybridAgent(self.spec, cfg, seed=seed + 11)
         self.learner = HybridLearner(self.spec, cfg, reward, seed=seed)
         self.learn = learn
@@ -114,7 +114,8 @@ class HybridCampaign:
         variant = np.array([zlib.crc32(str(p).encode()) % spec.ab_variants for p in opps.person.tolist()])
         credited = np.array([self._credited.get(p, 0.0) for p in opps.person.tolist()])
         opp = OpportunityArrays(opps.event_time, opps.device_class, opps.channel_mask, opps.floor_cpm_usd,
-                                opps.segment_probs, opps.identity_confidence, opps.device_count, variant, credited)
+                                opps.segment_probs, opps.identity_confidence, opps.device_count, variant, credited,
+                                opps.person)
         budget = max(ctx.budget_usd, 1e-9)
         pacing = PacingInputs(ctx.budget_usd, ctx.spent_usd, 0.0, ctx.elapsed, self.plan.fraction(ctx.elapsed),
                               ctx.last_slot_spend_usd, budget * self.plan.slot_share(max(ctx.slot - 1, 0)),

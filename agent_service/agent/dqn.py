@@ -26,7 +26,6 @@ the version does not move.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -35,79 +34,10 @@ from torch import nn
 
 from agent_service.agent.buffers import ReplayBuffer, SlotTransition, polyak_update
 from agent_service.agent.networks import BidQNet
-from agent_service.errors import ConfigError, ModelError
+from agent_service.agent.settings import DQNConfig
+from agent_service.errors import ModelError
 
-__all__ = ["DQNConfig", "DQNLearner", "DQNStats"]
-
-
-@dataclass(frozen=True)
-class DQNConfig:
-    """Hyperparameters of the bid-multiplier DQN (TOML table ``[dqn]``)."""
-
-    adjustments: tuple[float, ...] = (-0.25, -0.08, 0.0, 0.08, 0.25)
-    """Actions: additive steps of the log multiplier z per slot (0.08 ≈ +8% on every bid)."""
-    z_min: float = -2.0
-    """Lowest log multiplier (bids ≥ e^-2 ≈ 0.14 × v̂)."""
-    z_max: float = 1.6
-    """Highest log multiplier (bids ≤ e^1.6 ≈ 5 × v̂: a loose budget buys beyond truthful)."""
-    dual_step: float = 0.5
-    """Step of the dual-gradient prior added to every adjustment: z −= dual_step · (slot spend −
-    slot plan) / slot plan, clipped to ±0.25 (0 = pure DRLB; the Q-net learns the residual)."""
-    hidden: int = 64
-    """Width of the two hidden layers."""
-    lr: float = 5e-4
-    """Adam learning rate."""
-    gamma: float = 1.0
-    """Discount per slot (1: the objective is the period's total value)."""
-    buffer_size: int = 50_000
-    """Slot transitions kept in the replay buffer."""
-    batch_size: int = 256
-    """Minibatch of one update."""
-    learning_starts: int = 512
-    """Transitions collected before the first update."""
-    updates_per_transition: float = 2.0
-    """Gradient updates per collected transition."""
-    tau: float = 0.01
-    """Polyak rate of the target network per target update."""
-    target_every: int = 1
-    """Updates between target-network updates."""
-    eps_start: float = 0.5
-    """Initial exploration probability (ε-greedy over adjustments)."""
-    eps_end: float = 0.03
-    """Final exploration probability (keeps every propensity > 0 for off-policy evaluation)."""
-    eps_decay_transitions: int = 10_000
-    """Transitions over which ε decays linearly."""
-    grad_clip: float = 10.0
-    """Max gradient norm."""
-
-    def __post_init__(self) -> None:
-        def need(cond: bool, key: str, reason: str) -> None:
-            if not cond:
-                raise ConfigError(f"dqn.{key}", reason)
-        need(len(self.adjustments) >= 2, "adjustments", "need at least two actions")
-        need(self.z_min < 0 < self.z_max, "z_min", "need z_min < 0 < z_max")
-        need(self.dual_step >= 0, "dual_step", "must be >= 0 (0 disables the dual prior)")
-        need(self.hidden > 0, "hidden", "must be > 0")
-        need(self.lr > 0, "lr", "must be > 0")
-        need(0 <= self.gamma <= 1, "gamma", "must be in [0, 1]")
-        need(0 < self.batch_size <= self.buffer_size, "batch_size", "need 0 < batch_size <= buffer_size")
-        need(self.learning_starts >= self.batch_size, "learning_starts", "must be >= batch_size")
-        need(self.updates_per_transition > 0, "updates_per_transition", "must be > 0")
-        need(0 < self.tau <= 1, "tau", "must be in (0, 1]")
-        need(self.target_every >= 1, "target_every", "must be >= 1")
-        need(0 < self.eps_end <= self.eps_start <= 1, "eps_start", "need 0 < eps_end <= eps_start <= 1")
-        need(self.eps_decay_transitions > 0, "eps_decay_transitions", "must be > 0")
-        need(self.grad_clip > 0, "grad_clip", "must be > 0")
-
-    @property
-    def n_actions(self) -> int:
-        """Number of adjustments."""
-        return len(self.adjustments)
-
-    def epsilon(self, transitions: int) -> float:
-        """Linear ε schedule after ``transitions`` collected."""
-        frac = min(1.0, transitions / self.eps_decay_transitions)
-        return self.eps_start + frac * (self.eps_end - self.eps_start)
+__all__ = ["DQNConfig", "DQNLearner", "DQNStats", "epsilon_greedy"]
 
 
 class DQNStats(NamedTuple):

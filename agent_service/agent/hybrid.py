@@ -22,93 +22,26 @@ swap so every batch is decided by a single version.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from agent_service.agent.conversion import ConversionEstimate
-from agent_service.agent.dqn import DQNConfig, epsilon_greedy
+from agent_service.agent.dqn import epsilon_greedy
 from agent_service.agent.networks import BidQNet, HybridNet
-from agent_service.agent.ppo import PPOConfig, policy_dists
+from agent_service.agent.ppo import policy_dists
 from agent_service.agent.registry import ModelRegistry
+from agent_service.agent.settings import HybridConfig
 from agent_service.agent.state import CampaignStats, StateBatch, StateSpec
-from agent_service.delay.config import DelayModelConfig
 from agent_service.delay.model import DelayedConversionModel
-from agent_service.errors import ConfigError, ModelError
+from agent_service.errors import ModelError
 from agent_service.pacing import PACING_FEATURES
 
 __all__ = ["STATE_FORMAT", "AgentActs", "HybridAgent", "HybridConfig", "conv_features", "n_conv_features"]
 
 STATE_FORMAT = 1
 """Version of the published state dict's layout."""
-
-
-@dataclass(frozen=True)
-class HybridConfig:
-    """Architecture and serving settings of the hybrid agent (TOML table ``[hybrid]``)."""
-
-    lstm_hidden: int = 64
-    """Width H of the LSTM journey encoder."""
-    embed_dim: int = 8
-    """Width of the creative embedding fed to the LSTM with each touch."""
-    hidden: int = 64
-    """Width of the policy, critic and click-model MLPs."""
-    segments: int = 8
-    """Discovered segments in the state (K); also the targeting choices."""
-    max_touches: int = 16
-    """Touches the LSTM reads (L)."""
-    ab_variants: int = 4
-    """A/B arms people are hashed into."""
-    slots_per_period: int = 96
-    """Budget slots per period (T): the Q-network acts once per slot."""
-    bid_min_usd: float = 0.50
-    """Lowest bid, CPM USD."""
-    bid_max_usd: float = 10.00
-    """Highest bid, CPM USD."""
-    value_prior_usd: float = 30.0
-    """Prior mean of a conversion's value, USD (5 pseudo-conversions)."""
-    conv_prior_rate: float = 0.05
-    """Prior eventual conversion rate of a click (the delay model's starting intercept)."""
-    conv_prior_delay_days: float = 5.0
-    """Prior mean conversion delay, days."""
-    conv_prior_strength: float = 300.0
-    """Weight of the conversion prior in matured clicks (see :mod:`agent_service.agent.conversion`)."""
-    window_days: float = 14.0
-    """Attribution window: R_delayed only counts conversions inside it."""
-    decision_window: int = 300_000
-    """Decisions the learner keeps for their rewards to be completed (the keyed replay)."""
-    update_every: int = 4096
-    """New decisions between policy updates (and weight publications)."""
-    dqn: DQNConfig = field(default_factory=DQNConfig)
-    """The bid-multiplier Q-learner."""
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    """The creative × channel × target policy learner."""
-
-    def __post_init__(self) -> None:
-        for name in ("lstm_hidden", "embed_dim", "hidden", "segments", "max_touches", "ab_variants",
-                     "slots_per_period", "decision_window", "update_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"hybrid.{name}", "must be >= 1")
-        if not 0 < self.bid_min_usd < self.bid_max_usd:
-            raise ConfigError("hybrid.bid_min_usd", "need 0 < bid_min_usd < bid_max_usd")
-        if self.value_prior_usd <= 0:
-            raise ConfigError("hybrid.value_prior_usd", "must be > 0")
-        if not 0 < self.conv_prior_rate < 1:
-            raise ConfigError("hybrid.conv_prior_rate", "must be in (0, 1)")
-        if self.conv_prior_delay_days <= 0 or self.window_days <= 0:
-            raise ConfigError("hybrid.window_days", "window_days and conv_prior_delay_days must be > 0")
-        if self.decision_window < self.ppo.rollout:
-            raise ConfigError("hybrid.decision_window", "must be >= ppo.rollout")
-
-    def spec(self, creatives: int) -> StateSpec:
-        """The state layout for ``creatives`` creatives."""
-        return StateSpec(creatives, self.segments, self.max_touches, self.ab_variants)
-
-    def delay_config(self, seed: int = 0) -> DelayModelConfig:
-        return DelayModelConfig(prior_rate=self.conv_prior_rate, prior_mean_delay_days=self.conv_prior_delay_days,
-                                window_days=self.window_days, seed=seed)
 
 
 def conv_features(spec: StateSpec, state: np.ndarray, channel: np.ndarray) -> np.ndarray:
@@ -188,6 +121,14 @@ class HybridAgent:
         self._adj = np.asarray(cfg.dqn.adjustments)
 
     # ---------------------------------------------------------------- weights (plumbing)
+    @torch.no_grad()
+    def warmup(self) -> None:
+        """Run one dummy forward: torch initialises its LSTM kernels on the first call (tens to
+        hundreds of ms), which must not land on a live request."""
+        L, spec = self.spec.max_touches, self.spec
+        self.net(torch.zeros(1, spec.dim), torch.zeros(1, L, spec.touch_dim),
+                 torch.full((1, L), spec.creatives, dtype=torch.int64))
+
     def load_state(self, state: dict[str, Any], version: int) -> bool:
         """Swap in a published state if ``version`` is newer; True if swapped."""
         if version <= self.version:
@@ -295,6 +236,11 @@ class HybridAgent:
         bid = np.clip(raw, np.maximum(floor, self.cfg.bid_min_usd), self.cfg.bid_max_usd)
         bid = np.where((raw < floor) | (channel == 0), 0.0, bid)
         return np.where(bid <= np.maximum(np.asarray(budget_left_usd, dtype=np.float64), 0.0) * 1000.0, bid, 0.0)
+
+
+def spec_of(cfg: HybridConfig, creatives: int) -> StateSpec:
+    """The state layout of an agent with ``creatives`` creatives."""
+    return StateSpec(creatives, cfg.segments, cfg.max_touches, cfg.ab_variants)
 
 
 def net_dims(spec: StateSpec, cfg: HybridConfig) -> tuple[int, ...]:

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from agent_service.agent import reward as rw
-from agent_service.agent.conversion import ConversionEstimate
 from agent_service.agent.buffers import DecisionRows, DecisionTable, SlotTransition
+from agent_service.agent.conversion import ConversionEstimate
 from agent_service.agent.dqn import DQNLearner, DQNStats
 from agent_service.agent.hybrid import STATE_FORMAT, HybridConfig, conv_features, n_conv_features, net_dims
 from agent_service.agent.networks import HybridNet
@@ -56,6 +56,11 @@ class LearnerStats(NamedTuple):
     dqn_mean_q: float
     conv_nll: float
     rejected: bool
+
+    @property
+    def loss(self) -> float:
+        """The policy loss (the skeleton's ``UpdateStats.loss``)."""
+        return self.ppo.policy_loss
 
 
 class _RunningStd:
@@ -135,6 +140,26 @@ class HybridLearner:
                 self.conv_learner.add_touch(keys[i], x[j], int(event_time_ms[i]))
         if self.reward_cfg.alpha_diversity > 0:
             self._diversity(keys, won, cost_usd)
+
+    def add_clicks(self, keys: list[str], event_time_ms: np.ndarray) -> None:
+        """Clicks reported after their outcome (the stream sends them as separate records)."""
+        held = [i for i, k in enumerate(keys) if self.table.has(k)]
+        if not held:
+            return
+        ks = [keys[i] for i in held]
+        slots = self.table.slots(ks)
+        rows = self.table.rows(slots)
+        fresh = ~rows.clicked
+        if not fresh.any():
+            return
+        ks = [k for k, f in zip(ks, fresh, strict=True) if f]
+        self.table.update(ks, "clicked", np.ones(len(ks), bool))
+        self.table.update(ks, "immediate", np.full(len(ks), self.reward_cfg.click_value_usd, np.float32), add=True)
+        np.add.at(self.stats.clicks, rows.creative[fresh], 1.0)
+        x = conv_features(self.spec, rows.state[fresh], rows.channel[fresh])
+        times = np.asarray(event_time_ms)[held][fresh]
+        for j, k in enumerate(ks):
+            self.conv_learner.add_touch(k, x[j], int(times[j]))
 
     def add_credit(self, keys: list[str], credit_usd: np.ndarray, conversion_time_ms: np.ndarray,
                    value_usd: np.ndarray | None = None) -> None:

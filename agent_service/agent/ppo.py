@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -53,71 +52,9 @@ import torch
 from torch import nn
 
 from agent_service.agent.networks import HybridNet, HybridOut
-from agent_service.errors import ConfigError
+from agent_service.agent.settings import PPOConfig
 
 __all__ = ["PPOConfig", "PPOLearner", "PPOStats", "PolicyBatch", "compute_gae", "mixed_probs", "policy_dists"]
-
-
-@dataclass(frozen=True)
-class PPOConfig:
-    """Hyperparameters of the per-opportunity learner (TOML table ``[ppo]``)."""
-
-    algorithm: str = "ppo"
-    """``ppo`` (clipped surrogate + GAE) or ``reinforce`` (the plain policy-gradient baseline)."""
-    lr: float = 1e-3
-    """Adam learning rate (policy, critic, click model and encoder)."""
-    clip: float = 0.2
-    """PPO ratio clip ε."""
-    gamma: float = 0.8
-    """Discount per journey step (a later touch's reward reaches earlier touches through it)."""
-    gae_lambda: float = 0.9
-    """GAE λ: 0 is the one-step TD advantage, 1 the Monte-Carlo return minus the critic."""
-    ent_coef: float = 0.003
-    """Entropy bonus c_H."""
-    vf_coef: float = 0.5
-    """Critic loss weight c_v."""
-    click_coef: float = 1.0
-    """Weight of the click model's BCE (the auxiliary head behind v̂)."""
-    model_coef: float = 0.5
-    """Weight c_model of the creative head's all-action term through the click model (0 = off)."""
-    creative_temperature: float = 0.5
-    """τ: entropy weight inside the all-action term, in units of the normalised Q̂ spread."""
-    creative_prior_impressions: float = 300.0
-    """n0: impressions of a creative before the click model's view of it gets half weight."""
-    epochs: int = 3
-    """Passes over a rollout (REINFORCE always does one)."""
-    minibatch: int = 256
-    """Decisions per gradient step."""
-    rollout: int = 8192
-    """Decisions per update (the newest ones)."""
-    max_grad_norm: float = 1.0
-    """Gradient norm clip."""
-    target_kl: float = 0.05
-    """Stop the epochs early when the approximate KL to the behaviour policy exceeds this."""
-    importance_cap: float = 5.0
-    """REINFORCE's truncated importance weight c̄."""
-    explore_eps: float = 0.05
-    """Probability mass spread uniformly over each head's allowed actions."""
-
-    def __post_init__(self) -> None:
-        def need(cond: bool, key: str, reason: str) -> None:
-            if not cond:
-                raise ConfigError(f"ppo.{key}", reason)
-        need(self.algorithm in ("ppo", "reinforce"), "algorithm", "use 'ppo' or 'reinforce'")
-        need(self.lr > 0, "lr", "must be > 0")
-        need(0 < self.clip < 1, "clip", "must be in (0, 1)")
-        need(0 <= self.gamma <= 1, "gamma", "must be in [0, 1]")
-        need(0 <= self.gae_lambda <= 1, "gae_lambda", "must be in [0, 1]")
-        need(min(self.ent_coef, self.vf_coef, self.click_coef, self.model_coef) >= 0, "ent_coef",
-             "ent_coef, vf_coef, click_coef and model_coef must be >= 0")
-        need(self.epochs >= 1, "epochs", "must be >= 1")
-        need(0 < self.minibatch <= self.rollout, "minibatch", "need 0 < minibatch <= rollout")
-        need(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
-        need(self.target_kl > 0, "target_kl", "must be > 0")
-        need(self.importance_cap >= 1, "importance_cap", "must be >= 1")
-        need(self.creative_temperature > 0, "creative_temperature", "must be > 0")
-        need(self.creative_prior_impressions >= 0, "creative_prior_impressions", "must be >= 0")
-        need(0 < self.explore_eps < 1, "explore_eps", "must be in (0, 1): propensities must stay > 0")
 
 
 class PolicyBatch(NamedTuple):

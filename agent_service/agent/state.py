@@ -32,6 +32,7 @@ from agent_service.errors import ConfigError
 
 __all__ = [
     "LOG_COLUMNS",
+    "N_PACING",
     "STAGES",
     "TOUCH_FEATURES",
     "CampaignStats",
@@ -43,6 +44,7 @@ __all__ = [
     "ab_variant",
     "build_states",
     "journey_arrays",
+    "person_key",
 ]
 
 _HOUR_MS = 3_600_000
@@ -50,7 +52,11 @@ _DAY_MS = 24 * _HOUR_MS
 _WINDOW_H = 336.0  # the 14-day attribution window, hours
 _HALF_LIFE_H = 168.0  # time-decay attribution half-life (Google Ads: 7 days)
 STAGES = ("awareness", "consideration", "decision")
-LOG_COLUMNS = ("slot_action_prob",)
+LOG_COLUMNS = ("slot_action_prob", "person_key")
+PERSON_KEY_MOD = 2**24
+"""Person keys are logged modulo this (exact in float32)."""
+N_PACING = 9
+"""Length of ``agent_service.pacing.PACING_FEATURES`` (logged beside the state)."""
 """Trailing columns that are logged but not fed to the networks."""
 
 TOUCH_FEATURES: tuple[tuple[str, str], ...] = (
@@ -147,6 +153,7 @@ class StateSpec:
             ("ab_lift", "CTR of the person's arm / campaign CTR, / 2 capped at 1 (0.5 = no lift)"),
             # -- log columns (not fed to the networks)
             ("slot_action_prob", "LOG: probability of the slot's bid-multiplier action (splits the propensity)"),
+            ("person_key", "LOG: hash of the person, < 2^24 (the journey id GAE groups decisions by)"),
         ]
         return tuple(groups)
 
@@ -169,6 +176,29 @@ class StateSpec:
     def touch_dim(self) -> int:
         """Per-touch features of the LSTM input (without the creative embedding)."""
         return len(TOUCH_FEATURES)
+
+    @property
+    def logged_dim(self) -> int:
+        """Length of the vector logged with a decision: state ⊕ pacing features ⊕ touches ⊕ touch creatives."""
+        return self.dim + N_PACING + self.max_touches * (self.touch_dim + 1)
+
+    def pack(self, batch: StateBatch, pacing: np.ndarray) -> np.ndarray:
+        """The logged vectors [B, logged_dim] of a batch (``Decision.state``): everything the
+        learner needs to replay the decision — the state, the slot's pacing features [B, P] and
+        the touch sequence."""
+        B = len(batch.state)
+        return np.concatenate([batch.state, np.broadcast_to(pacing, (B, N_PACING)),
+                               batch.touches.reshape(B, -1), batch.touch_creatives.astype(np.float32)],
+                              axis=1).astype(np.float32)
+
+    def unpack(self, logged: np.ndarray) -> tuple[StateBatch, np.ndarray]:
+        """Inverse of :meth:`pack`: (StateBatch, pacing features [B, P])."""
+        x = np.asarray(logged, dtype=np.float32).reshape(-1, self.logged_dim)
+        B, L, D = len(x), self.max_touches, self.dim
+        a, b = D + N_PACING, D + N_PACING + L * self.touch_dim
+        batch = StateBatch(x[:, :D].copy(), x[:, a:b].reshape(B, L, self.touch_dim).copy(),
+                           np.rint(x[:, b:]).astype(np.int64))
+        return batch, x[:, D:a].copy()
 
     def cols(self, prefix: str) -> slice:
         """The contiguous columns whose names start with ``prefix`` (e.g. ``"segment_"``)."""
@@ -230,7 +260,8 @@ class CampaignStats:
         return float((self.wins + 5.0) / (self.bids + 10.0))
 
     def clearing_cpm_usd(self) -> float:
-        return float((self.paid_micros / 1e3 + 5.0 * 2.0) / (self.wins + 5.0)) if self.wins >= 0 else 2.0
+        """Mean price paid, CPM USD (prior: $2 over 5 wins)."""
+        return float((self.paid_micros / 1e3 + 5.0 * 2.0) / (self.wins + 5.0))
 
     def value_per_conversion(self, prior_usd: float = 30.0) -> float:
         """Posterior-mean conversion value, USD."""
@@ -318,6 +349,8 @@ class OpportunityArrays(NamedTuple):
     """int64 [B] A/B arm."""
     credited_usd: np.ndarray
     """float [B] value already credited to the person's touches (0 when unknown)."""
+    person_key: np.ndarray
+    """int64 [B] the person's key (logged only; reduced modulo 2^24)."""
 
 
 class PacingInputs(NamedTuple):
@@ -352,6 +385,11 @@ class StateBatch(NamedTuple):
 def ab_variant(person_id: str, variants: int) -> int:
     """Stable A/B arm of a person."""
     return zlib.crc32(person_id.encode()) % variants
+
+
+def person_key(person_id: str) -> int:
+    """Stable integer key of a person id (the journey id of the learner)."""
+    return zlib.crc32(person_id.encode()) % PERSON_KEY_MOD
 
 
 def journey_arrays(journeys: Sequence[Sequence[Touch]], device_ids: Sequence[str], length: int) -> JourneyArrays:
@@ -447,6 +485,7 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     add(np.minimum(1.0, lift[np.asarray(opp.ab_variant) % spec.ab_variants] / 2)[:, None])
     # log columns
     add(ones * pacing.slot_action_prob)
+    add((np.asarray(opp.person_key, np.int64) % PERSON_KEY_MOD)[:, None])
     state = np.concatenate([c.reshape(B, -1).astype(np.float32) for c in cols], axis=1)
     if state.shape[1] != spec.dim:
         raise AssertionError(f"state has {state.shape[1]} columns, spec says {spec.dim}")

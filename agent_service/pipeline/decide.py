@@ -1,10 +1,11 @@
 """The decision path: OpenRTB impressions in, decisions (logged with propensity) and bids out.
 
 For a batch of requests: read every impression's context (identity, journey, budget and any
-decision already stored under its id) in ONE pipelined round trip, build the state vectors,
-let the policy sample creative × channel × multiplier for the whole batch with one network
-version, turn the multiplier into a bid ``clip(m · v̂, $0.50, $10.00)`` (shaded in first-price
-auctions, never under the floor), reserve the worst-case costs of the whole batch in ONE
+decision already stored under its id) in ONE pipelined round trip, let the hybrid agent
+(``agent_service.agent.serving``) build the enriched states and sample creative × channel ×
+target for the whole batch with one network version, price each impression
+``clip(m · v̂, max(floor, $0.50), $10.00)`` with the slot's bid multiplier ``m`` (shaded in
+first-price auctions, never under the floor), reserve the worst-case costs of the whole batch in ONE
 atomic step per budget period (the imps of one request share that check), and store the
 decisions in one more round trip. Shadow mode does everything but reserve and bid.
 
@@ -20,16 +21,15 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgspec
-import numpy as np
 
-from agent_service.agent.features import AVAILABLE, Opportunity, context_bucket, state_vector
-from agent_service.agent.policy import Acts, PolicyServer
+from agent_service.agent.features import Opportunity
+from agent_service.agent.serving import AgentServer, ServedBatch
 from agent_service.config import CHANNELS, GaelpConfig
 from agent_service.contracts.events import Action, Decision
 from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid
 from agent_service.metrics import Metrics
 from agent_service.money import cpm_to_micros, impression_cost_micros, usd_to_micros
-from agent_service.pacing import paced_out, planned_spend
+from agent_service.pacing import paced_out
 from agent_service.pipeline.opportunity import device_id_of, opportunity_of
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.store import ContextQuery, DecideContext, StateStore
@@ -38,8 +38,9 @@ __all__ = ["DAY_MS", "DecideResult", "Decider", "period_of"]
 
 DAY_MS = 86_400_000
 _MAX_TOUCHES = 16
-_SEGMENTS = 4
-_PACING_SLACK = 0.02
+_PACING_SLACK = 0.10
+"""Safety rail only (the agent's multiplier is the pacing): no bid while spend runs more than
+10 % of the budget ahead of the traffic-shaped plan."""
 
 
 def _no_bid(d: Decision, reason: str) -> Decision:
@@ -67,7 +68,6 @@ class _Slot(NamedTuple):
     opp: Opportunity
     device_id: str
     ctx: DecideContext
-    state: list[float]
     reject: str | None
 
 
@@ -76,14 +76,14 @@ class Decider:
 
     :param cfg: configuration (budget, agent, join).
     :param store: state store.
-    :param policy: the served policy (hot-swapped by version).
+    :param policy: the served hybrid agent (hot-swapped by registry version, one version per batch).
     :param metrics: metrics to update.
     :param campaign: campaign whose budget is spent.
     :param shadow: decide and log only; never bid.
     :param ids: pseudonymiser of raw ids (default: salt from ``GAELP_ID_SALT``, else random).
     """
 
-    def __init__(self, cfg: GaelpConfig, store: StateStore, policy: PolicyServer, metrics: Metrics,
+    def __init__(self, cfg: GaelpConfig, store: StateStore, policy: AgentServer, metrics: Metrics,
                  campaign: str = "default", shadow: bool = False, ids: Pseudonymizer | None = None) -> None:
         self.cfg = cfg
         self.store = store
@@ -123,9 +123,9 @@ class Decider:
         slots = [await self._slot(flat[i][1], flat[i][2], flat[i][3], devices[flat[i][0]], ctxs[i]) for i in fresh]
         decisions: list[Decision] = [c.existing for c in ctxs]  # type: ignore[misc]  # fresh ones filled below
         if slots:
-            states = np.array([s.state for s in slots], dtype=np.float32).reshape(len(slots), -1)
-            acts = self.policy.act(states, states[:, AVAILABLE] > 0.5)
-            drafts = [await self._decide_one(k, s, acts) for k, s in enumerate(slots)]
+            served = self.policy.act_batch([s.opp for s in slots], [s.ctx for s in slots],
+                                           [s.device_id for s in slots])
+            drafts = [await self._decide_one(k, s, served) for k, s in enumerate(slots)]
             drafts = await self._reserve(drafts, [flat[i][0] for i in fresh], deadlines)
             stored = await self.store.put_decisions(drafts, self._decision_ttl_s)
             await self._release_lost(drafts, stored)
@@ -184,41 +184,44 @@ class Decider:
 
     # --- the decision itself (agent engineer) --------------------------------------------
     async def _slot(self, req: BidRequest, imp: Imp, event_time: int, device: str, ctx: DecideContext) -> _Slot:
-        """The slot of one impression, from the context the plumbing read (no store calls)."""
-        period = period_of(event_time)
+        """The slot of one impression, from the context the plumbing read (no store calls); the
+        agent builds the states of the whole batch at once (``AgentServer.act_batch``)."""
         opp = opportunity_of(req, imp, event_time)
-        since = event_time - self.cfg.join.window_ms
-        journey = [t for t in ctx.journey if since <= t.event_time <= event_time]
-        state = state_vector(opp, ctx.identity, journey, ctx.budget, period * DAY_MS)
         reject = None
         if req.cur and "USD" not in req.cur:
             reject = "currency"
         elif imp.bidfloorcur != "USD":
             reject = "floor_currency"
-        return _Slot(req, imp, opp, device, ctx, state, reject)
+        return _Slot(req, imp, opp, device, ctx, reject)
 
-    async def _decide_one(self, i: int, s: _Slot, a: Acts) -> Decision:
-        """The draft decision for slot ``i`` (reservation and storing are done by the plumbing)."""
+    async def _decide_one(self, i: int, s: _Slot, served: ServedBatch) -> Decision:
+        """The draft decision for slot ``i`` (reservation and storing are done by the plumbing).
+
+        Logged with it: the vector the agent decided from (state ⊕ pacing features ⊕ touch
+        sequence), the probability of the whole action (creative × channel × target × the
+        slot's multiplier action), the model version, and v̂."""
+        a = served.acts
         channel = CHANNELS[int(a.channel[i])]
-        mult_idx = int(a.multiplier[i])
         value_usd = float(a.value_usd[i])
-        bid_micros, reason = self._bid(s, channel, value_usd * 1000 * self.cfg.agent.bid_multipliers[mult_idx])
+        bid_micros, reason = self._bid(s, channel, float(a.bid_cpm_usd[i]))
         decision_id = f"{s.req.id}:{s.imp.id}"
         if reason is None and self.shadow:
             reason = "shadow"
         return Decision(
             id=decision_id, event_time=s.opp.event_time, request_id=s.req.id, imp_id=s.imp.id,
             person_id=s.ctx.identity.person_id, device_id=s.device_id, campaign=self.campaign,
-            state=s.state, propensity=float(a.propensity[i]), model_version=a.version,
+            state=served.logged[i].tolist(), propensity=float(a.propensity[i]), model_version=a.version,
             action=Action(bid_cpm_micros=bid_micros if reason is None else 0, creative=int(a.creative[i]),
-                          channel=channel, segment=context_bucket(s.opp.context) % _SEGMENTS,
-                          multiplier=mult_idx),
+                          channel=channel, segment=int(a.target[i]), multiplier=a.mult_index),
             value_estimate_micros=usd_to_micros(value_usd), bid=reason is None, no_bid_reason=reason,
             shadow=self.shadow,
         )
 
     def _bid(self, s: _Slot, channel: str, bid_cpm_usd: float) -> tuple[int, str | None]:
-        """Bid price (CPM micros) and the reason not to bid, if any."""
+        """Bid price (CPM micros) and the reason not to bid, if any.
+
+        ``bid_cpm_usd`` is the agent's ``clip(m · v̂, max(floor, $0.50), $10.00)``, 0 when
+        ``m · v̂`` is under the floor or one impression could cost more than the budget left."""
         if s.reject is not None:
             return 0, s.reject
         if channel == "organic":
@@ -227,14 +230,15 @@ class Decider:
         elapsed = (s.opp.event_time % DAY_MS) / DAY_MS
         if budget.remaining <= 0:
             return 0, "budget"
-        if paced_out(budget.spent + budget.reserved, budget.budget, elapsed, _PACING_SLACK):
+        profile = self.policy.plan.profile
+        if paced_out(budget.spent + budget.reserved, budget.budget, elapsed, _PACING_SLACK, profile):
             return 0, "pacing"
         self.metrics.budget.set(budget.budget / 1e6)
-        self.metrics.planned_spend.set(planned_spend(budget.budget, elapsed) / 1e6)
-        bid = min(self._bid_max, max(self._bid_min, cpm_to_micros(bid_cpm_usd)))
+        self.metrics.planned_spend.set(budget.budget * self.policy.plan.fraction(elapsed) / 1e6)
         floor = usd_to_micros(s.imp.bidfloor)
-        if bid < floor:
-            return 0, "floor"
+        if bid_cpm_usd <= 0:
+            return 0, "budget" if budget.remaining * 1000 < max(floor, self._bid_min) else "floor"
+        bid = min(self._bid_max, max(self._bid_min, floor, cpm_to_micros(bid_cpm_usd)))
         return self._priced(s.req, bid, floor), None
 
     def _priced(self, req: BidRequest, bid: int, floor: int) -> int:

@@ -1,18 +1,24 @@
-"""Wiring the domain together: the same assembly for simulate, serve and tests."""
+"""Wiring the domain together: the same assembly for simulate, serve and tests.
+
+The decision path serves the hybrid agent (:class:`~agent_service.agent.serving.AgentServer`)
+from the model registry; the in-process learner (:class:`~agent_service.agent.online.OnlineLearner`)
+trains it from the experience topic and publishes versions there.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from agent_service.agent.features import FEATURES
-from agent_service.agent.policy import PolicyServer
+from agent_service.agent.online import OnlineLearner
 from agent_service.agent.registry import ModelRegistry
-from agent_service.agent.reinforce import ReinforceLearner
+from agent_service.agent.serving import AgentServer
 from agent_service.config import GaelpConfig
 from agent_service.metrics import Metrics
 from agent_service.pipeline.decide import Decider
 from agent_service.pipeline.flow import Flow
+from agent_service.pipeline.pseudonym import ENV_SALT, Pseudonymizer
 from agent_service.ports.store import StateStore
 
 __all__ = ["Service", "build_learner", "build_service"]
@@ -21,7 +27,7 @@ __all__ = ["Service", "build_learner", "build_service"]
 class Service(NamedTuple):
     flow: Flow
     decider: Decider
-    policy: PolicyServer
+    policy: AgentServer
 
 
 def build_service(cfg: GaelpConfig, store: StateStore, registry: ModelRegistry, metrics: Metrics,
@@ -34,15 +40,18 @@ def build_service(cfg: GaelpConfig, store: StateStore, registry: ModelRegistry, 
     :param creatives: number of creative variants the policy chooses from.
     :param seed: seed of the policy's sampling stream.
     """
-    policy = PolicyServer(cfg.agent, len(FEATURES), creatives, registry, seed=seed)
-    decider = Decider(cfg, store, policy, metrics, campaign=campaign, shadow=shadow)
+    policy = AgentServer(cfg.hybrid, creatives, cfg.budget.daily_usd, registry, seed=seed)
+    # The agent hashes (pseudonymised) person ids into A/B arms and journey keys, so an embedded
+    # run without GAELP_ID_SALT uses a salt derived from its seed: the same seed, the same run.
+    ids = Pseudonymizer.from_env() if os.environ.get(ENV_SALT) else Pseudonymizer(f"gaelp-embedded-seed-{seed}".encode())
+    decider = Decider(cfg, store, policy, metrics, campaign=campaign, shadow=shadow, ids=ids)
     flow = Flow(cfg, store, decider, metrics, partitions=partitions, clock=clock)
     return Service(flow, decider, policy)
 
 
-def build_learner(cfg: GaelpConfig, registry: ModelRegistry, creatives: int, seed: int) -> ReinforceLearner:
+def build_learner(cfg: GaelpConfig, registry: ModelRegistry, creatives: int, seed: int) -> OnlineLearner:
     """The in-process learner; publishes version 1 (the initial policy) if the registry is empty."""
-    learner = ReinforceLearner(cfg.agent, len(FEATURES), creatives, registry, seed=seed)
+    learner = OnlineLearner(cfg.hybrid, cfg.reward, creatives, cfg.budget.daily_usd, registry, seed=seed)
     if registry.latest_version() == 0:
         learner.publish()
     return learner

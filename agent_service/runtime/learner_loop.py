@@ -7,7 +7,8 @@ The Ray learner (a later issue) takes the same records through the same port.
 
 from __future__ import annotations
 
-from agent_service.agent.reinforce import ReinforceLearner, UpdateStats
+from agent_service.agent.learner import LearnerStats
+from agent_service.agent.online import OnlineLearner
 from agent_service.contracts.codec import decode
 from agent_service.contracts.events import Experience
 from agent_service.errors import DecodeError
@@ -27,12 +28,12 @@ class ExperienceLearner:
     :param group: consumer group.
     """
 
-    def __init__(self, bus: EventBus, topic: str, learner: ReinforceLearner, metrics: Metrics,
+    def __init__(self, bus: EventBus, topic: str, learner: OnlineLearner, metrics: Metrics,
                  group: str = "gaelp-learner") -> None:
         self.learner = learner
         self.metrics = metrics
         self._consumer: Consumer = bus.consumer([topic], group)
-        self.updates: list[UpdateStats] = []
+        self.updates: list[LearnerStats] = []
         self.records = 0
         self.duplicates = 0
 
@@ -67,7 +68,8 @@ class ExperienceLearner:
                         self.metrics.learner_rejected.inc()
                     else:
                         self.metrics.learner_updates.inc()
-                        self.metrics.learner_loss.set(stats.loss)
+                        if stats.loss == stats.loss:  # not NaN
+                            self.metrics.learner_loss.set(stats.loss)
             await self._consumer.commit()
             total += len(records)
             timeout_ms = 0
