@@ -25,6 +25,8 @@ since the lane's origin (rebased every ``_REBASE_DAYS``).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from simulators.auctions import first_price, gsp_for, second_price, to_ticks
@@ -34,11 +36,26 @@ from simulators.delays import DelayModel
 from simulators.model import WorldModel
 from simulators.population import Population
 
-__all__ = ["DAY_MS", "HOUR_MS", "Engine"]
+__all__ = ["DAY_MS", "HOUR_MS", "Engine", "JourneyState"]
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 _REBASE_DAYS = 30.0
+
+
+class JourneyState(NamedTuple):
+    """People's true journey state at given times (ground truth, for evaluation and oracles)."""
+
+    interest: np.ndarray
+    """Purchase interest (the journey latent)."""
+    stage: np.ndarray
+    """int8 stage: 0 awareness, 1 consideration, 2 decision."""
+    touches: np.ndarray
+    """Decayed count of earlier GAELP touches (drives the conversion touch lift)."""
+    fatigue: np.ndarray
+    """(n, creatives) decayed earlier exposures per creative (drives the CTR fatigue penalty)."""
+    pending: np.ndarray
+    """bool: a conversion is on its way (no other one can be decided before it lands)."""
 
 
 class Engine:
@@ -69,8 +86,8 @@ class Engine:
         """(interest − baseline) · exp(t/τ_interest) per person."""
         self.touch_scaled = np.zeros(total)
         """Decayed count of touches · exp(t/τ_touch) per person."""
-        self.fatigue_scaled = np.zeros((total, m.n_creatives))
-        """Decayed exposures per person × creative · exp(t/τ_fatigue)."""
+        self.fatigue_scaled = np.zeros((total, m.n_creatives), dtype=np.float32)
+        """Decayed exposures per person × creative · exp(t/τ_fatigue) (float32: lanes × people × creatives)."""
         self.conv_until = np.zeros(total, dtype=np.int64)
         """Event time of a person's pending conversion (0: none). No second one before it lands."""
         self.k_social = cal.channels.social.competitors
@@ -103,6 +120,21 @@ class Engine:
             z[reset] = b[reset] + (post - b[reset]) * np.exp(-(t[reset] - cu[reset]) / DAY_MS / m.tau_interest)
         return np.asarray(z)
 
+    def journey_state(self, person: np.ndarray, t: np.ndarray) -> JourneyState:
+        """The true journey state of people at times ``t`` (ground truth; read-only).
+
+        :param person: global person indices.
+        :param t: event times, ms (not before the people's last resolved opportunity).
+        """
+        m = self.model
+        days = self._days(person, t)
+        interest = self.interest(person, t)
+        cu = self.conv_until[person]
+        landed = (cu > 0) & (t >= cu)
+        touches = np.where(landed, 0.0, self.touch_scaled[person] * np.exp(-days / m.tau_touch))
+        fatigue = self.fatigue_scaled[person] * np.exp(-days / m.tau_fatigue)[:, None]
+        return JourneyState(interest, m.stage_of(interest), touches, fatigue, (cu > 0) & (t < cu))
+
     def _apply_resets(self, person: np.ndarray, t: np.ndarray) -> None:
         cu = self.conv_until[person]
         reset = (cu > 0) & (t >= cu)
@@ -124,7 +156,7 @@ class Engine:
         m = self.model
         self.interest_scaled[sl] *= np.exp(-shift / m.tau_interest)
         self.touch_scaled[sl] *= np.exp(-shift / m.tau_touch)
-        self.fatigue_scaled[sl] *= np.exp(-shift / m.tau_fatigue)
+        self.fatigue_scaled[sl] *= np.float32(np.exp(-shift / m.tau_fatigue))
         self.origin[lane] = t
 
     # ----------------------------------------------------------------------------------------
@@ -246,11 +278,11 @@ class Engine:
             if np.unique(ps).size == ps.size:  # no repeats (the environments): plain fancy-index adds
                 self.interest_scaled[ps] += gain * np.exp(ds / m.tau_interest)
                 self.touch_scaled[ps] += np.exp(ds / m.tau_touch)
-                self.fatigue_scaled.reshape(-1)[flat] += np.exp(ds / m.tau_fatigue)
+                self.fatigue_scaled.reshape(-1)[flat] += np.exp(ds / m.tau_fatigue).astype(np.float32)
             else:
                 np.add.at(self.interest_scaled, ps, gain * np.exp(ds / m.tau_interest))
                 np.add.at(self.touch_scaled, ps, np.exp(ds / m.tau_touch))
-                np.add.at(self.fatigue_scaled.reshape(-1), flat, np.exp(ds / m.tau_fatigue))
+                np.add.at(self.fatigue_scaled.reshape(-1), flat, np.exp(ds / m.tau_fatigue).astype(np.float32))
         outcomes = Outcomes(eligible=eligible, won=won, price=price, position=position, click=click, conv=conv,
                             conv_time=conv_time, conv_value=conv_value, conv_device=conv_device.astype(np.int32),
                             in_window=in_window)

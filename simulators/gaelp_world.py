@@ -7,11 +7,16 @@ buyer uid when logged in, page category, floor, ``imp.ext.gaelp.channels`` and
 ``ext.gaelp.event_time``); ``resolve`` turns GAELP's decisions into engine actions, runs the
 slot and emits ``AuctionResult`` (+50 ms), impression ``AdEvent`` (+60 ms) and click ``AdEvent``
 (+1 s); conversions and identity links wait in a heap until ``due`` reaches their event time.
+A device seen for the first time gets a ``login`` link when its person is logged in on it, or
+(``population.probabilistic_link_rate``) a scored ``probabilistic`` link that may name the wrong
+person (``probabilistic_precision``): the cross-device problem the service's identity graph
+must solve.
 
 Ground truth stays beside the events, for evaluation only: ``truth_log`` (per decision: person,
 segment, stage, true click/conversion probabilities, expected value), ``conversion_log`` (per
 conversion: id, decision_id, value_micros, event_time, in_window, joinable), ``counts``,
-``daily`` and ``truth()``. Conversions later than the window are emitted like any other (the
+``daily``, ``link_log`` and ``truth()``. ``joinable`` in the conversion log means joinable without
+probabilistic matching (same device, or logged in on both). Conversions later than the window are emitted like any other (the
 join counts them as late) and counted as ``conversions_late``.
 
 The service's ``Action.segment`` is not yet a real target, so targeting is off here by default.
@@ -67,6 +72,9 @@ class GaelpWorld:
         """Every slot's opportunities (for the hindsight optimum)."""
         self.conversion_log: list[dict[str, Any]] = []
         """Per conversion: id, decision_id, value_micros, event_time, in_window, joinable (evaluation only)."""
+        self.link_log: list[dict[str, Any]] = []
+        """Per probabilistic identity link: id, device, true person, named person, right, score (evaluation only)."""
+        self._id_rng = np.random.default_rng(np.random.SeedSequence([sim.seed, 0x1D]))
         self.truth_log: dict[str, dict[str, Any]] = {}
         """Per decision that reached an auction: ground truth (evaluation only)."""
         self.counts: dict[str, float] = defaultdict(float)
@@ -92,10 +100,7 @@ class GaelpWorld:
             logged = bool(opps.logged[k])
             if not self._seen[dev]:
                 self._seen[dev] = True
-                if logged:
-                    link = IdentityLink(id=f"link-{self._dev_ids[dev]}", event_time=t, device_id=self._dev_ids[dev],
-                                        person_id=pop.user_id(person), kind="login")
-                    self._push(t, WorldEvent("identity_links", link.device_id, link))
+                self._link(dev, person, logged, t)
             rid = f"req-{self._n_requests + k}"
             self._rows[rid] = k
             cat = cats[int(opps.category[k])]
@@ -111,6 +116,29 @@ class GaelpWorld:
         self._n_requests += opps.t.size
         self.counts["opportunities"] += opps.t.size
         return out
+
+    def _link(self, dev: int, person: int, logged: bool, t: int) -> None:
+        """Identity link of a device seen for the first time: login (exact) or probabilistic (scored, maybe wrong)."""
+        pop, c = self.engine.pop, self.cal.population
+        if logged:
+            link = IdentityLink(id=f"link-{self._dev_ids[dev]}", event_time=t, device_id=self._dev_ids[dev],
+                                person_id=pop.user_id(person), kind="login")
+        else:
+            u = self._id_rng.random(3)
+            if u[0] >= c.probabilistic_link_rate:
+                return
+            right = bool(u[1] < c.probabilistic_precision) or pop.persons == 1
+            lane = person // pop.persons
+            other = lane * pop.persons + (person % pop.persons + 1 + int(u[2] * (pop.persons - 1))) % pop.persons
+            named = person if right else other
+            mean = c.true_link_score if right else c.false_link_score
+            score = float(np.clip(mean + c.link_score_sd * self._id_rng.standard_normal(), 0.0, 1.0))
+            link = IdentityLink(id=f"plink-{self._dev_ids[dev]}", event_time=t, device_id=self._dev_ids[dev],
+                                person_id=pop.user_id(named), kind="probabilistic", score=score)
+            self.link_log.append({"id": link.id, "device": self._dev_ids[dev], "person": pop.user_id(person),
+                                  "named": link.person_id, "right": right, "score": score})
+        self.counts[f"identity_links_{link.kind}"] += 1
+        self._push(t, WorldEvent("identity_links", link.device_id, link))
 
     def resolve(self, decisions: Sequence[Decision]) -> list[WorldEvent]:
         """Auctions, impressions and clicks for GAELP's decisions on the last ``requests`` slot."""

@@ -88,6 +88,16 @@ class PopulationCal:
     """Probability that a person is logged in on a given device (a deterministic identity link)."""
     activity_sigma: float = 0.8
     """Log-normal spread of per-person activity (how unequal people's share of traffic is)."""
+    probabilistic_link_rate: float = 0.3
+    """Share of not-logged-in devices that get a probabilistic identity link when first seen."""
+    probabilistic_precision: float = 0.8
+    """Share of probabilistic links that name the right person (the others name someone else)."""
+    true_link_score: float = 0.92
+    """Mean score of a right probabilistic link."""
+    false_link_score: float = 0.75
+    """Mean score of a wrong probabilistic link."""
+    link_score_sd: float = 0.06
+    """Spread of link scores (normal, clipped to [0, 1])."""
 
     def __post_init__(self) -> None:
         _req(len(self.devices_per_person) == 3 and abs(sum(self.devices_per_person) - 1) < 1e-6
@@ -99,6 +109,9 @@ class PopulationCal:
              "device_type_shares", "shares must be >= 0 and not all 0")
         _req(_prob(self.login_rate), "login_rate", "must be a probability in [0, 1]")
         _req(0 <= self.activity_sigma <= 3, "activity_sigma", "must be in [0, 3]")
+        for name in ("probabilistic_link_rate", "probabilistic_precision", "true_link_score", "false_link_score"):
+            _req(_prob(getattr(self, name)), name, "must be in [0, 1]")
+        _req(self.link_score_sd >= 0, "link_score_sd", "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -182,3 +182,19 @@ def test_a_naive_fixed_bid_loses_to_a_value_aware_paced_bidder() -> None:
 
     best_fixed = max(day(fixed(b)) for b in (1.0, 2.0, 3.0, 5.0, 10.0))
     assert day(paced) > 2.0 * best_fixed
+
+
+def test_journey_state_is_what_resolve_uses() -> None:
+    e = Engine(load_calibration(), _CFG)
+    _run(e, days=0.5)
+    t0 = e.cfg.start_ms + DAY_MS // 2
+    o = e.sample(0, t0, t0 + DAY_MS // 24)
+    js = e.journey_state(o.person, o.t)
+    acts = actions(o, 4.0, channel=2, creative=5)
+    _, truth = e.resolve(o, acts)
+    assert np.array_equal(truth.stage, js.stage)
+    first = np.unique(o.person, return_index=True)[1]  # rows not preceded by the same person in the batch
+    want = e.model.p_click(np.full(first.size, 2), o.segment[first].astype(np.int64), js.stage[first].astype(np.int64),
+                           np.full(first.size, 5), js.fatigue[first, 5], 1)
+    np.testing.assert_allclose(truth.p_click[first], want, rtol=1e-5)
+    assert (truth.p_conv[js.pending] == 0).all()

@@ -101,7 +101,16 @@ def test_identity_links_once_per_logged_in_device_and_truth_stays_out(rich) -> N
     assert len(links) == len({x.device_id for x in links}) > 0
     pop = world.engine.pop
     logged = {pop.device_id(d) for d in range(pop.dev_person.size) if pop.dev_logged[d]}
-    assert {x.device_id for x in links} <= logged
+    login = [x for x in links if x.kind == "login"]
+    prob = [x for x in links if x.kind == "probabilistic"]
+    assert {x.device_id for x in login} <= logged and login and prob
+    assert not {x.device_id for x in prob} & logged
+    truth = {row["id"]: row for row in world.link_log}
+    right = [x.score for x in prob if truth[x.id]["right"]]
+    wrong = [x for x in prob if not truth[x.id]["right"]]
+    assert wrong and all(x.person_id == truth[x.id]["named"] != truth[x.id]["person"] for x in wrong)
+    assert sum(right) / len(right) > sum(x.score for x in wrong) / len(wrong) + 0.1
+    assert 0.6 < len(right) / len(prob) < 0.95  # probabilistic_precision 0.8
     blob = b"".join(raw for _, raw in events)
     for seg in world.cal.segments:
         assert seg.name.encode() not in blob
