@@ -308,6 +308,15 @@ class Engine:
             return
         lane = opps.lane[idx].astype(np.int64)
         day = (opps.t[idx] - self.cfg.start_ms) // DAY_MS
+        if np.unique(lane).size == lane.size:  # one row per lane (the environments): no loop
+            new_day = self._organic_day[lane] != day
+            self._organic_day[lane] = day
+            self._organic_used[lane] = np.where(new_day, 0, self._organic_used[lane])
+            ok = self._organic_used[lane] < self.organic_cap
+            won[idx[ok]] = True
+            position[idx[ok]] = 1
+            self._organic_used[lane] += ok
+            return
         for ln in np.unique(lane):
             rows, dd = idx[lane == ln], day[lane == ln]
             for d in np.unique(dd):

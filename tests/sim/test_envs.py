@@ -169,3 +169,18 @@ def test_expected_value_reward_is_dense() -> None:
     _, _, _, total, _ = _episode(env, 5.0, seed=9)
     ep = env.core.last_episode[0]
     assert total > 0 and total == pytest.approx(ep.expected_value_usd)
+
+
+def test_organic_reach_is_capped_per_copy_in_the_vector_env() -> None:
+    cal = calibration(channels={"organic": {"offer_by_stage": (1.0, 1.0, 1.0), "reach_share": 0.05}})
+    venv = GaelpVectorEnv(3, EnvConfig(persons=300, opportunities_per_day=400, slots_per_day=6), cal)
+    venv.reset(seed=1)
+    acts = {"bid": np.full((3, 1), 1.0), "creative": np.zeros(3, int), "channel": np.zeros(3, int),
+            "target": np.full(3, 4)}
+    won, done = np.zeros(3), np.zeros(3, dtype=bool)
+    while not done.all():
+        _, _, term, trunc, info = venv.step(acts)
+        won += info["won"] * ~done
+        assert (info["cost_usd"] == 0).all()
+        done |= term | trunc
+    assert (won == venv.engine.organic_cap).all()
