@@ -198,3 +198,20 @@ def test_journey_state_is_what_resolve_uses() -> None:
                            np.full(first.size, 5), js.fatigue[first, 5], 1)
     np.testing.assert_allclose(truth.p_click[first], want, rtol=1e-5)
     assert (truth.p_conv[js.pending] == 0).all()
+
+
+def test_first_price_option_and_paid_search_positions() -> None:
+    e = Engine(calibration(channels={"social": {"auction": "first_price"}}), _CFG)
+    o, out, _ = _run(e, days=0.5, bid=4.0, channel=2)
+    assert out.won.any() and (out.price[out.won] == 4_000).all()  # first price: pay the bid
+    e2 = Engine(load_calibration(), _CFG)
+    o2, out2, truth2 = _run(e2, days=1.0, bid=4.0, channel=1)
+    pos = out2.position[out2.won]
+    assert pos.min() >= 1 and pos.max() <= 10 and len(np.unique(pos)) > 3
+    assert (out2.price[out2.won] <= 4_000).all() and (out2.price[out2.won] >= o2.floor[out2.won]).all()
+    curve = e2.model.pos_ctr[1]
+    for p in (2, 5):  # the position effect is in the true click probability
+        rows = out2.won & (out2.position == p)
+        base = e2.model.p_click(np.full(rows.sum(), 1), o2.segment[rows].astype(np.int64),
+                                truth2.stage[rows].astype(np.int64), np.zeros(rows.sum(), dtype=np.int64), 0.0, 1)
+        assert (truth2.p_click[rows] <= base * curve[p] / curve[1] + 1e-12).all()
