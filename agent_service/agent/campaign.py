@@ -11,6 +11,7 @@ the serving agent (by version number, as a bidder process would).
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,20 @@ class HybridCampaign:
         self._done = False
         self._volume = 0.0
         self._variant = np.zeros(0, np.int64)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The learner's checkpoint plus this campaign's pacing state (plan profile, multiplier)."""
+        return {**self.learner.checkpoint(), "plan_profile": self.plan.profile.tolist(), "z": self.agent.z,
+                "z_prev_day": self._z_prev_day}
+
+    def restore(self, ck: dict[str, Any]) -> None:
+        """Continue from :meth:`checkpoint` (a new world: journeys and pending rewards start empty)."""
+        self.learner.load_checkpoint(ck)
+        self.plan.profile = np.asarray(ck["plan_profile"], dtype=np.float64)
+        self._z_prev_day = ck.get("z_prev_day")
+        self.agent.version = 0
+        self.agent.load_state(self.learner.state(), max(1, self.learner.version))
+        self.agent.z = float(ck.get("z", 0.0))
 
     # ---------------------------------------------------------------- per budget slot
     def _features(self, ctx: SlotContext, slot: int) -> np.ndarray:

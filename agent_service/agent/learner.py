@@ -38,6 +38,7 @@ from agent_service.agent.state import CampaignStats, StateSpec
 from agent_service.config import RewardConfig
 from agent_service.delay.learner import DelayedFeedbackLearner
 from agent_service.delay.model import DelayedConversionModel
+from agent_service.errors import ModelError
 from agent_service.pacing import PACING_FEATURES
 
 __all__ = ["HybridLearner", "LearnerStats"]
@@ -303,8 +304,23 @@ class HybridLearner:
             self.version += 1
         return self.version
 
+    def load_checkpoint(self, ck: dict[str, Any]) -> None:
+        """Resume from :meth:`checkpoint` (weights, optimisers, statistics, version)."""
+        if ck.get("format") != STATE_FORMAT or tuple(ck["dims"]) != self.dims:
+            raise ModelError(f"checkpoint layout {ck.get('dims')} does not match this learner {self.dims}")
+        self.net.load_state_dict(ck["net"])
+        self.dqn.load_weights(ck["q"])
+        self.dqn.target.load_state_dict(ck["target_q"])
+        self.ppo.optim.load_state_dict(ck["ppo_optim"])
+        self.dqn.optim.load_state_dict(ck["dqn_optim"])
+        self.dqn.transitions = int(ck.get("dqn_transitions", 0))
+        self.conv.load_state_dict(ck["conv"]["model"])
+        self.conv_est.matured = float(ck["conv"]["matured"])
+        self.stats = CampaignStats.from_state(ck["stats"])
+        self.version = int(ck["version"])
+
     def checkpoint(self) -> dict[str, Any]:
         """Serving state plus optimiser and target-network state (resumable training)."""
         return {**self.state(), "target_q": copy.deepcopy(self.dqn.target.state_dict()),
                 "ppo_optim": self.ppo.optim.state_dict(), "dqn_optim": self.dqn.optim.state_dict(),
-                "version": self.version}
+                "dqn_transitions": self.dqn.transitions, "version": self.version}

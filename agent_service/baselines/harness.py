@@ -201,8 +201,13 @@ class RunResult:
 
 def run_campaign(market: Market, policy: CampaignPolicy, days: int, record_hindsight: bool = False,
                  on_slot: Callable[[SlotContext], None] | None = None, progress: Callable[[int], None] | None = None,
-                 length: int = 16) -> RunResult:
-    """Run ``policy`` on ``market`` for ``days`` budget periods (see the module docstring)."""
+                 length: int = 16, stop: Callable[[], bool] | None = None) -> RunResult:
+    """Run ``policy`` on ``market`` for ``days`` budget periods (see the module docstring).
+
+    :param record_hindsight: keep per-opportunity truth for the generic hindsight bound.
+    :param on_slot: called after every slot. :param progress: called after every day.
+    :param length: touches kept per person. :param stop: checked after every day; True ends the run.
+    """
     started = time.perf_counter()
     journeys = JourneyStore(length)
     T = market.slots_per_day
@@ -295,6 +300,8 @@ def run_campaign(market: Market, policy: CampaignPolicy, days: int, record_hinds
         result.hindsight.append(rec)
         if progress is not None:
             progress(day)
+        if stop is not None and stop():
+            break
     result.wall_seconds = time.perf_counter() - started
     return result
 

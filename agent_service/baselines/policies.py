@@ -21,6 +21,8 @@ posterior-mean conversion value — calibrated means, as the agent's.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from agent_service.agent.conversion import ConversionEstimate
@@ -87,6 +89,17 @@ class CellValueModel:
             self.learner.add_conversion(str(k), int(t))
         self.value_sum += float(value.sum())
         self.value_n += len(value)
+
+    def state(self) -> dict[str, Any]:
+        """Counts, conversion model and value sums (to warm-start another run)."""
+        return {"imps": self.imps.copy(), "clicks": self.clicks.copy(), "conv": self.conv.state_dict(),
+                "matured": self.conv_est.matured, "value_sum": self.value_sum, "value_n": self.value_n}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.imps, self.clicks = np.array(state["imps"]), np.array(state["clicks"])
+        self.conv.load_state_dict(state["conv"])
+        self.conv_est.matured = float(state["matured"])
+        self.value_sum, self.value_n = float(state["value_sum"]), float(state["value_n"])
 
     def step(self, now_ms: int) -> None:
         if len(self.learner):

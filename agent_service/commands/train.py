@@ -1,0 +1,79 @@
+"""``gaelp train``: train the hybrid agent on the simulator (progress bar, checkpoints, curves, summary)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["DESCRIPTION", "HELP", "add_arguments", "run"]
+
+HELP = "train the hybrid agent on the simulated world (checkpoints, learning curves, JSON summary)"
+
+DESCRIPTION = """\
+Train the hybrid agent (LSTM journey encoder, PPO creative x channel x target policy with a
+critic and click model, double-DQN bid multiplier, delay-aware conversion model) online in the
+simulated world of the training seed, one budget period (day) after another: it decides every
+opportunity, sees auctions and clicks at once and conversions days later, updates every
+[hybrid].update_every decisions and serves each new version.
+
+Writes into --out:
+  agent.pt                the final checkpoint (weights, optimisers, statistics, pacing state)
+  checkpoints/dayNNNN.pt  a checkpoint every --checkpoint-every days
+  learning_curve.png      value won, creative regret, spend and realised conversions per day
+  learner_stats.png       PPO losses, entropy, KL, DQN TD loss per update
+  baselines.json, baseline_values.pt
+                          the reference policies' parameter (fixed CPM, linear b0, dual step)
+                          chosen on the training world, and their warmed value model
+  summary.json            wall time, decisions and transitions trained per second, per-day
+                          figures, per-update statistics
+The run stops after the day in which --max-minutes passes. Evaluate with `gaelp evaluate
+--checkpoint DIR` on other seeds.
+
+example:
+  gaelp train --days 60 --seed 100 --out runs/train
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--days", type=int, default=60, help="budget periods to train (default 60)")
+    p.add_argument("--seed", type=int, default=100, help="training world seed (default 100; evaluate on others)")
+    p.add_argument("--budget", type=float, default=None, help="daily budget USD (default: [budget].daily_usd)")
+    p.add_argument("--persons", type=int, default=5_000, help="people in the world (default 5000)")
+    p.add_argument("--opportunities-per-day", type=float, default=20_000.0, help="traffic (default 20000)")
+    p.add_argument("--checkpoint-every", type=int, default=10, help="days between checkpoints (default 10)")
+    p.add_argument("--max-minutes", type=float, default=14.0, help="wall-clock limit (default 14)")
+    p.add_argument("--baseline-days", type=int, default=10,
+                   help="days warming the baselines' value model (default 10; 0 skips baseline tuning)")
+    p.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory (default runs/train)")
+    p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from agent_service.agent.training import TrainConfig, train
+    from agent_service.config import load_config
+
+    cfg = load_config(args.config)
+    tc = TrainConfig(days=args.days, seed=args.seed, budget_usd=args.budget or cfg.budget.daily_usd,
+                     persons=args.persons, opportunities_per_day=args.opportunities_per_day,
+                     checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes,
+                     baseline_days=args.baseline_days)
+    bar = tqdm(total=tc.days, desc="training", unit="day", disable=args.no_progress)
+
+    def progress(day: int, info: dict[str, float]) -> None:
+        bar.update(1)
+        bar.set_postfix(version=int(info["version"]), z=f"{info['z']:.2f}")
+
+    summary = train(cfg, tc, args.out, progress=progress)
+    bar.close()
+    last = summary["last_days"]
+    print(f"trained {summary['days_trained']} days in {summary['wall_seconds']:.0f}s "
+          f"({summary['decisions_per_second']:.0f} decisions/s, "
+          f"{summary['transitions_trained_per_second']:.0f} transitions trained/s, "
+          f"{summary['policy_updates']} updates, {summary['rejected_updates']} rejected)")
+    print(f"last days: value ${last['expected_value_usd']:.1f}/day, creative regret {last['creative_regret']:.1%}, "
+          f"spend ${last['spend_usd']:.2f}/day")
+    print(f"wrote {args.out}/agent.pt, summary.json, {', '.join(summary['plots'])}")
+    return 0
