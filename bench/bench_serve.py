@@ -117,14 +117,17 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
 
 
 def _paced(port: int, rate: float, seconds: float, workdir: Path, connections: int = 20) -> dict[str, float]:
-    """Offer ``rate`` requests/s: calibrate the per-connection delay on a short run, then measure."""
+    """Offer ``rate`` requests/s: each connection waits ``delay`` between answer and next request,
+    so rate = C / (delay + mean latency); calibrate ``delay`` on short probes, then measure."""
     period_ms = 1000 * connections / rate
-    probe = _wrk(port, 3, connections, period_ms, workdir)
-    delay = max(0.0, period_ms - probe["mean_us"] / 1000)
+    delay = period_ms
+    for _ in range(4):
+        probe = _wrk(port, 3, connections, delay, workdir)
+        cycle_ms = 1000 * connections / probe["rps"]  # delay + everything else per request
+        delay = max(0.0, period_ms - (cycle_ms - delay))
+        if abs(probe["rps"] - rate) < 0.03 * rate:
+            break
     result = _wrk(port, seconds, connections, delay, workdir)
-    if result["rps"] < 0.97 * rate:  # a second correction if the first fell short
-        delay = max(0.0, delay * result["rps"] / rate - (rate - result["rps"]) / rate * result["mean_us"] / 1000)
-        result = _wrk(port, seconds, connections, delay, workdir)
     result["connections"] = connections
     result["delay_ms"] = delay
     return result

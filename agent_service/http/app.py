@@ -20,6 +20,7 @@ they are refused.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import json
@@ -31,6 +32,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agent_service.contracts.codec import decode_bid_request, encode
+from agent_service.contracts.events import Decision
 from agent_service.contracts.openrtb import BidRequest
 from agent_service.errors import BusError, DecodeError, GaelpError, StoreError
 from agent_service.metrics import Metrics
@@ -42,6 +44,7 @@ __all__ = ["BidBatcher", "build_http_app"]
 log = logging.getLogger(__name__)
 _OPENRTB = {"x-openrtb-version": "2.6"}
 _MAX_BODY = 256 * 1024
+_MAX_LOG_BACKLOG = 200_000
 
 
 def _error(status: int, field: str, reason: str) -> web.Response:
@@ -72,9 +75,13 @@ class BidBatcher:
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._log: collections.deque[Decision] = collections.deque()
+        self._log_wake = asyncio.Event()
+        self._log_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gaelp-bid-batcher")
+        self._log_task = asyncio.create_task(self._publish_log(), name="gaelp-decision-log")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -82,6 +89,13 @@ class BidBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._log_task is not None:
+            self._log_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._log_task
+            self._log_task = None
+        with contextlib.suppress(BusError):
+            await self._drain_log()
         for p in self._queue:
             if not p.future.done():
                 p.future.set_exception(BusError("the service is stopping"))
@@ -115,13 +129,31 @@ class BidBatcher:
         for p, result in zip(batch, results, strict=True):
             if not p.future.done():
                 p.future.set_result(result)
-        try:
-            for result in results:
-                for d in result.decisions:
-                    await self.bus.publish(self.topic, d.id.encode(), encode(d))
-        except BusError as exc:
-            self.metrics.errors.labels("decision_log").inc()
-            log.warning("decision log publish failed: %s", exc)
+            self._log.extend(result.decisions)
+        if len(self._log) > _MAX_LOG_BACKLOG:  # the bus is down: keep bidding, count what the log loses
+            for _ in range(len(self._log) - _MAX_LOG_BACKLOG):
+                self._log.popleft()
+                self.metrics.errors.labels("decision_log_dropped").inc()
+        self._log_wake.set()
+
+    async def _publish_log(self) -> None:
+        """Publish decisions to the decision log off the answer path (the decider has stored them)."""
+        while True:
+            await self._log_wake.wait()
+            self._log_wake.clear()
+            try:
+                await self._drain_log()
+            except BusError as exc:
+                self.metrics.errors.labels("decision_log").inc()
+                log.warning("decision log publish failed: %s", exc)
+                await asyncio.sleep(0.5)
+                self._log_wake.set()
+
+    async def _drain_log(self) -> None:
+        while self._log:
+            d = self._log[0]
+            await self.bus.publish(self.topic, d.id.encode(), encode(d))
+            self._log.popleft()
 
 
 def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metrics: Metrics,
