@@ -18,6 +18,8 @@ __all__ = [
     "RECORD_JOIN",
     "RECORD_RESULT",
     "RECORD_RESULTS",
+    "DECIDE_CONTEXTS",
+    "PUT_DECISIONS",
     "RESERVE",
     "RESERVE_BATCH",
     "SETTLE",
@@ -75,6 +77,60 @@ end
 if added > 0 then
   redis.call('HINCRBY', KEYS[1], 'reserved', added)
   redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
+return out
+"""
+
+# DECIDE_CONTEXT for a whole decide batch in one call (keys derived from the prefix; read only).
+# ARGV: prefix, max touches, then per impression: device id, budget hash key, decision key.
+# Returns, per impression, 9 values: person, score, device count, {touch json...}, {click...},
+# budget, spent, reserved, stored decision json or false.
+DECIDE_CONTEXTS = """
+local prefix, n = ARGV[1], tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV, 3 do
+  local dev = ARGV[i]
+  local dkey = prefix .. 'id:dev:' .. dev
+  local person = redis.call('HGET', dkey, 'person')
+  local score = redis.call('HGET', dkey, 'score') or '1'
+  local ndev = 1
+  if not person then
+    person = 'd:' .. dev
+  else
+    ndev = math.max(1, redis.call('SCARD', prefix .. 'id:person:' .. person))
+  end
+  local ids = redis.call('ZRANGE', prefix .. 'jidx:' .. person, -n, -1)
+  local touches, clicks = {}, {}
+  if #ids > 0 then
+    touches = redis.call('HMGET', prefix .. 'jdata:' .. person, unpack(ids))
+    clicks = redis.call('HMGET', prefix .. 'jclick:' .. person, unpack(ids))
+  end
+  local b = redis.call('HMGET', ARGV[i + 1], 'budget', 'spent', 'reserved')
+  out[#out + 1] = person
+  out[#out + 1] = score
+  out[#out + 1] = ndev
+  out[#out + 1] = touches
+  out[#out + 1] = clicks
+  out[#out + 1] = b[1] or '0'
+  out[#out + 1] = b[2] or '0'
+  out[#out + 1] = b[3] or '0'
+  out[#out + 1] = redis.call('GET', ARGV[i + 2])
+end
+return out
+"""
+
+# Put-if-absent of several decisions in one call. ARGV: ttl, then (key, json) pairs.
+# Returns, per decision, the json already stored or false (stored now).
+PUT_DECISIONS = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  local old = redis.call('GET', ARGV[i])
+  if old then
+    out[#out + 1] = old
+  else
+    redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', ARGV[1])
+    out[#out + 1] = false
+  end
 end
 return out
 """
