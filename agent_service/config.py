@@ -101,8 +101,8 @@ class RewardConfig:
     """α3: weight of R_delayed, the delay model's expected conversion value still to come (replaced by credit later)."""
     alpha_diversity: float = 0.0
     """α4: weight of R_diversity, creative freshness × channel efficiency (a shaping term; 0 = off)."""
-    click_value_usd: float = 1.0
-    """Immediate value of a click, USD (a proxy until its conversions arrive; the hybrid learner uses 0 by default)."""
+    click_value_usd: float = 0.0
+    """Immediate value of a click, USD (0: a click is worth the conversions it brings, which R_delayed counts)."""
     shadow_price: bool = True
     """Charge R_immediate's cost at the budget's shadow price 1/m (m: the bid multiplier), not 1 — the
     Lagrangian of 'maximise value subject to the budget'; False: profit (value − cost)."""

@@ -30,7 +30,6 @@ import torch
 from agent_service.agent.conversion import ConversionEstimate
 from agent_service.agent.dqn import epsilon_greedy
 from agent_service.agent.networks import BidQNet, HybridNet
-from agent_service.agent.ppo import policy_dists
 from agent_service.agent.registry import ModelRegistry
 from agent_service.agent.settings import HybridConfig
 from agent_service.agent.state import CampaignStats, StateBatch, StateSpec
@@ -209,23 +208,27 @@ class HybridAgent:
         net, conv, stats, version = self.net, self.conv, self.stats, self.version  # pin one version
         spec, cfg = self.spec, self.cfg
         B = len(batch.state)
-        s = torch.from_numpy(batch.state)
-        mask = torch.from_numpy(np.asarray(channel_mask, dtype=bool))
-        out = net(s, torch.from_numpy(batch.touches), torch.from_numpy(batch.touch_creatives))
-        probs = [p.numpy() for p in policy_dists(out, mask, cfg.ppo.explore_eps)]
+        out = net.serve(torch.from_numpy(batch.state), torch.from_numpy(batch.touches),
+                        torch.from_numpy(batch.touch_creatives)).numpy().astype(np.float64)
+        C, K1 = spec.creatives, spec.segments + 1
+        eps = cfg.ppo.explore_eps
+        mask = np.asarray(channel_mask, dtype=bool)
+        probs = [_mixed(out[:, :C], eps, None), _mixed(out[:, C:C + 3], eps, mask),
+                 _mixed(out[:, C + 3:C + 3 + K1], eps, None)]
         picks = [_sample(p, self.rng) if explore else p.argmax(1) for p in probs]
         rows = np.arange(B)
-        logp = sum(np.log(np.maximum(p[rows, a], 1e-12)) for p, a in zip(probs, picks, strict=True))
+        logp = np.log(np.maximum(probs[0][rows, picks[0]] * probs[1][rows, picks[1]] * probs[2][rows, picks[2]],
+                                 1e-300))
         creative, channel, target = picks
-        logit = out.click_creative.numpy()[rows, creative] + out.click_channel.numpy()[rows, channel]
+        click = out[:, C + 3 + K1:]
+        logit = click[rows, creative] + click[rows, C + channel]
         p_click = 1.0 / (1.0 + np.exp(-logit))
         p_conv = conv.p_eventual(conv_features(spec, batch.state, channel))
         value = p_click * p_conv * stats.value_per_conversion(cfg.value_prior_usd)
         bid = self.bids(value, channel, floor_cpm_usd, budget_left_usd)
-        slot_p = self.slot_prob if explore else 1.0
-        propensity = np.exp(logp) * slot_p if explore else np.ones(B)
-        return AgentActs(creative, channel, target, p_click, value, bid, np.clip(propensity, 1e-12, 1.0),
-                         np.asarray(logp, dtype=np.float64), self.multiplier, self.mult_index, version)
+        propensity = np.minimum(np.exp(logp) * self.slot_prob, 1.0) if explore else np.ones(B)
+        return AgentActs(creative, channel, target, p_click, value, bid, np.maximum(propensity, 1e-12), logp,
+                         self.multiplier, self.mult_index, version)
 
     def bids(self, value_usd: np.ndarray, channel: np.ndarray, floor_cpm_usd: np.ndarray,
              budget_left_usd: float | np.ndarray, multiplier: float | None = None) -> np.ndarray:
@@ -250,6 +253,17 @@ def net_dims(spec: StateSpec, cfg: HybridConfig) -> tuple[int, ...]:
 
 
 PACING_INDEX = {name: i for i, (name, _) in enumerate(PACING_FEATURES)}
+
+
+def _mixed(logits: np.ndarray, eps: float, mask: np.ndarray | None) -> np.ndarray:
+    """numpy twin of :func:`agent_service.agent.ppo.mixed_probs` (the serving path is numpy)."""
+    if mask is not None:
+        logits = np.where(mask, logits, -np.inf)
+        allowed = mask.astype(np.float64)
+    else:
+        allowed = np.ones_like(logits)
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (1 - eps) * z / z.sum(axis=1, keepdims=True) + eps * allowed / allowed.sum(axis=1, keepdims=True)
 
 
 def _sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:

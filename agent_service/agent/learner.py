@@ -156,7 +156,7 @@ class HybridLearner:
         ks = [k for k, f in zip(ks, fresh, strict=True) if f]
         self.table.update(ks, "clicked", np.ones(len(ks), bool))
         self.table.update(ks, "immediate", np.full(len(ks), self.reward_cfg.click_value_usd, np.float32), add=True)
-        np.add.at(self.stats.clicks, rows.creative[fresh], 1.0)
+        self.stats.observe_clicks(rows.creative[fresh])
         x = conv_features(self.spec, rows.state[fresh], rows.channel[fresh])
         times = np.asarray(event_time_ms)[held][fresh]
         for j, k in enumerate(ks):

@@ -105,6 +105,16 @@ class HybridNet(nn.Module):
                          click[:, :c], click[:, c:])
 
 
+    def serve(self, state: torch.Tensor, touches: torch.Tensor, touch_creatives: torch.Tensor) -> torch.Tensor:
+        """The serving path's outputs in one tensor, without the critic (not needed to act):
+        ``[B, C + 3 + (K + 1) + C + 3]`` = creative, channel, target logits, then the click
+        model's creative and channel terms."""
+        code = self.encoder(touches, touch_creatives)
+        x = torch.cat([state[:, :self.state_dim], code], dim=-1)
+        h = self.actor(x)
+        return torch.cat([self.creative(h), self.channel(h), self.target(h), self.click(x)], dim=-1)
+
+
 class BidQNet(nn.Module):
     """MLP: pacing features [B, P] → Q-values [B, A].
 

@@ -231,6 +231,7 @@ class CampaignStats:
     value_count: float = 0.0
 
     def __post_init__(self) -> None:
+        self._derived: _Derived | None = None
         self.impressions = np.zeros(self.creatives)
         self.clicks = np.zeros(self.creatives)
         self.conversions = np.zeros(self.creatives)
@@ -267,10 +268,19 @@ class CampaignStats:
         """Posterior-mean conversion value, USD."""
         return float((self.value_sum_usd + 5.0 * prior_usd) / (self.value_count + 5.0))
 
+    def derived(self) -> _Derived:
+        """The figures the state reads, computed once until the counts change."""
+        if self._derived is None:
+            c_ctr, c_cvr = self.campaign_ctr(), self.campaign_cvr()
+            self._derived = _Derived(self.ctr() / (2 * c_ctr), self.cvr() / (2 * c_cvr), c_cvr, self.win_rate(),
+                                     self.clearing_cpm_usd(), self.ab_ctr() / c_ctr)
+        return self._derived
+
     # --- learning ----------------------------------------------------------------------------
     def observe(self, creative: np.ndarray, variant: np.ndarray, bid: np.ndarray, won: np.ndarray,
                 paid_micros: np.ndarray, clicked: np.ndarray) -> None:
         """Outcomes of a batch of decisions (arrays of shape [B])."""
+        self._derived = None
         won = won.astype(bool)
         np.add.at(self.impressions, creative[won], 1.0)
         np.add.at(self.clicks, creative[won & clicked.astype(bool)], 1.0)
@@ -280,20 +290,28 @@ class CampaignStats:
         self.wins += float((won & bid.astype(bool)).sum())
         self.paid_micros += float(paid_micros[won].sum())
 
+    def observe_clicks(self, creative: np.ndarray) -> None:
+        """Clicks reported after their impression (the stream's separate click records)."""
+        self._derived = None
+        np.add.at(self.clicks, creative, 1.0)
+
     def observe_conversions(self, creative: np.ndarray, value_usd: np.ndarray) -> None:
+        self._derived = None
         np.add.at(self.conversions, creative, 1.0)
         self.value_sum_usd += float(np.sum(value_usd))
         self.value_count += float(len(value_usd))
 
     def end_period(self) -> None:
         """Forget a little (the market and the creatives drift)."""
+        self._derived = None
         for name in ("impressions", "clicks", "conversions", "ab_impressions", "ab_clicks"):
             setattr(self, name, getattr(self, name) * self.decay)
         for name in ("bids", "wins", "paid_micros", "value_sum_usd", "value_count"):
             setattr(self, name, getattr(self, name) * self.decay)
 
     def state(self) -> dict[str, Any]:
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()
+                if not k.startswith("_")}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CampaignStats:
@@ -303,6 +321,15 @@ class CampaignStats:
             if k not in keys:
                 setattr(out, k, np.asarray(v, dtype=np.float64) if isinstance(v, list) else v)
         return out
+
+
+class _Derived(NamedTuple):
+    ctr_rel: np.ndarray
+    cvr_rel: np.ndarray
+    campaign_cvr: float
+    win_rate: float
+    clearing_cpm: float
+    ab_lift: np.ndarray
 
 
 class JourneyArrays(NamedTuple):
@@ -410,97 +437,95 @@ def journey_arrays(journeys: Sequence[Sequence[Touch]], device_ids: Sequence[str
 
 def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays, pacing: PacingInputs,
                  stats: CampaignStats) -> StateBatch:
-    """The enriched state and the touch sequence of B opportunities (see ``spec.features``)."""
+    """The enriched state and the touch sequence of B opportunities (see ``spec.features``).
+
+    Columns are written in place into one float32 array (a decision is latency-bound: a few
+    dozen small numpy operations, no per-group concatenation)."""
     B, L = journey.channel.shape
-    t = opp.event_time.astype(np.int64)
+    ix = spec.index
+    out = np.zeros((B, spec.dim), np.float32)
+    t = np.asarray(opp.event_time, np.int64)
     present = journey.channel >= 0
     n_touch = present.sum(1)
+    has = n_touch > 0
     clicked = journey.clicked & present
     n_click = clicked.sum(1)
-    age_h = np.where(present, (t[:, None] - journey.time_ms) / _HOUR_MS, np.inf).clip(0.0)
-    last_age = np.where(n_touch > 0, age_h[:, -1], np.inf)
-    first_idx = L - n_touch
-    first_age = np.where(n_touch > 0, age_h[np.arange(B), np.minimum(first_idx, L - 1)], 0.0)
-    cols: list[np.ndarray] = []
-    add = cols.append
+    age_h = np.maximum((t[:, None] - journey.time_ms) / _HOUR_MS, 0.0)
+    age_h[~present] = np.inf
+    rows = np.arange(B)
     # journey stage
-    add(np.stack([n_touch == 0, (n_touch > 0) & (n_click == 0), n_click > 0], 1))
-    add(np.minimum(1.0, np.log1p(n_touch) / math.log1p(spec.max_touches))[:, None])
-    add(np.minimum(1.0, np.log1p(n_click) / math.log1p(8))[:, None])
-    add(np.minimum(1.0, last_age / _WINDOW_H)[:, None])
-    add(np.minimum(1.0, first_age / _WINDOW_H)[:, None])
-    # segment
-    add(np.asarray(opp.segment_probs, np.float64).reshape(B, spec.segments))
-    # device / channel
-    add(np.eye(3)[np.clip(opp.device_class, 0, 2)])
-    add(opp.channel_mask.astype(np.float64))
+    stage = np.where(n_click > 0, 2, np.where(has, 1, 0))
+    out[rows, ix["stage_awareness"] + stage] = 1.0
+    out[:, ix["touches"]] = np.minimum(1.0, np.log1p(n_touch) / math.log1p(spec.max_touches))
+    out[:, ix["clicks"]] = np.minimum(1.0, np.log1p(n_click) / math.log1p(8))
+    out[:, ix["recency"]] = np.where(has, np.minimum(1.0, age_h[:, -1] / _WINDOW_H), 1.0)
+    first = age_h[rows, np.minimum(L - n_touch, L - 1)]
+    out[:, ix["journey_age"]] = np.where(has, np.minimum(1.0, first / _WINDOW_H), 0.0)
+    # segment, device, channels
+    out[:, spec.cols("segment_")] = opp.segment_probs
+    out[rows, ix["device_mobile"] + np.clip(opp.device_class, 0, 2)] = 1.0
+    out[:, ix["avail_organic"]:ix["avail_social"] + 1] = opp.channel_mask
     last_ch = journey.channel[:, -1]
-    add(np.where(last_ch[:, None] >= 0, np.eye(3)[np.clip(last_ch, 0, 2)], 0.0))
+    out[rows[has], ix["last_organic"] + last_ch[has]] = 1.0
     # creative history
-    ctr, cvr = stats.ctr(), stats.cvr()
-    c_ctr, c_cvr = stats.campaign_ctr(), stats.campaign_cvr()
-    last_cr = journey.creative[:, -1]
-    has_last = last_cr >= 0
-    lc = np.clip(last_cr, 0, spec.creatives - 1)
-    add(np.where(has_last, np.minimum(1.0, ctr[lc] / (2 * c_ctr)), 0.5)[:, None])
-    add(np.where(has_last, np.minimum(1.0, cvr[lc] / (2 * c_cvr)), 0.5)[:, None])
-    onehot = (journey.creative[:, :, None] == np.arange(spec.creatives)[None, None, :]) & present[:, :, None]
-    exposures = onehot.sum(1)  # [B, C]
-    add(np.where(has_last, 1.0 - 0.85 ** exposures[np.arange(B), lc], 0.0)[:, None])
-    add(np.minimum(1.0, (exposures > 0).sum(1) / spec.max_touches)[:, None])
-    add(np.minimum(1.0, np.log1p(exposures) / math.log1p(spec.max_touches)))
+    d = stats.derived()
+    last_cr = np.clip(journey.creative[:, -1], 0, spec.creatives - 1)
+    out[:, ix["last_creative_ctr"]] = np.where(has, np.minimum(1.0, d.ctr_rel[last_cr]), 0.5)
+    out[:, ix["last_creative_cvr"]] = np.where(has, np.minimum(1.0, d.cvr_rel[last_cr]), 0.5)
+    exposures = np.zeros((B, spec.creatives), np.int64)
+    pr, pc = np.nonzero(present)
+    np.add.at(exposures, (pr, journey.creative[pr, pc]), 1)
+    out[:, ix["fatigue"]] = np.where(has, 1.0 - 0.85 ** exposures[rows, last_cr], 0.0)
+    out[:, ix["distinct_creatives"]] = np.minimum(1.0, (exposures > 0).sum(1) / spec.max_touches)
+    out[:, spec.cols("exposures_")] = np.minimum(1.0, np.log1p(exposures) / math.log1p(spec.max_touches))
     # attribution
-    decay = np.where(present, 0.5 ** (np.minimum(age_h, 1e6) / _HALF_LIFE_H), 0.0).sum(1)
-    add((1.0 / (1.0 + decay))[:, None])
-    add(np.minimum(1.0, np.log1p(np.maximum(opp.credited_usd, 0.0)) / math.log1p(100))[:, None])
-    add(np.minimum(1.0, 5 * (1.0 - (1.0 - c_cvr) ** n_click))[:, None])
+    decay = (0.5 ** (np.minimum(age_h, 1e6) / _HALF_LIFE_H)).sum(1)
+    out[:, ix["td_credit_share"]] = 1.0 / (1.0 + decay)
+    out[:, ix["credited_value"]] = np.minimum(1.0, np.log1p(np.maximum(opp.credited_usd, 0.0)) / math.log1p(100))
+    out[:, ix["p_conv_journey"]] = np.minimum(1.0, 5 * (1.0 - (1.0 - d.campaign_cvr) ** n_click))
     # temporal
-    hour = (t % _DAY_MS) / _HOUR_MS
     day = t // _DAY_MS
-    dow = (day + 3) % 7  # 1970-01-01 was a Thursday
-    doy = day % 365.25
-    for x, period in ((hour, 24.0), (dow, 7.0), (doy, 365.25)):
-        add(np.stack([np.sin(2 * np.pi * x / period), np.cos(2 * np.pi * x / period)], 1))
-    # competition
-    ones = np.ones((B, 1))
-    add(ones * min(1.0, pacing.auction_density / 2))
-    add(ones * stats.win_rate())
-    add(ones * min(1.0, stats.clearing_cpm_usd() / 10))
-    add(np.minimum(1.0, np.asarray(opp.floor_cpm_usd, np.float64) / 10)[:, None])
-    # budget pacing
+    for name, x, period in (("hour", (t % _DAY_MS) / _HOUR_MS, 24.0), ("dow", (day + 3) % 7, 7.0),
+                            ("season", day % 365.25, 365.25)):
+        ang = 2 * np.pi * x / period
+        out[:, ix[f"{name}_sin"]] = np.sin(ang)
+        out[:, ix[f"{name}_cos"]] = np.cos(ang)
+    # competition, budget pacing (campaign-level scalars)
     budget = max(pacing.budget_usd, 1e-9)
     plan = pacing.plan_fraction * budget
-    add(ones * max(0.0, (budget - pacing.spent_usd - pacing.reserved_usd) / budget))
-    add(ones * (1.0 - min(1.0, max(0.0, pacing.elapsed))))
-    add(ones * (min(1.0, pacing.spent_usd / plan / 2) if plan > 0 else 0.5))
     slot_plan = pacing.planned_slot_spend_usd
-    add(ones * (min(1.0, pacing.last_slot_spend_usd / slot_plan / 2) if slot_plan > 0 else 0.5))
-    add(ones * float(np.clip(pacing.log_multiplier / 2, -1, 1)))
-    # identity
-    add(np.asarray(opp.identity_confidence, np.float64)[:, None])
-    add(np.minimum(1.0, np.asarray(opp.device_count, np.float64) / 3)[:, None])
-    # A/B
-    add(np.eye(spec.ab_variants)[np.asarray(opp.ab_variant) % spec.ab_variants])
-    lift = stats.ab_ctr() / c_ctr
-    add(np.minimum(1.0, lift[np.asarray(opp.ab_variant) % spec.ab_variants] / 2)[:, None])
-    # log columns
-    add(ones * pacing.slot_action_prob)
-    add((np.asarray(opp.person_key, np.int64) % PERSON_KEY_MOD)[:, None])
-    state = np.concatenate([c.reshape(B, -1).astype(np.float32) for c in cols], axis=1)
-    if state.shape[1] != spec.dim:
-        raise AssertionError(f"state has {state.shape[1]} columns, spec says {spec.dim}")
-    # touch sequence
-    prev = np.concatenate([np.full((B, 1), -1, np.int64), journey.time_ms[:, :-1]], 1)
-    prev_present = np.concatenate([np.zeros((B, 1), bool), present[:, :-1]], 1)
-    gap_h = np.where(prev_present, (journey.time_ms - prev) / _HOUR_MS, _WINDOW_H).clip(0.0)
-    ch1h = np.where(present[:, :, None], np.eye(3)[np.clip(journey.channel, 0, 2)], 0.0)
+    for name, value in (
+        ("auction_density", min(1.0, pacing.auction_density / 2)), ("win_rate", d.win_rate),
+        ("clearing_price", min(1.0, d.clearing_cpm / 10)),
+        ("budget_left", max(0.0, (budget - pacing.spent_usd - pacing.reserved_usd) / budget)),
+        ("time_left", 1.0 - min(1.0, max(0.0, pacing.elapsed))),
+        ("pace", min(1.0, pacing.spent_usd / plan / 2) if plan > 0 else 0.5),
+        ("spend_rate", min(1.0, pacing.last_slot_spend_usd / slot_plan / 2) if slot_plan > 0 else 0.5),
+        ("pacing_factor", float(np.clip(pacing.log_multiplier / 2, -1, 1))),
+        ("slot_action_prob", pacing.slot_action_prob),
+    ):
+        out[:, ix[name]] = value
+    out[:, ix["floor"]] = np.minimum(1.0, np.asarray(opp.floor_cpm_usd, np.float64) / 10)
+    # identity, A/B arm, person key
+    out[:, ix["identity_confidence"]] = opp.identity_confidence
+    out[:, ix["device_count"]] = np.minimum(1.0, np.asarray(opp.device_count, np.float64) / 3)
+    arm = np.asarray(opp.ab_variant) % spec.ab_variants
+    out[rows, ix["ab_variant_0"] + arm] = 1.0
+    out[:, ix["ab_lift"]] = np.minimum(1.0, d.ab_lift[arm] / 2)
+    out[:, ix["person_key"]] = np.asarray(opp.person_key, np.int64) % PERSON_KEY_MOD
+    # touch sequence (TOUCH_FEATURES)
+    touches = np.zeros((B, L, len(TOUCH_FEATURES)), np.float32)
     norm = math.log1p(_WINDOW_H)
-    touches = np.concatenate([
-        present[:, :, None], ch1h, clicked[:, :, None],
-        np.where(present, np.log1p(np.minimum(age_h, _WINDOW_H)) / norm, 0.0)[:, :, None],
-        np.where(present, np.log1p(np.minimum(gap_h, _WINDOW_H)) / norm, 0.0)[:, :, None],
-        np.where(present, np.minimum(1.0, journey.cost_cpm_usd / 10), 0.0)[:, :, None],
-        (journey.other_device & present)[:, :, None],
-    ], axis=2).astype(np.float32)
-    tc = np.where(present, np.clip(journey.creative, 0, spec.creatives - 1), spec.creatives).astype(np.int64)
-    return StateBatch(state, touches, tc)
+    touches[:, :, 0] = present
+    tr, tc_ = np.nonzero(present)
+    touches[tr, tc_, 1 + journey.channel[tr, tc_]] = 1.0
+    touches[:, :, 4] = clicked
+    touches[:, :, 5] = np.where(present, np.log1p(np.minimum(age_h, _WINDOW_H)) / norm, 0.0)
+    gap = np.full((B, L), _WINDOW_H)
+    both = present[:, 1:] & present[:, :-1]
+    gap[:, 1:][both] = np.maximum((journey.time_ms[:, 1:] - journey.time_ms[:, :-1])[both] / _HOUR_MS, 0.0)
+    touches[:, :, 6] = np.where(present, np.log1p(np.minimum(gap, _WINDOW_H)) / norm, 0.0)
+    touches[:, :, 7] = np.where(present, np.minimum(1.0, journey.cost_cpm_usd / 10), 0.0)
+    touches[:, :, 8] = journey.other_device & present
+    tcreat = np.where(present, np.clip(journey.creative, 0, spec.creatives - 1), spec.creatives).astype(np.int64)
+    return StateBatch(out, touches, tcreat)

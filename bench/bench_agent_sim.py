@@ -1,0 +1,91 @@
+"""The hybrid agent on the simulator vs every baseline vs the hindsight optimum (BENCHMARKS.md §2).
+
+1. ``gaelp train`` on the training world (seed 100, never an evaluation seed), at most
+   ``--max-minutes`` of wall clock: training time, decisions/s and transitions trained per
+   second, creative regret over the last training days;
+2. ``gaelp evaluate`` on ``--seeds`` (5 by default): the agent (continuing online), fixed bid,
+   truthful, linear, dual-variable pacing (random creative; their parameter and value model
+   from the training world) and dual pacing with the per-segment creative oracle, each on the
+   same worlds, against the hindsight LP of the same days; means with 95 % t-intervals and
+   paired differences.
+
+Floors checked (issue #4): agent ≥ 90 % of the optimum's conversion value; agent beats dual
+pacing by more than the interval; creative regret ≤ 10 % by the end of training; training
+≤ 15 minutes. ``--checkpoint DIR`` reuses a finished training run instead of step 1.
+
+Prints the evaluation table, then one JSON object as the last stdout line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent_service.agent.training import TrainConfig, train  # noqa: E402
+from agent_service.baselines.evaluation import EvalConfig, evaluate, summary_table, write  # noqa: E402
+from agent_service.config import load_config  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--days", type=int, default=100, help="training days (stops earlier at --max-minutes)")
+    ap.add_argument("--max-minutes", type=float, default=14.0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--eval-days", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--checkpoint", type=Path, default=None, help="reuse a `gaelp train --out` directory")
+    ap.add_argument("--out", type=Path, default=None, help="where training and evaluation write (default: temp)")
+    ap.add_argument("--config", type=Path, default=None)
+    args = ap.parse_args()
+    cfg = load_config(args.config)
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench_agent_sim_"))
+    if args.checkpoint is None:
+        tc = TrainConfig(days=args.days, max_minutes=args.max_minutes, budget_usd=cfg.budget.daily_usd)
+        summary = train(cfg, tc, out / "train")
+        ck_dir = out / "train"
+    else:
+        ck_dir = args.checkpoint
+        summary = json.loads((ck_dir / "summary.json").read_text())
+    ckpt = torch.load(ck_dir / "agent.pt", weights_only=False)
+    base = json.loads((ck_dir / "baselines.json").read_text())
+    values = torch.load(ck_dir / "baseline_values.pt", weights_only=False)
+    ec = EvalConfig(seeds=tuple(args.seeds), days=args.eval_days, warmup=args.warmup,
+                    budget_usd=summary["config"]["budget_usd"])
+    report = evaluate(cfg, ec, ckpt, base, values)
+    write(report, out / "eval")
+    print(summary_table(report))
+    pol = report["policies"]
+    frac = pol["gaelp"]["fraction_of_optimum"]
+    dual = report["paired_vs_gaelp"]["dual"]
+    train_regret = summary["last_days"]["creative_regret"]
+    result = {
+        "bench": "agent_sim", "out": str(out),
+        "training": {"days": summary["days_trained"], "wall_seconds": summary["wall_seconds"],
+                     "decisions_per_second": summary["decisions_per_second"],
+                     "transitions_trained_per_second": summary["transitions_trained_per_second"],
+                     "last_days_creative_regret": round(train_regret, 4),
+                     "last_days_value_usd": round(summary["last_days"]["expected_value_usd"], 2)},
+        "evaluation": {"seeds": list(args.seeds), "days": args.eval_days, "warmup": args.warmup,
+                       "hindsight_optimum_usd": report["hindsight_optimum"],
+                       "value_usd": {n: e["value"] for n, e in pol.items()},
+                       "fraction_of_optimum": {n: e["fraction_of_optimum"] for n, e in pol.items()},
+                       "creative_regret": {n: e["regret"] for n, e in pol.items()},
+                       "paired_vs_gaelp": report["paired_vs_gaelp"]},
+        "floors": {"agent_ge_90pct_of_optimum": frac["mean"] >= 0.9,
+                   "agent_beats_dual_beyond_ci": dual["gaelp_better_beyond_ci"],
+                   "creative_regret_le_10pct_end_of_training": train_regret <= 0.10,
+                   "training_le_15_minutes": summary["wall_seconds"] <= 900},
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

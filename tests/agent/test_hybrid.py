@@ -1,0 +1,93 @@
+"""Serving: bids in range and never under the floor, logged propensities, hot-swap by version."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agent_service.agent.hybrid import HybridAgent, spec_of
+from agent_service.agent.learner import HybridLearner
+from agent_service.agent.registry import MemoryRegistry
+from agent_service.agent.settings import HybridConfig
+from agent_service.agent.state import (
+    CampaignStats,
+    JourneyArrays,
+    OpportunityArrays,
+    PacingInputs,
+    build_states,
+)
+from agent_service.config import RewardConfig
+from agent_service.errors import ModelError
+
+T0 = 1_767_225_600_000 + 10 * 3_600_000
+CFG = HybridConfig(lstm_hidden=16, hidden=32)
+SPEC = spec_of(CFG, 6)
+
+
+def _batch(n: int, rng: np.random.Generator):
+    opp = OpportunityArrays(T0 + rng.integers(0, 3_600_000, n), rng.integers(0, 3, n), rng.random((n, 3)) < 0.7,
+                            rng.choice([0.2, 0.5, 1.0, 4.0], n), np.full((n, SPEC.segments), 1 / SPEC.segments),
+                            np.ones(n), np.ones(n, np.int64), rng.integers(0, 4, n), np.zeros(n), np.arange(n))
+    opp.channel_mask[~opp.channel_mask.any(1), 2] = True
+    b = build_states(SPEC, opp, JourneyArrays.empty(n, SPEC.max_touches), PacingInputs(15, 3, 0, 0.4, 0.4),
+                     CampaignStats(6))
+    return b, opp
+
+
+@pytest.mark.parametrize("z", [-3.0, 0.0, 1.6])
+def test_bids_stay_in_range_never_under_the_floor_and_never_over_the_budget(z: float) -> None:
+    agent = HybridAgent(SPEC, CFG, seed=0)
+    agent.z = z
+    rng = np.random.default_rng(0)
+    b, opp = _batch(2000, rng)
+    left = rng.choice([0.0001, 0.004, 20.0], 2000)
+    acts = agent.act(b, opp.channel_mask, opp.floor_cpm_usd, left)
+    bid = acts.bid_cpm_usd
+    placed = bid > 0
+    assert ((bid[placed] >= 0.5) & (bid[placed] <= 10.0)).all()
+    assert (bid[placed] >= opp.floor_cpm_usd[placed]).all()
+    assert (bid[placed] / 1000 <= left[placed]).all()
+    assert (bid[acts.channel == 0] == 0).all()
+    assert opp.channel_mask[np.arange(2000), acts.channel].all()  # only offered channels
+    raw = 1000 * np.exp(z) * acts.value_usd
+    assert (bid[(raw < opp.floor_cpm_usd)] == 0).all()
+    assert np.allclose(acts.bid_cpm_usd[placed], np.clip(raw, np.maximum(opp.floor_cpm_usd, 0.5), 10)[placed])
+
+
+def test_propensity_is_the_probability_of_the_whole_action() -> None:
+    agent = HybridAgent(SPEC, CFG, seed=1)
+    rng = np.random.default_rng(1)
+    _, p = agent.begin_slot(np.zeros(9, np.float32))
+    b, opp = _batch(500, rng)
+    acts = agent.act(b, opp.channel_mask, opp.floor_cpm_usd, 100.0)
+    assert ((acts.propensity > 0) & (acts.propensity <= 1)).all()
+    assert np.allclose(acts.propensity, np.exp(acts.logp_policy) * p)
+    greedy = agent.act(b, opp.channel_mask, opp.floor_cpm_usd, 100.0, explore=False)
+    again = agent.act(b, opp.channel_mask, opp.floor_cpm_usd, 100.0, explore=False)
+    assert np.array_equal(greedy.creative, again.creative) and (greedy.propensity == 1).all()
+
+
+def test_versions_only_go_forward_and_bad_weights_are_refused() -> None:
+    registry = MemoryRegistry()
+    learner = HybridLearner(SPEC, CFG, RewardConfig(), registry, seed=0)
+    assert learner.publish() == 1
+    agent = HybridAgent(SPEC, CFG, registry, seed=0)
+    assert agent.sync() == 1
+    with torch.no_grad():
+        learner.net.creative.bias[:] = torch.tensor([6.0, 0, 0, 0, 0, 0])
+    assert learner.publish() == 2
+    rng = np.random.default_rng(2)
+    b, opp = _batch(300, rng)
+    assert agent.act(b, opp.channel_mask, opp.floor_cpm_usd, 100.0).version == 1  # not swapped until sync
+    assert agent.sync() == 2
+    acts = agent.act(b, opp.channel_mask, opp.floor_cpm_usd, 100.0)
+    assert acts.version == 2 and (acts.creative == 0).mean() > 0.8
+    assert not agent.load_state(learner.state(), 2)  # not newer: ignored
+    bad = learner.state()
+    bad["net"] = {k: v * float("nan") for k, v in bad["net"].items()}
+    with pytest.raises(ModelError):
+        agent.load_state(bad, 3)
+    assert agent.version == 2
+    assert registry.rollback() == 3 and agent.sync() == 3
+    assert (agent.act(b, opp.channel_mask, opp.floor_cpm_usd, 100.0).creative == 0).mean() < 0.5

@@ -1,0 +1,58 @@
+"""The service path: decisions logged by the decide path replay into the hybrid learner."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from agent_service.adapters.memory_store import MemoryStore
+from agent_service.agent.hybrid import spec_of
+from agent_service.agent.online import OnlineLearner
+from agent_service.agent.registry import MemoryRegistry
+from agent_service.agent.settings import HybridConfig, PPOConfig
+from agent_service.config import GaelpConfig
+from agent_service.contracts.codec import decode
+from agent_service.contracts.events import AdEvent, AuctionResult, Decision, Experience
+from tests.flowkit import T0, FlowKit, bid_request
+
+HYB = HybridConfig(lstm_hidden=16, hidden=32, update_every=32, ppo=PPOConfig(rollout=64, minibatch=32, epochs=1))
+
+
+async def test_logged_decisions_replay_into_the_learner_which_publishes_a_new_version() -> None:
+    cfg = dataclasses.replace(GaelpConfig(), hybrid=HYB)
+    kit = FlowKit(MemoryStore(), cfg)
+    t = cfg.topics
+    reqs = [bid_request(f"r{i}", f"dev{i % 9}", T0 + 9 * 3_600_000 + 60_000 * i,
+                        channels=("paid_search", "social") if i % 3 else ("organic", "social"), cat=f"IAB{i % 4 + 1}")
+            for i in range(60)]
+    out = await kit.handle(t.bid_requests, *reqs)
+    decisions = [decode(o.value, Decision) for o in out if o.topic == t.decisions]
+    assert len(decisions) == 60
+    spec = spec_of(HYB, 4)
+    for d in decisions:
+        assert len(d.state) == spec.logged_dim and 0 < d.propensity <= 1 and d.model_version == 1
+        assert d.action.bid_cpm_micros == 0 or 500_000 <= d.action.bid_cpm_micros <= 10_000_000
+        assert d.action.segment <= spec.segments
+    results = [AuctionResult(id=f"res-{d.id}", event_time=d.event_time + 50, decision_id=d.id, won=True,
+                             price_paid_micros=1500 if d.action.channel != "organic" else 0)
+               for d in decisions if d.bid]
+    exp_out = await kit.handle(t.auction_results, *results)
+    clicks = [AdEvent(id=f"clk-{r.decision_id}", event_time=r.event_time + 1000, decision_id=r.decision_id,
+                      kind="click") for r in results[::5]]
+    exp_out += await kit.handle(t.ad_events, *clicks)
+    exps = [decode(o.value, Experience) for o in exp_out if o.topic == t.experience]
+    assert {e.kind for e in exps} == {"outcome", "click"}
+    learner = OnlineLearner(HYB, cfg.reward, 4, cfg.budget.daily_usd, MemoryRegistry(), seed=0)
+    assert learner.publish() == 1
+    assert all(learner.observe(e) for e in exps)
+    assert not learner.observe(exps[0])  # a redelivery changes nothing
+    table = learner.learner.table
+    assert len(table) == len(results)
+    rows = table.rows()
+    assert rows.clicked.sum() == len(clicks)
+    assert np.allclose(rows.immediate[rows.channel > 0], -1500 / 1e6 / np.exp(2 * rows.state[rows.channel > 0,
+                                                                                  spec.index["pacing_factor"]]),
+                       rtol=1e-4)
+    stats = learner.maybe_update()
+    assert stats is not None and not stats.rejected and stats.version == 2

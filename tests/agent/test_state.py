@@ -1,0 +1,100 @@
+"""The enriched state: every feature documented, bounded, built from what the service knows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent_service.agent.state import (
+    TOUCH_FEATURES,
+    CampaignStats,
+    JourneyArrays,
+    OpportunityArrays,
+    PacingInputs,
+    StateSpec,
+    build_states,
+    journey_arrays,
+)
+from agent_service.contracts.events import Touch
+from agent_service.errors import ConfigError
+
+DAY = 86_400_000
+T0 = 1_767_225_600_000 + 14 * 3_600_000
+
+
+def _opps(n: int, spec: StateSpec, rng: np.random.Generator) -> OpportunityArrays:
+    seg = rng.dirichlet(np.ones(spec.segments), n)
+    return OpportunityArrays(T0 + rng.integers(0, DAY, n), rng.integers(0, 3, n), rng.random((n, 3)) < 0.6,
+                             rng.uniform(0, 3, n), seg, rng.random(n), rng.integers(1, 4, n),
+                             rng.integers(0, spec.ab_variants, n), rng.uniform(0, 50, n), rng.integers(0, 10**9, n))
+
+
+def _journeys(n: int, spec: StateSpec, rng: np.random.Generator) -> JourneyArrays:
+    j = JourneyArrays.empty(n, spec.max_touches)
+    for b in range(n):
+        k = int(rng.integers(0, spec.max_touches + 1))
+        if k:
+            j.time_ms[b, -k:] = np.sort(T0 - rng.integers(0, 14 * DAY, k))
+            j.channel[b, -k:] = rng.integers(0, 3, k)
+            j.creative[b, -k:] = rng.integers(0, spec.creatives, k)
+            j.clicked[b, -k:] = rng.random(k) < 0.2
+            j.cost_cpm_usd[b, -k:] = rng.uniform(0, 12, k)
+    return j
+
+
+def test_every_feature_is_documented_and_the_layout_adds_up() -> None:
+    spec = StateSpec(creatives=12)
+    names = [n for n, _ in spec.features]
+    assert len(names) == len(set(names)) == spec.dim
+    assert all(meaning.strip() for _, meaning in spec.features)
+    for group in ("stage_", "segment_", "device_", "avail_", "last_", "exposures_", "hour_", "dow_", "season_",
+                  "ab_variant_"):
+        assert any(n.startswith(group) for n in names), group
+    for name in ("fatigue", "td_credit_share", "p_conv_journey", "win_rate", "auction_density", "budget_left",
+                 "pace", "identity_confidence", "device_count", "ab_lift"):
+        assert name in spec.index
+    assert spec.net_dim == spec.dim - 2 and len(TOUCH_FEATURES) == spec.touch_dim
+
+
+def test_states_are_bounded_and_consistent() -> None:
+    spec, rng = StateSpec(creatives=12), np.random.default_rng(0)
+    n = 300
+    pacing = PacingInputs(15.0, 6.0, 0.5, 0.4, 0.35, 0.2, 0.15, -0.7, 0.9, 1.3)
+    b = build_states(spec, _opps(n, spec, rng), _journeys(n, spec, rng), pacing, CampaignStats(12))
+    assert b.state.shape == (n, spec.dim) and b.state.dtype == np.float32
+    assert np.isfinite(b.state).all() and np.isfinite(b.touches).all()
+    net = b.state[:, :spec.net_dim]
+    assert net.min() >= -1.0 and net.max() <= 1.0
+    assert b.touches.min() >= 0.0 and b.touches.max() <= 1.0
+    stage = b.state[:, spec.cols("stage_")]
+    assert np.allclose(stage.sum(1), 1.0)
+    assert np.allclose(b.state[:, spec.cols("segment_")].sum(1), 1.0, atol=1e-5)
+    # padding: creative index C, zero features; real touches flagged present
+    present = b.touches[:, :, 0] > 0
+    assert ((b.touch_creatives == spec.creatives) == ~present).all()
+    assert np.allclose(b.state[:, spec.index["budget_left"]], (15 - 6.5) / 15)
+
+
+def test_journey_arrays_keep_the_newest_touches_oldest_first_and_pack_round_trips() -> None:
+    spec = StateSpec(creatives=4, max_touches=3)
+    touches = [Touch(decision_id=f"d{i}", event_time=T0 - (5 - i) * 3_600_000, channel="social", creative=i % 4,
+                     segment=0, device_id="a" if i % 2 else "b", clicked=i == 4) for i in range(5)]
+    j = journey_arrays([touches, []], ["a", "a"], 3)
+    assert j.time_ms[0].tolist() == [t.event_time for t in touches[-3:]]
+    assert j.channel[1].tolist() == [-1, -1, -1]
+    assert j.other_device[0].tolist() == [True, False, True] and j.clicked[0].tolist() == [False, False, True]
+    rng = np.random.default_rng(1)
+    opp = _opps(2, spec, rng)
+    b = build_states(spec, opp, j, PacingInputs(10, 1, 0, 0.5, 0.5), CampaignStats(4))
+    pacing = np.arange(9, dtype=np.float32) / 10
+    logged = spec.pack(b, pacing)
+    assert logged.shape == (2, spec.logged_dim)
+    back, pac = spec.unpack(logged)
+    assert np.array_equal(back.state, b.state) and np.array_equal(back.touches, b.touches)
+    assert np.array_equal(back.touch_creatives, b.touch_creatives) and np.allclose(pac, pacing)
+    assert b.state[0, spec.index["stage_decision"]] == 1.0 and b.state[1, spec.index["stage_awareness"]] == 1.0
+
+
+def test_bad_layouts_are_refused_by_key() -> None:
+    with pytest.raises(ConfigError, match="state.creatives"):
+        StateSpec(creatives=0)

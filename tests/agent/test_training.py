@@ -1,0 +1,66 @@
+"""The harness's hard cap, the baselines, and the hybrid agent learning online (tiny budgets)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agent_service.agent.campaign import HybridCampaign
+from agent_service.agent.settings import DQNConfig, HybridConfig, PPOConfig
+from agent_service.baselines.harness import run_campaign
+from agent_service.baselines.policies import BaselinePolicy, DualPacing, FixedBid, Linear, Truthful
+from agent_service.config import RewardConfig
+from agent_service.pacing import DualPacerConfig
+from tests.agent.standin_market import StandinMarket, StandinParams
+
+PARAMS = StandinParams(people=600, opportunities_per_day=1200, slots_per_day=12, budget_usd=3.0)
+SMALL = HybridConfig(lstm_hidden=16, hidden=32, slots_per_period=12, update_every=256, decision_window=4096,
+                     dqn=DQNConfig(learning_starts=256, batch_size=64),
+                     ppo=PPOConfig(rollout=512, minibatch=128, epochs=1))
+
+
+@pytest.mark.parametrize("bidder", [FixedBid(9.0), Truthful(), Linear(6.0), DualPacing(DualPacerConfig(), 12)],
+                         ids=lambda b: b.name)
+def test_no_policy_ever_spends_more_than_the_daily_budget(bidder) -> None:
+    market = StandinMarket(3, PARAMS)
+    r = run_campaign(market, BaselinePolicy(bidder, "random", market), 3)
+    assert all(d.spend_usd <= PARAMS.budget_usd + 1e-9 for d in r.days)
+    assert sum(d.impressions for d in r.days) > 0
+
+
+def test_the_oracle_creative_rule_has_no_regret_and_random_has_some() -> None:
+    reg = {}
+    for rule in ("random", "oracle"):
+        market = StandinMarket(4, PARAMS)
+        r = run_campaign(market, BaselinePolicy(DualPacing(slots=12), rule, market), 2)
+        reg[rule] = 1 - sum(d.chosen_value_usd for d in r.days) / sum(d.oracle_value_usd for d in r.days)
+    assert abs(reg["oracle"]) < 1e-9 and reg["random"] > 0.2
+
+
+def test_the_hybrid_agent_trains_online_within_the_budget() -> None:
+    market = StandinMarket(5, PARAMS)
+    agent = HybridCampaign(market.creatives, SMALL, RewardConfig(click_value_usd=0.0), seed=0)
+    r = run_campaign(market, agent, 3)
+    assert all(d.spend_usd <= PARAMS.budget_usd + 1e-9 for d in r.days)
+    hist = agent.learner.history
+    assert len(hist) >= 5 and not any(u.rejected for u in hist)
+    assert agent.agent.version == agent.learner.version == 1 + len(hist)  # served what was published
+    assert all(np.isfinite(u.ppo.policy_loss) for u in hist)
+    assert agent.learner.dqn.transitions > 0  # one bid-multiplier transition per slot
+    for p in agent.learner.net.parameters():
+        assert torch.isfinite(p).all()
+
+
+def test_a_diverged_policy_update_is_rejected_not_published() -> None:
+    market = StandinMarket(6, PARAMS)
+    agent = HybridCampaign(market.creatives, SMALL, RewardConfig(click_value_usd=0.0), seed=0, learn=True)
+    run_campaign(market, agent, 1)
+    learner = agent.learner
+    version = learner.version
+    before = {k: v.clone() for k, v in learner.net.state_dict().items()}
+    slots = learner.table.recent(len(learner.table))
+    learner.table.set_column(slots, "immediate", np.full(len(slots), np.nan, np.float32))
+    stats = learner.update(now_ms=market.start_ms + 86_400_000)
+    assert stats.rejected and learner.rejected == 1 and learner.version == version
+    assert all(torch.equal(v, before[k]) for k, v in learner.net.state_dict().items())
