@@ -83,11 +83,13 @@ return out
 
 # DECIDE_CONTEXT for a whole decide batch in one call (keys derived from the prefix; read only).
 # ARGV: prefix, max touches, then per impression: device id, budget hash key, decision key.
-# Returns, per impression, 9 values: person, score, device count, {touch json...}, {click...},
-# budget, spent, reserved, stored decision json or false.
+# Returns {msgpack string, stored decision or false per impression}: the msgpack string (one
+# reply to parse, not hundreds) is a flat array with, per impression, 8 values: person, score,
+# device count, {touch json...}, {click flag or false...}, budget, spent, reserved. (Stored
+# decisions are binary msgpack themselves, so they travel as separate replies.)
 DECIDE_CONTEXTS = """
 local prefix, n = ARGV[1], tonumber(ARGV[2])
-local out = {}
+local out, stored = {}, {}
 for i = 3, #ARGV, 3 do
   local dev = ARGV[i]
   local dkey = prefix .. 'id:dev:' .. dev
@@ -114,9 +116,9 @@ for i = 3, #ARGV, 3 do
   out[#out + 1] = b[1] or '0'
   out[#out + 1] = b[2] or '0'
   out[#out + 1] = b[3] or '0'
-  out[#out + 1] = redis.call('GET', ARGV[i + 2])
+  stored[#stored + 1] = redis.call('GET', ARGV[i + 2])
 end
-return out
+return {cmsgpack.pack(out), unpack(stored)}
 """
 
 # Put-if-absent of several decisions in one call. ARGV: ttl, then (key, json) pairs.

@@ -59,7 +59,9 @@ __all__ = ["RedisStore"]
 
 _DAY_S = 86_400
 _CHUNK = 50
-"""Items per batched script call."""
+"""Items per batched write script call."""
+_CONTEXT_CHUNK = 1_000
+"""Impressions per DECIDE_CONTEXTS call."""
 _touch_dec = msgspec.json.Decoder(Touch)
 _decision_dec = msgspec.msgpack.Decoder(Decision)
 _decision_enc = msgspec.msgpack.Encoder()  # internal copy: msgpack floats are 3x cheaper than JSON text
@@ -177,6 +179,9 @@ class RedisStore:
             raise StoreError(f"redis pipeline {what} failed: {exc}") from exc
 
     async def decide_contexts(self, queries: Sequence[ContextQuery], max_touches: int) -> list[DecideContext]:
+        if len(queries) > _CONTEXT_CHUNK:  # Lua's unpack() has a stack limit
+            return [c for k in range(0, len(queries), _CONTEXT_CHUNK)
+                    for c in await self.decide_contexts(queries[k:k + _CONTEXT_CHUNK], max_touches)]
         if not queries:
             return []
         p = self._p
@@ -184,11 +189,13 @@ class RedisStore:
         for q in queries:
             args += [q.device_id.encode(), self._budget_key(q.campaign, q.period).encode(),
                      f"{p}dec:{q.decision_id}".encode()]
-        res = await self._run("DECIDE_CONTEXTS", [], args)
+        packed, *stored = await self._run("DECIDE_CONTEXTS", [], args)
+        res = msgspec.msgpack.decode(packed)
         out = []
-        for i in range(0, len(res), 9):
-            person, score, ndev, touches, clicks, b, s, r, existing = res[i:i + 9]
-            out.append(DecideContext(Identity(person.decode(), float(score), int(ndev)), _touches(touches, clicks),
+        for i, existing in zip(range(0, len(res), 8), stored, strict=True):
+            person, score, ndev, touches, clicks, b, s, r = res[i:i + 8]
+            out.append(DecideContext(Identity(person, float(score), int(ndev)),
+                                     _touches([t or None for t in touches], [c or None for c in clicks]),
                                      BudgetState(int(b), int(s), int(r)),
                                      _decision_dec.decode(existing) if existing else None))
         return out

@@ -99,6 +99,9 @@ class Decider:
         self.ids = ids or Pseudonymizer.from_env()
         self._shade = cfg.serve.first_price_shade
         self._tail_s = 0.001  # running estimate of reservation + storing time (seconds)
+        self._synced = -1e9  # perf_counter() of the last registry check
+        self.sync_every_s = 0.0
+        """Least wall time between registry checks (0: every batch, as simulations need)."""
 
     # --- plumbing: one round trip to read, one atomic reservation, one to store --------------
     async def decide(self, items: Sequence[tuple[BidRequest, int]],
@@ -110,7 +113,9 @@ class Decider:
             reserved (None: no deadline); past it the request's imps are no-bids (``tmax``).
         """
         started = time.perf_counter()
-        self.policy.sync()
+        if started - self._synced >= self.sync_every_s:  # serve: a new version within 50 ms
+            self.policy.sync()
+            self._synced = started
         flat = [(r, req, imp, t) for r, (req, t) in enumerate(items) for imp in req.imp]
         for period in {period_of(t) for _, _, _, t in flat} - self._periods:
             await self.store.init_budget(self.campaign, period, self._budget_micros)
