@@ -18,20 +18,20 @@ class AgentConfig:
 
     slot_length: int = 100
     """Auctions per DQN decision slot (10 slots per 1000-auction episode)."""
-    z_grid: tuple[float, ...] = (-0.5, -0.4, -0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3)
+    z_grid: tuple[float, ...] = (-0.3, -0.2, -0.1, 0.0, 0.1, 0.2)
     """Candidate episode-level log multipliers z0 (the dual variable) scored on synthetic episodes."""
-    z_episodes: int = 200
+    z_episodes: int = 150
     """Synthetic episodes scoring each z0 candidate (common random numbers)."""
-    train_episodes: int = 4_000
+    train_episodes: int = 3_000
     """Synthetic episodes of offline DQN training."""
     parallel_episodes: int = 200
     """Synthetic episodes simulated in lockstep (one batch)."""
-    eval_episodes: int = 200
+    eval_episodes: int = 150
     """Held-out synthetic episodes comparing the DQN with the plain multiplier z0 (the gate)."""
-    finetune_after: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    finetune_after: tuple[int, ...] = (1, 4, 16, 64)
     """Replay episodes after which the market is refitted to the past, z0 re-chosen and the
     DQN trained more."""
-    finetune_episodes: int = 400
+    finetune_episodes: int = 200
     """Synthetic episodes of DQN training per online refit."""
     finetune_eps: float = 0.1
     """Exploration during online refits."""

@@ -136,6 +136,7 @@ def _run_agent(log: AuctionLog, info: CampaignInfo, c0: float, budget: int, tabl
     from simulators.ipinyou.agent_sim import Plan
 
     torch.manual_seed(seed)
+    torch.set_num_threads(1)  # a tiny MLP: one thread is as fast, and results do not depend on cores
     cfg = dataclasses.replace(AgentConfig(), **overrides)
     plan = Plan(table, info.ctr, budget, max_bid)
     trained = train_offline(info, plan, cfg, seed, episode_length=episode_length, cache_dir=cache_dir,

@@ -1,0 +1,137 @@
+"""iPinYou campaign 2997 replay (BENCHMARKS.md §1): every policy at every c0, in one run.
+
+Policies: const and lin (tuned on synthetic episodes from info.json only), lin-oracle (b0
+tuned on the test log's own clicks - an upper bound, labelled as such), rlb (Cai et al.'s DP)
+and agent (GAELP's learned bid multiplier; trained agents are cached under --cache, pass
+--retrain to train from scratch). Prints a table, the agent's paired difference to RLB with a
+95% bootstrap interval over episodes, and as the LAST line one JSON object with every number,
+the published references and the timings.
+
+    .venv/bin/python bench/bench_ipinyou.py [--data DIR] [--seed 0] [--retrain] [--feedback full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from simulators.ipinyou.config import C0_VALUES, PUBLISHED_2997, default_data_dir  # noqa: E402
+from simulators.ipinyou.data import load_info, load_log  # noqa: E402
+from simulators.ipinyou.runner import POLICIES, TableCache, format_table, paired_bootstrap, run_policy  # noqa: E402
+
+_KEEP = ("clicks", "cost", "impressions", "win_rate", "cpm", "ecpc", "budget", "seconds")
+_AGENT_KEEP = ("train_seconds", "train_transitions", "train_transitions_per_s", "from_cache", "z0_offline",
+               "dqn_gate_offline", "dqn_served_offline", "online_seconds", "online_refit_seconds",
+               "online_refit_transitions_per_s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(default_data_dir()), help="folder with test.theta.txt and info.json")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic episodes and the DQN")
+    parser.add_argument("--feedback", choices=("full", "won"), default="full",
+                        help="what the agent learns after an auction (default full)")
+    parser.add_argument("--cache", default=str(ROOT / "runs" / "ipinyou"), help="trained-agent cache")
+    parser.add_argument("--retrain", action="store_true", help="train the agent from scratch")
+    parser.add_argument("--c0", type=float, nargs="*", default=list(C0_VALUES), help="budget ratios")
+    parser.add_argument("--policies", nargs="*", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2],
+                        help="more agent seeds at c0=1/32 (all are reported, with the median)")
+    parser.add_argument("--no-won-check", action="store_true",
+                        help="skip the agent at c0=1/32 with won-only feedback")
+    args = parser.parse_args(argv)
+
+    t_start = time.perf_counter()
+    log, info = load_log(args.data), load_info(args.data)
+    rows: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {p: {} for p in args.policies}
+    vs_rlb: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    dp_seconds: dict[str, float] = {}
+    for c0 in args.c0:
+        tables = TableCache()
+        by_policy: dict[str, dict[str, Any]] = {}
+        for policy in args.policies:
+            r = run_policy(policy, log, info, c0, seed=args.seed, feedback=args.feedback,
+                           cache_dir=Path(args.cache), retrain=args.retrain, tables=tables)
+            by_policy[policy] = r
+            rows.append(r)
+            entry = {k: r[k] for k in _KEEP}
+            if policy == "lin-oracle":
+                entry["label"] = "ORACLE (b0 tuned on test clicks): upper bound, not a result"
+                entry["b0"] = r["b0"]
+                entry["integer_grid_clicks"] = r["integer_grid_clicks"]
+            if policy in ("lin", "const"):
+                entry["b0" if policy == "lin" else "bid"] = r["b0" if policy == "lin" else "bid"]
+            results[policy][f"{c0:g}"] = entry
+            if policy == "agent":
+                training[f"{c0:g}"] = {k: r[k] for k in _AGENT_KEEP}
+            print(f"  done {policy:<10} c0={c0:<8g} clicks={r['clicks']:<4} ({r['seconds']:.1f}s)",
+                  file=sys.stderr, flush=True)
+        dp_seconds[f"{c0:g}"] = round(tables.seconds, 2)
+        if "agent" in by_policy and "rlb" in by_policy:
+            vs_rlb[f"{c0:g}"] = paired_bootstrap(by_policy["agent"]["episode_clicks"],
+                                                 by_policy["rlb"]["episode_clicks"], seed=args.seed)
+        tables.drop()
+
+    seeds: dict[str, Any] = {}
+    if "agent" in args.policies and args.extra_seeds:
+        tables = TableCache()
+        clicks = {args.seed: results["agent"].get(f"{1 / 32:g}", {}).get("clicks")}
+        extra_rows = []
+        for seed in args.extra_seeds:
+            r = run_policy("agent", log, info, 1 / 32, seed=seed, feedback=args.feedback,
+                           cache_dir=Path(args.cache), retrain=args.retrain, tables=tables)
+            r["policy"] = f"agent s{seed}"
+            extra_rows.append(r)
+            clicks[seed] = r["clicks"]
+        if not args.no_won_check:
+            r = run_policy("agent", log, info, 1 / 32, seed=args.seed, feedback="won",
+                           cache_dir=Path(args.cache), retrain=args.retrain, tables=tables)
+            r["policy"] = "agent won"
+            extra_rows.append(r)
+            seeds["won_feedback_clicks"] = r["clicks"]
+        rows.extend(extra_rows)
+        known = [c for c in clicks.values() if c is not None]
+        seeds.update({"c0": 1 / 32, "clicks_by_seed": {str(k): v for k, v in clicks.items()},
+                      "median": float(statistics.median(known)) if known else None})
+        tables.drop()
+
+    print(format_table(rows))
+    print("\npublished on 2997 at c0=1/32 (clicks / cost): " + ", ".join(
+        f"{k.upper()} {v['clicks']} / {v['cost']}" for k, v in PUBLISHED_2997.items()))
+    for c0, d in vs_rlb.items():
+        print(f"agent - rlb at c0={c0}: {d['diff']:+.0f} clicks (95% paired bootstrap over episodes "
+              f"{d['lo']:+.0f} .. {d['hi']:+.0f})")
+    if seeds:
+        print(f"agent at c0=1/32 by seed: {seeds['clicks_by_seed']} (median {seeds['median']}); "
+              f"won-only feedback: {seeds.get('won_feedback_clicks')}")
+    for c0, t in training.items():
+        print(f"agent training c0={c0}: {t['train_seconds']:.1f}s, {t['train_transitions']} transitions, "
+              f"{t['train_transitions_per_s']:.0f} transitions/s (cached: {t['from_cache']}); online "
+              f"{t['online_seconds']:.1f}s incl. refits {t['online_refit_seconds']:.1f}s")
+    out = {
+        "bench": "ipinyou-2997",
+        "protocol": {"episode_length": 1000, "max_bid": 300, "budget": "int(CPM_train * c0 * N)",
+                     "agent_feedback": args.feedback, "seed": args.seed},
+        "results": results,
+        "published_c0_1_32": PUBLISHED_2997,
+        "agent_minus_rlb": vs_rlb,
+        "agent_seeds_c0_1_32": seeds,
+        "agent_training": training,
+        "timings": {"dp_seconds": dp_seconds, "total_seconds": round(time.perf_counter() - t_start, 1)},
+    }
+    print(json.dumps(out, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
