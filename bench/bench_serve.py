@@ -116,7 +116,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
     raise TimeoutError(url)
 
 
-def _paced(port: int, rate: float, seconds: float, workdir: Path, connections: int = 20) -> dict[str, float]:
+def _paced(port: int, rate: float, seconds: float, workdir: Path, connections: int = 64) -> dict[str, float]:
     """Offer ``rate`` requests/s: each connection waits ``delay`` between answer and next request,
     so rate = C / (delay + mean latency); calibrate ``delay`` on short probes, then measure."""
     period_ms = 1000 * connections / rate

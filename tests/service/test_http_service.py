@@ -1,0 +1,133 @@
+"""The bid endpoint's service semantics: concurrent requests batched, several imps answered in
+one response, first-price shading, the time budget, and no 5xx whatever fails inside."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from agent_service.adapters.memory_bus import MemoryBus
+from agent_service.adapters.memory_store import MemoryStore
+from agent_service.config import GaelpConfig
+from agent_service.contracts.codec import decode
+from agent_service.contracts.openrtb import BidResponse
+from agent_service.errors import StoreError
+from agent_service.http.app import build_http_app
+from tests.flowkit import T0, FlowKit
+
+NOON = T0 + 12 * 3_600_000
+
+
+async def _client(kit: FlowKit, **kw: object) -> TestClient:
+    app = build_http_app(kit.flow.decider, MemoryBus(), kit.topics.decisions, kit.metrics, clock=lambda: NOON,
+                         admin_token="t", **kw)  # type: ignore[arg-type]
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+def _body(rid: str, imps: int = 1, **kw: object) -> dict[str, object]:
+    return {"id": rid, "imp": [{"id": f"i{k}", "bidfloor": 0.5} for k in range(imps)],
+            "device": {"ifa": f"dev-{rid}", "devicetype": 4}, "site": {"cat": ["IAB1"]}, **kw}
+
+
+async def test_concurrent_requests_are_decided_in_batches() -> None:
+    kit = FlowKit(MemoryStore(), GaelpConfig().replace("budget", daily_usd=1000.0))
+    calls: list[int] = []
+    decide = kit.flow.decider.decide
+
+    async def counting(items, deadlines=None):  # type: ignore[no-untyped-def]
+        calls.append(len(items))
+        await asyncio.sleep(0.01)  # a slow store: the next requests queue meanwhile
+        return await decide(items, deadlines)
+
+    kit.flow.decider.decide = counting  # type: ignore[method-assign]
+    client = await _client(kit)
+    try:
+        answers = await asyncio.gather(*(client.post("/openrtb2/bid", json=_body(f"c{i}")) for i in range(40)))
+        assert {a.status for a in answers} <= {200, 204}
+        for a, i in zip(answers, range(40), strict=True):
+            if a.status == 200:
+                assert decode(await a.read(), BidResponse).id == f"c{i}"  # each gets its own answer
+        assert sum(calls) == 40 and len(calls) < 40 and max(calls) > 1
+    finally:
+        await client.close()
+
+
+async def test_several_imps_answered_in_one_response() -> None:
+    kit = FlowKit(MemoryStore(), GaelpConfig().replace("budget", daily_usd=1000.0))
+    client = await _client(kit)
+    try:
+        resp = await client.post("/openrtb2/bid", json=_body("multi", imps=3))
+        assert resp.status == 200
+        br = decode(await resp.read(), BidResponse)
+        assert br.cur == "USD" and len(br.seatbid) == 1
+        assert sorted(b.impid for b in br.seatbid[0].bid) == ["i0", "i1", "i2"]
+        assert len({b.id for b in br.seatbid[0].bid}) == 3
+    finally:
+        await client.close()
+
+
+async def test_first_price_requests_get_shaded_bids() -> None:
+    kit = FlowKit(MemoryStore(), GaelpConfig().replace("budget", daily_usd=1000.0))
+    client = await _client(kit)
+    try:
+        prices: dict[int, list[float]] = {1: [], 2: []}
+        for i in range(30):
+            for at in (1, 2):
+                resp = await client.post("/openrtb2/bid", json=_body(f"a{at}-{i}", at=at))
+                if resp.status == 200:
+                    prices[at].append(decode(await resp.read(), BidResponse).seatbid[0].bid[0].price)
+        assert prices[1] and prices[2]
+        assert sum(prices[1]) / len(prices[1]) < sum(prices[2]) / len(prices[2])
+        assert min(prices[1]) >= 0.5
+    finally:
+        await client.close()
+
+
+async def test_a_spent_time_budget_is_a_no_bid() -> None:
+    kit = FlowKit(MemoryStore(), GaelpConfig().replace("budget", daily_usd=1000.0))
+    decide = kit.flow.decider.decide
+
+    async def slow(items, deadlines=None):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.03)
+        return await decide(items, deadlines)
+
+    kit.flow.decider.decide = slow  # type: ignore[method-assign]
+    client = await _client(kit, network_allowance_ms=5)
+    try:
+        assert (await client.post("/openrtb2/bid", json=_body("t1", tmax=10))).status == 204
+        assert (await client.post("/openrtb2/bid", json=_body("t2", tmax=500))).status == 200
+        ledger = await kit.store.budget("c", NOON // 86_400_000)
+        text = kit.metrics.exposition().decode()
+        assert 'reason="tmax"' in text or 'reason="tmax_late"' in text
+        assert ledger.reserved > 0  # only t2's reservation is held
+    finally:
+        await client.close()
+
+
+async def test_store_failure_and_internal_errors_are_204_never_5xx() -> None:
+    kit = FlowKit(MemoryStore())
+
+    async def broken(*_: object, **__: object) -> None:
+        raise StoreError("redis is down")
+
+    kit.store.decide_contexts = broken  # type: ignore[method-assign]
+    client = await _client(kit)
+    try:
+        assert (await client.post("/openrtb2/bid", json=_body("s1"))).status == 204
+
+        async def bug(*_: object, **__: object) -> None:
+            raise ZeroDivisionError("a bug")
+
+        kit.store.decide_contexts = bug  # type: ignore[method-assign]
+        assert (await client.post("/openrtb2/bid", json=_body("s2"))).status == 204
+        assert (await client.post("/openrtb2/bid", data=b"x" * 300_000)).status == 400
+        text = kit.metrics.exposition().decode()
+        assert 'gaelp_errors_total{reason="bid_path"} 1.0' in text
+        assert 'reason="internal"' in text
+        assert json.loads(await (await client.post("/openrtb2/bid", data=b"{")).read())["field"] == "$"
+    finally:
+        await client.close()
