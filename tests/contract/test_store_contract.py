@@ -156,3 +156,79 @@ async def test_init_budget_does_not_override(store: StateStore) -> None:
     assert (await store.budget("c", 7)).budget == 100
     await store.set_budget("c", 7, 50)
     assert (await store.budget("c", 7)).budget == 50
+
+
+# --- batched calls (one round trip per batch on Redis) ------------------------------------------
+async def test_decide_contexts_match_decide_context_and_return_stored_decisions(store: StateStore) -> None:
+    from agent_service.ports.store import ContextQuery
+
+    await store.init_budget("c", 3, 1_000)
+    await store.upsert_touch("devA", _touch("t1", 100), 3600)
+    await store.mark_click("devA", "t1", 3600)
+    await store.link_identity("devB", "bob", 0.95)
+    [stored] = await store.put_decisions([_decision("q2:1")], 3600)
+    ctxs = await store.decide_contexts([ContextQuery("devA", "q1:1", "c", 3), ContextQuery("devB", "q2:1", "c", 3)], 8)
+    single = await store.decide_context("devA", "c", 3, 8)
+    assert ctxs[0]._replace(existing=None) == single and ctxs[0].existing is None
+    assert [t.clicked for t in ctxs[0].journey] == [True]
+    assert ctxs[1].identity.person_id == "bob" and ctxs[1].identity.confidence == pytest.approx(0.95)
+    assert ctxs[1].existing == stored
+    assert await store.decide_contexts([], 8) == []
+
+
+async def test_put_decisions_is_put_if_absent(store: StateStore) -> None:
+    first = await store.put_decisions([_decision("a", 1), _decision("b", 1)], 3600)
+    again = await store.put_decisions([_decision("a", 2), _decision("c", 2)], 3600)
+    assert [d.model_version for d in again] == [1, 2] and again[0] == first[0]
+    assert set(await store.get_decisions(["a", "b", "c", "zz"])) == {"a", "b", "c"}
+
+
+async def test_record_results_apply_once_with_their_claim(store: StateStore) -> None:
+    from agent_service.ports.store import ResultEffect
+
+    await store.init_budget("c", 1, 10_000)
+    assert await store.reserve_batch("c", 1, [("w", 3_000), ("l", 2_000)]) == [True, True]
+    won = ResultEffect("outcome:w", b"W", "c", 1, "w", 1_200, "devR", _touch("w", 500), 9_000)
+    lost = ResultEffect("outcome:l", b"L", "c", 1, "l", 0, "devR", None, 0)
+    assert await store.record_results([won, lost, won], 3600) == [(True, b"W"), (True, b"L"), (False, b"W")]
+    again = await store.record_results([won._replace(payload=b"other", cost_micros=9)], 3600)
+    assert again == [(False, b"W")]
+    assert await store.budget("c", 1) == (10_000, 1_200, 0)
+    assert [t.decision_id for t in await store.journey("d:devR", 0)] == ["w"]
+    assert await store.due_windows(9_000, 10) == ["w"]
+
+
+async def test_record_clicks_and_joins_apply_once(store: StateStore) -> None:
+    from agent_service.ports.store import ClickEffect, JoinEffect, JoinQuery
+
+    await store.upsert_touch("devJ", _touch("t1", 100), 3600)
+    click = ClickEffect("click:t1", b"C", "devJ", "t1")
+    assert await store.record_clicks([click, click], 3600) == [(True, b"C"), (False, b"C")]
+    assert [t.clicked for t in await store.journey("d:devJ", 0)] == [True]
+
+    [ctx] = await store.join_contexts([JoinQuery("conv:x", None, "devJ", 0)])
+    assert ctx.stored is None and ctx.person_id == "d:devJ" and [t.decision_id for t in ctx.journey] == ["t1"]
+    join = JoinEffect("conv:x", b"J", b"LATE", "x", [("t1", 700)])
+    assert await store.record_joins([join, join], 3600) == [(True, b"J"), (False, b"J")]
+    assert await store.credits_many(["t1", "none"]) == [{"x": 700}, {}]
+    [ctx] = await store.join_contexts([JoinQuery("conv:x", None, "devJ", 0)])
+    assert ctx.stored == b"J"
+    # A conversion whose credited touch's window is already final is stored as late, no credit.
+    await store.claim("final:t1", b"F", 3600)
+    late = JoinEffect("conv:y", b"J2", b"LATE", "y", [("t1", 5)])
+    assert await store.record_joins([late], 3600) == [(True, b"LATE")]
+    assert await store.credits("t1") == {"x": 700}
+    [none] = await store.join_contexts([JoinQuery("conv:z", None, None, 0)])
+    assert none == (None, "", [])
+
+
+async def test_small_batched_helpers(store: StateStore) -> None:
+    await store.link_identities([("d1", "pa", 1.0), ("d2", "pa", 0.97)])
+    assert (await store.resolve("d2")).device_count == 2
+    await store.park_many([("c1", 50, b"one"), ("c2", 10, b"two"), ("c1", 50, b"dup")])
+    assert await store.due_parked(100, 10) == [("c2", b"two"), ("c1", b"one")]
+    await store.advance_watermarks("t", {0: 5, 1: 9})
+    await store.advance_watermarks("t", {0: 3})
+    assert await store.watermarks_many(["t", "u"]) == [{0: 5, 1: 9}, {}]
+    assert await store.claim_many([("k1", b"a"), ("k1", b"b")], 60) == [(True, b"a"), (False, b"a")]
+    assert await store.peek_many(["k1", "k2"]) == [b"a", None]
