@@ -1,6 +1,8 @@
 """Redis state store: the production adapter behind ``ports.store.StateStore``.
 
-Key layout (``{p}`` is the configurable prefix, default ``gaelp:``; ids are opaque strings):
+Key layout (``{p}`` is the configurable prefix, default ``gaelp:``; ids are opaque strings —
+device, user and person ids are already pseudonyms (``pipeline.pseudonym``), never raw ids;
+a person is ``d:<device pseudonym>`` until a device is linked):
 
 =============================  ======  ==================================================  =================
 key                            type    content                                             expiry
@@ -16,15 +18,28 @@ key                            type    content                                  
 {p}settled:{campaign}:{period} hash    decision id → cost micros (settled: dedupe)         3 days
 {p}windows                     zset    decision id scored by window close time (ms)        none (drained)
 {p}credit:{decision}           hash    conversion id → credited micros                     window + slack
-{p}claim:{key}                 string  a handler's stored outputs (outbox / dedupe)        window + slack
+{p}claim:{key}                 string  a handler's stored outputs (outbox / dedupe):       window + slack
+                                       outcome:/click:/final:<decision> → Experience JSON,
+                                       conv:<conversion> → JoinRecord JSON
 {p}parked / {p}parked:data     zset /  conversions waiting for their touches' watermark    none (drained)
                                hash
 {p}wm:{topic}                  hash    partition → max event time seen (ms)                none
 =============================  ======  ==================================================  =================
 
 Budget, journey, identity and park updates are Lua scripts (``redis_lua``): one atomic step
-each. The decision path reads identity, journey and budget with one script call (one round
-trip). Library errors become ``StoreError``.
+each. Hot paths cost a fixed number of round trips per batch, not per item:
+
+- decide batch: ``DECIDE_CONTEXTS`` (identity, last touches, budget, stored decision of every
+  impression; one msgpack reply), ``RESERVE_BATCH`` per budget period (atomic, greedy in order:
+  a request's imps share one check), ``PUT_DECISIONS``;
+- stream batch: ``ADVANCE_WATERMARK`` ×partitions (pipelined), ``MGET`` of decisions,
+  ``RECORD_RESULTS`` (settle + touch + window + claim, atomic per result, 50 per call),
+  ``RECORD_CLICK`` / ``JOIN_CONTEXT`` / ``RECORD_JOIN`` / ``LINK_IDENTITY`` / ``PARK`` pipelined.
+
+Every write is idempotent by its key, so the client reconnects and retries a command whose
+connection dropped (a Redis restart) without double effects. Library errors become
+``StoreError``. The scripts build keys from the prefix, so this adapter targets a standalone
+Redis (or one hash slot), not a sharded cluster.
 """
 
 from __future__ import annotations
