@@ -150,6 +150,9 @@ class ServeRuntime:
                 await self.bus.flush()
             except (BusError, StoreError) as exc:
                 log.warning("advance failed: %s", exc)
+            except Exception:  # a background loop must outlive a bug: count it, log it, go on
+                self.metrics.errors.labels("internal").inc()
+                log.exception("advance loop")
 
     async def _flush_loop(self) -> None:
         """Wait for decision-log records published after the answers (keeps the queue short)."""
@@ -163,26 +166,32 @@ class ServeRuntime:
 
     async def _gauges_loop(self) -> None:
         """Consumer lag per topic and spend against plan for the current period."""
-        campaign = self.cfg.serve.campaign
         while True:
             await asyncio.sleep(_GAUGES_EVERY_S)
-            for topic, lag in (await consumer_lag(self._faust)).items():
-                self.metrics.consumer_lag.labels(topic).set(lag)
-            now = _wall_ms()
             try:
-                ledger = await self.store.budget(campaign, period_of(now))
+                await self._update_gauges()
             except StoreError as exc:
                 log.warning("reading the budget failed: %s", exc)
-                continue
-            self.metrics.budget.set(ledger.budget / 1e6)
-            self.metrics.planned_spend.set(planned_spend(ledger.budget, (now % DAY_MS) / DAY_MS) / 1e6)
-            self.metrics.period_spend.labels("spent").set(ledger.spent / 1e6)
-            self.metrics.period_spend.labels("reserved").set(ledger.reserved / 1e6)
+            except Exception:  # gauges are best effort; the loop must survive
+                self.metrics.errors.labels("internal").inc()
+                log.exception("gauges loop")
+
+    async def _update_gauges(self) -> None:
+        self.metrics.model_version.set(self.service.policy.version)
+        for topic, lag in (await consumer_lag(self._faust)).items():
+            self.metrics.consumer_lag.labels(topic).set(lag)
+        now = _wall_ms()
+        ledger = await self.store.budget(self.cfg.serve.campaign, period_of(now))
+        self.metrics.budget.set(ledger.budget / 1e6)
+        self.metrics.planned_spend.set(planned_spend(ledger.budget, (now % DAY_MS) / DAY_MS) / 1e6)
+        self.metrics.period_spend.labels("spent").set(ledger.spent / 1e6)
+        self.metrics.period_spend.labels("reserved").set(ledger.reserved / 1e6)
 
     # --- admin actions ---------------------------------------------------------------------
     async def _rollback(self, _: dict[str, object]) -> dict[str, object]:
         result = self.lineage.rollback()
         self.service.policy.sync()
+        self.metrics.model_version.set(self.service.policy.version)
         return {**result._asdict(), "serving": self.service.policy.version}
 
     async def _set_budget(self, body: dict[str, object]) -> dict[str, object]:

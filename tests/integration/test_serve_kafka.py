@@ -159,3 +159,65 @@ async def test_simulated_stream_through_kafka_into_serve(tansu, redis_server, tm
         await store.stop()
         await bus.stop()
     assert "Traceback" not in out, out[-3000:]
+
+
+async def test_hot_swap_metrics_and_rollback_by_command(tansu, redis_server, tmp_path: Path) -> None:
+    """A version published while serving is taken without a restart and exported as a metric;
+    `gaelp admin rollback` (token from the environment) serves the previous weights, and a
+    second rollback does not bounce back to the bad version."""
+    import json
+    import urllib.request
+
+    from agent_service.agent.registry import FileRegistry
+
+    prefix = f"hs{uuid.uuid4().hex[:6]}"
+    config = _config(tmp_path, prefix)
+    env_token = {"GAELP_ADMIN_TOKEN": "tok-hs"}
+    os.environ.update(env_token)
+    try:
+        proc, port = await _serve(config, tansu.bootstrap, redis_server.url)
+    finally:
+        os.environ.pop("GAELP_ADMIN_TOKEN", None)
+    loop = asyncio.get_running_loop()
+
+    def get(path: str) -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10).read().decode()
+
+    def bid(rid: str) -> int:
+        body = json.dumps({"id": rid, "imp": [{"id": "1", "bidfloor": 0.5}], "device": {"ifa": f"d-{rid}"}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/openrtb2/bid", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+
+    def version() -> float:
+        line = next(x for x in get("/metrics").splitlines() if x.startswith("gaelp_bidder_model_version "))
+        return float(line.split()[-1])
+
+    def admin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agent_service.cli", "admin", *args, "--url",
+                               f"http://127.0.0.1:{port}"], cwd=ROOT, env={**os.environ, **env_token},
+                              capture_output=True, text=True, timeout=60)
+
+    try:
+        await loop.run_in_executor(None, bid, "hs0")
+        assert await loop.run_in_executor(None, version) == 1
+        registry = FileRegistry(tmp_path / "models")
+        registry.publish(registry.load(1))  # "a new model": version 2
+        await asyncio.sleep(0.2)
+        await loop.run_in_executor(None, bid, "hs1")
+        assert await loop.run_in_executor(None, version) == 2  # hot-swapped, no restart
+        text = await loop.run_in_executor(None, get, "/metrics")
+        for name in ("gaelp_stream_consumer_lag_records", "gaelp_bidder_period_spend_usd",
+                     "gaelp_bidder_request_duration_seconds_bucket"):
+            assert name in text, name
+        first = await loop.run_in_executor(None, admin, "rollback")
+        assert first.returncode == 0, first.stderr
+        assert json.loads(first.stdout)["restored_origin"] == 1
+        assert await loop.run_in_executor(None, version) == 3
+        second = await loop.run_in_executor(None, admin, "rollback")
+        assert second.returncode == 1 and "nothing to roll back to" in second.stderr  # never back to 2
+        assert registry.latest_version() == 3
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert "Traceback" not in out, out[-3000:]
