@@ -26,6 +26,8 @@ from simulators.ipinyou.market import MarketConfig, SyntheticMarket
 from simulators.ipinyou.replay import Outcome, replay
 from simulators.ipinyou.rlb import value_function
 
+torch.set_num_threads(1)  # tiny tensors: extra threads only spin on a shared 2-core machine
+
 N = 50
 INFO = CampaignInfo(10_000, 400_000, 40, tuple([0] * 5 + [200] * 80 + [20] * 216))
 TINY = AgentConfig(

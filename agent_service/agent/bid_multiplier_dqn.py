@@ -17,6 +17,9 @@ Parts, kept apart as the house style asks:
 * :class:`MultiplierPolicy` - inference only: greedy (or epsilon-greedy) adjustments from a
   weight snapshot, swapped in only when the snapshot's version is newer.
 
+The networks are tiny: on a shared 2-core machine call ``torch.set_num_threads(1)`` first
+(extra intra-op threads only spin; the iPinYou runner and tests do this).
+
 Loss (double DQN, van Hasselt et al. 2016)::
 
     y = r + gamma * (1 - terminated) * Q_target(s', argmax_a Q(s', a))
