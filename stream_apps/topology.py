@@ -17,8 +17,10 @@ instead of losing it. Topic names come from ``TopicsConfig``.
 Faust facts this relies on (faust-streaming 0.15): ``take_events`` turns the stream's own
 acking off and acks the yielded events in a ``finally`` once the loop body returns — so a body
 that never returns before its effects are stored commits only processed offsets. Auto-commit
-of aiokafka is off; Faust commits acked offsets every ``broker_commit_interval`` and on
-rebalance or stop, after ``wait_empty`` has let batches in flight finish. A body that raised
+of aiokafka is off; Faust commits acked offsets every ``broker_commit_interval``. On a
+rebalance (``App._on_partitions_revoked``) and on stop it stops the flow, drops buffered events
+that were never handed to an agent (unacked, so the next owner gets them again) and waits in
+``consumer.wait_empty()`` for the batches in flight to finish, then commits. A body that raised
 would still be acked, which is why an unexpected error does not escape: the batch is retried
 a few times, then its records go to the dead-letter topic (nothing is dropped silently).
 """
