@@ -116,7 +116,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
     raise TimeoutError(url)
 
 
-def _paced(port: int, rate: float, seconds: float, workdir: Path, connections: int = 64) -> dict[str, float]:
+def _paced(port: int, rate: float, seconds: float, workdir: Path, connections: int = 32) -> dict[str, float]:
     """Offer ``rate`` requests/s: each connection waits ``delay`` between answer and next request,
     so rate = C / (delay + mean latency); calibrate ``delay`` on short probes, then measure."""
     period_ms = 1000 * connections / rate
@@ -148,6 +148,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=2000.0, help="offered requests/s for the latency run")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
+    ap.add_argument("--connections", type=int, default=32, help="connections of the paced run (an exchange's pool)")
     ap.add_argument("--bare-server", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_server is not None:
@@ -201,7 +202,7 @@ campaign = "bench"
         try:
             _wait_http(f"http://127.0.0.1:{port}/healthz", proc)
             _wrk(port, 3, 20, None, workdir)  # warm-up (JIT of the scripts, pools, topics)
-            paced = _paced(port, args.rate, args.seconds, workdir)
+            paced = _paced(port, args.rate, args.seconds, workdir, connections=args.connections)
             closed = _wrk(port, args.seconds, 32, None, workdir)
             results["service_metrics"] = _service_metrics(port)
         finally:
