@@ -38,6 +38,8 @@ __all__ = ["DAY_MS", "DecideResult", "Decider", "period_of"]
 
 DAY_MS = 86_400_000
 _MAX_TOUCHES = 16
+_GRID = 1_000
+"""Bid prices are whole tenths of a US cent CPM (money.impression_cost_micros needs it)."""
 _PACING_SLACK = 0.10
 """Safety rail only (the agent's multiplier is the pacing): no bid while spend runs more than
 10 % of the budget ahead of the traffic-shaped plan."""
@@ -249,8 +251,9 @@ class Decider:
     def _priced(self, req: BidRequest, bid: int, floor: int) -> int:
         """OpenRTB ``at``: first price (1) pays the bid, so shade it (never under the floor or the
         minimum bid); second price (2) and exchange-specific types (> 500) keep the truthful bid."""
-        if req.at == 1:
-            return max(floor, self._bid_min, int(bid * self._shade))
+        if req.at == 1:  # on the 0.001 USD CPM grid: shaded down, the floor rounded up
+            shaded = int(bid * self._shade) // _GRID * _GRID
+            return min(bid, max(-(-floor // _GRID) * _GRID, self._bid_min, shaded))
         return bid
 
     def _response(self, req: BidRequest, decisions: list[Decision]) -> BidResponse | None:

@@ -35,7 +35,7 @@ from agent_service.pipeline.records import HandleResult, Output, dead_letter
 from agent_service.ports.bus import BusRecord
 from agent_service.ports.store import StateStore
 
-__all__ = ["Flow", "HandleResult", "Output"]
+__all__ = ["Flow", "HandleResult", "Output", "stream_attribution"]
 
 T = TypeVar("T")
 _BATCH_LIMIT = 2_000
@@ -63,7 +63,7 @@ class Flow:
         self.partitions = dict(partitions)
         self.clock = clock
         t = cfg.topics
-        self.outcomes = Outcomes(cfg, store, metrics, attribution or LastTouch(), decider.ids)
+        self.outcomes = Outcomes(cfg, store, metrics, attribution or stream_attribution(cfg), decider.ids)
         self._handlers: dict[str, Callable[[list[tuple[BusRecord, Any]]], Awaitable[list[Output]]]] = {
             t.auction_results: self.outcomes.auction_results,
             t.ad_events: self.outcomes.ad_events,
@@ -195,6 +195,18 @@ class Flow:
     def dead_letter(self, rec: BusRecord, field: str, reason: str) -> Output:
         """A dead-letter record for ``rec`` (ids pseudonymised)."""
         return dead_letter(rec, field, reason, self.cfg.topics.dead_letters, self.metrics, self.decider.ids)
+
+
+def stream_attribution(cfg: GaelpConfig) -> AttributionModel:
+    """The stream's attribution model from ``join.attribution`` (a heuristic: last/first touch,
+    linear, time decay, position; the data-driven models need fitted weights and are passed in
+    by whoever fits them). Plain last touch if the attribution package is absent."""
+    try:
+        from agent_service.attribution import StreamAttribution
+        from agent_service.attribution.config import AttributionConfig
+    except ImportError:  # pragma: no cover - the package ships with GAELP
+        return LastTouch()
+    return StreamAttribution(AttributionConfig(model=cfg.join.attribution, window_days=cfg.join.window_days))
 
 
 def _event_time_of(req: BidRequest) -> int | None:
