@@ -114,7 +114,7 @@ class HybridAgent:
         self.stats = CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate)
         self.version = 0
         self.dqn_eps = cfg.dqn.eps_start
-        self.z = 0.0
+        self.z = cfg.dqn.z_init
         self.mult_index = cfg.dqn.adjustments.index(0.0) if 0.0 in cfg.dqn.adjustments else 0
         self.slot_prob = 1.0
         self._adj = np.asarray(cfg.dqn.adjustments)
@@ -172,7 +172,7 @@ class HybridAgent:
     def begin_slot(self, features: np.ndarray, explore: bool = True) -> tuple[int, float]:
         """Move z for the coming slot from the pacing features; returns (action, its probability).
 
-        ``z ← clip(z + adjustment[a] − dual_step · clip(log(slot spend / slot plan), ±0.25/dual_step))``
+        ``z ← clip(z + adjustment[a] − dual_step · clip((slot spend − slot plan) / slot plan, −1, 5))``
         """
         with torch.no_grad():
             greedy = self.q(torch.as_tensor(features, dtype=torch.float32)[None]).argmax(1).numpy()
@@ -184,8 +184,8 @@ class HybridAgent:
         prior = 0.0
         d = self.cfg.dqn
         if d.dual_step > 0:
-            log_gap = float(features[PACING_INDEX["slot_spend_vs_plan"]]) * 2  # log(spend / plan)
-            prior = float(np.clip(-d.dual_step * log_gap, -0.25, 0.25))
+            gap = math.exp(2.0 * float(features[PACING_INDEX["slot_spend_vs_plan"]])) - 1.0  # (spend − plan) / plan
+            prior = -d.dual_step * float(np.clip(gap, -1.0, 5.0))
         self.z = float(np.clip(self.z + self._adj[int(a[0])] + prior, d.z_min, d.z_max))
         self.mult_index, self.slot_prob = int(a[0]), float(p[0])
         return self.mult_index, self.slot_prob
@@ -249,7 +249,7 @@ def spec_of(cfg: HybridConfig, creatives: int) -> StateSpec:
 def net_dims(spec: StateSpec, cfg: HybridConfig) -> tuple[int, ...]:
     """Arguments of :class:`HybridNet` (targets: the K segments, then "everyone" last)."""
     return (spec.net_dim, spec.touch_dim, spec.creatives, 3, spec.segments + 1, cfg.lstm_hidden, cfg.embed_dim,
-            cfg.hidden)
+            cfg.hidden, spec.cols("segment_").start, spec.cols("exposures_").start)
 
 
 PACING_INDEX = {name: i for i, (name, _) in enumerate(PACING_FEATURES)}

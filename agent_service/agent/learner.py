@@ -132,7 +132,9 @@ class HybridLearner:
         self.table.update(keys, "immediate", imm.astype(np.float32))
         self.table.update(keys, "won", won)
         self.table.update(keys, "clicked", clicked)
-        self.stats.observe(creative, variant, bid, won, np.where(won, cost_usd * 1e6, 0.0), clicked)
+        held = self.table.slots(keys) if len(keys) else np.zeros(0, np.int64)
+        channel = self.table.rows(held).channel if len(held) == len(keys) else None
+        self.stats.observe(creative, variant, bid, won, np.where(won, cost_usd * 1e6, 0.0), clicked, channel)
         held = [i for i in np.flatnonzero(clicked) if self.table.has(keys[i])]
         if held:
             rows = self.table.rows(self.table.slots([keys[i] for i in held]))
@@ -273,15 +275,21 @@ class HybridLearner:
         else:
             ret = discounted_returns(r, end, cfg.gamma)
             adv = (ret - ret.mean()) / (ret.std() + 1e-8)
-        scale = self.conv_est.p_eventual(conv_features(self.spec, rows.state, rows.channel))
-        scale = scale * self.stats.value_per_conversion(self.cfg.value_prior_usd)
+        vbar = self.stats.value_per_conversion(self.cfg.value_prior_usd)
+        scale = np.stack([self.conv_est.p_eventual(conv_features(self.spec, rows.state, np.full(len(r), ch)))
+                          for ch in range(3)], axis=1) * vbar
         n_c = self.stats.impressions
         trust = np.tile(n_c / (n_c + cfg.creative_prior_impressions + 1e-9), (len(r), 1))
+        win = np.tile(self.stats.channel_win_rate(), (len(r), 1))
+        kappa = 1.0 / np.exp(2.0 * rows.state[:, self.spec.index["pacing_factor"]]) if self.reward_cfg.shadow_price \
+            else np.ones(len(r))
+        cost = win * self.stats.channel_price_usd()[None, :] * kappa[:, None]
         batch = PolicyBatch(*t, torch.as_tensor(rows.creative), torch.as_tensor(rows.channel),
                             torch.as_tensor(rows.target), torch.as_tensor(rows.logp_behaviour, dtype=torch.float32),
                             torch.as_tensor(adv, dtype=torch.float32), torch.as_tensor(ret, dtype=torch.float32),
                             torch.as_tensor(rows.won), torch.as_tensor(rows.clicked, dtype=torch.float32),
-                            torch.as_tensor(scale, dtype=torch.float32), torch.as_tensor(trust, dtype=torch.float32))
+                            torch.as_tensor(scale, dtype=torch.float32), torch.as_tensor(trust, dtype=torch.float32),
+                            torch.as_tensor(win, dtype=torch.float32), torch.as_tensor(cost, dtype=torch.float32))
         return batch, len(r), float(np.mean(r) * self.reward_std.std)
 
     @staticmethod

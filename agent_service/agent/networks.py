@@ -71,12 +71,17 @@ class HybridNet(nn.Module):
     :param touch_dim: per-touch features.
     :param creatives: C. :param channels: 3. :param targets: K + 1 (segments, then everyone).
     :param lstm_hidden: H. :param embed_dim: creative embedding width. :param hidden: MLP width.
+    :param segment_at: first state column of the segment posterior (K columns).
+    :param exposure_at: first state column of the per-creative exposures (C columns); -1: no wide part.
     """
 
     def __init__(self, state_dim: int, touch_dim: int, creatives: int, channels: int, targets: int,
-                 lstm_hidden: int, embed_dim: int, hidden: int) -> None:
+                 lstm_hidden: int, embed_dim: int, hidden: int, segment_at: int = 0, exposure_at: int = -1) -> None:
         super().__init__()
-        self.dims = (state_dim, touch_dim, creatives, channels, targets, lstm_hidden, embed_dim, hidden)
+        self.dims = (state_dim, touch_dim, creatives, channels, targets, lstm_hidden, embed_dim, hidden, segment_at,
+                     exposure_at)
+        self.segments = targets - 1
+        self.segment_at, self.exposure_at = segment_at, exposure_at
         self.state_dim = state_dim
         self.encoder = JourneyEncoder(touch_dim, creatives, embed_dim, lstm_hidden)
         n_in = state_dim + lstm_hidden
@@ -90,19 +95,39 @@ class HybridNet(nn.Module):
         with torch.no_grad():  # ... but targeting starts broad, as a new campaign does (last = everyone)
             self.target.bias[-1] = float(torch.log(torch.tensor(9.0 * (targets - 1))))
         self.critic = _mlp(n_in, hidden, 1)
-        self.click = _mlp(n_in, hidden, creatives + channels)
+        wide = exposure_at >= 0
+        self.click = _mlp(n_in, hidden, channels if wide else creatives + channels)
         with torch.no_grad():
-            self.click[-1].bias[:creatives] = -4.0  # start near a 2% CTR
+            self.click[-1].bias[:] = -4.0  # start near a 2% CTR
+        if wide:  # creatives enter the click model only through its wide part (few clicks, few parameters)
+            self.appeal = nn.Parameter(torch.zeros(self.segments, creatives))
+            self.creative_bias = nn.Parameter(torch.zeros(creatives))
+            self.fatigue = nn.Parameter(torch.full((1,), 0.5))
 
     def forward(self, state: torch.Tensor, touches: torch.Tensor, touch_creatives: torch.Tensor) -> HybridOut:
         """:param state: [B, >= state_dim] (extra log columns are ignored)."""
         code = self.encoder(touches, touch_creatives)
         x = torch.cat([state[:, :self.state_dim], code], dim=-1)
         h = self.actor(x)
-        click = self.click(x)
+        click = self._click(state, x)
         c = self.creative.out_features
         return HybridOut(self.creative(h), self.channel(h), self.target(h), self.critic(x).squeeze(-1),
                          click[:, :c], click[:, c:])
+
+    def _click(self, state: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Click logits' creative [B, C] and channel [B, 3] terms. The channel term is deep (an MLP
+        over the state and the journey code: who this is, where in the journey, which channel);
+        the creative term is wide — ``b_c + segment posterior · appeal[K, c] − softplus(f) ·
+        exposures_c`` — so segment × creative appeal and fatigue are learned from few clicks
+        without a per-creative MLP output to overfit them."""
+        deep = self.click(x)
+        if self.exposure_at < 0:
+            return deep
+        c = self.appeal.shape[1]
+        seg = state[:, self.segment_at:self.segment_at + self.segments]
+        exposures = state[:, self.exposure_at:self.exposure_at + c]
+        wide = self.creative_bias + seg @ self.appeal - nn.functional.softplus(self.fatigue) * exposures
+        return torch.cat([wide, deep], dim=-1)
 
 
     def serve(self, state: torch.Tensor, touches: torch.Tensor, touch_creatives: torch.Tensor) -> torch.Tensor:
@@ -112,7 +137,7 @@ class HybridNet(nn.Module):
         code = self.encoder(touches, touch_creatives)
         x = torch.cat([state[:, :self.state_dim], code], dim=-1)
         h = self.actor(x)
-        return torch.cat([self.creative(h), self.channel(h), self.target(h), self.click(x)], dim=-1)
+        return torch.cat([self.creative(h), self.channel(h), self.target(h), self._click(state, x)], dim=-1)
 
 
 class BidQNet(nn.Module):

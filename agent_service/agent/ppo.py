@@ -85,9 +85,13 @@ class PolicyBatch(NamedTuple):
     clicked: torch.Tensor
     """float32 [N]"""
     value_scale: torch.Tensor
-    """float32 [N] w(s): p̂(conversion | click) · v̄ of the chosen channel (the all-action term's weight)."""
+    """float32 [N, 3] w(s, ch): p̂(conversion | click) · v̄ per channel (the all-action term's weight)."""
     creative_trust: torch.Tensor
     """float32 [N, C] n_c / (n_c + n0) per creative (the same for every row of an update)."""
+    channel_win: torch.Tensor
+    """float32 [N, 3] estimated win rate of a bid per channel (organic: 1)."""
+    channel_cost: torch.Tensor
+    """float32 [N, 3] expected cost of a bid per channel at the shadow price: win rate × mean price × κ (USD)."""
 
 
 class PPOStats(NamedTuple):
@@ -173,6 +177,12 @@ def _logp_entropy(out: HybridOut, b: PolicyBatch, eps: float) -> tuple[torch.Ten
             + torch.log(pk[rows, b.target]))
     ent = sum(-(p * torch.log(p.clamp_min(1e-12))).sum(-1) for p in (pc, pch, pk))
     return logp, ent  # type: ignore[return-value]
+
+
+def _centred(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``(q − E_p[q]) / σ̂``: centred on the policy's expectation, scaled by the minibatch spread."""
+    q = q - (p * q).sum(-1, keepdim=True)
+    return q / (q.std() + 1e-12)
 
 
 def click_logit(out: HybridOut, creative: torch.Tensor, channel: torch.Tensor) -> torch.Tensor:
@@ -261,15 +271,35 @@ class PPOLearner:
                       "kl": float(kl), "cf": float(clip_frac)}
 
     def _model_term(self, out: HybridOut, b: PolicyBatch) -> torch.Tensor:
-        """The creative head's all-action loss (module docstring); the click model is held fixed."""
-        pc = mixed_probs(out.creative_logits, self.cfg.explore_eps)
+        """All-action loss of the three heads through the click model (module docstring).
+
+        ``Q̂(s, c, ch) = win_ch · p̂_click(c, ch) · w(s, ch) − cost_ch``. The creative head is
+        scored on the channel played, the channel head on the expectation over the creative
+        policy, and the target head by reach: an audience of segment k only reaches the
+        person with probability P(k | s), so its value is ``P(k | s) · V⁺`` against ``V⁺`` for
+        everyone (``V⁺`` the positive part of the expected value). The models are held fixed."""
+        eps, tau = self.cfg.explore_eps, self.cfg.creative_temperature
+        pc = mixed_probs(out.creative_logits, eps)
+        pch = mixed_probs(out.channel_logits, eps, b.channel_mask)
+        pk = mixed_probs(out.target_logits, eps)
         rows = torch.arange(len(b.channel))
+        net = self.net
         with torch.no_grad():
-            q = torch.sigmoid(out.click_creative + out.click_channel[rows, b.channel][:, None]) * b.value_scale[:, None]
-            q = q - (pc.detach() * q).sum(-1, keepdim=True)
-            q = b.creative_trust * q / (q.std() + 1e-12)
-        entropy = -(pc * torch.log(pc.clamp_min(1e-12))).sum(-1)
-        return -((pc * q).sum(-1) + self.cfg.creative_temperature * entropy).mean()
+            click = torch.sigmoid(out.click_creative[:, :, None] + out.click_channel[:, None, :])  # [N, C, 3]
+            q = b.channel_win[:, None, :] * click * b.value_scale[:, None, :] - b.channel_cost[:, None, :]
+            qc = q[rows, :, b.channel]
+            qc = b.creative_trust * _centred(qc, pc.detach())
+            qch_raw = (pc.detach()[:, :, None] * q).sum(1)
+            qch = _centred(qch_raw.masked_fill(~b.channel_mask, 0.0), pch.detach())
+            v_plus = (pch.detach() * qch_raw.masked_fill(~b.channel_mask, 0.0)).sum(-1, keepdim=True).clamp_min(0)
+            seg = b.state[:, net.segment_at:net.segment_at + net.segments] if net.exposure_at >= 0 else \
+                torch.ones(len(rows), pk.shape[1] - 1) / (pk.shape[1] - 1)
+            qk = _centred(torch.cat([seg * v_plus, v_plus], dim=1), pk.detach())
+        loss = torch.zeros(())
+        for p, qq in ((pc, qc), (pch, qch), (pk, qk)):
+            entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1)
+            loss = loss - ((p * qq).sum(-1) + tau * entropy).mean()
+        return loss
 
     def _reject(self, before: dict[str, torch.Tensor]) -> PPOStats:
         self.net.load_state_dict(before)

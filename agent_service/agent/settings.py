@@ -19,15 +19,18 @@ __all__ = ["DQNConfig", "HybridConfig", "PPOConfig"]
 class DQNConfig:
     """Hyperparameters of the bid-multiplier DQN (TOML table ``[hybrid.dqn]``)."""
 
-    adjustments: tuple[float, ...] = (-0.25, -0.08, 0.0, 0.08, 0.25)
-    """Actions: additive steps of the log multiplier z per slot (0.08 ≈ +8% on every bid)."""
-    z_min: float = -2.0
-    """Lowest log multiplier (bids ≥ e^-2 ≈ 0.14 × v̂)."""
+    adjustments: tuple[float, ...] = (-0.1, -0.03, 0.0, 0.03, 0.1)
+    """Actions: additive steps of the log multiplier z per slot (0.03 ≈ +3% on every bid), on top of the dual step."""
+    z_min: float = -3.0
+    """Lowest log multiplier (bids ≥ e^-3 ≈ 0.05 × v̂)."""
     z_max: float = 1.6
     """Highest log multiplier (bids ≤ e^1.6 ≈ 5 × v̂: a loose budget buys beyond truthful)."""
-    dual_step: float = 0.5
-    """Step of the dual-gradient prior added to every adjustment: z −= dual_step · (slot spend −
-    slot plan) / slot plan, clipped to ±0.25 (0 = pure DRLB; the Q-net learns the residual)."""
+    dual_step: float = 0.15
+    """Dual-gradient prior added to every adjustment (Balseiro & Gur in log space):
+    z −= dual_step · clip((slot spend − slot plan) / slot plan, −1, 5) (0 = pure DRLB; the Q-net
+    learns the residual)."""
+    z_init: float = -1.0
+    """z of the very first period (later periods start from the previous period's mean z)."""
     hidden: int = 64
     """Width of the two hidden layers."""
     lr: float = 5e-4
@@ -61,6 +64,7 @@ class DQNConfig:
                 raise ConfigError(f"hybrid.dqn.{key}", reason)
         need(len(self.adjustments) >= 2, "adjustments", "need at least two actions")
         need(self.z_min < 0 < self.z_max, "z_min", "need z_min < 0 < z_max")
+        need(self.z_min <= self.z_init <= self.z_max, "z_init", "need z_min <= z_init <= z_max")
         need(self.dual_step >= 0, "dual_step", "must be >= 0 (0 disables the dual prior)")
         need(self.hidden > 0, "hidden", "must be > 0")
         need(self.lr > 0, "lr", "must be > 0")
@@ -105,9 +109,9 @@ class PPOConfig:
     """Critic loss weight c_v."""
     click_coef: float = 1.0
     """Weight of the click model's BCE (the auxiliary head behind v̂)."""
-    model_coef: float = 0.5
+    model_coef: float = 1.0
     """Weight c_model of the creative head's all-action term through the click model (0 = off)."""
-    creative_temperature: float = 0.5
+    creative_temperature: float = 0.3
     """τ: entropy weight inside the all-action term, in units of the normalised Q̂ spread."""
     creative_prior_impressions: float = 300.0
     """n0: impressions of a creative before the click model's view of it gets half weight."""
@@ -119,7 +123,7 @@ class PPOConfig:
     """Decisions per update: the newest half, and a sample of older ones whose rewards matured."""
     max_grad_norm: float = 1.0
     """Gradient norm clip."""
-    target_kl: float = 0.05
+    target_kl: float = 0.1
     """Stop the epochs early when the approximate KL to the behaviour policy exceeds this."""
     importance_cap: float = 5.0
     """REINFORCE's truncated importance weight c̄."""

@@ -227,6 +227,9 @@ class CampaignStats:
     bids: float = 0.0
     wins: float = 0.0
     paid_micros: float = 0.0
+    channel_bids: np.ndarray = field(init=False)
+    channel_wins: np.ndarray = field(init=False)
+    channel_paid_micros: np.ndarray = field(init=False)
     value_sum_usd: float = 0.0
     value_count: float = 0.0
 
@@ -237,6 +240,7 @@ class CampaignStats:
         self.conversions = np.zeros(self.creatives)
         self.ab_impressions = np.zeros(self.ab_variants)
         self.ab_clicks = np.zeros(self.ab_variants)
+        self.channel_bids, self.channel_wins, self.channel_paid_micros = np.zeros(3), np.zeros(3), np.zeros(3)
 
     # --- reading -----------------------------------------------------------------------------
     def ctr(self) -> np.ndarray:
@@ -264,6 +268,18 @@ class CampaignStats:
         """Mean price paid, CPM USD (prior: $2 over 5 wins)."""
         return float((self.paid_micros / 1e3 + 5.0 * 2.0) / (self.wins + 5.0))
 
+    def channel_win_rate(self) -> np.ndarray:
+        """Posterior-mean win rate of bids per channel [3] (organic: 1, a placement is taken)."""
+        w = (self.channel_wins + 5.0) / (self.channel_bids + 10.0)
+        w[0] = 1.0
+        return w
+
+    def channel_price_usd(self) -> np.ndarray:
+        """Mean price of a won impression per channel, USD [3] (organic: 0; prior $2 CPM)."""
+        p = (self.channel_paid_micros / 1e6 + 5.0 * 0.002) / (self.channel_wins + 5.0)
+        p[0] = 0.0
+        return p
+
     def value_per_conversion(self, prior_usd: float = 30.0) -> float:
         """Posterior-mean conversion value, USD."""
         return float((self.value_sum_usd + 5.0 * prior_usd) / (self.value_count + 5.0))
@@ -278,10 +294,15 @@ class CampaignStats:
 
     # --- learning ----------------------------------------------------------------------------
     def observe(self, creative: np.ndarray, variant: np.ndarray, bid: np.ndarray, won: np.ndarray,
-                paid_micros: np.ndarray, clicked: np.ndarray) -> None:
+                paid_micros: np.ndarray, clicked: np.ndarray, channel: np.ndarray | None = None) -> None:
         """Outcomes of a batch of decisions (arrays of shape [B])."""
         self._derived = None
         won = won.astype(bool)
+        if channel is not None:
+            placed = bid.astype(bool)
+            np.add.at(self.channel_bids, channel[placed], 1.0)
+            np.add.at(self.channel_wins, channel[placed & won], 1.0)
+            np.add.at(self.channel_paid_micros, channel[won], paid_micros[won])
         np.add.at(self.impressions, creative[won], 1.0)
         np.add.at(self.clicks, creative[won & clicked.astype(bool)], 1.0)
         np.add.at(self.ab_impressions, variant[won], 1.0)
@@ -304,7 +325,8 @@ class CampaignStats:
     def end_period(self) -> None:
         """Forget a little (the market and the creatives drift)."""
         self._derived = None
-        for name in ("impressions", "clicks", "conversions", "ab_impressions", "ab_clicks"):
+        for name in ("impressions", "clicks", "conversions", "ab_impressions", "ab_clicks", "channel_bids",
+                     "channel_wins", "channel_paid_micros"):
             setattr(self, name, getattr(self, name) * self.decay)
         for name in ("bids", "wins", "paid_micros", "value_sum_usd", "value_count"):
             setattr(self, name, getattr(self, name) * self.decay)
