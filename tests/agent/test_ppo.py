@@ -64,8 +64,8 @@ def _bandit(rng: np.random.Generator, net: HybridNet, n: int, eps: float) -> tup
     adv, ret = compute_gae(r, v, np.zeros(n), end, end, 0.9, 0.9)
     batch = PolicyBatch(torch.as_tensor(state), touches, tc, mask, c, ch, k, logp.float(),
                         torch.as_tensor(adv, dtype=torch.float32), torch.as_tensor(ret, dtype=torch.float32),
-                        torch.zeros(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n),
-                        torch.zeros(n, C))
+                        torch.zeros(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n, 3),
+                        torch.zeros(n, C), torch.ones(n, 3), torch.zeros(n, 3))
     return batch, float(hit.mean())
 
 

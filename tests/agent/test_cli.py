@@ -1,0 +1,48 @@
+"""`gaelp train` and `gaelp evaluate` end to end with a tiny world and budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent_service.cli import main
+
+_WORLD = ["--persons", "400", "--opportunities-per-day", "1200"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train")
+    assert main(["train", "--days", "2", "--baseline-days", "1", "--checkpoint-every", "1", "--no-progress",
+                 "--out", str(out), *_WORLD]) == 0
+    return out
+
+
+def test_train_writes_checkpoints_curves_and_a_summary(trained: Path) -> None:
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["days_trained"] == 2 and summary["policy_updates"] > 0 and summary["rejected_updates"] == 0
+    assert summary["transitions_trained_per_second"] > 0 and len(summary["per_day"]) == 2
+    assert (trained / "agent.pt").exists() and (trained / "checkpoints" / "day0002.pt").exists()
+    for name in summary["plots"]:
+        assert (trained / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {"fixed_cpm", "linear_b0", "dual_step"} <= set(json.loads((trained / "baselines.json").read_text()))
+
+
+def test_evaluate_compares_every_policy_with_the_optimum(trained: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--checkpoint", str(trained), "--seeds", "1", "2", "--days", "1", "--warmup", "0",
+                 "--out", str(tmp_path), "--quiet", *_WORLD]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last["policies"]) == {"gaelp", "fixed", "truthful", "linear", "dual", "dual+oracle_creative"}
+    assert last["hindsight_optimum"]["mean"] > 0
+    for entry in last["policies"].values():
+        assert 0 <= entry["fraction_of_optimum"]["mean"] <= 1.5
+    assert (tmp_path / "evaluation.png").exists() and (tmp_path / "evaluation.json").exists()
+
+
+def test_evaluating_on_the_training_seed_is_refused(trained: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--checkpoint", str(trained), "--seeds", "100", "1", "--out", str(tmp_path)]) == 2
+    assert "--seeds" in capsys.readouterr().err

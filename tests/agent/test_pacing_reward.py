@@ -1,0 +1,81 @@
+"""Pacing plan and dual pacer, the reward terms, and the delay-aware conversion estimate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent_service.agent import reward as rw
+from agent_service.agent.conversion import ConversionEstimate
+from agent_service.config import RewardConfig
+from agent_service.delay.config import DelayModelConfig
+from agent_service.delay.learner import DelayedFeedbackLearner
+from agent_service.delay.model import DelayedConversionModel
+from agent_service.errors import ConfigError
+from agent_service.pacing import DualPacer, DualPacerConfig, SpendPlan, cap_bid, planned_fraction
+
+DAY = 86_400_000
+
+
+def test_the_plan_follows_the_traffic_profile() -> None:
+    assert planned_fraction(0.5) == 0.5
+    assert planned_fraction(0.5, [1, 3]) == pytest.approx(0.25)
+    plan = SpendPlan(4)
+    for _ in range(30):
+        for slot, n in enumerate((10, 10, 40, 40)):
+            plan.observe(slot, n)
+        plan.end_period()
+    assert plan.fraction(0.5) == pytest.approx(0.2, abs=0.01) and plan.slot_share(3) == pytest.approx(0.4, abs=0.01)
+
+
+def test_hard_cap_and_dual_pacer() -> None:
+    assert cap_bid(np.array([5.0, 20.0]), 0.01).tolist() == [5.0, 0.0]
+    pacer = DualPacer(DualPacerConfig(step=0.5))
+    assert pacer.multiplier() == 1.0
+    pacer.update(spend_usd=2.0, plan_usd=1.0)  # ahead of plan: bid lower
+    assert pacer.mu == pytest.approx(0.5) and pacer.multiplier() == pytest.approx(1 / 1.5)
+    for _ in range(10):
+        pacer.update(spend_usd=0.0, plan_usd=1.0)  # behind: back to truthful, never above
+    assert pacer.mu == 0.0
+    with pytest.raises(ConfigError, match="dual.step"):
+        DualPacerConfig(step=0)
+
+
+def test_reward_terms() -> None:
+    cfg = RewardConfig(click_value_usd=0.2, alpha_diversity=1.0, diversity_unit_usd=0.01)
+    imm = rw.immediate(cfg, np.array([True, False]), np.array([0.004, 0.004]), np.array([0.5, 0.5]))
+    assert imm.tolist() == pytest.approx([0.2 - 0.008, -0.008])  # cost at the shadow price 1/m
+    profit = RewardConfig(shadow_price=False)
+    assert rw.immediate(profit, np.array([False]), np.array([0.004]), np.array([0.5]))[0] == pytest.approx(-0.004)
+    assert rw.delayed(np.array([0.1]), 30.0)[0] == pytest.approx(3.0)
+    div = rw.diversity(cfg, np.array([0, 2]), np.array([2.0, 5.0]), 2.0)
+    assert div.tolist() == pytest.approx([0.01, 0.85**2 * 2 * 0.01])
+    tot = rw.total(RewardConfig(alpha_immediate=1, alpha_attribution=2, alpha_delayed=0.5, alpha_diversity=0),
+                   np.array([1.0]), np.array([1.0]), np.array([1.0]), np.array([1.0]))
+    assert tot[0] == pytest.approx(3.5)
+
+
+def test_conversion_estimate_trusts_the_model_only_as_evidence_matures() -> None:
+    model = DelayedConversionModel(1, DelayModelConfig(prior_rate=0.05, prior_mean_delay_days=5.0, seed=0))
+    learner = DelayedFeedbackLearner(model)
+    est = ConversionEstimate(model, prior_rate=0.05, prior_delay_days=5.0, strength=300.0)
+    rng = np.random.default_rng(0)
+    conv_at = {}
+    for i in range(2000):  # one day of clicks; true rate 0.2, delays ~ 2 days
+        learner.add_touch(str(i), np.zeros(1), i * 40_000)
+        if rng.random() < 0.2:
+            conv_at[str(i)] = i * 40_000 + int(rng.exponential(2.0) * DAY)
+            learner.add_conversion(str(i), conv_at[str(i)])
+    x = np.zeros((1, 1))
+    early = DAY
+    learner.step(early, steps=300)
+    est.refresh(learner, early)
+    naive = sum(t <= early for t in conv_at.values()) / 2000  # "pending counts as no conversion"
+    assert est.matured < 400 and naive < est.p_eventual(x)[0] <= 0.21
+    late = early + 30 * DAY
+    for _ in range(3):
+        learner.step(late, steps=300)
+    est.refresh(learner, late)
+    assert est.matured > 1900 and est.p_eventual(x)[0] == pytest.approx(0.2, abs=0.04)
+    pending = est.p_pending(x, np.array([30 * 86_400.0]), 14 * 86_400.0)
+    assert pending[0] == 0.0  # past the window nothing more can be credited
