@@ -90,9 +90,10 @@ class Flow:
         if tp is None:
             raise ValueError(f"the flow does not consume topic {topic!r}")
         items, outputs, latest = self._decode(topic, records, tp)
-        if latest:
-            await self.store.advance_watermarks(topic, latest)
         outputs += await self._handlers[topic](items)
+        if latest:  # only once the batch's effects are stored: another agent (or a restarted
+            # worker) trusting the watermark must find every touch and link at or before it
+            await self.store.advance_watermarks(topic, latest)
         more = await self.advance()
         return HandleResult(outputs + more.outputs, more.after_publish)
 

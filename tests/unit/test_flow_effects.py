@@ -190,3 +190,35 @@ async def test_budget_is_never_exceeded(store: StateStore) -> None:
     ledger = await store.budget("c", T0 // DAY)
     assert ledger.spent <= ledger.budget == 50_000 and ledger.reserved == 0
     assert {d.no_bid_reason for d in decisions if not d.bid} <= {"budget", "pacing"}
+
+
+async def test_watermark_moves_only_after_the_batch_effects_are_stored() -> None:
+    """Two agents run concurrently: a conversion must never be joined against a watermark whose
+    touches are still being written (it would be claimed 'unattributed' for good)."""
+    import asyncio
+
+    store = MemoryStore()
+    kit = FlowKit(store)
+    for topic in (kit.topics.identity_links, kit.topics.ad_events):
+        await kit.flow.handle(topic, [kit.tick(topic, T0 + 2 * DAY)])
+    [dec] = _decisions(await kit.handle(kit.topics.bid_requests, bid_request("rr", "devr", T0 + 10)))
+    release = asyncio.Event()
+    record = store.record_results
+
+    async def slow_results(effects, ttl_s):  # type: ignore[no-untyped-def]
+        await release.wait()
+        return await record(effects, ttl_s)
+
+    store.record_results = slow_results  # type: ignore[method-assign]
+    t = kit.topics.auction_results
+    results = asyncio.create_task(kit.flow.handle(t, [
+        kit.record(t, AuctionResult(id="res-r", event_time=T0 + 60, decision_id=dec.id, won=True,
+                                    price_paid_micros=900)),
+        kit.tick(t, T0 + 2 * DAY)]))
+    await asyncio.sleep(0.01)  # the results batch is stuck writing its effects
+    conv = Conversion(id="conv-r", event_time=T0 + DAY, value_micros=3_000_000, device_id="devr")
+    assert _experience(await kit.handle(kit.topics.conversions, conv)) == []  # parked, not joined
+    release.set()
+    out = (await results).outputs
+    credits = [e for e in _experience(out) if e.kind == "credit"]
+    assert [e.id for e in credits] == [f"{dec.id}:credit:conv-r"]
