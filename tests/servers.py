@@ -37,6 +37,18 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) 
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server process: SIGTERM, then SIGKILL if it lingers."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class RedisServer:
     """A redis-server on a free loopback port; ``aof=True`` keeps an append-only file."""
 
@@ -64,14 +76,8 @@ class RedisServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        _terminate(self.proc)
+        self.proc = None
 
     def cleanup(self) -> None:
         self.stop()
@@ -119,14 +125,8 @@ class TansuBroker:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        _terminate(self.proc)
+        self.proc = None
 
     def __enter__(self) -> TansuBroker:
         return self.start()
