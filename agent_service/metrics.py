@@ -37,6 +37,11 @@ NAMES = {
     "learner_rejected": "gaelp_learner_rejected_updates_total",
     "learner_loss": "gaelp_learner_loss",
     "learner_experience": "gaelp_learner_experience_total",
+    "learner_kl": "gaelp_learner_approx_kl",
+    "learner_clip_fraction": "gaelp_learner_clip_fraction",
+    "learner_explained_variance": "gaelp_learner_explained_variance",
+    "learner_td_loss": "gaelp_learner_td_loss",
+    "learner_mean_q": "gaelp_learner_mean_q",
 }
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -81,6 +86,13 @@ class Metrics:
         self.learner_rejected = Counter(n["learner_rejected"][:-6], "Learner updates rejected (diverged)",
                                         registry=r)
         self.learner_loss = Gauge(n["learner_loss"], "Last learner loss", registry=r)
+        self.learner_kl = Gauge(n["learner_kl"], "PPO approximate KL of the last update", registry=r)
+        self.learner_clip_fraction = Gauge(n["learner_clip_fraction"], "PPO clip fraction of the last update",
+                                           registry=r)
+        self.learner_explained_variance = Gauge(n["learner_explained_variance"],
+                                                "Critic explained variance of the last update", registry=r)
+        self.learner_td_loss = Gauge(n["learner_td_loss"], "DQN TD loss of the last update", registry=r)
+        self.learner_mean_q = Gauge(n["learner_mean_q"], "DQN mean Q of the last update", registry=r)
         self.learner_experience = Counter(n["learner_experience"][:-6], "Experience records learned from",
                                           registry=r)
 
