@@ -36,7 +36,7 @@ from agent_service.config import load_config  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--days", type=int, default=100, help="training days (stops earlier at --max-minutes)")
-    ap.add_argument("--max-minutes", type=float, default=14.0)
+    ap.add_argument("--max-minutes", type=float, default=13.0, help="agent training wall clock (tuning follows)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--eval-days", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=2)
@@ -68,6 +68,7 @@ def main() -> int:
     result = {
         "bench": "agent_sim", "out": str(out),
         "training": {"days": summary["days_trained"], "wall_seconds": summary["wall_seconds"],
+                     "baseline_tuning_seconds": summary.get("baseline_tuning_seconds"),
                      "decisions_per_second": summary["decisions_per_second"],
                      "transitions_trained_per_second": summary["transitions_trained_per_second"],
                      "last_days_creative_regret": round(train_regret, 4),
@@ -81,7 +82,7 @@ def main() -> int:
         "floors": {"agent_ge_90pct_of_optimum": frac["mean"] >= 0.9,
                    "agent_beats_dual_beyond_ci": dual["gaelp_better_beyond_ci"],
                    "creative_regret_le_10pct_end_of_training": train_regret <= 0.10,
-                   "training_le_15_minutes": summary["wall_seconds"] <= 900},
+                   "training_le_15_minutes": summary["wall_seconds"] + summary.get("baseline_tuning_seconds", 0) <= 900},
     }
     print(json.dumps(result))
     return 0

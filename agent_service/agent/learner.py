@@ -71,11 +71,17 @@ class _RunningStd:
         self.n, self.mean, self.m2 = 0, 0.0, 0.0
 
     def update(self, x: np.ndarray) -> None:
-        for v in np.asarray(x, dtype=np.float64)[np.isfinite(x)]:
-            self.n += 1
-            d = v - self.mean
-            self.mean += d / self.n
-            self.m2 += d * (v - self.mean)
+        """Fold in a batch (Chan et al.'s parallel update); non-finite values are skipped."""
+        x = np.asarray(x, dtype=np.float64)
+        x = x[np.isfinite(x)]
+        if not len(x):
+            return
+        n, mean, m2 = len(x), float(x.mean()), float(((x - x.mean()) ** 2).sum())
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.n * n / total
+        self.n = total
 
     @property
     def std(self) -> float:

@@ -17,21 +17,24 @@ behaviour probability ``μ`` *as logged* (experience is stale and comes from ear
 The last term trains the click model that v̂ is built on (won impressions only): it shares the
 journey encoder, so the LSTM learns from every click as well as from rewards.
 
-Creative head, all-action term (expected policy gradient, Ciosek & Whiteson 2018): realised
-rewards are rare (a click in ~100 impressions, a conversion in ~100 clicks), so with 50+
-creatives the sampled-action gradient alone needs months of traffic. The click model gives
-every creative's immediate value ``Q̂(s, c) = w(s) · p̂_click(s, c, ch)`` (``w`` = p̂(conv | click)
-· v̄ of the row, detached), and the exact gradient of its expectation under the policy is added::
+All-action terms through the click model (expected policy gradient, Ciosek & Whiteson 2018):
+realised rewards are rare (a click in ~100 impressions, a conversion in ~100 clicks), so with 50+
+creatives the sampled-action gradient alone needs months of traffic. The models give every
+action's immediate value, ``Q̂(s, c, ch) = win_ch · p̂_click(s, c, ch) · w(s, ch) − cost_ch``
+(``w`` = p̂(conversion | click) · v̄, ``cost_ch`` = win rate × mean price × the shadow price κ;
+all held fixed), and the exact gradient of its expectation under the policy is added for each
+head ``h`` (creative on the channel played; channel over the creative policy; target by reach —
+an audience of segment k reaches the person with probability P(k | s))::
 
-    L_model = c_model · [ − Σ_c π_θ(c|s) · q(s, c) − τ · H(π_θ(·|s)) ]
-    q(s, c) = n_c/(n_c + n0) · (Q̂(s, c) − Σ_c' π_θ(c'|s) Q̂(s, c')) / σ̂
+    L_model = c_model · Σ_h [ − Σ_a π_h(a|s) · q_h(s, a) − τ · H(π_h(·|s)) ]
+    q_h(s, a) = (Q̂_h(s, a) − Σ_a' π_h(a'|s) Q̂_h(s, a')) / σ̂      (× n_c/(n_c + n0) for creatives)
 
 ``σ̂`` normalises the scale over the minibatch; the shrinkage by ``n_c``, the creative's
 impressions so far (``n0 = creative_prior_impressions``), keeps the policy from trusting the
 click model about creatives it has barely shown; the entropy weight ``τ`` (``creative_temperature``)
 makes the fixed point softmax(q/τ) rather than the model's argmax, so exploration stays
-randomised. The clipped surrogate on realised rewards still carries everything the click
-model does not see (conversions, journey effects, cost).
+randomised. The clipped surrogate on realised rewards still carries everything the models do
+not see (conversions, journey effects, the real cost).
 
 REINFORCE (``algorithm = "reinforce"``, Williams 1992), one epoch, no clip::
 

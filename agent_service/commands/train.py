@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--persons", type=int, default=5_000, help="people in the world (default 5000)")
     p.add_argument("--opportunities-per-day", type=float, default=20_000.0, help="traffic (default 20000)")
     p.add_argument("--checkpoint-every", type=int, default=10, help="days between checkpoints (default 10)")
-    p.add_argument("--max-minutes", type=float, default=14.0, help="wall-clock limit (default 14)")
+    p.add_argument("--max-minutes", type=float, default=13.0,
+                   help="wall-clock limit of the agent's training (default 13; the baselines' tuning follows)")
     p.add_argument("--baseline-days", type=int, default=10,
                    help="days warming the baselines' value model (default 10; 0 skips baseline tuning)")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory (default runs/train)")
