@@ -27,11 +27,13 @@ __all__ = [
     "AgentConfig",
     "BudgetConfig",
     "GaelpConfig",
+    "IdentitySettings",
     "JoinConfig",
     "RewardConfig",
     "ServeConfig",
     "SimulationConfig",
     "TopicsConfig",
+    "WarehouseConfig",
     "config_from_mapping",
     "load_config",
 ]
@@ -72,7 +74,8 @@ class JoinConfig:
     attribution: str = "last_touch"
     """Attribution model used in the stream (see agent_service.attribution)."""
     identity_min_score: float = 0.9
-    """Probabilistic identity links below this score do not merge journeys."""
+    """Merge threshold of the identity graph: probabilistic links scored below it are kept in
+    the edge log but do not merge persons (nor their journeys)."""
 
     def __post_init__(self) -> None:
         _require(self.window_days > 0, "join.window_days", "must be > 0")
@@ -239,6 +242,61 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class IdentitySettings:
+    """The stream's identity graph (its merge threshold is ``join.identity_min_score``)."""
+
+    max_component_nodes: int = 32
+    """Largest person in graph nodes (devices, user keys and one anchor per user key, see
+    ``pipeline.identity_links``); a merge that would exceed it is refused."""
+    max_ip_devices: int = 12
+    """Devices one IP may be seen on before it counts as shared (carrier NAT, office): its
+    probabilistic links are then refused and those already accepted are undone."""
+    key_prefix: str = "gaelp:{id}:"
+    """Redis key prefix of the graph in ``gaelp serve`` (beside the state store's keys)."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_component_nodes >= 2, "identity.max_component_nodes", "must be >= 2")
+        _require(self.max_ip_devices >= 2, "identity.max_ip_devices", "must be >= 2 devices per IP")
+        _require(bool(self.key_prefix), "identity.key_prefix", "must not be empty")
+
+
+@dataclass(frozen=True)
+class WarehouseConfig:
+    """Where decisions, events, attributions and experience are written (batched, idempotent).
+
+    Credentials never live here: BigQuery reads them from the environment (Application Default
+    Credentials, e.g. ``GOOGLE_APPLICATION_CREDENTIALS``)."""
+
+    backend: str = "duckdb"
+    """``duckdb`` (a local file), ``bigquery`` or ``off``. ``gaelp simulate`` always writes
+    ``<out>/warehouse.duckdb`` unless run with ``--no-warehouse``."""
+    duckdb_path: str = ""
+    """DuckDB file of ``gaelp serve`` (env GAELP_WAREHOUSE_DUCKDB); "" = ``warehouse.duckdb``
+    beside the model directory (``runs/warehouse.duckdb`` with the default ``serve.model_dir``)."""
+    bigquery_project: str = ""
+    """GCP project of the BigQuery dataset (env GAELP_BIGQUERY_PROJECT)."""
+    bigquery_dataset: str = "gaelp"
+    """BigQuery dataset holding the four tables (created if missing)."""
+    bigquery_api_endpoint: str = ""
+    """API endpoint override, e.g. a local emulator ("" = Google's)."""
+    bigquery_anonymous: bool = False
+    """Send no credentials (only for a local emulator at ``bigquery_api_endpoint``)."""
+    max_rows: int = 500
+    """Rows per insert request."""
+    retry_attempts: int = 8
+    """Attempts of one batch (backoff with jitter) before the sink retries it on its next poll."""
+
+    def __post_init__(self) -> None:
+        _require(self.backend in ("duckdb", "bigquery", "off"), "warehouse.backend",
+                 "must be 'duckdb', 'bigquery' or 'off'")
+        _require(bool(self.bigquery_dataset), "warehouse.bigquery_dataset", "must not be empty")
+        _require(not self.bigquery_anonymous or bool(self.bigquery_api_endpoint), "warehouse.bigquery_anonymous",
+                 "only with bigquery_api_endpoint (a local emulator)")
+        _require(self.max_rows >= 2, "warehouse.max_rows", "must be >= 2")
+        _require(self.retry_attempts > 0, "warehouse.retry_attempts", "must be > 0")
+
+
+@dataclass(frozen=True)
 class GaelpConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     """Budget and bid limits."""
@@ -256,6 +314,10 @@ class GaelpConfig:
     """Kafka topic names."""
     serve: ServeConfig = field(default_factory=ServeConfig)
     """The production service."""
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    """Caps and Redis keys of the identity graph."""
+    warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
+    """The warehouse sink (DuckDB file or BigQuery)."""
 
     def replace(self, section: str, **changes: Any) -> GaelpConfig:
         """A copy with ``changes`` applied to one section (validated again)."""
@@ -330,6 +392,8 @@ _ENV_OVERRIDES = {
     "GAELP_HTTP_PORT": ("serve", "http_port", int),
     "GAELP_HTTP_HOST": ("serve", "http_host", str),
     "GAELP_CAMPAIGN": ("serve", "campaign", str),
+    "GAELP_WAREHOUSE_DUCKDB": ("warehouse", "duckdb_path", str),
+    "GAELP_BIGQUERY_PROJECT": ("warehouse", "bigquery_project", str),
 }
 
 

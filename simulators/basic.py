@@ -101,6 +101,10 @@ class BasicWorld:
         self._seq += 1
         heapq.heappush(self._pending, (t, self._seq, ev))
 
+    def device_truth(self) -> dict[str, str]:
+        """Device id → user id of its true person, for every device seen so far (evaluation only)."""
+        return {self.device_id(p, d): self.user_id(p) for p, d in sorted(self._seen_device)}
+
     # --- World -----------------------------------------------------------------------------------
     def requests(self, t0: int, t1: int) -> list[BidRequest]:
         rng, p = self.rng, self.p

@@ -15,7 +15,8 @@ must solve.
 Ground truth stays beside the events, for evaluation only: ``truth_log`` (per decision: person,
 segment, stage, true click/conversion probabilities, expected value), ``conversion_log`` (per
 conversion: id, decision_id, value_micros, event_time, in_window, joinable), ``counts``,
-``daily``, ``link_log`` and ``truth()``. ``joinable`` in the conversion log means joinable without
+``daily``, ``link_log``, ``truth()`` and ``device_truth()`` (device → true person).
+``joinable`` in the conversion log means joinable without
 probabilistic matching (same device, or logged in on both). Conversions later than the window are emitted like any other (the
 join counts them as late) and counted as ``conversions_late``.
 
@@ -222,6 +223,12 @@ class GaelpWorld:
         while self._pending and self._pending[0][0] < t1:
             out.append(heapq.heappop(self._pending)[2])
         return out
+
+    def device_truth(self) -> dict[str, str]:
+        """Device id → user id of its true person, for every device seen in a request so far
+        (evaluation of identity resolution only)."""
+        pop = self.engine.pop
+        return {self._dev_ids[d]: pop.user_id(int(pop.dev_person[d])) for d in np.flatnonzero(self._seen)}
 
     def truth(self) -> dict[str, Any]:
         """Ground-truth totals and per-day figures (evaluation only)."""

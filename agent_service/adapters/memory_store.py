@@ -22,6 +22,7 @@ from agent_service.ports.store import (
     ContextQuery,
     DecideContext,
     Identity,
+    IdentityAssignment,
     JoinContext,
     JoinEffect,
     JoinQuery,
@@ -49,6 +50,7 @@ class MemoryStore:
         self._parked = _DueIndex()
         self._parked_data: dict[str, bytes] = {}
         self._watermarks: dict[str, dict[int, int]] = defaultdict(dict)
+        self._ip_devices: dict[str, dict[str, None]] = {}
 
     async def start(self) -> None:
         return None
@@ -78,6 +80,63 @@ class MemoryStore:
             return Identity(f"d:{device_id}", 1.0, 1)
         person, score = linked
         return Identity(person, score, max(1, len(self._person_devices[person])))
+
+    async def identity_peers(self, device_ids: Sequence[str]) -> list[tuple[str, list[str]]]:
+        out = []
+        for d in device_ids:
+            person = self._person(d)
+            out.append((person, sorted(self._person_devices.get(person, ())) if d in self._device_person else [d]))
+        return out
+
+    async def person_devices(self, person_ids: Sequence[str]) -> list[list[str]]:
+        return [sorted(self._person_devices.get(p, ())) for p in person_ids]
+
+    async def assign_identities(self, assignments: Sequence[IdentityAssignment], ttl_s: int) -> int:
+        changed = 0
+        for device, person, confidence in assignments:
+            alone = f"d:{device}"
+            linked = self._device_person.get(device)
+            old = linked[0] if linked else alone
+            new = person or alone
+            if old != new:
+                changed += 1
+                self._move_touches(device, old, new)
+            if linked and linked[0] != person:
+                self._person_devices[linked[0]].discard(device)
+                if not self._person_devices[linked[0]]:
+                    del self._person_devices[linked[0]]
+            if person is None:
+                self._device_person.pop(device, None)
+            else:
+                self._device_person[device] = (person, confidence)
+                self._person_devices[person].add(device)
+        return changed
+
+    def _move_touches(self, device: str, old: str, new: str) -> None:
+        journey = self._journeys.get(old)
+        if not journey:
+            return
+        moved = [d for d, t in journey.items() if t.device_id == device]
+        if not moved:
+            return
+        clicks = self._clicks.get(old, set())
+        target, target_clicks = self._journeys[new], self._clicks[new]
+        for d in moved:
+            target[d] = journey.pop(d)
+            if d in clicks:
+                clicks.discard(d)
+                target_clicks.add(d)
+
+    async def ip_devices(self, items: Sequence[tuple[str, Sequence[str]]], cap: int) -> list[list[str]]:
+        out = []
+        for ip, devices in items:
+            seen = self._ip_devices.setdefault(ip, {})
+            for d in devices:
+                if len(seen) >= cap:
+                    break
+                seen.setdefault(d, None)
+            out.append(list(seen))
+        return out
 
     # --- decision path ---------------------------------------------------------------------
     async def decide_context(self, device_id: str, campaign: str, period: int, max_touches: int) -> DecideContext:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 __all__ = [
     "ADVANCE_WATERMARK",
+    "ASSIGN_IDENTITIES",
+    "IDENTITY_PEERS",
+    "IP_DEVICES",
     "DECIDE_CONTEXT",
     "JOURNEY",
     "LINK_IDENTITY",
@@ -232,6 +235,95 @@ if not old then
   redis.call('DEL', sidx, sdat, scl)
 end
 return 1
+"""
+
+# The identity graph's verdicts (keys derived from the prefix, standalone Redis only).
+# ARGV: prefix, identity ttl, journey ttl, then per device 3 fields: device id, person id ('' =
+# unlink: the device stands alone again), confidence. Each device in one step: its own touches
+# (Touch.device_id == device) and their click marks move from the old person's journey to the
+# new one. Returns how many devices changed person.
+ASSIGN_IDENTITIES = """
+local p, idttl, jttl = ARGV[1], ARGV[2], ARGV[3]
+local changed = 0
+for i = 4, #ARGV, 3 do
+  local dev, person, conf = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local dkey = p .. 'id:dev:' .. dev
+  local alone = 'd:' .. dev
+  local linked = redis.call('HGET', dkey, 'person')
+  local old = linked or alone
+  local new = alone
+  if person ~= '' then new = person end
+  if old ~= new then
+    changed = changed + 1
+    local sidx, sdat, scl = p .. 'jidx:' .. old, p .. 'jdata:' .. old, p .. 'jclick:' .. old
+    local didx, ddat, dcl = p .. 'jidx:' .. new, p .. 'jdata:' .. new, p .. 'jclick:' .. new
+    local all = redis.call('HGETALL', sdat)
+    local moved = {}
+    for k = 1, #all, 2 do
+      local ok, t = pcall(cjson.decode, all[k + 1])
+      if ok and type(t) == 'table' and t.device_id == dev then
+        local id = all[k]
+        moved[#moved + 1] = id
+        local score = redis.call('ZSCORE', sidx, id)
+        if score then redis.call('ZADD', didx, score, id) end
+        redis.call('HSET', ddat, id, all[k + 1])
+        if redis.call('HEXISTS', scl, id) == 1 then redis.call('HSET', dcl, id, '1') end
+      end
+    end
+    if #moved > 0 then
+      for k = 1, #moved, 500 do
+        local part = {unpack(moved, k, math.min(k + 499, #moved))}
+        redis.call('ZREM', sidx, unpack(part))
+        redis.call('HDEL', sdat, unpack(part))
+        redis.call('HDEL', scl, unpack(part))
+      end
+      redis.call('EXPIRE', didx, jttl)
+      redis.call('EXPIRE', ddat, jttl)
+      if redis.call('EXISTS', dcl) == 1 then redis.call('EXPIRE', dcl, jttl) end
+    end
+  end
+  if linked and linked ~= person then redis.call('SREM', p .. 'id:person:' .. linked, dev) end
+  if person == '' then
+    redis.call('DEL', dkey)
+  else
+    redis.call('HSET', dkey, 'person', person, 'score', conf)
+    redis.call('EXPIRE', dkey, idttl)
+    local pset = p .. 'id:person:' .. person
+    redis.call('SADD', pset, dev)
+    redis.call('EXPIRE', pset, idttl)
+  end
+end
+return changed
+"""
+
+# ARGV: prefix, then device ids. Returns per device {person, {devices of that person}} (the
+# device alone, as 'd:<device>', when unlinked). Read only.
+IDENTITY_PEERS = """
+local p = ARGV[1]
+local out = {}
+for i = 2, #ARGV do
+  local dev = ARGV[i]
+  local person = redis.call('HGET', p .. 'id:dev:' .. dev, 'person')
+  if person then
+    out[#out + 1] = {person, redis.call('SMEMBERS', p .. 'id:person:' .. person)}
+  else
+    out[#out + 1] = {'d:' .. dev, {dev}}
+  end
+end
+return out
+"""
+
+# KEYS: the IP's device set. ARGV: cap, ttl, device ids. Adds devices while the set holds fewer
+# than cap; returns the set's members.
+IP_DEVICES = """
+local cap = tonumber(ARGV[1])
+for i = 3, #ARGV do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 0 and redis.call('SCARD', KEYS[1]) < cap then
+    redis.call('SADD', KEYS[1], ARGV[i])
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return redis.call('SMEMBERS', KEYS[1])
 """
 
 # KEYS: parked zset, parked data hash. ARGV: id, event time, payload.

@@ -7,8 +7,9 @@ a person is ``d:<device pseudonym>`` until a device is linked):
 =============================  ======  ==================================================  =================
 key                            type    content                                             expiry
 =============================  ======  ==================================================  =================
-{p}id:dev:{device}             hash    person, score (device → person link)                identity TTL
+{p}id:dev:{device}             hash    person, score (the graph's confidence)              identity TTL
 {p}id:person:{person}          set     devices linked to the person                        identity TTL
+{p}id:ip:{ip}                  set     devices seen behind a (pseudonymised) IP, capped    identity TTL
 {p}jidx:{person}               zset    decision id scored by touch event time              window + slack
 {p}jdata:{person}              hash    decision id → Touch JSON                            window + slack
 {p}jclick:{person}             hash    decision id → 1 for clicked touches                 window + slack
@@ -34,7 +35,10 @@ each. Hot paths cost a fixed number of round trips per batch, not per item:
   a request's imps share one check), ``PUT_DECISIONS``;
 - stream batch: ``ADVANCE_WATERMARK`` ×partitions (pipelined), ``MGET`` of decisions,
   ``RECORD_RESULTS`` (settle + touch + window + claim, atomic per result, 50 per call),
-  ``RECORD_CLICK`` / ``JOIN_CONTEXT`` / ``RECORD_JOIN`` / ``LINK_IDENTITY`` / ``PARK`` pipelined.
+  ``RECORD_CLICK`` / ``JOIN_CONTEXT`` / ``RECORD_JOIN`` / ``PARK`` pipelined;
+- identity-links batch (``pipeline.identity``): ``IDENTITY_PEERS``, ``IP_DEVICES``, then
+  ``ASSIGN_IDENTITIES`` (50 devices per call), each device's re-assignment and the move of its
+  own touches one atomic step. (``LINK_IDENTITY`` is the older direct device → person link.)
 
 Every write is idempotent by its key, so the client reconnects and retries a command whose
 connection dropped (a Redis restart) without double effects. Library errors become
@@ -64,6 +68,7 @@ from agent_service.ports.store import (
     ContextQuery,
     DecideContext,
     Identity,
+    IdentityAssignment,
     JoinContext,
     JoinEffect,
     JoinQuery,
@@ -129,7 +134,8 @@ class RedisStore:
         for name in ("RESERVE", "RESERVE_BATCH", "SETTLE", "DECIDE_CONTEXT", "UPSERT_TOUCH", "JOURNEY",
                      "LINK_IDENTITY", "MARK_CLICK", "PARK", "ADVANCE_WATERMARK", "RECORD_RESULT", "RECORD_RESULTS",
                      "DECIDE_CONTEXTS", "PUT_DECISIONS",
-                     "RECORD_CLICK", "JOIN_CONTEXT", "RECORD_JOIN"):
+                     "RECORD_CLICK", "JOIN_CONTEXT", "RECORD_JOIN", "ASSIGN_IDENTITIES", "IDENTITY_PEERS",
+                     "IP_DEVICES"):
             self._scripts[name] = self._r.register_script(getattr(redis_lua, name))
 
     async def stop(self) -> None:
@@ -171,6 +177,40 @@ class RedisStore:
         except RedisError as exc:
             raise StoreError(f"identity lookup failed: {exc}") from exc
         return Identity(person.decode(), float(score or 1.0), max(1, int(ndev)))
+
+    async def identity_peers(self, device_ids: Sequence[str]) -> list[tuple[str, list[str]]]:
+        out: list[tuple[str, list[str]]] = []
+        for k in range(0, len(device_ids), _CONTEXT_CHUNK):
+            res = await self._run("IDENTITY_PEERS", [], [self._p, *device_ids[k:k + _CONTEXT_CHUNK]])
+            out += [(person.decode(), sorted(d.decode() for d in devices)) for person, devices in res]
+        return out
+
+    async def person_devices(self, person_ids: Sequence[str]) -> list[list[str]]:
+        if not person_ids:
+            return []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for person in person_ids:
+                    pipe.smembers(f"{self._p}id:person:{person}")
+                raw = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"reading person devices failed: {exc}") from exc
+        return [sorted(d.decode() for d in devices) for devices in raw]
+
+    async def assign_identities(self, assignments: Sequence[IdentityAssignment], ttl_s: int) -> int:
+        calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
+        head: list[Any] = [self._p, self._identity_ttl, ttl_s]
+        for k in range(0, len(assignments), _CHUNK):
+            args: list[Any] = list(head)
+            for a in assignments[k:k + _CHUNK]:
+                args += [a.device_id, a.person_id or "", repr(float(a.confidence))]
+            calls.append(("ASSIGN_IDENTITIES", [], args))
+        return sum(int(n) for n in await self._pipelined("assign_identities", calls))
+
+    async def ip_devices(self, items: Sequence[tuple[str, Sequence[str]]], cap: int) -> list[list[str]]:
+        res = await self._pipelined("ip_devices", [
+            ("IP_DEVICES", [f"{self._p}id:ip:{ip}"], [cap, self._identity_ttl, *devices]) for ip, devices in items])
+        return [sorted(d.decode() for d in members) for members in res]
 
     # --- decision path ---------------------------------------------------------------------
     async def decide_context(self, device_id: str, campaign: str, period: int, max_touches: int) -> DecideContext:

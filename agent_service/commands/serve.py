@@ -19,6 +19,12 @@ POST /admin/budget (need Authorization: Bearer $GAELP_ADMIN_TOKEN).
 
 Each address can also be set by environment: GAELP_KAFKA, GAELP_REDIS, GAELP_HTTP_PORT,
 GAELP_HTTP_HOST. Use --shadow to decide and log on live traffic without ever bidding.
+
+Identity links feed an identity graph in the same Redis (key prefix [identity] key_prefix).
+A warehouse sink (consumer group <group_id>-warehouse) writes decisions, events, attributions
+and experience to a DuckDB file (--warehouse-path; DuckDB lets one process open it for
+writing, so query a copy or stop the service) or to BigQuery ([warehouse] backend =
+"bigquery", bigquery_project / bigquery_dataset; credentials from the environment).
 """
 
 
@@ -32,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shadow", action="store_true", help="decide and log only, never bid")
     p.add_argument("--no-learner", action="store_true", help="do not train in this process")
     p.add_argument("--creatives", type=int, default=12, help="creative variants to choose from (default 12)")
+    p.add_argument("--warehouse", choices=("duckdb", "bigquery", "off"), default=None,
+                   help="where the warehouse sink writes (default duckdb; [warehouse] in the config)")
+    p.add_argument("--warehouse-path", default=None, metavar="FILE",
+                   help="DuckDB file of the warehouse (env GAELP_WAREHOUSE_DUCKDB; default: beside --model-dir)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,5 +55,8 @@ def run(args: argparse.Namespace) -> int:
         changes["shadow"] = True
     if changes:
         cfg = cfg.replace("serve", **changes)
+    warehouse = {k: v for k, v in (("backend", args.warehouse), ("duckdb_path", args.warehouse_path)) if v is not None}
+    if warehouse:
+        cfg = cfg.replace("warehouse", **warehouse)
     asyncio.run(serve_forever(cfg, creatives=args.creatives, learner=not args.no_learner))
     return 0

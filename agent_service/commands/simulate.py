@@ -14,8 +14,10 @@ auctions are run, clicks happen and conversions arrive 3-14 days later in event 
 agent learns online and its new versions are hot-swapped into the decision path.
 
 Writes DIR/report.json (budget, spend, impressions, clicks, conversions, conversion value,
-model versions, per-day figures, learning curve) and two plots, learning_curve.png and
-spend_vs_plan.png. The same seed gives the same report.
+model versions, per-day figures, learning curve, identity resolution scored against the
+simulator's truth) and two plots, learning_curve.png and spend_vs_plan.png. The same seed
+gives the same report. DIR/warehouse.duckdb holds the decisions, events, attributions and
+experience tables (query them with DuckDB, e.g. `duckdb DIR/warehouse.duckdb`).
 """
 
 
@@ -28,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain-days", type=float, default=None,
                    help="event-time days run after the traffic so conversions land (default 14)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-warehouse", action="store_true", help="do not write DIR/warehouse.duckdb")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
                                  ("drain_days", args.drain_days)) if v is not None}
     if changes:
         cfg = cfg.replace("simulation", **changes)
-    result = asyncio.run(run_simulation(cfg, args.out, progress=not args.no_progress))
+    result = asyncio.run(run_simulation(cfg, args.out, progress=not args.no_progress,
+                                        warehouse=not args.no_warehouse))
     print(summary_text(build_report(result), args.out, result.wall_seconds))
     return 0

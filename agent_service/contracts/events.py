@@ -99,13 +99,44 @@ class Conversion(Struct, frozen=True, kw_only=True):
     """Device the conversion happened on."""
 
 
+OptionalId = Annotated[str, Meta(max_length=256)]
+
+
 class IdentityLink(Struct, frozen=True, kw_only=True):
+    """An identity observation: ``device_id`` is the person ``person_id`` (a login, or a scored
+    match), or the same person as ``other_device_id`` (a scored device-to-device match).
+
+    Exactly one of ``person_id`` and ``other_device_id`` is set; a ``login`` names a person.
+    ``revoked`` withdraws the link ``id`` names (a logout, an unlink request, a matcher's
+    correction): the record repeats the link's id and ends; a link revoked before it arrives
+    never merges. Older producers (``id, event_time, device_id, person_id, kind, score``) stay
+    valid: the fields after ``score`` are optional.
+    """
+
     id: Id
+    """Id of the link (the graph's edge id: adding it again changes nothing; a revocation names it)."""
     event_time: EventTime
     device_id: Id
-    person_id: Id
+    person_id: OptionalId = ""
+    """The person (a hashed user id) the device is linked to; "" for a device-to-device link."""
     kind: Literal["login", "probabilistic"] = "login"
+    """``login``: deterministic, merges at once; ``probabilistic``: merges only at or above the
+    service's threshold (``join.identity_min_score``)."""
     score: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0
+    """Match score of a probabilistic link (logins count as 1.0)."""
+    other_device_id: OptionalId | None = None
+    """The other device of a device-to-device (probabilistic) link."""
+    ip: OptionalId | None = None
+    """The shared IP behind a probabilistic match: an IP seen on too many devices (carrier NAT,
+    office) is treated as shared and its matches are refused (and undone)."""
+    revoked: bool = False
+    """True: withdraw the link ``id`` (the person splits again if it was the only path)."""
+
+    def __post_init__(self) -> None:
+        if bool(self.person_id) == bool(self.other_device_id):
+            raise ValueError("exactly one of person_id and other_device_id must be set - at `$.person_id`")
+        if self.kind == "login" and not self.person_id:
+            raise ValueError("a login links a device to a person: set person_id - at `$.person_id`")
 
 
 class RewardParts(Struct, frozen=True, kw_only=True):

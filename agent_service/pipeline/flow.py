@@ -189,8 +189,10 @@ class Flow:
             return msgspec.structs.replace(obj, user_id=ids(obj.user_id) if obj.user_id else None,  # type: ignore[return-value]
                                            device_id=ids(obj.device_id) if obj.device_id else None)
         if isinstance(obj, IdentityLink):
-            return msgspec.structs.replace(obj, device_id=ids(obj.device_id),  # type: ignore[return-value]
-                                           person_id=ids(obj.person_id))
+            return msgspec.structs.replace(  # type: ignore[return-value]
+                obj, device_id=ids(obj.device_id), person_id=ids(obj.person_id) if obj.person_id else "",
+                other_device_id=ids(obj.other_device_id) if obj.other_device_id else None,
+                ip=ids(obj.ip) if obj.ip else None)
         return obj
 
     def dead_letter(self, rec: BusRecord, field: str, reason: str) -> Output:

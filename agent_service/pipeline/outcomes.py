@@ -28,8 +28,10 @@ from agent_service.contracts.events import (
     RewardParts,
     Touch,
 )
+from agent_service.identity import IdentityGraph
 from agent_service.metrics import Metrics
 from agent_service.pipeline.decide import period_of
+from agent_service.pipeline.identity_links import IdentityLinks
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.pipeline.records import Output, dead_letter
 from agent_service.ports.bus import BusRecord
@@ -53,7 +55,7 @@ class Outcomes:
     """Handlers for the topics after the decision (see the module docstring)."""
 
     def __init__(self, cfg: GaelpConfig, store: StateStore, metrics: Metrics, attribution: AttributionModel,
-                 ids: Pseudonymizer | None = None) -> None:
+                 ids: Pseudonymizer | None = None, identity_graph: IdentityGraph | None = None) -> None:
         self.cfg = cfg
         self.ids = ids
         self.store = store
@@ -62,6 +64,8 @@ class Outcomes:
         self._ttl = int(cfg.join.window_days * 86_400) + 2 * 86_400
         self._exp_topic = cfg.topics.experience
         self._rw = cfg.reward
+        self.identity = IdentityLinks(cfg, store, identity_graph)
+        """The identity-links handler; ``gaelp serve`` sets ``identity.graph`` to the Redis graph."""
 
     def _experience(self, dec: Decision, kind: str, suffix: str, event_time: int, parts: RewardParts,
                     won: bool = False, done: bool = False) -> Experience:
@@ -137,9 +141,9 @@ class Outcomes:
 
     # --- identity ------------------------------------------------------------------------------
     async def identity_links(self, items: list[tuple[BusRecord, IdentityLink]]) -> list[Output]:
-        await self.store.link_identities([
-            (link.device_id, link.person_id, link.score) for _, link in items
-            if link.kind == "login" or link.score >= self.cfg.join.identity_min_score])
+        """Links into the identity graph, its device → person verdicts into the store
+        (``pipeline.identity_links``); nothing to publish."""
+        await self.identity.handle([link for _, link in items])
         return []
 
     # --- conversions and windows ----------------------------------------------------------------

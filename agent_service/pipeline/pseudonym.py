@@ -1,8 +1,9 @@
 """Pseudonymous ids: raw user and device ids are replaced at the service's edge.
 
 Every raw id that enters (``device.ifa``, ``user.buyeruid``/``user.id``, the IP+UA fallback,
-conversions' ``user_id``/``device_id``, identity links' ``device_id``/``person_id``) becomes a
-keyed BLAKE2b digest (a MAC) under a secret salt from the environment, ``GAELP_ID_SALT``.
+conversions' ``user_id``/``device_id``, identity links' ``device_id``/``person_id``/
+``other_device_id``/``ip``) becomes a keyed BLAKE2b digest (a MAC) under a secret salt from
+the environment, ``GAELP_ID_SALT``.
 The mapping is deterministic for a given salt, so joins across topics and restarts still
 match, but without the salt an id can be neither recovered nor re-computed from a guess.
 Nothing downstream of the edge — Redis keys and values, decisions, experience, dead letters,
@@ -23,7 +24,7 @@ from agent_service.errors import ConfigError
 __all__ = ["ENV_SALT", "ID_FIELDS", "Pseudonymizer", "redact"]
 
 ENV_SALT = "GAELP_ID_SALT"
-ID_FIELDS = frozenset({"ifa", "buyeruid", "user_id", "device_id", "person_id", "ip", "ipv6", "ua",
+ID_FIELDS = frozenset({"ifa", "buyeruid", "user_id", "device_id", "person_id", "other_device_id", "ip", "ipv6", "ua",
                        "didsha1", "didmd5", "dpidsha1", "dpidmd5", "macsha1", "macmd5"})
 """JSON keys whose values are personal ids (``user.id`` is handled by its parent)."""
 

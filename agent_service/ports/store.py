@@ -19,8 +19,8 @@ from typing import NamedTuple, Protocol
 
 from agent_service.contracts.events import Decision, Touch
 
-__all__ = ["BudgetState", "ClickEffect", "ContextQuery", "DecideContext", "Identity", "JoinContext", "JoinEffect", "JoinQuery",
-           "ResultEffect", "StateStore"]
+__all__ = ["BudgetState", "ClickEffect", "ContextQuery", "DecideContext", "Identity", "IdentityAssignment", "JoinContext",
+           "JoinEffect", "JoinQuery", "ResultEffect", "StateStore"]
 
 
 class BudgetState(NamedTuple):
@@ -44,6 +44,17 @@ class Identity(NamedTuple):
     """1.0 for deterministic links and for an unlinked device standing for itself."""
     device_count: int
     """Devices known for this person (1 when unlinked)."""
+
+
+class IdentityAssignment(NamedTuple):
+    """Where the identity graph puts a device (see ``StateStore.assign_identities``)."""
+
+    device_id: str
+    person_id: str | None
+    """The person (a user pseudonym, or ``d:<device>`` for a person known only by devices);
+    None: the device stands alone again (unlinked)."""
+    confidence: float
+    """The graph's confidence of the assignment (1.0 for deterministic or unlinked)."""
 
 
 class DecideContext(NamedTuple):
@@ -143,6 +154,34 @@ class StateStore(Protocol):
 
     async def resolve(self, device_id: str) -> Identity:
         """The person of ``device_id`` (the device itself, prefixed ``d:``, when unlinked)."""
+        ...
+
+    async def identity_peers(self, device_ids: Sequence[str]) -> list[tuple[str, list[str]]]:
+        """For each device: its person and every device assigned to that person (``d:<device>``
+        and the device alone when unlinked), in one round trip."""
+        ...
+
+    async def person_devices(self, person_ids: Sequence[str]) -> list[list[str]]:
+        """Devices assigned to each person (empty for an unknown person), in one round trip."""
+        ...
+
+    async def assign_identities(self, assignments: Sequence[IdentityAssignment], ttl_s: int) -> int:
+        """Write the identity graph's verdicts, in order, each device atomically.
+
+        A device whose person changes takes its OWN touches (those with its ``device_id``, with
+        their click marks) from the old person's journey to the new one — on a merge and on a
+        split alike — so journeys always follow the current assignment; a device assigned
+        None is unlinked (no stale device → person link stays). Assigning what is already
+        stored changes nothing. The device count of a person is the number of devices
+        assigned to it. Returns how many devices changed person.
+
+        :param ttl_s: expiry of the journey keys written (window + slack).
+        """
+        ...
+
+    async def ip_devices(self, items: Sequence[tuple[str, Sequence[str]]], cap: int) -> list[list[str]]:
+        """Remember the devices seen behind each (pseudonymised) IP, at most ``cap`` per IP,
+        and return each IP's remembered devices (one round trip)."""
         ...
 
     # --- decision path ---------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """The report of a simulation: ``report.json``, two plots and a printed summary.
 
+Besides spend and outcomes it holds ``identity`` (pairwise precision, recall and F1 of the
+store's device → person assignments against the world's truth, and of the login-only
+baseline) and ``warehouse`` (the DuckDB file beside it and its row count per table).
+
 The JSON holds only what the seed determines (no wall-clock times), so the same seed gives
 the same report byte for byte.
 """
@@ -65,6 +69,8 @@ def build_report(run: SimulationRun) -> dict[str, Any]:
         "per_day": per_day,
         "learning_curve": _curve(run.slots, hours=2),
         "plots": ["learning_curve.png", "spend_vs_plan.png"],
+        "identity": run.identity,
+        "warehouse": run.warehouse,
     }
 
 
@@ -143,6 +149,17 @@ def summary_text(report: dict[str, Any], out_dir: Path | None, wall_seconds: flo
         f"(rejected {report['learner']['rejected']})",
         f"  no-bids: {report['no_bids']}",
     ]
+    ident = report.get("identity") or {}
+    if ident:
+        g, b = ident["graph"], ident["login_only"]
+        lines.append(f"  identity ({ident['devices']:,} devices, {ident['true_pairs']:,} same-person pairs): "
+                     f"graph P {g['precision']:.3f} R {g['recall']:.3f} F1 {g['f1']:.3f}   "
+                     f"login-only P {b['precision']:.3f} R {b['recall']:.3f} F1 {b['f1']:.3f}")
+    wh = report.get("warehouse") or {}
+    if wh:
+        rows = ", ".join(f"{name} {n:,}" for name, n in wh["rows"].items())
+        where = out_dir / wh["file"] if out_dir is not None else wh["file"]
+        lines.append(f"  warehouse: {where} (DuckDB; {rows})")
     for d in report["per_day"]:
         lines.append(f"  day {d['day']} {d['date']}: spend ${d['spend']:.2f}/${d['budget']:.2f}, "
                      f"{d['impressions']:,} imp, {d['clicks']:,} clicks, {d['conversions']} conv "

@@ -2,9 +2,10 @@
 endpoint and /metrics over HTTP, and the in-process learner hot-swapping versions.
 
 One process, one asyncio loop. Start order: the id salt check (``GAELP_ID_SALT`` is
-required), Redis, Kafka producer (topics created if missing), model registry, Faust app, HTTP
-server, learner and the background loops (window closing, decision-log flushing, consumer lag
-and spend gauges); stop in reverse. SIGINT/SIGTERM stop it cleanly: Faust waits for the
+required), Redis, Kafka producer (topics created if missing), model registry, the identity
+graph (Redis, its own key prefix), the warehouse sink (its own consumer group; DuckDB file or
+BigQuery), Faust app, HTTP server, learner and the background loops (window closing,
+decision-log flushing, consumer lag and spend gauges, warehouse writing); stop in reverse. SIGINT/SIGTERM stop it cleanly: Faust waits for the
 batches in flight to finish (and their effects to be stored) before it commits and leaves.
 
 Secrets come only from the environment: ``GAELP_ID_SALT`` (pseudonymising ids) and
@@ -20,6 +21,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,14 +34,18 @@ from agent_service.agent.registry import FileRegistry
 from agent_service.config import GaelpConfig
 from agent_service.errors import BusError, ConfigError, StoreError
 from agent_service.http.app import build_http_app
+from agent_service.identity.redis_graph import RedisIdentityGraph
 from agent_service.metrics import Metrics
 from agent_service.money import usd_to_micros
 from agent_service.pacing import planned_spend
 from agent_service.pipeline.decide import DAY_MS, period_of
+from agent_service.pipeline.identity_links import graph_config
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.runtime.assembly import build_learner, build_service
 from agent_service.runtime.learner_loop import ExperienceLearner
+from agent_service.runtime.warehouse_sink import WarehouseSink, batch_config, open_warehouse
 from agent_service.runtime.worker import publish_result
+from agent_service.warehouse import BatchWriter, WarehouseError
 from stream_apps.topology import build_app, consumer_lag
 
 __all__ = ["ServeRuntime", "serve_forever"]
@@ -75,6 +81,8 @@ class ServeRuntime:
         self._runner: web.AppRunner | None = None
         self._faust: Any = None
         self.http_port: int | None = None
+        self.identity_graph: RedisIdentityGraph | None = None
+        self.sink: WarehouseSink | None = None
 
     async def start(self) -> None:
         cfg, t = self.cfg, self.cfg.topics
@@ -90,6 +98,10 @@ class ServeRuntime:
                                      campaign=cfg.serve.campaign, creatives=self.creatives,
                                      seed=cfg.simulation.seed + 7, shadow=cfg.serve.shadow)
         self.service.decider.sync_every_s = 0.05  # a registry check (a file read) per 50 ms, not per batch
+        # Identity links feed the Redis identity graph (its own key prefix on the same Redis).
+        self.identity_graph = RedisIdentityGraph.from_url(cfg.serve.redis, graph_config(cfg))
+        self.service.flow.outcomes.identity.graph = self.identity_graph
+        await self._start_warehouse()
         self._faust = build_app(cfg, self.service.flow, self.bus, self.metrics)
         await self._faust.start()
         http = build_http_app(self.service.decider, self.bus, t.decisions, self.metrics, clock=_wall_ms,
@@ -129,10 +141,50 @@ class ServeRuntime:
             await self._faust.stop()
         if self.run_learner and hasattr(self, "_trainer"):
             await self._trainer.stop()
+        if self.sink is not None:
+            try:
+                await self.sink.stop()  # flushes what it buffered (uncommitted records come again)
+            except (WarehouseError, BusError) as exc:
+                log.warning("warehouse sink stopped with rows unwritten: %s", exc)
+            finally:
+                await self.sink.writer.warehouse.close()
+        if self.identity_graph is not None:
+            await self.identity_graph.close()
         await self.bus.stop()
         await self.store.stop()
 
+    async def _start_warehouse(self) -> None:
+        """The warehouse sink: its own consumer group, DuckDB file or BigQuery (``[warehouse]``)."""
+        cfg = self.cfg
+        warehouse = open_warehouse(cfg.warehouse, cfg.warehouse.duckdb_path
+                                   or str(Path(cfg.serve.model_dir).parent / "warehouse.duckdb"))
+        if warehouse is None:
+            return
+        try:
+            await warehouse.ensure_tables()
+        except WarehouseError:
+            await warehouse.close()
+            raise
+        writer = BatchWriter(warehouse, batch_config(cfg.warehouse))
+        self.sink = WarehouseSink(self.bus, cfg.topics, writer, self.store, self.service.decider.ids,
+                                  cfg.join.attribution, group=f"{cfg.serve.group_id}-warehouse")
+        await self.sink.start()
+        self._tasks.append(asyncio.create_task(self._warehouse_loop(self.sink)))
+
     # --- background loops ------------------------------------------------------------------
+    async def _warehouse_loop(self, sink: WarehouseSink) -> None:
+        """Write what the stream produced; offsets are committed only after the rows are written."""
+        while True:
+            try:
+                await sink.poll(timeout_ms=500)
+            except (WarehouseError, BusError, StoreError) as exc:
+                log.warning("warehouse sink: %s", exc)
+                await asyncio.sleep(1.0)
+            except Exception:  # a background loop must outlive a bug: count it, log it, go on
+                self.metrics.errors.labels("internal").inc()
+                log.exception("warehouse loop")
+                await asyncio.sleep(1.0)
+
     async def _learn_loop(self, trainer: ExperienceLearner) -> None:
         while True:
             try:

@@ -5,6 +5,11 @@ bid-requests topic to the decision path, its auction results, clicks, identity l
 delayed conversions through their topics to the flow, experience to the in-process learner,
 whose versions the decision path hot-swaps. After the last day of traffic the run keeps going
 in event time (``drain_days``) so conversions land and attribution windows close.
+
+Identity links feed the in-process identity graph, whose device → person verdicts the journeys
+follow; the report scores them against the world's ground truth (and a login-only baseline).
+A warehouse sink writes decisions, events, attributions and experience to
+``<out>/warehouse.duckdb`` as the run goes (the same sink ``gaelp serve`` runs on Kafka).
 """
 
 from __future__ import annotations
@@ -22,19 +27,28 @@ from agent_service.adapters.memory_bus import MemoryBus
 from agent_service.adapters.memory_store import MemoryStore
 from agent_service.agent.registry import MemoryRegistry
 from agent_service.config import GaelpConfig
+from agent_service.contracts.codec import decode
+from agent_service.contracts.events import IdentityLink
 from agent_service.metrics import Metrics
 from agent_service.pacing import planned_fraction
 from agent_service.pipeline.decide import DAY_MS, period_of
+from agent_service.pipeline.flow import Flow
 from agent_service.runtime.assembly import build_learner, build_service
 from agent_service.runtime.driver import SimDriver
+from agent_service.runtime.identity_eval import identity_report
 from agent_service.runtime.learner_loop import ExperienceLearner
 from agent_service.runtime.report import write_report
+from agent_service.runtime.warehouse_sink import WarehouseSink, batch_config
 from agent_service.runtime.worker import BusWorker
+from agent_service.warehouse import TABLES, BatchWriter
+from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 from simulators import build_world
 
-__all__ = ["SimulationRun", "run_simulation"]
+__all__ = ["WAREHOUSE_FILE", "SimulationRun", "run_simulation"]
 
 CAMPAIGN = "sim"
+WAREHOUSE_FILE = "warehouse.duckdb"
+"""The warehouse tables of a run, beside report.json (query them with DuckDB)."""
 _DRAIN_SLOT_MS = 3_600_000
 
 
@@ -53,15 +67,19 @@ class SimulationRun:
     flow_counts: dict[str, float] = field(default_factory=dict)
     learner: dict[str, Any] = field(default_factory=dict)
     published_versions: int = 0
+    identity: dict[str, Any] = field(default_factory=dict)
+    warehouse: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
 
 
-async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool = True) -> SimulationRun:
+async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool = True,
+                         warehouse: bool = True) -> SimulationRun:
     """Run the campaign of ``cfg.simulation`` and write the report into ``out_dir``.
 
     :param cfg: configuration (``simulation`` sets days, seed and size).
-    :param out_dir: where report.json and the plots go (None: no files).
+    :param out_dir: where report.json, the plots and ``warehouse.duckdb`` go (None: no files).
     :param progress: show a progress bar on stderr.
+    :param warehouse: write the warehouse tables to ``out_dir/warehouse.duckdb``.
     """
     started = time.perf_counter()
     torch.set_num_threads(1)  # small networks: one thread is faster and bit-for-bit repeatable
@@ -78,6 +96,7 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     worker = BusWorker(flow, bus, group="gaelp", order=inputs)
     driver = SimDriver(world, bus, t)
     trainer = ExperienceLearner(bus, t.experience, learner, metrics)
+    sink = await _open_sink(cfg, out_dir, bus, store, flow) if warehouse and out_dir is not None else None
     for c in (worker, driver, trainer):
         await c.start()
     try:
@@ -99,6 +118,8 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
             await driver.publish_outcomes(decisions, t0, t1)
             await worker.drain()
             await trainer.poll()
+            if sink is not None:
+                await sink.drain()
             if traffic:
                 await _record_slot(run, store, world, decisions, before, t0, t1, policy.version)
             bar.update(1)
@@ -108,10 +129,18 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
         await driver.tick(drain_end + cfg.join.allowed_lateness_ms + 1)
         await worker.drain()
         await trainer.poll()
+        if sink is not None:
+            await sink.drain()
         bar.close()
     finally:
         for c in (worker, driver, trainer):
             await c.stop()
+        if sink is not None:
+            run.warehouse = await _close_sink(sink)
+    truth = getattr(world, "device_truth", None)
+    if truth is not None:
+        run.identity = await identity_report(store, flow.decider.ids, truth(), await _links(bus, t.identity_links),
+                                             flow.outcomes.identity.statuses)
     for day in range(int(-(-sim.days // 1))):
         b = await store.budget(CAMPAIGN, period_of(world.start_ms) + day)
         run.ledgers[day] = (b.budget, b.spent, b.reserved)
@@ -129,6 +158,44 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     if out_dir is not None:
         write_report(run, out_dir)
     return run
+
+
+async def _open_sink(cfg: GaelpConfig, out_dir: Path, bus: MemoryBus, store: MemoryStore, flow: Flow
+                     ) -> WarehouseSink:
+    """The warehouse sink writing a fresh ``out_dir/warehouse.duckdb``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / WAREHOUSE_FILE
+    for old in (path, path.with_name(path.name + ".wal")):
+        old.unlink(missing_ok=True)
+    wh = DuckDBWarehouse(path)
+    await wh.ensure_tables()
+    writer = BatchWriter(wh, batch_config(cfg.warehouse, seed=cfg.simulation.seed))
+    sink = WarehouseSink(bus, cfg.topics, writer, store, flow.decider.ids, cfg.join.attribution)
+    await sink.start()
+    return sink
+
+
+async def _close_sink(sink: WarehouseSink) -> dict[str, Any]:
+    """Flush and close the sink; the file's name and row counts (read back from the file)."""
+    wh = sink.writer.warehouse
+    try:
+        await sink.stop()
+        assert isinstance(wh, DuckDBWarehouse)
+        rows = {name: int((await wh.query(f"SELECT count(*) FROM {name}"))[0][0]) for name in TABLES}
+    finally:
+        await wh.close()
+    return {"file": WAREHOUSE_FILE, "rows": rows, "skipped": dict(sorted(sink.skipped.items()))}
+
+
+async def _links(bus: MemoryBus, topic: str) -> list[IdentityLink]:
+    """Every identity link the world published (raw ids), in order, read back from the bus."""
+    consumer = bus.consumer([topic], "gaelp-identity-eval")
+    await consumer.start()
+    try:
+        records = await consumer.getmany(timeout_ms=0, max_records=10**9)
+    finally:
+        await consumer.stop()
+    return [decode(r.value, IdentityLink) for r in records if not r.is_tick]
 
 
 async def _record_slot(run: SimulationRun, store: MemoryStore, world: Any, decisions: list[Any],

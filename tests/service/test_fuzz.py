@@ -160,6 +160,9 @@ def test_every_topic_processes_or_dead_letters_every_record(service, topic_attr:
     tp = _TOPIC_TYPES[topic_attr]
     seeds = docs if tp is None else [{"id": "x", "event_time": T0, "decision_id": "r:1", "won": True,
                                       "kind": "click", "value_micros": 5, "device_id": "d", "person_id": "p"}]
+    if topic_attr == "identity_links":  # device-to-device matches with an IP, and revocations
+        seeds.append({"id": "m", "event_time": T0, "device_id": "d", "other_device_id": "e", "kind": "probabilistic",
+                      "score": 0.95, "ip": "192.0.2.1", "revoked": False})
     offsets = iter(range(10**9))
     seen: list[int] = []
 

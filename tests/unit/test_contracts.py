@@ -47,6 +47,9 @@ def test_records_round_trip() -> None:
         AdEvent(id="b", event_time=6, decision_id="d", kind="click"),
         Conversion(id="c", event_time=7, value_micros=10, user_id="u", device_id="v"),
         IdentityLink(id="e", event_time=8, device_id="v", person_id="u", kind="probabilistic", score=0.95),
+        IdentityLink(id="f", event_time=8, device_id="v", other_device_id="w", kind="probabilistic", score=0.9,
+                     ip="198.51.100.7"),
+        IdentityLink(id="e", event_time=9, device_id="v", person_id="u", revoked=True),
         Decision(id="d", event_time=4, request_id="r", imp_id="1", person_id="p", device_id="v", campaign="c",
                  state=[0.1, 0.2], action=action, propensity=0.3, model_version=2),
         Experience(id="x", event_time=9, decision_id="d", kind="final", state=[0.1], action=action,
@@ -62,6 +65,11 @@ def test_records_round_trip() -> None:
     (Conversion, {"id": "c", "value_micros": 5}, "$.event_time"),
     (AdEvent, {"id": "x", "event_time": 1, "decision_id": "d", "kind": "view"}, "$.kind"),
     (IdentityLink, {"id": "l", "event_time": 1, "device_id": "d", "person_id": "p", "score": 2}, "$.score"),
+    (IdentityLink, {"id": "l", "event_time": 1, "device_id": "d"}, "$.person_id"),
+    (IdentityLink, {"id": "l", "event_time": 1, "device_id": "d", "person_id": "p", "other_device_id": "e",
+                    "kind": "probabilistic"}, "$.person_id"),
+    (IdentityLink, {"id": "l", "event_time": 1, "device_id": "d", "other_device_id": "e"}, "$.person_id"),
+    (IdentityLink, {"id": "l", "event_time": 1, "device_id": "d", "person_id": "p", "revoked": "yes"}, "$.revoked"),
     (AuctionResult, {"id": "", "event_time": 1, "decision_id": "d", "won": False}, "$.id"),
 ])
 def test_bad_records_name_the_field(tp: type, body: dict, field: str) -> None:
@@ -80,7 +88,8 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode()),
                  st.dictionaries(st.sampled_from(["id", "imp", "event_time", "decision_id", "won", "value_micros",
-                                                  "kind", "device_id", "person_id", "tmax", "at"]),
+                                                  "kind", "device_id", "person_id", "tmax", "at",
+                                                  "other_device_id", "ip", "revoked", "score"]),
                                  json_values, max_size=6).map(lambda v: json.dumps(v).encode())),
        st.sampled_from(CONTRACTS))
 def test_any_input_decodes_or_names_a_field(raw: bytes, tp: type) -> None:
@@ -88,3 +97,11 @@ def test_any_input_decodes_or_names_a_field(raw: bytes, tp: type) -> None:
         decode_bid_request(raw) if tp is BidRequest else decode(raw, tp)
     except DecodeError as exc:
         assert exc.field.startswith("$") and exc.reason
+
+
+def test_identity_link_stays_backward_compatible() -> None:
+    """A record from an older producer (no other_device_id / ip / revoked) decodes as before."""
+    old = b'{"id":"l","event_time":3,"device_id":"d","person_id":"p","kind":"probabilistic","score":0.7}'
+    link = decode(old, IdentityLink)
+    assert (link.person_id, link.kind, link.score) == ("p", "probabilistic", 0.7)
+    assert (link.other_device_id, link.ip, link.revoked) == (None, None, False)

@@ -1,0 +1,140 @@
+"""`gaelp serve` on real protocols (tansu Kafka + Redis on loopback) with the warehouse sink
+writing a DuckDB file and identity links going through the Redis identity graph.
+
+The simulator's stream goes through Kafka into the service; after a clean stop, a second sink
+in the same consumer group catches up from the committed offsets (as a restarted service
+would). The file then holds every decision and event exactly once, attributions that add up
+to each joined conversion, and only pseudonymous ids; logged-in devices resolve to their
+user's pseudonym in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent_service.adapters.kafka_bus import KafkaBus
+from agent_service.adapters.redis_store import RedisStore
+from agent_service.config import SimulationConfig, TopicsConfig
+from agent_service.contracts.codec import decode
+from agent_service.pipeline.outcomes import JoinRecord
+from agent_service.pipeline.pseudonym import Pseudonymizer
+from agent_service.runtime.driver import SimDriver
+from agent_service.runtime.feed import feed
+from agent_service.runtime.warehouse_sink import WarehouseSink
+from agent_service.warehouse import BatchConfig, BatchWriter
+from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
+from simulators.basic import BasicWorld, BasicWorldParams
+from tests.integration.test_serve_kafka import _serve
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+SALT = "integration-test-salt-0123456789"  # what tests.integration.test_serve_kafka._serve passes
+HEX = re.compile(r"^(d:)?[0-9a-f]{24}$")
+TOPICS = ("bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",
+          "experience", "dead_letters")
+
+
+def _config(tmp: Path, prefix: str) -> Path:
+    topics = "\n".join(f'{k} = "{prefix}.{k.replace("_", "-")}"' for k in TOPICS)
+    path = tmp / "gaelp.toml"
+    path.write_text(f"""
+[budget]
+daily_usd = 4.0
+
+[join]
+allowed_lateness_s = 3600
+
+[topics]
+{topics}
+partitions = 2
+
+[serve]
+group_id = "{prefix}"
+session_timeout_s = 2.0
+model_dir = "{tmp / 'models'}"
+campaign = "{prefix}"
+
+[identity]
+key_prefix = "{prefix}:{{id}}:"
+
+[warehouse]
+backend = "duckdb"
+duckdb_path = "{tmp / 'serve.duckdb'}"
+max_rows = 200
+""")
+    return path
+
+
+async def test_serve_writes_the_warehouse_and_resolves_identity(tansu, redis_server, tmp_path: Path) -> None:
+    prefix = f"wh{uuid.uuid4().hex[:6]}"
+    proc, _ = await _serve(_config(tmp_path, prefix), tansu.bootstrap, redis_server.url)
+    topics = TopicsConfig(**{k: f"{prefix}.{k.replace('_', '-')}" for k in TOPICS}, partitions=2)
+    bus = KafkaBus(tansu.bootstrap, session_timeout_s=2.0)
+    store = RedisStore(redis_server.url)
+    world = BasicWorld(SimulationConfig(seed=5, users=120, opportunities_per_day=1_200, creatives=12),
+                       BasicWorldParams(cvr=0.5, base_ctr=(0.1, 0.15, 0.08), login_rate=0.6))
+    driver = SimDriver(world, bus, topics, group=f"{prefix}-driver")
+    await bus.start()
+    await store.start()
+    await driver.start()
+    try:
+        stats = await feed(driver, days=0.5, drain_days=16)
+        assert stats.decisions == stats.requests > 0
+        conversions = [c for c in world.conversion_log if c["event_time"] < stats.end_ms]
+        deadline = asyncio.get_running_loop().time() + 90
+        joins: dict[str, JoinRecord] = {}
+        while asyncio.get_running_loop().time() < deadline and len(joins) < len(conversions):
+            for c in conversions:
+                raw = await store.peek(f"conv:{c['id']}")
+                if raw is not None:
+                    joins[c["id"]] = decode(raw, JoinRecord)
+            await asyncio.sleep(1.0)
+        assert len(joins) == len(conversions) > 0
+        await asyncio.sleep(2.0)  # let the sink take the last experience records
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert "Traceback" not in out, out[-3000:]
+    try:
+        ids = Pseudonymizer(SALT.encode())
+        logged = [(p, d) for (p, d), on in world.logged_in.items() if on and (p, d) in world._seen_device]
+        assert logged
+        for person, d in logged:
+            ident = await store.resolve(ids(world.device_id(person, d)))
+            assert ident.person_id == ids(world.user_id(person)) and ident.confidence == 1.0
+
+        warehouse = DuckDBWarehouse(tmp_path / "serve.duckdb")
+        before = (await warehouse.query("SELECT count(*) FROM decisions"))[0][0]
+        assert before > 0  # the service wrote as it went
+        sink = WarehouseSink(bus, topics, BatchWriter(warehouse, BatchConfig(max_rows=200, seed=0)), store, ids,
+                             "last_touch", group=f"{prefix}-warehouse")
+        await sink.start()
+        idle = 0
+        while idle < 4:  # catch up from the committed offsets (group join takes a moment on tansu)
+            idle = 0 if await sink.poll(timeout_ms=1_000) else idle + 1
+        await sink.stop()
+        q = warehouse.query
+        assert (await q("SELECT count(*) FROM decisions"))[0][0] == stats.decisions
+        kinds = dict(await q("SELECT kind, count(*) FROM events GROUP BY kind"))
+        assert kinds.get("win", 0) + kinds.get("loss", 0) == driver.published["auction_results"]
+        assert kinds.get("impression", 0) + kinds.get("click", 0) == driver.published["ad_events"]
+        assert kinds.get("conversion", 0) == driver.published["conversions"]
+        credited = dict(await q("SELECT conversion_id, sum(credit_micros) FROM attributions GROUP BY 1"))
+        fractions = dict(await q("SELECT conversion_id, sum(fraction) FROM attributions GROUP BY 1"))
+        joined = {c: r for c, r in joins.items() if r.status == "joined"}
+        assert joined and set(credited) == set(joined)
+        for c, r in joined.items():
+            assert credited[c] == sum(m for _, m in r.credits) and fractions[c] == pytest.approx(1.0)
+        people = [v for t in ("decisions", "events") for row in await q(f"SELECT person_id, device_id FROM {t}")
+                  for v in row if v is not None]
+        assert people and all(HEX.match(v) for v in people)  # pseudonyms only, never raw ids
+        await warehouse.close()
+    finally:
+        await driver.stop()
+        await store.stop()
+        await bus.stop()
