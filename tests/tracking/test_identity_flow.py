@@ -7,7 +7,14 @@ from __future__ import annotations
 import pytest
 
 from agent_service.contracts.codec import decode
-from agent_service.contracts.events import AuctionResult, Conversion, Decision, Experience, IdentityLink, Touch
+from agent_service.contracts.events import (
+    AuctionResult,
+    Conversion,
+    Decision,
+    Experience,
+    IdentityLink,
+    Touch,
+)
 from agent_service.ports.store import IdentityAssignment
 from tests.flowkit import DAY, T0, FlowKit, bid_request
 from tests.tracking.conftest import Backend
