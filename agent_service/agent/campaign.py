@@ -61,7 +61,7 @@ class HybridCampaign:
 
     def checkpoint(self) -> dict[str, Any]:
         """The learner's checkpoint plus this campaign's pacing state (plan profile, multiplier)."""
-        return {**self.learner.checkpoint(), "plan_profile": self.plan.profile.tolist(), "z": self.agent.z,
+        return {**self.learner.checkpoint(), "plan_profile": self.plan.profile.tolist(), "z": self.agent.z_base,
                 "z_prev_day": self._z_prev_day}
 
     def restore(self, ck: dict[str, Any]) -> None:
@@ -71,7 +71,7 @@ class HybridCampaign:
         self._z_prev_day = ck.get("z_prev_day")
         self.agent.version = 0
         self.agent.load_state(self.learner.state(), max(1, self.learner.version))
-        self.agent.z = float(ck.get("z", 0.0))
+        self.agent.z_base = self.agent.z = float(ck.get("z", self.cfg.dqn.z_init))
 
     # ---------------------------------------------------------------- per budget slot
     def _features(self, ctx: SlotContext, slot: int) -> np.ndarray:
@@ -80,7 +80,7 @@ class HybridCampaign:
         return pacing_features(
             time_left=1.0 - slot / T, budget_left=ctx.budget_left_usd / budget, spent_frac=ctx.spent_usd / budget,
             plan_frac=self.plan.fraction(slot / T), last=self._out,
-            slot_plan_usd=budget * self.plan.slot_share(max(slot - 1, 0)), log_multiplier=self.agent.z,
+            slot_plan_usd=budget * self.plan.slot_share(max(slot - 1, 0)), log_multiplier=self.agent.z_base,
             next_slot_share=self.plan.slot_share(slot), slots=T)
 
     def start_period(self, ctx: SlotContext) -> None:
@@ -92,7 +92,7 @@ class HybridCampaign:
         self.agent.begin_slot(self._obs, explore=self.explore)
 
     def end_slot(self, ctx: SlotContext) -> None:
-        self._z_day.append(self.agent.z)
+        self._z_day.append(self.agent.z_base)
         self._out.spend_usd = ctx.last_slot_spend_usd
         self.plan.observe(ctx.slot, ctx.opportunities)
         nxt = ctx.slot + 1

@@ -11,8 +11,8 @@ Per opportunity (milliseconds), for a batch of B opportunities with one network 
 3. the bid is ``clip(m · v̂, max(floor, $0.50), $10.00)`` CPM, no bid when ``m · v̂`` is under
    the floor or the channel is organic (no auction), never more than the budget left.
 
-Per budget slot (``begin_slot``), the Q-network moves the log multiplier ``z = log m`` by an
-ε-greedy adjustment plus a dual-gradient prior (:class:`~agent_service.agent.dqn.DQNConfig`).
+Per budget slot (``begin_slot``), a dual-gradient step keeps the level of the log multiplier on
+the spend plan and the Q-network adds an ε-greedy offset for the slot (:meth:`HybridAgent.begin_slot`).
 
 Weights come from the learner as a state dict (``load_state``) or from a model registry
 (``sync`` swaps in a newer version only); the serving network is replaced by one reference
@@ -114,7 +114,10 @@ class HybridAgent:
         self.stats = CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate)
         self.version = 0
         self.dqn_eps = cfg.dqn.eps_start
+        self.z_base = cfg.dqn.z_init
+        """The dual-paced level of the log multiplier."""
         self.z = cfg.dqn.z_init
+        """The log multiplier in force (the level plus the slot's offset)."""
         self.mult_index = cfg.dqn.adjustments.index(0.0) if 0.0 in cfg.dqn.adjustments else 0
         self.slot_prob = 1.0
         self._adj = np.asarray(cfg.dqn.adjustments)
@@ -165,14 +168,22 @@ class HybridAgent:
 
     # ---------------------------------------------------------------- per budget slot
     def start_period(self, z0: float | None = None) -> None:
-        """A new budget period: the multiplier restarts at ``z0`` (default: where it is)."""
+        """A new budget period: the dual level restarts at ``z0`` (default: where it is)."""
         if z0 is not None:
-            self.z = float(np.clip(z0, self.cfg.dqn.z_min, self.cfg.dqn.z_max))
+            self.z_base = float(np.clip(z0, self.cfg.dqn.z_min, self.cfg.dqn.z_max))
 
     def begin_slot(self, features: np.ndarray, explore: bool = True) -> tuple[int, float]:
-        """Move z for the coming slot from the pacing features; returns (action, its probability).
+        """Set z for the coming slot from the pacing features; returns (action, its probability).
 
-        ``z ← clip(z + adjustment[a] − dual_step · clip((slot spend − slot plan) / slot plan, −1, 5))``
+        With the dual prior (``dual_step > 0``) the level follows the spend plan by integral
+        control and the Q-network's action is an offset for this slot only::
+
+            z_base ← clip(z_base − dual_step · clip((slot spend − slot plan) / slot plan, −1, 5))
+            z      = clip(z_base + adjustment[a])
+
+        so a biased Q-network can reshape spend over the day but never drag the level away from
+        the plan (the integral term absorbs any constant offset). With ``dual_step = 0`` the
+        adjustments accumulate into ``z_base`` (pure DRLB).
         """
         with torch.no_grad():
             greedy = self.q(torch.as_tensor(features, dtype=torch.float32)[None]).argmax(1).numpy()
@@ -181,12 +192,14 @@ class HybridAgent:
             a, p = epsilon_greedy(greedy, self.cfg.dqn.n_actions, eps, self.rng)
         else:
             a, p = greedy, np.ones(1)
-        prior = 0.0
         d = self.cfg.dqn
+        adj = float(self._adj[int(a[0])])
         if d.dual_step > 0:
             gap = math.exp(2.0 * float(features[PACING_INDEX["slot_spend_vs_plan"]])) - 1.0  # (spend − plan) / plan
-            prior = -d.dual_step * float(np.clip(gap, -1.0, 5.0))
-        self.z = float(np.clip(self.z + self._adj[int(a[0])] + prior, d.z_min, d.z_max))
+            self.z_base = float(np.clip(self.z_base - d.dual_step * float(np.clip(gap, -1.0, 5.0)), d.z_min, d.z_max))
+            self.z = float(np.clip(self.z_base + adj, d.z_min, d.z_max))
+        else:
+            self.z_base = self.z = float(np.clip(self.z_base + adj, d.z_min, d.z_max))
         self.mult_index, self.slot_prob = int(a[0]), float(p[0])
         return self.mult_index, self.slot_prob
 

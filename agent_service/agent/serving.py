@@ -107,10 +107,10 @@ class AgentServer:
         self._pacing = pacing_features(
             time_left=1.0 - slot / T, budget_left=max(0.0, budget - spent_usd - reserved_usd) / budget,
             spent_frac=spent_usd / budget, plan_frac=self.plan.fraction(slot / T), last=self._out,
-            slot_plan_usd=budget * self.plan.slot_share(max(slot - 1, 0)), log_multiplier=self.agent.z,
+            slot_plan_usd=budget * self.plan.slot_share(max(slot - 1, 0)), log_multiplier=self.agent.z_base,
             next_slot_share=self.plan.slot_share(slot), slots=T)
         self.agent.begin_slot(self._pacing)
-        self._z_period.append(self.agent.z)
+        self._z_period.append(self.agent.z_base)
         self._slot, self._slot_spent0, self._counted = (period, slot), spent_usd, n
         self._out = SlotOutcome()
 

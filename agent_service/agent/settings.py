@@ -19,16 +19,16 @@ __all__ = ["DQNConfig", "HybridConfig", "PPOConfig"]
 class DQNConfig:
     """Hyperparameters of the bid-multiplier DQN (TOML table ``[hybrid.dqn]``)."""
 
-    adjustments: tuple[float, ...] = (-0.1, -0.03, 0.0, 0.03, 0.1)
-    """Actions: additive steps of the log multiplier z per slot (0.03 ≈ +3% on every bid), on top of the dual step."""
+    adjustments: tuple[float, ...] = (-0.3, -0.1, 0.0, 0.1, 0.3)
+    """Actions: offsets of the log multiplier for one slot around the dual-paced level (0.1 ≈ +10 % on
+    every bid of the slot); with ``dual_step = 0`` they accumulate (DRLB's adjustments)."""
     z_min: float = -3.0
     """Lowest log multiplier (bids ≥ e^-3 ≈ 0.05 × v̂)."""
     z_max: float = 1.6
     """Highest log multiplier (bids ≤ e^1.6 ≈ 5 × v̂: a loose budget buys beyond truthful)."""
     dual_step: float = 0.15
-    """Dual-gradient prior added to every adjustment (Balseiro & Gur in log space):
-    z −= dual_step · clip((slot spend − slot plan) / slot plan, −1, 5) (0 = pure DRLB; the Q-net
-    learns the residual)."""
+    """Integral step of the dual-paced level (Balseiro & Gur in log space):
+    z_base −= dual_step · clip((slot spend − slot plan) / slot plan, −1, 5); 0 = pure DRLB."""
     z_init: float = -1.0
     """z of the very first period (later periods start from the previous period's mean z)."""
     hidden: int = 64

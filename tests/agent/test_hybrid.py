@@ -91,3 +91,21 @@ def test_versions_only_go_forward_and_bad_weights_are_refused() -> None:
     assert agent.version == 2
     assert registry.rollback() == 3 and agent.sync() == 3
     assert (agent.act(b, opp.channel_mask, opp.floor_cpm_usd, 100.0).creative == 0).mean() < 0.5
+
+
+def test_the_dual_level_follows_the_plan_whatever_the_q_network_prefers() -> None:
+    from agent_service.pacing import PACING_FEATURES
+    agent = HybridAgent(SPEC, CFG, seed=3)
+    with torch.no_grad():  # a Q-network that always wants the lowest bids
+        agent.q.net[-1].weight.zero_()
+        agent.q.net[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 0]))
+    agent.dqn_eps = 0.0
+    col = [n for n, _ in PACING_FEATURES].index("slot_spend_vs_plan")
+    under = np.zeros(len(PACING_FEATURES), np.float32)
+    under[col] = np.log(0.5) / 2  # spending half the plan
+    z0 = agent.z_base
+    for _ in range(10):
+        a, p = agent.begin_slot(under)
+        assert a == 0 and p == 1.0
+        assert agent.z == pytest.approx(max(CFG.dqn.z_min, agent.z_base + CFG.dqn.adjustments[0]))
+    assert agent.z_base == pytest.approx(z0 + 10 * CFG.dqn.dual_step * 0.5)  # integral control raises the level
