@@ -1,9 +1,11 @@
-"""Double DQN over bid-multiplier adjustments — the hybrid agent's budget-period decision.
+"""Double DQN over bid-multiplier offsets — the hybrid agent's budget-period decision.
 
 The problem (AGENT-DESIGN.md, "two time scales"): a budget period (a day) is cut into T slots;
-at the start of each slot the agent moves its log bid multiplier ``z`` by one of a few
-adjustments (DRLB, Wu et al. 2018); every bid of the slot is ``exp(z) · v̂`` (clipped, see
-:mod:`agent_service.agent.hybrid`). The state is the pacing features of
+at the start of each slot the agent sets its log bid multiplier ``z`` — a dual-paced level that
+tracks the spend plan plus one of a few offsets chosen by this Q-network (with the dual step
+off, the offsets accumulate: DRLB's adjustments, Wu et al. 2018; see
+:meth:`agent_service.agent.hybrid.HybridAgent.begin_slot`); every bid of the slot is
+``exp(z) · v̂`` (clipped, see :mod:`agent_service.agent.hybrid`). The state is the pacing features of
 :func:`agent_service.pacing.pacing_features` (time left, budget left, spend against the plan,
 recent win rate, cost per unit of value, competition, ``z``); the reward is the value won in
 the slot divided by the period's budget; the episode is the budget period, and time left is
