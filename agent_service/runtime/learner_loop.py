@@ -7,6 +7,8 @@ The Ray learner (a later issue) takes the same records through the same port.
 
 from __future__ import annotations
 
+import math
+
 from agent_service.agent.learner import LearnerStats
 from agent_service.agent.online import OnlineLearner
 from agent_service.contracts.codec import decode
@@ -43,6 +45,16 @@ class ExperienceLearner:
     async def stop(self) -> None:
         await self._consumer.stop()
 
+    def _export(self, stats: LearnerStats) -> None:
+        """The last update's learner metrics (NaN values, e.g. no DQN update yet, are skipped)."""
+        m = self.metrics
+        for gauge, value in ((m.learner_loss, stats.loss), (m.learner_kl, stats.ppo.approx_kl),
+                             (m.learner_clip_fraction, stats.ppo.clip_fraction),
+                             (m.learner_explained_variance, stats.ppo.explained_variance),
+                             (m.learner_td_loss, stats.dqn_td_loss), (m.learner_mean_q, stats.dqn_mean_q)):
+            if math.isfinite(value):
+                gauge.set(value)
+
     async def poll(self, timeout_ms: int = 0) -> int:
         """Learn from what is waiting; return how many records were read."""
         total = 0
@@ -68,8 +80,7 @@ class ExperienceLearner:
                         self.metrics.learner_rejected.inc()
                     else:
                         self.metrics.learner_updates.inc()
-                        if stats.loss == stats.loss:  # not NaN
-                            self.metrics.learner_loss.set(stats.loss)
+                        self._export(stats)
             await self._consumer.commit()
             total += len(records)
             timeout_ms = 0

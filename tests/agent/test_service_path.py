@@ -56,3 +56,34 @@ async def test_logged_decisions_replay_into_the_learner_which_publishes_a_new_ve
                        rtol=1e-4)
     stats = learner.maybe_update()
     assert stats is not None and not stats.rejected and stats.version == 2
+
+
+async def test_the_learner_loop_exports_the_update_metrics() -> None:
+    from agent_service.adapters.memory_bus import MemoryBus
+    from agent_service.contracts.codec import encode
+    from agent_service.metrics import Metrics
+    from agent_service.runtime.learner_loop import ExperienceLearner
+
+    cfg = dataclasses.replace(GaelpConfig(), hybrid=HYB)
+    kit = FlowKit(MemoryStore(), cfg)
+    t = cfg.topics
+    reqs = [bid_request(f"q{i}", f"dev{i % 7}", T0 + 9 * 3_600_000 + 60_000 * i) for i in range(48)]
+    decisions = [decode(o.value, Decision) for o in await kit.handle(t.bid_requests, *reqs) if o.topic == t.decisions]
+    results = [AuctionResult(id=f"res-{d.id}", event_time=d.event_time + 50, decision_id=d.id, won=True,
+                             price_paid_micros=1000) for d in decisions if d.bid]
+    exps = [o for o in await kit.handle(t.auction_results, *results) if o.topic == t.experience]
+    bus, metrics = MemoryBus(), Metrics()
+    learner = OnlineLearner(HYB, cfg.reward, 4, cfg.budget.daily_usd, MemoryRegistry(), seed=0)
+    learner.publish()
+    loop = ExperienceLearner(bus, t.experience, learner, metrics)
+    await loop.start()
+    for o in exps + exps[:3]:  # with three redeliveries
+        await bus.publish(t.experience, o.key, o.value if isinstance(o.value, bytes) else encode(o.value))
+    await loop.poll()
+    await loop.stop()
+    assert loop.records == len(exps) and loop.duplicates == 3 and loop.updates
+    assert Metrics.value(metrics.learner_updates) == len(loop.updates)
+    last = loop.updates[-1]
+    assert Metrics.value(metrics.learner_kl) == last.ppo.approx_kl
+    assert Metrics.value(metrics.learner_clip_fraction) == last.ppo.clip_fraction
+    assert Metrics.value(metrics.learner_explained_variance) == last.ppo.explained_variance
