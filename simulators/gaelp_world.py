@@ -182,7 +182,9 @@ class GaelpWorld:
             self.truth_log[dec.id] = {name: col[k].item() for name, col in truth._asdict().items()}
             if not won:
                 continue
-            self._count(day, impressions=1, cost_micros=paid)
+            # Ground truth of what was bought: its expected conversion value (evaluation only).
+            self._count(day, impressions=1, cost_micros=paid,
+                        expected_value_micros=round(float(truth.expected_value[k]) * 1e6))
             events.append(WorldEvent("ad_events", dec.id, AdEvent(
                 id=f"imp-{dec.id}", event_time=t + 60, decision_id=dec.id, kind="impression")))
             if out.click[k]:

@@ -40,6 +40,7 @@ def build_report(run: SimulationRun) -> dict[str, Any]:
             "conversions": int(t.get("conversions", 0)),
             "conversions_in_window": int(t.get("conversions_in_window", 0)),
             "conversion_value": round(t.get("conversion_value_micros", 0) / 1e6, 2),
+            "expected_conversion_value": round(t.get("expected_value_micros", 0) / 1e6, 2),
         })
     spend = sum(d["spend"] for d in per_day)
     impressions = int(truth.get("impressions", 0))
@@ -54,6 +55,7 @@ def build_report(run: SimulationRun) -> dict[str, Any]:
         "conversions_in_window": int(truth.get("conversions_in_window", 0)),
         "conversions_after_window": int(truth.get("conversions_late", 0)),
         "conversion_value": round(value, 2),
+        "expected_conversion_value": round(truth.get("expected_value_micros", 0) / 1e6, 2),
         "ctr": round(clicks / impressions, 6) if impressions else 0.0,
         "cpa": round(spend / conversions, 4) if conversions else None,
         "roas": round(value / spend, 4) if spend else None,
@@ -78,12 +80,15 @@ def _curve(slots: list[dict[str, Any]], hours: int) -> list[dict[str, Any]]:
     buckets: dict[int, dict[str, float]] = {}
     for s in slots:
         key = int((s["day"] * 24 + s["hour"]) // hours)
-        b = buckets.setdefault(key, {"impressions": 0, "clicks": 0, "model_version": 0})
+        b = buckets.setdefault(key, {"impressions": 0, "clicks": 0, "cost": 0, "value": 0, "model_version": 0})
         b["impressions"] += s["impressions"]
         b["clicks"] += s["clicks"]
+        b["cost"] += s.get("cost_micros", 0)
+        b["value"] += s.get("expected_value_micros", 0)
         b["model_version"] = s["model_version"]
     return [{"hours": k * hours, "impressions": int(v["impressions"]), "clicks": int(v["clicks"]),
              "ctr": round(v["clicks"] / v["impressions"], 6) if v["impressions"] else 0.0,
+             "expected_value_per_usd": round(v["value"] / v["cost"], 4) if v["cost"] else 0.0,
              "model_version": int(v["model_version"])} for k, v in sorted(buckets.items())]
 
 
@@ -97,13 +102,15 @@ def _plots(report: dict[str, Any], slots: list[dict[str, Any]], out: Path) -> No
     fig, ax = plt.subplots(figsize=(8, 4))
     xs = [c["hours"] for c in curve]
     ax.plot(xs, [100 * c["ctr"] for c in curve], marker="o", label="CTR of bought impressions (%)")
+    ax.plot(xs, [c["expected_value_per_usd"] for c in curve], marker="s",
+            label="expected conversion value per $ spent (ground truth)")
     ax.set_xlabel("hours since start (event time)")
-    ax.set_ylabel("CTR (%)")
+    ax.set_ylabel("CTR (%)  /  value per $")
     ax2 = ax.twinx()
     ax2.step(xs, [c["model_version"] for c in curve], where="post", color="tab:gray", alpha=0.6,
              label="model version served")
     ax2.set_ylabel("model version")
-    ax.set_title("Learning curve: CTR while the policy learns online")
+    ax.set_title("Learning curve while the agent learns online")
     fig.legend(loc="upper left", bbox_to_anchor=(0.1, 0.9))
     fig.tight_layout()
     fig.savefig(out / "learning_curve.png", dpi=110)
@@ -142,6 +149,8 @@ def summary_text(report: dict[str, Any], out_dir: Path | None, wall_seconds: flo
         f"  conversions {report['conversions']:,} (in window {report['conversions_in_window']:,}, "
         f"after window {report['conversions_after_window']:,})   value ${report['conversion_value']:,.2f}   "
         f"ROAS {report['roas']}",
+        f"  expected conversion value of the impressions bought ${report['expected_conversion_value']:,.2f} "
+        f"(the simulator's ground truth: realised conversions are few and arrive over 3-14+ days)",
         f"  joined {report['joined_conversions']:,}   late {report['late_conversions']:,}   "
         f"unattributed {report['unattributed_conversions']:,}   windows closed {report['windows_closed']:,}",
         f"  model versions published {report['model_versions']['published']}, served "

@@ -216,6 +216,8 @@ async def _record_slot(run: SimulationRun, store: MemoryStore, world: Any, decis
         "decisions": len(decisions), "model_version": version,
         "impressions": now.get("impressions", 0) - before.get("impressions", 0),
         "clicks": now.get("clicks", 0) - before.get("clicks", 0),
+        "cost_micros": now.get("cost_micros", 0) - before.get("cost_micros", 0),
+        "expected_value_micros": now.get("expected_value_micros", 0) - before.get("expected_value_micros", 0),
         "spend_usd": ledger.spent / 1e6, "budget_usd": ledger.budget / 1e6,
         "plan_usd": ledger.budget / 1e6 * planned_fraction(elapsed),
     })
