@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "serve",
     "admin",
     "feed",
+    "warehouse",
     "train",
     "evaluate",
     "bench",

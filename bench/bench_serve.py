@@ -2,7 +2,8 @@
 
 Needs ``wrk`` (Debian package; this script installs it with apt-get when missing and says so).
 Everything runs on loopback: a throwaway redis-server and tansu broker (tests/servers.py),
-``gaelp serve`` in its own process (Redis state, model inference, decision log to Kafka), and
+``gaelp serve`` in its own process (Redis state, model inference, decision log to Kafka; the
+warehouse sink is off, as in the compose deployment where ``gaelp warehouse`` runs apart), and
 a bare aiohttp app (parse the request with the same decoder, fixed response, no state, no
 model) in another. wrk drives each:
 
@@ -198,7 +199,7 @@ campaign = "bench"
         env = {**os.environ, "GAELP_KAFKA": broker.bootstrap, "GAELP_REDIS": redis.url,
                "GAELP_HTTP_PORT": str(port), "GAELP_ID_SALT": "bench-salt-0123456789abcdef"}
         proc = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "serve", "--config", str(config),
-                                 "--no-learner"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+                                 "--no-learner", "--warehouse", "off"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         try:
             _wait_http(f"http://127.0.0.1:{port}/healthz", proc)
             _wrk(port, 3, 20, None, workdir)  # warm-up (JIT of the scripts, pools, topics)

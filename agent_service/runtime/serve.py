@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,9 +42,8 @@ from agent_service.pipeline.identity_links import graph_config
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.runtime.assembly import build_learner, build_service
 from agent_service.runtime.learner_loop import ExperienceLearner
-from agent_service.runtime.warehouse_sink import WarehouseSink, batch_config, open_warehouse
+from agent_service.runtime.warehouse_sink import WarehouseSink, run_sink, start_sink, stop_sink
 from agent_service.runtime.worker import publish_result
-from agent_service.warehouse import BatchWriter, WarehouseError
 from stream_apps.topology import build_app, consumer_lag
 
 __all__ = ["ServeRuntime", "serve_forever"]
@@ -101,7 +99,9 @@ class ServeRuntime:
         # Identity links feed the Redis identity graph (its own key prefix on the same Redis).
         self.identity_graph = RedisIdentityGraph.from_url(cfg.serve.redis, graph_config(cfg))
         self.service.flow.outcomes.identity.graph = self.identity_graph
-        await self._start_warehouse()
+        self.sink = await start_sink(cfg, self.bus, self.store, self.service.decider.ids)
+        if self.sink is not None:
+            self._tasks.append(asyncio.create_task(run_sink(self.sink, self.metrics)))
         self._faust = build_app(cfg, self.service.flow, self.bus, self.metrics)
         await self._faust.start()
         http = build_http_app(self.service.decider, self.bus, t.decisions, self.metrics, clock=_wall_ms,
@@ -142,48 +142,11 @@ class ServeRuntime:
         if self.run_learner and hasattr(self, "_trainer"):
             await self._trainer.stop()
         if self.sink is not None:
-            try:
-                await self.sink.stop()  # flushes what it buffered (uncommitted records come again)
-            except (WarehouseError, BusError) as exc:
-                log.warning("warehouse sink stopped with rows unwritten: %s", exc)
-            finally:
-                await self.sink.writer.warehouse.close()
+            await stop_sink(self.sink)
         if self.identity_graph is not None:
             await self.identity_graph.close()
         await self.bus.stop()
         await self.store.stop()
-
-    async def _start_warehouse(self) -> None:
-        """The warehouse sink: its own consumer group, DuckDB file or BigQuery (``[warehouse]``)."""
-        cfg = self.cfg
-        warehouse = open_warehouse(cfg.warehouse, cfg.warehouse.duckdb_path
-                                   or str(Path(cfg.serve.model_dir).parent / "warehouse.duckdb"))
-        if warehouse is None:
-            return
-        try:
-            await warehouse.ensure_tables()
-        except WarehouseError:
-            await warehouse.close()
-            raise
-        writer = BatchWriter(warehouse, batch_config(cfg.warehouse))
-        self.sink = WarehouseSink(self.bus, cfg.topics, writer, self.store, self.service.decider.ids,
-                                  cfg.join.attribution, group=f"{cfg.serve.group_id}-warehouse")
-        await self.sink.start()
-        self._tasks.append(asyncio.create_task(self._warehouse_loop(self.sink)))
-
-    # --- background loops ------------------------------------------------------------------
-    async def _warehouse_loop(self, sink: WarehouseSink) -> None:
-        """Write what the stream produced; offsets are committed only after the rows are written."""
-        while True:
-            try:
-                await sink.poll(timeout_ms=500)
-            except (WarehouseError, BusError, StoreError) as exc:
-                log.warning("warehouse sink: %s", exc)
-                await asyncio.sleep(1.0)
-            except Exception:  # a background loop must outlive a bug: count it, log it, go on
-                self.metrics.errors.labels("internal").inc()
-                log.exception("warehouse loop")
-                await asyncio.sleep(1.0)
 
     async def _learn_loop(self, trainer: ExperienceLearner) -> None:
         while True:

@@ -24,6 +24,7 @@ pseudonymised here with the service's salt): no raw user or device id reaches th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -33,17 +34,24 @@ from typing import Any
 from msgspec import Struct, field
 
 from agent_service.attribution.config import canonical_model
-from agent_service.config import TopicsConfig, WarehouseConfig
+from agent_service.config import GaelpConfig, TopicsConfig, WarehouseConfig
 from agent_service.contracts.codec import decode, to_builtins
 from agent_service.contracts.events import Action, AdEvent, AuctionResult, Conversion, Decision, RewardParts
-from agent_service.errors import ConfigError, DecodeError
+from agent_service.errors import BusError, ConfigError, DecodeError, StoreError
+from agent_service.metrics import Metrics
 from agent_service.pipeline.outcomes import JoinRecord
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.bus import BusRecord, Consumer, EventBus
 from agent_service.ports.store import StateStore
-from agent_service.warehouse import BatchConfig, BatchWriter, TransientWarehouseError, Warehouse
+from agent_service.warehouse import (
+    BatchConfig,
+    BatchWriter,
+    TransientWarehouseError,
+    Warehouse,
+    WarehouseError,
+)
 
-__all__ = ["WarehouseSink", "batch_config", "open_warehouse"]
+__all__ = ["WarehouseSink", "batch_config", "open_warehouse", "run_sink", "start_sink", "stop_sink"]
 
 log = logging.getLogger(__name__)
 _CREDIT = ":credit:"
@@ -273,6 +281,50 @@ def open_warehouse(cfg: WarehouseConfig, duckdb_path: str | None = None) -> Ware
         credentials = AnonymousCredentials()
     return BigQueryWarehouse.connect(cfg.bigquery_project, cfg.bigquery_dataset,
                                      api_endpoint=cfg.bigquery_api_endpoint or None, credentials=credentials)
+
+
+async def start_sink(cfg: GaelpConfig, bus: EventBus, store: StateStore, ids: Pseudonymizer) -> WarehouseSink | None:
+    """Open the configured warehouse and start a sink on it (None when ``backend = "off"``).
+
+    The DuckDB file defaults to ``warehouse.duckdb`` beside ``serve.model_dir``.
+    """
+    warehouse = open_warehouse(cfg.warehouse, cfg.warehouse.duckdb_path
+                               or str(Path(cfg.serve.model_dir).parent / "warehouse.duckdb"))
+    if warehouse is None:
+        return None
+    try:
+        await warehouse.ensure_tables()
+    except WarehouseError:
+        await warehouse.close()
+        raise
+    sink = WarehouseSink(bus, cfg.topics, BatchWriter(warehouse, batch_config(cfg.warehouse)), store, ids,
+                         cfg.join.attribution, group=f"{cfg.serve.group_id}-warehouse")
+    await sink.start()
+    return sink
+
+
+async def stop_sink(sink: WarehouseSink) -> None:
+    """Flush what the sink buffered (uncommitted records come again) and close its warehouse."""
+    try:
+        await sink.stop()
+    except (WarehouseError, BusError) as exc:
+        log.warning("warehouse sink stopped with rows unwritten: %s", exc)
+    finally:
+        await sink.writer.warehouse.close()
+
+
+async def run_sink(sink: WarehouseSink, metrics: Metrics) -> None:
+    """Write what the stream produced, forever; offsets are committed only after rows are written."""
+    while True:
+        try:
+            await sink.poll(timeout_ms=500)
+        except (WarehouseError, BusError, StoreError) as exc:
+            log.warning("warehouse sink: %s", exc)
+            await asyncio.sleep(1.0)
+        except Exception:  # a background loop must outlive a bug: count it, log it, go on
+            metrics.errors.labels("internal").inc()
+            log.exception("warehouse loop")
+            await asyncio.sleep(1.0)
 
 
 def batch_config(cfg: WarehouseConfig, seed: int | None = None) -> BatchConfig:

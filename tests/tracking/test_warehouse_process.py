@@ -1,0 +1,63 @@
+"""`gaelp warehouse` as a process of its own beside `gaelp serve --warehouse off`: the sink
+reads the service's topics from Kafka and writes every decision exactly once to DuckDB, and a
+clean stop (SIGTERM) flushes what it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent_service.adapters.kafka_bus import KafkaBus
+from agent_service.config import SimulationConfig, TopicsConfig
+from agent_service.runtime.driver import SimDriver
+from agent_service.runtime.feed import feed
+from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
+from simulators.basic import BasicWorld
+from tests.integration.test_serve_kafka import ROOT, _serve
+from tests.tracking.test_serve_tracking import SALT, TOPICS, _config
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+async def test_warehouse_process_writes_what_serve_decides(tansu, redis_server, tmp_path: Path) -> None:
+    prefix = f"whp{uuid.uuid4().hex[:6]}"
+    config = _config(tmp_path, prefix)
+    config.write_text(config.read_text().replace('backend = "duckdb"', 'backend = "off"'))
+    serve, _ = await _serve(config, tansu.bootstrap, redis_server.url)
+    path = tmp_path / "separate.duckdb"
+    env = {**os.environ, "GAELP_KAFKA": tansu.bootstrap, "GAELP_REDIS": redis_server.url, "GAELP_ID_SALT": SALT}
+    sink = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "warehouse", "--config", str(config),
+                             "--warehouse", "duckdb", "--warehouse-path", str(path)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    topics = TopicsConfig(**{k: f"{prefix}.{k.replace('_', '-')}" for k in TOPICS}, partitions=2)
+    bus = KafkaBus(tansu.bootstrap, session_timeout_s=2.0)
+    await bus.start()
+    driver = SimDriver(BasicWorld(SimulationConfig(seed=9, users=100, opportunities_per_day=800, creatives=12)),
+                       bus, topics, group=f"{prefix}-driver")
+    await driver.start()
+    try:
+        stats = await feed(driver, days=0.25, drain_days=0)
+        assert stats.decisions > 0
+        await asyncio.sleep(6.0)  # the sink's group join and a poll or two
+    finally:
+        await driver.stop()
+        await bus.stop()
+        sink.terminate()
+        sink_out, _ = sink.communicate(timeout=60)
+        serve.terminate()
+        serve_out, _ = serve.communicate(timeout=60)
+    assert sink.returncode == 0 and "Traceback" not in sink_out, sink_out[-3000:]
+    assert "Traceback" not in serve_out, serve_out[-3000:]
+    assert not (tmp_path / "serve.duckdb").exists()  # the service itself wrote nothing
+    warehouse = DuckDBWarehouse(path)
+    try:
+        rows = await warehouse.query("SELECT count(*), count(DISTINCT decision_id) FROM decisions")
+        assert rows[0] == (stats.decisions, stats.decisions)
+    finally:
+        await warehouse.close()
