@@ -32,6 +32,8 @@ NAMES = {
     "join_lag": "gaelp_stream_join_lag_seconds",
     "windows_closed": "gaelp_stream_windows_closed_total",
     "consumer_lag": "gaelp_stream_consumer_lag_records",
+    "identity_links": "gaelp_identity_links_total",
+    "identity_reassigned": "gaelp_identity_devices_reassigned_total",
     "errors": "gaelp_errors_total",
     "learner_updates": "gaelp_learner_updates_total",
     "learner_rejected": "gaelp_learner_rejected_updates_total",
@@ -81,6 +83,11 @@ class Metrics:
                                   buckets=_DAY_BUCKETS, registry=r)
         self.windows_closed = Counter(n["windows_closed"][:-6], "Attribution windows finalised", registry=r)
         self.consumer_lag = Gauge(n["consumer_lag"], "Records behind the head", ["topic"], registry=r)
+        self.identity_links = Counter(n["identity_links"][:-6], "Identity link records by graph outcome "
+                                      "(merged, linked, below_threshold, capped, ip_fanout, revoked)",
+                                      ["status"], registry=r)
+        self.identity_reassigned = Counter(n["identity_reassigned"][:-6],
+                                           "Devices whose person changed after identity links", registry=r)
         self.errors = Counter(n["errors"][:-6], "Errors by reason", ["reason"], registry=r)
         self.learner_updates = Counter(n["learner_updates"][:-6], "Learner updates applied", registry=r)
         self.learner_rejected = Counter(n["learner_rejected"][:-6], "Learner updates rejected (diverged)",

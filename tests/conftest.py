@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,17 @@ def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the session; tests use distinct key prefixes or flush it."""
     with RedisServer() as server:
         yield server
+
+
+_service_dbs = itertools.count(1)
+
+
+@pytest.fixture
+def service_redis_url(redis_server: RedisServer) -> str:
+    """A Redis database of this test's own on the session server, for a `gaelp serve` process:
+    the service keys under the default prefix, so two tests on one database would read each
+    other's records (the simulators reuse ids such as ``conv-<decision id>``)."""
+    return redis_server.db_url(next(_service_dbs))
 
 
 @pytest.fixture(scope="session")

@@ -59,16 +59,24 @@ class RedisServer:
         self.dir = workdir or tempfile.mkdtemp(prefix="gaelp-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
+    DATABASES = 64
+
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.db_url(0)
+
+    def db_url(self, db: int) -> str:
+        """The URL of logical database ``db`` (0 .. DATABASES - 1)."""
+        if not 0 <= db < self.DATABASES:
+            raise ValueError(f"db {db} out of range 0..{self.DATABASES - 1}")
+        return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self) -> RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: `make test` installs it (apt-get install redis-server)")
         args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", self.dir, "--appendonly", "yes" if self.aof else "no", "--loglevel", "warning"]
+                "--dir", self.dir, "--databases", str(self.DATABASES), "--appendonly", "yes" if self.aof else "no", "--loglevel", "warning"]
         if self.aof:
             args += ["--appendfsync", "always"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

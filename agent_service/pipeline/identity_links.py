@@ -109,10 +109,13 @@ class IdentityLinks:
         self.reassigned = 0
         """Devices whose person changed in the store."""
 
-    async def handle(self, links: Sequence[IdentityLink]) -> None:
-        """Apply one batch of pseudonymised links."""
+    async def handle(self, links: Sequence[IdentityLink]) -> tuple[list[str], int]:
+        """Apply one batch of pseudonymised links.
+
+        :returns: the graph status of each record and the number of devices whose person changed.
+        """
         if not links:
-            return
+            return [], 0
         endpoints = _unique(d for link in links for d in (link.device_id, link.other_device_id) if d)
         by_ip: dict[str, list[str]] = {}
         for link in links:
@@ -144,7 +147,9 @@ class IdentityLinks:
             res = resolved[d]
             person = _person(d, res, names)
             assignments.append(IdentityAssignment(d, person, res.confidence if person is not None else 1.0))
-        self.reassigned += await self.store.assign_identities(assignments, self._journey_ttl)
+        moved = await self.store.assign_identities(assignments, self._journey_ttl)
+        self.reassigned += moved
+        return statuses, moved
 
     async def _apply(self, links: Sequence[IdentityLink]) -> list[str]:
         """Links and revocations into the graph, in order; the graph status of each record."""

@@ -143,7 +143,10 @@ class Outcomes:
     async def identity_links(self, items: list[tuple[BusRecord, IdentityLink]]) -> list[Output]:
         """Links into the identity graph, its device → person verdicts into the store
         (``pipeline.identity_links``); nothing to publish."""
-        await self.identity.handle([link for _, link in items])
+        statuses, moved = await self.identity.handle([link for _, link in items])
+        for status in statuses:
+            self.metrics.identity_links.labels(status).inc()
+        self.metrics.identity_reassigned.inc(moved)
         return []
 
     # --- conversions and windows ----------------------------------------------------------------

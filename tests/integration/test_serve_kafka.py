@@ -79,15 +79,15 @@ async def _serve(config: Path, kafka: str, redis_url: str) -> tuple[subprocess.P
             return proc, int(match.group(1))
 
 
-async def test_simulated_stream_through_kafka_into_serve(tansu, redis_server, tmp_path: Path) -> None:
+async def test_simulated_stream_through_kafka_into_serve(tansu, service_redis_url, tmp_path: Path) -> None:
     prefix = f"it{uuid.uuid4().hex[:6]}"
     config = _config(tmp_path, prefix)
-    proc, _port = await _serve(config, tansu.bootstrap, redis_server.url)
+    proc, _port = await _serve(config, tansu.bootstrap, service_redis_url)
     topics = TopicsConfig(**{k: f"{prefix}.{k.replace('_', '-')}" for k in (
         "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",
         "experience", "dead_letters")}, partitions=2)
     bus = KafkaBus(tansu.bootstrap, session_timeout_s=2.0)
-    store = RedisStore(redis_server.url)  # the service's prefix: read its state directly
+    store = RedisStore(service_redis_url)  # the service's prefix: read its state directly
     # A generous conversion rate so that a short run has many delayed conversions to join.
     world = BasicWorld(SimulationConfig(seed=3, users=150, opportunities_per_day=1_500, creatives=12),
                        BasicWorldParams(cvr=0.5, base_ctr=(0.1, 0.15, 0.08)))
@@ -161,7 +161,7 @@ async def test_simulated_stream_through_kafka_into_serve(tansu, redis_server, tm
     assert "Traceback" not in out, out[-3000:]
 
 
-async def test_hot_swap_metrics_and_rollback_by_command(tansu, redis_server, tmp_path: Path) -> None:
+async def test_hot_swap_metrics_and_rollback_by_command(tansu, service_redis_url, tmp_path: Path) -> None:
     """A version published while serving is taken without a restart and exported as a metric;
     `gaelp admin rollback` (token from the environment) serves the previous weights, and a
     second rollback does not bounce back to the bad version."""
@@ -175,7 +175,7 @@ async def test_hot_swap_metrics_and_rollback_by_command(tansu, redis_server, tmp
     env_token = {"GAELP_ADMIN_TOKEN": "tok-hs"}
     os.environ.update(env_token)
     try:
-        proc, port = await _serve(config, tansu.bootstrap, redis_server.url)
+        proc, port = await _serve(config, tansu.bootstrap, service_redis_url)
     finally:
         os.environ.pop("GAELP_ADMIN_TOKEN", None)
     loop = asyncio.get_running_loop()

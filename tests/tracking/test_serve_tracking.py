@@ -70,12 +70,12 @@ max_rows = 200
     return path
 
 
-async def test_serve_writes_the_warehouse_and_resolves_identity(tansu, redis_server, tmp_path: Path) -> None:
+async def test_serve_writes_the_warehouse_and_resolves_identity(tansu, service_redis_url, tmp_path: Path) -> None:
     prefix = f"wh{uuid.uuid4().hex[:6]}"
-    proc, _ = await _serve(_config(tmp_path, prefix), tansu.bootstrap, redis_server.url)
+    proc, _ = await _serve(_config(tmp_path, prefix), tansu.bootstrap, service_redis_url)
     topics = TopicsConfig(**{k: f"{prefix}.{k.replace('_', '-')}" for k in TOPICS}, partitions=2)
     bus = KafkaBus(tansu.bootstrap, session_timeout_s=2.0)
-    store = RedisStore(redis_server.url)
+    store = RedisStore(service_redis_url)
     world = BasicWorld(SimulationConfig(seed=5, users=120, opportunities_per_day=1_200, creatives=12),
                        BasicWorldParams(cvr=0.5, base_ctr=(0.1, 0.15, 0.08), login_rate=0.6))
     driver = SimDriver(world, bus, topics, group=f"{prefix}-driver")

@@ -25,13 +25,13 @@ from tests.tracking.test_serve_tracking import SALT, TOPICS, _config
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
-async def test_warehouse_process_writes_what_serve_decides(tansu, redis_server, tmp_path: Path) -> None:
+async def test_warehouse_process_writes_what_serve_decides(tansu, service_redis_url, tmp_path: Path) -> None:
     prefix = f"whp{uuid.uuid4().hex[:6]}"
     config = _config(tmp_path, prefix)
     config.write_text(config.read_text().replace('backend = "duckdb"', 'backend = "off"'))
-    serve, _ = await _serve(config, tansu.bootstrap, redis_server.url)
+    serve, _ = await _serve(config, tansu.bootstrap, service_redis_url)
     path = tmp_path / "separate.duckdb"
-    env = {**os.environ, "GAELP_KAFKA": tansu.bootstrap, "GAELP_REDIS": redis_server.url, "GAELP_ID_SALT": SALT}
+    env = {**os.environ, "GAELP_KAFKA": tansu.bootstrap, "GAELP_REDIS": service_redis_url, "GAELP_ID_SALT": SALT}
     sink = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "warehouse", "--config", str(config),
                              "--warehouse", "duckdb", "--warehouse-path", str(path)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

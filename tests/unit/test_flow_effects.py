@@ -114,6 +114,9 @@ async def test_identity_link_twice_and_cross_device_join(store: StateStore) -> N
     link_b = IdentityLink(id="l2", event_time=T0 + 3_000, device_id="laptop", person_id="alice")
     await kit.handle(kit.topics.identity_links, link_a, link_b, link_a)
     assert (await store.resolve(kit.flow.decider.ids("laptop"))).device_count == 2
+    statuses = kit.metrics.identity_links.collect()[0].samples
+    assert {(s.labels["status"], s.value) for s in statuses if s.name.endswith("_total")} == {("merged", 3.0)}
+    assert Metrics.value(kit.metrics.identity_reassigned) == 2  # both devices moved to alice, once
     await kit.ticks(T0 + 4 * DAY)
     out = await kit.handle(kit.topics.conversions, Conversion(
         id="conv-x", event_time=T0 + 3 * DAY, value_micros=5_000_000, device_id="laptop"))
