@@ -35,6 +35,7 @@ test: install-test
 
 lint: install-test
 	$(BIN)/ruff check agent_service stream_apps simulators tests bench
+	$(BIN)/mypy agent_service stream_apps simulators
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

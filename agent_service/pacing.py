@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-def planned_fraction(elapsed: float, profile: Sequence[float] | None = None) -> float:
+def planned_fraction(elapsed: float, profile: Sequence[float] | np.ndarray | None = None) -> float:
     """Fraction of the budget the plan allows by ``elapsed`` (0..1) of the period.
 
     :param elapsed: fraction of the period elapsed.
@@ -59,13 +59,13 @@ def planned_fraction(elapsed: float, profile: Sequence[float] | None = None) -> 
     return min(1.0, done / float(sum(profile)))
 
 
-def planned_spend(budget_micros: int, elapsed: float, profile: Sequence[float] | None = None) -> int:
+def planned_spend(budget_micros: int, elapsed: float, profile: Sequence[float] | np.ndarray | None = None) -> int:
     """Micros the plan allows to be spent by ``elapsed``."""
     return int(budget_micros * planned_fraction(elapsed, profile))
 
 
 def paced_out(committed_micros: int, budget_micros: int, elapsed: float, slack: float,
-              profile: Sequence[float] | None = None) -> bool:
+              profile: Sequence[float] | np.ndarray | None = None) -> bool:
     """True when spend (plus reservations) runs ahead of the plan by more than ``slack`` of the budget."""
     allowed = planned_spend(budget_micros, elapsed, profile) + slack * budget_micros
     return committed_micros > allowed

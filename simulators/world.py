@@ -30,6 +30,8 @@ class WorldEvent(NamedTuple):
 class World(Protocol):
     start_ms: int
     """Event time of the first slot."""
+    counts: dict[str, float]
+    """Running ground-truth totals (opportunities, impressions, clicks, conversions, ...)."""
 
     def requests(self, t0: int, t1: int) -> list[BidRequest]:
         """Bid requests with event times in [t0, t1) (``ext.gaelp.event_time``), in time order."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -136,7 +136,8 @@ def build_app(cfg: GaelpConfig, flow: Flow, bus: EventBus, metrics: Metrics) -> 
     def agent(name: str) -> None:
         @app.agent(topic(name), name=f"gaelp.{name}")
         async def handler(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(BATCH, within=WITHIN_S):
+            # StreamT (faust's typing) lacks take_events; the Stream an agent receives has it
+            async for events in cast(faust.Stream, stream).take_events(BATCH, within=WITHIN_S):
                 await handle_batch(flow, bus, metrics, name, to_records(name, events))
 
     for name in (t.bid_requests, t.auction_results, t.ad_events, t.identity_links, t.conversions):

@@ -49,7 +49,7 @@ Redis (or one hash slot), not a sharded cluster.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -173,10 +173,11 @@ class RedisStore:
             person, score = await self.redis.hmget(f"{self._p}id:dev:{device_id}", "person", "score")
             if person is None:
                 return Identity(f"d:{device_id}", 1.0, 1)
-            ndev = await self.redis.scard(f"{self._p}id:person:{person.decode()}")
+            person_id = cast(bytes, person).decode()
+            ndev = await self.redis.scard(f"{self._p}id:person:{person_id}")
         except RedisError as exc:
             raise StoreError(f"identity lookup failed: {exc}") from exc
-        return Identity(person.decode(), float(score or 1.0), max(1, int(ndev)))
+        return Identity(person_id, float(score or 1.0), max(1, int(ndev)))
 
     async def identity_peers(self, device_ids: Sequence[str]) -> list[tuple[str, list[str]]]:
         out: list[tuple[str, list[str]]] = []
@@ -270,7 +271,7 @@ class RedisStore:
             old = await self.redis.set(key, _decision_enc.encode(decision), nx=True, ex=ttl_s, get=True)
         except RedisError as exc:
             raise StoreError(f"storing decision failed: {exc}") from exc
-        return decision if old is None else _decision_dec.decode(old)
+        return decision if old is None else _decision_dec.decode(cast(bytes, old))
 
     async def get_decisions(self, ids: Sequence[str]) -> dict[str, Decision]:
         if not ids:
@@ -279,7 +280,7 @@ class RedisStore:
             raw = await self.redis.mget([f"{self._p}dec:{i}" for i in ids])
         except RedisError as exc:
             raise StoreError(f"reading decisions failed: {exc}") from exc
-        return {i: _decision_dec.decode(v) for i, v in zip(ids, raw, strict=True) if v is not None}
+        return {i: _decision_dec.decode(cast(bytes, v)) for i, v in zip(ids, raw, strict=True) if v is not None}
 
     # --- budget ----------------------------------------------------------------------------
     def _budget_key(self, campaign: str, period: int) -> str:
@@ -356,7 +357,7 @@ class RedisStore:
     async def record_results(self, effects: Sequence[ResultEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
         # Chunks of _CHUNK results per script call: few commands for the client, and Redis is
         # never blocked by one script for long (the bid path shares it).
-        calls = []
+        calls: list[tuple[str, list[str], list[Any]]] = []
         head = [self._p.encode(), str(ttl_s).encode(), str(3 * _DAY_S).encode()]
         for k in range(0, len(effects), _CHUNK):
             args = list(head)
@@ -400,7 +401,7 @@ class RedisStore:
             raw = await self.redis.mget([f"{self._p}claim:{k}" for k in keys])
         except RedisError as exc:
             raise StoreError(f"peek failed: {exc}") from exc
-        return [None if v is None else bytes(v) for v in raw]
+        return [None if v is None else cast(bytes, v) for v in raw]
 
     async def credits_many(self, decision_ids: Sequence[str]) -> list[dict[str, int]]:
         if not decision_ids:
@@ -438,7 +439,7 @@ class RedisStore:
             ids = await self.redis.zrangebyscore(f"{self._p}windows", "-inf", until_ms, start=0, num=limit)
         except RedisError as exc:
             raise StoreError(f"listing windows failed: {exc}") from exc
-        return [i.decode() for i in ids]
+        return [cast(bytes, i).decode() for i in ids]
 
     async def drop_windows(self, decision_ids: Sequence[str]) -> None:
         if decision_ids:
@@ -462,21 +463,21 @@ class RedisStore:
             raw = await self.redis.hgetall(f"{self._p}credit:{decision_id}")
         except RedisError as exc:
             raise StoreError(f"reading credits failed: {exc}") from exc
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return {cast(bytes, k).decode(): int(v) for k, v in raw.items()}
 
     async def claim(self, key: str, payload: bytes, ttl_s: int) -> bytes:
         try:
             old = await self.redis.set(f"{self._p}claim:{key}", payload, nx=True, ex=ttl_s, get=True)
         except RedisError as exc:
             raise StoreError(f"claim failed: {exc}") from exc
-        return payload if old is None else bytes(old)
+        return payload if old is None else cast(bytes, old)
 
     async def peek(self, key: str) -> bytes | None:
         try:
             v = await self.redis.get(f"{self._p}claim:{key}")
         except RedisError as exc:
             raise StoreError(f"peek failed: {exc}") from exc
-        return None if v is None else bytes(v)
+        return None if v is None else cast(bytes, v)
 
     # --- parked conversions, watermarks -----------------------------------------------------
     async def park(self, item_id: str, event_time: int, payload: bytes) -> None:
@@ -488,13 +489,14 @@ class RedisStore:
 
     async def due_parked(self, until_ms: int, limit: int) -> list[tuple[str, bytes]]:
         try:
-            ids = await self.redis.zrangebyscore(f"{self._p}parked", "-inf", until_ms, start=0, num=limit)
+            ids = cast(list[bytes], await self.redis.zrangebyscore(f"{self._p}parked", "-inf", until_ms,
+                                                                    start=0, num=limit))
             if not ids:
                 return []
             data = await self.redis.hmget(f"{self._p}parked:data", ids)
         except RedisError as exc:
             raise StoreError(f"listing parked items failed: {exc}") from exc
-        return [(i.decode(), bytes(d)) for i, d in zip(ids, data, strict=True) if d is not None]
+        return [(i.decode(), cast(bytes, d)) for i, d in zip(ids, data, strict=True) if d is not None]
 
     async def unpark(self, item_ids: Sequence[str]) -> None:
         if item_ids:

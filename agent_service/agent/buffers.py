@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["BaseBuffer", "DecisionRows", "DecisionTable", "ReplayBuffer", "SlotTransition", "polyak_update"]
+__all__ = ["BaseBuffer", "DecisionRows", "DecisionTable", "ReplayBuffer", "SlotTransition", "polyak_update", "zero_rewards"]
 
 
 def polyak_update(online: nn.Module, target: nn.Module, tau: float) -> None:
@@ -133,6 +133,13 @@ class DecisionRows(NamedTuple):
 
 
 _FIELDS = DecisionRows._fields
+
+
+def zero_rewards(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The last five columns of ``n`` new :class:`DecisionRows` (immediate, attribution, delayed,
+    diversity, final): no reward yet."""
+    return (np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32),
+            np.zeros(n, bool))
 
 
 class DecisionTable(BaseBuffer):

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from agent_service.agent.buffers import DecisionRows, SlotTransition
+from agent_service.agent.buffers import DecisionRows, SlotTransition, zero_rewards
 from agent_service.agent.hybrid import AgentActs, HybridAgent, HybridConfig, spec_of
 from agent_service.agent.learner import HybridLearner, LearnerStats
 from agent_service.agent.state import JourneyArrays, OpportunityArrays, PacingInputs, StateBatch, build_states
@@ -166,7 +166,7 @@ class HybridCampaign:
         rows = DecisionRows(
             batch.state, batch.touches, batch.touch_creatives, opps.channel_mask, acts.creative, acts.channel,
             acts.target, acts.logp_policy.astype(np.float32), opps.person, opps.event_time, results.won,
-            results.clicked, *(np.zeros(len(keys), np.float32) for _ in range(4)), np.zeros(len(keys), bool))
+            results.clicked, *zero_rewards(len(keys)))
         self.learner.add_decisions(skeys, rows)
         self.learner.add_outcomes(skeys, results.won, results.price_cpm_usd / 1000, results.clicked,
                                   np.full(len(keys), acts.multiplier), opps.event_time, acts.creative,

@@ -141,11 +141,11 @@ class HybridLearner:
         held = self.table.slots(keys) if len(keys) else np.zeros(0, np.int64)
         channel = self.table.rows(held).channel if len(held) == len(keys) else None
         self.stats.observe(creative, variant, bid, won, np.where(won, cost_usd * 1e6, 0.0), clicked, channel)
-        held = [i for i in np.flatnonzero(clicked) if self.table.has(keys[i])]
-        if held:
-            rows = self.table.rows(self.table.slots([keys[i] for i in held]))
+        clicked_held = [int(i) for i in np.flatnonzero(clicked) if self.table.has(keys[i])]
+        if clicked_held:
+            rows = self.table.rows(self.table.slots([keys[i] for i in clicked_held]))
             x = conv_features(self.spec, rows.state, rows.channel)
-            for j, i in enumerate(held):
+            for j, i in enumerate(clicked_held):
                 self.conv_learner.add_touch(keys[i], x[j], int(event_time_ms[i]))
         if self.reward_cfg.alpha_diversity > 0:
             self._diversity(keys, won, cost_usd)

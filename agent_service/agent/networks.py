@@ -97,8 +97,10 @@ class HybridNet(nn.Module):
         self.critic = _mlp(n_in, hidden, 1)
         wide = exposure_at >= 0
         self.click = _mlp(n_in, hidden, channels if wide else creatives + channels)
+        last = self.click[-1]
+        assert isinstance(last, nn.Linear)
         with torch.no_grad():
-            self.click[-1].bias[:] = -4.0  # start near a 2% CTR
+            last.bias.fill_(-4.0)  # start near a 2% CTR
         if wide:  # creatives enter the click model only through its wide part (few clicks, few parameters)
             self.appeal = nn.Parameter(torch.zeros(self.segments, creatives))
             self.creative_bias = nn.Parameter(torch.zeros(creatives))

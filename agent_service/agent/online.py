@@ -21,7 +21,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from agent_service.agent.buffers import DecisionRows, SlotTransition
+from agent_service.agent.buffers import DecisionRows, SlotTransition, zero_rewards
 from agent_service.agent.hybrid import HybridConfig, spec_of
 from agent_service.agent.learner import HybridLearner, LearnerStats
 from agent_service.agent.registry import ModelRegistry
@@ -100,7 +100,7 @@ class OnlineLearner:
             batch.state, batch.touches, batch.touch_creatives, mask, np.array([min(a.creative, spec.creatives - 1)]),
             np.array([channel]), np.array([min(a.segment, spec.segments)]), np.array([logp], np.float32),
             np.array([_episode(spec, batch.state)]), np.array([exp.event_time]), np.array([exp.won]), np.zeros(1, bool),
-            *(np.zeros(1, np.float32) for _ in range(4)), np.zeros(1, bool))
+            *zero_rewards(1))
         key = [exp.decision_id]
         self.learner.add_decisions(key, rows)
         variant = np.array([int(np.argmax(batch.state[0, spec.cols("ab_variant_")]))])

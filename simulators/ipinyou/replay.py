@@ -59,7 +59,7 @@ class Observation(NamedTuple):
     """The episode budget B."""
     episode: int
     """Episode index (0-based)."""
-    index: int
+    auction_index: int
     """Global auction index in the log (time)."""
 
 
