@@ -133,10 +133,14 @@ class DQNLearner:
         td = (q - y).detach()
         return DQNStats(float(loss.detach()), float(q.detach().mean()), float(td.abs().mean()), False)
 
+    def reset_optimiser(self) -> None:
+        """Forget Adam's moments (after a rejected update or a rollback they point the wrong way)."""
+        self.optim = torch.optim.Adam(self.q.parameters(), lr=self.cfg.lr)
+
     def _reject(self, before: dict[str, torch.Tensor]) -> DQNStats:
         """Keep the previous weights and forget the optimiser's moments (they may be poisoned)."""
         self.q.load_state_dict(before)
-        self.optim = torch.optim.Adam(self.q.parameters(), lr=self.cfg.lr)
+        self.reset_optimiser()
         self.rejected += 1
         return DQNStats(float("nan"), float("nan"), float("nan"), True)
 

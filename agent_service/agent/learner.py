@@ -333,6 +333,20 @@ class HybridLearner:
         self.stats = CampaignStats.from_state(ck["stats"])
         self.version = int(ck["version"])
 
+    def adopt(self, state: dict[str, Any]) -> None:
+        """Continue from a published version's serving weights (after a rollback), so the next
+        version grows from the restored model rather than the one rolled back from. Optimiser
+        moments are reset (they belong to the abandoned trajectory); the decision table, replay
+        buffer and campaign statistics are observations, not the bad model, and are kept."""
+        if state.get("format") != STATE_FORMAT or tuple(state["dims"]) != self.dims:
+            raise ModelError(f"published layout {state.get('dims')} does not match this learner {self.dims}")
+        self.net.load_state_dict(state["net"])
+        self.dqn.load_weights(state["q"])
+        self.conv.load_state_dict(state["conv"]["model"])
+        self.conv_est.matured = float(state["conv"]["matured"])
+        self.ppo.reset_optimiser()
+        self.dqn.reset_optimiser()
+
     def checkpoint(self) -> dict[str, Any]:
         """Serving state plus optimiser and target-network state (resumable training)."""
         return {**self.state(), "target_q": copy.deepcopy(self.dqn.target.state_dict()),

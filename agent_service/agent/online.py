@@ -64,6 +64,11 @@ class OnlineLearner:
     def publish(self) -> int:
         return self.learner.publish()
 
+    def adopt(self, version: int) -> None:
+        """Train on from the weights of registry ``version`` (what a rollback restored)."""
+        self.learner.adopt(self.registry.load(version))
+        self.learner.version = version
+
     def observe(self, exp: Experience) -> bool:
         """Take one record; False if its id was seen already (a redelivery)."""
         if exp.id in self._seen:

@@ -304,9 +304,13 @@ class PPOLearner:
             loss = loss - ((p * qq).sum(-1) + tau * entropy).mean()
         return loss
 
+    def reset_optimiser(self) -> None:
+        """Forget Adam's moments (after a rejected update or a rollback they point the wrong way)."""
+        self.optim = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
+
     def _reject(self, before: dict[str, torch.Tensor]) -> PPOStats:
         self.net.load_state_dict(before)
-        self.optim = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
+        self.reset_optimiser()
         self.rejected += 1
         nan = math.nan
         return PPOStats(nan, nan, nan, nan, nan, nan, nan, True)

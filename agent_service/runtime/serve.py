@@ -205,6 +205,9 @@ class ServeRuntime:
     # --- admin actions ---------------------------------------------------------------------
     async def _rollback(self, _: dict[str, object]) -> dict[str, object]:
         result = self.lineage.rollback()
+        if self.run_learner and hasattr(self, "_trainer"):
+            # else its next version would grow from the weights just rolled back from
+            self._trainer.learner.adopt(result.now_serving)
         self.service.policy.sync()
         self.metrics.model_version.set(self.service.policy.version)
         return {**result._asdict(), "serving": self.service.policy.version}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 
 from agent_service.adapters.memory_store import MemoryStore
 from agent_service.agent.hybrid import spec_of
@@ -56,6 +57,19 @@ async def test_logged_decisions_replay_into_the_learner_which_publishes_a_new_ve
                        rtol=1e-4)
     stats = learner.maybe_update()
     assert stats is not None and not stats.rejected and stats.version == 2
+
+    # A rollback to version 1: the learner trains on from version 1's weights, not version 2's.
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    registry = learner.registry
+    v1, v2 = registry.load(1), registry.load(2)
+    assert not same(v1["net"], v2["net"])  # the update moved the policy (too few slots for the DQN yet)
+    learner.adopt(1)
+    assert learner.publish() == 3
+    v3 = registry.load(3)
+    assert same(v3["net"], v1["net"]) and same(v3["q"], v1["q"])
+    assert v3["conv"]["model"]["steps"] == v1["conv"]["model"]["steps"]
 
 
 async def test_the_learner_loop_exports_the_update_metrics() -> None:
