@@ -13,15 +13,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from agent_service.agent.settings import HybridConfig
 from agent_service.errors import ConfigError
+from agent_service.typed_mapping import from_mapping
 
 __all__ = [
     "AgentConfig",
@@ -34,7 +33,6 @@ __all__ = [
     "SimulationConfig",
     "TopicsConfig",
     "WarehouseConfig",
-    "config_from_mapping",
     "load_config",
 ]
 
@@ -328,64 +326,6 @@ class GaelpConfig:
 # ---------------------------------------------------------------------------------------
 # Loading (plumbing)
 # ---------------------------------------------------------------------------------------
-T = TypeVar("T")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, dict):
-            raise ConfigError(key, f"expected a table, got {type(value).__name__}")
-        return config_from_mapping(tp, value, key)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(key, f"expected a list, got {type(value).__name__}")
-        item_tp = args[0]
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(tp):
-            if arg is type(None) and value is None:
-                return None
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(exc.reason)
-        raise ConfigError(key, "; ".join(errors))
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(key, f"expected a number, got {type(value).__name__}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"expected an integer, got {type(value).__name__}")
-        return value
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise ConfigError(key, f"expected {tp.__name__}, got {type(value).__name__}")
-        return value
-    return value
-
-
-def config_from_mapping(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build the frozen dataclass ``cls`` from a mapping, naming any bad key.
-
-    :param cls: a config dataclass.
-    :param data: parsed TOML (or any mapping) for that section.
-    :param prefix: dotted key of the section, used in error messages.
-    """
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if name not in names:
-            raise ConfigError(key, f"unknown setting; valid keys: {', '.join(sorted(names))}")
-        kwargs[name] = _coerce(value, hints[name], key)
-    return cls(**kwargs)
-
-
 _ENV_OVERRIDES = {
     "GAELP_KAFKA": ("serve", "kafka", str),
     "GAELP_REDIS": ("serve", "redis", str),
@@ -411,7 +351,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             raise ConfigError("--config", f"file {path} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
-    cfg = config_from_mapping(GaelpConfig, data)
+    cfg = from_mapping(GaelpConfig, data)
     source: Mapping[str, str] = os.environ if env is None else env
     for var, (section, name, tp) in _ENV_OVERRIDES.items():
         if var in source:

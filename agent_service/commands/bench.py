@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
 def _ipinyou_config(args: argparse.Namespace) -> Any:
     import tomllib
 
-    from agent_service.config import config_from_mapping
     from agent_service.errors import ConfigError
+    from agent_service.typed_mapping import from_mapping
     from simulators.ipinyou.config import IPinYouConfig
 
     section: dict[str, Any] = {}
@@ -107,7 +107,7 @@ def _ipinyou_config(args: argparse.Namespace) -> Any:
     for key, value in (("data_dir", args.data), ("c0", args.c0), ("feedback", args.feedback)):
         if value is not None:
             section[key] = value
-    return config_from_mapping(IPinYouConfig, section, "ipinyou")
+    return from_mapping(IPinYouConfig, section, "ipinyou")
 
 
 def _run_ipinyou(args: argparse.Namespace) -> int:

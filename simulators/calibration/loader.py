@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from agent_service.errors import ConfigError
+from agent_service.typed_mapping import from_mapping
 from simulators.calibration.schema import Calibration
 
 __all__ = ["calibration_from_mapping", "default_calibration_path", "dump_calibration", "load_calibration"]
 
-T = TypeVar("T")
 _DEFAULT = Path(__file__).with_name("default.toml")
 
 
@@ -49,53 +48,7 @@ def calibration_from_mapping(data: dict[str, Any]) -> Calibration:
 
     :param data: the file's tables, e.g. ``{"channels": {"social": {...}}, "segments": [...]}``.
     """
-    return _build(Calibration, data, "")
-
-
-def _join(prefix: str, key: str) -> str:
-    if not prefix:
-        return key
-    return f"{prefix}{key}" if key.startswith("[") else f"{prefix}.{key}"
-
-
-def _build(cls: type[T], data: Any, prefix: str) -> T:
-    if not isinstance(data, dict):
-        raise ConfigError(prefix or "calibration", f"expected a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        key = _join(prefix, name)
-        if name not in names:
-            raise ConfigError(key, f"unknown key; valid keys: {', '.join(sorted(names))}")
-        kwargs[name] = _value(value, hints[name], key)
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(_join(prefix, exc.key), exc.reason) from None
-
-
-def _value(value: Any, tp: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _build(tp, value, key)
-    if typing.get_origin(tp) is tuple:
-        if not isinstance(value, list):
-            raise ConfigError(key, f"expected a list, got {type(value).__name__}")
-        item = typing.get_args(tp)[0]
-        return tuple(_value(v, item, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(key, f"expected a number, got {type(value).__name__}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"expected an integer, got {type(value).__name__}")
-        return value
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise ConfigError(key, f"expected {tp.__name__}, got {type(value).__name__}")
-        return value
-    raise ConfigError(key, f"unsupported type {tp!r}")  # pragma: no cover - schema bug
+    return from_mapping(Calibration, data)
 
 
 def dump_calibration(cal: Calibration) -> str:

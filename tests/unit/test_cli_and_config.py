@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from agent_service.config import GaelpConfig, config_from_mapping, load_config
+from agent_service.config import GaelpConfig, load_config
 from agent_service.errors import ConfigError
+from agent_service.typed_mapping import from_mapping
 
 
 def test_help_lists_every_command() -> None:
@@ -30,7 +31,7 @@ def test_help_lists_every_command() -> None:
 ])
 def test_config_errors_name_the_key(data: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
-        config_from_mapping(GaelpConfig, data)
+        from_mapping(GaelpConfig, data)
     assert err.value.key == key
 
 
