@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -21,68 +20,24 @@ import pytest
 from agent_service.adapters.kafka_bus import KafkaBus
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.config import SimulationConfig, TopicsConfig
-from agent_service.contracts.codec import decode
-from agent_service.contracts.events import Experience
 from agent_service.pipeline.decide import DAY_MS, period_of
-from agent_service.pipeline.outcomes import JoinRecord
 from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.feed import feed
 from simulators.basic import BasicWorld, BasicWorldParams
+from tests.serve_kit import ROOT, await_join_records, read_experience, serve_toml, start_serve
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 def _config(tmp: Path, prefix: str) -> Path:
     path = tmp / "gaelp.toml"
-    path.write_text(f"""
-[budget]
-daily_usd = 4.0
-
-[join]
-allowed_lateness_s = 3600
-
-[topics]
-bid_requests = "{prefix}.bid-requests"
-decisions = "{prefix}.decisions"
-auction_results = "{prefix}.auction-results"
-ad_events = "{prefix}.ad-events"
-conversions = "{prefix}.conversions"
-identity_links = "{prefix}.identity-links"
-experience = "{prefix}.experience"
-dead_letters = "{prefix}.dead-letters"
-partitions = 2
-
-[serve]
-group_id = "{prefix}"
-session_timeout_s = 2.0
-model_dir = "{tmp / 'models'}"
-campaign = "it"
-""")
+    path.write_text(serve_toml(prefix, tmp, budget_usd=4.0, campaign="it"))
     return path
-
-
-async def _serve(config: Path, kafka: str, redis_url: str) -> tuple[subprocess.Popen[str], int]:
-    env = {**os.environ, "GAELP_KAFKA": kafka, "GAELP_REDIS": redis_url, "GAELP_HTTP_PORT": "0",
-           "GAELP_ID_SALT": "integration-test-salt-0123456789"}
-    proc = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "serve", "--config", str(config)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 60)
-        if not line:
-            raise RuntimeError(f"gaelp serve exited with {proc.wait()}")
-        match = re.search(r"listening on http://[\d.]+:(\d+)", line)
-        if match:
-            return proc, int(match.group(1))
 
 
 async def test_simulated_stream_through_kafka_into_serve(tansu, service_redis_url, tmp_path: Path) -> None:
     prefix = f"it{uuid.uuid4().hex[:6]}"
     config = _config(tmp_path, prefix)
-    proc, _port = await _serve(config, tansu.bootstrap, service_redis_url)
+    proc, _port = await start_serve(config, tansu.bootstrap, service_redis_url)
     topics = TopicsConfig(**{k: f"{prefix}.{k.replace('_', '-')}" for k in (
         "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",
         "experience", "dead_letters")}, partitions=2)
@@ -103,17 +58,7 @@ async def test_simulated_stream_through_kafka_into_serve(tansu, service_redis_ur
         emitted = [c for c in world.conversion_log if c["event_time"] < t0 + 17 * DAY_MS]
         expected = [c for c in emitted if c["in_window"] and c["joinable"]]
         assert len(expected) >= 10, ("the scenario should produce conversions", dict(world.counts), len(world.conversion_log))
-        records: dict[str, JoinRecord] = {}
-        deadline = asyncio.get_running_loop().time() + 120
-        while asyncio.get_running_loop().time() < deadline:
-            for c in emitted:
-                raw = await store.peek(f"conv:{c['id']}")
-                if raw is not None:
-                    records[c["id"]] = decode(raw, JoinRecord)
-            if all(c["id"] in records for c in emitted) and not await store.due_windows(
-                    t0 + 17 * DAY_MS, 1):
-                break
-            await asyncio.sleep(1.0)
+        records = await await_join_records(store, [c["id"] for c in emitted], windows_closed_before=t0 + 17 * DAY_MS)
         for c in expected:
             rec = records.get(c["id"])
             assert rec is not None and rec.status == "joined", (c, rec)
@@ -122,21 +67,7 @@ async def test_simulated_stream_through_kafka_into_serve(tansu, service_redis_ur
                 assert (await store.credits(decision_id)).get(c["id"]) == micros
 
         # Exactly once on the experience stream too: one credit id per (decision, conversion).
-        reader = bus.consumer([topics.experience], f"{prefix}-check")
-        await reader.start()
-        seen: dict[str, Experience] = {}
-        idle = 0
-        for _ in range(200):
-            batch = await reader.getmany(timeout_ms=300, max_records=10_000)
-            idle = idle + 1 if not batch else 0
-            if seen and idle >= 5:
-                break
-            for rec in batch:
-                exp = decode(rec.value, Experience)
-                if exp.id in seen:
-                    assert seen[exp.id] == exp  # a redelivery carries the same record
-                seen[exp.id] = exp
-        await reader.stop()
+        seen = await read_experience(bus, topics.experience, f"{prefix}-check", max_polls=200)
         credited = [e for e in seen.values() if e.kind == "credit"]
         by_conv = {c["id"]: sum(e.parts.attribution for e in credited if e.id.endswith(f":credit:{c['id']}"))
                    for c in expected}
@@ -175,7 +106,7 @@ async def test_hot_swap_metrics_and_rollback_by_command(tansu, service_redis_url
     env_token = {"GAELP_ADMIN_TOKEN": "tok-hs"}
     os.environ.update(env_token)
     try:
-        proc, port = await _serve(config, tansu.bootstrap, service_redis_url)
+        proc, port = await start_serve(config, tansu.bootstrap, service_redis_url)
     finally:
         os.environ.pop("GAELP_ADMIN_TOKEN", None)
     loop = asyncio.get_running_loop()

@@ -27,14 +27,12 @@ import pytest
 from agent_service.adapters.kafka_bus import KafkaBus
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.config import SimulationConfig, TopicsConfig
-from agent_service.contracts.codec import decode
-from agent_service.contracts.events import Experience
 from agent_service.pipeline.decide import DAY_MS, period_of
-from agent_service.pipeline.outcomes import JoinRecord
 from agent_service.ports.bus import TICK_HEADER, Consumer
 from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.feed import feed
 from simulators.basic import BasicWorld, BasicWorldParams
+from tests.serve_kit import await_join_records, read_experience, serve_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 SALT = "fault-test-salt-0123456789abcdef"
@@ -97,26 +95,7 @@ class Scenario:
 
 
 def _config(prefix: str, tmp: Path) -> str:
-    topics = "\n".join(f'{k} = "{prefix}.{k.replace("_", "-")}"' for k in (
-        "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",
-        "experience", "dead_letters"))
-    return f"""
-[budget]
-daily_usd = {BUDGET_USD}
-
-[join]
-allowed_lateness_s = 3600
-
-[topics]
-{topics}
-partitions = 2
-
-[serve]
-group_id = "{prefix}"
-session_timeout_s = 2.0
-model_dir = "{tmp / 'models'}"
-campaign = "ft"
-"""
+    return serve_toml(prefix, tmp, budget_usd=BUDGET_USD, campaign="ft")
 
 
 class ChaosBus:
@@ -199,18 +178,7 @@ async def check_promises(store: RedisStore, bus: KafkaBus, sc: Scenario, world: 
     emitted = [c for c in world.conversion_log if c["event_time"] < t0 + 17 * DAY_MS]
     expected = [c for c in emitted if c["in_window"] and c["joinable"]]
     assert len(expected) >= 5, ("the scenario should produce conversions", len(world.conversion_log))
-    records: dict[str, JoinRecord] = {}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 120
-    while loop.time() < deadline:
-        for c in emitted:
-            if c["id"] not in records:
-                raw = await store.peek(f"conv:{c['id']}")
-                if raw is not None:
-                    records[c["id"]] = decode(raw, JoinRecord)
-        if len(records) == len(emitted) and not await store.due_windows(t0 + 17 * DAY_MS, 1):
-            break
-        await asyncio.sleep(0.5)
+    records = await await_join_records(store, [c["id"] for c in emitted], windows_closed_before=t0 + 17 * DAY_MS)
     for c in expected:
         rec = records.get(c["id"])
         assert rec is not None and rec.status == "joined", (c, rec)
@@ -218,21 +186,7 @@ async def check_promises(store: RedisStore, bus: KafkaBus, sc: Scenario, world: 
         for decision_id, micros in rec.credits:
             assert (await store.credits(decision_id)).get(c["id"]) == micros
 
-    reader = bus.consumer([sc.topics.experience], f"{sc.prefix}-check")
-    await reader.start()
-    seen: dict[str, Experience] = {}
-    idle = 0
-    for _ in range(400):
-        batch = await reader.getmany(timeout_ms=300, max_records=10_000)
-        idle = idle + 1 if not batch else 0
-        if seen and idle >= 4:
-            break
-        for rec in batch:
-            exp = decode(rec.value, Experience)
-            if exp.id in seen:
-                assert seen[exp.id] == exp, "a redelivered experience record must be identical"
-            seen[exp.id] = exp
-    await reader.stop()
+    seen = await read_experience(bus, sc.topics.experience, f"{sc.prefix}-check", idle_polls=4)
     for c in expected:
         credited = [e for e in seen.values() if e.kind == "credit" and e.id.endswith(f":credit:{c['id']}")]
         assert sum(e.parts.attribution for e in credited) * 1e6 == pytest.approx(c["value_micros"])

@@ -20,8 +20,6 @@ import pytest
 from agent_service.adapters.kafka_bus import KafkaBus
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.config import SimulationConfig, TopicsConfig
-from agent_service.contracts.codec import decode
-from agent_service.pipeline.outcomes import JoinRecord
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.feed import feed
@@ -29,36 +27,16 @@ from agent_service.runtime.warehouse_sink import WarehouseSink
 from agent_service.warehouse import BatchConfig, BatchWriter
 from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 from simulators.basic import BasicWorld, BasicWorldParams
-from tests.integration.test_serve_kafka import _serve
+from tests.serve_kit import SALT, TOPICS, await_join_records, serve_toml, start_serve
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-SALT = "integration-test-salt-0123456789"  # what tests.integration.test_serve_kafka._serve passes
 HEX = re.compile(r"^(d:)?[0-9a-f]{24}$")
-TOPICS = ("bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",
-          "experience", "dead_letters")
 
 
 def _config(tmp: Path, prefix: str) -> Path:
-    topics = "\n".join(f'{k} = "{prefix}.{k.replace("_", "-")}"' for k in TOPICS)
     path = tmp / "gaelp.toml"
-    path.write_text(f"""
-[budget]
-daily_usd = 4.0
-
-[join]
-allowed_lateness_s = 3600
-
-[topics]
-{topics}
-partitions = 2
-
-[serve]
-group_id = "{prefix}"
-session_timeout_s = 2.0
-model_dir = "{tmp / 'models'}"
-campaign = "{prefix}"
-
+    path.write_text(serve_toml(prefix, tmp, budget_usd=4.0, campaign=prefix, extra=f"""
 [identity]
 key_prefix = "{prefix}:{{id}}:"
 
@@ -66,13 +44,13 @@ key_prefix = "{prefix}:{{id}}:"
 backend = "duckdb"
 duckdb_path = "{tmp / 'serve.duckdb'}"
 max_rows = 200
-""")
+"""))
     return path
 
 
 async def test_serve_writes_the_warehouse_and_resolves_identity(tansu, service_redis_url, tmp_path: Path) -> None:
     prefix = f"wh{uuid.uuid4().hex[:6]}"
-    proc, _ = await _serve(_config(tmp_path, prefix), tansu.bootstrap, service_redis_url)
+    proc, _ = await start_serve(_config(tmp_path, prefix), tansu.bootstrap, service_redis_url)
     topics = TopicsConfig(**{k: f"{prefix}.{k.replace('_', '-')}" for k in TOPICS}, partitions=2)
     bus = KafkaBus(tansu.bootstrap, session_timeout_s=2.0)
     store = RedisStore(service_redis_url)
@@ -86,15 +64,8 @@ async def test_serve_writes_the_warehouse_and_resolves_identity(tansu, service_r
         stats = await feed(driver, days=0.5, drain_days=16)
         assert stats.decisions == stats.requests > 0
         conversions = [c for c in world.conversion_log if c["event_time"] < stats.end_ms]
-        deadline = asyncio.get_running_loop().time() + 90
-        joins: dict[str, JoinRecord] = {}
-        while asyncio.get_running_loop().time() < deadline and len(joins) < len(conversions):
-            for c in conversions:
-                raw = await store.peek(f"conv:{c['id']}")
-                if raw is not None:
-                    joins[c["id"]] = decode(raw, JoinRecord)
-            await asyncio.sleep(1.0)
-        assert len(joins) == len(conversions) > 0
+        joins = await await_join_records(store, [c["id"] for c in conversions])
+        assert len(joins) == len(conversions) > 0, (len(joins), len(conversions))
         await asyncio.sleep(2.0)  # let the sink take the last experience records
     finally:
         proc.terminate()

@@ -19,8 +19,8 @@ from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.feed import feed
 from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 from simulators.basic import BasicWorld
-from tests.integration.test_serve_kafka import ROOT, _serve
-from tests.tracking.test_serve_tracking import SALT, TOPICS, _config
+from tests.serve_kit import ROOT, SALT, TOPICS, start_serve
+from tests.tracking.test_serve_tracking import _config
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -29,7 +29,7 @@ async def test_warehouse_process_writes_what_serve_decides(tansu, service_redis_
     prefix = f"whp{uuid.uuid4().hex[:6]}"
     config = _config(tmp_path, prefix)
     config.write_text(config.read_text().replace('backend = "duckdb"', 'backend = "off"'))
-    serve, _ = await _serve(config, tansu.bootstrap, service_redis_url)
+    serve, _ = await start_serve(config, tansu.bootstrap, service_redis_url)
     path = tmp_path / "separate.duckdb"
     env = {**os.environ, "GAELP_KAFKA": tansu.bootstrap, "GAELP_REDIS": service_redis_url, "GAELP_ID_SALT": SALT}
     sink = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "warehouse", "--config", str(config),
