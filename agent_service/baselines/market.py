@@ -14,7 +14,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-__all__ = ["Conversions", "Market", "Opportunities", "Plays", "Results", "Truth"]
+__all__ = ["ConversionQueue", "Conversions", "Market", "Opportunities", "Plays", "Results", "Truth"]
 
 
 class Opportunities(NamedTuple):
@@ -80,6 +80,28 @@ class Conversions(NamedTuple):
     """int64 [N]"""
     value_usd: np.ndarray
     """float [N]"""
+
+
+class ConversionQueue:
+    """Conversions scheduled in event time by a market, handed out once due."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def schedule(self, person: np.ndarray, time_ms: np.ndarray, value_usd: np.ndarray) -> None:
+        """Add conversions that will happen at ``time_ms``."""
+        self._pending.append((person, time_ms, value_usd))
+
+    def due(self, t1: int) -> Conversions:
+        """The scheduled conversions with event time before ``t1`` (removed from the queue)."""
+        if not self._pending:
+            return Conversions(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        person = np.concatenate([x[0] for x in self._pending])
+        t = np.concatenate([x[1] for x in self._pending])
+        v = np.concatenate([x[2] for x in self._pending])
+        due = t < t1
+        self._pending = [(person[~due], t[~due], v[~due])]
+        return Conversions(person[due], t[due], v[due])
 
 
 class Truth(NamedTuple):

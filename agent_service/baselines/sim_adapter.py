@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent_service.baselines.market import Conversions, Opportunities, Plays, Results, Truth
+from agent_service.baselines.market import ConversionQueue, Conversions, Opportunities, Plays, Results, Truth
 from simulators.batches import Actions, EngineConfig, concat
 from simulators.batches import Opportunities as SimOpps
 from simulators.calibration import Calibration, load_calibration
@@ -69,7 +69,7 @@ class SimMarket:
         self._posterior = np.zeros((ncat, segments))
         self._posterior[:, :m.k] = post / post.sum(axis=1, keepdims=True)
         self._raw: SimOpps | None = None
-        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending = ConversionQueue()
         self.record = record
         self.days: dict[int, list[SimOpps]] = {}
 
@@ -133,19 +133,12 @@ class SimMarket:
         out, truth = self.engine.resolve(raw, acts)
         conv = out.conv
         if conv.any():
-            self._pending.append((self._key(out.conv_device[conv]), out.conv_time[conv], out.conv_value[conv] / 1e6))
+            self._pending.schedule(self._key(out.conv_device[conv]), out.conv_time[conv], out.conv_value[conv] / 1e6)
         ev = np.where(out.won, truth.expected_value, 0.0)
         return Results(out.won.copy(), out.price / 1000.0, out.click.copy(), out.position.astype(np.int64), ev)
 
     def conversions(self, t0: int, t1: int) -> Conversions:
-        if not self._pending:
-            return Conversions(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-        person = np.concatenate([x[0] for x in self._pending])
-        t = np.concatenate([x[1] for x in self._pending])
-        v = np.concatenate([x[2] for x in self._pending])
-        due = t < t1
-        self._pending = [(person[~due], t[~due], v[~due])]
-        return Conversions(person[due], t[due], v[due])
+        return self._pending.due(t1)
 
     # ---------------------------------------------------------------- evaluation
     def hindsight(self, day: int, mode: str = "myopic") -> HindsightResult:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent_service.baselines.market import Conversions, Opportunities, Plays, Results, Truth
+from agent_service.baselines.market import ConversionQueue, Conversions, Opportunities, Plays, Results, Truth
 
 DAY_MS = 86_400_000
 
@@ -51,7 +51,7 @@ class StandinMarket:
         self.affinity = aff / aff.mean(axis=1, keepdims=True)
         self.best_creative = self.affinity.argmax(axis=1)
         self.exposures = np.zeros((p.people, p.creatives), np.int64)
-        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending = ConversionQueue()
         self._organic_used: dict[int, int] = {}
         hours = np.arange(24)
         w = 1.0 + 0.6 * np.sin((hours - 14) / 24 * 2 * np.pi)
@@ -112,17 +112,10 @@ class StandinMarket:
         conv = clicked & (rng.random(n) < p.cvr)
         if conv.any():
             delay = ((1 + rng.gamma(2.0, 1.5, conv.sum())) * DAY_MS).astype(np.int64)
-            self._pending.append((opps.person[conv], opps.event_time[conv] + delay,
-                                  p.value_usd * np.exp(rng.normal(-0.08, 0.4, conv.sum()))))
+            self._pending.schedule(opps.person[conv], opps.event_time[conv] + delay,
+                                   p.value_usd * np.exp(rng.normal(-0.08, 0.4, conv.sum())))
         ev = np.where(won, ctr * p.cvr * p.value_usd, 0.0)
         return Results(won, pay, clicked, np.where(won, 1, 0), ev)
 
     def conversions(self, t0: int, t1: int) -> Conversions:
-        if not self._pending:
-            return Conversions(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-        person = np.concatenate([x[0] for x in self._pending])
-        t = np.concatenate([x[1] for x in self._pending])
-        v = np.concatenate([x[2] for x in self._pending])
-        due = t < t1
-        self._pending = [(person[~due], t[~due], v[~due])]
-        return Conversions(person[due], t[due], v[due])
+        return self._pending.due(t1)
