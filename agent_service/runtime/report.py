@@ -87,8 +87,9 @@ def _curve(slots: list[dict[str, Any]], hours: int) -> list[dict[str, Any]]:
         b["value"] += s.get("expected_value_micros", 0)
         b["model_version"] = s["model_version"]
     return [{"hours": k * hours, "impressions": int(v["impressions"]), "clicks": int(v["clicks"]),
-             "ctr": round(v["clicks"] / v["impressions"], 6) if v["impressions"] else 0.0,
-             "expected_value_per_usd": round(v["value"] / v["cost"], 4) if v["cost"] else 0.0,
+             # None (a gap in the plot) where nothing was bought: 0 would read as a failure
+             "ctr": round(v["clicks"] / v["impressions"], 6) if v["impressions"] else None,
+             "expected_value_per_usd": round(v["value"] / v["cost"], 4) if v["cost"] else None,
              "model_version": int(v["model_version"])} for k, v in sorted(buckets.items())]
 
 
@@ -101,8 +102,10 @@ def _plots(report: dict[str, Any], slots: list[dict[str, Any]], out: Path) -> No
     curve = report["learning_curve"]
     fig, ax = plt.subplots(figsize=(8, 4))
     xs = [c["hours"] for c in curve]
-    ax.plot(xs, [100 * c["ctr"] for c in curve], marker="o", label="CTR of bought impressions (%)")
-    ax.plot(xs, [c["expected_value_per_usd"] for c in curve], marker="s",
+    nan = float("nan")
+    ax.plot(xs, [nan if c["ctr"] is None else 100 * c["ctr"] for c in curve], marker="o",
+            label="CTR of bought impressions (%)")
+    ax.plot(xs, [nan if c["expected_value_per_usd"] is None else c["expected_value_per_usd"] for c in curve], marker="s",
             label="expected conversion value per $ spent (ground truth)")
     ax.set_xlabel("hours since start (event time)")
     ax.set_ylabel("CTR (%)  /  value per $")
