@@ -3,7 +3,9 @@
 Per opportunity (milliseconds), for a batch of B opportunities with one network version:
 
 1. the LSTM encodes the journey's last touches; with the enriched state it feeds the policy
-   heads, which sample creative × channel × target (ε-mixed, propensity logged);
+   heads, which sample creative × channel × target (ε-mixed, propensity logged); the creative
+   follows the click model (softmax of β × its creative logit plus an optimism bonus,
+   :func:`agent_service.agent.ppo.creative_logits`);
 2. the value of an impression of the chosen creative on the chosen channel is
    ``v̂ = p̂(click) · p̂(conversion | click) · v̄`` — the click model's sigmoid, the delay model's
    eventual-conversion probability and the posterior-mean conversion value: calibrated means,
@@ -30,6 +32,7 @@ import torch
 from agent_service.agent.conversion import ConversionEstimate
 from agent_service.agent.dqn import epsilon_greedy
 from agent_service.agent.networks import BidQNet, HybridNet
+from agent_service.agent.ppo import creative_bonus
 from agent_service.agent.registry import ModelRegistry
 from agent_service.agent.settings import HybridConfig
 from agent_service.agent.state import CampaignStats, StateBatch, StateSpec
@@ -112,6 +115,7 @@ class HybridAgent:
             self.q = BidQNet(len(PACING_FEATURES), cfg.dqn.n_actions, cfg.dqn.hidden).eval()
         self.conv = self._conv_estimate(DelayedConversionModel(n_conv_features(spec), cfg.delay_config()), 0.0)
         self.stats = CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate)
+        self.bonus = self._bonus(self.stats)
         self.version = 0
         self.dqn_eps = cfg.dqn.eps_start
         self.z_base = cfg.dqn.z_init
@@ -149,10 +153,14 @@ class HybridAgent:
         model.load_state_dict(state["conv"]["model"])
         conv = self._conv_estimate(model, float(state["conv"]["matured"]))
         stats = CampaignStats.from_state(state["stats"])
-        self.net, self.q, self.conv, self.stats = net, q, conv, stats  # one reference swap each
+        self.net, self.q, self.conv, self.stats, self.bonus = net, q, conv, stats, self._bonus(stats)  # one swap each
         self.dqn_eps = float(state.get("dqn_eps", self.dqn_eps))
         self.version = version
         return True
+
+    def _bonus(self, stats: CampaignStats) -> np.ndarray:
+        """The value-guided creative policy's optimism bonus [C] (fixed per version: the stats come with it)."""
+        return creative_bonus(stats.impressions, stats.campaign_ctr(), self.cfg.ppo.creative_optimism)
 
     def _conv_estimate(self, model: DelayedConversionModel, matured: float) -> ConversionEstimate:
         return ConversionEstimate(model, self.cfg.conv_prior_rate, self.cfg.conv_prior_delay_days,
@@ -218,22 +226,26 @@ class HybridAgent:
         :param floor_cpm_usd: [B] floors. :param budget_left_usd: what may still be reserved.
         :param explore: sample from the policy (True) or take its mode (evaluation).
         """
-        net, conv, stats, version = self.net, self.conv, self.stats, self.version  # pin one version
+        net, conv, stats, bonus, version = self.net, self.conv, self.stats, self.bonus, self.version  # pin one version
         spec, cfg = self.spec, self.cfg
         B = len(batch.state)
         out = net.serve(torch.from_numpy(batch.state), torch.from_numpy(batch.touches),
                         torch.from_numpy(batch.touch_creatives)).numpy().astype(np.float64)
         C, K1 = spec.creatives, spec.segments + 1
-        eps = cfg.ppo.explore_eps
+        eps, beta = cfg.ppo.explore_eps, cfg.ppo.creative_value_weight
         mask = np.asarray(channel_mask, dtype=bool)
-        probs = [_mixed(out[:, :C], eps, None), _mixed(out[:, C:C + 3], eps, mask),
+        click = out[:, C + 3 + K1:]
+        if beta > 0:  # value-guided: the click model's creative logit plus the optimism bonus
+            head = beta * (click[:, :C] + bonus)
+        else:
+            head = out[:, :C]
+        probs = [_mixed(head, cfg.ppo.creative_eps, None), _mixed(out[:, C:C + 3], eps, mask),
                  _mixed(out[:, C + 3:C + 3 + K1], eps, None)]
         picks = [_sample(p, self.rng) if explore else p.argmax(1) for p in probs]
         rows = np.arange(B)
         logp = np.log(np.maximum(probs[0][rows, picks[0]] * probs[1][rows, picks[1]] * probs[2][rows, picks[2]],
                                  1e-300))
         creative, channel, target = picks
-        click = out[:, C + 3 + K1:]
         logit = click[rows, creative] + click[rows, C + channel]
         p_click = 1.0 / (1.0 + np.exp(-logit))
         p_conv = conv.p_eventual(conv_features(spec, batch.state, channel))

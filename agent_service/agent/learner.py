@@ -32,7 +32,14 @@ from agent_service.agent.conversion import ConversionEstimate
 from agent_service.agent.dqn import DQNLearner, DQNStats
 from agent_service.agent.hybrid import STATE_FORMAT, HybridConfig, conv_features, n_conv_features, net_dims
 from agent_service.agent.networks import HybridNet
-from agent_service.agent.ppo import PolicyBatch, PPOLearner, PPOStats, compute_gae, discounted_returns
+from agent_service.agent.ppo import (
+    PolicyBatch,
+    PPOLearner,
+    PPOStats,
+    compute_gae,
+    creative_bonus,
+    discounted_returns,
+)
 from agent_service.agent.registry import ModelRegistry
 from agent_service.agent.state import CampaignStats, StateSpec
 from agent_service.config import RewardConfig
@@ -290,12 +297,14 @@ class HybridLearner:
         kappa = 1.0 / np.exp(2.0 * rows.state[:, self.spec.index["pacing_factor"]]) if self.reward_cfg.shadow_price \
             else np.ones(len(r))
         cost = win * self.stats.channel_price_usd()[None, :] * kappa[:, None]
+        bonus = creative_bonus(n_c, self.stats.campaign_ctr(), cfg.creative_optimism)
         batch = PolicyBatch(*t, torch.as_tensor(rows.creative), torch.as_tensor(rows.channel),
                             torch.as_tensor(rows.target), torch.as_tensor(rows.logp_behaviour, dtype=torch.float32),
                             torch.as_tensor(adv, dtype=torch.float32), torch.as_tensor(ret, dtype=torch.float32),
                             torch.as_tensor(rows.won), torch.as_tensor(rows.clicked, dtype=torch.float32),
                             torch.as_tensor(scale, dtype=torch.float32), torch.as_tensor(trust, dtype=torch.float32),
-                            torch.as_tensor(win, dtype=torch.float32), torch.as_tensor(cost, dtype=torch.float32))
+                            torch.as_tensor(win, dtype=torch.float32), torch.as_tensor(cost, dtype=torch.float32),
+                            torch.as_tensor(np.tile(bonus, (len(r), 1)), dtype=torch.float32))
         return batch, len(r), float(np.mean(r) * self.reward_std.std)
 
     @staticmethod

@@ -8,6 +8,7 @@ import torch
 
 from agent_service.agent.hybrid import HybridAgent, spec_of
 from agent_service.agent.learner import HybridLearner
+from agent_service.agent.ppo import creative_bonus, policy_dists
 from agent_service.agent.registry import MemoryRegistry
 from agent_service.agent.settings import HybridConfig
 from agent_service.agent.state import (
@@ -68,6 +69,31 @@ def test_propensity_is_the_probability_of_the_whole_action() -> None:
     assert np.array_equal(greedy.creative, again.creative) and (greedy.propensity == 1).all()
 
 
+def test_served_probabilities_are_the_learners_policy_with_the_value_guide() -> None:
+    agent = HybridAgent(SPEC, CFG, seed=4)
+    agent.stats.impressions[:] = [5000, 5000, 5000, 5000, 5000, 0]  # creative 5 unseen: bonus 0.5 vs 0.05
+    agent.stats.clicks[:] = [100, 100, 100, 100, 100, 0]
+    agent.bonus = agent._bonus(agent.stats)  # as a version published with these statistics would
+    with torch.no_grad():  # a click model that prefers creative 2 of those seen; the head is not used
+        agent.net.creative_bias.copy_(torch.tensor([0.0, 0, 0.5, 0, -0.2, 0.1]))
+        agent.net.creative.bias.copy_(torch.tensor([5.0, 0, 0, 0, 0, 0]))
+    rng = np.random.default_rng(4)
+    b, opp = _batch(400, rng)
+    acts = agent.act(b, opp.channel_mask, opp.floor_cpm_usd, 100.0)
+    with torch.no_grad():
+        out = agent.net(torch.from_numpy(b.state), torch.from_numpy(b.touches), torch.from_numpy(b.touch_creatives))
+        bonus = torch.as_tensor(creative_bonus(agent.stats.impressions, agent.stats.campaign_ctr(),
+                                               CFG.ppo.creative_optimism), dtype=torch.float32)
+        pc, pch, pk = (p.double().numpy() for p in policy_dists(out, torch.from_numpy(opp.channel_mask), CFG.ppo,
+                                                                bonus))
+    rows = np.arange(400)
+    expect = np.log(pc[rows, acts.creative] * pch[rows, acts.channel] * pk[rows, acts.target])
+    assert np.allclose(acts.logp_policy, expect, atol=1e-4)  # the logged propensity is what PPO's ratio uses
+    assert np.isin(acts.creative, [2, 5]).mean() > 0.9  # the click model's favourite, not the head's (0) ...
+    assert (acts.creative == 5).mean() > 0.3  # ... and the unseen creative its bonus lifts to par
+    assert pc.min() >= CFG.ppo.creative_eps / SPEC.creatives - 1e-7
+
+
 def test_versions_only_go_forward_and_bad_weights_are_refused() -> None:
     registry = MemoryRegistry()
     learner = HybridLearner(SPEC, CFG, RewardConfig(), registry, seed=0)
@@ -75,7 +101,7 @@ def test_versions_only_go_forward_and_bad_weights_are_refused() -> None:
     agent = HybridAgent(SPEC, CFG, registry, seed=0)
     assert agent.sync() == 1
     with torch.no_grad():
-        learner.net.creative.bias[:] = torch.tensor([6.0, 0, 0, 0, 0, 0])
+        learner.net.creative_bias[:] = torch.tensor([6.0, 0, 0, 0, 0, 0])  # the click model's favourite
     assert learner.publish() == 2
     rng = np.random.default_rng(2)
     b, opp = _batch(300, rng)

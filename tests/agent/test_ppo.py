@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from agent_service.agent.networks import HybridNet
-from agent_service.agent.ppo import PolicyBatch, PPOConfig, PPOLearner, compute_gae, discounted_returns
+from agent_service.agent.ppo import (
+    PolicyBatch,
+    PPOConfig,
+    PPOLearner,
+    compute_gae,
+    creative_bonus,
+    discounted_returns,
+    policy_dists,
+)
 from agent_service.errors import ConfigError
 
 D, L, FT, C, K = 6, 4, 9, 4, 3
@@ -65,14 +73,14 @@ def _bandit(rng: np.random.Generator, net: HybridNet, n: int, eps: float) -> tup
     batch = PolicyBatch(torch.as_tensor(state), touches, tc, mask, c, ch, k, logp.float(),
                         torch.as_tensor(adv, dtype=torch.float32), torch.as_tensor(ret, dtype=torch.float32),
                         torch.zeros(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n, 3),
-                        torch.zeros(n, C), torch.ones(n, 3), torch.zeros(n, 3))
+                        torch.zeros(n, C), torch.ones(n, 3), torch.zeros(n, 3), torch.zeros(n, C))
     return batch, float(hit.mean())
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
 def test_policy_gradient_learns_the_best_creative_per_context(algorithm: str) -> None:
     cfg = PPOConfig(algorithm=algorithm, lr=1e-2, rollout=512, minibatch=128, epochs=4, ent_coef=0.0,
-                    model_coef=0.0)
+                    model_coef=0.0, creative_value_weight=0.0, creative_eps=0.05)  # the head's own gradient
     net = _net()
     learner = PPOLearner(net, cfg, seed=0)
     rng = np.random.default_rng(0)
@@ -102,3 +110,89 @@ def test_config_errors_name_the_key() -> None:
         PPOConfig(algorithm="a2c")
     with pytest.raises(ConfigError, match="hybrid.ppo.explore_eps"):
         dataclasses.replace(PPOConfig(), explore_eps=0.0)
+
+
+# ---------------------------------------------------------------- the value-guided creative head
+KS, CS = 3, 6
+CTR = np.full((KS, CS), 0.04)
+CTR[[0, 1, 2], [4, 1, 3]] = 0.2  # the best creative of segment k; the policy only sees the segment posterior
+
+
+def _wide_net(seed: int = 0) -> HybridNet:
+    torch.manual_seed(seed)  # state: segment posterior (KS columns), then per-creative exposures (CS, all zero)
+    return HybridNet(KS + CS, FT, CS, 3, KS + 1, 16, 4, 32, segment_at=0, exposure_at=KS)
+
+
+def _segment_bandit(rng: np.random.Generator, net: HybridNet, cfg: PPOConfig, n: int, shown: np.ndarray,
+                    ) -> tuple[PolicyBatch, float]:
+    """Clicks of the sampled creative at CTR[segment, creative]; the reward is the click. ``shown``:
+    impressions per creative so far (updated in place), behind the optimism bonus."""
+    bonus = torch.as_tensor(np.tile(creative_bonus(shown, 0.08, cfg.creative_optimism), (n, 1)), dtype=torch.float32)
+    seg = rng.integers(0, KS, n)
+    state = np.zeros((n, KS + CS), np.float32)
+    state[np.arange(n), seg] = 1.0
+    touches, tc = torch.zeros(n, L, FT), torch.full((n, L), CS, dtype=torch.int64)
+    mask = torch.ones(n, 3, dtype=torch.bool)
+    with torch.no_grad():
+        out = net(torch.as_tensor(state), touches, tc)
+        pc, pch, pk = policy_dists(out, mask, cfg, bonus)
+    c, ch, k = (torch.multinomial(p, 1).squeeze(1) for p in (pc, pch, pk))
+    shown += np.bincount(c.numpy(), minlength=CS)
+    rows = torch.arange(n)
+    logp = torch.log(pc[rows, c] * pch[rows, ch] * pk[rows, k])
+    clicked = rng.random(n) < CTR[seg, c.numpy()]
+    end = np.ones(n, bool)
+    adv, ret = compute_gae(clicked.astype(np.float64), out.value.numpy().astype(np.float64), np.zeros(n), end, end,
+                           0.9, 0.9)
+    batch = PolicyBatch(torch.as_tensor(state), touches, tc, mask, c, ch, k, logp.float(),
+                        torch.as_tensor(adv, dtype=torch.float32), torch.as_tensor(ret, dtype=torch.float32),
+                        torch.ones(n, dtype=torch.bool), torch.as_tensor(clicked, dtype=torch.float32),
+                        torch.ones(n, 3), torch.ones(n, CS), torch.ones(n, 3), torch.zeros(n, 3), bonus)
+    return batch, float((c.numpy() == CTR[seg].argmax(1)).mean())
+
+
+def test_the_guided_creative_head_converges_to_the_best_creative_per_segment() -> None:
+    cfg = PPOConfig(lr=1e-2, rollout=512, minibatch=128, epochs=2, creative_value_weight=20.0, creative_eps=0.02)
+    net = _wide_net()
+    learner = PPOLearner(net, cfg, seed=0)
+    rng = np.random.default_rng(0)
+    best, shown = [], np.zeros(CS)
+    for _ in range(25):
+        batch, b = _segment_bandit(rng, net, cfg, 512, shown)
+        best.append(b)
+        assert not learner.update(batch).rejected
+    state = torch.zeros(KS, KS + CS)
+    state[:, :KS] = torch.eye(KS)
+    with torch.no_grad():
+        out = net(state, torch.zeros(KS, L, FT), torch.full((KS, L), CS, dtype=torch.int64))
+        bonus = torch.as_tensor(creative_bonus(shown, 0.08, cfg.creative_optimism), dtype=torch.float32)
+        pc = policy_dists(out, torch.ones(KS, 3, dtype=torch.bool), cfg, bonus)[0].numpy()
+    assert np.mean(best[:2]) < 0.4 and np.mean(best[-3:]) > 0.8
+    assert (pc[np.arange(KS), CTR.argmax(1)] > 0.8).all()  # the best creative of each segment
+    assert (pc >= cfg.creative_eps / CS - 1e-7).all()  # still randomised: every creative keeps ε/C
+
+
+def test_the_policy_loss_does_not_move_the_click_model_through_the_guide() -> None:
+    cfg = PPOConfig(creative_value_weight=20.0)
+    net = _wide_net()
+    with torch.no_grad():
+        net.appeal.normal_()
+    state = torch.zeros(4, KS + CS)
+    state[:, 0] = 1.0
+    out = net(state, torch.zeros(4, L, FT), torch.full((4, L), CS, dtype=torch.int64))
+    pc, pch, _ = policy_dists(out, torch.ones(4, 3, dtype=torch.bool), cfg)
+    assert not pc.requires_grad and pch.requires_grad  # the model decides; the policy loss cannot bend it
+
+
+def test_guide_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match="hybrid.ppo.creative_eps"):
+        PPOConfig(creative_eps=0.0)
+    with pytest.raises(ConfigError, match="hybrid.ppo.creative_value_weight"):
+        PPOConfig(creative_value_weight=-1.0)
+    with pytest.raises(ConfigError, match="hybrid.ppo.creative_optimism"):
+        PPOConfig(creative_optimism=-0.1)
+
+
+def test_the_optimism_bonus_shrinks_with_a_creatives_expected_clicks() -> None:
+    b = creative_bonus(np.array([0.0, 100.0, 10_000.0]), 0.02, 0.5)
+    assert b[0] == pytest.approx(0.5) and b[1] == pytest.approx(0.5 / np.sqrt(3.0)) and b[2] < 0.04
