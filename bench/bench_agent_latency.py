@@ -15,6 +15,7 @@ Prints a table, then one JSON object as the last stdout line.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -88,6 +89,8 @@ def measure(lstm_hidden: int, reps: int) -> dict[str, float]:
     for _ in range(50):  # warm caches
         decide(one_opp, one_j)
         bare(t1)
+    gc.collect()
+    gc.freeze()  # as `gaelp serve` does once started: long-lived objects out of the collector's view
     single = _timed(lambda: decide(one_opp, one_j), reps)
     bare1 = _timed(lambda: bare(t1), reps)
     batched = _timed(lambda: decide(big_opp, big_j), max(20, reps // 20)) / 256

@@ -201,10 +201,18 @@ class StateSpec:
                            np.rint(x[:, b:]).astype(np.int64))
         return batch, x[:, D:a].copy()
 
+    @cached_property
+    def _cols_cache(self) -> dict[str, slice]:
+        return {}
+
     def cols(self, prefix: str) -> slice:
-        """The contiguous columns whose names start with ``prefix`` (e.g. ``"segment_"``)."""
-        idx = [i for name, i in self.index.items() if name.startswith(prefix)]
-        return slice(min(idx), max(idx) + 1)
+        """The contiguous columns whose names start with ``prefix`` (e.g. ``"segment_"``); cached,
+        as the decision path asks several times per opportunity."""
+        hit = self._cols_cache.get(prefix)
+        if hit is None:
+            idx = [i for name, i in self.index.items() if name.startswith(prefix)]
+            hit = self._cols_cache[prefix] = slice(min(idx), max(idx) + 1)
+        return hit
 
 
 class JourneyArrays(NamedTuple):
