@@ -29,7 +29,9 @@ async def _client(kit: FlowKit, **kw: object) -> TestClient:
 
 
 def _body(rid: str, imps: int = 1, **kw: object) -> dict[str, object]:
-    return {"id": rid, "imp": [{"id": f"i{k}", "bidfloor": 0.5} for k in range(imps)],
+    # A generous tmax: these tests are about the answer, and a loaded CI machine must not turn
+    # it into a timely no-bid (tmax handling has tests of its own).
+    return {"id": rid, "imp": [{"id": f"i{k}", "bidfloor": 0.5} for k in range(imps)], "tmax": 10_000,
             "device": {"ifa": f"dev-{rid}", "devicetype": 4}, "site": {"cat": ["IAB1"]}, **kw}
 
 
