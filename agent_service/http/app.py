@@ -66,12 +66,14 @@ class BidBatcher:
     :param decisions_topic: topic of the decision log.
     :param metrics: service metrics.
     :param max_batch: most requests per batch.
+    :param linger_s: how long a batch may fill before it is decided.
     """
 
     def __init__(self, decider: Decider, bus: EventBus, decisions_topic: str, metrics: Metrics,
-                 max_batch: int = 256) -> None:
+                 max_batch: int = 256, linger_s: float = 0.0) -> None:
         self.decider, self.bus, self.topic, self.metrics = decider, bus, decisions_topic, metrics
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -115,6 +117,8 @@ class BidBatcher:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                if self.linger_s > 0 and len(self._queue) < self.max_batch:
+                    await asyncio.sleep(self.linger_s)  # let concurrent requests join this pass
                 batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
                 await self._decide(batch)
 
@@ -160,6 +164,7 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
                    clock: Callable[[], int], admin_token: str | None,
                    admin_actions: dict[str, Callable[[dict[str, object]], Awaitable[dict[str, object]]]] | None = None,
                    tmax_default_ms: int = 100, network_allowance_ms: int = 20, max_batch: int = 256,
+                   batch_linger_ms: float = 0.0,
                    ) -> web.Application:
     """The service's HTTP application.
 
@@ -173,9 +178,10 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
     :param tmax_default_ms: time budget of a request without ``tmax``.
     :param network_allowance_ms: part of ``tmax`` left for the network.
     :param max_batch: most requests decided together.
+    :param batch_linger_ms: how long a batch may fill before it is decided.
     """
     actions = admin_actions or {}
-    batcher = BidBatcher(decider, bus, decisions_topic, metrics, max_batch=max_batch)
+    batcher = BidBatcher(decider, bus, decisions_topic, metrics, max_batch=max_batch, linger_s=batch_linger_ms / 1000)
 
     async def bid(request: web.Request) -> web.Response:
         started = time.perf_counter()

@@ -108,7 +108,8 @@ class ServeRuntime:
                               admin_token=os.environ.get("GAELP_ADMIN_TOKEN") or None,
                               admin_actions={"rollback": self._rollback, "budget": self._set_budget},
                               tmax_default_ms=cfg.serve.tmax_default_ms,
-                              network_allowance_ms=cfg.serve.network_allowance_ms, max_batch=cfg.serve.max_batch)
+                              network_allowance_ms=cfg.serve.network_allowance_ms, max_batch=cfg.serve.max_batch,
+                              batch_linger_ms=cfg.serve.batch_linger_ms)
         self._runner = web.AppRunner(http, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.serve.http_host, cfg.serve.http_port)

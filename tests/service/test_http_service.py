@@ -58,6 +58,31 @@ async def test_concurrent_requests_are_decided_in_batches() -> None:
         await client.close()
 
 
+async def test_requests_arriving_within_the_linger_share_one_pass() -> None:
+    async def passes(linger_ms: float) -> list[int]:
+        kit = FlowKit(MemoryStore(), GaelpConfig().replace("budget", daily_usd=1000.0))
+        calls: list[int] = []
+        decide = kit.flow.decider.decide
+
+        async def counting(items, deadlines=None):  # type: ignore[no-untyped-def]
+            calls.append(len(items))
+            return await decide(items, deadlines)
+
+        kit.flow.decider.decide = counting  # type: ignore[method-assign]
+        client = await _client(kit, batch_linger_ms=linger_ms)
+        try:
+            async def later(i: int) -> int:
+                await asyncio.sleep(0.03 * i)  # three requests 30 ms apart
+                return (await client.post("/openrtb2/bid", json=_body(f"l{i}"))).status
+            assert set(await asyncio.gather(*(later(i) for i in range(3)))) <= {200, 204}
+        finally:
+            await client.close()
+        return calls
+
+    assert await passes(0.0) == [1, 1, 1]  # decided as they come
+    assert await passes(500.0) == [3]  # one pass for all three
+
+
 async def test_several_imps_answered_in_one_response() -> None:
     kit = FlowKit(MemoryStore(), GaelpConfig().replace("budget", daily_usd=1000.0))
     client = await _client(kit)
