@@ -44,11 +44,12 @@ campaign = "{campaign}"
 {extra}"""
 
 
-async def start_serve(config: Path, kafka: str, redis_url: str) -> tuple[subprocess.Popen[str], int]:
-    """Start `gaelp serve --config config`; return the process and its HTTP port once it listens."""
+async def start_serve(config: Path, kafka: str, redis_url: str, *args: str,
+                      salt: str = SALT) -> tuple[subprocess.Popen[str], int]:
+    """Start `gaelp serve --config config *args`; return the process and its HTTP port once it listens."""
     env = {**os.environ, "GAELP_KAFKA": kafka, "GAELP_REDIS": redis_url, "GAELP_HTTP_PORT": "0",
-           "GAELP_ID_SALT": SALT}
-    proc = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "serve", "--config", str(config)],
+           "GAELP_ID_SALT": salt}
+    proc = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "serve", "--config", str(config), *args],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     loop = asyncio.get_running_loop()

@@ -11,7 +11,9 @@ acknowledged — the writer must never do that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -24,6 +26,20 @@ PROJECT, DATASET = "gaelp-test", "gaelp"
 
 
 class Recorder:
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        """The recorder on a free loopback port; yields its base URL (the client's api_endpoint)."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        finally:
+            await runner.cleanup()
+
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict]] = []
         self.statuses: list[int] = []  # scripted HTTP statuses for the next insertAll calls
@@ -87,20 +103,13 @@ class Recorder:
 @pytest.fixture
 async def recorder():
     rec = Recorder()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    wh = BigQueryWarehouse.connect(PROJECT, DATASET, api_endpoint=f"http://127.0.0.1:{port}",
-                                   credentials=AnonymousCredentials(), timeout_s=10)
-    try:
-        yield rec, wh
-    finally:
-        await wh.close()
-        await runner.cleanup()
+    async with rec.serving() as url:
+        wh = BigQueryWarehouse.connect(PROJECT, DATASET, api_endpoint=url, credentials=AnonymousCredentials(),
+                                       timeout_s=10)
+        try:
+            yield rec, wh
+        finally:
+            await wh.close()
 
 
 class NoWait:

@@ -187,15 +187,7 @@ class RedisStore:
         return out
 
     async def person_devices(self, person_ids: Sequence[str]) -> list[list[str]]:
-        if not person_ids:
-            return []
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for person in person_ids:
-                    pipe.smembers(f"{self._p}id:person:{person}")
-                raw = await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"reading person devices failed: {exc}") from exc
+        raw = await self._read_each("smembers", [f"{self._p}id:person:{p}" for p in person_ids], "person devices")
         return [sorted(d.decode() for d in devices) for devices in raw]
 
     async def assign_identities(self, assignments: Sequence[IdentityAssignment], ttl_s: int) -> int:
@@ -404,16 +396,20 @@ class RedisStore:
         return [None if v is None else cast(bytes, v) for v in raw]
 
     async def credits_many(self, decision_ids: Sequence[str]) -> list[dict[str, int]]:
-        if not decision_ids:
+        raw = await self._read_each("hgetall", [f"{self._p}credit:{d}" for d in decision_ids], "credits")
+        return [{k.decode(): int(v) for k, v in r.items()} for r in raw]
+
+    async def _read_each(self, command: str, keys: Sequence[str], what: str) -> list[Any]:
+        """``command key`` for every key, in one pipeline round trip."""
+        if not keys:
             return []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for d in decision_ids:
-                    pipe.hgetall(f"{self._p}credit:{d}")
-                raw = await pipe.execute()
+                for key in keys:
+                    getattr(pipe, command)(key)
+                return list(await pipe.execute())
         except RedisError as exc:
-            raise StoreError(f"reading credits failed: {exc}") from exc
-        return [{k.decode(): int(v) for k, v in r.items()} for r in raw]
+            raise StoreError(f"reading {what} failed: {exc}") from exc
 
     async def claim_many(self, items: Sequence[tuple[str, bytes]], ttl_s: int) -> list[tuple[bool, bytes]]:
         if not items:
@@ -516,15 +512,7 @@ class RedisStore:
         await self._pipelined("advance_watermarks", [("ADVANCE_WATERMARK", [key], [p, t]) for p, t in marks.items()])
 
     async def watermarks_many(self, topics: Sequence[str]) -> list[dict[int, int]]:
-        if not topics:
-            return []
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for topic in topics:
-                    pipe.hgetall(f"{self._p}wm:{topic}")
-                raw = await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"reading watermarks failed: {exc}") from exc
+        raw = await self._read_each("hgetall", [f"{self._p}wm:{t}" for t in topics], "watermarks")
         return [{int(k): int(v) for k, v in r.items()} for r in raw]
 
     async def watermarks(self, topic: str) -> dict[int, int]:

@@ -11,13 +11,9 @@ to inject a fault between slots, and the checks every fault test ends with:
 
 from __future__ import annotations
 
-import asyncio
-import os
 import random
-import re
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -32,7 +28,7 @@ from agent_service.ports.bus import TICK_HEADER, Consumer
 from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.feed import feed
 from simulators.basic import BasicWorld, BasicWorldParams
-from tests.serve_kit import await_join_records, read_experience, serve_toml
+from tests.serve_kit import TOPICS, await_join_records, read_experience, serve_toml, start_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 SALT = "fault-test-salt-0123456789abcdef"
@@ -49,27 +45,12 @@ class Scenario:
         self.prefix = f"ft{uuid.uuid4().hex[:6]}"
         self.config = tmp / "gaelp.toml"
         self.config.write_text(_config(self.prefix, tmp))
-        self.topics = TopicsConfig(**{k: f"{self.prefix}.{k.replace('_', '-')}" for k in (
-            "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",
-            "experience", "dead_letters")}, partitions=2)
+        self.topics = TopicsConfig(**{k: f"{self.prefix}.{k.replace('_', '-')}" for k in TOPICS}, partitions=2)
         self.proc: subprocess.Popen[str] | None = None
         self.logs: list[str] = []
 
     async def start_service(self) -> None:
-        env = {**os.environ, "GAELP_KAFKA": self.kafka, "GAELP_REDIS": self.redis_url, "GAELP_HTTP_PORT": "0",
-               "GAELP_ID_SALT": SALT}
-        proc = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "serve", "--config", str(self.config),
-                                 "--no-learner"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 60)
-            if not line:
-                raise RuntimeError(f"gaelp serve exited with {proc.wait()}")
-            if re.search(r"listening on http://", line):
-                break
-        self.proc = proc
+        self.proc, _ = await start_serve(self.config, self.kafka, self.redis_url, "--no-learner", salt=SALT)
 
     def kill_service(self) -> str:
         """SIGKILL: no clean-up, no commit — the crash case."""

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from agent_service.adapters.memory_bus import MemoryBus
 from agent_service.adapters.memory_store import MemoryStore
@@ -130,37 +129,30 @@ async def test_commit_only_after_the_rows_are_written_and_no_duplicates() -> Non
 
 async def test_bigquery_sink_against_the_recorder() -> None:
     rec = Recorder()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    cfg = WarehouseConfig(backend="bigquery", bigquery_project=PROJECT, bigquery_dataset=DATASET,
-                          bigquery_api_endpoint=f"http://127.0.0.1:{port}", bigquery_anonymous=True, max_rows=3)
-    wh = open_warehouse(cfg)
-    try:
-        assert wh is not None
-        await wh.ensure_tables()
-        kit, bus = kit_and_bus()
-        records = await stream_records(kit)
-        await publish(bus, records + records)  # every record delivered twice
-        sink = sink_for(kit, bus, wh, max_rows=3)
-        await sink.start()
-        await sink.drain()
-        await sink.stop()
-        assert {t: len(c) for t, c in rec.stored.items()} == {"decisions": 2, "events": 6, "attributions": 2,
-                                                              "experience": 5}
-        assert all(n == 1 for c in rec.stored.values() for n in c.values()) and rec.resent_after_ack == []
-        for body in rec.inserts():
-            assert len(body["rows"]) <= 3
-            for row in body["rows"]:
-                assert row["insertId"] in json.dumps(row["json"])  # the insert id is the row's own id
-    finally:
-        if wh is not None:
-            await wh.close()
-        await runner.cleanup()
+    async with rec.serving() as url:
+        cfg = WarehouseConfig(backend="bigquery", bigquery_project=PROJECT, bigquery_dataset=DATASET,
+                              bigquery_api_endpoint=url, bigquery_anonymous=True, max_rows=3)
+        wh = open_warehouse(cfg)
+        try:
+            assert wh is not None
+            await wh.ensure_tables()
+            kit, bus = kit_and_bus()
+            records = await stream_records(kit)
+            await publish(bus, records + records)  # every record delivered twice
+            sink = sink_for(kit, bus, wh, max_rows=3)
+            await sink.start()
+            await sink.drain()
+            await sink.stop()
+            assert {t: len(c) for t, c in rec.stored.items()} == {"decisions": 2, "events": 6, "attributions": 2,
+                                                                  "experience": 5}
+            assert all(n == 1 for c in rec.stored.values() for n in c.values()) and rec.resent_after_ack == []
+            for body in rec.inserts():
+                assert len(body["rows"]) <= 3
+                for row in body["rows"]:
+                    assert row["insertId"] in json.dumps(row["json"])  # the insert id is the row's own id
+        finally:
+            if wh is not None:
+                await wh.close()
 
 
 async def test_simulate_writes_the_warehouse_file(tmp_path: Path) -> None:
