@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from agent_service.errors import BusError
 from agent_service.ports.bus import BusRecord
@@ -93,6 +94,30 @@ class KafkaBus:
         except KafkaError as exc:
             raise BusError(f"publishing to {topic} failed: {exc}") from exc
         self._pending.append(fut)
+        if len(self._pending) >= 10_000:
+            await self.flush()
+
+    async def publish_many(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        """One batch per partition (aiokafka's BatchBuilder) instead of a ``send`` per record: the
+        per-record metadata wait, partitioner call and future are paid once per partition. Keys
+        go to the partition the default partitioner (murmur2) would choose; keyless records to 0."""
+        producer = self._require_producer()
+        n = await self.partitions(topic)
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        for key, value in records:
+            p = (murmur2(key) & 0x7FFFFFFF) % n if key is not None else 0
+            by_partition.setdefault(p, []).append((key, value))
+        try:
+            for p, recs in by_partition.items():
+                batch = producer.create_batch()
+                for key, value in recs:
+                    if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+                        self._pending.append(await producer.send_batch(batch, topic, partition=p))
+                        batch = producer.create_batch()
+                        batch.append(key=key, value=value, timestamp=None)
+                self._pending.append(await producer.send_batch(batch, topic, partition=p))
+        except KafkaError as exc:
+            raise BusError(f"publishing to {topic} failed: {exc}") from exc
         if len(self._pending) >= 10_000:
             await self.flush()
 

@@ -62,6 +62,11 @@ class MemoryBus:
         async with self._data:
             self._data.notify_all()
 
+    async def publish_many(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        for key, value in records:
+            self.publish_nowait(topic, key, value)
+        await self.flush()
+
     def publish_nowait(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Append without waking consumers (for bulk loads; call ``flush`` after)."""
         parts = self._topic(topic)

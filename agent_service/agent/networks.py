@@ -41,6 +41,59 @@ class JourneyEncoder(nn.Module):
         _, (h, _) = self.lstm(x)
         return h[-1]
 
+    def encode_padded(self, touches: torch.Tensor, creatives: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for left-padded journeys (feature 0 = "present"), at a cost that follows
+        the journeys' real length rather than L (the serving path; most bid requests come from
+        people with few or no touches).
+
+        Every journey starts with ``L − n`` padding steps, whose input is the same for every row,
+        so the LSTM state after them is the same for every row: it is computed once per weight
+        version. A row with no touch is that state's final code; the others run only their last
+        ``m`` steps (``m`` = the longest real journey among them) from the state after ``L − m``
+        padding steps. Equal to :meth:`forward` up to float rounding (tested)."""
+        B, L, _ = touches.shape
+        n = (touches[:, :, 0] > 0).sum(1)
+        m = int(n.max()) if B else 0
+        if m == L:  # a full journey in the batch: no padding step to skip
+            return self.forward(touches, creatives)
+        h_pad, c_pad = self._padding_states(L)
+        if m == 0:
+            return h_pad[L].expand(B, -1).clone()
+        if bool((n > 0).all()):
+            rows = None
+            t, cr = touches[:, L - m:], creatives[:, L - m:]
+        else:
+            rows = torch.nonzero(n > 0).squeeze(1)
+            t, cr = touches[rows, L - m:], creatives[rows, L - m:]
+        k = len(t)
+        _, (h, _) = self.lstm(torch.cat([t, self.embed(cr)], dim=-1),
+                              (h_pad[L - m].expand(1, k, -1).contiguous(), c_pad[L - m].expand(1, k, -1).contiguous()))
+        if rows is None:
+            return h[-1]
+        code = h_pad[L].expand(B, -1).clone()
+        code[rows] = h[-1]
+        return code
+
+    def _padding_states(self, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """LSTM (h, c) after 0..L padding steps from the zero state, cached until a weight changes
+        (``Tensor._version`` counts in-place updates: an optimiser step or ``load_state_dict``)."""
+        params = self.__dict__.get("_pad_params")
+        if params is None:
+            params = self.__dict__["_pad_params"] = tuple(self.parameters())
+        key = (L, *(p._version for p in params), *(p.data_ptr() for p in params))
+        if getattr(self, "_pad_key", None) != key:
+            with torch.no_grad():
+                pad_in = torch.cat([torch.zeros(self.lstm.input_size - self.embed.embedding_dim),
+                                    self.embed.weight[self.embed.num_embeddings - 1]]).view(1, 1, -1)
+                hs, cs = [torch.zeros(1, 1, self.lstm.hidden_size)], [torch.zeros(1, 1, self.lstm.hidden_size)]
+                for _ in range(L):
+                    _, (h, c) = self.lstm(pad_in, (hs[-1], cs[-1]))
+                    hs.append(h)
+                    cs.append(c)
+            self._pad_states = (torch.cat(hs).view(L + 1, -1), torch.cat(cs).view(L + 1, -1))
+            self._pad_key = key
+        return self._pad_states
+
 
 class HybridOut(NamedTuple):
     """Outputs for B opportunities."""
@@ -136,7 +189,7 @@ class HybridNet(nn.Module):
         """The serving path's outputs in one tensor, without the critic (not needed to act):
         ``[B, C + 3 + (K + 1) + C + 3]`` = creative, channel, target logits, then the click
         model's creative and channel terms."""
-        code = self.encoder(touches, touch_creatives)
+        code = self.encoder.encode_padded(touches, touch_creatives)
         x = torch.cat([state[:, :self.state_dim], code], dim=-1)
         h = self.actor(x)
         return torch.cat([self.creative(h), self.channel(h), self.target(h), self._click(state, x)], dim=-1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
 HELP = "run the streaming service on Kafka + Redis with the OpenRTB bid endpoint and /metrics"
@@ -46,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from agent_service.config import load_config
+    from agent_service.runtime import event_loop
     from agent_service.runtime.serve import serve_forever
 
     cfg = load_config(args.config)
@@ -58,5 +58,5 @@ def run(args: argparse.Namespace) -> int:
     warehouse = {k: v for k, v in (("backend", args.warehouse), ("duckdb_path", args.warehouse_path)) if v is not None}
     if warehouse:
         cfg = cfg.replace("warehouse", **warehouse)
-    asyncio.run(serve_forever(cfg, creatives=args.creatives, learner=not args.no_learner))
+    event_loop.run(serve_forever(cfg, creatives=args.creatives, learner=not args.no_learner), cfg.serve.event_loop)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
 HELP = "write the stream's decisions, events, attributions and experience to DuckDB or BigQuery"
@@ -31,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from agent_service.config import load_config
+    from agent_service.runtime import event_loop
     from agent_service.runtime.warehouse_process import run_warehouse_forever
 
     cfg = load_config(args.config)
@@ -40,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
     warehouse = {k: v for k, v in (("backend", args.warehouse), ("duckdb_path", args.warehouse_path)) if v}
     if warehouse:
         cfg = cfg.replace("warehouse", **warehouse)
-    asyncio.run(run_warehouse_forever(cfg))
+    event_loop.run(run_warehouse_forever(cfg), cfg.serve.event_loop)
     return 0

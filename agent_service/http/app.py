@@ -6,9 +6,10 @@ counted, never a 5xx: an exchange treats errors like timeouts and throttles the 
 same holds for any unexpected failure (caught once here, at the edge, logged and counted as
 ``internal``).
 
-Concurrent requests are decided together (``BidBatcher``): while one batch is being decided,
+Concurrent requests are decided together (``BidBatcher``): while a batch is being decided,
 new requests queue and form the next batch, so the store round trips and the network call are
-paid once per batch, not per request. Each request's time budget is ``tmax`` (or the
+paid once per batch, not per request; two batches may be in flight, one's CPU work overlapping
+the other's Redis round trips. Each request's time budget is ``tmax`` (or the
 configured default) minus the network allowance: past it before the reservation the answer is
 a no-bid; an answer finished after the whole ``tmax`` releases its reservations and is a 204.
 Decisions are published to the decision log after the answer is sent.
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 _OPENRTB = {"x-openrtb-version": "2.6"}
 _MAX_BODY = 256 * 1024
 _MAX_LOG_BACKLOG = 200_000
+_LOG_CHUNK = 512
 
 
 def _error(status: int, field: str, reason: str) -> web.Response:
@@ -67,12 +69,16 @@ class BidBatcher:
     :param metrics: service metrics.
     :param max_batch: most requests per batch.
     :param linger_s: how long a batch may fill before it is decided.
+    :param max_passes: batches decided at once: while one waits for Redis, the next one's agent
+        pass runs (the reservation is atomic in Redis and a duplicate request's decision is stored
+        once, so overlapping passes are safe).
     """
 
     def __init__(self, decider: Decider, bus: EventBus, decisions_topic: str, metrics: Metrics,
-                 max_batch: int = 256, linger_s: float = 0.0) -> None:
+                 max_batch: int = 256, linger_s: float = 0.0, max_passes: int = 2) -> None:
         self.decider, self.bus, self.topic, self.metrics = decider, bus, decisions_topic, metrics
         self.max_batch = max_batch
+        self.max_passes = max_passes
         self.linger_s = linger_s
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
@@ -113,14 +119,22 @@ class BidBatcher:
         return await fut
 
     async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                if self.linger_s > 0 and len(self._queue) < self.max_batch:
-                    await asyncio.sleep(self.linger_s)  # let concurrent requests join this pass
-                batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-                await self._decide(batch)
+        passes: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    if self.linger_s > 0 and len(self._queue) < self.max_batch:
+                        await asyncio.sleep(self.linger_s)  # let concurrent requests join this pass
+                    batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+                    passes.add(task := asyncio.create_task(self._decide(batch)))
+                    task.add_done_callback(passes.discard)
+                    if len(passes) >= self.max_passes:  # wait for a pass to finish; requests queue meanwhile
+                        await asyncio.wait(passes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in passes:
+                task.cancel()
 
     async def _decide(self, batch: list[_Pending]) -> None:
         try:
@@ -155,9 +169,10 @@ class BidBatcher:
 
     async def _drain_log(self) -> None:
         while self._log:
-            d = self._log[0]
-            await self.bus.publish(self.topic, d.id.encode(), encode(d))
-            self._log.popleft()
+            chunk = [self._log[i] for i in range(min(len(self._log), _LOG_CHUNK))]
+            await self.bus.publish_many(self.topic, [(d.id.encode(), encode(d)) for d in chunk])
+            for _ in chunk:  # published: now they may leave the backlog
+                self._log.popleft()
 
 
 def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metrics: Metrics,

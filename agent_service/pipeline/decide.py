@@ -29,7 +29,6 @@ from agent_service.contracts.events import Action, Decision
 from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid
 from agent_service.metrics import Metrics
 from agent_service.money import cpm_to_micros, impression_cost_micros, usd_to_micros
-from agent_service.pacing import paced_out
 from agent_service.pipeline.opportunity import device_id_of, opportunity_of
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.store import ContextQuery, DecideContext, StateStore
@@ -127,12 +126,13 @@ class Decider:
             [ContextQuery(devices[r], f"{req.id}:{imp.id}", self.campaign, period_of(t)) for r, req, imp, t in flat],
             _MAX_TOUCHES)
         fresh = [i for i, c in enumerate(ctxs) if c.existing is None]
-        slots = [await self._slot(flat[i][1], flat[i][2], flat[i][3], devices[flat[i][0]], ctxs[i]) for i in fresh]
+        slots = [self._slot(flat[i][1], flat[i][2], flat[i][3], devices[flat[i][0]], ctxs[i]) for i in fresh]
         decisions: list[Decision] = [c.existing for c in ctxs]  # type: ignore[misc]  # fresh ones filled below
         if slots:
             served = self.policy.act_batch([s.opp for s in slots], [s.ctx for s in slots],
                                            [s.device_id for s in slots])
-            drafts = [await self._decide_one(k, s, served) for k, s in enumerate(slots)]
+            logged = served.logged.tolist()  # one conversion for the batch, not one per row
+            drafts = [self._decide_one(k, s, served, logged[k]) for k, s in enumerate(slots)]
             drafts = await self._reserve(drafts, [flat[i][0] for i in fresh], deadlines)
             stored = await self.store.put_decisions(drafts, self._decision_ttl_s)
             await self._release_lost(drafts, stored)
@@ -190,7 +190,7 @@ class Decider:
                 self.metrics.no_bids.labels(d.no_bid_reason).inc()
 
     # --- the decision itself (agent engineer) --------------------------------------------
-    async def _slot(self, req: BidRequest, imp: Imp, event_time: int, device: str, ctx: DecideContext) -> _Slot:
+    def _slot(self, req: BidRequest, imp: Imp, event_time: int, device: str, ctx: DecideContext) -> _Slot:
         """The slot of one impression, from the context the plumbing read (no store calls); the
         agent builds the states of the whole batch at once (``AgentServer.act_batch``)."""
         opp = opportunity_of(req, imp, event_time)
@@ -201,7 +201,7 @@ class Decider:
             reject = "floor_currency"
         return _Slot(req, imp, opp, device, ctx, reject)
 
-    async def _decide_one(self, i: int, s: _Slot, served: ServedBatch) -> Decision:
+    def _decide_one(self, i: int, s: _Slot, served: ServedBatch, logged: list[float]) -> Decision:
         """The draft decision for slot ``i`` (reservation and storing are done by the plumbing).
 
         Logged with it: the vector the agent decided from (state ⊕ pacing features ⊕ touch
@@ -217,7 +217,7 @@ class Decider:
         return Decision(
             id=decision_id, event_time=s.opp.event_time, request_id=s.req.id, imp_id=s.imp.id,
             person_id=s.ctx.identity.person_id, device_id=s.device_id, campaign=self.campaign,
-            state=served.logged[i].tolist(), propensity=float(a.propensity[i]), model_version=a.version,
+            state=logged, propensity=float(a.propensity[i]), model_version=a.version,
             action=Action(bid_cpm_micros=bid_micros if reason is None else 0, creative=int(a.creative[i]),
                           channel=channel, segment=int(a.target[i]), multiplier=a.mult_index),
             value_estimate_micros=usd_to_micros(value_usd), bid=reason is None, no_bid_reason=reason,
@@ -237,11 +237,11 @@ class Decider:
         elapsed = (s.opp.event_time % DAY_MS) / DAY_MS
         if budget.remaining <= 0:
             return 0, "budget"
-        profile = self.policy.plan.profile
-        if paced_out(budget.spent + budget.reserved, budget.budget, elapsed, _PACING_SLACK, profile):
+        planned = int(budget.budget * self.policy.plan.fraction(elapsed))  # pacing.planned_spend, from the cached plan
+        if budget.spent + budget.reserved > planned + _PACING_SLACK * budget.budget:  # pacing.paced_out
             return 0, "pacing"
         self.metrics.budget.set(budget.budget / 1e6)
-        self.metrics.planned_spend.set(budget.budget * self.policy.plan.fraction(elapsed) / 1e6)
+        self.metrics.planned_spend.set(planned / 1e6)
         floor = usd_to_micros(s.imp.bidfloor)
         if bid_cpm_usd <= 0:
             return 0, "budget" if budget.remaining * 1000 < max(floor, self._bid_min) else "floor"

@@ -75,6 +75,38 @@ def test_states_are_bounded_and_consistent() -> None:
     assert np.allclose(b.state[:, spec.index["budget_left"]], (15 - 6.5) / 15)
 
 
+def test_the_serving_encoder_skips_padding_and_equals_the_full_lstm() -> None:
+    """encode_padded (serving) runs only the real touches; it must give the full 16-step LSTM's code,
+    for a batch of mixed lengths, for journeys all empty, and again after the weights change."""
+    import torch
+
+    from agent_service.agent.networks import JourneyEncoder
+
+    spec, rng = StateSpec(creatives=12), np.random.default_rng(3)
+    torch.manual_seed(0)
+    enc = JourneyEncoder(spec.touch_dim, spec.creatives, 4, 32)
+    pacing = PacingInputs(15.0, 6.0, 0.5, 0.4, 0.35, 0.2, 0.15, -0.7, 0.9, 1.3)
+    b = build_states(spec, _opps(64, spec, rng), _journeys(64, spec, rng), pacing, CampaignStats(12))
+    touches, creatives = torch.from_numpy(b.touches), torch.from_numpy(b.touch_creatives)
+    lengths = (b.touches[:, :, 0] > 0).sum(1)
+    assert lengths.min() == 0 and 0 < np.median(lengths) < spec.max_touches  # mixed lengths, some empty
+    with torch.no_grad():
+        for _ in range(2):
+            full, fast = enc(touches, creatives), enc.encode_padded(touches, creatives)
+            assert torch.allclose(full, fast, atol=1e-5)
+            short = slice(0, 8)  # a batch whose longest journey is shorter than in the whole batch
+            assert torch.allclose(enc(touches[short], creatives[short]),
+                                  enc.encode_padded(touches[short], creatives[short]), atol=1e-5)
+            partial = torch.from_numpy(np.flatnonzero((lengths > 0) & (lengths < spec.max_touches)))
+            assert torch.allclose(enc(touches[partial], creatives[partial]),
+                                  enc.encode_padded(touches[partial], creatives[partial]), atol=1e-5)
+            empty = torch.from_numpy(np.flatnonzero(lengths == 0))
+            assert torch.allclose(enc(touches[empty], creatives[empty]),
+                                  enc.encode_padded(touches[empty], creatives[empty]), atol=1e-5)
+            for p in enc.parameters():  # an in-place update (as an optimiser step) must refresh the cache
+                p.add_(0.05 * torch.randn_like(p))
+
+
 def test_journey_arrays_keep_the_newest_touches_oldest_first_and_pack_round_trips() -> None:
     spec = StateSpec(creatives=4, max_touches=3)
     touches = [Touch(decision_id=f"d{i}", event_time=T0 - (5 - i) * 3_600_000, channel="social", creative=i % 4,

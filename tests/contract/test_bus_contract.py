@@ -60,6 +60,32 @@ async def test_per_key_order_and_all_records(bus: EventBus) -> None:
         assert vals == sorted(vals)
 
 
+async def test_publish_many_delivers_everything_in_order_on_the_keys_partitions(bus: EventBus) -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    await bus.create_topics([topic], partitions=3)
+    keys = [f"key-{i % 7}".encode() for i in range(40)]
+    for i in range(20):  # one record at a time, then the rest in two batch calls
+        await bus.publish(topic, keys[i], f"{i}".encode())
+    await bus.publish_many(topic, [(keys[i], f"{i}".encode()) for i in range(20, 30)])
+    await bus.publish_many(topic, [(keys[i], f"{i}".encode()) for i in range(30, 40)])
+    await bus.flush()
+    c = bus.consumer([topic], "g-many")
+    await c.start()
+    try:
+        got = await _drain(c, 40)
+    finally:
+        await c.stop()
+    assert sorted(int(r.value) for r in got) == list(range(40))
+    partition_of: dict[bytes | None, set[int]] = {}
+    for r in got:
+        partition_of.setdefault(r.key, set()).add(r.partition)
+    assert all(len(parts) == 1 for parts in partition_of.values())  # a key's records share one partition
+    assert len(set().union(*partition_of.values())) > 1  # and keys spread over partitions
+    for k in set(keys):
+        vals = [int(r.value) for r in got if r.key == k]
+        assert vals == sorted(vals)
+
+
 async def test_uncommitted_records_are_redelivered(bus: EventBus) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     await bus.create_topics([topic], partitions=1)

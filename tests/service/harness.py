@@ -108,6 +108,10 @@ class ChaosBus:
         else:
             self._held += [(topic, key, value, headers, partition)] * self.copies
 
+    async def publish_many(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        for key, value in records:
+            await self.publish(topic, key, value)
+
     async def _release(self) -> None:
         held, self._held = self._held, []
         self._rng.shuffle(held)

@@ -28,6 +28,7 @@ def test_help_lists_every_command() -> None:
     ({"agent": {"explore_eps": 1.5}}, "agent.explore_eps"),
     ({"nosuch": {}}, "nosuch"),
     ({"serve": {"redis": "http://x"}}, "serve.redis"),
+    ({"serve": {"event_loop": "trio"}}, "serve.event_loop"),
 ])
 def test_config_errors_name_the_key(data: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -41,3 +42,15 @@ def test_environment_overrides_and_bad_values() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(env={"GAELP_HTTP_PORT": "eighty"})
     assert err.value.key == "GAELP_HTTP_PORT"
+
+
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_commands_run_on_the_configured_event_loop(kind: str) -> None:
+    import asyncio
+
+    from agent_service.runtime import event_loop
+
+    async def which() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert event_loop.run(which(), kind).startswith(kind)
