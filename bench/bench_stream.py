@@ -3,8 +3,11 @@
 Setup (not timed): a throwaway redis-server and tansu broker on loopback (tests/servers.py),
 ``N`` decisions stored in Redis with their reservations (as the decide path leaves them), and
 the events that follow them produced to Kafka: an auction result per decision (half won), an
-impression and sometimes a click per win, identity links, conversions (some parked until the
-touches' watermark passes) and a final tick on every partition.
+impression and sometimes a click per win, login links (one per 10 decisions: people with two
+devices each, as the simulator's users have 1–3), conversions (some parked until the touches'
+watermark passes) and a final tick on every partition. Each decision carries a logged vector as
+long as the service's (236 floats), and the worker runs as ``gaelp serve`` runs it: the Redis
+identity graph, the configured event loop (uvloop), startup objects frozen out of the collector.
 
 Measured, in the same run:
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import sys
@@ -30,11 +34,14 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent_service.adapters.kafka_bus import KafkaBus  # noqa: E402
 from agent_service.adapters.redis_store import RedisStore  # noqa: E402
+from agent_service.agent.hybrid import spec_of  # noqa: E402
 from agent_service.agent.registry import MemoryRegistry  # noqa: E402
 from agent_service.config import GaelpConfig, TopicsConfig  # noqa: E402
 from agent_service.contracts.codec import encode  # noqa: E402
@@ -47,9 +54,12 @@ from agent_service.contracts.events import (  # noqa: E402
     IdentityLink,
     Tick,
 )
+from agent_service.identity.redis_graph import RedisIdentityGraph  # noqa: E402
 from agent_service.metrics import Metrics  # noqa: E402
+from agent_service.pipeline.identity_links import graph_config  # noqa: E402
 from agent_service.pipeline.pseudonym import Pseudonymizer  # noqa: E402
 from agent_service.ports.bus import TICK_HEADER  # noqa: E402
+from agent_service.runtime import event_loop  # noqa: E402
 from agent_service.runtime.assembly import build_learner, build_service  # noqa: E402
 from stream_apps.topology import build_app  # noqa: E402
 from tests.servers import RedisServer, TansuBroker  # noqa: E402
@@ -69,11 +79,14 @@ async def _prepare(n: int, cfg: GaelpConfig, store: RedisStore, bus: KafkaBus, i
     """Store ``n`` decisions with reservations and produce their events; return (events, spend, conversions)."""
     t = cfg.topics
     decisions = []
+    # A logged vector as long as the service's (state ⊕ pacing ⊕ 16 touches), float32 values.
+    width = spec_of(cfg.hybrid, 12).logged_dim
     for i in range(n):
+        state = [float(np.float32(rng.uniform(-1, 1))) for _ in range(width)]
         device = ids(f"dev-{i % (n // 3)}")
         decisions.append(Decision(
             id=f"r{i}:1", event_time=T0 + i * 1000, request_id=f"r{i}", imp_id="1", person_id=f"d:{device}",
-            device_id=device, campaign="b", state=[0.0] * 30, propensity=0.5, model_version=1,
+            device_id=device, campaign="b", state=state, propensity=0.5, model_version=1,
             action=Action(bid_cpm_micros=2_000_000, creative=1, channel="social", segment=0)))
     await store.init_budget("b", T0 // DAY, 10**12)
     for k in range(0, n, 1000):
@@ -98,7 +111,8 @@ async def _prepare(n: int, cfg: GaelpConfig, store: RedisStore, bus: KafkaBus, i
                 events += 1
         if i % 10 == 0:
             await bus.publish(t.identity_links, f"dev-{i % (n // 3)}".encode(), encode(IdentityLink(
-                id=f"l{i}", event_time=d.event_time + 10, device_id=f"dev-{i % (n // 3)}", person_id=f"p{i % 500}")))
+                id=f"l{i}", event_time=d.event_time + 10, device_id=f"dev-{i % (n // 3)}",
+                person_id=f"p{(i // 10) % (n // 20)}")))
             events += 1
         if won and i % 5 == 0:
             await bus.publish(t.conversions, f"c{i}".encode(), encode(Conversion(
@@ -158,6 +172,12 @@ async def main(n: int) -> dict[str, object]:
                             clock=lambda: T0, campaign="b", creatives=12, seed=1)
         svc.decider.ids = ids
         svc.flow.outcomes.ids = ids
+        # As `gaelp serve` runs it: identity links into the Redis identity graph, and the
+        # long-lived startup objects frozen out of the collector's view.
+        graph = RedisIdentityGraph.from_url(redis.url, graph_config(cfg))
+        svc.flow.outcomes.identity.graph = graph
+        gc.collect()
+        gc.freeze()
         sizes: list[tuple[str, int, float]] = []
         handle = svc.flow.handle
 
@@ -192,6 +212,7 @@ async def main(n: int) -> dict[str, object]:
                 import pstats
                 profile.disable()
                 pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(30)
+        await graph.close()
         ledger = await store.budget("b", T0 // DAY)
         joined = Metrics.value(metrics.conversions_joined)
         await store.stop()
@@ -220,4 +241,4 @@ if __name__ == "__main__":
     ap.add_argument("--decisions", type=int, default=10_000)
     ap.add_argument("--profile", action="store_true", help="cProfile the worker (to stderr)")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(main(args.decisions))))
+    print(json.dumps(event_loop.run(main(args.decisions), GaelpConfig().serve.event_loop)))  # serve's loop

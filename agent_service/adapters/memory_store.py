@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from agent_service.contracts.events import Decision, Touch
+from agent_service.contracts.events import Decision, Touch, state_values
 from agent_service.errors import BudgetError
 from agent_service.ports.store import (
     BudgetState,
@@ -157,8 +157,12 @@ class MemoryStore:
     async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
         return self._decisions.setdefault(decision.id, decision)
 
-    async def get_decisions(self, ids: Sequence[str]) -> dict[str, Decision]:
-        return {i: self._decisions[i] for i in ids if i in self._decisions}
+    async def get_decisions(self, ids: Sequence[str], state_encoded: bool = False) -> dict[str, Decision]:
+        found = {i: self._decisions[i] for i in ids if i in self._decisions}
+        if state_encoded:
+            return found
+        return {i: d if isinstance(d.state, list) else msgspec.structs.replace(d, state=state_values(d))
+                for i, d in found.items()}
 
     # --- budget ----------------------------------------------------------------------------
     async def set_budget(self, campaign: str, period: int, budget_micros: int) -> None:

@@ -13,7 +13,7 @@ key                            type    content                                  
 {p}jidx:{person}               zset    decision id scored by touch event time              window + slack
 {p}jdata:{person}              hash    decision id → Touch JSON                            window + slack
 {p}jclick:{person}             hash    decision id → 1 for clicked touches                 window + slack
-{p}dec:{decision}              string  Decision, msgpack (put-if-absent)                   window + slack
+{p}dec:{decision}              string  Decision, JSON as logged (put-if-absent)            window + slack
 {p}budget:{campaign}:{period}  hash    budget, spent, reserved (integer micros)            none (audit)
 {p}resv:{campaign}:{period}    hash    decision id → reserved micros (open reservations)   3 days
 {p}settled:{campaign}:{period} hash    decision id → cost micros (settled: dedupe)         3 days
@@ -83,8 +83,28 @@ _CHUNK = 50
 _CONTEXT_CHUNK = 1_000
 """Impressions per DECIDE_CONTEXTS call."""
 _touch_dec = msgspec.json.Decoder(Touch)
-_decision_dec = msgspec.msgpack.Decoder(Decision)
-_decision_enc = msgspec.msgpack.Encoder()  # internal copy: msgpack floats are 3x cheaper than JSON text
+
+
+class _EncodedStateDecision(Decision, frozen=True, kw_only=True):
+    """A stored decision read with its state left encoded (see ``Decision.state``)."""
+
+    state: msgspec.Raw  # type: ignore[assignment]
+
+
+# Decisions are stored as the same JSON the decision log carries: the bid path encodes the state
+# once, and the stream reads it back without parsing its floats (``get_decisions(state_encoded=True)``).
+_decision_dec = msgspec.json.Decoder(Decision)
+_decision_raw_dec = msgspec.json.Decoder(_EncodedStateDecision)
+_decision_enc = msgspec.json.Encoder()
+_decision_msgpack_dec = msgspec.msgpack.Decoder(Decision)
+"""Records written before the JSON layout (msgpack); they expire with their 16-day TTL."""
+
+
+def _decode_decision(raw: bytes, state_encoded: bool = False) -> Decision:
+    if raw[:1] != b"{":
+        return _decision_msgpack_dec.decode(raw)
+    return (_decision_raw_dec if state_encoded else _decision_dec).decode(raw)
+
 _enc = msgspec.json.Encoder()
 
 
@@ -245,7 +265,7 @@ class RedisStore:
             out.append(DecideContext(Identity(person, float(score), int(ndev)),
                                      _touches([t or None for t in touches], [c or None for c in clicks]),
                                      BudgetState(int(b), int(s), int(r)),
-                                     _decision_dec.decode(existing) if existing else None))
+                                     _decode_decision(existing) if existing else None))
         return out
 
     async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
@@ -255,7 +275,7 @@ class RedisStore:
         for d in decisions:
             args += [f"{self._p}dec:{d.id}".encode(), _decision_enc.encode(d)]
         old = await self._run("PUT_DECISIONS", [], args)
-        return [d if o is None else _decision_dec.decode(o) for d, o in zip(decisions, old, strict=True)]
+        return [d if o is None else _decode_decision(o) for d, o in zip(decisions, old, strict=True)]
 
     async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
         key = f"{self._p}dec:{decision.id}"
@@ -263,16 +283,17 @@ class RedisStore:
             old = await self.redis.set(key, _decision_enc.encode(decision), nx=True, ex=ttl_s, get=True)
         except RedisError as exc:
             raise StoreError(f"storing decision failed: {exc}") from exc
-        return decision if old is None else _decision_dec.decode(cast(bytes, old))
+        return decision if old is None else _decode_decision(cast(bytes, old))
 
-    async def get_decisions(self, ids: Sequence[str]) -> dict[str, Decision]:
+    async def get_decisions(self, ids: Sequence[str], state_encoded: bool = False) -> dict[str, Decision]:
         if not ids:
             return {}
         try:
             raw = await self.redis.mget([f"{self._p}dec:{i}" for i in ids])
         except RedisError as exc:
             raise StoreError(f"reading decisions failed: {exc}") from exc
-        return {i: _decision_dec.decode(cast(bytes, v)) for i, v in zip(ids, raw, strict=True) if v is not None}
+        return {i: _decode_decision(cast(bytes, v), state_encoded)
+                for i, v in zip(ids, raw, strict=True) if v is not None}
 
     # --- budget ----------------------------------------------------------------------------
     def _budget_key(self, campaign: str, period: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import msgspec
 from msgspec import Meta, Struct, field
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "RewardParts",
     "Tick",
     "Touch",
+    "encoded_state",
+    "state_values",
 ]
 
 EventTime = Annotated[int, Meta(ge=0)]
@@ -59,6 +62,9 @@ class Decision(Struct, frozen=True, kw_only=True):
     device_id: Id
     campaign: Id
     state: list[float]
+    """The vector the agent decided from. The service may hold it already JSON-encoded, as a
+    ``msgspec.Raw`` of the same array (encoded once on the bid path, copied as is into the
+    decision log, the store and every experience record): read it with :func:`state_values`."""
     action: Action
     propensity: Probability
     """Probability of ``action`` under the behaviour policy."""
@@ -207,3 +213,19 @@ class DeadLetter(Struct, frozen=True, kw_only=True):
     payload: str
     """The raw record (UTF-8, or hex of its bytes when not UTF-8)."""
     event_time: EventTime = 0
+
+
+def state_values(d: Decision) -> list[float]:
+    """The decision's state as floats, whether it is held as a list or still encoded."""
+    state: object = d.state
+    if isinstance(state, msgspec.Raw):
+        return msgspec.json.decode(state, type=list[float])
+    return d.state
+
+
+def encoded_state(values: list[float]) -> list[float]:
+    """``values`` JSON-encoded once, for :attr:`Decision.state` (typed as the list it encodes)."""
+    return msgspec.Raw(_state_encoder.encode(values))  # type: ignore[return-value]
+
+
+_state_encoder = msgspec.json.Encoder()

@@ -25,7 +25,7 @@ import msgspec
 from agent_service.agent.features import Opportunity
 from agent_service.agent.serving import AgentServer, ServedBatch
 from agent_service.config import CHANNELS, GaelpConfig
-from agent_service.contracts.events import Action, Decision
+from agent_service.contracts.events import Action, Decision, encoded_state
 from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid
 from agent_service.metrics import Metrics
 from agent_service.money import cpm_to_micros, impression_cost_micros, usd_to_micros
@@ -131,7 +131,8 @@ class Decider:
         if slots:
             served = self.policy.act_batch([s.opp for s in slots], [s.ctx for s in slots],
                                            [s.device_id for s in slots])
-            logged = served.logged.tolist()  # one conversion for the batch, not one per row
+            # Encoded once here; the store, the decision log and the experience records copy the bytes.
+            logged = [encoded_state(row) for row in served.logged.tolist()]
             drafts = [self._decide_one(k, s, served, logged[k]) for k, s in enumerate(slots)]
             drafts = await self._reserve(drafts, [flat[i][0] for i in fresh], deadlines)
             stored = await self.store.put_decisions(drafts, self._decision_ttl_s)

@@ -80,7 +80,7 @@ class Outcomes:
         return Output(self._exp_topic, decision_id.encode(), payload)
 
     async def _decisions(self, items: Sequence[tuple[BusRecord, AuctionResult | AdEvent]]) -> dict[str, Decision]:
-        return await self.store.get_decisions(list({ev.decision_id for _, ev in items}))
+        return await self.store.get_decisions(list({ev.decision_id for _, ev in items}), state_encoded=True)
 
     # --- auction results -----------------------------------------------------------------------
     async def auction_results(self, items: list[tuple[BusRecord, AuctionResult]]) -> list[Output]:
@@ -173,7 +173,7 @@ class Outcomes:
         for conv, ctx, (applied, _), record in zip(convs, ctxs, stored, records, strict=True):
             if applied:
                 self._count(record, conv, ctx.journey)
-        decisions = await self.store.get_decisions(list({d for r in records for d, _ in r.credits}))
+        decisions = await self.store.get_decisions(list({d for r in records for d, _ in r.credits}), state_encoded=True)
         outputs = []
         for conv, record in zip(convs, records, strict=True):
             for decision_id, micros in record.credits:
@@ -207,7 +207,7 @@ class Outcomes:
         ids = list(decision_ids)
         finals = await self.store.peek_many([f"final:{d}" for d in ids])
         todo = [d for d, f in zip(ids, finals, strict=True) if f is None]
-        decisions = await self.store.get_decisions(todo)
+        decisions = await self.store.get_decisions(todo, state_encoded=True)
         todo = [d for d in todo if d in decisions]  # expired from the store: nothing left to finalise
         parts = await self.store.peek_many([f"{p}:{d}" for d in todo for p in ("outcome", "click")])
         credits = await self.store.credits_many(todo)

@@ -202,8 +202,12 @@ class StateStore(Protocol):
         """Store ``decision`` unless one with its id exists; return the stored one."""
         ...
 
-    async def get_decisions(self, ids: Sequence[str]) -> dict[str, Decision]:
-        """The stored decisions among ``ids``."""
+    async def get_decisions(self, ids: Sequence[str], state_encoded: bool = False) -> dict[str, Decision]:
+        """The stored decisions among ``ids``.
+
+        :param state_encoded: the caller only re-encodes the states (experience records), so an
+            adapter may leave them encoded (``msgspec.Raw``; see ``Decision.state``): ``encode``
+            gives the same bytes either way. False: every state is a list of floats."""
         ...
 
     # --- budget ----------------------------------------------------------------------------

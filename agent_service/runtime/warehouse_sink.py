@@ -36,7 +36,15 @@ from msgspec import Struct, field
 from agent_service.attribution.config import canonical_model
 from agent_service.config import GaelpConfig, TopicsConfig, WarehouseConfig
 from agent_service.contracts.codec import decode, to_builtins
-from agent_service.contracts.events import Action, AdEvent, AuctionResult, Conversion, Decision, RewardParts
+from agent_service.contracts.events import (
+    Action,
+    AdEvent,
+    AuctionResult,
+    Conversion,
+    Decision,
+    RewardParts,
+    state_values,
+)
 from agent_service.errors import BusError, ConfigError, DecodeError, StoreError
 from agent_service.metrics import Metrics
 from agent_service.pipeline.outcomes import JoinRecord
@@ -230,7 +238,7 @@ def _decision_row(d: Decision) -> dict[str, Any]:
     return {"decision_id": d.id, "event_time": d.event_time, "request_id": d.request_id, "person_id": d.person_id,
             "device_id": d.device_id, "campaign": d.campaign, "channel": a.channel, "creative": a.creative,
             "segment": a.segment, "bid_micros": a.bid_cpm_micros if d.bid else 0, "propensity": d.propensity,
-            "model_version": d.model_version, "shadow": d.shadow, "state": d.state,
+            "model_version": d.model_version, "shadow": d.shadow, "state": state_values(d),
             "action": {**to_builtins(a), "bid": d.bid, "no_bid_reason": d.no_bid_reason,
                        "value_estimate_micros": d.value_estimate_micros, "imp_id": d.imp_id}}
 

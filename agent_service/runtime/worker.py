@@ -17,9 +17,13 @@ __all__ = ["BusWorker", "publish_result"]
 
 
 async def publish_result(bus: EventBus, result: HandleResult) -> None:
-    """Publish a handler's outputs durably, then run its clean-up."""
+    """Publish a handler's outputs durably (one batch call per topic, each key's records in
+    order), then run its clean-up."""
+    by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
     for out in result.outputs:
-        await bus.publish(out.topic, out.key, out.value)
+        by_topic.setdefault(out.topic, []).append((out.key, out.value))
+    for topic, records in by_topic.items():
+        await bus.publish_many(topic, records)
     await bus.flush()
     for step in result.after_publish:
         await step()

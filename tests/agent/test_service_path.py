@@ -14,7 +14,7 @@ from agent_service.agent.registry import MemoryRegistry
 from agent_service.agent.settings import HybridConfig, PPOConfig
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode
-from agent_service.contracts.events import AdEvent, AuctionResult, Decision, Experience
+from agent_service.contracts.events import AdEvent, AuctionResult, Decision, Experience, state_values
 from tests.flowkit import T0, FlowKit, bid_request
 
 HYB = HybridConfig(lstm_hidden=16, hidden=32, update_every=32, ppo=PPOConfig(rollout=64, minibatch=32, epochs=1))
@@ -32,7 +32,7 @@ async def test_logged_decisions_replay_into_the_learner_which_publishes_a_new_ve
     assert len(decisions) == 60
     spec = spec_of(HYB, 4)
     for d in decisions:
-        assert len(d.state) == spec.logged_dim and 0 < d.propensity <= 1 and d.model_version == 1
+        assert len(state_values(d)) == spec.logged_dim and 0 < d.propensity <= 1 and d.model_version == 1
         assert d.action.bid_cpm_micros == 0 or 500_000 <= d.action.bid_cpm_micros <= 10_000_000
         assert d.action.segment <= spec.segments
     results = [AuctionResult(id=f"res-{d.id}", event_time=d.event_time + 50, decision_id=d.id, won=True,

@@ -6,11 +6,13 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 
 from agent_service.adapters.memory_store import MemoryStore
 from agent_service.adapters.redis_store import RedisStore
-from agent_service.contracts.events import Action, Decision, Touch
+from agent_service.contracts.codec import encode
+from agent_service.contracts.events import Action, Decision, Touch, encoded_state, state_values
 from agent_service.errors import BudgetError
 from agent_service.ports.store import StateStore
 
@@ -181,6 +183,18 @@ async def test_put_decisions_is_put_if_absent(store: StateStore) -> None:
     again = await store.put_decisions([_decision("a", 2), _decision("c", 2)], 3600)
     assert [d.model_version for d in again] == [1, 2] and again[0] == first[0]
     assert set(await store.get_decisions(["a", "b", "c", "zz"])) == {"a", "b", "c"}
+
+
+async def test_decisions_keep_their_state_whether_it_was_stored_as_floats_or_encoded(store: StateStore) -> None:
+    floats = _decision("s:1")
+    encoded = msgspec.structs.replace(_decision("s:2"), state=encoded_state([0.25, -1.5, 3.0]))
+    await store.put_decisions([floats, encoded], 3600)
+    plain = await store.get_decisions(["s:1", "s:2"])
+    assert plain["s:1"] == floats and plain["s:2"].state == [0.25, -1.5, 3.0]  # lists unless asked otherwise
+    raw = await store.get_decisions(["s:1", "s:2"], state_encoded=True)
+    for got, original in ((raw["s:1"], floats), (raw["s:2"], encoded)):
+        assert encode(got) == encode(original)  # re-encoded (an experience record): the same bytes
+        assert state_values(got) == state_values(original)
 
 
 async def test_record_results_apply_once_with_their_claim(store: StateStore) -> None:
