@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import cast
 
 import msgspec
 
@@ -21,6 +22,7 @@ from agent_service.ports.store import (
     ClickEffect,
     ContextQuery,
     DecideContext,
+    DecisionDraft,
     Identity,
     IdentityAssignment,
     JoinContext,
@@ -190,6 +192,21 @@ class MemoryStore:
         ledger[2] += amount_micros
         self._reservations[key] = amount_micros
         return True
+
+    async def reserve_and_put(self, campaign: str, drafts: Sequence[DecisionDraft], ttl_s: int) -> list[Decision]:
+        for d in drafts:
+            if d.reserve_micros < 0:
+                raise BudgetError(f"reservation must be >= 0 micros, got {d.reserve_micros}")
+            if d.reserve_micros > 0 and d.if_short is None:
+                raise BudgetError(f"draft {d.decision.id} reserves without an if-short decision")
+        out = []
+        for d in drafts:
+            old = self._decisions.get(d.decision.id)
+            if old is None:
+                fits = d.reserve_micros == 0 or await self.reserve(campaign, d.period, d.decision.id, d.reserve_micros)
+                old = self._decisions[d.decision.id] = d.decision if fits else cast(Decision, d.if_short)
+            out.append(old)
+        return out
 
     async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:
         for _, amount in items:

@@ -24,6 +24,7 @@ __all__ = [
     "DECIDE_CONTEXTS",
     "PUT_DECISIONS",
     "RESERVE",
+    "RESERVE_AND_PUT",
     "RESERVE_BATCH",
     "SETTLE",
     "UPSERT_TOUCH",
@@ -80,6 +81,47 @@ end
 if added > 0 then
   redis.call('HINCRBY', KEYS[1], 'reserved', added)
   redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
+return out
+"""
+
+# The decision path's write for one budget period. KEYS: budget hash, open reservations hash,
+# settled hash. ARGV: decision ttl, reservation ttl, then per draft: decision key, reservation
+# id, amount (0: none), decision json, json if the budget is short. In order, one atomic step:
+# a draft whose decision key exists gets that json back and reserves nothing; otherwise its
+# amount is reserved if it fits after the drafts before it (an id already reserved or settled
+# counts as reserved) and its json stored (1), or its if-short json stored (0).
+RESERVE_AND_PUT = """
+local b = tonumber(redis.call('HGET', KEYS[1], 'budget') or '0')
+local s = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+local r = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+local out, added = {}, 0
+for i = 3, #ARGV, 5 do
+  local key, id, a = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local old = redis.call('GET', key)
+  if old then
+    out[#out + 1] = old
+  else
+    local ok = 1
+    if a > 0 and redis.call('HEXISTS', KEYS[2], id) == 0 and redis.call('HEXISTS', KEYS[3], id) == 0 then
+      if s + r + added + a <= b then
+        added = added + a
+        redis.call('HSET', KEYS[2], id, a)
+      else
+        ok = 0
+      end
+    end
+    if ok == 1 then
+      redis.call('SET', key, ARGV[i + 3], 'EX', ARGV[1])
+    else
+      redis.call('SET', key, ARGV[i + 4], 'EX', ARGV[1])
+    end
+    out[#out + 1] = ok
+  end
+end
+if added > 0 then
+  redis.call('HINCRBY', KEYS[1], 'reserved', added)
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
 return out
 """

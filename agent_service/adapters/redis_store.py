@@ -67,6 +67,7 @@ from agent_service.ports.store import (
     ClickEffect,
     ContextQuery,
     DecideContext,
+    DecisionDraft,
     Identity,
     IdentityAssignment,
     JoinContext,
@@ -151,7 +152,7 @@ class RedisStore:
             await self._r.ping()
         except RedisError as exc:
             raise StoreError(f"cannot reach Redis at {self._url}: {exc}") from exc
-        for name in ("RESERVE", "RESERVE_BATCH", "SETTLE", "DECIDE_CONTEXT", "UPSERT_TOUCH", "JOURNEY",
+        for name in ("RESERVE", "RESERVE_AND_PUT", "RESERVE_BATCH", "SETTLE", "DECIDE_CONTEXT", "UPSERT_TOUCH", "JOURNEY",
                      "LINK_IDENTITY", "MARK_CLICK", "PARK", "ADVANCE_WATERMARK", "RECORD_RESULT", "RECORD_RESULTS",
                      "DECIDE_CONTEXTS", "PUT_DECISIONS",
                      "RECORD_CLICK", "JOIN_CONTEXT", "RECORD_JOIN", "ASSIGN_IDENTITIES", "IDENTITY_PEERS",
@@ -332,6 +333,32 @@ class RedisStore:
         ok = await self._run("RESERVE", self._ledger_keys(campaign, period),
                              [reservation_id, int(amount_micros), 3 * _DAY_S])
         return bool(ok)
+
+    async def reserve_and_put(self, campaign: str, drafts: Sequence[DecisionDraft], ttl_s: int) -> list[Decision]:
+        by_period: dict[int, list[int]] = {}
+        for k, d in enumerate(drafts):
+            if d.reserve_micros < 0:
+                raise BudgetError(f"reservation must be >= 0 micros, got {d.reserve_micros}")
+            if d.reserve_micros > 0 and d.if_short is None:
+                raise BudgetError(f"draft {d.decision.id} reserves without an if-short decision")
+            by_period.setdefault(d.period, []).append(k)
+        calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
+        for period, ks in by_period.items():
+            args: list[Any] = [ttl_s, 3 * _DAY_S]
+            for k in ks:
+                d = drafts[k]
+                args += [f"{self._p}dec:{d.decision.id}", d.decision.id, int(d.reserve_micros),
+                         _decision_enc.encode(d.decision),
+                         _decision_enc.encode(d.if_short) if d.if_short is not None else b""]
+            calls.append(("RESERVE_AND_PUT", self._ledger_keys(campaign, period), args))
+        out: list[Decision] = [d.decision for d in drafts]
+        for ks, got in zip(by_period.values(), await self._pipelined("reserve_and_put", calls), strict=True):
+            for k, g in zip(ks, got, strict=True):
+                if isinstance(g, bytes):
+                    out[k] = _decode_decision(g)
+                elif not g:
+                    out[k] = cast(Decision, drafts[k].if_short)
+        return out
 
     async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:
         if not items:

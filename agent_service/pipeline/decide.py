@@ -5,9 +5,10 @@ decision already stored under its id) in ONE pipelined round trip, let the hybri
 (``agent_service.agent.serving``) build the enriched states and sample creative × channel ×
 target for the whole batch with one network version, price each impression
 ``clip(m · v̂, max(floor, $0.50), $10.00)`` with the slot's bid multiplier ``m`` (shaded in
-first-price auctions, never under the floor), reserve the worst-case costs of the whole batch in ONE
-atomic step per budget period (the imps of one request share that check), and store the
-decisions in one more round trip. Shadow mode does everything but reserve and bid.
+first-price auctions, never under the floor), then reserve the worst-case costs of the whole
+batch and store its decisions in ONE more round trip (one atomic step per budget period; the
+imps of one request share that check; a draft that does not fit is stored as a no-bid).
+Shadow mode does everything but reserve and bid.
 
 A redelivered request reuses its stored decision (no new sample, no new reservation). A
 request whose time budget (``tmax`` minus the network allowance) is spent before the
@@ -31,7 +32,7 @@ from agent_service.metrics import Metrics
 from agent_service.money import cpm_to_micros, impression_cost_micros, usd_to_micros
 from agent_service.pipeline.opportunity import device_id_of, opportunity_of
 from agent_service.pipeline.pseudonym import Pseudonymizer
-from agent_service.ports.store import ContextQuery, DecideContext, StateStore
+from agent_service.ports.store import ContextQuery, DecideContext, DecisionDraft, StateStore
 
 __all__ = ["DAY_MS", "DecideResult", "Decider", "period_of"]
 
@@ -134,9 +135,7 @@ class Decider:
             # Encoded once here; the store, the decision log and the experience records copy the bytes.
             logged = [encoded_state(row) for row in served.logged.tolist()]
             drafts = [self._decide_one(k, s, served, logged[k]) for k, s in enumerate(slots)]
-            drafts = await self._reserve(drafts, [flat[i][0] for i in fresh], deadlines)
-            stored = await self.store.put_decisions(drafts, self._decision_ttl_s)
-            await self._release_lost(drafts, stored)
+            stored = await self._reserve_and_store(drafts, [flat[i][0] for i in fresh], deadlines)
             for i, d in zip(fresh, stored, strict=True):
                 decisions[i] = d
             self._count(stored)
@@ -153,34 +152,26 @@ class Decider:
                 self.metrics.decide_latency.observe(per_item)
         return results
 
-    async def _reserve(self, drafts: list[Decision], owners: list[int],
-                       deadlines: Sequence[float | None] | None) -> list[Decision]:
-        """Reserve every bidding draft's worst-case cost: one atomic step per budget period,
-        imps in request order; a draft that does not fit (or is past its deadline) is a no-bid."""
+    async def _reserve_and_store(self, drafts: list[Decision], owners: list[int],
+                                 deadlines: Sequence[float | None] | None) -> list[Decision]:
+        """Reserve every bidding draft's worst-case cost and store the decisions, in ONE round
+        trip (``StateStore.reserve_and_put``: imps in request order, one atomic step per budget
+        period; a draft that does not fit is stored as a no-bid, a duplicate's stored decision
+        wins without reserving). A draft past its request's deadline is a no-bid (``tmax``)."""
         begun = time.perf_counter()
         late = {r for r, dl in enumerate(deadlines or ()) if dl is not None and begun + self._tail_s > dl}
-        by_period: dict[int, list[int]] = {}
-        out = list(drafts)
+        out: list[DecisionDraft] = []
         for k, d in enumerate(drafts):
             if not d.bid or d.action.channel == "organic":
-                continue
-            if owners[k] in late:
-                out[k] = _no_bid(d, "tmax")
-                continue
-            by_period.setdefault(period_of(d.event_time), []).append(k)
-        for period, ks in by_period.items():
-            items = [(drafts[k].id, impression_cost_micros(drafts[k].action.bid_cpm_micros)) for k in ks]
-            for k, ok in zip(ks, await self.store.reserve_batch(self.campaign, period, items), strict=True):
-                if not ok:
-                    out[k] = _no_bid(drafts[k], "budget")
+                out.append(DecisionDraft(d, 0, period_of(d.event_time)))
+            elif owners[k] in late:
+                out.append(DecisionDraft(_no_bid(d, "tmax"), 0, period_of(d.event_time)))
+            else:
+                out.append(DecisionDraft(d, impression_cost_micros(d.action.bid_cpm_micros), period_of(d.event_time),
+                                         _no_bid(d, "budget")))
+        stored = await self.store.reserve_and_put(self.campaign, out, self._decision_ttl_s)
         self._tail_s = 0.9 * self._tail_s + 0.1 * 2 * (time.perf_counter() - begun)
-        return out
-
-    async def _release_lost(self, drafts: list[Decision], stored: list[Decision]) -> None:
-        """A concurrent duplicate stored its decision first: free a reservation it does not use."""
-        for d, s in zip(drafts, stored, strict=True):
-            if s is not d and d.bid and not s.bid and d.action.channel != "organic":
-                await self.store.settle(self.campaign, period_of(d.event_time), d.id, 0)
+        return stored
 
     def _count(self, decisions: list[Decision]) -> None:
         for d in decisions:

@@ -19,7 +19,7 @@ from typing import NamedTuple, Protocol
 
 from agent_service.contracts.events import Decision, Touch
 
-__all__ = ["BudgetState", "ClickEffect", "ContextQuery", "DecideContext", "Identity", "IdentityAssignment", "JoinContext",
+__all__ = ["BudgetState", "ClickEffect", "ContextQuery", "DecideContext", "DecisionDraft", "Identity", "IdentityAssignment", "JoinContext",
            "JoinEffect", "JoinQuery", "ResultEffect", "StateStore"]
 
 
@@ -74,6 +74,19 @@ class ContextQuery(NamedTuple):
     decision_id: str
     campaign: str
     period: int
+
+
+class DecisionDraft(NamedTuple):
+    """A decision to store with the reservation its bid needs (see ``StateStore.reserve_and_put``)."""
+
+    decision: Decision
+    """Stored when its reservation succeeds (or it needs none)."""
+    reserve_micros: int
+    """Worst-case cost reserved under the decision id; 0: nothing to reserve (no bid, organic)."""
+    period: int
+    """Budget period of the reservation."""
+    if_short: Decision | None = None
+    """Stored instead when the budget cannot hold ``reserve_micros`` (required when it is > 0)."""
 
 
 class ResultEffect(NamedTuple):
@@ -223,6 +236,14 @@ class StateStore(Protocol):
 
     async def reserve(self, campaign: str, period: int, reservation_id: str, amount_micros: int) -> bool:
         """Atomically reserve ``amount_micros`` if it fits; True if reserved (now or before)."""
+        ...
+
+    async def reserve_and_put(self, campaign: str, drafts: Sequence[DecisionDraft], ttl_s: int) -> list[Decision]:
+        """The decision path's write, in one round trip: per draft, in order, atomically per
+        budget period — if a decision with its id is stored, that one (nothing reserved: a
+        redelivered or concurrent duplicate request); else reserve ``reserve_micros`` under the
+        decision id if it fits after the drafts before it and store ``decision``, or store
+        ``if_short`` when it does not fit. Returns the stored decision per draft."""
         ...
 
     async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:

@@ -197,6 +197,54 @@ async def test_decisions_keep_their_state_whether_it_was_stored_as_floats_or_enc
         assert state_values(got) == state_values(original)
 
 
+async def test_reserve_and_put_reserves_in_order_stores_each_decision_once(store: StateStore) -> None:
+    from agent_service.ports.store import DecisionDraft
+
+    def draft(i: str, micros: int, period: int = 5) -> DecisionDraft:
+        d = _decision(i)
+        short = msgspec.structs.replace(d, bid=False, no_bid_reason="budget")
+        return DecisionDraft(d, micros, period, short if micros else None)
+
+    await store.init_budget("c", 5, 1_000)
+    await store.init_budget("c", 6, 100)
+    got = await store.reserve_and_put("c", [draft("a", 600), draft("b", 500), draft("n", 0), draft("c", 400),
+                                            draft("x", 100, period=6)], 3600)
+    assert [(d.id, d.bid) for d in got] == [("a", True), ("b", False), ("n", True), ("c", True), ("x", True)]
+    assert got[1].no_bid_reason == "budget"
+    assert (await store.budget("c", 5)).reserved == 1_000 and (await store.budget("c", 6)).reserved == 100
+    # a duplicate (redelivered request) gets the stored decision and reserves nothing more
+    again = await store.reserve_and_put("c", [draft("a", 999), draft("b", 1)], 3600)
+    assert [encode(d) for d in again] == [encode(got[0]), encode(got[1])]
+    assert (await store.budget("c", 5)).reserved == 1_000
+    stored = await store.get_decisions(["a", "b", "n", "c", "x"])
+    assert [stored[i].bid for i in "abncx"] == [True, False, True, True, True]
+    assert await store.settle("c", 5, "a", 450) and (await store.budget("c", 5)).spent == 450
+    with pytest.raises(BudgetError):
+        await store.reserve_and_put("c", [DecisionDraft(_decision("z"), 10, 5, None)], 3600)
+    with pytest.raises(BudgetError):
+        await store.reserve_and_put("c", [draft("z", -1)], 3600)
+
+
+async def test_reserve_and_put_never_overspends_under_concurrency(store: StateStore) -> None:
+    from agent_service.ports.store import DecisionDraft
+
+    await store.init_budget("c", 7, 10_000)
+
+    async def one(k: int) -> list[Decision]:
+        drafts = []
+        for j in range(5):
+            d = _decision(f"cc{(k * 5 + j) % 60}")  # overlapping ids: concurrent duplicates
+            drafts.append(DecisionDraft(d, 700, 7, msgspec.structs.replace(d, bid=False, no_bid_reason="budget")))
+        return await store.reserve_and_put("c", drafts, 3600)
+
+    results = await asyncio.gather(*(one(k) for k in range(20)))
+    state = await store.budget("c", 7)
+    bids = {d.id for r in results for d in r if d.bid}
+    assert state.reserved == 700 * len(bids) <= 10_000  # one reservation per decided id, never over budget
+    stored = await store.get_decisions([f"cc{i}" for i in range(60)])
+    assert {i for i, d in stored.items() if d.bid} == bids  # what was answered is what was stored
+
+
 async def test_record_results_apply_once_with_their_claim(store: StateStore) -> None:
     from agent_service.ports.store import ResultEffect
 
