@@ -229,6 +229,9 @@ class ServeConfig:
     batch_linger_ms: float = 1.0
     """How long the endpoint lets a batch fill before deciding it: one decision pass costs about as
     much for 1 request as for 20, so under load a short wait buys throughput (0 = decide at once)."""
+    max_passes: int = 2
+    """Batches the endpoint decides at once: while one waits for Redis, the next one's agent pass
+    runs (more passes: smaller batches, so more fixed cost per request)."""
     event_loop: str = "uvloop"
     """Event loop of ``gaelp serve`` and ``gaelp warehouse``: "uvloop" (libuv; less overhead per
     socket event, the bid path's largest cost) or "asyncio" (the standard loop)."""
@@ -238,6 +241,7 @@ class ServeConfig:
         _require(self.tmax_default_ms > 0, "serve.tmax_default_ms", "must be > 0 ms")
         _require(self.network_allowance_ms >= 0, "serve.network_allowance_ms", "must be >= 0 ms")
         _require(self.max_batch > 0, "serve.max_batch", "must be > 0")
+        _require(1 <= self.max_passes <= 8, "serve.max_passes", "must be in [1, 8]")
         _require(0 <= self.batch_linger_ms <= 20, "serve.batch_linger_ms", "must be in [0, 20] ms")
         _require(self.event_loop in ("uvloop", "asyncio"), "serve.event_loop", "must be 'uvloop' or 'asyncio'")
         _require(":" in self.kafka, "serve.kafka", "expected HOST:PORT")

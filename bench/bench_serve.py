@@ -160,6 +160,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2000.0, help="offered requests/s for the latency run")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
     ap.add_argument("--connections", type=int, default=32, help="connections of the paced run (an exchange's pool)")
+    ap.add_argument("--serve-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra [serve] setting for the service (e.g. max_passes=1), to compare settings")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (bare, paced, closed); medians reported")
     ap.add_argument("--bare-server", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -174,6 +176,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="gaelp-bench-serve-"))
     prefix = f"bench{os.getpid()}"
     config = workdir / "gaelp.toml"
+    extra = "\n".join(args.serve_option)
     config.write_text(f"""
 [budget]
 daily_usd = 1000000.0
@@ -194,8 +197,9 @@ group_id = "{prefix}"
 session_timeout_s = 2.0
 model_dir = "{workdir / 'models'}"
 campaign = "bench"
+{extra}
 """)
-    results: dict[str, object] = {"installed": installed}
+    results: dict[str, object] = {"installed": installed, "serve_options": args.serve_option}
     rounds: list[dict[str, dict[str, float]]] = []
     with RedisServer() as redis, TansuBroker() as broker:
         bare_port, port = free_port(), free_port()

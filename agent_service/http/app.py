@@ -179,7 +179,7 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
                    clock: Callable[[], int], admin_token: str | None,
                    admin_actions: dict[str, Callable[[dict[str, object]], Awaitable[dict[str, object]]]] | None = None,
                    tmax_default_ms: int = 100, network_allowance_ms: int = 20, max_batch: int = 256,
-                   batch_linger_ms: float = 0.0,
+                   batch_linger_ms: float = 0.0, max_passes: int = 2,
                    ) -> web.Application:
     """The service's HTTP application.
 
@@ -194,9 +194,11 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
     :param network_allowance_ms: part of ``tmax`` left for the network.
     :param max_batch: most requests decided together.
     :param batch_linger_ms: how long a batch may fill before it is decided.
+    :param max_passes: batches decided at once.
     """
     actions = admin_actions or {}
-    batcher = BidBatcher(decider, bus, decisions_topic, metrics, max_batch=max_batch, linger_s=batch_linger_ms / 1000)
+    batcher = BidBatcher(decider, bus, decisions_topic, metrics, max_batch=max_batch, linger_s=batch_linger_ms / 1000,
+                         max_passes=max_passes)
 
     async def bid(request: web.Request) -> web.Response:
         started = time.perf_counter()

@@ -109,7 +109,7 @@ class ServeRuntime:
                               admin_actions={"rollback": self._rollback, "budget": self._set_budget},
                               tmax_default_ms=cfg.serve.tmax_default_ms,
                               network_allowance_ms=cfg.serve.network_allowance_ms, max_batch=cfg.serve.max_batch,
-                              batch_linger_ms=cfg.serve.batch_linger_ms)
+                              batch_linger_ms=cfg.serve.batch_linger_ms, max_passes=cfg.serve.max_passes)
         self._runner = web.AppRunner(http, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.serve.http_host, cfg.serve.http_port)

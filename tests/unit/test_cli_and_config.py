@@ -29,6 +29,7 @@ def test_help_lists_every_command() -> None:
     ({"nosuch": {}}, "nosuch"),
     ({"serve": {"redis": "http://x"}}, "serve.redis"),
     ({"serve": {"event_loop": "trio"}}, "serve.event_loop"),
+    ({"serve": {"max_passes": 0}}, "serve.max_passes"),
 ])
 def test_config_errors_name_the_key(data: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
