@@ -105,7 +105,7 @@ class Decider:
         self.sync_every_s = 0.0
         """Least wall time between registry checks (0: every batch, as simulations need)."""
 
-    # --- plumbing: one round trip to read, one atomic reservation, one to store --------------
+    # --- plumbing: one round trip to read, one to reserve and store (atomic per budget period) ----
     async def decide(self, items: Sequence[tuple[BidRequest, int]],
                      deadlines: Sequence[float | None] | None = None) -> list[DecideResult]:
         """Decide every impression of every request.
