@@ -11,7 +11,8 @@ new requests queue and form the next batch, so the store round trips and the net
 paid once per batch, not per request; two batches may be in flight, one's CPU work overlapping
 the other's Redis round trips. Each request's time budget is ``tmax`` (or the
 configured default) minus the network allowance: past it before the reservation the answer is
-a no-bid; an answer finished after the whole ``tmax`` releases its reservations and is a 204.
+a no-bid; a bid decided after the whole ``tmax`` is withdrawn before it is answered or logged
+(reservation freed, a 204, logged as a no-bid ``tmax_late``).
 Decisions are published to the decision log after the answer is sent.
 
 Admin actions need ``Authorization: Bearer <GAELP_ADMIN_TOKEN>``; without a configured token
@@ -37,7 +38,7 @@ from agent_service.contracts.events import Decision
 from agent_service.contracts.openrtb import BidRequest
 from agent_service.errors import BusError, DecodeError, GaelpError, StoreError
 from agent_service.metrics import Metrics
-from agent_service.pipeline.decide import Decider, DecideResult, period_of
+from agent_service.pipeline.decide import Decider, DecideResult
 from agent_service.ports.bus import EventBus
 
 __all__ = ["BidBatcher", "build_http_app"]
@@ -54,10 +55,12 @@ def _error(status: int, field: str, reason: str) -> web.Response:
 
 
 class _Pending:
-    __slots__ = ("deadline", "event_time", "future", "req")
+    __slots__ = ("deadline", "event_time", "expires", "future", "req")
 
-    def __init__(self, req: BidRequest, event_time: int, deadline: float, future: asyncio.Future[DecideResult]):
+    def __init__(self, req: BidRequest, event_time: int, deadline: float, expires: float,
+                 future: asyncio.Future[DecideResult]):
         self.req, self.event_time, self.deadline, self.future = req, event_time, deadline, future
+        self.expires = expires
 
 
 class BidBatcher:
@@ -109,12 +112,17 @@ class BidBatcher:
                 p.future.set_exception(BusError("the service is stopping"))
         self._queue.clear()
 
-    async def decide(self, req: BidRequest, event_time: int, deadline: float) -> DecideResult:
-        """The decision for one request, decided with whatever else is waiting."""
+    async def decide(self, req: BidRequest, event_time: int, deadline: float,
+                     expires: float = float("inf")) -> DecideResult:
+        """The decision for one request, decided with whatever else is waiting.
+
+        :param deadline: ``time.perf_counter()`` by which a bid must be reserved.
+        :param expires: ``time.perf_counter()`` after which an answer is useless (``tmax``): a bid
+            decided later is withdrawn (reservation freed, logged as a no-bid ``tmax_late``)."""
         if self._task is None:
             raise BusError("BidBatcher used before start()")
         fut: asyncio.Future[DecideResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(req, event_time, deadline, fut))
+        self._queue.append(_Pending(req, event_time, deadline, expires, fut))
         self._wake.set()
         return await fut
 
@@ -144,6 +152,16 @@ class BidBatcher:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        now = time.perf_counter()
+        late = [k for k, (p, r) in enumerate(zip(batch, results, strict=True)) if r.response is not None
+                and now > p.expires]
+        for k in late:  # answers past tmax: withdrawn before anyone sees them, so the log shows no-bids
+            try:
+                results[k] = DecideResult(None, await self.decider.withdraw(results[k].decisions, "tmax_late"))
+            except (StoreError, BusError) as exc:  # the reservation stays until its TTL; still a no-bid
+                self.metrics.errors.labels("bid_path").inc()
+                log.warning("withdrawing a late bid failed: %s", exc)
+                results[k] = DecideResult(None, results[k].decisions)
         for p, result in zip(batch, results, strict=True):
             if not p.future.done():
                 p.future.set_result(result)
@@ -215,18 +233,12 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
             tmax_s = (req.tmax or tmax_default_ms) / 1000
             deadline = started + max(tmax_s / 2, tmax_s - network_allowance_ms / 1000)
             try:
-                result = await batcher.decide(req, clock(), deadline)
+                result = await batcher.decide(req, clock(), deadline, expires=started + tmax_s)
             except (StoreError, BusError) as exc:
                 metrics.errors.labels("bid_path").inc()
                 log.warning("no bid (%s)", exc)
                 return web.Response(status=204, headers=_OPENRTB)
             if result.response is None:
-                return web.Response(status=204, headers=_OPENRTB)
-            if time.perf_counter() - started > tmax_s:  # too late to matter: free the budget, say no bid
-                for d in result.decisions:
-                    if d.bid and d.action.channel != "organic":
-                        await decider.store.settle(decider.campaign, period_of(d.event_time), d.id, 0)
-                        metrics.no_bids.labels("tmax_late").inc()
                 return web.Response(status=204, headers=_OPENRTB)
             return web.Response(body=encode(result.response), content_type="application/json", headers=_OPENRTB)
         except Exception as exc:  # the edge: no request the spec allows may get a 5xx

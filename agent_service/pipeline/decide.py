@@ -173,6 +173,18 @@ class Decider:
         self._tail_s = 0.9 * self._tail_s + 0.1 * 2 * (time.perf_counter() - begun)
         return stored
 
+    async def withdraw(self, decisions: Sequence[Decision], reason: str) -> list[Decision]:
+        """Bids that will not reach the exchange (an answer past ``tmax``): free their
+        reservations and return them as no-bids with ``reason``, as the decision log must show."""
+        out = []
+        for d in decisions:
+            if d.bid and d.action.channel != "organic":
+                await self.store.settle(self.campaign, period_of(d.event_time), d.id, 0)
+                self.metrics.no_bids.labels(reason).inc()
+                d = _no_bid(d, reason)
+            out.append(d)
+        return out
+
     def _count(self, decisions: list[Decision]) -> None:
         for d in decisions:
             self.metrics.bid_requests.inc()

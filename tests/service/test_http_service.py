@@ -12,6 +12,7 @@ from agent_service.adapters.memory_bus import MemoryBus
 from agent_service.adapters.memory_store import MemoryStore
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode
+from agent_service.contracts.events import Decision
 from agent_service.contracts.openrtb import BidResponse
 from agent_service.errors import StoreError
 from agent_service.http.app import build_http_app
@@ -133,6 +134,31 @@ async def test_a_spent_time_budget_is_a_no_bid() -> None:
         assert ledger.reserved > 0  # only t2's reservation is held
     finally:
         await client.close()
+
+
+async def test_a_bid_decided_after_tmax_is_withdrawn_freed_and_logged_as_a_no_bid() -> None:
+    kit = FlowKit(MemoryStore(), GaelpConfig().replace("budget", daily_usd=1000.0))
+    decide = kit.flow.decider.decide
+
+    async def reserved_then_stalled(items, deadlines=None):  # type: ignore[no-untyped-def]
+        results = await decide(items, deadlines)  # decided and reserved in time ...
+        await asyncio.sleep(0.06)  # ... then the pass stalls past the request's tmax
+        return results
+
+    kit.flow.decider.decide = reserved_then_stalled  # type: ignore[method-assign]
+    bus = MemoryBus()
+    app = build_http_app(kit.flow.decider, bus, kit.topics.decisions, kit.metrics, clock=lambda: NOON,
+                         admin_token="t", network_allowance_ms=1)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        assert (await client.post("/openrtb2/bid", json=_body("late", tmax=40))).status == 204
+    finally:
+        await client.close()  # stops the batcher: the decision log is drained
+    assert (await kit.store.budget("c", NOON // 86_400_000)).reserved == 0  # its reservation is freed
+    logged = [decode(r.value, Decision) for part in bus._topic(kit.topics.decisions) for r in part]
+    assert [(d.id, d.bid, d.no_bid_reason) for d in logged] == [("late:i0", False, "tmax_late")]
+    assert 'reason="tmax_late"' in kit.metrics.exposition().decode()
 
 
 async def test_store_failure_and_internal_errors_are_204_never_5xx() -> None:
