@@ -159,6 +159,10 @@ class MemoryStore:
     async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
         return self._decisions.setdefault(decision.id, decision)
 
+    async def replace_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> None:
+        for d in decisions:
+            self._decisions[d.id] = d
+
     async def get_decisions(self, ids: Sequence[str], state_encoded: bool = False) -> dict[str, Decision]:
         found = {i: self._decisions[i] for i in ids if i in self._decisions}
         if state_encoded:

@@ -286,6 +286,17 @@ class RedisStore:
             raise StoreError(f"storing decision failed: {exc}") from exc
         return decision if old is None else _decode_decision(cast(bytes, old))
 
+    async def replace_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> None:
+        if not decisions:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for d in decisions:
+                    pipe.set(f"{self._p}dec:{d.id}", _decision_enc.encode(d), ex=ttl_s)
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"replacing decisions failed: {exc}") from exc
+
     async def get_decisions(self, ids: Sequence[str], state_encoded: bool = False) -> dict[str, Decision]:
         if not ids:
             return {}

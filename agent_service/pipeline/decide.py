@@ -175,14 +175,17 @@ class Decider:
 
     async def withdraw(self, decisions: Sequence[Decision], reason: str) -> list[Decision]:
         """Bids that will not reach the exchange (an answer past ``tmax``): free their
-        reservations and return them as no-bids with ``reason``, as the decision log must show."""
-        out = []
+        reservations, store them as no-bids with ``reason`` (the outcome join and the learner
+        then see what happened) and return them so, as the decision log must show them."""
+        out, withdrawn = [], []
         for d in decisions:
             if d.bid and d.action.channel != "organic":
                 await self.store.settle(self.campaign, period_of(d.event_time), d.id, 0)
                 self.metrics.no_bids.labels(reason).inc()
                 d = _no_bid(d, reason)
+                withdrawn.append(d)
             out.append(d)
+        await self.store.replace_decisions(withdrawn, self._decision_ttl_s)
         return out
 
     def _count(self, decisions: list[Decision]) -> None:

@@ -215,6 +215,10 @@ class StateStore(Protocol):
         """Store ``decision`` unless one with its id exists; return the stored one."""
         ...
 
+    async def replace_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> None:
+        """Overwrite stored decisions (a bid withdrawn after it was stored), in one round trip."""
+        ...
+
     async def get_decisions(self, ids: Sequence[str], state_encoded: bool = False) -> dict[str, Decision]:
         """The stored decisions among ``ids``.
 

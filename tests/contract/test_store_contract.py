@@ -219,6 +219,8 @@ async def test_reserve_and_put_reserves_in_order_stores_each_decision_once(store
     stored = await store.get_decisions(["a", "b", "n", "c", "x"])
     assert [stored[i].bid for i in "abncx"] == [True, False, True, True, True]
     assert await store.settle("c", 5, "a", 450) and (await store.budget("c", 5)).spent == 450
+    await store.replace_decisions([msgspec.structs.replace(got[3], bid=False, no_bid_reason="tmax_late")], 3600)
+    assert (await store.get_decisions(["c"]))["c"].no_bid_reason == "tmax_late"  # a withdrawn bid, overwritten
     with pytest.raises(BudgetError):
         await store.reserve_and_put("c", [DecisionDraft(_decision("z"), 10, 5, None)], 3600)
     with pytest.raises(BudgetError):

@@ -156,6 +156,8 @@ async def test_a_bid_decided_after_tmax_is_withdrawn_freed_and_logged_as_a_no_bi
     finally:
         await client.close()  # stops the batcher: the decision log is drained
     assert (await kit.store.budget("c", NOON // 86_400_000)).reserved == 0  # its reservation is freed
+    stored = (await kit.store.get_decisions(["late:i0"]))["late:i0"]
+    assert (stored.bid, stored.no_bid_reason) == (False, "tmax_late")  # and the stored copy says so
     logged = [decode(r.value, Decision) for part in bus._topic(kit.topics.decisions) for r in part]
     assert [(d.id, d.bid, d.no_bid_reason) for d in logged] == [("late:i0", False, "tmax_late")]
     assert 'reason="tmax_late"' in kit.metrics.exposition().decode()
