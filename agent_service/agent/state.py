@@ -318,6 +318,27 @@ def journey_arrays(journeys: Sequence[Sequence[Touch]], device_ids: Sequence[str
     return out
 
 
+_SCALAR_NAMES = ("auction_density", "win_rate", "clearing_price", "budget_left", "time_left", "pace", "spend_rate",
+                 "pacing_factor", "slot_action_prob")
+
+
+class _ColumnsOf(dict):  # type: ignore[type-arg]
+    """spec → column index array, computed on first use (build_states runs per decision)."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.names = names
+
+    def __missing__(self, spec: StateSpec) -> np.ndarray:
+        cols = self[spec] = np.array([spec.index[n] for n in self.names])
+        return cols
+
+
+_SCALAR_COLS = _ColumnsOf(_SCALAR_NAMES)
+_TEMPORAL_SIN = _ColumnsOf(("hour_sin", "dow_sin", "season_sin"))
+_TEMPORAL_COS = _ColumnsOf(("hour_cos", "dow_cos", "season_cos"))
+
+
 def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays, pacing: PacingInputs,
                  stats: CampaignStats) -> StateBatch:
     """The enriched state and the touch sequence of B opportunities (see ``spec.features``).
@@ -346,13 +367,14 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     out[:, ix["journey_age"]] = np.where(has, np.minimum(1.0, first / _WINDOW_H), 0.0)
     # segment, device, channels
     out[:, spec.cols("segment_")] = opp.segment_probs
-    out[rows, ix["device_mobile"] + np.clip(opp.device_class, 0, 2)] = 1.0
+    # np.minimum/np.maximum, not np.clip: on arrays of a few elements clip costs several times more
+    out[rows, ix["device_mobile"] + np.minimum(np.maximum(opp.device_class, 0), 2)] = 1.0
     out[:, ix["avail_organic"]:ix["avail_social"] + 1] = opp.channel_mask
     last_ch = journey.channel[:, -1]
     out[rows[has], ix["last_organic"] + last_ch[has]] = 1.0
     # creative history
     d = stats.derived()
-    last_cr = np.clip(journey.creative[:, -1], 0, spec.creatives - 1)
+    last_cr = np.minimum(np.maximum(journey.creative[:, -1], 0), spec.creatives - 1)
     out[:, ix["last_creative_ctr"]] = np.where(has, np.minimum(1.0, d.ctr_rel[last_cr]), 0.5)
     out[:, ix["last_creative_cvr"]] = np.where(has, np.minimum(1.0, d.cvr_rel[last_cr]), 0.5)
     exposures = np.zeros((B, spec.creatives), np.int64)
@@ -368,26 +390,26 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     out[:, ix["p_conv_journey"]] = np.minimum(1.0, 5 * (1.0 - (1.0 - d.campaign_cvr) ** n_click))
     # temporal
     day = t // _DAY_MS
-    for name, x, period in (("hour", (t % _DAY_MS) / _HOUR_MS, 24.0), ("dow", (day + 3) % 7, 7.0),
-                            ("season", day % 365.25, 365.25)):
-        ang = 2 * np.pi * x / period
-        out[:, ix[f"{name}_sin"]] = np.sin(ang)
-        out[:, ix[f"{name}_cos"]] = np.cos(ang)
+    ang = np.empty((B, 3))  # hour of day, weekday, day of year: one sin and one cos for the three
+    ang[:, 0] = (t % _DAY_MS) / _HOUR_MS * (2 * np.pi / 24.0)
+    ang[:, 1] = (day + 3) % 7 * (2 * np.pi / 7.0)
+    ang[:, 2] = day % 365.25 * (2 * np.pi / 365.25)
+    out[:, _TEMPORAL_SIN[spec]] = np.sin(ang)
+    out[:, _TEMPORAL_COS[spec]] = np.cos(ang)
     # competition, budget pacing (campaign-level scalars)
     budget = max(pacing.budget_usd, 1e-9)
     plan = pacing.plan_fraction * budget
     slot_plan = pacing.planned_slot_spend_usd
-    for name, value in (
-        ("auction_density", min(1.0, pacing.auction_density / 2)), ("win_rate", d.win_rate),
-        ("clearing_price", min(1.0, d.clearing_cpm / 10)),
-        ("budget_left", max(0.0, (budget - pacing.spent_usd - pacing.reserved_usd) / budget)),
-        ("time_left", 1.0 - min(1.0, max(0.0, pacing.elapsed))),
-        ("pace", min(1.0, pacing.spent_usd / plan / 2) if plan > 0 else 0.5),
-        ("spend_rate", min(1.0, pacing.last_slot_spend_usd / slot_plan / 2) if slot_plan > 0 else 0.5),
-        ("pacing_factor", float(np.clip(pacing.log_multiplier / 2, -1, 1))),
-        ("slot_action_prob", pacing.slot_action_prob),
-    ):
-        out[:, ix[name]] = value
+    scalars = (  # in _SCALAR_NAMES order, written in one assignment
+        min(1.0, pacing.auction_density / 2), d.win_rate, min(1.0, d.clearing_cpm / 10),
+        max(0.0, (budget - pacing.spent_usd - pacing.reserved_usd) / budget),
+        1.0 - min(1.0, max(0.0, pacing.elapsed)),
+        min(1.0, pacing.spent_usd / plan / 2) if plan > 0 else 0.5,
+        min(1.0, pacing.last_slot_spend_usd / slot_plan / 2) if slot_plan > 0 else 0.5,
+        min(1.0, max(-1.0, pacing.log_multiplier / 2)),
+        pacing.slot_action_prob,
+    )
+    out[:, _SCALAR_COLS[spec]] = scalars
     out[:, ix["floor"]] = np.minimum(1.0, np.asarray(opp.floor_cpm_usd, np.float64) / 10)
     # identity, A/B arm, person key
     out[:, ix["identity_confidence"]] = opp.identity_confidence
@@ -410,5 +432,6 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     touches[:, :, 6] = np.where(present, np.log1p(np.minimum(gap, _WINDOW_H)) / norm, 0.0)
     touches[:, :, 7] = np.where(present, np.minimum(1.0, journey.cost_cpm_usd / 10), 0.0)
     touches[:, :, 8] = journey.other_device & present
-    tcreat = np.where(present, np.clip(journey.creative, 0, spec.creatives - 1), spec.creatives).astype(np.int64)
+    tcreat = np.where(present, np.minimum(np.maximum(journey.creative, 0), spec.creatives - 1),
+                      spec.creatives).astype(np.int64)
     return StateBatch(out, touches, tcreat)

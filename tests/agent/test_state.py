@@ -107,6 +107,26 @@ def test_the_serving_encoder_skips_padding_and_equals_the_full_lstm() -> None:
                 p.add_(0.05 * torch.randn_like(p))
 
 
+def test_clock_and_pacing_columns_by_hand() -> None:
+    spec, rng = StateSpec(creatives=12), np.random.default_rng(1)
+    opp = _opps(2, spec, rng)
+    six_am = 1_767_225_600_000 + 6 * 3_600_000  # 2026-01-01 (a Thursday) 06:00 UTC
+    opp = OpportunityArrays(np.array([six_am, six_am + 3 * DAY]), *list(opp)[1:])
+    pacing = PacingInputs(20.0, 5.0, 1.0, 0.25, 0.5, 0.3, 0.2, -0.6, 0.7, 2.0)
+    b = build_states(spec, opp, JourneyArrays.empty(2, spec.max_touches), pacing, CampaignStats(12))
+    ix = spec.index
+    assert b.state[0, ix["hour_sin"]] == pytest.approx(1.0) and b.state[0, ix["hour_cos"]] == pytest.approx(0.0, abs=1e-6)
+    day = six_am // DAY
+    for k, d in enumerate((day, day + 3)):
+        assert b.state[k, ix["dow_sin"]] == pytest.approx(np.sin(2 * np.pi * ((d + 3) % 7) / 7), abs=1e-6)
+        assert b.state[k, ix["season_cos"]] == pytest.approx(np.cos(2 * np.pi * (d % 365.25) / 365.25), abs=1e-6)
+    expect = {"auction_density": 1.0, "budget_left": (20 - 6) / 20, "time_left": 0.75,
+              "pace": min(1.0, 5.0 / (0.5 * 20) / 2), "spend_rate": min(1.0, 0.3 / 0.2 / 2),
+              "pacing_factor": -0.3, "slot_action_prob": 0.7}
+    for name, value in expect.items():
+        assert b.state[:, ix[name]] == pytest.approx([value, value], abs=1e-6), name
+
+
 def test_journey_arrays_keep_the_newest_touches_oldest_first_and_pack_round_trips() -> None:
     spec = StateSpec(creatives=4, max_touches=3)
     touches = [Touch(decision_id=f"d{i}", event_time=T0 - (5 - i) * 3_600_000, channel="social", creative=i % 4,
