@@ -17,6 +17,7 @@ NAMES = {
     "no_bids": "gaelp_bidder_no_bids_total",
     "decide_latency": "gaelp_bidder_decision_duration_seconds",
     "request_latency": "gaelp_bidder_request_duration_seconds",
+    "batch_size": "gaelp_bidder_batch_requests",
     "wins": "gaelp_bidder_wins_total",
     "spend": "gaelp_bidder_spend_usd_total",
     "budget": "gaelp_bidder_budget_usd",
@@ -63,6 +64,8 @@ class Metrics:
                                         buckets=_LATENCY_BUCKETS, registry=r)
         self.request_latency = Histogram(n["request_latency"], "Bid endpoint time per HTTP request",
                                          buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(n["batch_size"], "Bid requests decided together in one pass (batching under load)",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.wins = Counter(n["wins"][:-6], "Auctions won", ["channel"], registry=r)
         self.spend = Counter(n["spend"][:-6], "Spend settled, USD", registry=r)
         self.budget = Gauge(n["budget"], "Budget of the current period, USD", registry=r)

@@ -145,6 +145,7 @@ class BidBatcher:
                 task.cancel()
 
     async def _decide(self, batch: list[_Pending]) -> None:
+        self.metrics.batch_size.observe(len(batch))
         try:
             results = await self.decider.decide([(p.req, p.event_time) for p in batch], [p.deadline for p in batch])
         except Exception as exc:  # the edge: every failure becomes a no-bid for these requests, never a crash
