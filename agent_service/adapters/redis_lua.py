@@ -59,58 +59,55 @@ redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 1
 """
 
-# KEYS: budget hash, open reservations hash, settled hash.
-# ARGV: ttl, then (reservation id, amount) pairs. Greedy in order, one atomic step; returns {0|1...}.
-RESERVE_BATCH = """
+# Shared head of the greedy reservation scripts (KEYS: budget hash, open reservations hash,
+# settled hash): reserve(id, a) reserves a under id if it fits after what this call reserved so
+# far (an id already reserved or settled counts as reserved, at no further cost); commit(ttl)
+# adds the call's total to the ledger once.
+_GREEDY_LEDGER = """
 local b = tonumber(redis.call('HGET', KEYS[1], 'budget') or '0')
 local s = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
 local r = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-local out, added = {}, 0
-for i = 2, #ARGV, 2 do
-  local id, a = ARGV[i], tonumber(ARGV[i + 1])
-  if redis.call('HEXISTS', KEYS[2], id) == 1 or redis.call('HEXISTS', KEYS[3], id) == 1 then
-    out[#out + 1] = 1
-  elseif s + r + added + a <= b then
-    added = added + a
-    redis.call('HSET', KEYS[2], id, a)
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
+local added = 0
+local function reserve(id, a)
+  if redis.call('HEXISTS', KEYS[2], id) == 1 or redis.call('HEXISTS', KEYS[3], id) == 1 then return 1 end
+  if s + r + added + a > b then return 0 end
+  added = added + a
+  redis.call('HSET', KEYS[2], id, a)
+  return 1
+end
+local function commit(ttl)
+  if added > 0 then
+    redis.call('HINCRBY', KEYS[1], 'reserved', added)
+    redis.call('EXPIRE', KEYS[2], ttl)
   end
 end
-if added > 0 then
-  redis.call('HINCRBY', KEYS[1], 'reserved', added)
-  redis.call('EXPIRE', KEYS[2], ARGV[1])
+"""
+
+# ARGV: ttl, then (reservation id, amount) pairs. Greedy in order, one atomic step; returns {0|1...}.
+RESERVE_BATCH = _GREEDY_LEDGER + """
+local out = {}
+for i = 2, #ARGV, 2 do
+  out[#out + 1] = reserve(ARGV[i], tonumber(ARGV[i + 1]))
 end
+commit(ARGV[1])
 return out
 """
 
-# The decision path's write for one budget period. KEYS: budget hash, open reservations hash,
-# settled hash. ARGV: decision ttl, reservation ttl, then per draft: decision key, reservation
-# id, amount (0: none), decision json, json if the budget is short. In order, one atomic step:
-# a draft whose decision key exists gets that json back and reserves nothing; otherwise its
-# amount is reserved if it fits after the drafts before it (an id already reserved or settled
-# counts as reserved) and its json stored (1), or its if-short json stored (0).
-RESERVE_AND_PUT = """
-local b = tonumber(redis.call('HGET', KEYS[1], 'budget') or '0')
-local s = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
-local r = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-local out, added = {}, 0
+# The decision path's write for one budget period. ARGV: decision ttl, reservation ttl, then per
+# draft: decision key, reservation id, amount (0: none), decision json, json if the budget is
+# short. In order, one atomic step: a draft whose decision key exists gets that json back and
+# reserves nothing; otherwise its amount is reserved if it fits (``reserve``) and its json
+# stored (1), or its if-short json stored (0).
+RESERVE_AND_PUT = _GREEDY_LEDGER + """
+local out = {}
 for i = 3, #ARGV, 5 do
-  local key, id, a = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local key = ARGV[i]
   local old = redis.call('GET', key)
   if old then
     out[#out + 1] = old
   else
     local ok = 1
-    if a > 0 and redis.call('HEXISTS', KEYS[2], id) == 0 and redis.call('HEXISTS', KEYS[3], id) == 0 then
-      if s + r + added + a <= b then
-        added = added + a
-        redis.call('HSET', KEYS[2], id, a)
-      else
-        ok = 0
-      end
-    end
+    if tonumber(ARGV[i + 2]) > 0 then ok = reserve(ARGV[i + 1], tonumber(ARGV[i + 2])) end
     if ok == 1 then
       redis.call('SET', key, ARGV[i + 3], 'EX', ARGV[1])
     else
@@ -119,10 +116,7 @@ for i = 3, #ARGV, 5 do
     out[#out + 1] = ok
   end
 end
-if added > 0 then
-  redis.call('HINCRBY', KEYS[1], 'reserved', added)
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-end
+commit(ARGV[2])
 return out
 """
 
