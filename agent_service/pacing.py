@@ -64,11 +64,10 @@ def planned_spend(budget_micros: int, elapsed: float, profile: Sequence[float] |
     return int(budget_micros * planned_fraction(elapsed, profile))
 
 
-def paced_out(committed_micros: int, budget_micros: int, elapsed: float, slack: float,
-              profile: Sequence[float] | np.ndarray | None = None) -> bool:
-    """True when spend (plus reservations) runs ahead of the plan by more than ``slack`` of the budget."""
-    allowed = planned_spend(budget_micros, elapsed, profile) + slack * budget_micros
-    return committed_micros > allowed
+def paced_out(committed_micros: int, budget_micros: int, planned_micros: int, slack: float) -> bool:
+    """True when spend (plus reservations) runs ahead of the plan (``planned_spend``, or
+    ``SpendPlan.fraction`` × budget) by more than ``slack`` of the budget."""
+    return committed_micros > planned_micros + slack * budget_micros
 
 
 def cap_bid(bid_cpm_usd: np.ndarray, budget_left_usd: np.ndarray | float) -> np.ndarray:

@@ -29,6 +29,7 @@ from agent_service.ports.store import (
     JoinEffect,
     JoinQuery,
     ResultEffect,
+    check_drafts,
 )
 
 __all__ = ["MemoryStore"]
@@ -198,11 +199,7 @@ class MemoryStore:
         return True
 
     async def reserve_and_put(self, campaign: str, drafts: Sequence[DecisionDraft], ttl_s: int) -> list[Decision]:
-        for d in drafts:
-            if d.reserve_micros < 0:
-                raise BudgetError(f"reservation must be >= 0 micros, got {d.reserve_micros}")
-            if d.reserve_micros > 0 and d.if_short is None:
-                raise BudgetError(f"draft {d.decision.id} reserves without an if-short decision")
+        check_drafts(drafts)
         out = []
         for d in drafts:
             old = self._decisions.get(d.decision.id)

@@ -74,6 +74,7 @@ from agent_service.ports.store import (
     JoinEffect,
     JoinQuery,
     ResultEffect,
+    check_drafts,
 )
 
 __all__ = ["RedisStore"]
@@ -346,12 +347,9 @@ class RedisStore:
         return bool(ok)
 
     async def reserve_and_put(self, campaign: str, drafts: Sequence[DecisionDraft], ttl_s: int) -> list[Decision]:
+        check_drafts(drafts)
         by_period: dict[int, list[int]] = {}
         for k, d in enumerate(drafts):
-            if d.reserve_micros < 0:
-                raise BudgetError(f"reservation must be >= 0 micros, got {d.reserve_micros}")
-            if d.reserve_micros > 0 and d.if_short is None:
-                raise BudgetError(f"draft {d.decision.id} reserves without an if-short decision")
             by_period.setdefault(d.period, []).append(k)
         calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
         for period, ks in by_period.items():

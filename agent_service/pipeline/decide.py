@@ -30,6 +30,7 @@ from agent_service.contracts.events import Action, Decision, encoded_state
 from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid
 from agent_service.metrics import Metrics
 from agent_service.money import cpm_to_micros, impression_cost_micros, usd_to_micros
+from agent_service.pacing import paced_out
 from agent_service.pipeline.opportunity import device_id_of, opportunity_of
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.store import ContextQuery, DecideContext, DecisionDraft, StateStore
@@ -245,7 +246,7 @@ class Decider:
         if budget.remaining <= 0:
             return 0, "budget"
         planned = int(budget.budget * self.policy.plan.fraction(elapsed))  # pacing.planned_spend, from the cached plan
-        if budget.spent + budget.reserved > planned + _PACING_SLACK * budget.budget:  # pacing.paced_out
+        if paced_out(budget.spent + budget.reserved, budget.budget, planned, _PACING_SLACK):
             return 0, "pacing"
         self.metrics.budget.set(budget.budget / 1e6)
         self.metrics.planned_spend.set(planned / 1e6)

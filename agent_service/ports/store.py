@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 from agent_service.contracts.events import Decision, Touch
+from agent_service.errors import BudgetError
 
 __all__ = ["BudgetState", "ClickEffect", "ContextQuery", "DecideContext", "DecisionDraft", "Identity", "IdentityAssignment", "JoinContext",
-           "JoinEffect", "JoinQuery", "ResultEffect", "StateStore"]
+           "JoinEffect", "JoinQuery", "ResultEffect", "StateStore", "check_drafts"]
 
 
 class BudgetState(NamedTuple):
@@ -87,6 +88,15 @@ class DecisionDraft(NamedTuple):
     """Budget period of the reservation."""
     if_short: Decision | None = None
     """Stored instead when the budget cannot hold ``reserve_micros`` (required when it is > 0)."""
+
+
+def check_drafts(drafts: Sequence[DecisionDraft]) -> None:
+    """Refuse drafts ``reserve_and_put`` cannot honour (every adapter calls it first)."""
+    for d in drafts:
+        if d.reserve_micros < 0:
+            raise BudgetError(f"reservation must be >= 0 micros, got {d.reserve_micros}")
+        if d.reserve_micros > 0 and d.if_short is None:
+            raise BudgetError(f"draft {d.decision.id} reserves without an if-short decision")
 
 
 class ResultEffect(NamedTuple):
