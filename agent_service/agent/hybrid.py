@@ -229,8 +229,7 @@ class HybridAgent:
         net, conv, stats, bonus, version = self.net, self.conv, self.stats, self.bonus, self.version  # pin one version
         spec, cfg = self.spec, self.cfg
         B = len(batch.state)
-        out = net.serve(torch.from_numpy(batch.state), torch.from_numpy(batch.touches),
-                        torch.from_numpy(batch.touch_creatives)).numpy().astype(np.float64)
+        out = net.serve_np(batch.state, batch.touches, batch.touch_creatives).astype(np.float64)
         C, K1 = spec.creatives, spec.segments + 1
         eps, beta = cfg.ppo.explore_eps, cfg.ppo.creative_value_weight
         mask = np.asarray(channel_mask, dtype=bool)

@@ -107,6 +107,43 @@ def test_the_serving_encoder_skips_padding_and_equals_the_full_lstm() -> None:
                 p.add_(0.05 * torch.randn_like(p))
 
 
+def test_the_numpy_serving_path_equals_the_torch_heads() -> None:
+    """HybridNet.serve_np (numpy on views of the weights) must give serve()'s outputs: with and
+    without journeys, with and without the wide click part, and after in-place weight updates
+    and a load_state_dict (the views share the parameters' memory)."""
+    import torch
+
+    from agent_service.agent.networks import HybridNet
+
+    spec, rng = StateSpec(creatives=12), np.random.default_rng(5)
+    pacing = PacingInputs(15.0, 6.0, 0.5, 0.4, 0.35, 0.2, 0.15, -0.7, 0.9, 1.3)
+    b = build_states(spec, _opps(48, spec, rng), _journeys(48, spec, rng), pacing, CampaignStats(12))
+    empty = np.flatnonzero((b.touches[:, :, 0] > 0).sum(1) == 0)
+    assert 0 < len(empty) < 48
+    for exposure_at in (spec.cols("exposures_").start, -1):
+        torch.manual_seed(1)
+        net = HybridNet(spec.net_dim, spec.touch_dim, spec.creatives, 3, spec.segments + 1, 32, 4, 24,
+                        spec.cols("segment_").start, exposure_at)
+        with torch.no_grad():
+            for p in net.parameters():  # heads start at zero: give every weight a value
+                p.add_(0.3 * torch.randn_like(p))
+            for rows in (np.arange(48), empty, np.arange(3)):
+                state, touches, creatives = b.state[rows], b.touches[rows], b.touch_creatives[rows]
+                for _ in range(2):
+                    ref = net.serve(torch.from_numpy(state), torch.from_numpy(touches),
+                                    torch.from_numpy(creatives)).numpy()
+                    got = net.serve_np(state, touches, creatives)
+                    assert got.shape == ref.shape
+                    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+                    for p in net.parameters():  # an optimiser step: in place
+                        p.add_(0.05 * torch.randn_like(p))
+            other = HybridNet(*net.dims)
+            net.load_state_dict(other.state_dict())
+            ref = net.serve(torch.from_numpy(b.state), torch.from_numpy(b.touches), torch.from_numpy(b.touch_creatives))
+            np.testing.assert_allclose(net.serve_np(b.state, b.touches, b.touch_creatives), ref.numpy(),
+                                       rtol=1e-4, atol=1e-5)
+
+
 def test_clock_and_pacing_columns_by_hand() -> None:
     spec, rng = StateSpec(creatives=12), np.random.default_rng(1)
     opp = _opps(2, spec, rng)
