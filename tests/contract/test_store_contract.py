@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -296,3 +297,28 @@ async def test_small_batched_helpers(store: StateStore) -> None:
     assert await store.watermarks_many(["t", "u"]) == [{0: 5, 1: 9}, {}]
     assert await store.claim_many([("k1", b"a"), ("k1", b"b")], 60) == [(True, b"a"), (False, b"a")]
     assert await store.peek_many(["k1", "k2"]) == [b"a", None]
+
+
+async def test_redis_pipelines_survive_a_lost_script_cache_and_run_each_effect_once(redis_server: Any) -> None:
+    """After SCRIPT FLUSH (what a Redis restart does to the script cache) a pipeline of script
+    calls is answered NOSCRIPT: those calls did not run, so the store loads the scripts and
+    sends them again — each reservation exactly once, in one call of the port."""
+    from agent_service.ports.store import DecisionDraft
+
+    def draft(i: str, micros: int, period: int) -> DecisionDraft:
+        d = _decision(i)
+        return DecisionDraft(d, micros, period, msgspec.structs.replace(d, bid=False, no_bid_reason="budget"))
+
+    s = RedisStore(redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    await s.start()
+    try:
+        for period in (5, 6):
+            await s.init_budget("c", period, 1_000)
+        for round_, ids in enumerate((("a", "x"), ("b", "y"))):
+            await s.redis.script_flush()
+            got = await s.reserve_and_put("c", [draft(ids[0], 600 - 200 * round_, 5), draft(ids[1], 100, 6)], 3600)
+            assert [d.bid for d in got] == [True, True]
+        assert (await s.budget("c", 5)).reserved == 600 + 400 and (await s.budget("c", 6)).reserved == 200
+        assert set(await s.get_decisions(["a", "x", "b", "y"])) == {"a", "x", "b", "y"}
+    finally:
+        await s.stop()
