@@ -204,7 +204,11 @@ async def test_assignments_and_evaluation(make_graph) -> None:
 
 
 async def test_adapters_agree_on_a_random_history(redis_url) -> None:
-    """Same random links and revocations: identical statuses, persons and confidences."""
+    """Same random links and revocations: identical statuses, persons and confidences — also
+    when Redis lost its script cache (SCRIPT FLUSH, as after a restart) before a batch."""
+    import redis.asyncio as aioredis
+
+    admin = aioredis.Redis.from_url(redis_url)
     rng = random.Random(5)
     cfg = _config(max_component_nodes=6, max_ip_devices=5)
     mem = InMemoryIdentityGraph(cfg)
@@ -226,6 +230,8 @@ async def test_adapters_agree_on_a_random_history(redis_url) -> None:
             if step and rng.random() < 0.7:
                 batch.append(batch[0])  # duplicate inside a batch
             links += batch
+            if step % 3 == 1:
+                await admin.script_flush()
             assert await mem.add_links(batch) == await red.add_links(batch)
             for victim in rng.sample(links, 4):
                 assert await mem.revoke(victim.link_id) == await red.revoke(victim.link_id)
@@ -234,6 +240,7 @@ async def test_adapters_agree_on_a_random_history(redis_url) -> None:
     finally:
         await red.clear()
         await red.close()
+        await admin.aclose()
 
 
 async def test_synthetic_world_scores_reasonably() -> None:

@@ -56,10 +56,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent_service.adapters import redis_lua
+from agent_service.adapters.redis_pipeline import run_scripts
 from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError, StoreError
 from agent_service.ports.store import (
@@ -237,38 +238,11 @@ class RedisStore:
                              BudgetState(int(b), int(s), int(r)))
 
     async def _pipelined(self, what: str, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
-        """Run several script calls in one round trip (a pipeline; not a transaction).
-
-        EVALSHA is queued directly: a script registered on a redis-py pipeline makes every
-        ``execute`` send SCRIPT EXISTS first, a second round trip. A call answered NOSCRIPT (Redis
-        restarted and lost its script cache) did not run; its script is loaded and only those
-        calls are sent again, so no effect runs twice."""
-        if not calls:
-            return []
-        if len(calls) == 1:  # one script call needs no pipeline
-            name, keys, args = calls[0]
-            return [await self._run(name, keys, args)]
+        """Run several script calls in one round trip (:func:`run_scripts`; not a transaction)."""
         try:
-            results = await self._evalsha_all(calls)
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if missing:
-                for name in {calls[i][0] for i in missing}:
-                    script = self._scripts[name]
-                    script.sha = await self.redis.script_load(script.script)
-                for i, r in zip(missing, await self._evalsha_all([calls[i] for i in missing]), strict=True):
-                    results[i] = r
-            for r in results:
-                if isinstance(r, Exception):
-                    raise r
-            return results
+            return await run_scripts(self.redis, [(self._scripts[name], keys, args) for name, keys, args in calls])
         except RedisError as exc:
             raise StoreError(f"redis pipeline {what} failed: {exc}") from exc
-
-    async def _evalsha_all(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name, keys, args in calls:
-                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
 
     async def decide_contexts(self, queries: Sequence[ContextQuery], max_touches: int) -> list[DecideContext]:
         if len(queries) > _CONTEXT_CHUNK:  # Lua's unpack() has a stack limit

@@ -30,6 +30,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from agent_service.adapters.redis_pipeline import run_scripts
 from agent_service.errors import StoreError
 from agent_service.identity.config import IdentityConfig
 from agent_service.identity.model import IdentityLink, Resolution, device_node, max_product_confidence
@@ -213,7 +214,7 @@ class RedisIdentityGraph:
         out: list[str] = []
         try:
             for start in range(0, len(links), step):
-                pipe = self._r.pipeline(transaction=False)
+                calls = []
                 for b0 in range(start, min(start + step, len(links)), self._batch_size):
                     args = list(fixed)
                     for link in links[b0:b0 + self._batch_size]:
@@ -221,8 +222,8 @@ class RedisIdentityGraph:
                         det = link.deterministic
                         args += [link.link_id, a, b, "1" if det else "0", repr(float(link.score)),
                                  "" if det else link.ip]
-                    await self._add(keys=[self._p], args=args, client=pipe)
-                for statuses in await pipe.execute():
+                    calls.append((self._add, [self._p], args))
+                for statuses in await run_scripts(self._r, calls):
                     out.extend(_text(x) for x in statuses)
         except RedisError as exc:
             raise StoreError(f"identity add_links failed: {exc}") from exc

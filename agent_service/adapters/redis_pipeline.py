@@ -1,0 +1,48 @@
+"""Script calls in one Redis round trip, without redis-py's extra one.
+
+A script registered on a redis-py pipeline (``script(keys, args, client=pipe)``) makes every
+``execute`` send SCRIPT EXISTS first: a second round trip per batch. Here EVALSHA is queued
+directly. A call answered NOSCRIPT (Redis restarted and lost its script cache) did not run; its
+script is loaded and only those calls are sent again, so no effect runs twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+__all__ = ["run_scripts"]
+
+ScriptCall = tuple[AsyncScript, Sequence[Any], Sequence[Any]]
+"""(registered script, keys, args)."""
+
+
+async def run_scripts(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Results of ``calls`` in order (one pipeline, not a transaction); raises the first error."""
+    if not calls:
+        return []
+    if len(calls) == 1:  # one call needs no pipeline (the script object handles NOSCRIPT itself)
+        script, keys, args = calls[0]
+        return [await script(keys=list(keys), args=list(args))]
+    results = await _evalsha_all(client, calls)
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+            script.sha = await client.script_load(script.script)
+        for i, r in zip(missing, await _evalsha_all(client, [calls[i] for i in missing]), strict=True):
+            results[i] = r
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return results
+
+
+async def _evalsha_all(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
