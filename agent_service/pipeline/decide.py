@@ -17,6 +17,7 @@ reservation gets a no-bid with reason ``tmax`` rather than a late answer.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -190,12 +191,19 @@ class Decider:
         return out
 
     def _count(self, decisions: list[Decision]) -> None:
+        # Tallied first: a labelled counter's lookup and lock cost microseconds per call.
+        bids: collections.Counter[str] = collections.Counter()
+        no_bids: collections.Counter[str] = collections.Counter()
         for d in decisions:
-            self.metrics.bid_requests.inc()
             if d.bid and d.action.channel != "organic":
-                self.metrics.bids.labels(d.action.channel).inc()
+                bids[d.action.channel] += 1
             elif d.no_bid_reason is not None:
-                self.metrics.no_bids.labels(d.no_bid_reason).inc()
+                no_bids[d.no_bid_reason] += 1
+        self.metrics.bid_requests.inc(len(decisions))
+        for channel, n in bids.items():
+            self.metrics.bids.labels(channel).inc(n)
+        for reason, n in no_bids.items():
+            self.metrics.no_bids.labels(reason).inc(n)
 
     # --- the decision itself (agent engineer) --------------------------------------------
     def _slot(self, req: BidRequest, imp: Imp, event_time: int, device: str, ctx: DecideContext) -> _Slot:
