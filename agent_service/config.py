@@ -11,6 +11,7 @@ the environment.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -220,6 +221,11 @@ class ServeConfig:
     first_price_shade: float = 0.85
     """First-price auctions (OpenRTB ``at`` = 1): the bid is shaded to this fraction of the
     truthful (second-price) bid, never below the floor."""
+    usd_per_unit: dict[str, float] = field(default_factory=dict)
+    """Exchange rates for floors in other currencies, USD per unit (``[serve.usd_per_unit]``,
+    ``EUR = 1.08``): a floor in a listed currency is converted (rounded up, so a bid never falls
+    under it); a floor in an unlisted one is a no-bid ``floor_currency``. Bids are always priced
+    in USD, so a request whose ``cur`` excludes USD is a no-bid ``currency``."""
     tmax_default_ms: int = 100
     """Time budget of a bid request that carries no ``tmax``."""
     network_allowance_ms: int = 20
@@ -239,6 +245,10 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         _require(0 < self.first_price_shade <= 1, "serve.first_price_shade", "must be in (0, 1]")
+        for code, rate in self.usd_per_unit.items():
+            _require(len(code) == 3 and code.isalpha() and code.isupper(), f"serve.usd_per_unit.{code}",
+                     "must be an ISO 4217 code such as EUR")
+            _require(math.isfinite(rate) and rate > 0, f"serve.usd_per_unit.{code}", "must be a rate > 0")
         _require(self.tmax_default_ms > 0, "serve.tmax_default_ms", "must be > 0 ms")
         _require(self.network_allowance_ms >= 0, "serve.network_allowance_ms", "must be >= 0 ms")
         _require(self.max_batch > 0, "serve.max_batch", "must be > 0")

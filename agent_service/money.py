@@ -10,8 +10,10 @@ more than we bid).
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 __all__ = [
+    "floor_to_usd_micros",
     "MICROS_PER_USD",
     "cpm_to_micros",
     "impression_cost_micros",
@@ -31,6 +33,17 @@ def usd_to_micros(usd: float) -> int:
     if not math.isfinite(usd):
         raise ValueError(f"amount must be finite, got {usd!r}")
     return round(usd * MICROS_PER_USD)
+
+
+def floor_to_usd_micros(amount: float, usd_per_unit: float) -> int:
+    """A floor in another currency, in USD micros, rounded UP (a bid at it never falls under the
+    exchange's floor); exact decimal arithmetic on the two numbers as written.
+
+    :param amount: the floor in its currency (finite, >= 0). :param usd_per_unit: the rate (> 0).
+    """
+    if not (math.isfinite(amount) and math.isfinite(usd_per_unit)) or amount < 0 or usd_per_unit <= 0:
+        raise ValueError(f"need a finite floor >= 0 and a rate > 0, got {amount!r} at {usd_per_unit!r}")
+    return math.ceil(Decimal(repr(amount)) * Decimal(repr(usd_per_unit)) * MICROS_PER_USD)
 
 
 def micros_to_usd(micros: int) -> float:

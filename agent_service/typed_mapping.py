@@ -4,7 +4,8 @@ configuration (``agent_service.config``) and the simulator's calibration files.
 An unknown key, a wrong type or a value the dataclass's ``__post_init__`` refuses raises
 :class:`~agent_service.errors.ConfigError` naming the dotted path in the file
 (``warehouse.backend``, ``channels.social.competitor_cpm``, ``segments[2].share``).
-Supported field types: nested dataclasses, ``tuple[T, ...]``, unions (``T | None``), int,
+Supported field types: nested dataclasses, ``tuple[T, ...]``, ``dict[str, T]`` (a TOML
+table), unions (``T | None``), int,
 float (ints are accepted), str and bool.
 """
 
@@ -57,6 +58,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(key, f"expected a list, got {type(value).__name__}")
         item_tp = typing.get_args(tp)[0]
         return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:  # a table of name → value
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a table, got {type(value).__name__}")
+        val_tp = typing.get_args(tp)[1]
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         errors = []
         for arg in typing.get_args(tp):

@@ -30,7 +30,7 @@ from agent_service.config import CHANNELS, GaelpConfig
 from agent_service.contracts.events import Action, Decision, encoded_state
 from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid
 from agent_service.metrics import Metrics
-from agent_service.money import cpm_to_micros, impression_cost_micros, usd_to_micros
+from agent_service.money import cpm_to_micros, floor_to_usd_micros, impression_cost_micros, usd_to_micros
 from agent_service.pacing import paced_out
 from agent_service.pipeline.opportunity import device_id_of, opportunity_of
 from agent_service.pipeline.pseudonym import Pseudonymizer
@@ -73,6 +73,8 @@ class _Slot(NamedTuple):
     device_id: str
     ctx: DecideContext
     reject: str | None
+    floor_micros: int
+    """The imp's floor in USD micros (converted from ``bidfloorcur`` when needed)."""
 
 
 class Decider:
@@ -102,6 +104,7 @@ class Decider:
         self._decision_ttl_s = int(cfg.join.window_days * 86_400) + 2 * 86_400
         self.ids = ids or Pseudonymizer.from_env()
         self._shade = cfg.serve.first_price_shade
+        self._usd_per_unit = dict(cfg.serve.usd_per_unit)
         self._tail_s = 0.001  # running estimate of reservation + storing time (seconds)
         self._synced = -1e9  # perf_counter() of the last registry check
         self.sync_every_s = 0.0
@@ -209,13 +212,17 @@ class Decider:
     def _slot(self, req: BidRequest, imp: Imp, event_time: int, device: str, ctx: DecideContext) -> _Slot:
         """The slot of one impression, from the context the plumbing read (no store calls); the
         agent builds the states of the whole batch at once (``AgentServer.act_batch``)."""
-        opp = opportunity_of(req, imp, event_time)
-        reject = None
-        if req.cur and "USD" not in req.cur:
+        reject, floor = None, 0
+        if req.cur and "USD" not in req.cur:  # bids are priced in USD only
             reject = "currency"
-        elif imp.bidfloorcur != "USD":
+        elif imp.bidfloorcur == "USD":
+            floor = usd_to_micros(imp.bidfloor)
+        elif imp.bidfloorcur in self._usd_per_unit:
+            floor = floor_to_usd_micros(imp.bidfloor, self._usd_per_unit[imp.bidfloorcur])
+        else:
             reject = "floor_currency"
-        return _Slot(req, imp, opp, device, ctx, reject)
+        opp = opportunity_of(req, imp, event_time, floor / 1e6 if reject is None else None)
+        return _Slot(req, imp, opp, device, ctx, reject, floor)
 
     def _decide_one(self, i: int, s: _Slot, served: ServedBatch, logged: list[float]) -> Decision:
         """The draft decision for slot ``i`` (reservation and storing are done by the plumbing).
@@ -258,7 +265,9 @@ class Decider:
             return 0, "pacing"
         self.metrics.budget.set(budget.budget / 1e6)
         self.metrics.planned_spend.set(planned / 1e6)
-        floor = usd_to_micros(s.imp.bidfloor)
+        floor = s.floor_micros
+        if floor > self._bid_max:  # the cap would bid under the floor: the exchange would reject it
+            return 0, "floor"
         if bid_cpm_usd <= 0:
             return 0, "budget" if budget.remaining * 1000 < max(floor, self._bid_min) else "floor"
         bid = min(self._bid_max, max(self._bid_min, floor, cpm_to_micros(bid_cpm_usd)))

@@ -53,12 +53,15 @@ def _context_of(req: BidRequest) -> str:
     return ""
 
 
-def opportunity_of(req: BidRequest, imp: Imp, event_time: int) -> Opportunity:
-    """The feature-relevant view of one impression (floor in USD; non-USD floors are handled by the caller)."""
+def opportunity_of(req: BidRequest, imp: Imp, event_time: int, floor_cpm_usd: float | None = None) -> Opportunity:
+    """The feature-relevant view of one impression.
+
+    :param floor_cpm_usd: the floor in USD when the caller converted it from ``bidfloorcur``
+        (default: ``imp.bidfloor``, a USD floor)."""
     return Opportunity(
         event_time=event_time,
         devicetype=req.device.devicetype if req.device is not None else None,
         channels=channels_of(imp),
-        floor_cpm_usd=imp.bidfloor,
+        floor_cpm_usd=imp.bidfloor if floor_cpm_usd is None else floor_cpm_usd,
         context=_context_of(req),
     )

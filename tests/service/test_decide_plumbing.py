@@ -87,6 +87,39 @@ async def test_foreign_currencies_are_no_bids(store: StateStore) -> None:
     assert a.decisions[0].no_bid_reason == "currency" and b.response is not None and b.response.cur == "USD"
 
 
+async def test_floors_in_a_configured_currency_are_converted_up_and_honoured(store: StateStore) -> None:
+    """[serve.usd_per_unit]: a EUR floor of 3.00 at 1.1 USD/EUR is $3.30; every bid is at or over
+    it (priced in USD), an unlisted currency stays a no-bid, a floor over the $10 cap a no-bid."""
+    cfg = GaelpConfig().replace("budget", daily_usd=100.0).replace("serve", usd_per_unit={"EUR": 1.1})
+    kit = FlowKit(store, cfg)
+    t = T0 + 12 * 3_600_000
+
+    def req(rid: str, floor: float, cur: str) -> BidRequest:
+        return BidRequest(id=rid, imp=[Imp(id="1", bidfloor=floor, bidfloorcur=cur)],
+                          device=Device(ifa=f"dev-{rid}", devicetype=4), site=Site(cat=["IAB1"]))
+
+    eur = [r for i in range(30) for r in await kit.flow.decider.decide([(req(f"e{i}", 3.0, "EUR"), t)])]
+    bids = [r.decisions[0] for r in eur if r.decisions[0].bid]
+    assert bids and min(d.action.bid_cpm_micros for d in bids) >= 3_300_000
+    assert all(r.response is None or (r.response.cur == "USD" and r.response.seatbid[0].bid[0].price >= 3.3)
+               for r in eur)
+    assert {r.decisions[0].no_bid_reason for r in eur if not r.decisions[0].bid} <= {"floor", "pacing"}
+    [gbp] = await kit.flow.decider.decide([(req("g", 0.5, "GBP"), t)])
+    assert gbp.response is None and gbp.decisions[0].no_bid_reason == "floor_currency"
+    [high] = await kit.flow.decider.decide([(req("h", 9.5, "EUR"), t)])  # $10.45: over the $10 cap
+    assert high.response is None and high.decisions[0].no_bid_reason == "floor"
+
+
+def test_foreign_floor_conversion_rounds_up_exactly() -> None:
+    from agent_service.money import floor_to_usd_micros
+
+    assert floor_to_usd_micros(3.0, 1.1) == 3_300_000  # 3.0 * 1.1 is 3.3000000000000003 in floats
+    assert floor_to_usd_micros(0.1, 0.3) == 30_000
+    assert floor_to_usd_micros(1.0000001, 1.0) == 1_000_001  # a part of a micro rounds up
+    with pytest.raises(ValueError):
+        floor_to_usd_micros(1.0, 0.0)
+
+
 async def test_redelivered_request_reuses_its_decision_and_reservation(store: StateStore) -> None:
     kit = FlowKit(store, GaelpConfig().replace("budget", daily_usd=100.0))
     first = [await kit.flow.decider.decide([(_req(f"r{i}"), T0 + 12 * 3_600_000)]) for i in range(10)]

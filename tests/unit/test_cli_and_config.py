@@ -30,11 +30,20 @@ def test_help_lists_every_command() -> None:
     ({"serve": {"redis": "http://x"}}, "serve.redis"),
     ({"serve": {"event_loop": "trio"}}, "serve.event_loop"),
     ({"serve": {"max_passes": 0}}, "serve.max_passes"),
+    ({"serve": {"usd_per_unit": {"EUR": "1.1"}}}, "serve.usd_per_unit.EUR"),
+    ({"serve": {"usd_per_unit": {"EUR": 0}}}, "serve.usd_per_unit.EUR"),
+    ({"serve": {"usd_per_unit": {"euro": 1.1}}}, "serve.usd_per_unit.euro"),
+    ({"serve": {"usd_per_unit": 1.1}}, "serve.usd_per_unit"),
 ])
 def test_config_errors_name_the_key(data: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         from_mapping(GaelpConfig, data)
     assert err.value.key == key
+
+
+def test_exchange_rates_are_a_toml_table() -> None:
+    cfg = from_mapping(GaelpConfig, {"serve": {"usd_per_unit": {"EUR": 1.08, "GBP": 1}}})
+    assert cfg.serve.usd_per_unit == {"EUR": 1.08, "GBP": 1.0} and GaelpConfig().serve.usd_per_unit == {}
 
 
 def test_environment_overrides_and_bad_values() -> None:
