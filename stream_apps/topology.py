@@ -42,7 +42,7 @@ from agent_service.pipeline.records import HandleResult
 from agent_service.ports.bus import BusRecord, EventBus
 from agent_service.runtime.worker import publish_result
 
-__all__ = ["build_app", "consumer_lag", "handle_batch", "to_records"]
+__all__ = ["build_app", "handle_batch", "to_records"]
 
 log = logging.getLogger(__name__)
 
@@ -87,31 +87,6 @@ async def handle_batch(flow: Flow, bus: EventBus, metrics: Metrics, topic: str, 
                     log.warning("dead-lettering failed (%s); retrying", bus_exc)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
-
-
-async def consumer_lag(app: faust.App | None) -> dict[str, int]:
-    """Records behind the head per topic (high-water mark minus committed offset, summed over
-    this worker's partitions; 0 when unknown). Tansu under-reports high-water marks of
-    multi-record batches, so the figure is only a lower bound there."""
-    lag: dict[str, int] = {}
-    if app is None:
-        return lag
-    consumer = app.consumer
-    try:
-        assigned = consumer.assignment()
-    except Exception:  # not started yet or stopping: no figure this time
-        return lag
-    committed = getattr(consumer, "_committed_offset", {})
-    for tp in assigned:
-        try:
-            head = consumer.highwater(tp)
-        except Exception:  # partition not fetched yet
-            continue
-        done = committed.get(tp)
-        if done is None:
-            done = await consumer.position(tp) or 0
-        lag[tp.topic] = lag.get(tp.topic, 0) + max(0, int(head or 0) - int(done))
-    return lag
 
 
 def build_app(cfg: GaelpConfig, flow: Flow, bus: EventBus, metrics: Metrics) -> faust.App:

@@ -81,6 +81,9 @@ class MemoryBus:
     def consumer(self, topics: Sequence[str], group: str) -> MemoryConsumer:
         return MemoryConsumer(self, list(topics), group)
 
+    async def group_lag(self, group: str, topics: Sequence[str]) -> dict[str, int]:
+        return {t: self.lag(group, t) for t in topics}
+
     def lag(self, group: str, topic: str) -> int:
         """Records of ``topic`` not yet committed by ``group``."""
         return sum(len(log) - self._committed.get((group, topic, p), 0)

@@ -91,3 +91,8 @@ class EventBus(Protocol):
     def consumer(self, topics: Sequence[str], group: str) -> Consumer:
         """A new (not yet started) consumer of ``topics`` in ``group``."""
         ...
+
+    async def group_lag(self, group: str, topics: Sequence[str]) -> dict[str, int]:
+        """Records of each topic that ``group`` has not committed yet (summed over partitions; a
+        partition the group never committed counts whole) — consumer lag as operators read it."""
+        ...

@@ -44,7 +44,7 @@ from agent_service.runtime.assembly import build_learner, build_service
 from agent_service.runtime.learner_loop import ExperienceLearner
 from agent_service.runtime.warehouse_sink import WarehouseSink, run_sink, start_sink, stop_sink
 from agent_service.runtime.worker import publish_result
-from stream_apps.topology import build_app, consumer_lag
+from stream_apps.topology import build_app
 
 __all__ = ["ServeRuntime", "serve_forever"]
 
@@ -194,7 +194,14 @@ class ServeRuntime:
 
     async def _update_gauges(self) -> None:
         self.metrics.model_version.set(self.service.policy.version)
-        for topic, lag in (await consumer_lag(self._faust)).items():
+        t = self.cfg.topics
+        try:  # the stream worker's group, as the broker records it
+            lags = await self.bus.group_lag(self.cfg.serve.group_id, [t.bid_requests, t.auction_results, t.ad_events,
+                                                                       t.conversions, t.identity_links])
+        except BusError as exc:
+            log.warning("reading consumer lag failed: %s", exc)
+            lags = {}
+        for topic, lag in lags.items():
             self.metrics.consumer_lag.labels(topic).set(lag)
         now = _wall_ms()
         ledger = await self.store.budget(self.cfg.serve.campaign, period_of(now))

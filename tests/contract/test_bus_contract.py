@@ -121,3 +121,20 @@ async def test_groups_are_independent_and_headers_survive(bus: EventBus) -> None
         got = await _drain(c, 2)
         await c.stop()
         assert [r.is_tick for r in got] == [True, False]
+
+
+async def test_group_lag_counts_what_the_group_has_not_committed(bus: EventBus) -> None:
+    topic, group = f"t-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    await bus.create_topics([topic], partitions=2)
+    await _publish(bus, topic, 10)
+    assert await bus.group_lag(group, [topic]) == {topic: 10}  # a group that never committed: everything
+    c = bus.consumer([topic], group)
+    await c.start()
+    try:
+        assert len(await _drain(c, 10)) == 10
+        await c.commit()
+        assert await bus.group_lag(group, [topic]) == {topic: 0}
+        await _publish(bus, topic, 5)
+        assert await bus.group_lag(group, [topic]) == {topic: 5}
+    finally:
+        await c.stop()

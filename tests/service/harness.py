@@ -94,6 +94,9 @@ class ChaosBus:
     async def stop(self) -> None:
         await self.bus.stop()
 
+    async def group_lag(self, group: str, topics: Sequence[str]) -> dict[str, int]:
+        return await self.bus.group_lag(group, topics)
+
     async def create_topics(self, names: Sequence[str], partitions: int) -> None:
         await self.bus.create_topics(names, partitions)
 
