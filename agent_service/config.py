@@ -218,6 +218,9 @@ class ServeConfig:
     """Kafka consumer session timeout (tests use 2 s: tansu joins take half of it)."""
     model_dir: str = "runs/models"
     """Directory of the local-file model registry."""
+    spill_dir: str = "runs/spill"
+    """Where decision-log records wait on disk while Kafka is down and the in-memory backlog is full
+    (published oldest first when it is back, also after a restart)."""
     first_price_shade: float = 0.85
     """First-price auctions (OpenRTB ``at`` = 1): the bid is shaded to this fraction of the
     truthful (second-price) bid, never below the floor."""

@@ -196,6 +196,7 @@ partitions = 2
 group_id = "{prefix}"
 session_timeout_s = 2.0
 model_dir = "{workdir / 'models'}"
+spill_dir = "{workdir / 'spill'}"
 campaign = "bench"
 {extra}
 """)

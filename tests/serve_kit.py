@@ -40,6 +40,7 @@ partitions = 2
 group_id = "{prefix}"
 session_timeout_s = 2.0
 model_dir = "{tmp / 'models'}"
+spill_dir = "{tmp / 'spill'}"
 campaign = "{campaign}"
 {extra}"""
 

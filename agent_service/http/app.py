@@ -13,7 +13,9 @@ the other's Redis round trips. Each request's time budget is ``tmax`` (or the
 configured default) minus the network allowance: past it before the reservation the answer is
 a no-bid; a bid decided after the whole ``tmax`` is withdrawn before it is answered or logged
 (reservation freed, a 204, logged as a no-bid ``tmax_late``).
-Decisions are published to the decision log after the answer is sent.
+Decisions are published to the decision log after the answer is sent; while the bus is down
+they wait in memory and, past a bound, in a local spill file (``RecordSpill``), published oldest
+first when the bus is back.
 
 Admin actions need ``Authorization: Bearer <GAELP_ADMIN_TOKEN>``; without a configured token
 they are refused.
@@ -33,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from agent_service.adapters.record_spill import RecordSpill
 from agent_service.contracts.codec import decode_bid_request, encode
 from agent_service.contracts.events import Decision
 from agent_service.contracts.openrtb import BidRequest
@@ -75,11 +78,16 @@ class BidBatcher:
     :param max_passes: batches decided at once: while one waits for Redis, the next one's agent
         pass runs (the reservation is atomic in Redis and a duplicate request's decision is stored
         once, so overlapping passes are safe).
+    :param spill: where decision-log records go while the bus is down and more than
+        ``max_log_backlog`` wait (None: they are dropped and counted).
+    :param max_log_backlog: decision-log records kept in memory while the bus is down.
     """
 
     def __init__(self, decider: Decider, bus: EventBus, decisions_topic: str, metrics: Metrics,
-                 max_batch: int = 256, linger_s: float = 0.0, max_passes: int = 2) -> None:
+                 max_batch: int = 256, linger_s: float = 0.0, max_passes: int = 2,
+                 spill: RecordSpill | None = None, max_log_backlog: int = _MAX_LOG_BACKLOG) -> None:
         self.decider, self.bus, self.topic, self.metrics = decider, bus, decisions_topic, metrics
+        self.spill, self.max_log_backlog = spill, max_log_backlog
         self.max_batch = max_batch
         self.max_passes = max_passes
         self.linger_s = linger_s
@@ -93,6 +101,9 @@ class BidBatcher:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gaelp-bid-batcher")
         self._log_task = asyncio.create_task(self._publish_log(), name="gaelp-decision-log")
+        if self.spill is not None and self.spill.count:  # left by a previous process: publish them first
+            log.info("publishing %d spilled decision-log records", self.spill.count)
+            self._log_wake.set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -167,10 +178,17 @@ class BidBatcher:
             if not p.future.done():
                 p.future.set_result(result)
             self._log.extend(result.decisions)
-        if len(self._log) > _MAX_LOG_BACKLOG:  # the bus is down: keep bidding, count what the log loses
-            for _ in range(len(self._log) - _MAX_LOG_BACKLOG):
-                self._log.popleft()
-                self.metrics.errors.labels("decision_log_dropped").inc()
+        if len(self._log) > self.max_log_backlog:  # the bus is down: keep bidding; the oldest go to disk
+            excess = [self._log.popleft() for _ in range(len(self._log) - self.max_log_backlog)]
+            if self.spill is not None:
+                try:
+                    self.spill.append([(d.id.encode(), encode(d)) for d in excess])
+                    self.metrics.errors.labels("decision_log_spilled").inc(len(excess))
+                    excess = []
+                except OSError as exc:
+                    log.error("spilling the decision log failed: %s", exc)
+            if excess:
+                self.metrics.errors.labels("decision_log_dropped").inc(len(excess))
         self._log_wake.set()
 
     async def _publish_log(self) -> None:
@@ -187,10 +205,15 @@ class BidBatcher:
                 self._log_wake.set()
 
     async def _drain_log(self) -> None:
+        while self.spill is not None and self.spill.count:  # the oldest first
+            await self.bus.publish_many(self.topic, self.spill.peek(_LOG_CHUNK))
+            self.spill.pop()
         while self._log:
             chunk = [self._log[i] for i in range(min(len(self._log), _LOG_CHUNK))]
             await self.bus.publish_many(self.topic, [(d.id.encode(), encode(d)) for d in chunk])
-            for _ in chunk:  # published: now they may leave the backlog
+            for d in chunk:  # published: now they may leave the backlog (unless spilled meanwhile)
+                if not self._log or self._log[0] is not d:
+                    break
                 self._log.popleft()
 
 
@@ -198,8 +221,8 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
                    clock: Callable[[], int], admin_token: str | None,
                    admin_actions: dict[str, Callable[[dict[str, object]], Awaitable[dict[str, object]]]] | None = None,
                    tmax_default_ms: int = 100, network_allowance_ms: int = 20, max_batch: int = 256,
-                   batch_linger_ms: float = 0.0, max_passes: int = 2,
-                   ) -> web.Application:
+                   batch_linger_ms: float = 0.0, max_passes: int = 2, spill: RecordSpill | None = None,
+                   max_log_backlog: int = _MAX_LOG_BACKLOG) -> web.Application:
     """The service's HTTP application.
 
     :param decider: the decision path.
@@ -214,10 +237,12 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
     :param max_batch: most requests decided together.
     :param batch_linger_ms: how long a batch may fill before it is decided.
     :param max_passes: batches decided at once.
+    :param spill: where the decision log overflows to while the bus is down (None: dropped, counted).
+    :param max_log_backlog: decision-log records held in memory while the bus is down.
     """
     actions = admin_actions or {}
     batcher = BidBatcher(decider, bus, decisions_topic, metrics, max_batch=max_batch, linger_s=batch_linger_ms / 1000,
-                         max_passes=max_passes)
+                         max_passes=max_passes, spill=spill, max_log_backlog=max_log_backlog)
 
     async def bid(request: web.Request) -> web.Response:
         started = time.perf_counter()

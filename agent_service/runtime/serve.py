@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from aiohttp import web
 
 from agent_service.adapters.kafka_bus import KafkaBus
 from agent_service.adapters.model_lineage import Lineage
+from agent_service.adapters.record_spill import RecordSpill
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.agent.registry import FileRegistry
 from agent_service.config import GaelpConfig
@@ -77,6 +79,7 @@ class ServeRuntime:
         self.lineage = Lineage(self.registry, self.registry.dir / "LINEAGE.json")
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self._spill: RecordSpill | None = None
         self._faust: Any = None
         self.http_port: int | None = None
         self.identity_graph: RedisIdentityGraph | None = None
@@ -104,12 +107,14 @@ class ServeRuntime:
             self._tasks.append(asyncio.create_task(run_sink(self.sink, self.metrics)))
         self._faust = build_app(cfg, self.service.flow, self.bus, self.metrics)
         await self._faust.start()
+        self._spill = RecordSpill.claim(Path(cfg.serve.spill_dir), f"decisions-{cfg.serve.group_id}-{cfg.serve.campaign}")
         http = build_http_app(self.service.decider, self.bus, t.decisions, self.metrics, clock=_wall_ms,
                               admin_token=os.environ.get("GAELP_ADMIN_TOKEN") or None,
                               admin_actions={"rollback": self._rollback, "budget": self._set_budget},
                               tmax_default_ms=cfg.serve.tmax_default_ms,
                               network_allowance_ms=cfg.serve.network_allowance_ms, max_batch=cfg.serve.max_batch,
-                              batch_linger_ms=cfg.serve.batch_linger_ms, max_passes=cfg.serve.max_passes)
+                              batch_linger_ms=cfg.serve.batch_linger_ms, max_passes=cfg.serve.max_passes,
+                              spill=self._spill)
         self._runner = web.AppRunner(http, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.serve.http_host, cfg.serve.http_port)
@@ -137,7 +142,9 @@ class ServeRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # the batcher publishes what it can of the decision log
+        if self._spill is not None:
+            self._spill.close()
         if self._faust is not None:
             await self._faust.stop()
         if self.run_learner and hasattr(self, "_trainer"):
