@@ -118,6 +118,12 @@ class BidBatcher:
             self._log_task = None
         with contextlib.suppress(BusError):
             await self._drain_log()
+        if self._log and self.spill is not None:  # the bus is down at shutdown: the next process publishes them
+            try:
+                self.spill.append([(d.id.encode(), encode(d)) for d in self._log])
+                self._log.clear()
+            except OSError as exc:
+                log.error("spilling the decision log at shutdown failed: %s", exc)
         for p in self._queue:
             if not p.future.done():
                 p.future.set_exception(BusError("the service is stopping"))

@@ -89,3 +89,35 @@ async def test_the_decision_log_overflows_to_disk_and_loses_nothing(tmp_path: Pa
         assert kit.metrics.errors.labels("decision_log_dropped")._value.get() == 0
     finally:
         await client.close()
+
+
+async def test_a_shutdown_with_the_bus_down_leaves_the_log_on_disk_for_the_next_process(tmp_path: Path) -> None:
+    kit = FlowKit(MemoryStore(), GaelpConfig().replace("budget", daily_usd=1000.0))
+    bus = _FlakyBus()
+    path = tmp_path / "d-0.spill"
+
+    def app(spill: RecordSpill) -> TestClient:
+        return TestClient(TestServer(build_http_app(
+            kit.flow.decider, bus, kit.topics.decisions, kit.metrics,  # type: ignore[arg-type]
+            clock=lambda: T0 + 12 * 3_600_000, admin_token=None, spill=spill, max_log_backlog=100)))
+
+    spill = RecordSpill(path)
+    first = app(spill)
+    await first.start_server()
+    for i in range(4):
+        body = {"id": f"s{i}", "imp": [{"id": "1", "bidfloor": 0.5}], "tmax": 10_000, "device": {"ifa": f"d{i}"}}
+        await first.post("/openrtb2/bid", json=body)
+    await first.close()  # the bus is still down: the 4 in memory go to the file
+    spill.close()  # as `gaelp serve` does when it stops
+    assert bus.published == []
+    bus.down = False
+    second = app(RecordSpill(path))  # the next process, same file
+    await second.start_server()
+    try:
+        for _ in range(100):
+            if len(bus.published) == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert bus.published == [f"s{i}:1".encode() for i in range(4)]
+    finally:
+        await second.close()
