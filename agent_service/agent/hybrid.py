@@ -160,7 +160,7 @@ class HybridAgent:
 
     def _bonus(self, stats: CampaignStats) -> np.ndarray:
         """The value-guided creative policy's optimism bonus [C] (fixed per version: the stats come with it)."""
-        return creative_bonus(stats.explored, stats.campaign_ctr(), self.cfg.ppo.creative_optimism)
+        return creative_bonus(stats.impressions, stats.campaign_ctr(), self.cfg.ppo.creative_optimism)
 
     def _conv_estimate(self, model: DelayedConversionModel, matured: float) -> ConversionEstimate:
         return ConversionEstimate(model, self.cfg.conv_prior_rate, self.cfg.conv_prior_delay_days,

@@ -183,7 +183,7 @@ def mixed_probs(logits: torch.Tensor, eps: float, mask: torch.Tensor | None = No
 def creative_bonus(impressions: np.ndarray, ctr: float, kappa: float) -> np.ndarray:
     """``κ / sqrt(1 + n_c · CTR)``: about κ standard errors of creative c's click logit after n_c impressions.
 
-    :param impressions: [C] impressions per creative over the campaign's life. :param ctr: the campaign's CTR.
+    :param impressions: [C] (decayed) impressions per creative. :param ctr: the campaign's CTR.
     :returns: float64 [C].
     """
     return kappa / np.sqrt(1.0 + np.asarray(impressions, dtype=np.float64) * ctr)

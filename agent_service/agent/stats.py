@@ -3,8 +3,7 @@
 The learner updates them from experience and publishes them with the weights: smoothed
 posterior means (weak priors, so a new campaign starts at sensible averages) of creative CTR
 and CVR, A/B arm CTR, win rate and clearing price overall and per channel, and conversion
-value. Counts decay a little every period (markets and creatives drift); the lifetime
-impressions per creative behind the exploration bonus do not.
+value. Counts decay a little every period (markets and creatives drift).
 """
 
 from __future__ import annotations
@@ -42,11 +41,6 @@ class CampaignStats:
     prior_cvr: float = 0.05
     decay: float = 0.9
     impressions: np.ndarray = field(init=False)
-    explored: np.ndarray = field(init=False)
-    """Impressions per creative over the campaign's life, never decayed: the creative policy's
-    optimism bonus shrinks with them. The decayed counts would regrow every known creative's
-    bonus each period and keep the policy re-exploring it (while the click model, whose
-    estimate the bonus is about, does not forget)."""
     clicks: np.ndarray = field(init=False)
     conversions: np.ndarray = field(init=False)
     ab_impressions: np.ndarray = field(init=False)
@@ -63,7 +57,6 @@ class CampaignStats:
     def __post_init__(self) -> None:
         self._derived: _Derived | None = None
         self.impressions = np.zeros(self.creatives)
-        self.explored = np.zeros(self.creatives)
         self.clicks = np.zeros(self.creatives)
         self.conversions = np.zeros(self.creatives)
         self.ab_impressions = np.zeros(self.ab_variants)
@@ -132,7 +125,6 @@ class CampaignStats:
             np.add.at(self.channel_wins, channel[placed & won], 1.0)
             np.add.at(self.channel_paid_micros, channel[won], paid_micros[won])
         np.add.at(self.impressions, creative[won], 1.0)
-        np.add.at(self.explored, creative[won], 1.0)
         np.add.at(self.clicks, creative[won & clicked.astype(bool)], 1.0)
         np.add.at(self.ab_impressions, variant[won], 1.0)
         np.add.at(self.ab_clicks, variant[won & clicked.astype(bool)], 1.0)

@@ -71,8 +71,7 @@ def test_propensity_is_the_probability_of_the_whole_action() -> None:
 
 def test_served_probabilities_are_the_learners_policy_with_the_value_guide() -> None:
     agent = HybridAgent(SPEC, CFG, seed=4)
-    agent.stats.impressions[:] = [5000, 5000, 5000, 5000, 5000, 0]
-    agent.stats.explored[:] = agent.stats.impressions  # creative 5 unseen: bonus 0.5 vs 0.05
+    agent.stats.impressions[:] = [5000, 5000, 5000, 5000, 5000, 0]  # creative 5 unseen: bonus 0.5 vs 0.05
     agent.stats.clicks[:] = [100, 100, 100, 100, 100, 0]
     agent.bonus = agent._bonus(agent.stats)  # as a version published with these statistics would
     with torch.no_grad():  # a click model that prefers creative 2 of those seen; the head is not used
@@ -83,7 +82,7 @@ def test_served_probabilities_are_the_learners_policy_with_the_value_guide() -> 
     acts = agent.act(b, opp.channel_mask, opp.floor_cpm_usd, 100.0)
     with torch.no_grad():
         out = agent.net(torch.from_numpy(b.state), torch.from_numpy(b.touches), torch.from_numpy(b.touch_creatives))
-        bonus = torch.as_tensor(creative_bonus(agent.stats.explored, agent.stats.campaign_ctr(),
+        bonus = torch.as_tensor(creative_bonus(agent.stats.impressions, agent.stats.campaign_ctr(),
                                                CFG.ppo.creative_optimism), dtype=torch.float32)
         pc, pch, pk = (p.double().numpy() for p in policy_dists(out, torch.from_numpy(opp.channel_mask), CFG.ppo,
                                                                 bonus))
@@ -136,25 +135,3 @@ def test_the_dual_level_follows_the_plan_whatever_the_q_network_prefers() -> Non
         assert a == 0 and p == 1.0
         assert agent.z == pytest.approx(max(CFG.dqn.z_min, agent.z_base + CFG.dqn.adjustments[0]))
     assert agent.z_base == pytest.approx(z0 + 10 * CFG.dqn.dual_step * 0.5)  # integral control raises the level
-
-
-def test_the_exploration_bonus_does_not_regrow_when_counts_decay() -> None:
-    """Decayed counts track drift in CTR; the bonus reads lifetime impressions, so a creative
-    shown 5,000 times keeps its small bonus however many periods pass."""
-    from agent_service.agent.stats import CampaignStats
-
-    stats = CampaignStats(3)
-    creative = np.repeat([0, 1], [5000, 50])
-    stats.observe(creative, np.zeros(len(creative), np.int64), np.ones(len(creative)), np.ones(len(creative)),
-                  np.full(len(creative), 1000.0), np.arange(len(creative)) % 40 == 0)
-    agent = HybridAgent(SPEC, CFG, seed=0)  # _bonus reads only the statistics and κ
-    before = creative_bonus(stats.explored, stats.campaign_ctr(), 0.5)
-    for _ in range(30):
-        stats.end_period()
-    assert stats.impressions[0] < 300 and stats.explored.tolist() == [5000, 50, 0]
-    after = agent._bonus(stats)
-    assert after[0] < after[1] < after[2] == 0.5
-    assert np.allclose(after, creative_bonus(stats.explored, stats.campaign_ctr(), CFG.ppo.creative_optimism))
-    assert after[0] <= 1.5 * before[0]  # only the campaign CTR moved it, not the decay
-    restored = CampaignStats.from_state(stats.state())
-    assert restored.explored.tolist() == [5000, 50, 0]
