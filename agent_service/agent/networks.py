@@ -183,11 +183,14 @@ class HybridNet(nn.Module):
                          click[:, :c], click[:, c:])
 
     def serve_np(self, state: np.ndarray, touches: np.ndarray, touch_creatives: np.ndarray) -> np.ndarray:
-        """:meth:`serve` in numpy on views of the weights (float32). A decision batch has a few
+        """The serving path's outputs in one array, without the critic (not needed to act):
+        ``[B, C + 3 + (K + 1) + C + 3]`` = creative, channel, target logits, then the click
+        model's creative and channel terms — :meth:`forward`'s heads in numpy on views of the
+        weights (float32), the journey code from :meth:`JourneyEncoder.encode_np`. A decision batch has a few
         rows, where torch's per-operator dispatch (~10 µs) outweighs the arithmetic and numpy's
         costs ~1–2 µs; only an LSTM over real touches still runs in torch. The views share the
         parameters' memory, so in-place updates (optimiser steps, ``load_state_dict``) show at
-        once. Equal to :meth:`serve` up to float rounding (tested)."""
+        once. Equal to :meth:`forward` up to float rounding (tested)."""
         w = self._weights_np()
         code = self.encoder.encode_np(touches, touch_creatives)
         x = np.concatenate([state[:, :self.state_dim], code], axis=1)
@@ -235,16 +238,6 @@ class HybridNet(nn.Module):
         exposures = state[:, self.exposure_at:self.exposure_at + c]
         wide = self.creative_bias + seg @ self.appeal - nn.functional.softplus(self.fatigue) * exposures
         return torch.cat([wide, deep], dim=-1)
-
-
-    def serve(self, state: torch.Tensor, touches: torch.Tensor, touch_creatives: torch.Tensor) -> torch.Tensor:
-        """The serving path's outputs in one tensor, without the critic (not needed to act):
-        ``[B, C + 3 + (K + 1) + C + 3]`` = creative, channel, target logits, then the click
-        model's creative and channel terms."""
-        code = self.encoder.encode_padded(touches, touch_creatives)
-        x = torch.cat([state[:, :self.state_dim], code], dim=-1)
-        h = self.actor(x)
-        return torch.cat([self.creative(h), self.channel(h), self.target(h), self._click(state, x)], dim=-1)
 
 
 class BidQNet(nn.Module):
