@@ -118,12 +118,9 @@ class BidBatcher:
             self._log_task = None
         with contextlib.suppress(BusError):
             await self._drain_log()
-        if self._log and self.spill is not None:  # the bus is down at shutdown: the next process publishes them
-            try:
-                self.spill.append([(d.id.encode(), encode(d)) for d in self._log])
-                self._log.clear()
-            except OSError as exc:
-                log.error("spilling the decision log at shutdown failed: %s", exc)
+        # The bus is down at shutdown: the next process publishes what is left.
+        if self._log and self._spill_to_disk(list(self._log)):
+            self._log.clear()
         for p in self._queue:
             if not p.future.done():
                 p.future.set_exception(BusError("the service is stopping"))
@@ -186,14 +183,9 @@ class BidBatcher:
             self._log.extend(result.decisions)
         if len(self._log) > self.max_log_backlog:  # the bus is down: keep bidding; the oldest go to disk
             excess = [self._log.popleft() for _ in range(len(self._log) - self.max_log_backlog)]
-            if self.spill is not None:
-                try:
-                    self.spill.append([(d.id.encode(), encode(d)) for d in excess])
-                    self.metrics.errors.labels("decision_log_spilled").inc(len(excess))
-                    excess = []
-                except OSError as exc:
-                    log.error("spilling the decision log failed: %s", exc)
-            if excess:
+            if self._spill_to_disk(excess):
+                self.metrics.errors.labels("decision_log_spilled").inc(len(excess))
+            else:
                 self.metrics.errors.labels("decision_log_dropped").inc(len(excess))
         self._log_wake.set()
 
@@ -210,17 +202,33 @@ class BidBatcher:
                 await asyncio.sleep(0.5)
                 self._log_wake.set()
 
+    def _spill_to_disk(self, decisions: list[Decision]) -> bool:
+        """Append decisions to the spill file; False if there is none or it cannot be written."""
+        if self.spill is None:
+            return False
+        try:
+            self.spill.append(_log_records(decisions))
+        except OSError as exc:
+            log.error("spilling the decision log failed: %s", exc)
+            return False
+        return True
+
     async def _drain_log(self) -> None:
         while self.spill is not None and self.spill.count:  # the oldest first
             await self.bus.publish_many(self.topic, self.spill.peek(_LOG_CHUNK))
             self.spill.pop()
         while self._log:
             chunk = [self._log[i] for i in range(min(len(self._log), _LOG_CHUNK))]
-            await self.bus.publish_many(self.topic, [(d.id.encode(), encode(d)) for d in chunk])
+            await self.bus.publish_many(self.topic, _log_records(chunk))
             for d in chunk:  # published: now they may leave the backlog (unless spilled meanwhile)
                 if not self._log or self._log[0] is not d:
                     break
                 self._log.popleft()
+
+
+def _log_records(decisions: list[Decision]) -> list[tuple[bytes, bytes]]:
+    """Decision-log records: keyed by decision id (the partition and the readers' dedupe key)."""
+    return [(d.id.encode(), encode(d)) for d in decisions]
 
 
 def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metrics: Metrics,

@@ -80,6 +80,9 @@ class ServeRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._spill: RecordSpill | None = None
+        t = cfg.topics
+        self._inputs = [t.bid_requests, t.auction_results, t.ad_events, t.conversions, t.identity_links]
+        """The topics the stream worker consumes."""
         self._faust: Any = None
         self.http_port: int | None = None
         self.identity_graph: RedisIdentityGraph | None = None
@@ -91,7 +94,7 @@ class ServeRuntime:
         torch.set_num_threads(1)
         await self.store.start()
         await self.bus.start()
-        inputs = [t.bid_requests, t.auction_results, t.ad_events, t.conversions, t.identity_links]
+        inputs = self._inputs
         await self.bus.create_topics([*inputs, t.decisions, t.experience, t.dead_letters], t.partitions)
         partitions = {name: await self.bus.partitions(name) for name in inputs}
         learner = build_learner(cfg, self.registry, self.creatives, seed=cfg.simulation.seed)
@@ -201,10 +204,8 @@ class ServeRuntime:
 
     async def _update_gauges(self) -> None:
         self.metrics.model_version.set(self.service.policy.version)
-        t = self.cfg.topics
         try:  # the stream worker's group, as the broker records it
-            lags = await self.bus.group_lag(self.cfg.serve.group_id, [t.bid_requests, t.auction_results, t.ad_events,
-                                                                       t.conversions, t.identity_links])
+            lags = await self.bus.group_lag(self.cfg.serve.group_id, self._inputs)
         except BusError as exc:
             log.warning("reading consumer lag failed: %s", exc)
             lags = {}
