@@ -8,7 +8,12 @@ policy — same people, traffic, prices and luck (the engine's common random num
 * fixed bid, truthful expected value, linear bidding, dual-variable pacing — each with the
   random creative rule, their value model warmed and their one parameter chosen on the
   training world (``gaelp train``);
-* dual pacing with the best-creative-per-segment oracle (a reference that reads ground truth);
+* references that read ground truth (not deployable; they say where the gap to the optimum
+  comes from): dual pacing with the best-creative-per-segment oracle; dual pacing on the true
+  mean value of each *observable* cell (:mod:`agent_service.baselines.cell_oracle`: what a
+  perfect learner of the request's features could bid); dual pacing on each impression's
+  *true* value and best creative (full information but the prices to come: the ceiling of
+  online pacing);
 * the hindsight optimum: the LP bound of ``simulators.hindsight`` (myopic values: each
   opportunity valued as a first touch with the best creative for the true segment, competitors'
   prices known) over the same days, computed on the dual-pacing run's opportunities.
@@ -34,6 +39,7 @@ import torch
 from scipy import stats as sstats
 
 from agent_service.agent.campaign import HybridCampaign
+from agent_service.baselines.cell_oracle import CellOracle
 from agent_service.baselines.harness import CampaignPolicy, RunResult, run_campaign
 from agent_service.baselines.policies import BaselinePolicy, DualPacing, FixedBid, Linear, Truthful
 from agent_service.baselines.sim_adapter import SimMarket
@@ -78,9 +84,10 @@ def interval(x: np.ndarray) -> tuple[float, float]:
 
 def _policies(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, base: dict[str, Any],
               values: dict[str, Any] | None, seed: int) -> dict[str, Callable[[SimMarket], CampaignPolicy]]:
-    def baseline(make: Callable[[], Any], rule: str, name: str) -> Callable[[SimMarket], CampaignPolicy]:
+    def baseline(make: Callable[[], Any], rule: str, name: str, kind: type[BaselinePolicy] = BaselinePolicy,
+                 **kw: Any) -> Callable[[SimMarket], CampaignPolicy]:
         def build(m: SimMarket) -> CampaignPolicy:
-            pol = BaselinePolicy(make(), rule, m, seed=seed, name=name)
+            pol = kind(make(), rule, m, seed=seed, name=name, **kw)
             if values is not None:
                 pol.values.load(values)
             return pol
@@ -101,6 +108,10 @@ def _policies(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, bas
         "dual": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "random", "dual"),
         "dual+oracle_creative": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "oracle",
                                          "dual+oracle_creative"),
+        "dual+cell_oracle": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "oracle", "dual+cell_oracle",
+                                     kind=CellOracle),
+        "dual+truth": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "oracle", "dual+truth",
+                               value_source="truth"),
     }
 
 

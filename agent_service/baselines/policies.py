@@ -13,6 +13,13 @@ the person's *true* segment, read from the market's ground truth — a reference
 deployable policy). Channel rule: organic when offered (a free placement), else the paid
 channel with the highest v̂.
 
+Value sources: ``model`` (below, deployable) or ``truth`` — the market's true expected value of
+every creative on each paid channel for this person now, the best creative played: a
+*full-information* reference that knows everything the hindsight optimum knows except the
+prices to come. Dual pacing on true values is the ceiling of online pacing; its gap to the
+optimum is what not knowing prices in advance costs, the rest of a policy's gap is what not
+knowing values costs.
+
 Every baseline estimates v̂ with :class:`CellValueModel`, learned online from its own
 impressions, clicks and credits: CTR per (channel, most likely segment) cell as a
 Beta-posterior mean, conversions per click from the censoring-aware delay model, and the
@@ -175,13 +182,17 @@ class BaselinePolicy:
     """A bidder with a creative rule and the channel rule (module docstring).
 
     :param bidder: the bid rule. :param creative_rule: ``random`` or ``oracle``.
-    :param market: the market (read by the oracle rule only). :param seed: seeds the random rule.
+    :param market: the market (its ground truth read by the oracle rule and the truth source only).
+    :param seed: seeds the random rule. :param value_source: ``model`` or ``truth``.
     """
 
     def __init__(self, bidder: Bidder, creative_rule: str, market: Market, seed: int = 0,
-                 name: str | None = None) -> None:
+                 name: str | None = None, value_source: str = "model") -> None:
         if creative_rule not in ("random", "oracle"):
             raise ValueError(f"creative_rule: use 'random' or 'oracle', not {creative_rule!r}")
+        if value_source not in ("model", "truth"):
+            raise ValueError(f"value_source: use 'model' or 'truth', not {value_source!r}")
+        self.value_source = value_source
         self.bidder = bidder
         self.rule = creative_rule
         self.market = market
@@ -193,6 +204,8 @@ class BaselinePolicy:
         self.bidder.start_period(ctx)
 
     def play(self, opps: Opportunities, journeys: JourneyArrays, ctx: SlotContext) -> Plays:
+        if self.value_source == "truth":
+            return self._play_truth(opps)
         B = len(opps.person)
         seg = opps.segment_probs.argmax(1)
         v = np.stack([self.values.value(np.full(B, c), seg) for c in range(3)], axis=1)
@@ -209,6 +222,21 @@ class BaselinePolicy:
         bid = np.where(channel == 0, 0.0, bid)
         take = (channel == 0) | (bid > 0)
         everyone = np.full(B, self.market.segments, np.int64)  # untargeted
+        return Plays(bid, creative.astype(np.int64), channel.astype(np.int64), everyone, take)
+
+    def _play_truth(self, opps: Opportunities) -> Plays:
+        B = len(opps.person)
+        rows = np.arange(B)
+        per_channel = [self.market.truth(opps, np.full(B, c, np.int64)).value_by_creative for c in range(3)]
+        best = np.stack([v.max(1) for v in per_channel], axis=1)  # [B, 3] best creative's value
+        paid = np.where(opps.channel_mask[:, 1:], best[:, 1:], -1.0)
+        channel = np.where(opps.channel_mask[:, 0], 0, 1 + paid.argmax(1))
+        creative = np.stack([v.argmax(1) for v in per_channel], axis=1)[rows, channel]
+        value = best[rows, channel]
+        bid = self.bidder.bid(value, value, 1.0, opps.floor_cpm_usd)
+        bid = np.where(channel == 0, 0.0, bid)
+        take = (channel == 0) | (bid > 0)
+        everyone = np.full(B, self.market.segments, np.int64)
         return Plays(bid, creative.astype(np.int64), channel.astype(np.int64), everyone, take)
 
     def observe(self, keys: np.ndarray, opps: Opportunities, plays: Plays, results: Results,

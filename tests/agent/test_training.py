@@ -8,6 +8,7 @@ import torch
 
 from agent_service.agent.campaign import HybridCampaign
 from agent_service.agent.settings import DQNConfig, HybridConfig, PPOConfig
+from agent_service.baselines.cell_oracle import CellOracle
 from agent_service.baselines.harness import run_campaign
 from agent_service.baselines.policies import BaselinePolicy, DualPacing, FixedBid, Linear, Truthful
 from agent_service.config import RewardConfig
@@ -64,3 +65,19 @@ def test_a_diverged_policy_update_is_rejected_not_published() -> None:
     stats = learner.update(now_ms=market.start_ms + 86_400_000)
     assert stats.rejected and learner.rejected == 1 and learner.version == version
     assert all(torch.equal(v, before[k]) for k, v in learner.net.state_dict().items())
+
+
+def test_the_full_information_references_stay_in_budget_and_rank_by_what_they_know() -> None:
+    """Dual pacing on true values ≥ on true cell means of observable features > on the learned value model."""
+    value = {}
+    for source in ("model", "cells", "truth"):
+        market = StandinMarket(7, PARAMS)
+        pacing = DualPacing(DualPacerConfig(), 12)
+        pol = CellOracle(pacing, "random", market) if source == "cells" else \
+            BaselinePolicy(pacing, "random", market, value_source=source)
+        r = run_campaign(market, pol, 3)
+        assert all(d.spend_usd <= PARAMS.budget_usd + 1e-9 for d in r.days)
+        value[source] = sum(d.expected_value_usd for d in r.days[1:])
+    assert value["truth"] >= value["cells"] > value["model"] > 0, value
+    with pytest.raises(ValueError, match="value_source"):
+        BaselinePolicy(DualPacing(), "random", StandinMarket(7, PARAMS), value_source="guess")

@@ -1,0 +1,82 @@
+"""A perfect learner of value over what a bid request shows: an evaluation-only reference.
+
+How much of the hindsight optimum can *any* policy win that sees only the request and its own
+journey records? Not computable exactly, but this reference bounds the answer from the side of
+simple learners: it groups opportunities into cells of observable features — page category
+(through the discovered-segment posterior), the channels offered, device class, the person's
+GAELP touches so far (0/1/2/3+), whether one was clicked, whether one was in the last 2 days,
+and the quarter of the day — and bids on the *true* mean value of each (cell, channel,
+creative), averaged over every earlier opportunity of the cell from the market's ground truth:
+no estimation noise, no exploration cost, no delayed feedback. It plays the best creative and
+paid channel of its cell, organic when offered, under dual pacing.
+
+What it cannot know is what the request does not carry: the person's true segment, journey
+stage and interest, fatigue, and whether a conversion is already pending. Its gap to the
+full-information reference (:class:`~agent_service.baselines.policies.BaselinePolicy` with
+``value_source="truth"``) is what that hidden state is worth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent_service.agent.state import JourneyArrays
+from agent_service.baselines.harness import SlotContext
+from agent_service.baselines.market import Market, Opportunities, Plays
+from agent_service.baselines.policies import BaselinePolicy, Bidder
+
+__all__ = ["CellOracle", "observable_cells"]
+
+DAY_MS = 86_400_000
+
+
+def observable_cells(opps: Opportunities, journeys: JourneyArrays) -> np.ndarray:
+    """int64 [B] cell of each opportunity (module docstring), from observable features only."""
+    category = np.unique(np.round(opps.segment_probs, 9), axis=0, return_inverse=True)[1].reshape(-1)
+    offered = opps.channel_mask.astype(np.int64) @ np.array([1, 2, 4])
+    touched = journeys.channel >= 0
+    touches = np.minimum(touched.sum(1), 3)
+    clicked = (journeys.clicked & touched).any(1)
+    recent = (touched & (opps.event_time[:, None] - journeys.time_ms < 2 * DAY_MS)).any(1)
+    quarter = (opps.event_time % DAY_MS) * 4 // DAY_MS
+    key = np.zeros(len(category), np.int64)
+    for part, size in ((category, 64), (offered, 8), (opps.device_class, 4), (touches, 4), (clicked, 2),
+                       (recent, 2), (quarter, 4)):
+        key = key * size + np.asarray(part, np.int64)
+    return key
+
+
+class CellOracle(BaselinePolicy):
+    """Dual pacing (or any bidder) on the true mean value per observable cell (module docstring)."""
+
+    def __init__(self, bidder: Bidder, creative_rule: str, market: Market, seed: int = 0,
+                 name: str | None = None) -> None:
+        super().__init__(bidder, creative_rule, market, seed, name)
+        self.cell_sum: dict[int, np.ndarray] = {}
+        self.cell_n: dict[int, int] = {}
+
+    def play(self, opps: Opportunities, journeys: JourneyArrays, ctx: SlotContext) -> Plays:
+        B = len(opps.person)
+        rows = np.arange(B)
+        cells = observable_cells(opps, journeys).tolist()
+        truth = np.stack([self.market.truth(opps, np.full(B, c, np.int64)).value_by_creative for c in range(3)],
+                         axis=1)  # [B, 3, C]
+        est = np.zeros_like(truth)
+        for i, k in enumerate(cells):  # what the cell has shown so far: decided before this slot is learned
+            if k in self.cell_n:
+                est[i] = self.cell_sum[k] / self.cell_n[k]
+        for i, k in enumerate(cells):
+            if k in self.cell_n:
+                self.cell_sum[k] += truth[i]
+                self.cell_n[k] += 1
+            else:
+                self.cell_sum[k], self.cell_n[k] = truth[i].copy(), 1
+        best = est.max(axis=2)
+        paid = np.where(opps.channel_mask[:, 1:], best[:, 1:], -1.0)
+        channel = np.where(opps.channel_mask[:, 0], 0, 1 + paid.argmax(1))
+        creative = est.argmax(axis=2)[rows, channel]
+        value = best[rows, channel]
+        bid = np.where(channel == 0, 0.0, self.bidder.bid(value, value, 1.0, opps.floor_cpm_usd))
+        take = (channel == 0) | (bid > 0)
+        return Plays(bid, creative.astype(np.int64), channel.astype(np.int64),
+                     np.full(B, self.market.segments, np.int64), take)
