@@ -32,7 +32,7 @@ import torch
 from agent_service.agent.conversion import ConversionEstimate
 from agent_service.agent.dqn import epsilon_greedy
 from agent_service.agent.networks import BidQNet, HybridNet
-from agent_service.agent.ppo import creative_bonus, creative_temperature_scale
+from agent_service.agent.ppo import creative_bonus
 from agent_service.agent.registry import ModelRegistry
 from agent_service.agent.settings import HybridConfig
 from agent_service.agent.state import CampaignStats, StateBatch, StateSpec
@@ -235,9 +235,7 @@ class HybridAgent:
         mask = np.asarray(channel_mask, dtype=bool)
         click = out[:, C + 3 + K1:]
         if beta > 0:  # value-guided: the click model's creative logit plus the optimism bonus
-            guide = click[:, :C] + bonus
-            kappa = cfg.ppo.creative_optimism if cfg.ppo.creative_anneal else 0.0
-            head = beta * guide / creative_temperature_scale(guide, bonus, kappa)
+            head = beta * (click[:, :C] + bonus)
         else:
             head = out[:, :C]
         probs = [_mixed(head, cfg.ppo.creative_eps, None), _mixed(out[:, C:C + 3], eps, mask),

@@ -68,7 +68,6 @@ from agent_service.agent.networks import HybridNet, HybridOut
 from agent_service.agent.settings import PPOConfig
 
 __all__ = ["PPOConfig", "PPOLearner", "PPOStats", "PolicyBatch", "compute_gae", "creative_bonus", "creative_logits",
-           "creative_temperature_scale",
            "mixed_probs", "policy_dists"]
 
 
@@ -190,41 +189,13 @@ def creative_bonus(impressions: np.ndarray, ctr: float, kappa: float) -> np.ndar
     return kappa / np.sqrt(1.0 + np.asarray(impressions, dtype=np.float64) * ctr)
 
 
-_MIN_SE = 1e-3
-"""Floor of se* (β sharpens at most 1,000-fold; a zero bonus must not divide by zero)."""
-
-
-def creative_logits(out: HybridOut, beta: float, bonus: torch.Tensor | None = None,
-                    kappa: float = 0.0) -> torch.Tensor:
-    """``β · (ℓ_click + bonus) / se*`` with the click term detached (the policy loss must not move the
-    calibrated click model that bids rest on); the creative head's logits when ``β = 0``.
-
-    ``se*`` (:func:`creative_temperature_scale`, with ``kappa`` > 0; 1 otherwise) is the standard
-    error of the best-looking creative's logit, read off its bonus ``κ · se``."""
+def creative_logits(out: HybridOut, beta: float, bonus: torch.Tensor | None = None) -> torch.Tensor:
+    """``β · (ℓ_click + bonus)`` with the click term detached (the policy loss must not move the
+    calibrated click model that bids rest on); the creative head's logits when ``β = 0``."""
     if beta <= 0:
         return out.creative_logits
     logits = out.click_creative.detach()
-    if bonus is None:
-        return beta * logits
-    guide = logits + bonus
-    if kappa > 0:
-        se = (bonus / kappa).expand_as(guide)
-        return beta * guide / se.gather(-1, guide.argmax(-1, keepdim=True)).clamp_min(_MIN_SE)
-    return beta * guide
-
-
-def creative_temperature_scale(guide: np.ndarray, bonus: np.ndarray, kappa: float) -> np.ndarray:
-    """numpy twin of the ``se*`` of :func:`creative_logits`: [B, 1] standard error of each row's
-    best-looking creative (``guide = ℓ_click + bonus`` [B, C], ``bonus`` [C]); ones when ``kappa`` is 0.
-
-    Why: a fixed β samples near-tied creatives forever, even once the model can tell them apart
-    (about 4 points of creative regret after 40 training days against 1–2 for the greedy choice);
-    dividing by se* makes the softmax's temperature the model's remaining uncertainty about the
-    creative it would pick — β at first, shrinking as that creative's clicks accumulate — while the
-    bonus keeps sending traffic to creatives that are still uncertain."""
-    if kappa <= 0:
-        return np.ones((len(guide), 1))
-    return np.maximum(np.asarray(bonus)[guide.argmax(1)] / kappa, _MIN_SE)[:, None]
+    return beta * (logits + bonus if bonus is not None else logits)
 
 
 def policy_dists(out: HybridOut, mask: torch.Tensor, cfg: PPOConfig, bonus: torch.Tensor | None = None,
@@ -232,8 +203,7 @@ def policy_dists(out: HybridOut, mask: torch.Tensor, cfg: PPOConfig, bonus: torc
     """(creative [B, C], channel [B, 3], target [B, K]) action probabilities as served.
 
     :param bonus: [B, C] or [C] optimism bonus of the value-guided creative policy (None: 0)."""
-    kappa = cfg.creative_optimism if cfg.creative_anneal else 0.0
-    return (mixed_probs(creative_logits(out, cfg.creative_value_weight, bonus, kappa), cfg.creative_eps),
+    return (mixed_probs(creative_logits(out, cfg.creative_value_weight, bonus), cfg.creative_eps),
             mixed_probs(out.channel_logits, cfg.explore_eps, mask), mixed_probs(out.target_logits, cfg.explore_eps))
 
 

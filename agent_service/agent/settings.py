@@ -119,10 +119,6 @@ class PPOConfig:
     """κ: optimism bonus κ / sqrt(1 + n_c · CTR) on the click logit of creative c (n_c its decayed impressions,
     so n_c · CTR its expected clicks: ~ the logit's standard error), so that creatives the model has barely
     seen are still tried while they could be near the best; the bid uses the plain mean."""
-    creative_anneal: bool = True
-    """Divide β by the standard error of the best-looking creative's logit (``bonus / κ``, needs κ > 0): the
-    creative softmax sharpens as the model learns the creative it would pick, instead of sampling near-ties at
-    a fixed temperature forever (:func:`agent_service.agent.ppo.creative_temperature_scale`)."""
     creative_eps: float = 0.02
     """ε of the creative policy (uniform mass over all creatives; the guide explores near-best creatives itself,
     and every 0.01 of uniform mass costs ~0.5 % creative regret)."""
@@ -168,8 +164,6 @@ class PPOConfig:
         need(0 < self.creative_eps < 1, "creative_eps", "must be in (0, 1): propensities must stay > 0")
         need(self.creative_value_weight >= 0, "creative_value_weight", "must be >= 0 (0: the creative head alone)")
         need(self.creative_optimism >= 0, "creative_optimism", "must be >= 0")
-        need(not self.creative_anneal or self.creative_optimism > 0, "creative_anneal",
-             "needs creative_optimism > 0 (the standard errors are read off the bonus)")
 
 
 @dataclass(frozen=True)

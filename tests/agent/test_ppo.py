@@ -15,8 +15,6 @@ from agent_service.agent.ppo import (
     PPOLearner,
     compute_gae,
     creative_bonus,
-    creative_logits,
-    creative_temperature_scale,
     discounted_returns,
     policy_dists,
 )
@@ -193,33 +191,8 @@ def test_guide_config_errors_name_the_key() -> None:
         PPOConfig(creative_value_weight=-1.0)
     with pytest.raises(ConfigError, match="hybrid.ppo.creative_optimism"):
         PPOConfig(creative_optimism=-0.1)
-    with pytest.raises(ConfigError, match="hybrid.ppo.creative_anneal"):
-        PPOConfig(creative_optimism=0.0)  # the annealed temperature reads its standard errors off the bonus
-    PPOConfig(creative_optimism=0.0, creative_anneal=False)
 
 
 def test_the_optimism_bonus_shrinks_with_a_creatives_expected_clicks() -> None:
     b = creative_bonus(np.array([0.0, 100.0, 10_000.0]), 0.02, 0.5)
     assert b[0] == pytest.approx(0.5) and b[1] == pytest.approx(0.5 / np.sqrt(3.0)) and b[2] < 0.04
-
-
-def test_the_creative_softmax_sharpens_as_the_creative_it_would_pick_is_learned() -> None:
-    """Two creatives 0.05 logits apart: sampled nearly evenly while unseen, the better one almost always
-    once both have ~200 expected clicks; the numpy serving twin and the torch learner agree."""
-    cfg = PPOConfig()
-    click = np.array([[0.0, -0.05, -2.0, -2.0]])
-    share = {}
-    for shown in (0.0, 10_000.0):
-        bonus = creative_bonus(np.full(C, shown), 0.02, cfg.creative_optimism)
-        guide = click + bonus
-        head = cfg.creative_value_weight * guide / creative_temperature_scale(guide, bonus, cfg.creative_optimism)
-        p = np.exp(head - head.max()) / np.exp(head - head.max()).sum()
-        out = _net()(torch.zeros(1, D), torch.zeros(1, L, FT), torch.full((1, L), C, dtype=torch.int64))
-        out = out._replace(click_creative=torch.as_tensor(click, dtype=torch.float32))
-        torch_head = creative_logits(out, cfg.creative_value_weight, torch.as_tensor(bonus, dtype=torch.float32),
-                                     cfg.creative_optimism)
-        assert np.allclose(torch_head.detach().numpy(), head, rtol=1e-4, atol=1e-3)
-        share[shown] = p[0, 0]
-    assert 0.6 < share[0.0] < 0.8 and share[10_000.0] > 0.999
-    off = creative_temperature_scale(click, creative_bonus(np.zeros(C), 0.02, 0.5), 0.0)
-    assert np.array_equal(off, np.ones((1, 1)))
