@@ -146,7 +146,7 @@ class HybridLearner:
         self.table.update(keys, "won", won)
         self.table.update(keys, "clicked", clicked)
         held = self.table.slots(keys) if len(keys) else np.zeros(0, np.int64)
-        channel = self.table.rows(held).channel if len(held) == len(keys) else None
+        channel = self.table.column("channel", held) if len(held) == len(keys) else None
         self.stats.observe(creative, variant, bid, won, np.where(won, cost_usd * 1e6, 0.0), clicked, channel)
         clicked_held = [int(i) for i in np.flatnonzero(clicked) if self.table.has(keys[i])]
         if clicked_held:
@@ -185,7 +185,7 @@ class HybridLearner:
             self.conv_learner.add_conversion(k, int(t))
         slots = self.table.slots(keys)
         if len(slots):
-            creative = self.table.rows(slots).creative
+            creative = self.table.column("creative", slots)
             vals = np.asarray(value_usd if value_usd is not None else credit_usd, dtype=np.float64)
             self.stats.observe_conversions(creative, vals[: len(creative)])
 
@@ -224,14 +224,15 @@ class HybridLearner:
         """R_delayed of every pending clicked decision, from the delay model as of ``now_ms``."""
         if not len(self.table):
             return
-        rows = self.table.rows()
         slots = self.table.recent(len(self.table))
-        pending = rows.clicked & ~rows.final & (rows.attribution <= 0)
+        col = self.table.column  # only the fields read: a full table's states and touches are large
+        pending = col("clicked", slots) & ~col("final", slots) & (col("attribution", slots) <= 0)
         value = self.stats.value_per_conversion(self.cfg.value_prior_usd)
         delayed = np.zeros(len(slots), np.float32)
         if pending.any():
-            x = conv_features(self.spec, rows.state[pending], rows.channel[pending])
-            elapsed_s = np.maximum(now_ms - rows.time_ms[pending], 0) / 1000.0
+            held = slots[pending]
+            x = conv_features(self.spec, col("state", held), col("channel", held))
+            elapsed_s = np.maximum(now_ms - col("time_ms", held), 0) / 1000.0
             p = self.conv_est.p_pending(x, elapsed_s, self.cfg.window_days * 86_400.0)
             delayed[pending] = rw.delayed(p, value)
         self.table.set_column(slots, "delayed", delayed)
