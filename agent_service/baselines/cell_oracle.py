@@ -56,27 +56,18 @@ class CellOracle(BaselinePolicy):
         self.cell_n: dict[int, int] = {}
 
     def play(self, opps: Opportunities, journeys: JourneyArrays, ctx: SlotContext) -> Plays:
-        B = len(opps.person)
-        rows = np.arange(B)
-        cells = observable_cells(opps, journeys).tolist()
-        truth = np.stack([self.market.truth(opps, np.full(B, c, np.int64)).value_by_creative for c in range(3)],
-                         axis=1)  # [B, 3, C]
-        est = np.zeros_like(truth)
-        for i, k in enumerate(cells):  # what the cell has shown so far: decided before this slot is learned
+        truth = self.true_values(opps)  # [B, 3, C]
+        cells, row_cell = np.unique(observable_cells(opps, journeys), return_inverse=True)
+        row_cell = row_cell.reshape(-1)
+        sums = np.zeros((len(cells), *truth.shape[1:]))
+        np.add.at(sums, row_cell, truth)
+        counts = np.bincount(row_cell, minlength=len(cells))
+        est = np.zeros_like(sums)
+        for j, k in enumerate(cells.tolist()):  # bid on what the cell showed before this slot, then learn it
             if k in self.cell_n:
-                est[i] = self.cell_sum[k] / self.cell_n[k]
-        for i, k in enumerate(cells):
-            if k in self.cell_n:
-                self.cell_sum[k] += truth[i]
-                self.cell_n[k] += 1
+                est[j] = self.cell_sum[k] / self.cell_n[k]
+                self.cell_sum[k] += sums[j]
+                self.cell_n[k] += int(counts[j])
             else:
-                self.cell_sum[k], self.cell_n[k] = truth[i].copy(), 1
-        best = est.max(axis=2)
-        paid = np.where(opps.channel_mask[:, 1:], best[:, 1:], -1.0)
-        channel = np.where(opps.channel_mask[:, 0], 0, 1 + paid.argmax(1))
-        creative = est.argmax(axis=2)[rows, channel]
-        value = best[rows, channel]
-        bid = np.where(channel == 0, 0.0, self.bidder.bid(value, value, 1.0, opps.floor_cpm_usd))
-        take = (channel == 0) | (bid > 0)
-        return Plays(bid, creative.astype(np.int64), channel.astype(np.int64),
-                     np.full(B, self.market.segments, np.int64), take)
+                self.cell_sum[k], self.cell_n[k] = sums[j], int(counts[j])
+        return self.play_values(opps, est[row_cell])

@@ -225,16 +225,25 @@ class BaselinePolicy:
         return Plays(bid, creative.astype(np.int64), channel.astype(np.int64), everyone, take)
 
     def _play_truth(self, opps: Opportunities) -> Plays:
+        return self.play_values(opps, self.true_values(opps))
+
+    def true_values(self, opps: Opportunities) -> np.ndarray:
+        """float [B, 3, C] ground truth: each creative's expected value on each channel (references only)."""
+        B = len(opps.person)
+        return np.stack([self.market.truth(opps, np.full(B, c, np.int64)).value_by_creative for c in range(3)],
+                        axis=1)
+
+    def play_values(self, opps: Opportunities, values: np.ndarray) -> Plays:
+        """Plays from per-channel, per-creative values [B, 3, C]: organic when offered, else the paid channel
+        whose best creative is worth most; that creative, bid by the bidder on its value."""
         B = len(opps.person)
         rows = np.arange(B)
-        per_channel = [self.market.truth(opps, np.full(B, c, np.int64)).value_by_creative for c in range(3)]
-        best = np.stack([v.max(1) for v in per_channel], axis=1)  # [B, 3] best creative's value
+        best = values.max(axis=2)
         paid = np.where(opps.channel_mask[:, 1:], best[:, 1:], -1.0)
         channel = np.where(opps.channel_mask[:, 0], 0, 1 + paid.argmax(1))
-        creative = np.stack([v.argmax(1) for v in per_channel], axis=1)[rows, channel]
+        creative = values.argmax(axis=2)[rows, channel]
         value = best[rows, channel]
-        bid = self.bidder.bid(value, value, 1.0, opps.floor_cpm_usd)
-        bid = np.where(channel == 0, 0.0, bid)
+        bid = np.where(channel == 0, 0.0, self.bidder.bid(value, value, 1.0, opps.floor_cpm_usd))
         take = (channel == 0) | (bid > 0)
         everyone = np.full(B, self.market.segments, np.int64)
         return Plays(bid, creative.astype(np.int64), channel.astype(np.int64), everyone, take)
