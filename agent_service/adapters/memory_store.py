@@ -44,6 +44,7 @@ class MemoryStore:
         self._journeys: dict[str, dict[str, Touch]] = defaultdict(dict)
         self._clicks: dict[str, set[str]] = defaultdict(set)
         self._decisions: dict[str, Decision] = {}
+        self._contexts: dict[str, dict[int, int]] = {}  # person -> context bucket -> requests
         self._budgets: dict[tuple[str, int], list[int]] = {}  # [budget, spent, reserved]
         self._reservations: dict[tuple[str, int, str], int] = {}
         self._settled: set[tuple[str, int, str]] = set()
@@ -151,7 +152,8 @@ class MemoryStore:
         out = []
         for q in queries:
             ctx = await self.decide_context(q.device_id, q.campaign, q.period, max_touches)
-            out.append(ctx._replace(existing=self._decisions.get(q.decision_id)))
+            prof = self._contexts.get(ctx.identity.person_id, {})
+            out.append(ctx._replace(existing=self._decisions.get(q.decision_id), contexts=tuple(sorted(prof.items()))))
         return out
 
     async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
@@ -206,6 +208,9 @@ class MemoryStore:
             if old is None:
                 fits = d.reserve_micros == 0 or await self.reserve(campaign, d.period, d.decision.id, d.reserve_micros)
                 old = self._decisions[d.decision.id] = d.decision if fits else cast(Decision, d.if_short)
+                if d.context >= 0:
+                    prof = self._contexts.setdefault(d.decision.person_id, {})
+                    prof[d.context] = prof.get(d.context, 0) + 1
             out.append(old)
         return out
 

@@ -95,12 +95,13 @@ return out
 
 # The decision path's write for one budget period. ARGV: decision ttl, reservation ttl, then per
 # draft: decision key, reservation id, amount (0: none), decision json, json if the budget is
-# short. In order, one atomic step: a draft whose decision key exists gets that json back and
-# reserves nothing; otherwise its amount is reserved if it fits (``reserve``) and its json
-# stored (1), or its if-short json stored (0).
+# short, the person's context-profile key ('' : none) and context bucket. In order, one atomic
+# step: a draft whose decision key exists gets that json back and reserves and counts nothing;
+# otherwise its amount is reserved if it fits (``reserve``) and its json stored (1), or its
+# if-short json stored (0), and one request of its context is added to the profile.
 RESERVE_AND_PUT = _GREEDY_LEDGER + """
 local out = {}
-for i = 3, #ARGV, 5 do
+for i = 3, #ARGV, 7 do
   local key = ARGV[i]
   local old = redis.call('GET', key)
   if old then
@@ -113,6 +114,10 @@ for i = 3, #ARGV, 5 do
     else
       redis.call('SET', key, ARGV[i + 4], 'EX', ARGV[1])
     end
+    if ARGV[i + 5] ~= '' then
+      redis.call('HINCRBY', ARGV[i + 5], ARGV[i + 6], 1)
+      redis.call('EXPIRE', ARGV[i + 5], ARGV[1])
+    end
     out[#out + 1] = ok
   end
 end
@@ -123,8 +128,9 @@ return out
 # DECIDE_CONTEXT for a whole decide batch in one call (keys derived from the prefix; read only).
 # ARGV: prefix, max touches, then per impression: device id, budget hash key, decision key.
 # Returns {msgpack string, stored decision or false per impression}: the msgpack string (one
-# reply to parse, not hundreds) is a flat array with, per impression, 8 values: person, score,
-# device count, {touch json...}, {click flag or false...}, budget, spent, reserved. (Stored
+# reply to parse, not hundreds) is a flat array with, per impression, 9 values: person, score,
+# device count, {touch json...}, {click flag or false...}, budget, spent, reserved, {context
+# bucket, requests, ...} (the person's context profile, HGETALL). (Stored
 # decisions are binary msgpack themselves, so they travel as separate replies.)
 DECIDE_CONTEXTS = """
 local prefix, n = ARGV[1], tonumber(ARGV[2])
@@ -155,6 +161,7 @@ for i = 3, #ARGV, 3 do
   out[#out + 1] = b[1] or '0'
   out[#out + 1] = b[2] or '0'
   out[#out + 1] = b[3] or '0'
+  out[#out + 1] = redis.call('HGETALL', prefix .. 'ctx:' .. person)
   stored[#stored + 1] = redis.call('GET', ARGV[i + 2])
 end
 return {cmsgpack.pack(out), unpack(stored)}

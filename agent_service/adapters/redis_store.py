@@ -14,6 +14,8 @@ key                            type    content                                  
 {p}jdata:{person}              hash    decision id → Touch JSON                            window + slack
 {p}jclick:{person}             hash    decision id → 1 for clicked touches                 window + slack
 {p}dec:{decision}              string  Decision, JSON as logged (put-if-absent)            window + slack
+{p}ctx:{person}                hash    context bucket → requests decided (+1 per newly     window + slack
+                                       stored decision: the segment posterior's evidence)
 {p}budget:{campaign}:{period}  hash    budget, spent, reserved (integer micros)            none (audit)
 {p}resv:{campaign}:{period}    hash    decision id → reserved micros (open reservations)   3 days
 {p}settled:{campaign}:{period} hash    decision id → cost micros (settled: dedupe)         3 days
@@ -258,12 +260,13 @@ class RedisStore:
         packed, *stored = await self._run("DECIDE_CONTEXTS", [], args)
         res = msgspec.msgpack.decode(packed)
         out = []
-        for i, existing in zip(range(0, len(res), 8), stored, strict=True):
-            person, score, ndev, touches, clicks, b, s, r = res[i:i + 8]
+        for i, existing in zip(range(0, len(res), 9), stored, strict=True):
+            person, score, ndev, touches, clicks, b, s, r, prof = res[i:i + 9]
             out.append(DecideContext(Identity(person, float(score), int(ndev)),
                                      _touches([t or None for t in touches], [c or None for c in clicks]),
                                      BudgetState(int(b), int(s), int(r)),
-                                     _decode_decision(existing) if existing else None))
+                                     _decode_decision(existing) if existing else None,
+                                     tuple(sorted((int(prof[j]), int(prof[j + 1])) for j in range(0, len(prof), 2)))))
         return out
 
     async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
@@ -354,7 +357,8 @@ class RedisStore:
                 d = drafts[k]
                 args += [f"{self._p}dec:{d.decision.id}", d.decision.id, int(d.reserve_micros),
                          _decision_enc.encode(d.decision),
-                         _decision_enc.encode(d.if_short) if d.if_short is not None else b""]
+                         _decision_enc.encode(d.if_short) if d.if_short is not None else b"",
+                         f"{self._p}ctx:{d.decision.person_id}" if d.context >= 0 else "", max(d.context, 0)]
             calls.append(("RESERVE_AND_PUT", self._ledger_keys(campaign, period), args))
         out: list[Decision] = [d.decision for d in drafts]
         for ks, got in zip(by_period.values(), await self._pipelined("reserve_and_put", calls), strict=True):

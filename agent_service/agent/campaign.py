@@ -5,7 +5,11 @@ Glue only: it builds the enriched states from what the harness shows a bidder (t
 :class:`~agent_service.agent.hybrid.HybridAgent` for the batch's actions, and feeds the
 :class:`~agent_service.agent.learner.HybridLearner` with decisions, outcomes, credits, window
 closings and one bid-multiplier transition per slot; each published version is swapped into
-the serving agent (by version number, as a bidder process would).
+the serving agent (by version number, as a bidder process would). It also keeps what the
+service's store keeps per person: the count of each context the person's requests carried, from
+which the state's segment posterior is accumulated (:mod:`~agent_service.agent.segment_profile`;
+the segment model is the table of request posteriors the market shows, with their running mean
+as the prior).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 from agent_service.agent.buffers import DecisionRows, SlotTransition, zero_rewards
 from agent_service.agent.hybrid import AgentActs, HybridAgent, HybridConfig, spec_of
 from agent_service.agent.learner import HybridLearner, LearnerStats
+from agent_service.agent.segment_profile import SegmentModel
 from agent_service.agent.state import JourneyArrays, OpportunityArrays, PacingInputs, StateBatch, build_states
 from agent_service.baselines.harness import SlotContext
 from agent_service.baselines.market import Opportunities, Plays, Results
@@ -58,6 +63,10 @@ class HybridCampaign:
         self._done = False
         self._volume = 0.0
         self._variant = np.zeros(0, np.int64)
+        self._ctx_counts = np.zeros((0, 0), np.int32)  # [journey key, context] requests seen
+        self._ctx_table = np.zeros((0, cfg.segments))  # [context, K] P(segment | context) as shown
+        self._prior_sum = np.zeros(cfg.segments)
+        self._prior_n = 0
 
     def checkpoint(self) -> dict[str, Any]:
         """The learner's checkpoint plus this campaign's pacing state (plan profile, multiplier)."""
@@ -128,8 +137,9 @@ class HybridCampaign:
         spec = self.spec
         variant = np.array([zlib.crc32(str(p).encode()) % spec.ab_variants for p in opps.person.tolist()])
         credited = np.array([self._credited.get(p, 0.0) for p in opps.person.tolist()])
+        segments = self._segment_posterior(opps) if self.cfg.segment_profile else opps.segment_probs
         opp = OpportunityArrays(opps.event_time, opps.device_class, opps.channel_mask, opps.floor_cpm_usd,
-                                opps.segment_probs, opps.identity_confidence, opps.device_count, variant, credited,
+                                segments, opps.identity_confidence, opps.device_count, variant, credited,
                                 opps.person)
         budget = max(ctx.budget_usd, 1e-9)
         pacing = PacingInputs(ctx.budget_usd, ctx.spent_usd, 0.0, ctx.elapsed, self.plan.fraction(ctx.elapsed),
@@ -141,6 +151,29 @@ class HybridCampaign:
         self._variant = variant
         take = (acts.channel == 0) | (acts.bid_cpm_usd > 0)
         return Plays(acts.bid_cpm_usd, acts.creative, acts.channel, acts.target, take)
+
+    def _segment_posterior(self, opps: Opportunities) -> np.ndarray:
+        """Each person's segment posterior over their earlier requests and this one; then count
+        this batch's contexts (a person twice in a batch sees the counts from before the batch,
+        as the service's store would)."""
+        ctx, key = opps.context.astype(np.int64), opps.person.astype(np.int64)
+        if not len(ctx):
+            return opps.segment_probs
+        n_ctx = max(int(ctx.max()) + 1, self._ctx_table.shape[0])
+        n_key = max(int(key.max()) + 1, self._ctx_counts.shape[0])
+        if n_ctx > self._ctx_table.shape[0] or n_key > self._ctx_counts.shape[0]:
+            grown = np.zeros((max(n_key, 2 * self._ctx_counts.shape[0]), n_ctx), np.int32)
+            grown[:self._ctx_counts.shape[0], :self._ctx_counts.shape[1]] = self._ctx_counts
+            table = np.zeros((n_ctx, self._ctx_table.shape[1]))
+            table[:self._ctx_table.shape[0]] = self._ctx_table
+            self._ctx_counts, self._ctx_table = grown, table
+        self._ctx_table[ctx] = opps.segment_probs
+        self._prior_sum += opps.segment_probs.sum(axis=0)
+        self._prior_n += len(ctx)
+        counts = self._ctx_counts[key].astype(np.float64)
+        counts[np.arange(len(ctx)), ctx] += 1.0
+        np.add.at(self._ctx_counts, (key, ctx), 1)
+        return SegmentModel(self._ctx_table, self._prior_sum / self._prior_n).posterior(counts)
 
     def _expected(self, ctx: SlotContext) -> float:
         """Opportunities expected in the slot (the plan's share of the daily volume seen so far)."""

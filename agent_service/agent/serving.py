@@ -11,8 +11,11 @@ the Q-network moves ``z`` from the pacing features of the ledger (spend against 
 in the last slot, bids made, the competition statistics the learner publishes). Each service
 process keeps its own ``z``; the budget itself is enforced by the store's atomic reservations.
 
-Until the discovery engine publishes segment posteriors for the service, the page/app context
-bucket stands in for the discovered segment (a one-hot over the K segments).
+The segment group of the state is the person's posterior accumulated over the contexts of all
+their requests (the store's context profile plus this request; ``agent.segment_profile``). Until
+the discovery engine publishes a segment model for the service, a stand-in maps context bucket
+``c`` to segment ``c mod K`` (``SegmentModel.hashed_contexts``); with ``segment_profile`` off,
+the request's bucket alone, one-hot.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from agent_service.agent.features import Opportunity, context_bucket
+from agent_service.agent.features import CONTEXT_BUCKETS, Opportunity, context_bucket
 from agent_service.agent.hybrid import AgentActs, HybridAgent, HybridConfig, spec_of
 from agent_service.agent.registry import ModelRegistry
+from agent_service.agent.segment_profile import SegmentModel, counts_matrix
 from agent_service.agent.state import (
     OpportunityArrays,
     PacingInputs,
@@ -70,6 +74,7 @@ class AgentServer:
         self.agent.warmup()
         self.budget_usd = budget_usd
         self.plan = SpendPlan(hybrid.slots_per_period)
+        self.segment_model = SegmentModel.hashed_contexts(CONTEXT_BUCKETS, self.spec.segments)
         self._slot: tuple[int, int] | None = None
         self._slot_spent0 = 0.0
         self._out = SlotOutcome()
@@ -130,8 +135,13 @@ class AgentServer:
         mask = np.array([[c in o.channels for c in CHANNELS] for o in opps], bool)
         mask[~mask.any(1), 2] = True
         floor = np.array([o.floor_cpm_usd for o in opps], np.float64)
-        seg = np.zeros((B, spec.segments))
-        seg[np.arange(B), [context_bucket(o.context) % spec.segments for o in opps]] = 1.0
+        bucket = np.array([context_bucket(o.context) for o in opps], np.int64)
+        if self.cfg.segment_profile:
+            seg = self.segment_model.posterior(
+                counts_matrix([c.contexts for c in ctxs], bucket, self.segment_model.contexts))
+        else:
+            seg = np.zeros((B, spec.segments))
+            seg[np.arange(B), bucket % spec.segments] = 1.0
         opp = OpportunityArrays(
             t, devclass, mask, floor, seg, np.array([c.identity.confidence for c in ctxs]),
             np.array([c.identity.device_count for c in ctxs]),

@@ -178,6 +178,9 @@ class HybridConfig:
     """Width of the policy, critic and click-model MLPs."""
     segments: int = 8
     """Discovered segments in the state (K); also the targeting choices."""
+    segment_profile: bool = True
+    """The state's segment group is the posterior accumulated over all the person's requests
+    (``agent.segment_profile``); False: the current request's context alone."""
     max_touches: int = 16
     """Touches the LSTM reads (L)."""
     ab_variants: int = 4

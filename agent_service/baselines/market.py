@@ -38,6 +38,8 @@ class Opportunities(NamedTuple):
     """float [B]."""
     device_count: np.ndarray
     """int64 [B] devices known for the person."""
+    context: np.ndarray
+    """int64 [B] the request's page/app context category (what ``segment_probs`` is computed from)."""
 
 
 class Plays(NamedTuple):

@@ -93,7 +93,8 @@ class SimMarket:
             device_class=devclass.astype(np.int64), channel_mask=raw.offered.copy(),
             floor_cpm_usd=raw.floor / 1000.0, segment_probs=self._posterior[raw.category.astype(np.int64)],
             identity_confidence=np.ones(raw.t.size),
-            device_count=np.where(logged, self._logged_count[pop.dev_person[dev]], 1).astype(np.int64))
+            device_count=np.where(logged, self._logged_count[pop.dev_person[dev]], 1).astype(np.int64),
+            context=raw.category.astype(np.int64))
 
     def _check(self, opps: Opportunities) -> SimOpps:
         raw = self._raw

@@ -66,6 +66,10 @@ class DecideContext(NamedTuple):
     budget: BudgetState
     existing: Decision | None = None
     """The decision already stored under the queried id (a redelivered request), if any."""
+    contexts: tuple[tuple[int, int], ...] = ()
+    """The person's context profile: (context bucket, requests), sorted by bucket — how many
+    earlier decisions of this person carried each page/app context (``DecisionDraft.context``);
+    the agent's segment posterior is accumulated from it (``agent.segment_profile``)."""
 
 
 class ContextQuery(NamedTuple):
@@ -88,6 +92,9 @@ class DecisionDraft(NamedTuple):
     """Budget period of the reservation."""
     if_short: Decision | None = None
     """Stored instead when the budget cannot hold ``reserve_micros`` (required when it is > 0)."""
+    context: int = -1
+    """The request's context bucket, counted once on the profile of the decision's person when
+    the decision is newly stored (a redelivery counts nothing); -1: not counted."""
 
 
 def check_drafts(drafts: Sequence[DecisionDraft]) -> None:
@@ -97,6 +104,8 @@ def check_drafts(drafts: Sequence[DecisionDraft]) -> None:
             raise BudgetError(f"reservation must be >= 0 micros, got {d.reserve_micros}")
         if d.reserve_micros > 0 and d.if_short is None:
             raise BudgetError(f"draft {d.decision.id} reserves without an if-short decision")
+        if d.context < -1:
+            raise ValueError(f"draft {d.decision.id}: context bucket must be >= -1, got {d.context}")
 
 
 class ResultEffect(NamedTuple):
@@ -214,7 +223,8 @@ class StateStore(Protocol):
 
     async def decide_contexts(self, queries: Sequence[ContextQuery], max_touches: int) -> list[DecideContext]:
         """``decide_context`` for a whole batch in one round trip, plus any stored decision
-        under each query's id (so a redelivered request reuses its decision)."""
+        under each query's id (so a redelivered request reuses its decision) and the person's
+        context profile (``DecideContext.contexts``)."""
         ...
 
     async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
@@ -257,7 +267,8 @@ class StateStore(Protocol):
         budget period — if a decision with its id is stored, that one (nothing reserved: a
         redelivered or concurrent duplicate request); else reserve ``reserve_micros`` under the
         decision id if it fits after the drafts before it and store ``decision``, or store
-        ``if_short`` when it does not fit. Returns the stored decision per draft."""
+        ``if_short`` when it does not fit; a newly stored draft with ``context >= 0`` adds one
+        request of that context to its person's profile. Returns the stored decision per draft."""
         ...
 
     async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:

@@ -77,7 +77,7 @@ class StandinMarket:
         self._price = np.array(p.competitor_cpm) * np.exp(rng.normal(0, p.competitor_sigma, (n, 3)))
         self._seg = seg
         return Opportunities(np.sort(rng.integers(t0, t1, n)), person, device, (device % 3).astype(np.int64), mask,
-                             np.full(n, p.floor_usd), probs, np.ones(n), self.devices[person])
+                             np.full(n, p.floor_usd), probs, np.ones(n), self.devices[person], cat.astype(np.int64))
 
     def _ctr(self, person: np.ndarray, channel: np.ndarray, creative: np.ndarray) -> np.ndarray:
         seg = self.segment[person]

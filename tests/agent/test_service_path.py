@@ -101,3 +101,23 @@ async def test_the_learner_loop_exports_the_update_metrics() -> None:
     assert Metrics.value(metrics.learner_kl) == last.ppo.approx_kl
     assert Metrics.value(metrics.learner_clip_fraction) == last.ppo.clip_fraction
     assert Metrics.value(metrics.learner_explained_variance) == last.ppo.explained_variance
+
+
+async def test_a_persons_segment_posterior_sharpens_with_each_request_and_not_on_redelivery() -> None:
+    from agent_service.ports.store import ContextQuery
+
+    cfg = dataclasses.replace(GaelpConfig(), hybrid=HYB)
+    store = MemoryStore()
+    kit = FlowKit(store, cfg)
+    t = cfg.topics
+    cols = spec_of(HYB, 4).cols("segment_")
+    reqs = [bid_request(f"s{i}", "devS", T0 + 9 * 3_600_000 + 60_000 * i, cat="IAB7") for i in range(4)]
+    top, decisions = [], []
+    for r in reqs:
+        [d] = [decode(o.value, Decision) for o in await kit.handle(t.bid_requests, r) if o.topic == t.decisions]
+        decisions.append(d)
+        top.append(float(np.max(np.asarray(state_values(d))[cols])))
+    assert top == sorted(top) and top[-1] > top[0] + 0.2  # the same context again and again: surer each time
+    await kit.handle(t.bid_requests, reqs[-1])  # a redelivered request counts nothing
+    [ctx] = await store.decide_contexts([ContextQuery(decisions[0].device_id, "x:1", "c", 0)], 8)
+    assert [n for _, n in ctx.contexts] == [4]

@@ -228,6 +228,30 @@ async def test_reserve_and_put_reserves_in_order_stores_each_decision_once(store
         await store.reserve_and_put("c", [draft("z", -1)], 3600)
 
 
+async def test_context_profile_counts_each_new_decision_once(store: StateStore) -> None:
+    from agent_service.ports.store import ContextQuery, DecisionDraft
+
+    def draft(i: str, person: str, context: int, micros: int = 0) -> DecisionDraft:
+        d = msgspec.structs.replace(_decision(i), person_id=person)
+        short = msgspec.structs.replace(d, bid=False, no_bid_reason="budget")
+        return DecisionDraft(d, micros, 8, short if micros else None, context=context)
+
+    await store.init_budget("c", 8, 100)
+    await store.link_identity("devP", "pat", 1.0)
+    got = await store.reserve_and_put("c", [draft("p1", "pat", 3), draft("p2", "pat", 3, 500), draft("p3", "pat", 1),
+                                            draft("p4", "pat", -1), draft("o1", "d:devO", 2)], 3600)
+    assert not got[1].bid  # the budget could not hold it: stored as a no-bid, still a request seen
+    # redelivered (and concurrent duplicate) drafts count nothing more
+    await asyncio.gather(*(store.reserve_and_put("c", [draft("p1", "pat", 3), draft("p3", "pat", 5)], 3600)
+                           for _ in range(5)))
+    ctxs = await store.decide_contexts([ContextQuery("devP", "new:1", "c", 8), ContextQuery("devO", "new:2", "c", 8),
+                                        ContextQuery("devX", "new:3", "c", 8)], 8)
+    assert [c.contexts for c in ctxs] == [((1, 1), (3, 2)), ((2, 1),), ()]
+    with pytest.raises(ValueError, match="context"):
+        await store.reserve_and_put("c", [draft("p9", "pat", -2)], 3600)
+    assert (await store.decide_contexts([ContextQuery("devP", "new:1", "c", 8)], 8))[0].contexts == ((1, 1), (3, 2))
+
+
 async def test_reserve_and_put_never_overspends_under_concurrency(store: StateStore) -> None:
     from agent_service.ports.store import DecisionDraft
 
