@@ -108,7 +108,7 @@ class StateSpec:
             ("recency", "hours since the last touch / 336; 1 when none"),
             ("journey_age", "hours since the first touch in the window / 336; 0 when none"),
             # -- discovered segment
-            *((f"segment_{i}", f"posterior probability of discovered segment {i}") for i in range(k)),
+            *((f"segment_{i}", f"posterior probability of discovered segment {i}, accumulated over the contexts of all the person's requests (agent.segment_profile)") for i in range(k)),
             # -- device / channel context
             ("device_mobile", "request device is a phone, tablet or 'mobile' (OpenRTB devicetype 1, 4, 5)"),
             ("device_desktop", "request device is a PC (devicetype 2)"),
