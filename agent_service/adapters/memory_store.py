@@ -18,6 +18,7 @@ import msgspec
 from agent_service.contracts.events import Decision, Touch, state_values
 from agent_service.errors import BudgetError
 from agent_service.ports.store import (
+    Activity,
     BudgetState,
     ClickEffect,
     ContextQuery,
@@ -45,6 +46,7 @@ class MemoryStore:
         self._clicks: dict[str, set[str]] = defaultdict(set)
         self._decisions: dict[str, Decision] = {}
         self._contexts: dict[str, dict[int, int]] = {}  # person -> context bucket -> requests
+        self._activity: dict[str, Activity] = {}
         self._budgets: dict[tuple[str, int], list[int]] = {}  # [budget, spent, reserved]
         self._reservations: dict[tuple[str, int, str], int] = {}
         self._settled: set[tuple[str, int, str]] = set()
@@ -152,8 +154,10 @@ class MemoryStore:
         out = []
         for q in queries:
             ctx = await self.decide_context(q.device_id, q.campaign, q.period, max_touches)
-            prof = self._contexts.get(ctx.identity.person_id, {})
-            out.append(ctx._replace(existing=self._decisions.get(q.decision_id), contexts=tuple(sorted(prof.items()))))
+            person = ctx.identity.person_id
+            prof = self._contexts.get(person, {})
+            out.append(ctx._replace(existing=self._decisions.get(q.decision_id), contexts=tuple(sorted(prof.items())),
+                                    activity=self._activity.get(person, Activity())))
         return out
 
     async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
@@ -209,8 +213,11 @@ class MemoryStore:
                 fits = d.reserve_micros == 0 or await self.reserve(campaign, d.period, d.decision.id, d.reserve_micros)
                 old = self._decisions[d.decision.id] = d.decision if fits else cast(Decision, d.if_short)
                 if d.context >= 0:
-                    prof = self._contexts.setdefault(d.decision.person_id, {})
+                    person = d.decision.person_id
+                    prof = self._contexts.setdefault(person, {})
                     prof[d.context] = prof.get(d.context, 0) + 1
+                    self._activity[person] = self._activity.get(person, Activity()).add(d.decision.event_time,
+                                                                                          d.search)
             out.append(old)
         return out
 

@@ -93,15 +93,18 @@ commit(ARGV[1])
 return out
 """
 
-# The decision path's write for one budget period. ARGV: decision ttl, reservation ttl, then per
-# draft: decision key, reservation id, amount (0: none), decision json, json if the budget is
-# short, the person's context-profile key ('' : none) and context bucket. In order, one atomic
-# step: a draft whose decision key exists gets that json back and reserves and counts nothing;
-# otherwise its amount is reserved if it fits (``reserve``) and its json stored (1), or its
-# if-short json stored (0), and one request of its context is added to the profile.
+# The decision path's write for one budget period. ARGV: decision ttl, reservation ttl, activity
+# half-life (ms), then per draft: decision key, reservation id, amount (0: none), decision json,
+# json if the budget is short, the person's profile key ('' : none), context bucket, event time
+# (ms), 1 if the request offered paid search. In order, one atomic step: a draft whose decision
+# key exists gets that json back and reserves and counts nothing; otherwise its amount is reserved
+# if it fits (``reserve``) and its json stored (1), or its if-short json stored (0), and the
+# request is counted on the profile: one more of its context bucket, and its time-weighted
+# activity (fields _n, _s, _t: ``ports.store.Activity.add``).
 RESERVE_AND_PUT = _GREEDY_LEDGER + """
+local half = tonumber(ARGV[3])
 local out = {}
-for i = 3, #ARGV, 7 do
+for i = 4, #ARGV, 9 do
   local key = ARGV[i]
   local old = redis.call('GET', key)
   if old then
@@ -114,9 +117,22 @@ for i = 3, #ARGV, 7 do
     else
       redis.call('SET', key, ARGV[i + 4], 'EX', ARGV[1])
     end
-    if ARGV[i + 5] ~= '' then
-      redis.call('HINCRBY', ARGV[i + 5], ARGV[i + 6], 1)
-      redis.call('EXPIRE', ARGV[i + 5], ARGV[1])
+    local prof = ARGV[i + 5]
+    if prof ~= '' then
+      redis.call('HINCRBY', prof, ARGV[i + 6], 1)
+      local a = redis.call('HMGET', prof, '_n', '_s', '_t')
+      local n, s, at = tonumber(a[1] or '0'), tonumber(a[2] or '0'), tonumber(a[3] or '0')
+      local t, srch = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
+      if t >= at then
+        local fade = 2 ^ (-(t - at) / half)
+        n, s, at = n * fade + 1, s * fade + srch, t
+      else
+        local w = 2 ^ (-(at - t) / half)
+        n, s = n + w, s + w * srch
+      end
+      redis.call('HSET', prof, '_n', string.format('%.17g', n), '_s', string.format('%.17g', s),
+                 '_t', string.format('%.0f', at))
+      redis.call('EXPIRE', prof, ARGV[1])
     end
     out[#out + 1] = ok
   end
@@ -129,8 +145,8 @@ return out
 # ARGV: prefix, max touches, then per impression: device id, budget hash key, decision key.
 # Returns {msgpack string, stored decision or false per impression}: the msgpack string (one
 # reply to parse, not hundreds) is a flat array with, per impression, 9 values: person, score,
-# device count, {touch json...}, {click flag or false...}, budget, spent, reserved, {context
-# bucket, requests, ...} (the person's context profile, HGETALL). (Stored
+# device count, {touch json...}, {click flag or false...}, budget, spent, reserved, {field,
+# value, ...} (the person's profile, HGETALL: context buckets and the _n, _s, _t activity). (Stored
 # decisions are binary msgpack themselves, so they travel as separate replies.)
 DECIDE_CONTEXTS = """
 local prefix, n = ARGV[1], tonumber(ARGV[2])

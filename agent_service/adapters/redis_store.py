@@ -15,7 +15,8 @@ key                            type    content                                  
 {p}jclick:{person}             hash    decision id → 1 for clicked touches                 window + slack
 {p}dec:{decision}              string  Decision, JSON as logged (put-if-absent)            window + slack
 {p}ctx:{person}                hash    context bucket → requests decided (+1 per newly     window + slack
-                                       stored decision: the segment posterior's evidence)
+                                       stored decision: the segment posterior's evidence);
+                                       _n, _s, _t: the person's recent ``Activity``
 {p}budget:{campaign}:{period}  hash    budget, spent, reserved (integer micros)            none (audit)
 {p}resv:{campaign}:{period}    hash    decision id → reserved micros (open reservations)   3 days
 {p}settled:{campaign}:{period} hash    decision id → cost micros (settled: dedupe)         3 days
@@ -66,6 +67,8 @@ from agent_service.adapters.redis_pipeline import run_scripts
 from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError, StoreError
 from agent_service.ports.store import (
+    ACTIVITY_HALF_LIFE_MS,
+    Activity,
     BudgetState,
     ClickEffect,
     ContextQuery,
@@ -265,8 +268,7 @@ class RedisStore:
             out.append(DecideContext(Identity(person, float(score), int(ndev)),
                                      _touches([t or None for t in touches], [c or None for c in clicks]),
                                      BudgetState(int(b), int(s), int(r)),
-                                     _decode_decision(existing) if existing else None,
-                                     tuple(sorted((int(prof[j]), int(prof[j + 1])) for j in range(0, len(prof), 2)))))
+                                     _decode_decision(existing) if existing else None, *_profile(prof)))
         return out
 
     async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
@@ -352,13 +354,14 @@ class RedisStore:
             by_period.setdefault(d.period, []).append(k)
         calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
         for period, ks in by_period.items():
-            args: list[Any] = [ttl_s, 3 * _DAY_S]
+            args: list[Any] = [ttl_s, 3 * _DAY_S, ACTIVITY_HALF_LIFE_MS]
             for k in ks:
                 d = drafts[k]
                 args += [f"{self._p}dec:{d.decision.id}", d.decision.id, int(d.reserve_micros),
                          _decision_enc.encode(d.decision),
                          _decision_enc.encode(d.if_short) if d.if_short is not None else b"",
-                         f"{self._p}ctx:{d.decision.person_id}" if d.context >= 0 else "", max(d.context, 0)]
+                         f"{self._p}ctx:{d.decision.person_id}" if d.context >= 0 else "", max(d.context, 0),
+                         int(d.decision.event_time), int(d.search)]
             calls.append(("RESERVE_AND_PUT", self._ledger_keys(campaign, period), args))
         out: list[Decision] = [d.decision for d in drafts]
         for ks, got in zip(by_period.values(), await self._pipelined("reserve_and_put", calls), strict=True):
@@ -578,3 +581,11 @@ class RedisStore:
         except RedisError as exc:
             raise StoreError(f"reading watermarks failed: {exc}") from exc
         return {int(k): int(v) for k, v in raw.items()}
+
+
+def _profile(flat: list[Any]) -> tuple[tuple[tuple[int, int], ...], Activity]:
+    """A profile hash (HGETALL, flat): its context counts and the activity fields."""
+    fields = {str(flat[j]): flat[j + 1] for j in range(0, len(flat), 2)}
+    counts = tuple(sorted((int(k), int(v)) for k, v in fields.items() if not k.startswith("_")))
+    activity = Activity(float(fields.get("_n", 0)), float(fields.get("_s", 0)), int(fields.get("_t", 0)))
+    return counts, activity

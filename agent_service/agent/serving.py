@@ -15,7 +15,9 @@ The segment group of the state is the person's posterior accumulated over the co
 their requests (the store's context profile plus this request; ``agent.segment_profile``). Until
 the discovery engine publishes a segment model for the service, a stand-in maps context bucket
 ``c`` to segment ``c mod K`` (``SegmentModel.hashed_contexts``); with ``segment_profile`` off,
-the request's bucket alone, one-hot.
+the request's bucket alone, one-hot. The person's recent activity (time-weighted requests and
+the share offering paid search: people search more deeper in a journey) comes from the same
+profile.
 """
 
 from __future__ import annotations
@@ -142,11 +144,14 @@ class AgentServer:
         else:
             seg = np.zeros((B, spec.segments))
             seg[np.arange(B), bucket % spec.segments] = 1.0
+        # the person's recent activity with this request (the store counts it when it is stored)
+        activity = np.array([c.activity.add(o.event_time, "paid_search" in o.channels)[:2]
+                             for o, c in zip(opps, ctxs, strict=True)], np.float64).reshape(B, 2)
         opp = OpportunityArrays(
             t, devclass, mask, floor, seg, np.array([c.identity.confidence for c in ctxs]),
             np.array([c.identity.device_count for c in ctxs]),
             np.array([ab_variant(c.identity.person_id, spec.ab_variants) for c in ctxs]), np.zeros(B),
-            np.array([person_key(c.identity.person_id) for c in ctxs]))
+            np.array([person_key(c.identity.person_id) for c in ctxs]), activity[:, 0], activity[:, 1])
         window = int(self.cfg.window_days * DAY_MS)
         journeys = [[x for x in c.journey if o.event_time - window <= x.event_time <= o.event_time]
                     for o, c in zip(opps, ctxs, strict=True)]

@@ -109,6 +109,10 @@ class StateSpec:
             ("journey_age", "hours since the first touch in the window / 336; 0 when none"),
             # -- discovered segment
             *((f"segment_{i}", f"posterior probability of discovered segment {i}, accumulated over the contexts of all the person's requests (agent.segment_profile)") for i in range(k)),
+            # -- the person's recent requests (activity; paid search is offered more deeper in a journey)
+            ("person_requests", "log1p(the person's requests, this one included, 3-day half-life) / log1p(50), capped at 1"),
+            ("person_search_share", "share of those requests that offered paid search, with one pseudo-request "
+                                    "at 0.25"),
             # -- device / channel context
             ("device_mobile", "request device is a phone, tablet or 'mobile' (OpenRTB devicetype 1, 4, 5)"),
             ("device_desktop", "request device is a PC (devicetype 2)"),
@@ -261,6 +265,11 @@ class OpportunityArrays(NamedTuple):
     """float [B] value already credited to the person's touches (0 when unknown)."""
     person_key: np.ndarray
     """int64 [B] the person's key (logged only; reduced modulo 2^24)."""
+    recent_requests: np.ndarray | None = None
+    """float [B] the person's requests, this one included, each weighted 2^(-age / 3 days)
+    (None: this request alone)."""
+    recent_search: np.ndarray | None = None
+    """float [B] the same sum over the requests that offered paid search."""
 
 
 class PacingInputs(NamedTuple):
@@ -367,6 +376,10 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     out[:, ix["journey_age"]] = np.where(has, np.minimum(1.0, first / _WINDOW_H), 0.0)
     # segment, device, channels
     out[:, spec.cols("segment_")] = opp.segment_probs
+    n_req = np.ones(B) if opp.recent_requests is None else np.maximum(opp.recent_requests, 0.0)
+    n_search = opp.channel_mask[:, 1].astype(np.float64) if opp.recent_search is None else opp.recent_search
+    out[:, ix["person_requests"]] = np.minimum(1.0, np.log1p(n_req) / math.log1p(50))
+    out[:, ix["person_search_share"]] = (np.minimum(n_search, n_req) + 0.25) / (n_req + 1.0)
     # np.minimum/np.maximum, not np.clip: on arrays of a few elements clip costs several times more
     out[rows, ix["device_mobile"] + np.minimum(np.maximum(opp.device_class, 0), 2)] = 1.0
     out[:, ix["avail_organic"]:ix["avail_social"] + 1] = opp.channel_mask

@@ -140,8 +140,8 @@ class Decider:
             # Encoded once here; the store, the decision log and the experience records copy the bytes.
             logged = [encoded_state(row) for row in served.logged.tolist()]
             drafts = [self._decide_one(k, s, served, logged[k]) for k, s in enumerate(slots)]
-            stored = await self._reserve_and_store(drafts, [flat[i][0] for i in fresh],
-                                                   [context_bucket(s.opp.context) for s in slots], deadlines)
+            stored = await self._reserve_and_store(drafts, [flat[i][0] for i in fresh], [s.opp for s in slots],
+                                                   deadlines)
             for i, d in zip(fresh, stored, strict=True):
                 decisions[i] = d
             self._count(stored)
@@ -158,25 +158,27 @@ class Decider:
                 self.metrics.decide_latency.observe(per_item)
         return results
 
-    async def _reserve_and_store(self, drafts: list[Decision], owners: list[int], contexts: list[int],
+    async def _reserve_and_store(self, drafts: list[Decision], owners: list[int], opps: list[Opportunity],
                                  deadlines: Sequence[float | None] | None) -> list[Decision]:
         """Reserve every bidding draft's worst-case cost and store the decisions, in ONE round
         trip (``StateStore.reserve_and_put``: imps in request order, one atomic step per budget
         period; a draft that does not fit is stored as a no-bid, a duplicate's stored decision
         wins without reserving). A draft past its request's deadline is a no-bid (``tmax``).
-        Each new decision adds its context bucket to its person's profile."""
+        Each new decision adds its request (context bucket, paid search offered) to its person's
+        profile."""
         begun = time.perf_counter()
         late = {r for r, dl in enumerate(deadlines or ()) if dl is not None and begun + self._tail_s > dl}
         out: list[DecisionDraft] = []
         for k, d in enumerate(drafts):
-            period, ctx = period_of(d.event_time), contexts[k]
+            period = period_of(d.event_time)
+            bucket, search = context_bucket(opps[k].context), "paid_search" in opps[k].channels
             if not d.bid or d.action.channel == "organic":
-                out.append(DecisionDraft(d, 0, period, context=ctx))
+                out.append(DecisionDraft(d, 0, period, context=bucket, search=search))
             elif owners[k] in late:
-                out.append(DecisionDraft(_no_bid(d, "tmax"), 0, period, context=ctx))
+                out.append(DecisionDraft(_no_bid(d, "tmax"), 0, period, context=bucket, search=search))
             else:
                 out.append(DecisionDraft(d, impression_cost_micros(d.action.bid_cpm_micros), period,
-                                         _no_bid(d, "budget"), context=ctx))
+                                         _no_bid(d, "budget"), context=bucket, search=search))
         stored = await self.store.reserve_and_put(self.campaign, out, self._decision_ttl_s)
         self._tail_s = 0.9 * self._tail_s + 0.1 * 2 * (time.perf_counter() - begun)
         return stored

@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol
 from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError
 
-__all__ = ["BudgetState", "ClickEffect", "ContextQuery", "DecideContext", "DecisionDraft", "Identity", "IdentityAssignment", "JoinContext",
+__all__ = ["ACTIVITY_HALF_LIFE_MS", "Activity", "BudgetState", "ClickEffect", "ContextQuery", "DecideContext", "DecisionDraft", "Identity", "IdentityAssignment", "JoinContext",
            "JoinEffect", "JoinQuery", "ResultEffect", "StateStore", "check_drafts"]
 
 
@@ -35,6 +35,28 @@ class BudgetState(NamedTuple):
     def remaining(self) -> int:
         """What may still be reserved."""
         return self.budget - self.spent - self.reserved
+
+
+ACTIVITY_HALF_LIFE_MS = 3 * 86_400_000
+"""Half-life of a request in a person's recent activity (``Activity``)."""
+
+
+class Activity(NamedTuple):
+    """A person's recent requests, each weighted ``2^(-age / ACTIVITY_HALF_LIFE_MS)`` as of
+    ``at_ms`` (the latest request counted)."""
+
+    requests: float = 0.0
+    search: float = 0.0
+    """The same sum over the requests that offered paid search."""
+    at_ms: int = 0
+
+    def add(self, t_ms: int, search: bool) -> Activity:
+        """With one more request at ``t_ms`` (an older one than ``at_ms`` counts at its age)."""
+        if t_ms >= self.at_ms:
+            fade = 2.0 ** (-(t_ms - self.at_ms) / ACTIVITY_HALF_LIFE_MS)
+            return Activity(self.requests * fade + 1.0, self.search * fade + float(search), t_ms)
+        w = 2.0 ** (-(self.at_ms - t_ms) / ACTIVITY_HALF_LIFE_MS)
+        return Activity(self.requests + w, self.search + w * float(search), self.at_ms)
 
 
 class Identity(NamedTuple):
@@ -70,6 +92,8 @@ class DecideContext(NamedTuple):
     """The person's context profile: (context bucket, requests), sorted by bucket — how many
     earlier decisions of this person carried each page/app context (``DecisionDraft.context``);
     the agent's segment posterior is accumulated from it (``agent.segment_profile``)."""
+    activity: Activity = Activity()
+    """The person's recent activity (the same decisions, time-weighted)."""
 
 
 class ContextQuery(NamedTuple):
@@ -94,7 +118,10 @@ class DecisionDraft(NamedTuple):
     """Stored instead when the budget cannot hold ``reserve_micros`` (required when it is > 0)."""
     context: int = -1
     """The request's context bucket, counted once on the profile of the decision's person when
-    the decision is newly stored (a redelivery counts nothing); -1: not counted."""
+    the decision is newly stored (a redelivery counts nothing) with its activity
+    (``Activity.add`` at the decision's event time); -1: not counted."""
+    search: bool = False
+    """The request offered paid search (its activity counts in ``Activity.search``)."""
 
 
 def check_drafts(drafts: Sequence[DecisionDraft]) -> None:

@@ -77,3 +77,35 @@ def test_the_campaign_glue_accumulates_each_persons_requests() -> None:
     assert (acc[:, market.p.segments:] == 0).all()  # padded segments stay impossible
     assert accumulated.mean() > single.mean() + 0.2  # many weak hints pin the segment down
     assert (acc.argmax(1) == true).mean() > (opps.segment_probs.argmax(1) == true).mean() + 0.2
+
+
+def test_the_campaign_glue_counts_recent_activity_as_the_store_does() -> None:
+    from agent_service.agent.campaign import HybridCampaign
+    from agent_service.agent.settings import HybridConfig
+    from agent_service.baselines.market import Opportunities
+    from agent_service.config import RewardConfig
+    from agent_service.ports.store import ACTIVITY_HALF_LIFE_MS, Activity
+
+    glue = HybridCampaign(4, HybridConfig(lstm_hidden=8, hidden=16), RewardConfig(), seed=0, learn=False)
+    rng = np.random.default_rng(0)
+    t0, h = 1_767_225_600_000, ACTIVITY_HALF_LIFE_MS
+    ref = {0: Activity(), 3: Activity()}
+    for b in range(6):  # batches in time order; key 3 twice in some batches
+        key = np.array([3, 0, 3][: 2 + b % 2])
+        t = np.sort(t0 + b * h // 2 + rng.integers(0, h // 4, len(key)))
+        mask = np.zeros((len(key), 3), bool)
+        mask[:, 1] = rng.random(len(key)) < 0.5
+        mask[:, 2] = True
+        n = len(key)
+        opps = Opportunities(t, key, key, np.zeros(n, np.int64), mask, np.ones(n), np.full((n, 8), 1 / 8),
+                             np.ones(n), np.ones(n, np.int64), np.zeros(n, np.int64))
+        recent, search = glue._activity(opps)
+        for i, (k, ti) in enumerate(zip(key.tolist(), t.tolist(), strict=True)):
+            now = ref[k].add(int(ti), bool(mask[i, 1]))
+            if key.tolist().count(k) == 1:  # a key twice in a batch sees the counts from before it, for both
+                assert (recent[i], search[i]) == pytest.approx(now[:2])
+        for i, (k, ti) in enumerate(zip(key.tolist(), t.tolist(), strict=True)):
+            ref[k] = ref[k].add(int(ti), bool(mask[i, 1]))
+    for k, a in ref.items():
+        assert glue._act[k, 0] == pytest.approx(a.requests) and glue._act[k, 1] == pytest.approx(a.search)
+        assert glue._act[k, 2] == a.at_ms

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from agent_service.adapters.memory_store import MemoryStore
@@ -111,13 +112,19 @@ async def test_a_persons_segment_posterior_sharpens_with_each_request_and_not_on
     kit = FlowKit(store, cfg)
     t = cfg.topics
     cols = spec_of(HYB, 4).cols("segment_")
-    reqs = [bid_request(f"s{i}", "devS", T0 + 9 * 3_600_000 + 60_000 * i, cat="IAB7") for i in range(4)]
+    reqs = [bid_request(f"s{i}", "devS", T0 + 9 * 3_600_000 + 60_000 * i, channels=("paid_search", "social"),
+                        cat="IAB7") for i in range(4)]
     top, decisions = [], []
     for r in reqs:
         [d] = [decode(o.value, Decision) for o in await kit.handle(t.bid_requests, r) if o.topic == t.decisions]
         decisions.append(d)
         top.append(float(np.max(np.asarray(state_values(d))[cols])))
     assert top == sorted(top) and top[-1] > top[0] + 0.2  # the same context again and again: surer each time
+    ix = spec_of(HYB, 4).index
+    req_col = [state_values(d)[ix["person_requests"]] for d in decisions]
+    assert req_col == sorted(req_col) and req_col[0] > 0  # one request, then two, ...
+    share = [state_values(d)[ix["person_search_share"]] for d in decisions]
+    assert share == sorted(share) and share[0] == pytest.approx(1.25 / 2)  # all offered search
     await kit.handle(t.bid_requests, reqs[-1])  # a redelivered request counts nothing
     [ctx] = await store.decide_contexts([ContextQuery(decisions[0].device_id, "x:1", "c", 0)], 8)
     assert [n for _, n in ctx.contexts] == [4]

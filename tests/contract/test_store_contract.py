@@ -231,10 +231,10 @@ async def test_reserve_and_put_reserves_in_order_stores_each_decision_once(store
 async def test_context_profile_counts_each_new_decision_once(store: StateStore) -> None:
     from agent_service.ports.store import ContextQuery, DecisionDraft
 
-    def draft(i: str, person: str, context: int, micros: int = 0) -> DecisionDraft:
-        d = msgspec.structs.replace(_decision(i), person_id=person)
+    def draft(i: str, person: str, context: int, micros: int = 0, t: int = 1, search: bool = False) -> DecisionDraft:
+        d = msgspec.structs.replace(_decision(i), person_id=person, event_time=t)
         short = msgspec.structs.replace(d, bid=False, no_bid_reason="budget")
-        return DecisionDraft(d, micros, 8, short if micros else None, context=context)
+        return DecisionDraft(d, micros, 8, short if micros else None, context=context, search=search)
 
     await store.init_budget("c", 8, 100)
     await store.link_identity("devP", "pat", 1.0)
@@ -250,6 +250,25 @@ async def test_context_profile_counts_each_new_decision_once(store: StateStore) 
     with pytest.raises(ValueError, match="context"):
         await store.reserve_and_put("c", [draft("p9", "pat", -2)], 3600)
     assert (await store.decide_contexts([ContextQuery("devP", "new:1", "c", 8)], 8))[0].contexts == ((1, 1), (3, 2))
+
+
+async def test_recent_activity_is_time_weighted_counted_once_and_takes_late_requests(store: StateStore) -> None:
+    from agent_service.ports.store import ACTIVITY_HALF_LIFE_MS, Activity, ContextQuery, DecisionDraft
+
+    def draft(i: str, t: int, search: bool) -> DecisionDraft:
+        d = msgspec.structs.replace(_decision(i), person_id="d:devA", event_time=t)
+        return DecisionDraft(d, 0, 9, context=0, search=search)
+
+    h, t0 = ACTIVITY_HALF_LIFE_MS, 1_767_225_600_000
+    await store.reserve_and_put("c", [draft("a1", t0, True), draft("a2", t0 + h, False)], 3600)
+    await store.reserve_and_put("c", [draft("a1", t0, True)], 3600)  # redelivered: counts nothing
+    await store.reserve_and_put("c", [draft("a0", t0 - h, True)], 3600)  # late: counts at its age
+    [ctx] = await store.decide_contexts([ContextQuery("devA", "x:1", "c", 9)], 8)
+    expected = Activity().add(t0, True).add(t0 + h, False).add(t0 - h, True)
+    assert ctx.activity.at_ms == t0 + h == expected.at_ms
+    assert ctx.activity.requests == pytest.approx(0.5 + 1 + 0.25) == pytest.approx(expected.requests)
+    assert ctx.activity.search == pytest.approx(0.5 + 0.25)
+    assert ctx.contexts == ((0, 3),)
 
 
 async def test_reserve_and_put_never_overspends_under_concurrency(store: StateStore) -> None:
