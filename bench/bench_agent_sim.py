@@ -5,10 +5,12 @@
    second, creative regret over the last training days;
 2. ``gaelp evaluate`` on ``--seeds`` (5 by default): the agent (continuing online), fixed bid,
    truthful, linear, dual-variable pacing (random creative; their parameter and value model
-   from the training world) and three references that read ground truth — dual pacing with the
+   from the training world) and four references that read ground truth — dual pacing with the
    per-segment creative oracle, on the true mean value of each observable cell (a perfect
-   learner of what the request shows) and on each impression's true value (full information
-   but future prices) — each on the same worlds, against the hindsight LP of the same days;
+   learner of what the request shows; then with the person's accumulated segment posterior in
+   place of the page category: of what the agent's state carries) and on each impression's
+   true value (full information but future prices) — each on the same worlds, against the
+   hindsight LP of the same days;
    means with 95 % t-intervals and paired differences.
 
 Floors checked (issue #4): agent ≥ 90 % of the optimum's conversion value; agent beats dual

@@ -22,7 +22,7 @@ import numpy as np
 from agent_service.agent.buffers import DecisionRows, SlotTransition, zero_rewards
 from agent_service.agent.hybrid import AgentActs, HybridAgent, HybridConfig, spec_of
 from agent_service.agent.learner import HybridLearner, LearnerStats
-from agent_service.agent.segment_profile import SegmentModel
+from agent_service.agent.segment_profile import SegmentAccumulator
 from agent_service.agent.state import JourneyArrays, OpportunityArrays, PacingInputs, StateBatch, build_states
 from agent_service.baselines.harness import SlotContext
 from agent_service.baselines.market import Opportunities, Plays, Results
@@ -64,10 +64,7 @@ class HybridCampaign:
         self._done = False
         self._volume = 0.0
         self._variant = np.zeros(0, np.int64)
-        self._ctx_counts = np.zeros((0, 0), np.int32)  # [journey key, context] requests seen
-        self._ctx_table = np.zeros((0, cfg.segments))  # [context, K] P(segment | context) as shown
-        self._prior_sum = np.zeros(cfg.segments)
-        self._prior_n = 0
+        self._segments = SegmentAccumulator(cfg.segments)
         self._act = np.zeros((0, 3))  # [journey key] decayed requests, of which offering search; last time
 
     def checkpoint(self) -> dict[str, Any]:
@@ -139,7 +136,8 @@ class HybridCampaign:
         spec = self.spec
         variant = np.array([zlib.crc32(str(p).encode()) % spec.ab_variants for p in opps.person.tolist()])
         credited = np.array([self._credited.get(p, 0.0) for p in opps.person.tolist()])
-        segments = self._segment_posterior(opps) if self.cfg.segment_profile else opps.segment_probs
+        segments = (self._segments.posterior(opps.person, opps.context, opps.segment_probs)
+                    if self.cfg.segment_profile else opps.segment_probs)
         recent, search = self._activity(opps)
         opp = OpportunityArrays(opps.event_time, opps.device_class, opps.channel_mask, opps.floor_cpm_usd,
                                 segments, opps.identity_confidence, opps.device_count, variant, credited,
@@ -154,29 +152,6 @@ class HybridCampaign:
         self._variant = variant
         take = (acts.channel == 0) | (acts.bid_cpm_usd > 0)
         return Plays(acts.bid_cpm_usd, acts.creative, acts.channel, acts.target, take)
-
-    def _segment_posterior(self, opps: Opportunities) -> np.ndarray:
-        """Each person's segment posterior over their earlier requests and this one; then count
-        this batch's contexts (a person twice in a batch sees the counts from before the batch,
-        as the service's store would)."""
-        ctx, key = opps.context.astype(np.int64), opps.person.astype(np.int64)
-        if not len(ctx):
-            return opps.segment_probs
-        n_ctx = max(int(ctx.max()) + 1, self._ctx_table.shape[0])
-        n_key = max(int(key.max()) + 1, self._ctx_counts.shape[0])
-        if n_ctx > self._ctx_table.shape[0] or n_key > self._ctx_counts.shape[0]:
-            grown = np.zeros((max(n_key, 2 * self._ctx_counts.shape[0]), n_ctx), np.int32)
-            grown[:self._ctx_counts.shape[0], :self._ctx_counts.shape[1]] = self._ctx_counts
-            table = np.zeros((n_ctx, self._ctx_table.shape[1]))
-            table[:self._ctx_table.shape[0]] = self._ctx_table
-            self._ctx_counts, self._ctx_table = grown, table
-        self._ctx_table[ctx] = opps.segment_probs
-        self._prior_sum += opps.segment_probs.sum(axis=0)
-        self._prior_n += len(ctx)
-        counts = self._ctx_counts[key].astype(np.float64)
-        counts[np.arange(len(ctx)), ctx] += 1.0
-        np.add.at(self._ctx_counts, (key, ctx), 1)
-        return SegmentModel(self._ctx_table, self._prior_sum / self._prior_n).posterior(counts)
 
     def _activity(self, opps: Opportunities) -> tuple[np.ndarray, np.ndarray]:
         """Each person's recent requests (this one included; ``ports.store.Activity``) and those

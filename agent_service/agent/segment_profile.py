@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["SegmentModel", "counts_matrix"]
+__all__ = ["SegmentAccumulator", "SegmentModel", "counts_matrix"]
 
 _TINY = 1e-12
 
@@ -87,3 +87,44 @@ def counts_matrix(profiles: Sequence[Sequence[tuple[int, int]]], current: np.nda
     ok = (cur >= 0) & (cur < contexts)
     out[np.flatnonzero(ok), cur[ok]] += 1.0
     return out
+
+
+class SegmentAccumulator:
+    """Per-key context counts kept in process (the simulator glue's stand-in for the state
+    store's profile), with the segment model learnt from what requests show: each context's
+    posterior as given, and their running mean as the prior.
+
+    :param segments: K.
+    """
+
+    def __init__(self, segments: int) -> None:
+        self._counts = np.zeros((0, 0), np.int32)  # [key, context] requests seen
+        self._table = np.zeros((0, segments))  # [context, K] P(segment | context) as shown
+        self._prior_sum = np.zeros(segments)
+        self._prior_n = 0
+
+    def posterior(self, key: np.ndarray, context: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """float [B, K]: each key's posterior over its earlier requests and this one; then count
+        the batch (a key twice in a batch sees the counts from before it, as the store would).
+
+        :param key: int [B] journey keys (>= 0). :param context: int [B] context ids (>= 0).
+        :param probs: float [B, K] ``P(segment | context)`` of each request.
+        """
+        key, ctx = np.asarray(key, np.int64), np.asarray(context, np.int64)
+        if not len(ctx):
+            return np.asarray(probs, np.float64)
+        n_ctx = max(int(ctx.max()) + 1, self._table.shape[0])
+        n_key = max(int(key.max()) + 1, self._counts.shape[0])
+        if n_ctx > self._table.shape[0] or n_key > self._counts.shape[0]:
+            grown = np.zeros((max(n_key, 2 * self._counts.shape[0]), n_ctx), np.int32)
+            grown[:self._counts.shape[0], :self._counts.shape[1]] = self._counts
+            table = np.zeros((n_ctx, self._table.shape[1]))
+            table[:self._table.shape[0]] = self._table
+            self._counts, self._table = grown, table
+        self._table[ctx] = probs
+        self._prior_sum += np.asarray(probs).sum(axis=0)
+        self._prior_n += len(ctx)
+        counts = self._counts[key].astype(np.float64)
+        counts[np.arange(len(ctx)), ctx] += 1.0
+        np.add.at(self._counts, (key, ctx), 1)
+        return SegmentModel(self._table, self._prior_sum / self._prior_n).posterior(counts)

@@ -14,12 +14,18 @@ What it cannot know is what the request does not carry: the person's true segmen
 stage and interest, fatigue, and whether a conversion is already pending. Its gap to the
 full-information reference (:class:`~agent_service.baselines.policies.BaselinePolicy` with
 ``value_source="truth"``) is what that hidden state is worth.
+
+With ``profile=True`` the page category is replaced by what the agent's state now carries: the
+person's segment posterior accumulated over all their requests
+(:class:`~agent_service.agent.segment_profile.SegmentAccumulator`), as its most likely segment
+and how sure it is (four bins) — a perfect learner of the agent's observable information.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from agent_service.agent.segment_profile import SegmentAccumulator
 from agent_service.agent.state import JourneyArrays
 from agent_service.baselines.harness import SlotContext
 from agent_service.baselines.market import Market, Opportunities, Plays
@@ -30,9 +36,16 @@ __all__ = ["CellOracle", "observable_cells"]
 DAY_MS = 86_400_000
 
 
-def observable_cells(opps: Opportunities, journeys: JourneyArrays) -> np.ndarray:
-    """int64 [B] cell of each opportunity (module docstring), from observable features only."""
-    category = np.unique(np.round(opps.segment_probs, 9), axis=0, return_inverse=True)[1].reshape(-1)
+def observable_cells(opps: Opportunities, journeys: JourneyArrays, segments: np.ndarray | None = None) -> np.ndarray:
+    """int64 [B] cell of each opportunity (module docstring), from observable features only.
+
+    :param segments: float [B, K] the persons' accumulated segment posteriors (None: the page
+        category of the request)."""
+    if segments is None:
+        category = np.unique(np.round(opps.segment_probs, 9), axis=0, return_inverse=True)[1].reshape(-1)
+    else:  # most likely segment (K <= 16) x confidence bin
+        sure = np.searchsorted(np.array([0.5, 0.8, 0.95]), segments.max(axis=1))
+        category = segments.argmax(axis=1) * 4 + sure
     offered = opps.channel_mask.astype(np.int64) @ np.array([1, 2, 4])
     touched = journeys.channel >= 0
     touches = np.minimum(touched.sum(1), 3)
@@ -50,14 +63,16 @@ class CellOracle(BaselinePolicy):
     """Dual pacing (or any bidder) on the true mean value per observable cell (module docstring)."""
 
     def __init__(self, bidder: Bidder, creative_rule: str, market: Market, seed: int = 0,
-                 name: str | None = None) -> None:
+                 name: str | None = None, profile: bool = False) -> None:
         super().__init__(bidder, creative_rule, market, seed, name)
         self.cell_sum: dict[int, np.ndarray] = {}
         self.cell_n: dict[int, int] = {}
+        self.profile = SegmentAccumulator(market.segments) if profile else None
 
     def play(self, opps: Opportunities, journeys: JourneyArrays, ctx: SlotContext) -> Plays:
         truth = self.true_values(opps)  # [B, 3, C]
-        cells, row_cell = np.unique(observable_cells(opps, journeys), return_inverse=True)
+        seg = None if self.profile is None else self.profile.posterior(opps.person, opps.context, opps.segment_probs)
+        cells, row_cell = np.unique(observable_cells(opps, journeys, seg), return_inverse=True)
         row_cell = row_cell.reshape(-1)
         sums = np.zeros((len(cells), *truth.shape[1:]))
         np.add.at(sums, row_cell, truth)

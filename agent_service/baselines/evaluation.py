@@ -11,7 +11,9 @@ policy — same people, traffic, prices and luck (the engine's common random num
 * references that read ground truth (not deployable; they say where the gap to the optimum
   comes from): dual pacing with the best-creative-per-segment oracle; dual pacing on the true
   mean value of each *observable* cell (:mod:`agent_service.baselines.cell_oracle`: what a
-  perfect learner of the request's features could bid); dual pacing on each impression's
+  perfect learner of the request's features could bid) and of cells where the page category
+  is replaced by the person's accumulated segment posterior (``dual+cell_profile``: a perfect
+  learner of the information the agent's state carries); dual pacing on each impression's
   *true* value and best creative (full information but the prices to come: the ceiling of
   online pacing);
 * the hindsight optimum: the LP bound of ``simulators.hindsight`` (myopic values: each
@@ -110,6 +112,8 @@ def _policies(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, bas
                                          "dual+oracle_creative"),
         "dual+cell_oracle": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "oracle", "dual+cell_oracle",
                                      kind=CellOracle),
+        "dual+cell_profile": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "oracle", "dual+cell_profile",
+                                      kind=CellOracle, profile=True),
         "dual+truth": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "oracle", "dual+truth",
                                value_source="truth"),
     }

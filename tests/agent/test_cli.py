@@ -36,7 +36,7 @@ def test_evaluate_compares_every_policy_with_the_optimum(trained: Path, tmp_path
                  "--out", str(tmp_path), "--quiet", *_WORLD]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(last["policies"]) == {"gaelp", "fixed", "truthful", "linear", "dual", "dual+oracle_creative",
-                                      "dual+cell_oracle", "dual+truth"}
+                                      "dual+cell_oracle", "dual+cell_profile", "dual+truth"}
     assert last["hindsight_optimum"]["mean"] > 0
     for entry in last["policies"].values():
         assert 0 <= entry["fraction_of_optimum"]["mean"] <= 1.5

@@ -69,7 +69,7 @@ def test_the_campaign_glue_accumulates_each_persons_requests() -> None:
     t = market.start_ms
     for _ in range(8):  # 8 slots of 3 h, ~20 requests per person in all
         opps = market.opportunities(t, t + DAY_MS // 8)
-        acc = glue._segment_posterior(opps)
+        acc = glue._segments.posterior(opps.person, opps.context, opps.segment_probs)
         t += DAY_MS // 8
     true = market.segment[opps.person]
     rows = np.arange(len(true))

@@ -68,16 +68,18 @@ def test_a_diverged_policy_update_is_rejected_not_published() -> None:
 
 
 def test_the_full_information_references_stay_in_budget_and_rank_by_what_they_know() -> None:
-    """Dual pacing on true values ≥ on true cell means of observable features > on the learned value model."""
+    """Dual pacing on true values ≥ on true cell means of observable features (with the
+    request's category or the person's accumulated segment posterior) > on the learned value model."""
     value = {}
-    for source in ("model", "cells", "truth"):
+    for source in ("model", "cells", "profile", "truth"):
         market = StandinMarket(7, PARAMS)
         pacing = DualPacing(DualPacerConfig(), 12)
-        pol = CellOracle(pacing, "random", market) if source == "cells" else \
-            BaselinePolicy(pacing, "random", market, value_source=source)
+        pol = CellOracle(pacing, "random", market, profile=source == "profile") if source in ("cells", "profile") \
+            else BaselinePolicy(pacing, "random", market, value_source=source)
         r = run_campaign(market, pol, 3)
         assert all(d.spend_usd <= PARAMS.budget_usd + 1e-9 for d in r.days)
         value[source] = sum(d.expected_value_usd for d in r.days[1:])
     assert value["truth"] >= value["cells"] > value["model"] > 0, value
+    assert value["truth"] >= value["profile"] > value["model"], value
     with pytest.raises(ValueError, match="value_source"):
         BaselinePolicy(DualPacing(), "random", StandinMarket(7, PARAMS), value_source="guess")
