@@ -114,7 +114,8 @@ class HybridAgent:
             self.net = HybridNet(*self.dims).eval()
             self.q = BidQNet(len(PACING_FEATURES), cfg.dqn.n_actions, cfg.dqn.hidden).eval()
         self.conv = self._conv_estimate(DelayedConversionModel(n_conv_features(spec), cfg.delay_config()), 0.0)
-        self.stats = CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate)
+        self.stats = CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate,
+                                   segments=spec.segments)
         self.bonus = self._bonus(self.stats)
         self.version = 0
         self.dqn_eps = cfg.dqn.eps_start
@@ -248,7 +249,7 @@ class HybridAgent:
         logit = click[rows, creative] + click[rows, C + channel]
         p_click = 1.0 / (1.0 + np.exp(-logit))
         p_conv = conv.p_eventual(conv_features(spec, batch.state, channel))
-        value = p_click * p_conv * stats.value_per_conversion(cfg.value_prior_usd)
+        value = p_click * p_conv * stats.value_for(batch.state[:, spec.cols("segment_")], cfg.value_prior_usd)
         bid = self.bids(value, channel, floor_cpm_usd, budget_left_usd)
         propensity = np.minimum(np.exp(logp) * self.slot_prob, 1.0) if explore else np.ones(B)
         return AgentActs(creative, channel, target, p_click, value, bid, np.maximum(propensity, 1e-12), logp,

@@ -116,7 +116,8 @@ class HybridLearner:
         self.conv_learner = DelayedFeedbackLearner(self.conv)
         self.conv_est = ConversionEstimate(self.conv, cfg.conv_prior_rate, cfg.conv_prior_delay_days,
                                            cfg.conv_prior_strength)
-        self.stats = CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate)
+        self.stats = CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate,
+                                   segments=spec.segments)
         self.table = DecisionTable(cfg.decision_window)
         self.rng = np.random.default_rng(seed + 4)
         self.reward_std = _RunningStd()
@@ -186,8 +187,9 @@ class HybridLearner:
         slots = self.table.slots(keys)
         if len(slots):
             creative = self.table.column("creative", slots)
+            segments = self.table.column("state", slots)[:, self.spec.cols("segment_")]
             vals = np.asarray(value_usd if value_usd is not None else credit_usd, dtype=np.float64)
-            self.stats.observe_conversions(creative, vals[: len(creative)])
+            self.stats.observe_conversions(creative, vals[: len(creative)], segments)
 
     def finalise(self, keys: list[str]) -> None:
         """Windows closed: the reward is realised, nothing more is expected."""
@@ -227,13 +229,14 @@ class HybridLearner:
         slots = self.table.recent(len(self.table))
         col = self.table.column  # only the fields read: a full table's states and touches are large
         pending = col("clicked", slots) & ~col("final", slots) & (col("attribution", slots) <= 0)
-        value = self.stats.value_per_conversion(self.cfg.value_prior_usd)
         delayed = np.zeros(len(slots), np.float32)
         if pending.any():
             held = slots[pending]
-            x = conv_features(self.spec, col("state", held), col("channel", held))
+            state = col("state", held)
+            x = conv_features(self.spec, state, col("channel", held))
             elapsed_s = np.maximum(now_ms - col("time_ms", held), 0) / 1000.0
             p = self.conv_est.p_pending(x, elapsed_s, self.cfg.window_days * 86_400.0)
+            value = self.stats.value_for(state[:, self.spec.cols("segment_")], self.cfg.value_prior_usd)
             delayed[pending] = rw.delayed(p, value)
         self.table.set_column(slots, "delayed", delayed)
 
@@ -289,9 +292,9 @@ class HybridLearner:
         else:
             ret = discounted_returns(r, end, cfg.gamma)
             adv = (ret - ret.mean()) / (ret.std() + 1e-8)
-        vbar = self.stats.value_per_conversion(self.cfg.value_prior_usd)
+        vbar = self.stats.value_for(rows.state[:, self.spec.cols("segment_")], self.cfg.value_prior_usd)
         scale = np.stack([self.conv_est.p_eventual(conv_features(self.spec, rows.state, np.full(len(r), ch)))
-                          for ch in range(3)], axis=1) * vbar
+                          for ch in range(3)], axis=1) * vbar[:, None]
         n_c = self.stats.impressions
         trust = np.tile(n_c / (n_c + cfg.creative_prior_impressions + 1e-9), (len(r), 1))
         win = np.tile(self.stats.channel_win_rate(), (len(r), 1))

@@ -53,9 +53,15 @@ class CampaignStats:
     channel_paid_micros: np.ndarray = field(init=False)
     value_sum_usd: float = 0.0
     value_count: float = 0.0
+    segments: int = 8
+    segment_value_usd: np.ndarray = field(init=False)
+    """Conversion value credited per segment, each weighted by the credited decision's posterior."""
+    segment_weight: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self._derived: _Derived | None = None
+        self.segment_value_usd = np.zeros(self.segments)
+        self.segment_weight = np.zeros(self.segments)
         self.impressions = np.zeros(self.creatives)
         self.clicks = np.zeros(self.creatives)
         self.conversions = np.zeros(self.creatives)
@@ -105,6 +111,15 @@ class CampaignStats:
         """Posterior-mean conversion value, USD."""
         return float((self.value_sum_usd + 5.0 * prior_usd) / (self.value_count + 5.0))
 
+    def value_by_segment(self, prior_usd: float = 30.0) -> np.ndarray:
+        """Posterior-mean conversion value per segment [K], shrunk to the campaign's mean (5
+        pseudo-conversions): segments differ in what a conversion is worth."""
+        return (self.segment_value_usd + 5.0 * self.value_per_conversion(prior_usd)) / (self.segment_weight + 5.0)
+
+    def value_for(self, segment_probs: np.ndarray, prior_usd: float = 30.0) -> np.ndarray:
+        """Expected conversion value [B] of people with these segment posteriors [B, K]."""
+        return np.asarray(segment_probs, np.float64) @ self.value_by_segment(prior_usd)
+
     def derived(self) -> _Derived:
         """The figures the state reads, computed once until the counts change."""
         if self._derived is None:
@@ -137,17 +152,24 @@ class CampaignStats:
         self._derived = None
         np.add.at(self.clicks, creative, 1.0)
 
-    def observe_conversions(self, creative: np.ndarray, value_usd: np.ndarray) -> None:
+    def observe_conversions(self, creative: np.ndarray, value_usd: np.ndarray,
+                            segment_probs: np.ndarray | None = None) -> None:
+        """Credited conversions: their creatives, values and (when known) the credited
+        decisions' segment posteriors [B, K]."""
         self._derived = None
         np.add.at(self.conversions, creative, 1.0)
         self.value_sum_usd += float(np.sum(value_usd))
         self.value_count += float(len(value_usd))
+        if segment_probs is not None:
+            w = np.asarray(segment_probs, np.float64)
+            self.segment_value_usd += w.T @ np.asarray(value_usd, np.float64)
+            self.segment_weight += w.sum(axis=0)
 
     def end_period(self) -> None:
         """Forget a little (the market and the creatives drift)."""
         self._derived = None
         for name in ("impressions", "clicks", "conversions", "ab_impressions", "ab_clicks", "channel_bids",
-                     "channel_wins", "channel_paid_micros"):
+                     "channel_wins", "channel_paid_micros", "segment_value_usd", "segment_weight"):
             setattr(self, name, getattr(self, name) * self.decay)
         for name in ("bids", "wins", "paid_micros", "value_sum_usd", "value_count"):
             setattr(self, name, getattr(self, name) * self.decay)
@@ -158,8 +180,8 @@ class CampaignStats:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> CampaignStats:
-        keys = ("creatives", "ab_variants", "prior", "prior_ctr", "prior_cvr", "decay")
-        out = cls(**{k: state[k] for k in keys})
+        keys = ("creatives", "ab_variants", "prior", "prior_ctr", "prior_cvr", "decay", "segments")
+        out = cls(**{k: state[k] for k in keys if k in state})  # "segments": absent from older checkpoints
         for k, v in state.items():
             if k not in keys:
                 setattr(out, k, np.asarray(v, dtype=np.float64) if isinstance(v, list) else v)

@@ -197,3 +197,20 @@ def test_journey_arrays_keep_the_newest_touches_oldest_first_and_pack_round_trip
 def test_bad_layouts_are_refused_by_key() -> None:
     with pytest.raises(ConfigError, match="state.creatives"):
         StateSpec(creatives=0)
+
+
+def test_conversion_value_is_learnt_per_segment_and_shrunk_to_the_campaign_mean() -> None:
+    stats = CampaignStats(4, segments=3)
+    np.testing.assert_allclose(stats.value_by_segment(30.0), 30.0)  # nothing seen: the prior everywhere
+    post = np.array([[1.0, 0, 0]] * 20 + [[0, 0.5, 0.5]] * 20)
+    stats.observe_conversions(np.zeros(40, np.int64), np.array([60.0] * 20 + [10.0] * 20), post)
+    v = stats.value_by_segment(30.0)
+    mean = stats.value_per_conversion(30.0)
+    assert v[0] > mean > v[1] == pytest.approx(v[2]) and 10.0 < v[1] < mean
+    np.testing.assert_allclose(stats.value_for(np.array([[1.0, 0, 0], [0.5, 0.5, 0]])), [v[0], (v[0] + v[1]) / 2])
+    again = CampaignStats.from_state(stats.state())
+    np.testing.assert_allclose(again.value_by_segment(30.0), v)
+    old = stats.state()
+    for k in ("segments", "segment_value_usd", "segment_weight"):  # a checkpoint from before per-segment values
+        old.pop(k)
+    assert CampaignStats.from_state(old).value_by_segment(30.0).shape == (8,)
