@@ -22,13 +22,12 @@ import numpy as np
 from agent_service.agent.buffers import DecisionRows, SlotTransition, zero_rewards
 from agent_service.agent.hybrid import AgentActs, HybridAgent, HybridConfig, spec_of
 from agent_service.agent.learner import HybridLearner, LearnerStats
-from agent_service.agent.segment_profile import SegmentAccumulator
+from agent_service.agent.segment_profile import ActivityAccumulator, SegmentAccumulator
 from agent_service.agent.state import JourneyArrays, OpportunityArrays, PacingInputs, StateBatch, build_states
 from agent_service.baselines.harness import SlotContext
 from agent_service.baselines.market import Opportunities, Plays, Results
 from agent_service.config import RewardConfig
 from agent_service.pacing import SlotOutcome, SpendPlan, pacing_features
-from agent_service.ports.store import ACTIVITY_HALF_LIFE_MS
 
 __all__ = ["HybridCampaign"]
 
@@ -65,7 +64,7 @@ class HybridCampaign:
         self._volume = 0.0
         self._variant = np.zeros(0, np.int64)
         self._segments = SegmentAccumulator(cfg.segments)
-        self._act = np.zeros((0, 3))  # [journey key] decayed requests, of which offering search; last time
+        self._activity = ActivityAccumulator()
 
     def checkpoint(self) -> dict[str, Any]:
         """The learner's checkpoint plus this campaign's pacing state (plan profile, multiplier)."""
@@ -138,7 +137,7 @@ class HybridCampaign:
         credited = np.array([self._credited.get(p, 0.0) for p in opps.person.tolist()])
         segments = (self._segments.posterior(opps.person, opps.context, opps.segment_probs)
                     if self.cfg.segment_profile else opps.segment_probs)
-        recent, search = self._activity(opps)
+        recent, search = self._activity.add(opps.person, opps.event_time, opps.channel_mask[:, 1])
         opp = OpportunityArrays(opps.event_time, opps.device_class, opps.channel_mask, opps.floor_cpm_usd,
                                 segments, opps.identity_confidence, opps.device_count, variant, credited,
                                 opps.person, recent, search)
@@ -152,35 +151,6 @@ class HybridCampaign:
         self._variant = variant
         take = (acts.channel == 0) | (acts.bid_cpm_usd > 0)
         return Plays(acts.bid_cpm_usd, acts.creative, acts.channel, acts.target, take)
-
-    def _activity(self, opps: Opportunities) -> tuple[np.ndarray, np.ndarray]:
-        """Each person's recent requests (this one included; ``ports.store.Activity``) and those
-        that offered paid search; then add this batch's (as the store would, per request)."""
-        key, t = opps.person.astype(np.int64), opps.event_time.astype(np.float64)
-        search = opps.channel_mask[:, 1].astype(np.float64)
-        if not len(key):
-            return np.zeros(0), np.zeros(0)
-        if int(key.max()) >= len(self._act):
-            grown = np.zeros((max(int(key.max()) + 1, 2 * len(self._act)), 3))
-            grown[:len(self._act)] = self._act
-            self._act = grown
-        a = self._act
-        fade = self._decay(t - a[key, 2])
-        recent, recent_search = a[key, 0] * fade + 1.0, a[key, 1] * fade + search
-        t_new = a[:, 2].copy()
-        np.maximum.at(t_new, key, t)
-        f_old = self._decay(t_new[key] - a[key, 2])
-        a[key, 0] *= f_old  # every row of a key gets the same factor: the key decays once
-        a[key, 1] *= f_old
-        w = self._decay(t_new[key] - t)
-        np.add.at(a[:, 0], key, w)
-        np.add.at(a[:, 1], key, w * search)
-        a[:, 2] = t_new
-        return recent, recent_search
-
-    @staticmethod
-    def _decay(age_ms: np.ndarray) -> np.ndarray:
-        return np.exp2(-np.maximum(age_ms, 0.0) / ACTIVITY_HALF_LIFE_MS)
 
     def _expected(self, ctx: SlotContext) -> float:
         """Opportunities expected in the slot (the plan's share of the daily volume seen so far)."""

@@ -20,7 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["SegmentAccumulator", "SegmentModel", "counts_matrix"]
+from agent_service.ports.store import ACTIVITY_HALF_LIFE_MS
+
+__all__ = ["ActivityAccumulator", "SegmentAccumulator", "SegmentModel", "counts_matrix"]
 
 _TINY = 1e-12
 
@@ -113,14 +115,8 @@ class SegmentAccumulator:
         key, ctx = np.asarray(key, np.int64), np.asarray(context, np.int64)
         if not len(ctx):
             return np.asarray(probs, np.float64)
-        n_ctx = max(int(ctx.max()) + 1, self._table.shape[0])
-        n_key = max(int(key.max()) + 1, self._counts.shape[0])
-        if n_ctx > self._table.shape[0] or n_key > self._counts.shape[0]:
-            grown = np.zeros((max(n_key, 2 * self._counts.shape[0]), n_ctx), np.int32)
-            grown[:self._counts.shape[0], :self._counts.shape[1]] = self._counts
-            table = np.zeros((n_ctx, self._table.shape[1]))
-            table[:self._table.shape[0]] = self._table
-            self._counts, self._table = grown, table
+        self._table = _grown(self._table, int(ctx.max()) + 1, self._table.shape[1])
+        self._counts = _grown(self._counts, int(key.max()) + 1, self._table.shape[0])  # a column per context row
         self._table[ctx] = probs
         self._prior_sum += np.asarray(probs).sum(axis=0)
         self._prior_n += len(ctx)
@@ -128,3 +124,46 @@ class SegmentAccumulator:
         counts[np.arange(len(ctx)), ctx] += 1.0
         np.add.at(self._counts, (key, ctx), 1)
         return SegmentModel(self._table, self._prior_sum / self._prior_n).posterior(counts)
+
+
+class ActivityAccumulator:
+    """Per-key recent activity kept in process (``ports.store.Activity``, vectorised): the
+    simulator glue's stand-in for the store's profile."""
+
+    def __init__(self) -> None:
+        self.table = np.zeros((0, 3))
+        """[key] decayed requests, of which offering paid search, time of the latest (ms)."""
+
+    def add(self, key: np.ndarray, t_ms: np.ndarray, search: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each key's recent requests and those offering paid search, this one included (a key
+        twice in a batch sees the counts from before it, as the store would); then count the batch."""
+        key, t = np.asarray(key, np.int64), np.asarray(t_ms, np.float64)
+        search = np.asarray(search, np.float64)
+        if not len(key):
+            return np.zeros(0), np.zeros(0)
+        a = self.table = _grown(self.table, int(key.max()) + 1, 3)
+        fade = _decay(t - a[key, 2])
+        recent, recent_search = a[key, 0] * fade + 1.0, a[key, 1] * fade + search
+        t_new = a[:, 2].copy()
+        np.maximum.at(t_new, key, t)
+        f_old = _decay(t_new[key] - a[key, 2])
+        a[key, 0] *= f_old  # every row of a key gets the same factor: the key decays once
+        a[key, 1] *= f_old
+        w = _decay(t_new[key] - t)
+        np.add.at(a[:, 0], key, w)
+        np.add.at(a[:, 1], key, w * search)
+        a[:, 2] = t_new
+        return recent, recent_search
+
+
+def _decay(age_ms: np.ndarray) -> np.ndarray:
+    return np.exp2(-np.maximum(age_ms, 0.0) / ACTIVITY_HALF_LIFE_MS)
+
+
+def _grown(a: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """``a`` with at least ``rows`` rows (doubling) and ``cols`` columns, zero-filled."""
+    if rows <= a.shape[0] and cols <= a.shape[1]:
+        return a
+    out = np.zeros((max(rows, 2 * a.shape[0]) if rows > a.shape[0] else a.shape[0], max(cols, a.shape[1])), a.dtype)
+    out[:a.shape[0], :a.shape[1]] = a
+    return out

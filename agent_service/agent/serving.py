@@ -56,6 +56,10 @@ class ServedBatch(NamedTuple):
     acts: AgentActs
     logged: np.ndarray
     """float32 [B, spec.logged_dim]: the vectors to log as ``Decision.state``."""
+    context: np.ndarray
+    """int64 [B] each request's context bucket (what the store counts on the person's profile)."""
+    search: np.ndarray
+    """bool [B] the request offered paid search (counted in the person's activity)."""
 
 
 class AgentServer:
@@ -145,8 +149,9 @@ class AgentServer:
             seg = np.zeros((B, spec.segments))
             seg[np.arange(B), bucket % spec.segments] = 1.0
         # the person's recent activity with this request (the store counts it when it is stored)
-        activity = np.array([c.activity.add(o.event_time, "paid_search" in o.channels)[:2]
-                             for o, c in zip(opps, ctxs, strict=True)], np.float64).reshape(B, 2)
+        search = mask[:, 1].copy()  # paid search offered
+        activity = np.array([c.activity.add(o.event_time, bool(s))[:2]
+                             for o, c, s in zip(opps, ctxs, search, strict=True)], np.float64).reshape(B, 2)
         opp = OpportunityArrays(
             t, devclass, mask, floor, seg, np.array([c.identity.confidence for c in ctxs]),
             np.array([c.identity.device_count for c in ctxs]),
@@ -167,7 +172,7 @@ class AgentServer:
         left = np.array([c.budget.remaining / 1e6 for c in ctxs])
         acts = self.agent.act(batch, mask, floor, left, explore=explore)
         self._out.bids += int((acts.bid_cpm_usd > 0).sum())
-        return ServedBatch(acts, spec.pack(batch, self._pacing))
+        return ServedBatch(acts, spec.pack(batch, self._pacing), bucket, search)
 
     def multiplier_of(self, logged: np.ndarray) -> float:
         """The bid multiplier in force when a logged vector was decided."""

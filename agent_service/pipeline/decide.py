@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from agent_service.agent.features import Opportunity, context_bucket
+from agent_service.agent.features import Opportunity
 from agent_service.agent.serving import AgentServer, ServedBatch
 from agent_service.config import CHANNELS, GaelpConfig
 from agent_service.contracts.events import Action, Decision, encoded_state
@@ -140,8 +140,7 @@ class Decider:
             # Encoded once here; the store, the decision log and the experience records copy the bytes.
             logged = [encoded_state(row) for row in served.logged.tolist()]
             drafts = [self._decide_one(k, s, served, logged[k]) for k, s in enumerate(slots)]
-            stored = await self._reserve_and_store(drafts, [flat[i][0] for i in fresh], [s.opp for s in slots],
-                                                   deadlines)
+            stored = await self._reserve_and_store(drafts, [flat[i][0] for i in fresh], served, deadlines)
             for i, d in zip(fresh, stored, strict=True):
                 decisions[i] = d
             self._count(stored)
@@ -158,7 +157,7 @@ class Decider:
                 self.metrics.decide_latency.observe(per_item)
         return results
 
-    async def _reserve_and_store(self, drafts: list[Decision], owners: list[int], opps: list[Opportunity],
+    async def _reserve_and_store(self, drafts: list[Decision], owners: list[int], served: ServedBatch,
                                  deadlines: Sequence[float | None] | None) -> list[Decision]:
         """Reserve every bidding draft's worst-case cost and store the decisions, in ONE round
         trip (``StateStore.reserve_and_put``: imps in request order, one atomic step per budget
@@ -171,7 +170,7 @@ class Decider:
         out: list[DecisionDraft] = []
         for k, d in enumerate(drafts):
             period = period_of(d.event_time)
-            bucket, search = context_bucket(opps[k].context), "paid_search" in opps[k].channels
+            bucket, search = int(served.context[k]), bool(served.search[k])
             if not d.bid or d.action.channel == "organic":
                 out.append(DecisionDraft(d, 0, period, context=bucket, search=search))
             elif owners[k] in late:

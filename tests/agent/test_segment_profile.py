@@ -99,7 +99,7 @@ def test_the_campaign_glue_counts_recent_activity_as_the_store_does() -> None:
         n = len(key)
         opps = Opportunities(t, key, key, np.zeros(n, np.int64), mask, np.ones(n), np.full((n, 8), 1 / 8),
                              np.ones(n), np.ones(n, np.int64), np.zeros(n, np.int64))
-        recent, search = glue._activity(opps)
+        recent, search = glue._activity.add(opps.person, opps.event_time, opps.channel_mask[:, 1])
         for i, (k, ti) in enumerate(zip(key.tolist(), t.tolist(), strict=True)):
             now = ref[k].add(int(ti), bool(mask[i, 1]))
             if key.tolist().count(k) == 1:  # a key twice in a batch sees the counts from before it, for both
@@ -107,5 +107,5 @@ def test_the_campaign_glue_counts_recent_activity_as_the_store_does() -> None:
         for i, (k, ti) in enumerate(zip(key.tolist(), t.tolist(), strict=True)):
             ref[k] = ref[k].add(int(ti), bool(mask[i, 1]))
     for k, a in ref.items():
-        assert glue._act[k, 0] == pytest.approx(a.requests) and glue._act[k, 1] == pytest.approx(a.search)
-        assert glue._act[k, 2] == a.at_ms
+        assert glue._activity.table[k, 0] == pytest.approx(a.requests) and glue._activity.table[k, 1] == pytest.approx(a.search)
+        assert glue._activity.table[k, 2] == a.at_ms
