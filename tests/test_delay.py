@@ -153,3 +153,105 @@ def test_online_model_is_unbiased_where_naive_is_biased_low() -> None:
     assert abs(bias_model.mean()) < 0.05 * truth.mean()
     # A pending touch's chance to still convert is calibrated too.
     assert pend_pred.mean() == pytest.approx(pend_true.mean(), rel=0.15)
+
+
+def test_full_batch_fit_recovers_rare_conversion_rates() -> None:
+    """Rare conversions (0.5 % vs 5 % by one binary feature): the full-batch fit of every
+    buffered label reaches the likelihood's optimum, at least as good as the minibatch steps'
+    weights, and recovers both rates."""
+    rng = np.random.default_rng(7)
+    n, days = 30_000, 60
+    learner = DelayedFeedbackLearner(DelayedConversionModel(1, DelayModelConfig(seed=7)))
+    assert np.isnan(learner.fit(0))
+    g = rng.random(n) < 0.3
+    t = np.sort(rng.integers(0, days * DAY_MS, n))
+    converts = rng.random(n) < np.where(g, 0.05, 0.005)
+    conv_t = t + (rng.exponential(5.0, n) * DAY_MS).astype(np.int64)
+    for i in range(n):
+        learner.add_touch(str(i), np.array([float(g[i])]), int(t[i]))
+        if converts[i]:
+            learner.add_conversion(str(i), int(conv_t[i]))
+    now = (days + 20) * DAY_MS  # every window closed: labels are final
+    learner.step(now, steps=200)
+    x, e, y, d = learner.labels(now)
+    stepped = learner.model.fit(x, e, y, d, max_iter=0)  # the loss at the stepped weights
+    fitted = learner.fit(now)
+    assert fitted <= stepped + 1e-12
+    p = learner.model.p_eventual(np.array([[0.0], [1.0]]))
+    in_window = conv_t - t <= 14 * DAY_MS
+    for grp, est in ((False, p[0]), (True, p[1])):
+        truth = (converts & in_window)[g == grp].mean()
+        assert est == pytest.approx(truth, rel=0.25)
+
+
+def test_a_conversion_labels_only_its_last_click() -> None:
+    """Multi-touch credit names several clicks of one conversion: the label goes to the latest
+    one, whatever order the credits arrive in; redeliveries and other conversions keep theirs."""
+    learner = DelayedFeedbackLearner(DelayedConversionModel(1, DelayModelConfig(buffer_size=4)))
+    for key, t in (("a", 0), ("b", DAY_MS), ("c", 2 * DAY_MS)):
+        learner.add_touch(key, np.array([0.0]), t)
+    conv = 3 * DAY_MS
+    assert learner.add_conversion("b", conv, "p1:conv")
+    assert learner.add_conversion("c", conv, "p1:conv")  # later click: takes the label over
+    assert not learner.add_conversion("a", conv, "p1:conv")  # earlier click: stays unlabelled
+    assert learner.add_conversion("c", conv, "p1:conv")  # redelivery
+    _, _, y, _ = learner.labels(now_ms=4 * DAY_MS)
+    assert y.tolist() == [False, False, True]
+    assert learner.add_conversion("a", 5 * DAY_MS, "p2:other")  # another conversion: its own label
+    learner.add_touch("d", np.array([0.0]), 3 * DAY_MS)
+    learner.add_touch("e", np.array([0.0]), 3 * DAY_MS)  # evicts "a": its conversion id is forgotten
+    assert learner.add_conversion("d", 5 * DAY_MS, "p2:other")
+    _, _, y, _ = learner.labels(now_ms=6 * DAY_MS)
+    assert y.tolist() == [False, False, True, True]  # buffer order: e (in a's slot), b, c, d
+
+
+def test_shared_delay_rate_keeps_rates_identifiable() -> None:
+    """delay_by_features=False: the rate's feature weights stay at 0 through online steps and
+    fits, and with bounded (non-exponential) delays and many touches still pending the
+    conversion probabilities of two groups are recovered."""
+    rng = np.random.default_rng(11)
+    n, days = 40_000, 40
+    g = rng.random(n) < 0.4
+    t = rng.integers(0, days * DAY_MS, n)
+    converts = rng.random(n) < np.where(g, 0.06, 0.015)
+    conv_t = t + (rng.uniform(0.5, 10.0, n) * DAY_MS).astype(np.int64)
+    now = days * DAY_MS
+    seen = converts & (conv_t <= now)
+    x = np.stack([g.astype(float), rng.normal(size=n)], axis=1)  # the group and a useless feature
+    e = (now - t) / 1000.0
+    d = np.where(seen, (conv_t - t) / 1000.0, np.nan)
+    model = DelayedConversionModel(2, DelayModelConfig(delay_by_features=False, prior_mean_delay_days=5.0))
+    for _ in range(5):
+        i = rng.integers(0, n, 512)
+        model.observe_batch(x[i], e[i], seen[i], d[i])
+    model.fit(x, e, seen, d)
+    assert model.v[:-1].tolist() == [0.0, 0.0]
+    p = model.p_eventual(np.array([[0.0, 0.0], [1.0, 0.0]]))
+    assert p[0] == pytest.approx(0.015, rel=0.3) and p[1] == pytest.approx(0.06, rel=0.3)
+
+
+def test_snapshot_keeps_the_evidence_across_a_restart() -> None:
+    """A learner restored from a snapshot (a restart, or a new world after training) fits the
+    same model from the frozen labels as the original from its buffer, adds new touches to them,
+    and refuses a malformed snapshot."""
+    rng = np.random.default_rng(3)
+    cfg = DelayModelConfig(delay_by_features=False, seed=3)
+    first = DelayedFeedbackLearner(DelayedConversionModel(1, cfg))
+    for i in range(3_000):
+        g = float(rng.random() < 0.5)
+        first.add_touch(str(i), np.array([g]), int(rng.integers(0, 30 * DAY_MS)))
+        if rng.random() < 0.02 + 0.06 * g:
+            first.add_conversion(str(i), int(first._t[i]) + int(rng.uniform(0.5, 9) * DAY_MS))
+    now = 30 * DAY_MS
+    snap = first.snapshot(now)
+    again = DelayedFeedbackLearner(DelayedConversionModel(1, cfg))
+    again.restore(snap)
+    assert len(again) == 0 and again.labelled == 3_000
+    first.fit(now)
+    again.fit(now + 5 * DAY_MS)  # later: the frozen labels stay as they were at the snapshot
+    assert np.allclose(first.model.w, again.model.w, atol=1e-4)
+    again.add_touch("new", np.array([1.0]), now)
+    assert again.labelled == 3_001 and again.labels(now + DAY_MS)[0].shape == (3_001, 1)
+    assert again.step(now + DAY_MS, steps=2) > 0
+    with pytest.raises(DecodeError):
+        again.restore({**snap, "features": np.full((3_000, 1), np.nan)})

@@ -45,7 +45,7 @@ class ConversionEstimate:
 
     def refresh(self, learner: DelayedFeedbackLearner, now_ms: int) -> None:
         """Recount the matured evidence ``w`` from the learner's touches as of ``now_ms``."""
-        if len(learner):
+        if learner.labelled:
             _, elapsed, converted, _ = learner.labels(now_ms)
             mature = 1.0 - np.exp(-elapsed / (_DAY_S * self.prior_delay_days))
             self.matured = float(np.where(converted, 1.0, mature).sum())

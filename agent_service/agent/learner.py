@@ -127,6 +127,8 @@ class HybridLearner:
         self._new = 0
         self._dqn_stats: list[DQNStats] = []
         self._conv_nll = float("nan")
+        self._rounds = 0
+        self._now_ms = 0
         self.transitions_trained = 0
 
     # ================================================================ experience in (plumbing)
@@ -180,16 +182,21 @@ class HybridLearner:
 
     def add_credit(self, keys: list[str], credit_usd: np.ndarray, conversion_time_ms: np.ndarray,
                    value_usd: np.ndarray | None = None) -> None:
-        """Attributed conversion value reaching decisions (R_attribution), and the delay labels."""
+        """Attributed conversion value reaching decisions (R_attribution), and the delay labels
+        (each conversion — the journey and its time — labels its last credited click)."""
         self.table.update(keys, "attribution", np.asarray(credit_usd, np.float32), add=True)
-        for k, t in zip(keys, conversion_time_ms, strict=True):
-            self.conv_learner.add_conversion(k, int(t))
+        held = np.array([self.table.has(k) for k in keys], dtype=bool)
         slots = self.table.slots(keys)
+        journey = self.table.column("episode", slots) if len(slots) else np.zeros(0, np.int64)
+        conv_id = iter(f"{j}:{t}" for j, t in zip(journey.tolist(), np.asarray(conversion_time_ms)[held].tolist(),
+                                                   strict=True))
+        for k, t, h in zip(keys, conversion_time_ms, held.tolist(), strict=True):
+            self.conv_learner.add_conversion(k, int(t), next(conv_id) if h else None)
         if len(slots):
             creative = self.table.column("creative", slots)
             segments = self.table.column("state", slots)[:, self.spec.cols("segment_")]
-            vals = np.asarray(value_usd if value_usd is not None else credit_usd, dtype=np.float64)
-            self.stats.observe_conversions(creative, vals[: len(creative)], segments)
+            vals = np.asarray(value_usd if value_usd is not None else credit_usd, dtype=np.float64)[held]
+            self.stats.observe_conversions(creative, vals, segments)
 
     def finalise(self, keys: list[str]) -> None:
         """Windows closed: the reward is realised, nothing more is expected."""
@@ -242,7 +249,11 @@ class HybridLearner:
 
     def update(self, now_ms: int) -> LearnerStats:
         """One round: delay model steps, R_delayed refresh, rollout, GAE, PPO, publish."""
+        self._now_ms = max(self._now_ms, now_ms)
         self._conv_nll = self.conv_learner.step(now_ms, steps=8)
+        self._rounds += 1
+        if self.cfg.conv_refit_every and self._rounds % self.cfg.conv_refit_every == 0:
+            self._conv_nll = self.conv_learner.fit(now_ms)
         self.conv_est.refresh(self.conv_learner, now_ms)
         self.refresh_delayed(now_ms)
         batch, n, mean_r = self._rollout()
@@ -343,6 +354,8 @@ class HybridLearner:
         self.dqn.transitions = int(ck.get("dqn_transitions", 0))
         self.conv.load_state_dict(ck["conv"]["model"])
         self.conv_est.matured = float(ck["conv"]["matured"])
+        if "conv_evidence" in ck:  # the labelled clicks behind the conversion model (refits keep them)
+            self.conv_learner.restore(ck["conv_evidence"])
         self.stats = CampaignStats.from_state(ck["stats"])
         self.version = int(ck["version"])
 
@@ -364,4 +377,5 @@ class HybridLearner:
         """Serving state plus optimiser and target-network state (resumable training)."""
         return {**self.state(), "target_q": copy.deepcopy(self.dqn.target.state_dict()),
                 "ppo_optim": self.ppo.optim.state_dict(), "dqn_optim": self.dqn.optim.state_dict(),
-                "dqn_transitions": self.dqn.transitions, "version": self.version}
+                "dqn_transitions": self.dqn.transitions, "version": self.version,
+                "conv_evidence": self.conv_learner.snapshot(self._now_ms)}

@@ -199,6 +199,13 @@ class HybridConfig:
     """Prior mean conversion delay, days."""
     conv_prior_strength: float = 300.0
     """Weight of the conversion prior in matured clicks (see :mod:`agent_service.agent.conversion`)."""
+    conv_delay_by_features: bool = False
+    """The conversion model's delay rate depends on the features (False: one shared rate; see
+    ``DelayModelConfig.delay_by_features`` — on the simulator per-feature rates left p̂(conversion)
+    uncorrelated with the truth and 2-3x too high)."""
+    conv_refit_every: int = 20
+    """Learner rounds between full-batch refits of the conversion model on every buffered click
+    (about once a simulated day at the default volume); 0: minibatch steps only."""
     window_days: float = 14.0
     """Attribution window: R_delayed only counts conversions inside it."""
     decision_window: int = 300_000
@@ -223,9 +230,11 @@ class HybridConfig:
             raise ConfigError("hybrid.conv_prior_rate", "must be in (0, 1)")
         if self.conv_prior_delay_days <= 0 or self.window_days <= 0:
             raise ConfigError("hybrid.window_days", "window_days and conv_prior_delay_days must be > 0")
+        if self.conv_refit_every < 0:
+            raise ConfigError("hybrid.conv_refit_every", "must be >= 0")
         if self.decision_window < self.ppo.rollout:
             raise ConfigError("hybrid.decision_window", "must be >= ppo.rollout")
 
     def delay_config(self, seed: int = 0) -> DelayModelConfig:
         return DelayModelConfig(prior_rate=self.conv_prior_rate, prior_mean_delay_days=self.conv_prior_delay_days,
-                                window_days=self.window_days, seed=seed)
+                                delay_by_features=self.conv_delay_by_features, window_days=self.window_days, seed=seed)

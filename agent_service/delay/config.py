@@ -26,6 +26,11 @@ class DelayModelConfig:
     """Initial eventual-conversion probability (sets the logit intercept)."""
     prior_mean_delay_days: float = 2.0
     """Initial mean delay in days (sets the log-rate intercept)."""
+    delay_by_features: bool = True
+    """The delay rate depends on the features (Chapelle's model); False: one rate shared by all
+    touches. With few conversions and delays that are not exponential, per-feature rates trade
+    off against the conversion probability (a slow rate excuses a high probability) and the
+    probabilities stop ranking touches; a shared rate keeps them identifiable."""
     window_days: float = 14.0
     """Attribution window: conversions later than this are never joined (censoring time cap)."""
     buffer_size: int = 200_000

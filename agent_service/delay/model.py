@@ -236,6 +236,8 @@ class DelayedConversionModel:
         gv = x.T @ gb / n
         gw[:-1] += l2 * w[:-1]
         gv[:-1] += l2 * v[:-1]
+        if not self.config.delay_by_features:
+            gv[:-1] = 0.0  # the rate's feature weights stay at 0: one shared rate
         return loss, np.concatenate([gw, gv])
 
 
