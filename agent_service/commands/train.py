@@ -17,7 +17,8 @@ opportunity, sees auctions and clicks at once and conversions days later, update
 [hybrid].update_every decisions and serves each new version.
 
 Writes into --out:
-  agent.pt                the final checkpoint (weights, optimisers, statistics, pacing state)
+  agent.pt                the final checkpoint (weights, optimisers, statistics, pacing state, the
+                          conversion model's labelled clicks)
   checkpoints/dayNNNN.pt  a checkpoint every --checkpoint-every days
   learning_curve.png      value won, creative regret, spend and realised conversions per day
   learner_stats.png       PPO losses, entropy, KL, DQN TD loss per update
