@@ -1,6 +1,6 @@
 """The hybrid agent on the simulator vs every baseline vs the hindsight optimum (BENCHMARKS.md §2).
 
-1. ``gaelp train`` on the training world (seed 100, never an evaluation seed), at most
+1. ``gaelp train`` on the training world (seed 100 or ``--train-seed``, never an evaluation seed), at most
    ``--max-minutes`` of wall clock: training time, decisions/s and transitions trained per
    second, creative regret over the last training days;
 2. ``gaelp evaluate`` on ``--seeds`` (5 by default): the agent (continuing online), fixed bid,
@@ -41,6 +41,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--days", type=int, default=100, help="training days (stops earlier at --max-minutes)")
     ap.add_argument("--max-minutes", type=float, default=13.0, help="agent training wall clock (tuning follows)")
+    ap.add_argument("--train-seed", type=int, default=100, help="seed of the training world (robustness checks)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--eval-days", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=2)
@@ -51,7 +52,10 @@ def main() -> int:
     cfg = load_config(args.config)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_agent_sim_"))
     if args.checkpoint is None:
-        tc = TrainConfig(days=args.days, max_minutes=args.max_minutes, budget_usd=cfg.budget.daily_usd)
+        if args.train_seed in args.seeds:
+            ap.error("--train-seed must differ from the evaluation --seeds")
+        tc = TrainConfig(days=args.days, seed=args.train_seed, max_minutes=args.max_minutes,
+                         budget_usd=cfg.budget.daily_usd)
         summary = train(cfg, tc, out / "train")
         ck_dir = out / "train"
     else:
