@@ -116,7 +116,6 @@ class HybridAgent:
         self.conv = self._conv_estimate(DelayedConversionModel(n_conv_features(spec), cfg.delay_config()), 0.0)
         self.stats = CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate,
                                    segments=spec.segments)
-        self.bonus = self._bonus(self.stats)
         self.version = 0
         self.dqn_eps = cfg.dqn.eps_start
         self.z_base = cfg.dqn.z_init
@@ -154,14 +153,10 @@ class HybridAgent:
         model.load_state_dict(state["conv"]["model"])
         conv = self._conv_estimate(model, float(state["conv"]["matured"]))
         stats = CampaignStats.from_state(state["stats"])
-        self.net, self.q, self.conv, self.stats, self.bonus = net, q, conv, stats, self._bonus(stats)  # one swap each
+        self.net, self.q, self.conv, self.stats = net, q, conv, stats  # one swap each
         self.dqn_eps = float(state.get("dqn_eps", self.dqn_eps))
         self.version = version
         return True
-
-    def _bonus(self, stats: CampaignStats) -> np.ndarray:
-        """The value-guided creative policy's optimism bonus [C] (fixed per version: the stats come with it)."""
-        return creative_bonus(stats.impressions, stats.campaign_ctr(), self.cfg.ppo.creative_optimism)
 
     def _conv_estimate(self, model: DelayedConversionModel, matured: float) -> ConversionEstimate:
         return ConversionEstimate(model, self.cfg.conv_prior_rate, self.cfg.conv_prior_delay_days,
@@ -227,7 +222,7 @@ class HybridAgent:
         :param floor_cpm_usd: [B] floors. :param budget_left_usd: what may still be reserved.
         :param explore: sample from the policy (True) or take its mode (evaluation).
         """
-        net, conv, stats, bonus, version = self.net, self.conv, self.stats, self.bonus, self.version  # pin one version
+        net, conv, stats, version = self.net, self.conv, self.stats, self.version  # pin one version
         spec, cfg = self.spec, self.cfg
         B = len(batch.state)
         out = net.serve_np(batch.state, batch.touches, batch.touch_creatives).astype(np.float64)
@@ -235,8 +230,10 @@ class HybridAgent:
         eps, beta = cfg.ppo.explore_eps, cfg.ppo.creative_value_weight
         mask = np.asarray(channel_mask, dtype=bool)
         click = out[:, C + 3 + K1:]
-        if beta > 0:  # value-guided: the click model's creative logit plus the optimism bonus
-            head = beta * (click[:, :C] + bonus)
+        if beta > 0:  # value-guided: the click model's creative logit plus the optimism bonus, which
+            # counts the creative's impressions among people of this person's segments
+            head = beta * (click[:, :C] + creative_bonus(stats.impressions_for(batch.state[:, spec.cols("segment_")]),
+                                                         stats.campaign_ctr(), cfg.ppo.creative_optimism))
         else:
             head = out[:, :C]
         probs = [_mixed(head, cfg.ppo.creative_eps, None), _mixed(out[:, C:C + 3], eps, mask),

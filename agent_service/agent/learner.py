@@ -151,6 +151,9 @@ class HybridLearner:
         held = self.table.slots(keys) if len(keys) else np.zeros(0, np.int64)
         channel = self.table.column("channel", held) if len(held) == len(keys) else None
         self.stats.observe(creative, variant, bid, won, np.where(won, cost_usd * 1e6, 0.0), clicked, channel)
+        if len(held) == len(keys) and won.any():
+            seg = self.table.column("state", held[won])[:, self.spec.cols("segment_")]
+            self.stats.observe_segment_impressions(creative[won], seg)
         clicked_held = [int(i) for i in np.flatnonzero(clicked) if self.table.has(keys[i])]
         if clicked_held:
             rows = self.table.rows(self.table.slots([keys[i] for i in clicked_held]))
@@ -312,14 +315,15 @@ class HybridLearner:
         kappa = 1.0 / np.exp(2.0 * rows.state[:, self.spec.index["pacing_factor"]]) if self.reward_cfg.shadow_price \
             else np.ones(len(r))
         cost = win * self.stats.channel_price_usd()[None, :] * kappa[:, None]
-        bonus = creative_bonus(n_c, self.stats.campaign_ctr(), cfg.creative_optimism)
+        bonus = creative_bonus(self.stats.impressions_for(rows.state[:, self.spec.cols("segment_")]),
+                               self.stats.campaign_ctr(), cfg.creative_optimism)
         batch = PolicyBatch(*t, torch.as_tensor(rows.creative), torch.as_tensor(rows.channel),
                             torch.as_tensor(rows.target), torch.as_tensor(rows.logp_behaviour, dtype=torch.float32),
                             torch.as_tensor(adv, dtype=torch.float32), torch.as_tensor(ret, dtype=torch.float32),
                             torch.as_tensor(rows.won), torch.as_tensor(rows.clicked, dtype=torch.float32),
                             torch.as_tensor(scale, dtype=torch.float32), torch.as_tensor(trust, dtype=torch.float32),
                             torch.as_tensor(win, dtype=torch.float32), torch.as_tensor(cost, dtype=torch.float32),
-                            torch.as_tensor(np.tile(bonus, (len(r), 1)), dtype=torch.float32))
+                            torch.as_tensor(bonus, dtype=torch.float32))
         return batch, len(r), float(np.mean(r) * self.reward_std.std)
 
     @staticmethod

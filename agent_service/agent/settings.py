@@ -116,9 +116,10 @@ class PPOConfig:
     logit — the only creative-dependent part of v̂ — instead of the creative head, which the realised-reward
     gradient left near uniform over 60 creatives (regret ~15 %). 0 = the PPO creative head."""
     creative_optimism: float = 0.5
-    """κ: optimism bonus κ / sqrt(1 + n_c · CTR) on the click logit of creative c (n_c its decayed impressions,
-    so n_c · CTR its expected clicks: ~ the logit's standard error), so that creatives the model has barely
-    seen are still tried while they could be near the best; the bid uses the plain mean."""
+    """κ: optimism bonus κ / sqrt(1 + n_c · CTR) on the click logit of creative c (n_c its decayed impressions
+    among people of this person's segments — ``CampaignStats.impressions_for`` — so n_c · CTR its expected
+    clicks there: ~ the logit's standard error), so that creatives the model has barely seen for such people
+    are still tried while they could be near the best; the bid uses the plain mean."""
     creative_eps: float = 0.02
     """ε of the creative policy (uniform mass over all creatives; the guide explores near-best creatives itself,
     and every 0.01 of uniform mass costs ~0.5 % creative regret)."""

@@ -57,11 +57,14 @@ class CampaignStats:
     segment_value_usd: np.ndarray = field(init=False)
     """Conversion value credited per segment, each weighted by the credited decision's posterior."""
     segment_weight: np.ndarray = field(init=False)
+    segment_impressions: np.ndarray = field(init=False)
+    """[K, C] impressions per segment and creative, each weighted by the decision's posterior."""
 
     def __post_init__(self) -> None:
         self._derived: _Derived | None = None
         self.segment_value_usd = np.zeros(self.segments)
         self.segment_weight = np.zeros(self.segments)
+        self.segment_impressions = np.zeros((self.segments, self.creatives))
         self.impressions = np.zeros(self.creatives)
         self.clicks = np.zeros(self.creatives)
         self.conversions = np.zeros(self.creatives)
@@ -147,6 +150,16 @@ class CampaignStats:
         self.wins += float((won & bid.astype(bool)).sum())
         self.paid_micros += float(paid_micros[won].sum())
 
+    def observe_segment_impressions(self, creative: np.ndarray, segment_probs: np.ndarray) -> None:
+        """Won impressions [B] with their decisions' segment posteriors [B, K]."""
+        onehot = np.zeros((len(creative), self.creatives))
+        onehot[np.arange(len(creative)), creative] = 1.0
+        self.segment_impressions += np.asarray(segment_probs, np.float64).T @ onehot
+
+    def impressions_for(self, segment_probs: np.ndarray) -> np.ndarray:
+        """Expected impressions of each creative among people like these [B, C]."""
+        return np.asarray(segment_probs, np.float64) @ self.segment_impressions
+
     def observe_clicks(self, creative: np.ndarray) -> None:
         """Clicks reported after their impression (the stream's separate click records)."""
         self._derived = None
@@ -169,7 +182,8 @@ class CampaignStats:
         """Forget a little (the market and the creatives drift)."""
         self._derived = None
         for name in ("impressions", "clicks", "conversions", "ab_impressions", "ab_clicks", "channel_bids",
-                     "channel_wins", "channel_paid_micros", "segment_value_usd", "segment_weight"):
+                     "channel_wins", "channel_paid_micros", "segment_value_usd", "segment_weight",
+                     "segment_impressions"):
             setattr(self, name, getattr(self, name) * self.decay)
         for name in ("bids", "wins", "paid_micros", "value_sum_usd", "value_count"):
             setattr(self, name, getattr(self, name) * self.decay)

@@ -72,8 +72,8 @@ def test_propensity_is_the_probability_of_the_whole_action() -> None:
 def test_served_probabilities_are_the_learners_policy_with_the_value_guide() -> None:
     agent = HybridAgent(SPEC, CFG, seed=4)
     agent.stats.impressions[:] = [5000, 5000, 5000, 5000, 5000, 0]  # creative 5 unseen: bonus 0.5 vs 0.05
+    agent.stats.segment_impressions[:] = agent.stats.impressions  # the same in every segment
     agent.stats.clicks[:] = [100, 100, 100, 100, 100, 0]
-    agent.bonus = agent._bonus(agent.stats)  # as a version published with these statistics would
     with torch.no_grad():  # a click model that prefers creative 2 of those seen; the head is not used
         agent.net.creative_bias.copy_(torch.tensor([0.0, 0, 0.5, 0, -0.2, 0.1]))
         agent.net.creative.bias.copy_(torch.tensor([5.0, 0, 0, 0, 0, 0]))
@@ -82,8 +82,9 @@ def test_served_probabilities_are_the_learners_policy_with_the_value_guide() -> 
     acts = agent.act(b, opp.channel_mask, opp.floor_cpm_usd, 100.0)
     with torch.no_grad():
         out = agent.net(torch.from_numpy(b.state), torch.from_numpy(b.touches), torch.from_numpy(b.touch_creatives))
-        bonus = torch.as_tensor(creative_bonus(agent.stats.impressions, agent.stats.campaign_ctr(),
-                                               CFG.ppo.creative_optimism), dtype=torch.float32)
+        seen = agent.stats.impressions_for(b.state[:, SPEC.cols("segment_")])
+        bonus = torch.as_tensor(creative_bonus(seen, agent.stats.campaign_ctr(), CFG.ppo.creative_optimism),
+                                dtype=torch.float32)
         pc, pch, pk = (p.double().numpy() for p in policy_dists(out, torch.from_numpy(opp.channel_mask), CFG.ppo,
                                                                 bonus))
     rows = np.arange(400)
@@ -92,6 +93,17 @@ def test_served_probabilities_are_the_learners_policy_with_the_value_guide() -> 
     assert np.isin(acts.creative, [2, 5]).mean() > 0.9  # the click model's favourite, not the head's (0) ...
     assert (acts.creative == 5).mean() > 0.3  # ... and the unseen creative its bonus lifts to par
     assert pc.min() >= CFG.ppo.creative_eps / SPEC.creatives - 1e-7
+
+
+def test_creative_exploration_is_per_segment() -> None:
+    """A creative shown often to one segment keeps its optimism for the people of another."""
+    agent = HybridAgent(SPEC, CFG, seed=4)
+    k = SPEC.segments
+    agent.stats.observe_segment_impressions(np.full(5000, 5), np.tile(np.eye(k)[0], (5000, 1)))
+    seen = agent.stats.impressions_for(np.eye(k)[[0, 1]])
+    bonus = creative_bonus(seen, agent.stats.campaign_ctr(), CFG.ppo.creative_optimism)
+    assert seen[0, 5] == 5000 and seen[1, 5] == 0
+    assert bonus[1, 5] == pytest.approx(CFG.ppo.creative_optimism) and bonus[0, 5] < 0.2 * bonus[1, 5]
 
 
 def test_versions_only_go_forward_and_bad_weights_are_refused() -> None:
