@@ -230,10 +230,11 @@ class HybridAgent:
         eps, beta = cfg.ppo.explore_eps, cfg.ppo.creative_value_weight
         mask = np.asarray(channel_mask, dtype=bool)
         click = out[:, C + 3 + K1:]
+        segments = batch.state[:, spec.cols("segment_")]
         if beta > 0:  # value-guided: the click model's creative logit plus the optimism bonus, which
             # counts the creative's impressions among people of this person's segments
-            head = beta * (click[:, :C] + creative_bonus(stats.impressions_for(batch.state[:, spec.cols("segment_")]),
-                                                         stats.campaign_ctr(), cfg.ppo.creative_optimism))
+            head = beta * (click[:, :C] + creative_bonus(stats.impressions_for(segments), stats.campaign_ctr(),
+                                                         cfg.ppo.creative_optimism))
         else:
             head = out[:, :C]
         probs = [_mixed(head, cfg.ppo.creative_eps, None), _mixed(out[:, C:C + 3], eps, mask),
@@ -246,7 +247,7 @@ class HybridAgent:
         logit = click[rows, creative] + click[rows, C + channel]
         p_click = 1.0 / (1.0 + np.exp(-logit))
         p_conv = conv.p_eventual(conv_features(spec, batch.state, channel))
-        value = p_click * p_conv * stats.value_for(batch.state[:, spec.cols("segment_")], cfg.value_prior_usd)
+        value = p_click * p_conv * stats.value_for(segments, cfg.value_prior_usd)
         bid = self.bids(value, channel, floor_cpm_usd, budget_left_usd)
         propensity = np.minimum(np.exp(logp) * self.slot_prob, 1.0) if explore else np.ones(B)
         return AgentActs(creative, channel, target, p_click, value, bid, np.maximum(propensity, 1e-12), logp,

@@ -306,7 +306,8 @@ class HybridLearner:
         else:
             ret = discounted_returns(r, end, cfg.gamma)
             adv = (ret - ret.mean()) / (ret.std() + 1e-8)
-        vbar = self.stats.value_for(rows.state[:, self.spec.cols("segment_")], self.cfg.value_prior_usd)
+        segments = rows.state[:, self.spec.cols("segment_")]
+        vbar = self.stats.value_for(segments, self.cfg.value_prior_usd)
         scale = np.stack([self.conv_est.p_eventual(conv_features(self.spec, rows.state, np.full(len(r), ch)))
                           for ch in range(3)], axis=1) * vbar[:, None]
         n_c = self.stats.impressions
@@ -315,8 +316,7 @@ class HybridLearner:
         kappa = 1.0 / np.exp(2.0 * rows.state[:, self.spec.index["pacing_factor"]]) if self.reward_cfg.shadow_price \
             else np.ones(len(r))
         cost = win * self.stats.channel_price_usd()[None, :] * kappa[:, None]
-        bonus = creative_bonus(self.stats.impressions_for(rows.state[:, self.spec.cols("segment_")]),
-                               self.stats.campaign_ctr(), cfg.creative_optimism)
+        bonus = creative_bonus(self.stats.impressions_for(segments), self.stats.campaign_ctr(), cfg.creative_optimism)
         batch = PolicyBatch(*t, torch.as_tensor(rows.creative), torch.as_tensor(rows.channel),
                             torch.as_tensor(rows.target), torch.as_tensor(rows.logp_behaviour, dtype=torch.float32),
                             torch.as_tensor(adv, dtype=torch.float32), torch.as_tensor(ret, dtype=torch.float32),

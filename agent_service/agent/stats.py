@@ -152,9 +152,7 @@ class CampaignStats:
 
     def observe_segment_impressions(self, creative: np.ndarray, segment_probs: np.ndarray) -> None:
         """Won impressions [B] with their decisions' segment posteriors [B, K]."""
-        onehot = np.zeros((len(creative), self.creatives))
-        onehot[np.arange(len(creative)), creative] = 1.0
-        self.segment_impressions += np.asarray(segment_probs, np.float64).T @ onehot
+        np.add.at(self.segment_impressions.T, creative, np.asarray(segment_probs, np.float64))
 
     def impressions_for(self, segment_probs: np.ndarray) -> np.ndarray:
         """Expected impressions of each creative among people like these [B, C]."""
