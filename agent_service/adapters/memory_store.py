@@ -45,8 +45,8 @@ class MemoryStore:
         self._journeys: dict[str, dict[str, Touch]] = defaultdict(dict)
         self._clicks: dict[str, set[str]] = defaultdict(set)
         self._decisions: dict[str, Decision] = {}
-        self._contexts: dict[str, dict[int, int]] = {}  # person -> context bucket -> requests
-        self._activity: dict[str, Activity] = {}
+        self._profiles: dict[str, _Profile] = {}  # person -> context counts and activity
+        self._shares: dict[tuple[str, str], _Profile] = {}  # (person, device) -> the device's part
         self._budgets: dict[tuple[str, int], list[int]] = {}  # [budget, spent, reserved]
         self._reservations: dict[tuple[str, int, str], int] = {}
         self._settled: set[tuple[str, int, str]] = set()
@@ -107,6 +107,7 @@ class MemoryStore:
             if old != new:
                 changed += 1
                 self._move_touches(device, old, new)
+                self._move_profile(device, old, new)
             if linked and linked[0] != person:
                 self._person_devices[linked[0]].discard(device)
                 if not self._person_devices[linked[0]]:
@@ -133,6 +134,16 @@ class MemoryStore:
                 clicks.discard(d)
                 target_clicks.add(d)
 
+    def _move_profile(self, device: str, old: str, new: str) -> None:
+        share = self._shares.pop((old, device), None)
+        if share is None:
+            return
+        self._profiles.setdefault(new, _Profile()).add(share)
+        self._shares.setdefault((new, device), _Profile()).add(share)
+        left = self._profiles.get(old)
+        if left is not None and not left.remove(share):
+            del self._profiles[old]
+
     async def ip_devices(self, items: Sequence[tuple[str, Sequence[str]]], cap: int) -> list[list[str]]:
         out = []
         for ip, devices in items:
@@ -154,10 +165,9 @@ class MemoryStore:
         out = []
         for q in queries:
             ctx = await self.decide_context(q.device_id, q.campaign, q.period, max_touches)
-            person = ctx.identity.person_id
-            prof = self._contexts.get(person, {})
-            out.append(ctx._replace(existing=self._decisions.get(q.decision_id), contexts=tuple(sorted(prof.items())),
-                                    activity=self._activity.get(person, Activity())))
+            prof = self._profiles.get(ctx.identity.person_id, _Profile())
+            out.append(ctx._replace(existing=self._decisions.get(q.decision_id),
+                                    contexts=tuple(sorted(prof.counts.items())), activity=prof.activity))
         return out
 
     async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
@@ -213,11 +223,9 @@ class MemoryStore:
                 fits = d.reserve_micros == 0 or await self.reserve(campaign, d.period, d.decision.id, d.reserve_micros)
                 old = self._decisions[d.decision.id] = d.decision if fits else cast(Decision, d.if_short)
                 if d.context >= 0:
-                    person = d.decision.person_id
-                    prof = self._contexts.setdefault(person, {})
-                    prof[d.context] = prof.get(d.context, 0) + 1
-                    self._activity[person] = self._activity.get(person, Activity()).add(d.decision.event_time,
-                                                                                          d.search)
+                    person, t = d.decision.person_id, d.decision.event_time
+                    self._profiles.setdefault(person, _Profile()).count(d.context, t, d.search)
+                    self._shares.setdefault((person, d.decision.device_id), _Profile()).count(d.context, t, d.search)
             out.append(old)
         return out
 
@@ -374,6 +382,34 @@ class MemoryStore:
 
 def _touch_order(t: Touch) -> tuple[int, str]:
     return (t.event_time, t.decision_id)
+
+
+class _Profile:
+    """Context counts and activity of a person, or one device's share of them (what moves)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.activity = Activity()
+
+    def count(self, context: int, t_ms: int, search: bool) -> None:
+        self.counts[context] = self.counts.get(context, 0) + 1
+        self.activity = self.activity.add(t_ms, search)
+
+    def add(self, share: _Profile) -> None:
+        for c, n in share.counts.items():
+            self.counts[c] = self.counts.get(c, 0) + n
+        self.activity = self.activity.merged(share.activity)
+
+    def remove(self, share: _Profile) -> bool:
+        """Take ``share`` out; False when no request is left (the profile can go)."""
+        for c, n in share.counts.items():
+            left = self.counts.get(c, 0) - n
+            if left > 0:
+                self.counts[c] = left
+            else:
+                self.counts.pop(c, None)
+        self.activity = self.activity.without(share.activity)
+        return bool(self.counts)
 
 
 class _DueIndex:

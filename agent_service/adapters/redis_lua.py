@@ -93,18 +93,51 @@ commit(ARGV[1])
 return out
 """
 
+# Shared head of the profile scripts: the activity fields _n, _s, _t of a profile hash (a person's
+# ``ctx:`` or a device's share ``ctxdev:``), with ``ports.store.Activity``'s decay law.
+# count(key, bucket, t, srch, half, ttl): one more request (``Activity.add``); shift(key, n, s, at,
+# sign, half): add (sign 1, ``Activity.merged``) or subtract (sign -1, ``Activity.without``, clamped
+# at 0) an activity, both rebased to the later of their times.
+_PROFILE = """
+local function fmt(x) return string.format('%.17g', x) end
+local function activity(key)
+  local a = redis.call('HMGET', key, '_n', '_s', '_t')
+  return tonumber(a[1] or '0'), tonumber(a[2] or '0'), tonumber(a[3] or '0')
+end
+local function count(key, bucket, t, srch, half, ttl)
+  redis.call('HINCRBY', key, bucket, 1)
+  local n, s, at = activity(key)
+  if t >= at then
+    local fade = 2 ^ (-(t - at) / half)
+    n, s, at = n * fade + 1, s * fade + srch, t
+  else
+    local w = 2 ^ (-(at - t) / half)
+    n, s = n + w, s + w * srch
+  end
+  redis.call('HSET', key, '_n', fmt(n), '_s', fmt(s), '_t', string.format('%.0f', at))
+  redis.call('EXPIRE', key, ttl)
+end
+local function shift(key, n, s, at, sign, half)
+  local n0, s0, at0 = activity(key)
+  local t = math.max(at0, at)
+  local f0, f = 2 ^ (-(t - at0) / half), 2 ^ (-(t - at) / half)
+  n0, s0 = math.max(0, n0 * f0 + sign * n * f), math.max(0, s0 * f0 + sign * s * f)
+  redis.call('HSET', key, '_n', fmt(n0), '_s', fmt(s0), '_t', string.format('%.0f', t))
+end
+"""
+
 # The decision path's write for one budget period. ARGV: decision ttl, reservation ttl, activity
 # half-life (ms), then per draft: decision key, reservation id, amount (0: none), decision json,
-# json if the budget is short, the person's profile key ('' : none), context bucket, event time
-# (ms), 1 if the request offered paid search. In order, one atomic step: a draft whose decision
-# key exists gets that json back and reserves and counts nothing; otherwise its amount is reserved
-# if it fits (``reserve``) and its json stored (1), or its if-short json stored (0), and the
-# request is counted on the profile: one more of its context bucket, and its time-weighted
-# activity (fields _n, _s, _t: ``ports.store.Activity.add``).
-RESERVE_AND_PUT = _GREEDY_LEDGER + """
+# json if the budget is short, the person's profile key ('' : none), the device's share of it,
+# context bucket, event time (ms), 1 if the request offered paid search. In order, one atomic
+# step: a draft whose decision key exists gets that json back and reserves and counts nothing;
+# otherwise its amount is reserved if it fits (``reserve``) and its json stored (1), or its
+# if-short json stored (0), and the request is counted (``count``) on the profile and on the
+# device's share: one more of its context bucket, and its time-weighted activity.
+RESERVE_AND_PUT = _GREEDY_LEDGER + _PROFILE + """
 local half = tonumber(ARGV[3])
 local out = {}
-for i = 4, #ARGV, 9 do
+for i = 4, #ARGV, 10 do
   local key = ARGV[i]
   local old = redis.call('GET', key)
   if old then
@@ -117,22 +150,10 @@ for i = 4, #ARGV, 9 do
     else
       redis.call('SET', key, ARGV[i + 4], 'EX', ARGV[1])
     end
-    local prof = ARGV[i + 5]
-    if prof ~= '' then
-      redis.call('HINCRBY', prof, ARGV[i + 6], 1)
-      local a = redis.call('HMGET', prof, '_n', '_s', '_t')
-      local n, s, at = tonumber(a[1] or '0'), tonumber(a[2] or '0'), tonumber(a[3] or '0')
-      local t, srch = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
-      if t >= at then
-        local fade = 2 ^ (-(t - at) / half)
-        n, s, at = n * fade + 1, s * fade + srch, t
-      else
-        local w = 2 ^ (-(at - t) / half)
-        n, s = n + w, s + w * srch
-      end
-      redis.call('HSET', prof, '_n', string.format('%.17g', n), '_s', string.format('%.17g', s),
-                 '_t', string.format('%.0f', at))
-      redis.call('EXPIRE', prof, ARGV[1])
+    if ARGV[i + 5] ~= '' then
+      local t, srch = tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9])
+      count(ARGV[i + 5], ARGV[i + 7], t, srch, half, ARGV[1])
+      count(ARGV[i + 6], ARGV[i + 7], t, srch, half, ARGV[1])
     end
     out[#out + 1] = ok
   end
@@ -297,14 +318,43 @@ return 1
 """
 
 # The identity graph's verdicts (keys derived from the prefix, standalone Redis only).
-# ARGV: prefix, identity ttl, journey ttl, then per device 3 fields: device id, person id ('' =
-# unlink: the device stands alone again), confidence. Each device in one step: its own touches
-# (Touch.device_id == device) and their click marks move from the old person's journey to the
-# new one. Returns how many devices changed person.
-ASSIGN_IDENTITIES = """
-local p, idttl, jttl = ARGV[1], ARGV[2], ARGV[3]
+# ARGV: prefix, identity ttl, journey ttl, activity half-life (ms), then per device 3 fields:
+# device id, person id ('' = unlink: the device stands alone again), confidence. Each device in
+# one step: its own touches (Touch.device_id == device) and their click marks move from the old
+# person's journey to the new one, and so does its share of the old person's profile
+# (ctxdev:<device>:<old>): its bucket counts and activity (``shift``) are subtracted from
+# ctx:<old> (buckets at 0 removed, the hash deleted when none is left) and added to ctx:<new> and
+# ctxdev:<device>:<new>. Returns how many devices changed person.
+ASSIGN_IDENTITIES = _PROFILE + """
+local p, idttl, jttl, half = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local function move_profile(dev, old, new)
+  local share = p .. 'ctxdev:' .. dev .. ':' .. old
+  local fields = redis.call('HGETALL', share)
+  if #fields == 0 then return end
+  local from, to, to_share = p .. 'ctx:' .. old, p .. 'ctx:' .. new, p .. 'ctxdev:' .. dev .. ':' .. new
+  for k = 1, #fields, 2 do
+    local f, v = fields[k], tonumber(fields[k + 1])
+    if string.sub(f, 1, 1) ~= '_' then
+      redis.call('HINCRBY', to, f, v)
+      redis.call('HINCRBY', to_share, f, v)
+      if redis.call('HINCRBY', from, f, -v) <= 0 then redis.call('HDEL', from, f) end
+    end
+  end
+  local n, s, at = activity(share)
+  shift(to, n, s, at, 1, half)
+  shift(to_share, n, s, at, 1, half)
+  shift(from, n, s, at, -1, half)
+  redis.call('EXPIRE', to, jttl)
+  redis.call('EXPIRE', to_share, jttl)
+  redis.call('DEL', share)
+  local left = redis.call('HKEYS', from)
+  for k = 1, #left do
+    if string.sub(left[k], 1, 1) ~= '_' then return end
+  end
+  redis.call('DEL', from)
+end
 local changed = 0
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local dev, person, conf = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local dkey = p .. 'id:dev:' .. dev
   local alone = 'd:' .. dev
@@ -314,6 +364,7 @@ for i = 4, #ARGV, 3 do
   if person ~= '' then new = person end
   if old ~= new then
     changed = changed + 1
+    move_profile(dev, old, new)
     local sidx, sdat, scl = p .. 'jidx:' .. old, p .. 'jdata:' .. old, p .. 'jclick:' .. old
     local didx, ddat, dcl = p .. 'jidx:' .. new, p .. 'jdata:' .. new, p .. 'jclick:' .. new
     local all = redis.call('HGETALL', sdat)

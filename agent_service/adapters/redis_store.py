@@ -17,6 +17,8 @@ key                            type    content                                  
 {p}ctx:{person}                hash    context bucket → requests decided (+1 per newly     window + slack
                                        stored decision: the segment posterior's evidence);
                                        _n, _s, _t: the person's recent ``Activity``
+{p}ctxdev:{device}:{person}    hash    the device's share of ``ctx:{person}`` (same        window + slack
+                                       fields; moves with the device, ``ASSIGN_IDENTITIES``)
 {p}budget:{campaign}:{period}  hash    budget, spent, reserved (integer micros)            none (audit)
 {p}resv:{campaign}:{period}    hash    decision id → reserved micros (open reservations)   3 days
 {p}settled:{campaign}:{period} hash    decision id → cost micros (settled: dedupe)         3 days
@@ -41,7 +43,8 @@ each. Hot paths cost a fixed number of round trips per batch, not per item:
   ``RECORD_CLICK`` / ``JOIN_CONTEXT`` / ``RECORD_JOIN`` / ``PARK`` pipelined;
 - identity-links batch (``pipeline.identity``): ``IDENTITY_PEERS``, ``IP_DEVICES``, then
   ``ASSIGN_IDENTITIES`` (50 devices per call), each device's re-assignment and the move of its
-  own touches one atomic step. (``LINK_IDENTITY`` is the older direct device → person link.)
+  own touches and of its share of the profile one atomic step. (``LINK_IDENTITY`` is the older
+  direct device → person link.)
 
 Every write is idempotent by its key, so the client reconnects and retries a command whose
 connection dropped (a Redis restart) without double effects. Library errors become
@@ -220,7 +223,7 @@ class RedisStore:
 
     async def assign_identities(self, assignments: Sequence[IdentityAssignment], ttl_s: int) -> int:
         calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
-        head: list[Any] = [self._p, self._identity_ttl, ttl_s]
+        head: list[Any] = [self._p, self._identity_ttl, ttl_s, ACTIVITY_HALF_LIFE_MS]
         for k in range(0, len(assignments), _CHUNK):
             args: list[Any] = list(head)
             for a in assignments[k:k + _CHUNK]:
@@ -360,8 +363,7 @@ class RedisStore:
                 args += [f"{self._p}dec:{d.decision.id}", d.decision.id, int(d.reserve_micros),
                          _decision_enc.encode(d.decision),
                          _decision_enc.encode(d.if_short) if d.if_short is not None else b"",
-                         f"{self._p}ctx:{d.decision.person_id}" if d.context >= 0 else "", max(d.context, 0),
-                         int(d.decision.event_time), int(d.search)]
+                         *self._profile_keys(d), max(d.context, 0), int(d.decision.event_time), int(d.search)]
             calls.append(("RESERVE_AND_PUT", self._ledger_keys(campaign, period), args))
         out: list[Decision] = [d.decision for d in drafts]
         for ks, got in zip(by_period.values(), await self._pipelined("reserve_and_put", calls), strict=True):
@@ -371,6 +373,14 @@ class RedisStore:
                 elif not g:
                     out[k] = cast(Decision, drafts[k].if_short)
         return out
+
+    def _profile_keys(self, d: DecisionDraft) -> tuple[str, str]:
+        """The person's profile and the device's share of it that count ``d`` ('' when not counted);
+        the device comes first in the share's key, as a (hex) device pseudonym holds no ``:``."""
+        if d.context < 0:
+            return "", ""
+        person, device = d.decision.person_id, d.decision.device_id
+        return f"{self._p}ctx:{person}", f"{self._p}ctxdev:{device}:{person}"
 
     async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:
         if not items:

@@ -58,6 +58,25 @@ class Activity(NamedTuple):
         w = 2.0 ** (-(self.at_ms - t_ms) / ACTIVITY_HALF_LIFE_MS)
         return Activity(self.requests + w, self.search + w * float(search), self.at_ms)
 
+    def rebased(self, at_ms: int) -> Activity:
+        """The same requests weighted as of a later ``at_ms`` (each faded by the extra age), so
+        two activities can be added or subtracted term by term."""
+        fade = 2.0 ** (-(at_ms - self.at_ms) / ACTIVITY_HALF_LIFE_MS)
+        return Activity(self.requests * fade, self.search * fade, at_ms)
+
+    def merged(self, other: Activity) -> Activity:
+        """With ``other``'s requests too (a device's share joining a person), as of the later time."""
+        t = max(self.at_ms, other.at_ms)
+        a, b = self.rebased(t), other.rebased(t)
+        return Activity(a.requests + b.requests, a.search + b.search, t)
+
+    def without(self, share: Activity) -> Activity:
+        """Without ``share``, a part of these requests (a device's share leaving its person), as
+        of the later time; the float residue of removing everything is clamped to 0, never below."""
+        t = max(self.at_ms, share.at_ms)
+        a, b = self.rebased(t), share.rebased(t)
+        return Activity(max(0.0, a.requests - b.requests), max(0.0, a.search - b.search), t)
+
 
 class Identity(NamedTuple):
     """The person a device resolves to."""
@@ -90,8 +109,10 @@ class DecideContext(NamedTuple):
     """The decision already stored under the queried id (a redelivered request), if any."""
     contexts: tuple[tuple[int, int], ...] = ()
     """The person's context profile: (context bucket, requests), sorted by bucket — how many
-    earlier decisions of this person carried each page/app context (``DecisionDraft.context``);
-    the agent's segment posterior is accumulated from it (``agent.segment_profile``)."""
+    earlier decisions of the devices now assigned to this person carried each page/app context
+    (``DecisionDraft.context``; a device's requests follow it across identity merges and splits,
+    see ``StateStore.assign_identities``); the agent's segment posterior is accumulated from it
+    (``agent.segment_profile``)."""
     activity: Activity = Activity()
     """The person's recent activity (the same decisions, time-weighted)."""
 
@@ -119,7 +140,9 @@ class DecisionDraft(NamedTuple):
     context: int = -1
     """The request's context bucket, counted once on the profile of the decision's person when
     the decision is newly stored (a redelivery counts nothing) with its activity
-    (``Activity.add`` at the decision's event time); -1: not counted."""
+    (``Activity.add`` at the decision's event time), and likewise on the decision's device's
+    share of that profile (what moves with the device, ``StateStore.assign_identities``);
+    -1: not counted."""
     search: bool = False
     """The request offered paid search (its activity counts in ``Activity.search``)."""
 
@@ -230,11 +253,16 @@ class StateStore(Protocol):
         A device whose person changes takes its OWN touches (those with its ``device_id``, with
         their click marks) from the old person's journey to the new one — on a merge and on a
         split alike — so journeys always follow the current assignment; a device assigned
-        None is unlinked (no stale device → person link stays). Assigning what is already
-        stored changes nothing. The device count of a person is the number of devices
-        assigned to it. Returns how many devices changed person.
+        None is unlinked (no stale device → person link stays) and takes them to
+        ``d:<device>``. Its share of the old person's context profile and activity (the
+        requests counted with its ``Decision.device_id``, ``DecisionDraft.context``) moves the
+        same way: subtracted from the old person (buckets left at 0 removed; the activities
+        rebased to the later of their times, ``Activity.without``) and added to the new one
+        (``Activity.merged``). Assigning what is already stored changes nothing. The device
+        count of a person is the number of devices assigned to it. Returns how many devices
+        changed person.
 
-        :param ttl_s: expiry of the journey keys written (window + slack).
+        :param ttl_s: expiry of the journey and profile keys written (window + slack).
         """
         ...
 
@@ -295,7 +323,8 @@ class StateStore(Protocol):
         redelivered or concurrent duplicate request); else reserve ``reserve_micros`` under the
         decision id if it fits after the drafts before it and store ``decision``, or store
         ``if_short`` when it does not fit; a newly stored draft with ``context >= 0`` adds one
-        request of that context to its person's profile. Returns the stored decision per draft."""
+        request of that context to its person's profile and to its device's share of it.
+        Returns the stored decision per draft."""
         ...
 
     async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:

@@ -15,7 +15,15 @@ from agent_service.adapters.redis_store import RedisStore
 from agent_service.contracts.codec import encode
 from agent_service.contracts.events import Action, Decision, Touch, encoded_state, state_values
 from agent_service.errors import BudgetError
-from agent_service.ports.store import StateStore
+from agent_service.ports.store import (
+    ACTIVITY_HALF_LIFE_MS,
+    Activity,
+    ContextQuery,
+    DecideContext,
+    DecisionDraft,
+    IdentityAssignment,
+    StateStore,
+)
 
 pytestmark = pytest.mark.services
 
@@ -270,6 +278,102 @@ async def test_recent_activity_is_time_weighted_counted_once_and_takes_late_requ
     assert ctx.activity.search == pytest.approx(0.5 + 0.25)
     assert ctx.contexts == ((0, 3),)
 
+
+
+# --- the context profile follows its devices across identity merges and splits ---------------
+_T0, _H = 1_767_225_600_000, ACTIVITY_HALF_LIFE_MS
+
+
+def _counted(i: str, device: str, person: str, context: int, t: int, search: bool = False) -> DecisionDraft:
+    """A decision of ``device`` (resolved to ``person``) counted on the profile."""
+    d = msgspec.structs.replace(_decision(i), person_id=person, device_id=device, event_time=t)
+    return DecisionDraft(d, 0, 4, context=context, search=search)
+
+
+async def _seen(store: StateStore, device: str) -> DecideContext:
+    """What the decision path reads for ``device``."""
+    [ctx] = await store.decide_contexts([ContextQuery(device, "probe:1", "c", 4)], 8)
+    return ctx
+
+
+async def _seen_person(store: StateStore, person: str) -> DecideContext:
+    """What the decision path reads for ``person`` (through a device of no requests assigned to it)."""
+    await store.assign_identities([IdentityAssignment(f"probe-{person}", person, 1.0)], 3600)
+    return await _seen(store, f"probe-{person}")
+
+
+def _assert_activity(got: Activity, expected: Activity) -> None:
+    """Equal up to float error once both are weighted as of the same time."""
+    t = max(got.at_ms, expected.at_ms)
+    a, b = got.rebased(t), expected.rebased(t)
+    assert (a.requests, a.search) == (pytest.approx(b.requests, rel=1e-9, abs=1e-12),
+                                      pytest.approx(b.search, rel=1e-9, abs=1e-12))
+
+
+async def test_merge_moves_each_device_profile_to_the_person(store: StateStore) -> None:
+    await store.reserve_and_put("c", [_counted("m1", "mA", "d:mA", 1, _T0, True), _counted("m2", "mA", "d:mA", 2, _T0 + _H),
+                                      _counted("m3", "mB", "d:mB", 2, _T0 + _H // 2, True)], 3600)
+    merged = [IdentityAssignment("mA", "pm", 1.0), IdentityAssignment("mB", "pm", 0.9)]
+    assert await store.assign_identities(merged, 3600) == 2
+    for device in ("mA", "mB"):
+        ctx = await _seen(store, device)
+        assert ctx.identity.person_id == "pm" and ctx.contexts == ((1, 1), (2, 2))
+        _assert_activity(ctx.activity, Activity().add(_T0, True).add(_T0 + _H, False).add(_T0 + _H // 2, True))
+        assert ctx.activity.requests == pytest.approx(0.5 + 1 + 2 ** -0.5)
+    for person in ("d:mA", "d:mB"):
+        old = await _seen_person(store, person)
+        assert old.contexts == () and old.activity.requests == pytest.approx(0, abs=1e-12)
+        assert old.activity.search == pytest.approx(0, abs=1e-12)
+
+
+async def test_split_takes_the_leaving_device_counts_with_it(store: StateStore) -> None:
+    await store.assign_identities([IdentityAssignment("sA", "ps", 1.0), IdentityAssignment("sB", "ps", 0.8)], 3600)
+    await store.reserve_and_put("c", [_counted("s1", "sA", "ps", 1, _T0), _counted("s2", "sB", "ps", 1, _T0 + _H, True),
+                                      _counted("s3", "sB", "ps", 4, _T0 + 2 * _H, True)], 3600)
+    assert (await _seen(store, "sA")).contexts == ((1, 2), (4, 1))
+    assert await store.assign_identities([IdentityAssignment("sB", None, 1.0)], 3600) == 1  # the link was revoked
+    stays, leaves = await _seen(store, "sA"), await _seen(store, "sB")
+    assert stays.identity.person_id == "ps" and stays.contexts == ((1, 1),)
+    _assert_activity(stays.activity, Activity().add(_T0, False))
+    assert leaves.identity.person_id == "d:sB" and leaves.contexts == ((1, 1), (4, 1))
+    _assert_activity(leaves.activity, Activity().add(_T0 + _H, True).add(_T0 + 2 * _H, True))
+    # the leaving device joins another person: the counts follow again, and only its own
+    await store.reserve_and_put("c", [_counted("s4", "sC", "d:sC", 7, _T0)], 3600)
+    await store.assign_identities([IdentityAssignment("sB", "d:sC", 0.7)], 3600)
+    assert (await _seen(store, "sC")).contexts == ((1, 1), (4, 1), (7, 1))
+    assert (await _seen_person(store, "d:sB")).contexts == ()
+    assert (await _seen(store, "sA")).contexts == ((1, 1),)
+
+
+async def test_assigning_the_stored_person_again_moves_nothing(store: StateStore) -> None:
+    await store.reserve_and_put("c", [_counted("a1", "aA", "d:aA", 3, _T0, True), _counted("a2", "aB", "d:aB", 5, _T0 + _H)],
+                                3600)
+    merge = [IdentityAssignment("aA", "pa", 1.0), IdentityAssignment("aB", "pa", 1.0)]
+    assert await store.assign_identities(merge, 3600) == 2
+    before = await _seen(store, "aA")
+    assert before.contexts == ((3, 1), (5, 1))
+    for again in (merge, merge[::-1], merge[1:], [*merge, *merge]):
+        assert await store.assign_identities(again, 3600) == 0
+        after = await _seen(store, "aA")
+        assert (after.contexts, after.activity) == (before.contexts, before.activity)
+    assert await store.assign_identities([IdentityAssignment("aZ", None, 1.0)], 3600) == 0  # alone stays alone
+    assert (await _seen(store, "aZ")).contexts == ()
+
+
+async def test_redelivered_decision_counts_once_and_moves_with_its_device(store: StateStore) -> None:
+    first = _counted("r1", "rA", "d:rA", 6, _T0, True)
+    await store.reserve_and_put("c", [first], 3600)
+    await asyncio.gather(*(store.reserve_and_put("c", [first], 3600) for _ in range(4)))
+    assert (await _seen(store, "rA")).contexts == ((6, 1),)
+    assert await store.assign_identities([IdentityAssignment("rA", "pr", 1.0)], 3600) == 1
+    # redelivered after the merge (resolved to the new person now): still stored, counts nothing
+    await store.reserve_and_put("c", [first, _counted("r1", "rA", "pr", 6, _T0, True)], 3600)
+    ctx = await _seen(store, "rA")
+    assert ctx.identity.person_id == "pr" and ctx.contexts == ((6, 1),)
+    _assert_activity(ctx.activity, Activity().add(_T0, True))
+    assert (await _seen_person(store, "d:rA")).contexts == ()
+    assert await store.assign_identities([IdentityAssignment("rA", None, 1.0)], 3600) == 1
+    assert (await _seen(store, "rA")).contexts == ((6, 1),) and (await _seen_person(store, "pr")).contexts == ()
 
 async def test_reserve_and_put_never_overspends_under_concurrency(store: StateStore) -> None:
     from agent_service.ports.store import DecisionDraft
