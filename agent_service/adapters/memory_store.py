@@ -8,17 +8,16 @@ event-time work.
 
 from __future__ import annotations
 
-import heapq
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import cast
 
 import msgspec
 
+from agent_service.adapters.memory_parts import DueIndex, Profile
 from agent_service.contracts.events import Decision, Touch, state_values
 from agent_service.errors import BudgetError
 from agent_service.ports.store import (
-    Activity,
     BudgetState,
     ClickEffect,
     ContextQuery,
@@ -45,15 +44,15 @@ class MemoryStore:
         self._journeys: dict[str, dict[str, Touch]] = defaultdict(dict)
         self._clicks: dict[str, set[str]] = defaultdict(set)
         self._decisions: dict[str, Decision] = {}
-        self._profiles: dict[str, _Profile] = {}  # person -> context counts and activity
-        self._shares: dict[tuple[str, str], _Profile] = {}  # (person, device) -> the device's part
+        self._profiles: dict[str, Profile] = {}  # person -> context counts and activity
+        self._shares: dict[tuple[str, str], Profile] = {}  # (person, device) -> the device's part
         self._budgets: dict[tuple[str, int], list[int]] = {}  # [budget, spent, reserved]
         self._reservations: dict[tuple[str, int, str], int] = {}
         self._settled: set[tuple[str, int, str]] = set()
-        self._windows = _DueIndex()
+        self._windows = DueIndex()
         self._credits: dict[str, dict[str, int]] = defaultdict(dict)
         self._claims: dict[str, bytes] = {}
-        self._parked = _DueIndex()
+        self._parked = DueIndex()
         self._parked_data: dict[str, bytes] = {}
         self._watermarks: dict[str, dict[int, int]] = defaultdict(dict)
         self._ip_devices: dict[str, dict[str, None]] = {}
@@ -138,8 +137,8 @@ class MemoryStore:
         share = self._shares.pop((old, device), None)
         if share is None:
             return
-        self._profiles.setdefault(new, _Profile()).add(share)
-        self._shares.setdefault((new, device), _Profile()).add(share)
+        self._profiles.setdefault(new, Profile()).add(share)
+        self._shares.setdefault((new, device), Profile()).add(share)
         left = self._profiles.get(old)
         if left is not None and not left.remove(share):
             del self._profiles[old]
@@ -165,7 +164,7 @@ class MemoryStore:
         out = []
         for q in queries:
             ctx = await self.decide_context(q.device_id, q.campaign, q.period, max_touches)
-            prof = self._profiles.get(ctx.identity.person_id, _Profile())
+            prof = self._profiles.get(ctx.identity.person_id, Profile())
             out.append(ctx._replace(existing=self._decisions.get(q.decision_id),
                                     contexts=tuple(sorted(prof.counts.items())), activity=prof.activity))
         return out
@@ -224,8 +223,8 @@ class MemoryStore:
                 old = self._decisions[d.decision.id] = d.decision if fits else cast(Decision, d.if_short)
                 if d.context >= 0:
                     person, t = d.decision.person_id, d.decision.event_time
-                    self._profiles.setdefault(person, _Profile()).count(d.context, t, d.search)
-                    self._shares.setdefault((person, d.decision.device_id), _Profile()).count(d.context, t, d.search)
+                    self._profiles.setdefault(person, Profile()).count(d.context, t, d.search)
+                    self._shares.setdefault((person, d.decision.device_id), Profile()).count(d.context, t, d.search)
             out.append(old)
         return out
 
@@ -382,62 +381,3 @@ class MemoryStore:
 
 def _touch_order(t: Touch) -> tuple[int, str]:
     return (t.event_time, t.decision_id)
-
-
-class _Profile:
-    """Context counts and activity of a person, or one device's share of them (what moves)."""
-
-    def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
-        self.activity = Activity()
-
-    def count(self, context: int, t_ms: int, search: bool) -> None:
-        self.counts[context] = self.counts.get(context, 0) + 1
-        self.activity = self.activity.add(t_ms, search)
-
-    def add(self, share: _Profile) -> None:
-        for c, n in share.counts.items():
-            self.counts[c] = self.counts.get(c, 0) + n
-        self.activity = self.activity.merged(share.activity)
-
-    def remove(self, share: _Profile) -> bool:
-        """Take ``share`` out; False when no request is left (the profile can go)."""
-        for c, n in share.counts.items():
-            left = self.counts.get(c, 0) - n
-            if left > 0:
-                self.counts[c] = left
-            else:
-                self.counts.pop(c, None)
-        self.activity = self.activity.without(share.activity)
-        return bool(self.counts)
-
-
-class _DueIndex:
-    """Ids with a due time: add, list the due ones in time order, remove (like a Redis zset)."""
-
-    def __init__(self) -> None:
-        self._time: dict[str, int] = {}
-        self._heap: list[tuple[int, str]] = []
-        self._ready: dict[str, None] = {}  # popped from the heap, due, not yet removed
-
-    def add(self, item: str, due_at: int) -> None:
-        if self._time.get(item) == due_at:
-            return
-        self._time[item] = due_at
-        self._ready.pop(item, None)
-        heapq.heappush(self._heap, (due_at, item))
-
-    def due(self, until: int, limit: int) -> list[str]:
-        while self._heap and self._heap[0][0] <= until:
-            t, item = heapq.heappop(self._heap)
-            if self._time.get(item) == t:  # skip entries superseded or removed
-                self._ready[item] = None
-        out = [i for i in self._ready if self._time[i] <= until]
-        return out[:limit]
-
-    def remove(self, items: Sequence[str]) -> None:
-        for item in items:
-            self._time.pop(item, None)
-            self._ready.pop(item, None)
-
-
