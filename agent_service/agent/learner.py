@@ -377,6 +377,13 @@ class HybridLearner:
         self.ppo.reset_optimiser()
         self.dqn.reset_optimiser()
 
+    def resume(self, state: dict[str, Any]) -> None:
+        """Start from a published version (a restarted learner): its weights as :meth:`adopt`, and
+        its campaign statistics, which this learner has not observed yet. Its decision table and
+        conversion labels start empty and fill from the experience topic."""
+        self.adopt(state)
+        self.stats = CampaignStats.from_state(state["stats"])
+
     def checkpoint(self) -> dict[str, Any]:
         """Serving state plus optimiser and target-network state (resumable training)."""
         return {**self.state(), "target_q": copy.deepcopy(self.dqn.target.state_dict()),

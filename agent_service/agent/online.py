@@ -69,6 +69,11 @@ class OnlineLearner:
         self.learner.adopt(self.registry.load(version))
         self.learner.version = version
 
+    def resume(self, version: int) -> None:
+        """Start from registry ``version`` (a restart: the newest published model, not fresh weights)."""
+        self.learner.resume(self.registry.load(version))
+        self.learner.version = version
+
     def observe(self, exp: Experience) -> bool:
         """Take one record; False if its id was seen already (a redelivery)."""
         if exp.id in self._seen:

@@ -50,8 +50,13 @@ def build_service(cfg: GaelpConfig, store: StateStore, registry: ModelRegistry, 
 
 
 def build_learner(cfg: GaelpConfig, registry: ModelRegistry, creatives: int, seed: int) -> OnlineLearner:
-    """The in-process learner; publishes version 1 (the initial policy) if the registry is empty."""
+    """The in-process learner: it publishes version 1 (the initial policy) into an empty registry and
+    otherwise resumes from the newest published version (a restart must not publish fresh weights
+    over the model being served)."""
     learner = OnlineLearner(cfg.hybrid, cfg.reward, creatives, cfg.budget.daily_usd, registry, seed=seed)
-    if registry.latest_version() == 0:
+    latest = registry.latest_version()
+    if latest == 0:
         learner.publish()
+    else:
+        learner.resume(latest)
     return learner

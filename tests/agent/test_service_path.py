@@ -128,3 +128,26 @@ async def test_a_persons_segment_posterior_sharpens_with_each_request_and_not_on
     await kit.handle(t.bid_requests, reqs[-1])  # a redelivered request counts nothing
     [ctx] = await store.decide_contexts([ContextQuery(decisions[0].device_id, "x:1", "c", 0)], 8)
     assert [n for _, n in ctx.contexts] == [4]
+
+
+def test_a_restarted_learner_resumes_from_the_newest_published_version_not_fresh_weights(tmp_path) -> None:
+    from agent_service.agent.registry import FileRegistry
+    from agent_service.runtime.assembly import build_learner
+
+    cfg = dataclasses.replace(GaelpConfig(), hybrid=HYB)
+    registry = FileRegistry(tmp_path / "models")
+    first = build_learner(cfg, registry, creatives=4, seed=0)
+    assert registry.latest_version() == 1
+    with torch.no_grad():  # stands for what training moved since
+        for p in first.learner.net.parameters():
+            p.add_(0.1)
+    first.learner.stats.impressions += 7.0
+    assert first.publish() == 2
+
+    restarted = build_learner(cfg, FileRegistry(tmp_path / "models"), creatives=4, seed=1)
+    assert registry.latest_version() == 2  # nothing published over the served model
+    served = registry.load(2)
+    assert all(torch.equal(v, served["net"][k]) for k, v in restarted.learner.net.state_dict().items())
+    assert np.array_equal(restarted.learner.stats.impressions, first.learner.stats.impressions)
+    assert restarted.publish() == 3  # and it grows from there
+    assert all(torch.equal(v, served["net"][k]) for k, v in registry.load(3)["net"].items())
