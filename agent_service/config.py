@@ -218,6 +218,10 @@ class ServeConfig:
     """Kafka consumer session timeout (tests use 2 s: tansu joins take half of it)."""
     model_dir: str = "runs/models"
     """Directory of the local-file model registry."""
+    learner_save_every_s: float = 300.0
+    """Seconds between saves of the in-process learner's state (``<model_dir>/learner-state.pt``:
+    optimisers, campaign statistics, the conversion model's labelled clicks), also saved on stop, so
+    a restart resumes training instead of starting from the served weights alone; 0 = never."""
     spill_dir: str = "runs/spill"
     """Where decision-log records wait on disk while Kafka is down and the in-memory backlog is full
     (published oldest first when it is back, also after a restart)."""
@@ -255,6 +259,7 @@ class ServeConfig:
         _require(self.tmax_default_ms > 0, "serve.tmax_default_ms", "must be > 0 ms")
         _require(self.network_allowance_ms >= 0, "serve.network_allowance_ms", "must be >= 0 ms")
         _require(self.max_batch > 0, "serve.max_batch", "must be > 0")
+        _require(self.learner_save_every_s >= 0, "serve.learner_save_every_s", "must be >= 0 s")
         _require(1 <= self.max_passes <= 8, "serve.max_passes", "must be in [1, 8]")
         _require(0 <= self.batch_linger_ms <= 20, "serve.batch_linger_ms", "must be in [0, 20] ms")
         _require(self.event_loop in ("uvloop", "asyncio"), "serve.event_loop", "must be 'uvloop' or 'asyncio'")

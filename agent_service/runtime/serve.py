@@ -44,6 +44,7 @@ from agent_service.pipeline.identity_links import graph_config
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.runtime.assembly import build_learner, build_service
 from agent_service.runtime.learner_loop import ExperienceLearner
+from agent_service.runtime.learner_state import STATE_FILE, restore_state, write_state
 from agent_service.runtime.warehouse_sink import WarehouseSink, run_sink, start_sink, stop_sink
 from agent_service.runtime.worker import publish_result
 from stream_apps.topology import build_app
@@ -77,6 +78,7 @@ class ServeRuntime:
         self.store = RedisStore(cfg.serve.redis)
         self.registry = FileRegistry(cfg.serve.model_dir)
         self.lineage = Lineage(self.registry, self.registry.dir / "LINEAGE.json")
+        self._state_path = self.registry.dir / STATE_FILE
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._spill: RecordSpill | None = None
@@ -98,6 +100,8 @@ class ServeRuntime:
         await self.bus.create_topics([*inputs, t.decisions, t.experience, t.dead_letters], t.partitions)
         partitions = {name: await self.bus.partitions(name) for name in inputs}
         learner = build_learner(cfg, self.registry, self.creatives, seed=cfg.simulation.seed)
+        if self.run_learner:
+            restore_state(learner, self._state_path, self.registry)
         self.service = build_service(cfg, self.store, self.registry, self.metrics, partitions, clock=_wall_ms,
                                      campaign=cfg.serve.campaign, creatives=self.creatives,
                                      seed=cfg.simulation.seed + 7, shadow=cfg.serve.shadow)
@@ -152,6 +156,11 @@ class ServeRuntime:
             await self._faust.stop()
         if self.run_learner and hasattr(self, "_trainer"):
             await self._trainer.stop()
+            if self.cfg.serve.learner_save_every_s:
+                try:
+                    write_state(self._trainer.learner.learner.checkpoint(), self._state_path)
+                except OSError as exc:
+                    log.warning("saving the learner state failed: %s", exc)
         if self.sink is not None:
             await stop_sink(self.sink)
         if self.identity_graph is not None:
@@ -160,12 +169,21 @@ class ServeRuntime:
         await self.store.stop()
 
     async def _learn_loop(self, trainer: ExperienceLearner) -> None:
+        every = self.cfg.serve.learner_save_every_s
+        saved_at, saved_updates = time.monotonic(), len(trainer.updates)
         while True:
             try:
                 await trainer.poll(timeout_ms=500)
             except (BusError, StoreError) as exc:
                 log.warning("learner poll failed: %s", exc)
                 await asyncio.sleep(1.0)
+            if every and time.monotonic() - saved_at >= every and len(trainer.updates) > saved_updates:
+                saved_at, saved_updates = time.monotonic(), len(trainer.updates)
+                state = trainer.learner.learner.checkpoint()  # taken here, between updates
+                try:  # written off the event loop: the bid path shares it
+                    await asyncio.get_running_loop().run_in_executor(None, write_state, state, self._state_path)
+                except OSError as exc:
+                    log.warning("saving the learner state failed: %s", exc)
 
     async def _advance_loop(self) -> None:
         """Close due windows and join parked conversions even when no event arrives."""

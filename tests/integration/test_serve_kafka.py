@@ -90,6 +90,11 @@ async def test_simulated_stream_through_kafka_into_serve(tansu, service_redis_ur
         await store.stop()
         await bus.stop()
     assert "Traceback" not in out, out[-3000:]
+    # the learner's state was saved on stop, beside the model versions (a restart resumes from it)
+    import torch
+
+    state = torch.load(tmp_path / "models" / "learner-state.pt", weights_only=False)
+    assert state["version"] >= 1 and len(state["conv_evidence"]["converted"]) > 0
 
 
 async def test_hot_swap_metrics_and_rollback_by_command(tansu, service_redis_url, tmp_path: Path) -> None:
