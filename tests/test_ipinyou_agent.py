@@ -168,3 +168,24 @@ def test_cli_bench_ipinyou_prints_table_then_json(tmp_path: Path, capsys: pytest
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["policy"] == "rlb"
     assert main(["bench", "ipinyou", "--data", str(tmp_path / "nope")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_pctr_calibration_recovers_an_overconfident_model_and_stays_put_without_evidence() -> None:
+    from simulators.ipinyou.calibration import PctrCalibration
+
+    rng = np.random.default_rng(0)
+    pctr = np.clip(0.004 * np.exp(0.8 * rng.standard_normal(400_000)), 1e-6, 0.5)
+    logit = np.log(pctr / (1 - pctr))
+    truth = 1 / (1 + np.exp(-(0.6 * logit - 2.0)))  # high pCTRs click less than they say
+    cal = PctrCalibration(slope_sd=0.25, offset_sd=2.0)
+    for p, c in zip(pctr, rng.random(len(pctr)) < truth, strict=True):
+        cal.observe(float(p), int(c))
+    cal.observe(0.9, -1)  # unrevealed: ignored
+    a, b = cal.fit()
+    assert abs(a - 0.6) < 0.08 and abs(b + 2.0) < 0.5
+    s = cal.shape(np.array([0.001, 0.02]), pctr)
+    assert s[0] > 1 > s[1]  # low pCTRs worth more, high ones less, than taken at face value
+    assert np.isclose((pctr * cal.shape(pctr, pctr)).mean(), pctr.mean())  # the level is kept
+    empty = PctrCalibration(slope_sd=0.25, offset_sd=2.0)
+    assert empty.fit() == (1.0, 0.0)
+    assert np.allclose(empty.calibrated(pctr), pctr)

@@ -2,14 +2,16 @@
 
 The bid (AGENT-DESIGN.md: learn the multiplier, not raw money)::
 
-    v   = exp(z0 + dz) * theta_avg * pctr / theta_bar      the auction's value, in plan units
+    v   = exp(z0 + dz) * theta_avg * c(pctr) / theta_bar   the auction's value, in plan units
     bid = max delta s.t. every d <= delta has  v + V[n-1, b-d] - V[n-1, b] >= 0
 
 ``V`` is RLB's value function from the training statistics (what budget is worth with ``n``
 auctions left). ``z0`` is an episode-level log multiplier (the dual variable) chosen on
 synthetic episodes; ``dz`` is moved at every slot of 100 auctions by a DQN over discrete
 adjustments (:mod:`agent_service.agent.bid_multiplier_dqn`, DRLB-style) from pacing features.
-``z0 = dz = 0`` with ``theta_bar = theta_avg`` is exactly RLB.
+``c`` is the pCTR recalibrated from past clicks (:mod:`simulators.ipinyou.calibration`; its
+shape only, the mean is kept; the identity until the first refit). ``z0 = dz = 0`` with
+``theta_bar = theta_avg`` and ``c(p) = p`` is exactly RLB.
 
 What it may learn from, and when:
 
@@ -19,11 +21,11 @@ What it may learn from, and when:
 * **online**: only auctions already past. ``theta_bar`` follows past pCTRs (exponential
   average, half-life 5,000 auctions, starting at the training CTR). After scheduled episodes
   the synthetic market is refitted to the past - prices revealed so far (censored ones count as
-  "above the bid") mixed with the training histogram, and the pCTRs seen - then ``z0`` is
-  re-chosen and the DQN trained further on fresh synthetic episodes from that market. The DQN's
-  adjustments are served only while they beat plain ``z0`` on held-out synthetic episodes.
-  Clicks are never used online (the synthetic reward is pCTR), and no outcome of the current
-  or a future auction is ever read.
+  "above the bid") mixed with the training histogram, and the pCTRs seen, reshaped by the
+  calibration refitted on the clicks revealed so far - then ``z0`` is re-chosen and the DQN
+  trained further on fresh synthetic episodes from that market. The DQN's adjustments are
+  served only while they beat plain ``z0`` on held-out synthetic episodes. No outcome of the
+  current or a future auction is ever read.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,7 @@ from simulators.ipinyou.agent_sim import (
     slot_features,
     train,
 )
+from simulators.ipinyou.calibration import PctrCalibration
 from simulators.ipinyou.data import CampaignInfo
 from simulators.ipinyou.market import SyntheticMarket
 from simulators.ipinyou.replay import Observation, Outcome
@@ -217,6 +221,8 @@ class GaelpBidder:
         self.pool = np.zeros(cfg.pctr_pool)
         self.pool_n = 0
         self.theta_bar = info.ctr
+        self.calib = PctrCalibration(cfg.calib_slope_sd, cfg.calib_offset_sd)
+        self._calib: tuple[float, float, float] | None = None  # (a, b, norm) once fitted
         self._alpha = 1.0 - 0.5 ** (1.0 / cfg.pctr_halflife)
         self.episodes_done = 0
         self.refit_stats = TrainStats()
@@ -245,7 +251,12 @@ class GaelpBidder:
         """RLB's rule on ``exp(z0 + dz) * theta_avg * pctr / theta_bar`` (dz set at slot starts)."""
         if self._slot[0] == 0:
             self._decide(obs)
-        v = np.exp(self.z0 + self._dz) * self.plan.value_ref / self.theta_bar * obs.pctr
+        pctr = obs.pctr
+        if self._calib is not None:  # the recalibrated shape: s(pCTR) * pCTR, same mean
+            a, b, norm = self._calib
+            q = min(max(pctr, 1e-7), 1 - 1e-7)
+            pctr = norm / (1.0 + math.exp(-(a * math.log(q / (1 - q)) + b)))
+        v = np.exp(self.z0 + self._dz) * self.plan.value_ref / self.theta_bar * pctr
         row = self.plan.table[obs.auctions_left - 1]
         b = obs.budget_left
         seg = v + row[max(b - self.plan.max_bid, 0):b][::-1] - row[b]  # d = 1 .. min(b, max_bid)
@@ -258,6 +269,7 @@ class GaelpBidder:
         self.pool[self.pool_n % len(self.pool)] = outcome.pctr
         self.pool_n += 1
         self.prices.observe(outcome)
+        self.calib.observe(outcome.pctr, outcome.click)
         s = self._slot
         s[0] += 1
         s[1] += outcome.cost
@@ -276,6 +288,11 @@ class GaelpBidder:
     def refit(self) -> None:
         """Refit the synthetic market to the past, re-choose z0, train the DQN further, re-gate."""
         pool = self.pool[: min(self.pool_n, len(self.pool))]
+        if self.cfg.calibrate:  # train on pCTRs as the bidder will now read them
+            a, b = self.calib.fit()
+            norm = float(pool.mean() / self.calib.calibrated(pool).mean())
+            self._calib = (a, b, norm)
+            pool = pool * self.calib.shape(pool, pool)
         theta = float(pool.mean())
         market = SyntheticMarket(self.prices.pmf(), theta,
                                  dataclasses.replace(self.cfg.market, price_laplace=0.0), pctr_pool=pool)
@@ -291,5 +308,7 @@ class GaelpBidder:
             gate = evaluate(self.agent.learner, self.plan, market, theta, self.z0, self.cfg,
                             self.cfg.eval_episodes, seed + 1, episode_length=self.episode_length)
             self.use_dqn = (not self.cfg.deploy_gate) or gate[1] > gate[0]
+        a, b, _ = self._calib or (1.0, 0.0, 1.0)
         self.history.append({"episode": self.episodes_done, "z0": self.z0, "theta_bar": self.theta_bar,
+                             "calib_slope": a, "calib_offset": b,
                              "gate_base": gate[0], "gate_dqn": gate[1], "use_dqn": float(self.use_dqn)})

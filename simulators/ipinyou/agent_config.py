@@ -50,6 +50,13 @@ class AgentConfig:
     """Weight, in auctions, of the training price histogram in the refitted price model."""
     pctr_pool: int = 20_000
     """Most recent pCTRs kept to resample synthetic pCTRs from after a refit."""
+    calibrate: bool = True
+    """Reshape pCTR by its online recalibration from past clicks (:mod:`simulators.ipinyou.calibration`),
+    refitted with the market; False: pCTR as given (RLB's view)."""
+    calib_slope_sd: float = 0.25
+    """Prior sd of the calibration slope around 1 (a priori: a few hundred clicks can move it)."""
+    calib_offset_sd: float = 2.0
+    """Prior sd of the calibration offset (the level is normalised away; weak)."""
     market: MarketConfig = field(default_factory=lambda: MarketConfig(
         pctr_log_sd=0.5, price_laplace=1.0, price_level_jitter=0.3, ctr_level_jitter=0.3))
     """Synthetic training market (domain randomisation: +-30% market and CTR levels)."""
@@ -72,5 +79,7 @@ class AgentConfig:
             raise ConfigError("agent.finetune_eps", "must be in [0, 1]")
         if self.pctr_halflife <= 0 or self.price_prior_weight <= 0:
             raise ConfigError("agent.pctr_halflife", "pctr_halflife and price_prior_weight must be > 0")
+        if self.calib_slope_sd <= 0 or self.calib_offset_sd <= 0:
+            raise ConfigError("agent.calib_slope_sd", "calib_slope_sd and calib_offset_sd must be > 0")
         if self.pctr_pool <= 0:
             raise ConfigError("agent.pctr_pool", "must be > 0")
