@@ -157,10 +157,7 @@ class ServeRuntime:
         if self.run_learner and hasattr(self, "_trainer"):
             await self._trainer.stop()
             if self.cfg.serve.learner_save_every_s:
-                try:
-                    write_state(self._trainer.learner.learner.checkpoint(), self._state_path)
-                except OSError as exc:
-                    log.warning("saving the learner state failed: %s", exc)
+                self._save_state(self._trainer.learner.learner.checkpoint())
         if self.sink is not None:
             await stop_sink(self.sink)
         if self.identity_graph is not None:
@@ -180,10 +177,14 @@ class ServeRuntime:
             if every and time.monotonic() - saved_at >= every and len(trainer.updates) > saved_updates:
                 saved_at, saved_updates = time.monotonic(), len(trainer.updates)
                 state = trainer.learner.learner.checkpoint()  # taken here, between updates
-                try:  # written off the event loop: the bid path shares it
-                    await asyncio.get_running_loop().run_in_executor(None, write_state, state, self._state_path)
-                except OSError as exc:
-                    log.warning("saving the learner state failed: %s", exc)
+                # written off the event loop: the bid path shares it
+                await asyncio.get_running_loop().run_in_executor(None, self._save_state, state)
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        try:
+            write_state(state, self._state_path)
+        except OSError as exc:
+            log.warning("saving the learner state failed: %s", exc)
 
     async def _advance_loop(self) -> None:
         """Close due windows and join parked conversions even when no event arrives."""

@@ -290,9 +290,10 @@ class GaelpBidder:
         pool = self.pool[: min(self.pool_n, len(self.pool))]
         if self.cfg.calibrate:  # train on pCTRs as the bidder will now read them
             a, b = self.calib.fit()
-            norm = float(pool.mean() / self.calib.calibrated(pool).mean())
+            calibrated = self.calib.calibrated(pool)
+            norm = float(pool.mean() / calibrated.mean())
             self._calib = (a, b, norm)
-            pool = pool * self.calib.shape(pool, pool)
+            pool = calibrated * norm  # = pool * calib.shape(pool, pool), the mean kept
         theta = float(pool.mean())
         market = SyntheticMarket(self.prices.pmf(), theta,
                                  dataclasses.replace(self.cfg.market, price_laplace=0.0), pctr_pool=pool)
