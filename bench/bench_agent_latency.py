@@ -26,15 +26,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent_service.agent.hybrid import HybridAgent, spec_of  # noqa: E402
-from agent_service.agent.settings import HybridConfig  # noqa: E402
-from agent_service.agent.state import (  # noqa: E402
+from agent_service.agent.serving.hybrid import HybridAgent, spec_of  # noqa: E402
+
+from agent_service.agent.model.state import (  # noqa: E402
     CampaignStats,
     JourneyArrays,
     OpportunityArrays,
     PacingInputs,
     build_states,
 )
+from agent_service.config.agent import HybridConfig  # noqa: E402
 
 T0 = 1_767_225_600_000 + 15 * 3_600_000
 CREATIVES = 60

@@ -32,9 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent_service.agent.training import TrainConfig, train  # noqa: E402
-from agent_service.baselines.evaluation import EvalConfig, evaluate, summary_table, write  # noqa: E402
 from agent_service.config import load_config  # noqa: E402
+from agent_service.lab.evaluate import EvalConfig, evaluate, summary_table, write  # noqa: E402
+from agent_service.lab.train import TrainConfig, train  # noqa: E402
 
 
 def main() -> int:

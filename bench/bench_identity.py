@@ -29,13 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent_service.adapters.redis_identity import RedisIdentityGraph  # noqa: E402
 from agent_service.identity import (  # noqa: E402
     IdentityConfig,
     InMemoryIdentityGraph,
     evaluate_identity,
     generate_identity_world,
 )
-from agent_service.identity.redis_graph import RedisIdentityGraph  # noqa: E402
 
 
 def _free_port() -> int:

@@ -34,11 +34,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent_service.adapters.memory_store import MemoryStore  # noqa: E402
+from agent_service.adapters.redis_identity import RedisIdentityGraph  # noqa: E402
 from agent_service.adapters.redis_store import RedisStore  # noqa: E402
 from agent_service.config import GaelpConfig, SimulationConfig  # noqa: E402
 from agent_service.contracts.events import IdentityLink  # noqa: E402
 from agent_service.identity import InMemoryIdentityGraph, evaluate_identity  # noqa: E402
-from agent_service.identity.redis_graph import RedisIdentityGraph  # noqa: E402
 from agent_service.pipeline.identity_links import IdentityLinks, graph_config  # noqa: E402
 from agent_service.pipeline.pseudonym import Pseudonymizer  # noqa: E402
 from agent_service.ports.store import StateStore  # noqa: E402

@@ -23,9 +23,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent_service.lab.ipinyou.runner import POLICIES, TableCache, format_table, paired_bootstrap, run_policy  # noqa: E402
 from simulators.ipinyou.config import C0_VALUES, PUBLISHED_2997, default_data_dir  # noqa: E402
 from simulators.ipinyou.data import load_info, load_log  # noqa: E402
-from simulators.ipinyou.runner import POLICIES, TableCache, format_table, paired_bootstrap, run_policy  # noqa: E402
 
 _KEEP = ("clicks", "cost", "impressions", "win_rate", "cpm", "ecpc", "budget", "seconds")
 _AGENT_KEEP = ("train_seconds", "train_transitions", "train_transitions_per_s", "from_cache", "z0_offline",

@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulators.ipinyou.agent import GaelpBidder, train_offline  # noqa: E402
-from simulators.ipinyou.agent_config import AgentConfig  # noqa: E402
-from simulators.ipinyou.agent_sim import Plan  # noqa: E402
+from agent_service.lab.ipinyou.bidder import GaelpBidder, train_offline  # noqa: E402
+from agent_service.lab.ipinyou.config import AgentConfig  # noqa: E402
+from agent_service.lab.ipinyou.synthetic import Plan  # noqa: E402
 from simulators.ipinyou.config import default_data_dir  # noqa: E402
 from simulators.ipinyou.data import AuctionLog, load_info  # noqa: E402
 from simulators.ipinyou.replay import Observation, Outcome, replay  # noqa: E402

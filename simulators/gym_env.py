@@ -1,7 +1,7 @@
 """``GaelpEnv``: the simulated campaign as a ``gymnasium.Env``, one ad opportunity per step.
 
 Observation: float32 vector in [-1, 1] — the service's state vector (``BASE_FEATURES``, same
-order and meaning as ``agent_service.agent.features``) plus ``EXTRA_FEATURES`` and the A/B arm
+order and meaning as ``agent_service.agent.model.opportunity``) plus ``EXTRA_FEATURES`` and the A/B arm
 one-hot (``env.feature_names``); never ground truth.
 Action: ``Dict(bid=Box(0, 10, (1,)) CPM USD, creative=Discrete(C), channel=Discrete(3),
 target=Discrete(K + 1))`` — a bid below the minimum ($0.50) means no ad; channel 0 organic,

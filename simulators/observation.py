@@ -1,7 +1,7 @@
 """What the agent may observe in the simulator: the service's state vector, computed the same way.
 
 ``BASE_FEATURES`` is, name for name, the state vector the service builds at decision time
-(``agent_service.agent.features.FEATURES`` as of this writing: time, device, journey, identity,
+(``agent_service.agent.model.opportunity.FEATURES`` as of this writing: time, device, journey, identity,
 budget, channels offered, floor, page context), computed here — vectorised — from the same
 information the service would have: the request (time, device type, page category, channels,
 floor, logged-in user id), the journeys the service would have recorded (its own touches, keyed
@@ -33,7 +33,7 @@ BASE_FEATURES: tuple[str, ...] = (
     "identity_confidence", "device_count", "budget_spent", "day_elapsed", "pace",
     "avail_organic", "avail_paid_search", "avail_social", "floor",
 ) + tuple(f"context_{i}" for i in range(8))
-"""The service's features, in its order (see ``agent_service.agent.features``)."""
+"""The service's features, in its order (see ``agent_service.agent.model.opportunity``)."""
 EXTRA_FEATURES: tuple[str, ...] = ("budget_left", "time_left", "win_rate", "price_level")
 """Environment-only features; followed by ``ab_arm_0..ab_arm_{arms-1}``."""
 _MAX_TOUCHES = 16
@@ -43,7 +43,7 @@ _EMA = 0.02
 
 class ServiceInputs(NamedTuple):
     """Everything the service knows at decision time, per opportunity (n rows) — for agents that
-    build their own state vector (e.g. ``agent_service.agent.state.build_state``). No ground truth."""
+    build their own state vector (e.g. ``agent_service.agent.model.state.build_state``). No ground truth."""
 
     event_time: np.ndarray
     """int64 ms."""

@@ -38,9 +38,8 @@ from agent_service.config import GaelpConfig
 from agent_service.errors import BusError, StoreError
 from agent_service.metrics import Metrics
 from agent_service.pipeline.flow import Flow
-from agent_service.pipeline.records import HandleResult
+from agent_service.pipeline.records import HandleResult, publish_result
 from agent_service.ports.bus import BusRecord, EventBus
-from agent_service.runtime.worker import publish_result
 
 __all__ = ["build_app", "handle_batch", "to_records"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_service.agent.registry import MemoryRegistry
+from agent_service.adapters.registry import MemoryRegistry
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import encode
 from agent_service.contracts.events import Tick

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from agent_service.adapters.redis_identity import RedisIdentityGraph
 from agent_service.identity import (
     IdentityConfig,
     IdentityLink,
@@ -25,7 +26,6 @@ from agent_service.identity import (
     evaluate_identity,
     generate_identity_world,
 )
-from agent_service.identity.redis_graph import RedisIdentityGraph
 
 
 def _free_port() -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent_service.agent.bid_multiplier_dqn import (
+from agent_service.agent.learning.multiplier_dqn import (
     BidMultiplierDQNConfig,
     DQNLearner,
     MultiplierPolicy,
@@ -18,9 +18,9 @@ from agent_service.agent.bid_multiplier_dqn import (
 )
 from agent_service.cli import main
 from agent_service.errors import ConfigError, ModelError
-from simulators.ipinyou.agent import GaelpBidder, PriceModel, train_offline
-from simulators.ipinyou.agent_config import AgentConfig
-from simulators.ipinyou.agent_sim import Plan
+from agent_service.lab.ipinyou.bidder import GaelpBidder, PriceModel, train_offline
+from agent_service.lab.ipinyou.config import AgentConfig
+from agent_service.lab.ipinyou.synthetic import Plan
 from simulators.ipinyou.data import AuctionLog, CampaignInfo
 from simulators.ipinyou.market import MarketConfig, SyntheticMarket
 from simulators.ipinyou.replay import Outcome, replay

@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from agent_service.agent.registry import ModelRegistry
 from agent_service.errors import ModelError
+from agent_service.ports.registry import ModelRegistry
 
 __all__ = ["Lineage", "RollbackResult"]
 

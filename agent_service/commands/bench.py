@@ -111,9 +111,9 @@ def _ipinyou_config(args: argparse.Namespace) -> Any:
 
 
 def _run_ipinyou(args: argparse.Namespace) -> int:
+    from agent_service.lab.ipinyou.runner import TableCache, format_table, run_policy
     from simulators.ipinyou.config import C0_VALUES, PUBLISHED_2997
     from simulators.ipinyou.data import load_info, load_log
-    from simulators.ipinyou.runner import TableCache, format_table, run_policy
 
     cfg = _ipinyou_config(args)
     log = load_log(cfg.data_path, max_price=cfg.max_bid)

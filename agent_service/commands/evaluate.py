@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from agent_service.baselines.evaluation import EvalConfig, evaluate, summary_table, write
     from agent_service.config import load_config
     from agent_service.errors import ConfigError
+    from agent_service.lab.evaluate import EvalConfig, evaluate, summary_table, write
 
     cfg = load_config(args.config)
     ckpt, base, values, budget = None, {}, None, cfg.budget.daily_usd

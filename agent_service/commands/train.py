@@ -54,8 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from agent_service.agent.training import TrainConfig, train
     from agent_service.config import load_config
+    from agent_service.lab.train import TrainConfig, train
 
     cfg = load_config(args.config)
     tc = TrainConfig(days=args.days, seed=args.seed, budget_usd=args.budget or cfg.budget.daily_usd,

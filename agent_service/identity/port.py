@@ -15,7 +15,7 @@ against both, and they must give identical person ids):
   :func:`~agent_service.identity.model.root_preference` (user keys first, then smallest id).
 
 Adapters: :class:`~agent_service.identity.memory.InMemoryIdentityGraph` (embedded) and
-:class:`~agent_service.identity.redis_graph.RedisIdentityGraph` (production).
+:class:`~agent_service.adapters.redis_identity.RedisIdentityGraph` (production).
 """
 
 from __future__ import annotations

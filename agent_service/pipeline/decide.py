@@ -2,7 +2,7 @@
 
 For a batch of requests: read every impression's context (identity, journey, budget and any
 decision already stored under its id) in ONE pipelined round trip, let the hybrid agent
-(``agent_service.agent.serving``) build the enriched states and sample creative × channel ×
+(``agent_service.agent.serving.server``) build the enriched states and sample creative × channel ×
 target for the whole batch with one network version, price each impression
 ``clip(m · v̂, max(floor, $0.50), $10.00)`` with the slot's bid multiplier ``m`` (shaded in
 first-price auctions, never under the floor), then reserve the worst-case costs of the whole
@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 import msgspec
 
-from agent_service.agent.features import Opportunity
-from agent_service.agent.serving import AgentServer, ServedBatch
+from agent_service.agent.model.opportunity import Opportunity
+from agent_service.agent.serving.server import AgentServer, ServedBatch
 from agent_service.config import CHANNELS, GaelpConfig
 from agent_service.contracts.events import Action, Decision, encoded_state
 from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid

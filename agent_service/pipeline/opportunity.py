@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from agent_service.agent.features import Opportunity
+from agent_service.agent.model.opportunity import Opportunity
 from agent_service.config import CHANNELS
 from agent_service.contracts.openrtb import BidRequest, Imp
 

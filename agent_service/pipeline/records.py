@@ -11,9 +11,9 @@ from agent_service.contracts.codec import encode
 from agent_service.contracts.events import DeadLetter
 from agent_service.metrics import Metrics
 from agent_service.pipeline.pseudonym import Pseudonymizer, redact
-from agent_service.ports.bus import BusRecord
+from agent_service.ports.bus import BusRecord, EventBus
 
-__all__ = ["HandleResult", "Output", "dead_letter", "reason_label"]
+__all__ = ["HandleResult", "Output", "dead_letter", "publish_result", "reason_label"]
 
 
 class Output(NamedTuple):
@@ -67,3 +67,16 @@ def dead_letter(rec: BusRecord, field: str, reason: str, topic: str, metrics: Me
     letter = DeadLetter(id=f"{rec.topic}:{rec.partition}:{rec.offset}", topic=rec.topic, reason=reason,
                         field=field, payload=payload[:10_000])
     return Output(topic, None, encode(letter))
+
+
+async def publish_result(bus: EventBus, result: HandleResult) -> None:
+    """Publish a handler's outputs durably (one batch call per topic, each key's records in
+    order), then run its clean-up."""
+    by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+    for out in result.outputs:
+        by_topic.setdefault(out.topic, []).append((out.key, out.value))
+    for topic, records in by_topic.items():
+        await bus.publish_many(topic, records)
+    await bus.flush()
+    for step in result.after_publish:
+        await step()

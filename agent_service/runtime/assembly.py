@@ -1,7 +1,7 @@
 """Wiring the domain together: the same assembly for simulate, serve and tests.
 
-The decision path serves the hybrid agent (:class:`~agent_service.agent.serving.AgentServer`)
-from the model registry; the in-process learner (:class:`~agent_service.agent.online.OnlineLearner`)
+The decision path serves the hybrid agent (:class:`~agent_service.agent.serving.server.AgentServer`)
+from the model registry; the in-process learner (:class:`~agent_service.agent.learning.online.OnlineLearner`)
 trains it from the experience topic and publishes versions there.
 """
 
@@ -11,14 +11,14 @@ import os
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from agent_service.agent.online import OnlineLearner
-from agent_service.agent.registry import ModelRegistry
-from agent_service.agent.serving import AgentServer
+from agent_service.agent.learning.online import OnlineLearner
+from agent_service.agent.serving.server import AgentServer
 from agent_service.config import GaelpConfig
 from agent_service.metrics import Metrics
 from agent_service.pipeline.decide import Decider
 from agent_service.pipeline.flow import Flow
 from agent_service.pipeline.pseudonym import ENV_SALT, Pseudonymizer
+from agent_service.ports.registry import ModelRegistry
 from agent_service.ports.store import StateStore
 
 __all__ = ["Service", "build_learner", "build_service"]

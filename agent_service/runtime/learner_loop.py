@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from agent_service.agent.learner import LearnerStats
-from agent_service.agent.online import OnlineLearner
+from agent_service.agent.learning.learner import LearnerStats
+from agent_service.agent.learning.online import OnlineLearner
 from agent_service.contracts.codec import decode
 from agent_service.contracts.events import Experience
 from agent_service.errors import DecodeError

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from agent_service.agent.online import OnlineLearner
-from agent_service.agent.registry import ModelRegistry
+from agent_service.agent.learning.online import OnlineLearner
 from agent_service.errors import ModelError
+from agent_service.ports.registry import ModelRegistry
 
 __all__ = ["STATE_FILE", "restore_state", "write_state"]
 

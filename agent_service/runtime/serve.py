@@ -30,23 +30,23 @@ from aiohttp import web
 from agent_service.adapters.kafka_bus import KafkaBus
 from agent_service.adapters.model_lineage import Lineage
 from agent_service.adapters.record_spill import RecordSpill
+from agent_service.adapters.redis_identity import RedisIdentityGraph
 from agent_service.adapters.redis_store import RedisStore
-from agent_service.agent.registry import FileRegistry
+from agent_service.adapters.registry import FileRegistry
 from agent_service.config import GaelpConfig
 from agent_service.errors import BusError, ConfigError, StoreError
 from agent_service.http.app import build_http_app
-from agent_service.identity.redis_graph import RedisIdentityGraph
 from agent_service.metrics import Metrics
 from agent_service.money import usd_to_micros
 from agent_service.pacing import planned_spend
 from agent_service.pipeline.decide import DAY_MS, period_of
 from agent_service.pipeline.identity_links import graph_config
 from agent_service.pipeline.pseudonym import Pseudonymizer
+from agent_service.pipeline.records import publish_result
 from agent_service.runtime.assembly import build_learner, build_service
 from agent_service.runtime.learner_loop import ExperienceLearner
 from agent_service.runtime.learner_state import STATE_FILE, restore_state, write_state
 from agent_service.runtime.warehouse_sink import WarehouseSink, run_sink, start_sink, stop_sink
-from agent_service.runtime.worker import publish_result
 from stream_apps.topology import build_app
 
 __all__ = ["ServeRuntime", "serve_forever"]

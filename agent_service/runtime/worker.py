@@ -10,23 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agent_service.pipeline.flow import Flow
-from agent_service.pipeline.records import HandleResult
+from agent_service.pipeline.records import publish_result
 from agent_service.ports.bus import Consumer, EventBus
 
-__all__ = ["BusWorker", "publish_result"]
-
-
-async def publish_result(bus: EventBus, result: HandleResult) -> None:
-    """Publish a handler's outputs durably (one batch call per topic, each key's records in
-    order), then run its clean-up."""
-    by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
-    for out in result.outputs:
-        by_topic.setdefault(out.topic, []).append((out.key, out.value))
-    for topic, records in by_topic.items():
-        await bus.publish_many(topic, records)
-    await bus.flush()
-    for step in result.after_publish:
-        await step()
+__all__ = ["BusWorker"]
 
 
 class BusWorker:

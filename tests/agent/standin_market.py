@@ -1,7 +1,7 @@
 """A small, vectorised stand-in market for the agent's tests (the real world is the simulators
 engineer's). People in latent segments, three channels, second-price auctions against a
 lognormal competing price per channel, creatives with per-segment appeal and fatigue, clicks,
-conversions 1-10 days after a click. Implements ``agent_service.baselines.market.Market``."""
+conversions 1-10 days after a click. Implements ``agent_service.evaluation.market.Market``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent_service.baselines.market import ConversionQueue, Conversions, Opportunities, Plays, Results, Truth
+from agent_service.evaluation.market import ConversionQueue, Conversions, Opportunities, Plays, Results, Truth
 
 DAY_MS = 86_400_000
 

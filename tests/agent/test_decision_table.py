@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent_service.agent.buffers import DecisionRows, DecisionTable, zero_rewards
+from agent_service.agent.learning.buffers import DecisionRows, DecisionTable, zero_rewards
 
 
 def _rows(ids: np.ndarray) -> DecisionRows:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from agent_service.agent.buffers import ReplayBuffer, SlotTransition
-from agent_service.agent.dqn import DQNConfig, DQNLearner, epsilon_greedy
+from agent_service.agent.learning.buffers import ReplayBuffer, SlotTransition
+from agent_service.agent.learning.dqn import DQNConfig, DQNLearner, epsilon_greedy
 from agent_service.errors import ConfigError
 
 P = 3

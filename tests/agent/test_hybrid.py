@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from agent_service.agent.serving.hybrid import HybridAgent, spec_of
 
-from agent_service.agent.hybrid import HybridAgent, spec_of
-from agent_service.agent.learner import HybridLearner
-from agent_service.agent.ppo import creative_bonus, policy_dists
-from agent_service.agent.registry import MemoryRegistry
-from agent_service.agent.settings import HybridConfig
-from agent_service.agent.state import (
+from agent_service.adapters.registry import MemoryRegistry
+from agent_service.agent.learning.learner import HybridLearner
+from agent_service.agent.learning.ppo import creative_bonus, policy_dists
+from agent_service.agent.model.state import (
     CampaignStats,
     JourneyArrays,
     OpportunityArrays,
@@ -19,6 +18,7 @@ from agent_service.agent.state import (
     build_states,
 )
 from agent_service.config import RewardConfig
+from agent_service.config.agent import HybridConfig
 from agent_service.errors import ModelError
 
 T0 = 1_767_225_600_000 + 10 * 3_600_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent_service.agent import reward as rw
-from agent_service.agent.conversion import ConversionEstimate
+from agent_service.agent.learning import reward as rw
+from agent_service.agent.model.conversion import ConversionEstimate
 from agent_service.config import RewardConfig
 from agent_service.delay.config import DelayModelConfig
 from agent_service.delay.learner import DelayedFeedbackLearner

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent_service.agent.networks import HybridNet
-from agent_service.agent.ppo import (
+from agent_service.agent.learning.ppo import (
     PolicyBatch,
     PPOConfig,
     PPOLearner,
@@ -18,6 +17,7 @@ from agent_service.agent.ppo import (
     discounted_returns,
     policy_dists,
 )
+from agent_service.agent.model.networks import HybridNet
 from agent_service.errors import ConfigError
 
 D, L, FT, C, K = 6, 4, 9, 4, 3

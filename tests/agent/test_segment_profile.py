@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent_service.agent.segment_profile import SegmentModel, counts_matrix
+from agent_service.agent.model.segments import SegmentModel, counts_matrix
 
 
 def _model() -> SegmentModel:
@@ -58,9 +58,9 @@ def test_bad_models_are_refused() -> None:
 
 
 def test_the_campaign_glue_accumulates_each_persons_requests() -> None:
-    from agent_service.agent.campaign import HybridCampaign
-    from agent_service.agent.settings import HybridConfig
     from agent_service.config import RewardConfig
+    from agent_service.config.agent import HybridConfig
+    from agent_service.lab.campaign import HybridCampaign
     from tests.agent.standin_market import DAY_MS, StandinMarket, StandinParams
 
     market = StandinMarket(5, StandinParams(people=200, opportunities_per_day=4000, context_signal=0.3))
@@ -80,10 +80,10 @@ def test_the_campaign_glue_accumulates_each_persons_requests() -> None:
 
 
 def test_the_campaign_glue_counts_recent_activity_as_the_store_does() -> None:
-    from agent_service.agent.campaign import HybridCampaign
-    from agent_service.agent.settings import HybridConfig
-    from agent_service.baselines.market import Opportunities
     from agent_service.config import RewardConfig
+    from agent_service.config.agent import HybridConfig
+    from agent_service.evaluation.market import Opportunities
+    from agent_service.lab.campaign import HybridCampaign
     from agent_service.ports.store import ACTIVITY_HALF_LIFE_MS, Activity
 
     glue = HybridCampaign(4, HybridConfig(lstm_hidden=8, hidden=16), RewardConfig(), seed=0, learn=False)

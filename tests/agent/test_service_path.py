@@ -7,13 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from agent_service.agent.serving.hybrid import spec_of
 
 from agent_service.adapters.memory_store import MemoryStore
-from agent_service.agent.hybrid import spec_of
-from agent_service.agent.online import OnlineLearner
-from agent_service.agent.registry import MemoryRegistry
-from agent_service.agent.settings import HybridConfig, PPOConfig
+from agent_service.adapters.registry import MemoryRegistry
+from agent_service.agent.learning.online import OnlineLearner
 from agent_service.config import GaelpConfig
+from agent_service.config.agent import HybridConfig, PPOConfig
 from agent_service.contracts.codec import decode
 from agent_service.contracts.events import AdEvent, AuctionResult, Decision, Experience, state_values
 from tests.flowkit import T0, FlowKit, bid_request
@@ -131,7 +131,7 @@ async def test_a_persons_segment_posterior_sharpens_with_each_request_and_not_on
 
 
 def test_a_restarted_learner_resumes_from_the_newest_published_version_not_fresh_weights(tmp_path) -> None:
-    from agent_service.agent.registry import FileRegistry
+    from agent_service.adapters.registry import FileRegistry
     from agent_service.runtime.assembly import build_learner
 
     cfg = dataclasses.replace(GaelpConfig(), hybrid=HYB)

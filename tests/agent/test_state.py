@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent_service.agent.state import (
+from agent_service.agent.model.state import (
     TOUCH_FEATURES,
     CampaignStats,
     JourneyArrays,
@@ -82,7 +82,7 @@ def test_the_serving_encoder_skips_padding_and_equals_the_full_lstm() -> None:
     for a batch of mixed lengths, for journeys all empty, and again after the weights change."""
     import torch
 
-    from agent_service.agent.networks import JourneyEncoder
+    from agent_service.agent.model.networks import JourneyEncoder
 
     spec, rng = StateSpec(creatives=12), np.random.default_rng(3)
     torch.manual_seed(0)
@@ -124,7 +124,7 @@ def test_the_numpy_serving_path_equals_the_torch_heads() -> None:
     and a load_state_dict (the views share the parameters' memory)."""
     import torch
 
-    from agent_service.agent.networks import HybridNet
+    from agent_service.agent.model.networks import HybridNet
 
     spec, rng = StateSpec(creatives=12), np.random.default_rng(5)
     pacing = PacingInputs(15.0, 6.0, 0.5, 0.4, 0.35, 0.2, 0.15, -0.7, 0.9, 1.3)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from agent_service.agent.campaign import HybridCampaign
-from agent_service.agent.settings import DQNConfig, HybridConfig, PPOConfig
-from agent_service.baselines.cell_oracle import CellOracle
-from agent_service.baselines.harness import run_campaign
-from agent_service.baselines.policies import BaselinePolicy, DualPacing, FixedBid, Linear, Truthful
 from agent_service.config import RewardConfig
+from agent_service.config.agent import DQNConfig, HybridConfig, PPOConfig
+from agent_service.evaluation.cell_oracle import CellOracle
+from agent_service.evaluation.harness import run_campaign
+from agent_service.evaluation.policies import BaselinePolicy, DualPacing, FixedBid, Linear, Truthful
+from agent_service.lab.campaign import HybridCampaign
 from agent_service.pacing import DualPacerConfig
 from tests.agent.standin_market import StandinMarket, StandinParams
 

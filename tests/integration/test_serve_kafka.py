@@ -104,7 +104,7 @@ async def test_hot_swap_metrics_and_rollback_by_command(tansu, service_redis_url
     import json
     import urllib.request
 
-    from agent_service.agent.registry import FileRegistry
+    from agent_service.adapters.registry import FileRegistry
 
     prefix = f"hs{uuid.uuid4().hex[:6]}"
     config = _config(tmp_path, prefix)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from agent_service.adapters.model_lineage import Lineage
-from agent_service.agent.registry import FileRegistry, MemoryRegistry
+from agent_service.adapters.registry import FileRegistry, MemoryRegistry
 from agent_service.errors import ModelError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,6 @@ from gymnasium.utils.env_checker import check_env
 
 from simulators.env_core import EnvConfig
 from simulators.gym_env import GaelpEnv
-from simulators.observation import BASE_FEATURES
 from simulators.vector_env import GaelpVectorEnv
 from tests.sim.helpers import calibration
 
@@ -104,37 +103,6 @@ def test_vector_env_matches_single_env_copies_in_distribution() -> None:
         venv.step(a)
     t = venv.core.current(np.arange(2)).t
     assert t[0] != t[1]  # independent worlds, not copies of one
-
-
-def test_observation_is_the_services_state_vector() -> None:
-    from agent_service.agent import features as f
-    from agent_service.contracts.events import Touch
-    from agent_service.ports.store import BudgetState, Identity
-
-    names = tuple(n for n, _ in f.FEATURES)
-    if names[:len(BASE_FEATURES)] != BASE_FEATURES:
-        pytest.skip("agent_service.agent.features changed its layout; the env keeps the v1 layout")
-    env = GaelpEnv(EnvConfig(persons=200, opportunities_per_day=2_000, slots_per_day=8, budget_usd=5.0))
-    obs, _ = env.reset(seed=4)
-    for k in range(300):
-        inputs = env.service_inputs()
-        journey = [Touch(decision_id=f"d{j}", event_time=int(inputs.touch_time[0, j]),
-                         channel=("organic", "paid_search", "social")[inputs.touch_channel[0, j]],
-                         creative=int(inputs.touch_creative[0, j]), segment=0, device_id="x",
-                         clicked=bool(inputs.touch_clicked[0, j]))
-                   for j in range(16) if inputs.touch_valid[0, j]]
-        opp = f.Opportunity(int(inputs.event_time[0]), int(inputs.devicetype[0]),
-                            tuple(c for c, on in zip(("organic", "paid_search", "social"), inputs.channels[0],
-                                                     strict=True) if on),
-                            float(inputs.floor_cpm_usd[0]), inputs.context[0])
-        budget = BudgetState(int(inputs.budget_micros[0]), int(inputs.spent_micros[0]), 0)
-        ident = Identity("p", float(inputs.identity_confidence[0]), int(inputs.device_count[0]))
-        want = f.state_vector(opp, ident, journey, budget, int(inputs.period_start[0]))
-        np.testing.assert_allclose(obs[:len(BASE_FEATURES)], np.array(want, dtype=np.float32), atol=1e-5,
-                                   err_msg=f"step {k}")
-        obs, _, term, trunc, _ = env.step(_act(4.0, channel=k % 3, creative=k % 7))
-        if term or trunc:
-            break
 
 
 def test_ground_truth_never_changes_an_observation() -> None:

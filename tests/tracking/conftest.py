@@ -9,10 +9,10 @@ from typing import NamedTuple
 import pytest
 
 from agent_service.adapters.memory_store import MemoryStore
+from agent_service.adapters.redis_identity import RedisIdentityGraph
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.config import GaelpConfig
 from agent_service.identity import IdentityGraph, InMemoryIdentityGraph
-from agent_service.identity.redis_graph import RedisIdentityGraph
 from agent_service.pipeline.identity_links import graph_config
 from agent_service.ports.store import StateStore
 

@@ -25,7 +25,8 @@ def test_help_lists_every_command() -> None:
 @pytest.mark.parametrize(("data", "key"), [
     ({"budget": {"daily_usd": "x"}}, "budget.daily_usd"),
     ({"budget": {"bid_min_usd": 20}}, "budget.bid_min_usd"),
-    ({"agent": {"explore_eps": 1.5}}, "agent.explore_eps"),
+    ({"hybrid": {"ppo": {"explore_eps": 1.5}}}, "hybrid.ppo.explore_eps"),
+    ({"agent": {}}, "agent"),
     ({"nosuch": {}}, "nosuch"),
     ({"serve": {"redis": "http://x"}}, "serve.redis"),
     ({"serve": {"event_loop": "trio"}}, "serve.event_loop"),

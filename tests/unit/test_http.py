@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from agent_service.adapters.memory_bus import MemoryBus
 from agent_service.adapters.memory_store import MemoryStore
-from agent_service.agent.registry import MemoryRegistry
+from agent_service.adapters.registry import MemoryRegistry
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode
 from agent_service.contracts.openrtb import BidResponse

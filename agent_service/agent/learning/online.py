@@ -1,0 +1,149 @@
+"""The hybrid learner fed by the stream's experience topic (the in-process learner of the service).
+
+Each decision reaches the learner as keyed :class:`~agent_service.contracts.events.Experience`
+records — ``outcome`` (won, price: R_immediate), ``click``, ``credit`` (attributed value, days
+later: R_attribution replaces the R_delayed estimate) and ``final`` (window closed) — possibly
+redelivered (deduplicated by record id) and from earlier model versions (the logged propensity
+is the behaviour probability PPO's ratio is taken against). The logged ``state`` carries the
+enriched state, the slot's pacing features and the touch sequence
+(:meth:`~agent_service.agent.model.state.StateSpec.pack`), so every input can be replayed.
+
+Bid-multiplier transitions are assembled from the outcomes: the decisions of one budget slot
+share its pacing features (the state) and multiplier action; the reward is the value v̂ of the
+impressions won in the slot over the daily budget; the next slot's first decision gives the
+next state, and a new period terminates the episode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+from agent_service.agent.learning.buffers import DecisionRows, SlotTransition, zero_rewards
+from agent_service.agent.learning.learner import HybridLearner, LearnerStats
+from agent_service.agent.model.state import StateSpec
+from agent_service.agent.serving.hybrid import HybridConfig, spec_of
+from agent_service.config import CHANNELS, RewardConfig
+from agent_service.contracts.events import Experience
+from agent_service.ports.registry import ModelRegistry
+
+__all__ = ["OnlineLearner"]
+
+DAY_MS = 86_400_000
+
+
+class OnlineLearner:
+    """Experience records in, versioned weights out (same contract as the skeleton's learner).
+
+    :param hybrid: agent settings. :param reward: reward weights. :param creatives: C.
+    :param budget_usd: daily budget (scales the bid Q-network's reward).
+    :param registry: where versions are published. :param seed: seeds the learner.
+    """
+
+    def __init__(self, hybrid: HybridConfig, reward: RewardConfig, creatives: int, budget_usd: float,
+                 registry: ModelRegistry, seed: int = 0) -> None:
+        self.cfg = hybrid
+        self.spec = spec_of(hybrid, creatives)
+        self.learner = HybridLearner(self.spec, hybrid, reward, registry, seed=seed)
+        self.registry = registry
+        self.budget_usd = budget_usd
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._now = 0
+        self._slot: tuple[int, int] | None = None
+        self._slot_obs: np.ndarray | None = None
+        self._slot_action = 0
+        self._slot_value = 0.0
+        self.history: list[LearnerStats] = []
+
+    @property
+    def rejected(self) -> int:
+        return self.learner.rejected
+
+    def publish(self) -> int:
+        return self.learner.publish()
+
+    def adopt(self, version: int) -> None:
+        """Train on from the weights of registry ``version`` (what a rollback restored)."""
+        self.learner.adopt(self.registry.load(version))
+        self.learner.version = version
+
+    def resume(self, version: int) -> None:
+        """Start from registry ``version`` (a restart: the newest published model, not fresh weights)."""
+        self.learner.resume(self.registry.load(version))
+        self.learner.version = version
+
+    def observe(self, exp: Experience) -> bool:
+        """Take one record; False if its id was seen already (a redelivery)."""
+        if exp.id in self._seen:
+            return False
+        self._seen[exp.id] = None
+        if len(self._seen) > 1_000_000:
+            self._seen.popitem(last=False)
+        self._now = max(self._now, exp.event_time)
+        key = exp.decision_id
+        L = self.learner
+        if exp.kind == "outcome":
+            self._outcome(exp)
+        elif exp.kind == "click":
+            L.add_clicks([key], np.array([exp.event_time]))
+        elif exp.kind == "credit":
+            L.add_credit([key], np.array([exp.parts.attribution]), np.array([exp.event_time]))
+        elif exp.kind == "final":
+            L.finalise([key])
+        return True
+
+    def _outcome(self, exp: Experience) -> None:
+        spec = self.spec
+        if len(exp.state) != spec.logged_dim:
+            return  # logged by another policy's layout (e.g. before an upgrade): not replayable here
+        batch, pacing = spec.unpack(np.asarray(exp.state, np.float32))
+        a = exp.action
+        channel = CHANNELS.index(a.channel) if a.channel in CHANNELS else 2
+        slot_p = max(float(batch.state[0, spec.index["slot_action_prob"]]), 1e-6)
+        logp = math.log(max(exp.propensity / slot_p, 1e-12))
+        mask = batch.state[:, spec.cols("avail_")] > 0.5
+        cost = max(0.0, -exp.parts.immediate)
+        m = math.exp(2.0 * float(batch.state[0, spec.index["pacing_factor"]]))
+        rows = DecisionRows(
+            batch.state, batch.touches, batch.touch_creatives, mask, np.array([min(a.creative, spec.creatives - 1)]),
+            np.array([channel]), np.array([min(a.segment, spec.segments)]), np.array([logp], np.float32),
+            np.array([_episode(spec, batch.state)]), np.array([exp.event_time]), np.array([exp.won]), np.zeros(1, bool),
+            *zero_rewards(1))
+        key = [exp.decision_id]
+        self.learner.add_decisions(key, rows)
+        variant = np.array([int(np.argmax(batch.state[0, spec.cols("ab_variant_")]))])
+        self.learner.add_outcomes(key, np.array([exp.won]), np.array([cost]), np.zeros(1, bool), np.array([m]),
+                                  np.array([exp.event_time]), rows.creative, variant,
+                                  np.array([a.bid_cpm_micros > 0]))
+        self._slot_step(exp, pacing[0], a.multiplier, exp.parts.delayed if exp.won and channel > 0 else 0.0)
+
+    def _slot_step(self, exp: Experience, pacing: np.ndarray, action: int, value_usd: float) -> None:
+        T = self.cfg.slots_per_period
+        t = exp.event_time
+        slot = (t // DAY_MS, int((t % DAY_MS) * T // DAY_MS))
+        if self._slot is None or slot > self._slot:
+            if self._slot is not None and self._slot_obs is not None:
+                term = slot[0] != self._slot[0]
+                self.learner.add_slots(SlotTransition(
+                    self._slot_obs[None], np.array([self._slot_action]),
+                    np.array([self._slot_value / max(self.budget_usd, 1e-9)], np.float32), pacing[None],
+                    np.array([float(term)], np.float32), np.zeros(1, np.float32)))
+                if term:
+                    self.learner.end_period()
+            self._slot, self._slot_obs, self._slot_action, self._slot_value = slot, pacing, action, 0.0
+        if slot == self._slot:
+            self._slot_value += value_usd
+
+    def maybe_update(self) -> LearnerStats | None:
+        """Train and publish when enough new decisions arrived."""
+        stats = self.learner.maybe_update(self._now)
+        if stats is not None:
+            self.history.append(stats)
+        return stats
+
+
+def _episode(spec: StateSpec, state: np.ndarray) -> int:
+    """Journey id of a decision for GAE: the person key logged with it."""
+    return int(state[0, spec.index["person_key"]])

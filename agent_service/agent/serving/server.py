@@ -1,0 +1,179 @@
+"""The hybrid agent behind the service's decision path (``pipeline/decide.py``).
+
+The decision path hands over, per batch, each impression's opportunity (from the request) and
+the context the store returned (identity, journey, budget ledger); :class:`AgentServer` builds
+the enriched states and touch sequences for the whole batch with
+:func:`~agent_service.agent.model.state.build_states`, runs the batch through one weight version, and
+returns the actions, their propensities, the bids and the vectors to log with the decisions.
+
+It also keeps the per-slot bid multiplier: when a batch's event time enters a new budget slot,
+the Q-network moves ``z`` from the pacing features of the ledger (spend against the plan, spend
+in the last slot, bids made, the competition statistics the learner publishes). Each service
+process keeps its own ``z``; the budget itself is enforced by the store's atomic reservations.
+
+The segment group of the state is the person's posterior accumulated over the contexts of all
+their requests (the store's context profile plus this request; ``agent.segment_profile``). Until
+the discovery engine publishes a segment model for the service, a stand-in maps context bucket
+``c`` to segment ``c mod K`` (``SegmentModel.hashed_contexts``); with ``segment_profile`` off,
+the request's bucket alone, one-hot. The person's recent activity (time-weighted requests and
+the share offering paid search: people search more deeper in a journey) comes from the same
+profile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from agent_service.agent.model.opportunity import CONTEXT_BUCKETS, Opportunity, context_bucket
+from agent_service.agent.model.segments import SegmentModel, counts_matrix
+from agent_service.agent.model.state import (
+    OpportunityArrays,
+    PacingInputs,
+    ab_variant,
+    build_states,
+    journey_arrays,
+    person_key,
+)
+from agent_service.agent.serving.hybrid import AgentActs, HybridAgent, HybridConfig, spec_of
+from agent_service.config import CHANNELS
+from agent_service.pacing import SlotOutcome, SpendPlan, pacing_features
+from agent_service.ports.registry import ModelRegistry
+from agent_service.ports.store import DecideContext
+
+__all__ = ["AgentServer", "ServedBatch"]
+
+DAY_MS = 86_400_000
+
+
+class ServedBatch(NamedTuple):
+    """The agent's answer for B impressions."""
+
+    acts: AgentActs
+    logged: np.ndarray
+    """float32 [B, spec.logged_dim]: the vectors to log as ``Decision.state``."""
+    context: np.ndarray
+    """int64 [B] each request's context bucket (what the store counts on the person's profile)."""
+    search: np.ndarray
+    """bool [B] the request offered paid search (counted in the person's activity)."""
+
+
+class AgentServer:
+    """See the module docstring.
+
+    :param hybrid: agent settings. :param creatives: C. :param budget_usd: daily budget.
+    :param registry: where the learner publishes. :param seed: seeds sampling.
+    """
+
+    def __init__(self, hybrid: HybridConfig, creatives: int, budget_usd: float, registry: ModelRegistry | None,
+                 seed: int = 0) -> None:
+        self.cfg = hybrid
+        self.spec = spec_of(hybrid, creatives)
+        # Decision batches are small: intra-op threads only add scheduling jitter (a 16-step LSTM
+        # waits for a descheduled worker thread for tens of ms on a busy machine). One thread.
+        torch.set_num_threads(1)
+        self.agent = HybridAgent(self.spec, hybrid, registry, seed=seed)
+        self.agent.warmup()
+        self.budget_usd = budget_usd
+        self.plan = SpendPlan(hybrid.slots_per_period)
+        self.segment_model = SegmentModel.hashed_contexts(CONTEXT_BUCKETS, self.spec.segments)
+        self._slot: tuple[int, int] | None = None
+        self._slot_spent0 = 0.0
+        self._out = SlotOutcome()
+        self._z_period: list[float] = []
+        self._pacing = np.zeros(len(pacing_features(1, 1, 0, 0, SlotOutcome(), 1, 0, 0, 1)), np.float32)
+        self._counted = 0
+
+    @property
+    def version(self) -> int:
+        return self.agent.version
+
+    def sync(self) -> int:
+        """Swap in a newer registry version, if any (one version then serves the whole batch)."""
+        return self.agent.sync()
+
+    def _enter_slot(self, t: int, budget_usd: float, spent_usd: float, reserved_usd: float, n: int) -> None:
+        T = self.cfg.slots_per_period
+        period, slot = t // DAY_MS, int((t % DAY_MS) * T // DAY_MS)
+        if self._slot == (period, slot):
+            self._counted += n
+            return
+        if self._slot is not None:
+            self.plan.observe(self._slot[1], self._counted)
+            if self._slot[0] != period:
+                self.plan.end_period()
+                z0 = float(np.mean(self._z_period)) if self._z_period else None
+                self.agent.start_period(z0)
+                self._z_period = []
+                self._slot_spent0 = 0.0
+        stats = self.agent.stats
+        self._out.spend_usd = max(0.0, spent_usd - self._slot_spent0)
+        self._out.wins = int(round(self._out.bids * stats.win_rate()))
+        self._out.clearing_cpm_usd = stats.clearing_cpm_usd()
+        budget = max(budget_usd, 1e-9)
+        self._pacing = pacing_features(
+            time_left=1.0 - slot / T, budget_left=max(0.0, budget - spent_usd - reserved_usd) / budget,
+            spent_frac=spent_usd / budget, plan_frac=self.plan.fraction(slot / T), last=self._out,
+            slot_plan_usd=budget * self.plan.slot_share(max(slot - 1, 0)), log_multiplier=self.agent.z_base,
+            next_slot_share=self.plan.slot_share(slot), slots=T)
+        self.agent.begin_slot(self._pacing)
+        self._z_period.append(self.agent.z_base)
+        self._slot, self._slot_spent0, self._counted = (period, slot), spent_usd, n
+        self._out = SlotOutcome()
+
+    def act_batch(self, opps: Sequence[Opportunity], ctxs: Sequence[DecideContext], devices: Sequence[str],
+                  explore: bool = True) -> ServedBatch:
+        """Decide a batch of impressions (the decision path's one call per batch).
+
+        :param opps: the impressions. :param ctxs: their store contexts (identity, journey, budget).
+        :param devices: the (pseudonymised) device id of each.
+        """
+        B = len(opps)
+        spec = self.spec
+        first = ctxs[0].budget
+        self._enter_slot(opps[0].event_time, first.budget / 1e6, first.spent / 1e6, first.reserved / 1e6, B)
+        t = np.array([o.event_time for o in opps], np.int64)
+        devclass = np.array([0 if o.devicetype in (1, 4, 5) else 1 if o.devicetype == 2 else 2 for o in opps])
+        mask = np.array([[c in o.channels for c in CHANNELS] for o in opps], bool)
+        mask[~mask.any(1), 2] = True
+        floor = np.array([o.floor_cpm_usd for o in opps], np.float64)
+        bucket = np.array([context_bucket(o.context) for o in opps], np.int64)
+        if self.cfg.segment_profile:
+            seg = self.segment_model.posterior(
+                counts_matrix([c.contexts for c in ctxs], bucket, self.segment_model.contexts))
+        else:
+            seg = np.zeros((B, spec.segments))
+            seg[np.arange(B), bucket % spec.segments] = 1.0
+        # the person's recent activity with this request (the store counts it when it is stored)
+        search = mask[:, 1].copy()  # paid search offered
+        activity = np.array([c.activity.add(o.event_time, bool(s))[:2]
+                             for o, c, s in zip(opps, ctxs, search, strict=True)], np.float64).reshape(B, 2)
+        opp = OpportunityArrays(
+            t, devclass, mask, floor, seg, np.array([c.identity.confidence for c in ctxs]),
+            np.array([c.identity.device_count for c in ctxs]),
+            np.array([ab_variant(c.identity.person_id, spec.ab_variants) for c in ctxs]), np.zeros(B),
+            np.array([person_key(c.identity.person_id) for c in ctxs]), activity[:, 0], activity[:, 1])
+        window = int(self.cfg.window_days * DAY_MS)
+        journeys = [[x for x in c.journey if o.event_time - window <= x.event_time <= o.event_time]
+                    for o, c in zip(opps, ctxs, strict=True)]
+        jr = journey_arrays(journeys, list(devices), spec.max_touches)
+        budget = max(first.budget / 1e6, 1e-9)
+        slot = self._slot[1] if self._slot else 0
+        T = self.cfg.slots_per_period
+        pacing = PacingInputs(budget, first.spent / 1e6, first.reserved / 1e6, (t[0] % DAY_MS) / DAY_MS,
+                              self.plan.fraction(slot / T), self._out.spend_usd,
+                              budget * self.plan.slot_share(max(slot - 1, 0)), self.agent.z, self.agent.slot_prob,
+                              1.0)
+        batch = build_states(spec, opp, jr, pacing, self.agent.stats)
+        left = np.array([c.budget.remaining / 1e6 for c in ctxs])
+        acts = self.agent.act(batch, mask, floor, left, explore=explore)
+        self._out.bids += int((acts.bid_cpm_usd > 0).sum())
+        return ServedBatch(acts, spec.pack(batch, self._pacing), bucket, search)
+
+    def multiplier_of(self, logged: np.ndarray) -> float:
+        """The bid multiplier in force when a logged vector was decided."""
+        return math.exp(2.0 * float(logged[self.spec.index["pacing_factor"]]))

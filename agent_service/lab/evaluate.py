@@ -1,0 +1,210 @@
+"""Agent vs every reference policy vs the hindsight optimum, on the same seeds (``gaelp evaluate``).
+
+Per evaluation seed (disjoint from the training seed) a fresh simulated world is run once per
+policy — same people, traffic, prices and luck (the engine's common random numbers) — for
+``warmup + days`` budget periods; the figures are taken over the last ``days``:
+
+* the trained agent (restored from its checkpoint, still learning online, as deployed);
+* fixed bid, truthful expected value, linear bidding, dual-variable pacing — each with the
+  random creative rule, their value model warmed and their one parameter chosen on the
+  training world (``gaelp train``);
+* references that read ground truth (not deployable; they say where the gap to the optimum
+  comes from): dual pacing with the best-creative-per-segment oracle; dual pacing on the true
+  mean value of each *observable* cell (:mod:`agent_service.evaluation.cell_oracle`: what a
+  perfect learner of the request's features could bid) and of cells where the page category
+  is replaced by the person's accumulated segment posterior (``dual+cell_profile``: a perfect
+  learner of the information the agent's state carries); dual pacing on each impression's
+  *true* value and best creative (full information but the prices to come: the ceiling of
+  online pacing);
+* the hindsight optimum: the LP bound of ``simulators.hindsight`` (myopic values: each
+  opportunity valued as a first touch with the best creative for the true segment, competitors'
+  prices known) over the same days, computed on the dual-pacing run's opportunities.
+
+Reported per policy: expected conversion value won (ground truth, the low-variance measure),
+its fraction of the optimum, realised conversions and value, spend, creative regret — means
+over seeds with 95 % t-intervals — and the paired difference agent − each baseline with its
+interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats as sstats
+
+from agent_service.config import GaelpConfig
+from agent_service.errors import ConfigError
+from agent_service.evaluation.cell_oracle import CellOracle
+from agent_service.evaluation.harness import CampaignPolicy, RunResult, run_campaign
+from agent_service.evaluation.policies import BaselinePolicy, DualPacing, FixedBid, Linear, Truthful
+from agent_service.evaluation.sim_market import SimMarket
+from agent_service.lab.campaign import HybridCampaign
+from agent_service.pacing import DualPacerConfig
+
+__all__ = ["EvalConfig", "evaluate", "interval", "summary_table"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """An evaluation (``gaelp evaluate`` flags)."""
+
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """World seeds (must not include the training seed)."""
+    days: int = 3
+    """Budget periods measured per seed."""
+    warmup: int = 2
+    """Budget periods run before measuring (every policy, same days)."""
+    budget_usd: float = 15.0
+    persons: int = 5_000
+    opportunities_per_day: float = 20_000.0
+    agent_learns: bool = True
+    """The agent keeps learning online during evaluation (as deployed)."""
+
+    def __post_init__(self) -> None:
+        if len(self.seeds) < 2:
+            raise ConfigError("evaluate.seeds", "need at least 2 seeds for an interval (5 or more recommended)")
+        if self.days < 1 or self.warmup < 0:
+            raise ConfigError("evaluate.days", "need days >= 1 and warmup >= 0")
+
+
+def interval(x: np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of the 95 % t-interval over seeds."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 2:
+        return float(x.mean()), float("nan")
+    half = float(sstats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return float(x.mean()), half
+
+
+def _policies(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, base: dict[str, Any],
+              values: dict[str, Any] | None, seed: int) -> dict[str, Callable[[SimMarket], CampaignPolicy]]:
+    def baseline(make: Callable[[], Any], rule: str, name: str, kind: type[BaselinePolicy] = BaselinePolicy,
+                 **kw: Any) -> Callable[[SimMarket], CampaignPolicy]:
+        def build(m: SimMarket) -> CampaignPolicy:
+            pol = kind(make(), rule, m, seed=seed, name=name, **kw)
+            if values is not None:
+                pol.values.load(values)
+            return pol
+        return build
+
+    def agent(m: SimMarket) -> CampaignPolicy:
+        a = HybridCampaign(m.creatives, cfg.hybrid, cfg.reward, seed=seed, learn=ec.agent_learns)
+        if ckpt is not None:
+            a.restore(ckpt)
+        return a
+
+    step = float(base.get("dual_step", 0.1))
+    return {
+        "gaelp": agent,
+        "fixed": baseline(lambda: FixedBid(float(base.get("fixed_cpm", 2.0))), "random", "fixed"),
+        "truthful": baseline(Truthful, "random", "truthful"),
+        "linear": baseline(lambda: Linear(float(base.get("linear_b0", 2.0))), "random", "linear"),
+        "dual": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "random", "dual"),
+        "dual+oracle_creative": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "oracle",
+                                         "dual+oracle_creative"),
+        "dual+cell_oracle": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "oracle", "dual+cell_oracle",
+                                     kind=CellOracle),
+        "dual+cell_profile": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "oracle", "dual+cell_profile",
+                                      kind=CellOracle, profile=True),
+        "dual+truth": baseline(lambda: DualPacing(DualPacerConfig(step=step)), "oracle", "dual+truth",
+                               value_source="truth"),
+    }
+
+
+def evaluate(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, base: dict[str, Any],
+             values: dict[str, Any] | None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every policy on every seed; return the report (see the module docstring)."""
+    torch.set_num_threads(1)
+    total = ec.warmup + ec.days
+    per: dict[str, dict[str, list[float]]] = {}
+    optimum: list[float] = []
+    started = time.perf_counter()
+    for seed in ec.seeds:
+        for name, build in _policies(cfg, ec, ckpt, base, values, seed).items():
+            market = SimMarket(seed, ec.budget_usd, ec.persons, ec.opportunities_per_day, cfg.hybrid.segments,
+                               record=(name == "dual"))
+            r: RunResult = run_campaign(market, build(market), total)
+            measured = r.days[ec.warmup:]
+            row = per.setdefault(name, {k: [] for k in ("value", "conversions", "conversion_value", "spend",
+                                                        "regret", "wall_seconds")})
+            row["value"].append(sum(d.expected_value_usd for d in measured))
+            row["conversions"].append(sum(d.conversions for d in measured))
+            row["conversion_value"].append(sum(d.conversion_value_usd for d in measured))
+            row["spend"].append(sum(d.spend_usd for d in measured))
+            chosen, oracle = sum(d.chosen_value_usd for d in measured), sum(d.oracle_value_usd for d in measured)
+            row["regret"].append(1 - chosen / oracle if oracle > 0 else float("nan"))
+            row["wall_seconds"].append(r.wall_seconds)
+            if name == "dual":
+                optimum.append(sum(market.hindsight(d).lp_value for d in range(ec.warmup, total)))
+            if progress is not None:
+                progress(f"seed {seed} {name}: value {row['value'][-1]:.1f}")
+    opt = np.array(optimum)
+    report: dict[str, Any] = {"config": asdict(ec), "wall_seconds": round(time.perf_counter() - started, 1),
+                              "hindsight_optimum": dict(zip(("mean", "ci95"), interval(opt), strict=True)),
+                              "policies": {}, "paired_vs_gaelp": {}}
+    report["hindsight_optimum"]["per_seed"] = opt.round(3).tolist()
+    agent_value = np.array(per["gaelp"]["value"])
+    for name, row in per.items():
+        v = np.array(row["value"])
+        entry = {"per_seed_value": np.round(v, 3).tolist()}
+        for key in ("value", "conversions", "conversion_value", "spend", "regret"):
+            m, h = interval(np.array(row[key]))
+            entry[key] = {"mean": round(m, 4), "ci95": round(h, 4)}
+        m, h = interval(v / opt)
+        entry["fraction_of_optimum"] = {"mean": round(m, 4), "ci95": round(h, 4)}
+        report["policies"][name] = entry
+        if name != "gaelp":
+            m, h = interval(agent_value - v)
+            report["paired_vs_gaelp"][name] = {"gaelp_minus_policy": round(m, 3), "ci95": round(h, 3),
+                                               "gaelp_better_beyond_ci": bool(m - h > 0)}
+    return report
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """A plain-text table of the report."""
+    lines = [f"{'policy':24s} {'value USD':>16s} {'of optimum':>16s} {'conv':>10s} {'spend':>10s} {'regret':>14s}"]
+    def f(e: dict[str, Any], k: str, scale: float = 1.0) -> str:
+        return f"{e[k]['mean'] * scale:.1f}±{e[k]['ci95'] * scale:.1f}"
+
+    for name, e in report["policies"].items():
+        lines.append(f"{name:24s} {f(e, 'value'):>16s} {f(e, 'fraction_of_optimum', 100) + '%':>16s} "
+                     f"{f(e, 'conversions'):>10s} {f(e, 'spend'):>10s} {f(e, 'regret', 100) + '%':>14s}")
+    h = report["hindsight_optimum"]
+    lines.append(f"{'hindsight optimum (LP)':24s} {h['mean']:.1f}±{h['ci95']:.1f}")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["policies"])
+    m = [report["policies"][n]["fraction_of_optimum"]["mean"] for n in names]
+    h = [report["policies"][n]["fraction_of_optimum"]["ci95"] for n in names]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.bar(names, m, yerr=h, capsize=4, color=["tab:green"] + ["tab:gray"] * (len(names) - 1))
+    ax.axhline(1.0, color="k", lw=0.8, ls="--", label="hindsight optimum (LP)")
+    ax.axhline(0.9, color="tab:red", lw=0.8, ls=":", label="90 % floor")
+    ax.set_ylabel("fraction of the hindsight optimum")
+    ax.set_title(f"expected conversion value, {len(report['config']['seeds'])} seeds, mean ± 95 % CI")
+    ax.legend(fontsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write(report: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    plot(report, out / "evaluation.png")
+    (out / "evaluation.json").write_text(json.dumps(report, indent=1))
+    (out / "evaluation.txt").write_text(summary_table(report) + "\n")

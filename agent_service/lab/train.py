@@ -1,0 +1,198 @@
+"""Training the hybrid agent on the simulator (``gaelp train``): one world, day after day.
+
+The agent learns online in a simulated world of the training seed (never an evaluation seed):
+per slot it decides the opportunities, sees auctions and clicks, and days later the
+conversions; the learner updates every ``update_every`` decisions and the serving agent swaps
+the new version in. Checkpoints are written every ``checkpoint_every`` days and at the end,
+with per-day learning curves (PNG) and a JSON summary (wall time, decisions and transitions
+trained per second, the last days' value and creative regret).
+
+The reference policies get the same training data budget: a dual-pacing run on the training
+world warms their value model, and the one parameter of the fixed-bid, linear and dual
+bidders is chosen on a short run of the training world — never on evaluation seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent_service.config import GaelpConfig
+from agent_service.errors import ConfigError
+from agent_service.evaluation.harness import RunResult, run_campaign
+from agent_service.evaluation.policies import BaselinePolicy, Bidder, DualPacing, FixedBid, Linear
+from agent_service.evaluation.sim_market import SimMarket
+from agent_service.lab.campaign import HybridCampaign
+from agent_service.pacing import DualPacerConfig
+
+__all__ = ["TrainConfig", "day_rows", "train", "tune_baselines"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run (``gaelp train`` flags)."""
+
+    days: int = 60
+    """Simulated budget periods to train for."""
+    seed: int = 100
+    """Seed of the training world (evaluation uses other seeds)."""
+    budget_usd: float = 15.0
+    """Daily budget of the campaign."""
+    persons: int = 5_000
+    """People in the world."""
+    opportunities_per_day: float = 20_000.0
+    """Traffic volume."""
+    checkpoint_every: int = 10
+    """Days between checkpoints."""
+    max_minutes: float = 13.0
+    """Stop early (after a whole day) when the wall clock passes this (the baselines' tuning follows)."""
+    baseline_days: int = 10
+    """Days of the dual-pacing run that warms the baselines' value model (0: none)."""
+
+    def __post_init__(self) -> None:
+        if self.days < 1:
+            raise ConfigError("train.days", "must be >= 1")
+        if self.budget_usd <= 0:
+            raise ConfigError("train.budget_usd", "must be > 0")
+        if self.checkpoint_every < 1:
+            raise ConfigError("train.checkpoint_every", "must be >= 1")
+        if self.max_minutes <= 0:
+            raise ConfigError("train.max_minutes", "must be > 0")
+
+
+def day_rows(result: RunResult) -> list[dict[str, float]]:
+    """Per-day figures of a run (JSON-ready)."""
+    out = []
+    for d in result.days:
+        out.append({"day": d.day, "spend_usd": round(d.spend_usd, 4), "impressions": d.impressions,
+                    "clicks": d.clicks, "expected_value_usd": round(d.expected_value_usd, 4),
+                    "conversions": d.conversions, "conversion_value_usd": round(d.conversion_value_usd, 4),
+                    "creative_regret": round(1 - d.chosen_value_usd / d.oracle_value_usd, 4)
+                    if d.oracle_value_usd > 0 else float("nan")})
+    return out
+
+
+def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int, dict[str, Any]], None] | None = None,
+          ) -> dict[str, Any]:
+    """Train, write checkpoints, curves and ``summary.json`` into ``out``; return the summary."""
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    started = time.perf_counter()
+    market = SimMarket(tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
+    agent = HybridCampaign(market.creatives, cfg.hybrid, cfg.reward, seed=tc.seed)
+    stop = [False]
+
+    def on_day(day: int) -> None:
+        if (day + 1) % tc.checkpoint_every == 0:
+            torch.save(agent.checkpoint(), out / "checkpoints" / f"day{day + 1:04d}.pt")
+        if progress is not None:
+            progress(day, {"z": agent.agent.z, "version": agent.learner.version})
+        if time.perf_counter() - started > tc.max_minutes * 60:
+            stop[0] = True
+
+    result = run_campaign(market, agent, tc.days, progress=on_day, stop=lambda: stop[0])
+    train_s = time.perf_counter() - started
+    torch.save(agent.checkpoint(), out / "agent.pt")
+    days = day_rows(result)
+    hist = agent.learner.history
+    trained = agent.learner.transitions_trained
+    decisions = sum(d.opportunities for d in result.days)
+    tuning_started = time.perf_counter()
+    baselines = tune_baselines(cfg, tc, out) if tc.baseline_days > 0 else {}
+    tuning_s = time.perf_counter() - tuning_started
+    last = days[-min(5, len(days)):]
+    summary: dict[str, Any] = {
+        "config": asdict(tc), "days_trained": len(days), "stopped_early": len(days) < tc.days,
+        "wall_seconds": round(train_s, 1), "baseline_tuning_seconds": round(tuning_s, 1), "decisions": decisions,
+        "decisions_per_second": round(decisions / max(train_s, 1e-9), 1),
+        "transitions_trained": trained, "transitions_trained_per_second": round(trained / max(train_s, 1e-9), 1),
+        "dqn_transitions": agent.learner.dqn.transitions, "policy_updates": len(hist),
+        "rejected_updates": agent.learner.rejected,
+        "last_days": {"expected_value_usd": float(np.mean([d["expected_value_usd"] for d in last])),
+                      "creative_regret": float(np.nanmean([d["creative_regret"] for d in last])),
+                      "spend_usd": float(np.mean([d["spend_usd"] for d in last]))},
+        "per_day": days,
+        "updates": [{"version": u.version, "mean_reward": u.mean_reward, **u.ppo._asdict(),
+                     "dqn_td_loss": u.dqn_td_loss, "conv_nll": u.conv_nll} for u in hist],
+        "baselines": baselines,
+    }
+    summary["plots"] = _plots(summary, out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    return summary
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(type(x))
+
+
+def tune_baselines(cfg: GaelpConfig, tc: TrainConfig, out: Path) -> dict[str, Any]:
+    """Warm the baselines' value model and pick their one parameter on the training world."""
+    def market() -> SimMarket:
+        return SimMarket(tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
+
+    warm = BaselinePolicy(DualPacing(DualPacerConfig(step=0.1)), "random", market(), seed=tc.seed)
+    run_campaign(warm.market, warm, tc.baseline_days)
+    values = warm.values.state()
+    torch.save(values, out / "baseline_values.pt")
+
+    def score(bidder: Bidder) -> float:
+        pol = BaselinePolicy(bidder, "random", market(), seed=tc.seed)
+        pol.values.load(values)
+        r = run_campaign(pol.market, pol, 2)
+        return float(sum(d.expected_value_usd for d in r.days))
+
+    grids: dict[str, tuple[Callable[[float], Bidder], tuple[float, ...]]] = {
+        "fixed_cpm": (FixedBid, (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)),
+        "linear_b0": (Linear, (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)),
+        "dual_step": (lambda x: DualPacing(DualPacerConfig(step=x)), (0.02, 0.05, 0.1, 0.2, 0.4)),
+    }
+    chosen: dict[str, Any] = {}
+    for key, (make, grid) in grids.items():
+        scores = {x: score(make(x)) for x in grid}
+        chosen[key] = max(scores, key=lambda k: scores[k])
+        chosen[f"{key}_scores"] = {str(k): round(v, 3) for k, v in scores.items()}
+    (out / "baselines.json").write_text(json.dumps(chosen, indent=1))
+    return chosen
+
+
+def _plots(summary: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    days = summary["per_day"]
+    x = [d["day"] for d in days]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for ax, key, title in ((axes[0, 0], "expected_value_usd", "expected conversion value won per day (USD)"),
+                           (axes[0, 1], "creative_regret", "creative regret vs per-segment oracle"),
+                           (axes[1, 0], "spend_usd", "spend per day (USD)"),
+                           (axes[1, 1], "conversion_value_usd", "realised conversion value per day (USD)")):
+        ax.plot(x, [d[key] for d in days], marker=".")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("day")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curve.png", dpi=90)
+    plt.close(fig)
+    ups = summary["updates"]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6))
+    for ax, key in zip(axes.flat, ("policy_loss", "value_loss", "click_loss", "entropy", "approx_kl",
+                                   "dqn_td_loss"), strict=True):
+        ax.plot([u[key] for u in ups], lw=0.8)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("update")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "learner_stats.png", dpi=90)
+    plt.close(fig)
+    return ["learning_curve.png", "learner_stats.png"]
