@@ -39,7 +39,7 @@ from agent_service.adapters.record_spill import RecordSpill
 from agent_service.contracts.codec import decode_bid_request, encode
 from agent_service.contracts.events import Decision
 from agent_service.contracts.openrtb import BidRequest
-from agent_service.errors import BusError, DecodeError, GaelpError, StoreError
+from agent_service.errors import BusError, ConfigError, DecodeError, GaelpError, StoreError
 from agent_service.metrics import Metrics
 from agent_service.pipeline.decide import Decider, DecideResult
 from agent_service.ports.bus import EventBus
@@ -314,7 +314,7 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
         try:
             return web.json_response(await action(payload))
         except (DecodeError, GaelpError) as exc:
-            field = exc.field if isinstance(exc, DecodeError) else "$"
+            field = exc.field if isinstance(exc, DecodeError) else exc.key if isinstance(exc, ConfigError) else "$"
             return web.json_response({"error": str(exc), "field": field}, status=400)
 
     async def on_startup(_: web.Application) -> None:

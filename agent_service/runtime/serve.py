@@ -34,10 +34,10 @@ from agent_service.adapters.redis_identity import RedisIdentityGraph
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.adapters.registry import FileRegistry
 from agent_service.config import GaelpConfig
-from agent_service.errors import BusError, ConfigError, StoreError
+from agent_service.errors import BusError, StoreError
+from agent_service.http.admin import parse_budget_change
 from agent_service.http.app import build_http_app
 from agent_service.metrics import Metrics
-from agent_service.money import usd_to_micros
 from agent_service.pacing import planned_spend
 from agent_service.pipeline.decide import DAY_MS, period_of
 from agent_service.pipeline.identity_links import graph_config
@@ -248,13 +248,9 @@ class ServeRuntime:
         return {**result._asdict(), "serving": self.service.policy.version}
 
     async def _set_budget(self, body: dict[str, object]) -> dict[str, object]:
-        usd = body.get("daily_usd")
-        if isinstance(usd, bool) or not isinstance(usd, int | float) or usd < 0:
-            raise ConfigError("daily_usd", "expected a number >= 0 (USD)")
-        period = body.get("period", period_of(_wall_ms()))
-        if isinstance(period, bool) or not isinstance(period, int):
-            raise ConfigError("period", "expected an integer day number (UTC days since 1970-01-01)")
-        await self.store.set_budget(self.cfg.serve.campaign, period, usd_to_micros(float(usd)))
+        change = parse_budget_change(body, period_of(_wall_ms()))
+        period = change.period
+        await self.store.set_budget(self.cfg.serve.campaign, period, change.budget_micros)
         state = await self.store.budget(self.cfg.serve.campaign, period)
         return {"period": period, "budget_usd": state.budget / 1e6, "spent_usd": state.spent / 1e6}
 

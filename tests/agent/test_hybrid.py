@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from agent_service.agent.serving.hybrid import HybridAgent, spec_of
 
 from agent_service.adapters.registry import MemoryRegistry
 from agent_service.agent.learning.learner import HybridLearner
@@ -17,6 +16,7 @@ from agent_service.agent.model.state import (
     PacingInputs,
     build_states,
 )
+from agent_service.agent.serving.hybrid import HybridAgent, spec_of
 from agent_service.config import RewardConfig
 from agent_service.config.agent import HybridConfig
 from agent_service.errors import ModelError

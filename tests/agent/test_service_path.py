@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from agent_service.agent.serving.hybrid import spec_of
 
 from agent_service.adapters.memory_store import MemoryStore
 from agent_service.adapters.registry import MemoryRegistry
 from agent_service.agent.learning.online import OnlineLearner
+from agent_service.agent.serving.hybrid import spec_of
 from agent_service.config import GaelpConfig
 from agent_service.config.agent import HybridConfig, PPOConfig
 from agent_service.contracts.codec import decode

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from agent_service.agent.serving.hybrid import n_conv_features
 
 from agent_service.adapters.registry import FileRegistry
+from agent_service.agent.serving.hybrid import n_conv_features
 from agent_service.config import GaelpConfig
 from agent_service.config.agent import HybridConfig, PPOConfig
 from agent_service.runtime.assembly import build_learner

@@ -14,6 +14,7 @@ from agent_service.adapters.registry import MemoryRegistry
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode
 from agent_service.contracts.openrtb import BidResponse
+from agent_service.http.admin import parse_budget_change
 from agent_service.http.app import build_http_app
 from agent_service.metrics import Metrics
 from agent_service.runtime.assembly import build_learner, build_service
@@ -28,7 +29,7 @@ async def _client(daily_usd: float = 50.0, token: str | None = "s3cret") -> tupl
                         creatives=4, seed=0)
 
     async def budget(body: dict[str, object]) -> dict[str, object]:
-        return {"ok": body}
+        return parse_budget_change(body, current_period=20_000)._asdict()
 
     app = build_http_app(svc.decider, bus, cfg.topics.decisions, metrics, clock=lambda: T0 + 12 * 3_600_000,
                          admin_token=token, admin_actions={"budget": budget})
@@ -117,5 +118,34 @@ async def test_metrics_are_prometheus_text_with_gaelp_names() -> None:
         assert "gaelp_bidder_requests_total 1.0" in text
         names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
         assert names and all(n.startswith("gaelp_") for n in names)
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ('{"daily_usd": NaN}', "daily_usd"), ('{"daily_usd": Infinity}', "daily_usd"),
+    ('{"daily_usd": -Infinity}', "daily_usd"), ('{"daily_usd": -5}', "daily_usd"),
+    ('{"daily_usd": 1e300}', "daily_usd"), ('{"daily_usd": "10"}', "daily_usd"), ('{"daily_usd": true}', "daily_usd"),
+    ('{}', "daily_usd"), ('{"daily_usd": 5, "period": 1.5}', "period"), ('{"daily_usd": 5, "period": -1}', "period"),
+    ('{"daily_usd": 5, "period": NaN}', "period"), ('[1]', "$"), ('{"daily_usd": ', "$"),
+])
+async def test_every_bad_admin_budget_is_a_400_naming_the_field(raw: str, field: str) -> None:
+    client, _ = await _client()
+    try:
+        resp = await client.post("/admin/budget", data=raw, headers={"Authorization": "Bearer s3cret",
+                                                                      "Content-Type": "application/json"})
+        assert resp.status == 400
+        assert (await resp.json())["field"] == field
+    finally:
+        await client.close()
+
+
+async def test_a_valid_admin_budget_is_exact_in_micros() -> None:
+    client, _ = await _client()
+    try:
+        resp = await client.post("/admin/budget", json={"daily_usd": 12.345678, "period": 20_001},
+                                 headers={"Authorization": "Bearer s3cret"})
+        assert resp.status == 200
+        assert await resp.json() == {"budget_micros": 12_345_678, "period": 20_001}
     finally:
         await client.close()
