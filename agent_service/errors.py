@@ -11,6 +11,7 @@ Hierarchy::
     ├── StoreError             the state store failed (adapters translate redis errors here)
     ├── BusError               the event bus failed (adapters translate Kafka errors here)
     └── ModelError             a model or weight update is invalid (e.g. NaN weights)
+        └── CorruptModelError  a published weights blob fails its checksum or is incomplete
 
 Adapters translate library exceptions with ``raise ... from exc``; the domain never catches
 bare ``Exception``.
@@ -22,6 +23,7 @@ __all__ = [
     "BudgetError",
     "BusError",
     "ConfigError",
+    "CorruptModelError",
     "DecodeError",
     "GaelpError",
     "ModelError",
@@ -73,3 +75,10 @@ class BusError(GaelpError):
 
 class ModelError(GaelpError):
     """A model, checkpoint or weight update is invalid."""
+
+
+class CorruptModelError(ModelError):
+    """A published weights blob does not match its checksum, or is missing or truncated.
+
+    Bidders refuse it and keep serving the last good version.
+    """

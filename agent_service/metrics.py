@@ -24,6 +24,8 @@ NAMES = {
     "planned_spend": "gaelp_bidder_planned_spend_usd",
     "period_spend": "gaelp_bidder_period_spend_usd",
     "model_version": "gaelp_bidder_model_version",
+    "model_rejected": "gaelp_bidder_model_rejected_total",
+    "model_swap": "gaelp_bidder_model_swap_duration_seconds",
     "events": "gaelp_stream_events_total",
     "dead_letters": "gaelp_stream_dead_letters_total",
     "conversions_joined": "gaelp_stream_conversions_joined_total",
@@ -73,6 +75,10 @@ class Metrics:
         self.period_spend = Gauge(n["period_spend"], "Spend settled plus reserved in the current period, USD",
                                   ["state"], registry=r)
         self.model_version = Gauge(n["model_version"], "Model version serving decisions", registry=r)
+        self.model_rejected = Counter(n["model_rejected"][:-6], "Published model versions refused by this bidder "
+                                      "(corrupt: checksum or blob; invalid: layout or weights)", ["reason"], registry=r)
+        self.model_swap = Histogram(n["model_swap"], "Time from seeing a new model version to serving it "
+                                    "(load, verify, build; off the event loop)", buckets=_LATENCY_BUCKETS, registry=r)
         self.events = Counter(n["events"][:-6], "Records processed", ["topic"], registry=r)
         self.dead_letters = Counter(n["dead_letters"][:-6], "Records dead-lettered", ["topic", "reason"], registry=r)
         self.conversions_joined = Counter(n["conversions_joined"][:-6], "Conversions credited to touches",

@@ -191,7 +191,16 @@ class ServeConfig:
     session_timeout_s: float = 10.0
     """Kafka consumer session timeout (tests use 2 s: tansu joins take half of it)."""
     model_dir: str = "runs/models"
-    """Directory of the local-file model registry."""
+    """Directory of the local-file model registry (and of the learner's saved state)."""
+    registry: str = "file"
+    """Model registry: ``file`` (versions in ``model_dir``: one host or a shared volume) or ``redis``
+    (versions as checksummed blobs in Redis, announced by pub/sub: bidders on every host)."""
+    registry_url: str = ""
+    """Redis URL of the ``redis`` registry ("" = ``serve.redis``; env GAELP_REGISTRY_REDIS)."""
+    registry_prefix: str = "gaelp:model:"
+    """Key prefix of the ``redis`` registry (one model lineage per prefix)."""
+    model_poll_s: float = 0.25
+    """Seconds between a bidder's checks for a newer model version (besides Redis' publish notices)."""
     learner_save_every_s: float = 300.0
     """Seconds between saves of the in-process learner's state (``<model_dir>/learner-state.pt``:
     optimisers, campaign statistics, the conversion model's labelled clicks), also saved on stop, so
@@ -242,6 +251,11 @@ class ServeConfig:
                  "expected redis://HOST:PORT/DB")
         _require(0 <= self.http_port < 65536, "serve.http_port", "must be a TCP port (0 picks a free one)")
         _require(self.session_timeout_s > 0, "serve.session_timeout_s", "must be > 0")
+        _require(self.registry in ("file", "redis"), "serve.registry", "must be 'file' or 'redis'")
+        _require(not self.registry_url or self.registry_url.startswith(("redis://", "rediss://", "unix://")),
+                 "serve.registry_url", "expected redis://HOST:PORT/DB (or empty: serve.redis)")
+        _require(bool(self.registry_prefix), "serve.registry_prefix", "must not be empty")
+        _require(0 < self.model_poll_s <= 5, "serve.model_poll_s", "must be in (0, 5] s (a new version within a second)")
 
 
 @dataclass(frozen=True)
@@ -335,6 +349,7 @@ _ENV_OVERRIDES = {
     "GAELP_HTTP_PORT": ("serve", "http_port", int),
     "GAELP_HTTP_HOST": ("serve", "http_host", str),
     "GAELP_CAMPAIGN": ("serve", "campaign", str),
+    "GAELP_REGISTRY_REDIS": ("serve", "registry_url", str),
     "GAELP_WAREHOUSE_DUCKDB": ("warehouse", "duckdb_path", str),
     "GAELP_BIGQUERY_PROJECT": ("warehouse", "bigquery_project", str),
 }

@@ -31,6 +31,7 @@ from agent_service.adapters.kafka_bus import KafkaBus
 from agent_service.adapters.model_lineage import Lineage
 from agent_service.adapters.record_spill import RecordSpill
 from agent_service.adapters.redis_identity import RedisIdentityGraph
+from agent_service.adapters.redis_registry import RedisRegistry
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.adapters.registry import FileRegistry
 from agent_service.config import GaelpConfig
@@ -46,6 +47,7 @@ from agent_service.pipeline.records import publish_result
 from agent_service.runtime.assembly import build_learner, build_service
 from agent_service.runtime.learner_loop import ExperienceLearner
 from agent_service.runtime.learner_state import STATE_FILE, restore_state, write_state
+from agent_service.runtime.model_watch import ModelWatcher
 from agent_service.runtime.warehouse_sink import WarehouseSink, run_sink, start_sink, stop_sink
 from stream_apps.topology import build_app
 
@@ -59,6 +61,13 @@ _GAUGES_EVERY_S = 2.0
 
 def _wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _registry(cfg: GaelpConfig) -> FileRegistry | RedisRegistry:
+    """The model registry ``[serve] registry`` names."""
+    if cfg.serve.registry == "redis":
+        return RedisRegistry(cfg.serve.registry_url or cfg.serve.redis, prefix=cfg.serve.registry_prefix)
+    return FileRegistry(cfg.serve.model_dir)
 
 
 class ServeRuntime:
@@ -76,9 +85,13 @@ class ServeRuntime:
         self.metrics = Metrics()
         self.bus = KafkaBus(cfg.serve.kafka, session_timeout_s=cfg.serve.session_timeout_s)
         self.store = RedisStore(cfg.serve.redis)
-        self.registry = FileRegistry(cfg.serve.model_dir)
-        self.lineage = Lineage(self.registry, self.registry.dir / "LINEAGE.json")
-        self._state_path = self.registry.dir / STATE_FILE
+        self.registry = _registry(cfg)
+        model_dir = Path(cfg.serve.model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        # With the Redis registry the rollback bookkeeping stays with the process that rolls back.
+        self.lineage = Lineage(self.registry, model_dir / "LINEAGE.json" if cfg.serve.registry == "file" else None)
+        self._state_path = model_dir / STATE_FILE
+        self.watcher: ModelWatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._spill: RecordSpill | None = None
@@ -105,7 +118,10 @@ class ServeRuntime:
         self.service = build_service(cfg, self.store, self.registry, self.metrics, partitions, clock=_wall_ms,
                                      campaign=cfg.serve.campaign, creatives=self.creatives,
                                      seed=cfg.simulation.seed + 7, shadow=cfg.serve.shadow)
-        self.service.decider.sync_every_s = 0.05  # a registry check (a file read) per 50 ms, not per batch
+        # The watcher swaps new versions in (loaded and verified off the loop); the bid path never syncs.
+        self.service.decider.sync_every_s = float("inf")
+        self.watcher = ModelWatcher(self.registry, self.service.policy, self.metrics, poll_s=cfg.serve.model_poll_s)
+        await self.watcher.start()
         # Identity links feed the Redis identity graph (its own key prefix on the same Redis).
         self.identity_graph = RedisIdentityGraph.from_url(cfg.serve.redis, graph_config(cfg))
         self.service.flow.outcomes.identity.graph = self.identity_graph
@@ -148,6 +164,8 @@ class ServeRuntime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.watcher is not None:
+            await self.watcher.stop()
         if self._runner is not None:
             await self._runner.cleanup()  # the batcher publishes what it can of the decision log
         if self._spill is not None:
@@ -243,9 +261,8 @@ class ServeRuntime:
         if self.run_learner and hasattr(self, "_trainer"):
             # else its next version would grow from the weights just rolled back from
             self._trainer.learner.adopt(result.now_serving)
-        self.service.policy.sync()
-        self.metrics.model_version.set(self.service.policy.version)
-        return {**result._asdict(), "serving": self.service.policy.version}
+        served = await self.watcher.check() if self.watcher is not None else self.service.policy.version
+        return {**result._asdict(), "serving": served}
 
     async def _set_budget(self, body: dict[str, object]) -> dict[str, object]:
         change = parse_budget_change(body, period_of(_wall_ms()))

@@ -139,9 +139,11 @@ async def test_hot_swap_metrics_and_rollback_by_command(tansu, service_redis_url
         assert await loop.run_in_executor(None, version) == 1
         registry = FileRegistry(tmp_path / "models")
         registry.publish(registry.load(1))  # "a new model": version 2
-        await asyncio.sleep(0.2)
-        await loop.run_in_executor(None, bid, "hs1")
-        assert await loop.run_in_executor(None, version) == 2  # hot-swapped, no restart
+        deadline = loop.time() + 10
+        while await loop.run_in_executor(None, version) != 2:  # hot-swapped, no restart
+            assert loop.time() < deadline, "version 2 never served"
+            await asyncio.sleep(0.05)
+        assert await loop.run_in_executor(None, bid, "hs1") in (200, 204)
         text = await loop.run_in_executor(None, get, "/metrics")
         for name in ("gaelp_stream_consumer_lag_records", "gaelp_bidder_period_spend_usd",
                      "gaelp_bidder_request_duration_seconds_bucket"):

@@ -40,7 +40,7 @@ from agent_service.errors import ModelError
 from agent_service.pacing import PACING_FEATURES
 from agent_service.ports.registry import ModelRegistry
 
-__all__ = ["STATE_FORMAT", "AgentActs", "HybridAgent", "HybridConfig", "conv_features", "n_conv_features"]
+__all__ = ["STATE_FORMAT", "AgentActs", "HybridAgent", "HybridConfig", "PreparedVersion", "conv_features", "n_conv_features"]
 
 STATE_FORMAT = 1
 """Version of the published state dict's layout."""
@@ -93,6 +93,17 @@ class AgentActs(NamedTuple):
     version: int
 
 
+class PreparedVersion(NamedTuple):
+    """A published version checked and built, ready to be swapped in (``HybridAgent.adopt``)."""
+
+    version: int
+    net: HybridNet
+    q: BidQNet
+    conv: ConversionEstimate
+    stats: CampaignStats
+    dqn_eps: float
+
+
 class HybridAgent:
     """Inference only: serves one weight version per batch (see the module docstring).
 
@@ -139,6 +150,14 @@ class HybridAgent:
         """Swap in a published state if ``version`` is newer; True if swapped."""
         if version <= self.version:
             return False
+        return self.adopt(self.prepare(state, version))
+
+    def prepare(self, state: dict[str, Any], version: int) -> PreparedVersion:
+        """Check a published state and build its parts, touching nothing that serves (so a
+        bidder may do this off its event loop, then ``adopt`` on it).
+
+        :raises ModelError: the layout differs from the one served, or a weight is not finite.
+        """
         if state.get("format") != STATE_FORMAT or tuple(state["dims"]) != self.dims:
             raise ModelError(f"model version {version} has layout {state.get('dims')}, serving {self.dims}")
         for part in ("net", "q"):
@@ -152,10 +171,16 @@ class HybridAgent:
         model = DelayedConversionModel(n_conv_features(self.spec), self.cfg.delay_config())
         model.load_state_dict(state["conv"]["model"])
         conv = self._conv_estimate(model, float(state["conv"]["matured"]))
-        stats = CampaignStats.from_state(state["stats"])
-        self.net, self.q, self.conv, self.stats = net, q, conv, stats  # one swap each
-        self.dqn_eps = float(state.get("dqn_eps", self.dqn_eps))
-        self.version = version
+        return PreparedVersion(version, net, q, conv, CampaignStats.from_state(state["stats"]),
+                               float(state.get("dqn_eps", self.dqn_eps)))
+
+    def adopt(self, prepared: PreparedVersion) -> bool:
+        """Serve a prepared version if it is newer than the one served; True if swapped."""
+        if prepared.version <= self.version:
+            return False
+        self.net, self.q, self.conv, self.stats = prepared.net, prepared.q, prepared.conv, prepared.stats  # one swap each
+        self.dqn_eps = prepared.dqn_eps
+        self.version = prepared.version
         return True
 
     def _conv_estimate(self, model: DelayedConversionModel, matured: float) -> ConversionEstimate:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from agent_service.agent.model.state import (
     journey_arrays,
     person_key,
 )
-from agent_service.agent.serving.hybrid import AgentActs, HybridAgent, HybridConfig, spec_of
+from agent_service.agent.serving.hybrid import AgentActs, HybridAgent, HybridConfig, PreparedVersion, spec_of
 from agent_service.config import CHANNELS
 from agent_service.pacing import SlotOutcome, SpendPlan, pacing_features
 from agent_service.ports.registry import ModelRegistry
@@ -95,6 +95,14 @@ class AgentServer:
     def sync(self) -> int:
         """Swap in a newer registry version, if any (one version then serves the whole batch)."""
         return self.agent.sync()
+
+    def prepare(self, state: dict[str, Any], version: int) -> PreparedVersion:
+        """Check and build a published version without touching what serves (off the event loop)."""
+        return self.agent.prepare(state, version)
+
+    def adopt(self, prepared: PreparedVersion) -> bool:
+        """Serve a prepared version if it is newer; True if swapped."""
+        return self.agent.adopt(prepared)
 
     def _enter_slot(self, t: int, budget_usd: float, spent_usd: float, reserved_usd: float, n: int) -> None:
         T = self.cfg.slots_per_period
