@@ -21,6 +21,7 @@ __all__ = ["main"]
 COMMANDS: tuple[str, ...] = (
     "simulate",
     "serve",
+    "learner",
     "admin",
     "feed",
     "warehouse",

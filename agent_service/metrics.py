@@ -47,6 +47,12 @@ NAMES = {
     "learner_explained_variance": "gaelp_learner_explained_variance",
     "learner_td_loss": "gaelp_learner_td_loss",
     "learner_mean_q": "gaelp_learner_mean_q",
+    "learner_version": "gaelp_learner_version",
+    "learner_duplicates": "gaelp_learner_duplicate_records_total",
+    "learner_restarts": "gaelp_learner_restarts_total",
+    "learner_checkpoints": "gaelp_learner_checkpoints_total",
+    "learner_checkpoint_duration": "gaelp_learner_checkpoint_duration_seconds",
+    "learner_train_duration": "gaelp_learner_batch_duration_seconds",
 }
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -111,6 +117,18 @@ class Metrics:
         self.learner_mean_q = Gauge(n["learner_mean_q"], "DQN mean Q of the last update", registry=r)
         self.learner_experience = Counter(n["learner_experience"][:-6], "Experience records learned from",
                                           registry=r)
+        self.learner_version = Gauge(n["learner_version"], "Newest model version the learner published", registry=r)
+        self.learner_duplicates = Counter(n["learner_duplicates"][:-6],
+                                          "Experience records seen before (redeliveries), ignored", registry=r)
+        self.learner_restarts = Counter(n["learner_restarts"][:-6],
+                                        "Times the learner was lost and resumed from its checkpoint", registry=r)
+        self.learner_checkpoints = Counter(n["learner_checkpoints"][:-6],
+                                           "Learner checkpoints made (each followed by an offset commit)", registry=r)
+        self.learner_checkpoint_duration = Histogram(n["learner_checkpoint_duration"], "Time to make a checkpoint",
+                                                     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.learner_train_duration = Histogram(n["learner_train_duration"],
+                                                "Time to train one batch of experience records",
+                                                buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10), registry=r)
 
     @staticmethod
     def value(metric: Counter | Gauge) -> float:

@@ -6,7 +6,7 @@
     gaelp.identity-links  ──► link_identities   ──► (identity graph in the store)
     gaelp.conversions     ──► join_conversions  ──► gaelp.experience   (credit; windows closed → final)
     every input topic     ──► (bad records)     ──► gaelp.dead-letters (with field and reason)
-    gaelp.experience      ──► learner (agent_service.runtime.learner_loop) ──► versioned weights
+    gaelp.experience      ──► learner (agent_service.runtime.learner_service) ──► versioned weights
 
 Each agent is a thin loop: take a batch of events, hand them to ``Flow.handle`` (the domain,
 identical in ``gaelp simulate``), publish its outputs and wait for them to be stored, run the

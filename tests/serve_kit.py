@@ -22,8 +22,12 @@ TOPICS = ("bid_requests", "decisions", "auction_results", "ad_events", "conversi
           "experience", "dead_letters")
 
 
-def serve_toml(prefix: str, tmp: Path, budget_usd: float, campaign: str, extra: str = "") -> str:
-    """A service configuration whose topics and consumer group carry ``prefix`` (tests share a broker)."""
+def serve_toml(prefix: str, tmp: Path, budget_usd: float, campaign: str, extra: str = "",
+               learner: str = "thread") -> str:
+    """A service configuration whose topics and consumer group carry ``prefix`` (tests share a broker).
+
+    :param learner: the learner role's backend (``thread`` keeps Ray out of the tests that are not about it).
+    """
     topics = "\n".join(f'{k} = "{prefix}.{k.replace("_", "-")}"' for k in TOPICS)
     return f"""
 [budget]
@@ -35,6 +39,10 @@ allowed_lateness_s = 3600
 [topics]
 {topics}
 partitions = 2
+
+[learner]
+backend = "{learner}"
+checkpoint_every_s = 1.0
 
 [serve]
 group_id = "{prefix}"

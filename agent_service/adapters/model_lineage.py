@@ -74,7 +74,8 @@ class Lineage:
         if not candidates:
             raise ModelError(f"nothing to roll back to: no good version older than {bad}")
         target = max(candidates)
-        version = self.registry.publish(self.registry.load(target))
+        # Marked, so a learner in any process adopts these weights instead of training on from the bad ones.
+        version = self.registry.publish({**self.registry.load(target), "rolled_back_from": bad})
         self._bad.add(bad)
         self._origin[version] = target
         self._save()

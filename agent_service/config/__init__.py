@@ -28,6 +28,7 @@ __all__ = [
     "GaelpConfig",
     "IdentitySettings",
     "JoinConfig",
+    "LearnerConfig",
     "RewardConfig",
     "ServeConfig",
     "SimulationConfig",
@@ -201,10 +202,6 @@ class ServeConfig:
     """Key prefix of the ``redis`` registry (one model lineage per prefix)."""
     model_poll_s: float = 0.25
     """Seconds between a bidder's checks for a newer model version (besides Redis' publish notices)."""
-    learner_save_every_s: float = 300.0
-    """Seconds between saves of the in-process learner's state (``<model_dir>/learner-state.pt``:
-    optimisers, campaign statistics, the conversion model's labelled clicks), also saved on stop, so
-    a restart resumes training instead of starting from the served weights alone; 0 = never."""
     spill_dir: str = "runs/spill"
     """Where decision-log records wait on disk while Kafka is down and the in-memory backlog is full
     (published oldest first when it is back, also after a restart)."""
@@ -242,7 +239,6 @@ class ServeConfig:
         _require(self.tmax_default_ms > 0, "serve.tmax_default_ms", "must be > 0 ms")
         _require(self.network_allowance_ms >= 0, "serve.network_allowance_ms", "must be >= 0 ms")
         _require(self.max_batch > 0, "serve.max_batch", "must be > 0")
-        _require(self.learner_save_every_s >= 0, "serve.learner_save_every_s", "must be >= 0 s")
         _require(1 <= self.max_passes <= 8, "serve.max_passes", "must be in [1, 8]")
         _require(0 <= self.batch_linger_ms <= 20, "serve.batch_linger_ms", "must be in [0, 20] ms")
         _require(self.event_loop in ("uvloop", "asyncio"), "serve.event_loop", "must be 'uvloop' or 'asyncio'")
@@ -256,6 +252,32 @@ class ServeConfig:
                  "serve.registry_url", "expected redis://HOST:PORT/DB (or empty: serve.redis)")
         _require(bool(self.registry_prefix), "serve.registry_prefix", "must not be empty")
         _require(0 < self.model_poll_s <= 5, "serve.model_poll_s", "must be in (0, 5] s (a new version within a second)")
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Where ``gaelp serve``'s learner role and ``gaelp learner`` train (TOML table ``[learner]``)."""
+
+    backend: str = "ray"
+    """``ray``: a Ray actor (a process of its own; local Ray by default, a cluster with ``ray_address``);
+    ``thread``: a worker thread of this process (no Ray; small setups and tests)."""
+    ray_address: str = ""
+    """Ray cluster to join, ``HOST:PORT`` or ``ray://HOST:PORT`` ("" = start a local Ray; env GAELP_RAY_ADDRESS)."""
+    ray_num_cpus: int = 0
+    """CPUs a local Ray instance may use (0 = all of this machine's)."""
+    actor_cpus: float = 1.0
+    """CPUs reserved for the learner actor (its torch threads)."""
+    checkpoint_every_s: float = 30.0
+    """Seconds between learner checkpoints; experience offsets are committed right after each one."""
+    checkpoint_every_records: int = 50_000
+    """Experience records between checkpoints (whichever of the two comes first)."""
+
+    def __post_init__(self) -> None:
+        _require(self.backend in ("ray", "thread"), "learner.backend", "must be 'ray' or 'thread'")
+        _require(self.ray_num_cpus >= 0, "learner.ray_num_cpus", "must be >= 0 (0: all CPUs)")
+        _require(self.actor_cpus > 0, "learner.actor_cpus", "must be > 0")
+        _require(self.checkpoint_every_s > 0, "learner.checkpoint_every_s", "must be > 0 s")
+        _require(self.checkpoint_every_records > 0, "learner.checkpoint_every_records", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -329,6 +351,8 @@ class GaelpConfig:
     """Kafka topic names."""
     serve: ServeConfig = field(default_factory=ServeConfig)
     """The production service."""
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    """Where the service's learner trains (Ray actor or thread) and how often it checkpoints."""
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     """Caps and Redis keys of the identity graph."""
     warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
@@ -350,6 +374,7 @@ _ENV_OVERRIDES = {
     "GAELP_HTTP_HOST": ("serve", "http_host", str),
     "GAELP_CAMPAIGN": ("serve", "campaign", str),
     "GAELP_REGISTRY_REDIS": ("serve", "registry_url", str),
+    "GAELP_RAY_ADDRESS": ("learner", "ray_address", str),
     "GAELP_WAREHOUSE_DUCKDB": ("warehouse", "duckdb_path", str),
     "GAELP_BIGQUERY_PROJECT": ("warehouse", "bigquery_project", str),
 }

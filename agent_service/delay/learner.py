@@ -22,6 +22,7 @@ import numpy as np
 
 from agent_service.delay.model import DelayedConversionModel
 from agent_service.errors import DecodeError
+from agent_service.snapshots import restore_trimmed, trimmed_state
 
 __all__ = ["DelayedFeedbackLearner"]
 
@@ -53,6 +54,14 @@ class DelayedFeedbackLearner:
 
     def __len__(self) -> int:
         return self._size
+
+    _ARRAYS = ("_x", "_t", "_conv", "_key", "_by")
+
+    def __getstate__(self) -> dict[str, object]:
+        return trimmed_state(self, self._size, self._cap, self._ARRAYS)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        restore_trimmed(self, state, self._ARRAYS)
 
     @property
     def labelled(self) -> int:

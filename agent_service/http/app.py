@@ -44,7 +44,7 @@ from agent_service.metrics import Metrics
 from agent_service.pipeline.decide import Decider, DecideResult
 from agent_service.ports.bus import EventBus
 
-__all__ = ["BidBatcher", "build_http_app"]
+__all__ = ["BidBatcher", "build_http_app", "build_metrics_app"]
 
 log = logging.getLogger(__name__)
 _OPENRTB = {"x-openrtb-version": "2.6"}
@@ -330,4 +330,24 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/admin/{action}", admin)
+    return app
+
+
+def build_metrics_app(metrics: Metrics, health: Callable[[], dict[str, object]]) -> web.Application:
+    """``GET /metrics`` and ``GET /healthz`` only: the HTTP face of a process without the bid path
+    (a stream worker, the learner, the warehouse sink).
+
+    :param metrics: what ``/metrics`` exposes.
+    :param health: extra fields of the ``/healthz`` answer.
+    """
+
+    async def metrics_view(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", **health()})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/healthz", healthz)
     return app

@@ -88,4 +88,5 @@ def rollback(registry: ModelRegistry) -> int:
     versions = registry.versions()
     if len(versions) < 2:
         raise ModelError("nothing to roll back to: fewer than two versions published")
-    return registry.publish(registry.load(versions[-2]))
+    # Marked, so a learner in any process adopts these weights (``OnlineLearner.follow_rollback``).
+    return registry.publish({**registry.load(versions[-2]), "rolled_back_from": versions[-1]})

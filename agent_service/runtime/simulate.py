@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from agent_service.adapters.learners import NoCheckpoints, ThreadLearner
 from agent_service.adapters.memory_bus import MemoryBus
 from agent_service.adapters.memory_store import MemoryStore
 from agent_service.adapters.registry import MemoryRegistry
@@ -36,7 +37,7 @@ from agent_service.pipeline.flow import Flow
 from agent_service.runtime.assembly import build_learner, build_service
 from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.identity_eval import identity_report
-from agent_service.runtime.learner_loop import ExperienceLearner
+from agent_service.runtime.learner_service import LearnerService
 from agent_service.runtime.report import write_report
 from agent_service.runtime.warehouse_sink import WarehouseSink, batch_config
 from agent_service.runtime.worker import BusWorker
@@ -95,7 +96,8 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
                                     creatives=sim.creatives, seed=sim.seed + 7)
     worker = BusWorker(flow, bus, group="gaelp", order=inputs)
     driver = SimDriver(world, bus, t)
-    trainer = ExperienceLearner(bus, t.experience, learner, metrics)
+    trainer = LearnerService(cfg, bus, ThreadLearner(lambda: (learner, NoCheckpoints())), metrics, durable=False,
+                             group="gaelp-learner")
     sink = await _open_sink(cfg, out_dir, bus, store, flow) if warehouse and out_dir is not None else None
     for c in (worker, driver, trainer):
         await c.start()
@@ -117,7 +119,7 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
             before = dict(world.counts)
             await driver.publish_outcomes(decisions, t0, t1)
             await worker.drain()
-            await trainer.poll()
+            await trainer.drain()
             if sink is not None:
                 await sink.drain()
             if traffic:
@@ -128,7 +130,7 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
             t0 = t1
         await driver.tick(drain_end + cfg.join.allowed_lateness_ms + 1)
         await worker.drain()
-        await trainer.poll()
+        await trainer.drain()
         if sink is not None:
             await sink.drain()
         bar.close()

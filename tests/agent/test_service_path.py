@@ -73,11 +73,12 @@ async def test_logged_decisions_replay_into_the_learner_which_publishes_a_new_ve
     assert v3["conv"]["model"]["steps"] == v1["conv"]["model"]["steps"]
 
 
-async def test_the_learner_loop_exports_the_update_metrics() -> None:
+async def test_the_learner_service_exports_the_update_metrics() -> None:
+    from agent_service.adapters.learners import NoCheckpoints, ThreadLearner
     from agent_service.adapters.memory_bus import MemoryBus
     from agent_service.contracts.codec import encode
     from agent_service.metrics import Metrics
-    from agent_service.runtime.learner_loop import ExperienceLearner
+    from agent_service.runtime.learner_service import LearnerService
 
     cfg = dataclasses.replace(GaelpConfig(), hybrid=HYB)
     kit = FlowKit(MemoryStore(), cfg)
@@ -90,18 +91,20 @@ async def test_the_learner_loop_exports_the_update_metrics() -> None:
     bus, metrics = MemoryBus(), Metrics()
     learner = OnlineLearner(HYB, cfg.reward, 4, cfg.budget.daily_usd, MemoryRegistry(), seed=0)
     learner.publish()
-    loop = ExperienceLearner(bus, t.experience, learner, metrics)
+    loop = LearnerService(cfg, bus, ThreadLearner(lambda: (learner, NoCheckpoints())), metrics, durable=False)
     await loop.start()
     for o in exps + exps[:3]:  # with three redeliveries
         await bus.publish(t.experience, o.key, o.value if isinstance(o.value, bytes) else encode(o.value))
-    await loop.poll()
+    await loop.drain()
     await loop.stop()
     assert loop.records == len(exps) and loop.duplicates == 3 and loop.updates
     assert Metrics.value(metrics.learner_updates) == len(loop.updates)
+    assert Metrics.value(metrics.learner_duplicates) == 3
     last = loop.updates[-1]
     assert Metrics.value(metrics.learner_kl) == last.ppo.approx_kl
     assert Metrics.value(metrics.learner_clip_fraction) == last.ppo.clip_fraction
     assert Metrics.value(metrics.learner_explained_variance) == last.ppo.explained_variance
+    assert Metrics.value(metrics.learner_version) == learner.learner.version
 
 
 async def test_a_persons_segment_posterior_sharpens_with_each_request_and_not_on_redelivery() -> None:

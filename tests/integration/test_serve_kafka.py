@@ -90,11 +90,14 @@ async def test_simulated_stream_through_kafka_into_serve(tansu, service_redis_ur
         await store.stop()
         await bus.stop()
     assert "Traceback" not in out, out[-3000:]
-    # the learner's state was saved on stop, beside the model versions (a restart resumes from it)
-    import torch
+    # the learner was checkpointed on stop, beside the model versions (a restart resumes from it)
+    from agent_service.adapters.registry import FileRegistry
+    from agent_service.agent.learning.online import OnlineLearner
 
-    state = torch.load(tmp_path / "models" / "learner-state.pt", weights_only=False)
-    assert state["version"] >= 1 and len(state["conv_evidence"]["converted"]) > 0
+    learner = OnlineLearner.from_snapshot((tmp_path / "models" / "learner-checkpoint.pt").read_bytes(),
+                                          FileRegistry(tmp_path / "models"))
+    held = learner.summary()
+    assert held["version"] >= 1 and held["records_seen"] > 0 and held["labelled_clicks"] > 0
 
 
 async def test_hot_swap_metrics_and_rollback_by_command(tansu, service_redis_url, tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from agent_service.snapshots import padded, restore_trimmed, trimmed_state
+
 __all__ = ["BaseBuffer", "DecisionRows", "DecisionTable", "ReplayBuffer", "SlotTransition", "polyak_update", "zero_rewards"]
 
 
@@ -86,6 +88,14 @@ class ReplayBuffer(BaseBuffer):
         self._term[idx], self._trunc[idx] = batch.terminated, batch.truncated
         self._pos = int((self._pos + n) % self.capacity)
         self._size = min(self.capacity, self._size + n)
+
+    _ARRAYS = ("_obs", "_next", "_action", "_reward", "_term", "_trunc")
+
+    def __getstate__(self) -> dict[str, object]:
+        return trimmed_state(self, self._size, self.capacity, self._ARRAYS)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        restore_trimmed(self, state, self._ARRAYS)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> SlotTransition:
         idx = rng.integers(0, self._size, size=batch_size)
@@ -187,6 +197,19 @@ class DecisionTable(BaseBuffer):
     def has(self, key: str) -> bool:
         return key in self._slot
 
+    def __getstate__(self) -> dict[str, object]:
+        state = trimmed_state(self, self._size, self.capacity, ("_keys",))
+        if self._cols is not None and self._size < self.capacity:
+            state["_cols"] = {f: col[:self._size] for f, col in self._cols.items()}
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        cols = state.get("_cols")
+        capacity = int(state["_trimmed_capacity"])  # type: ignore[call-overload]
+        if isinstance(cols, dict):
+            state["_cols"] = {f: padded(col, capacity) for f, col in cols.items()}
+        restore_trimmed(self, state, ("_keys",))
+
     def slots(self, keys: Iterable[str]) -> np.ndarray:
         """Row slots of the keys still held (unknown keys skipped)."""
         return np.array([self._slot[k] for k in keys if k in self._slot], dtype=np.int64)
@@ -226,3 +249,4 @@ class DecisionTable(BaseBuffer):
         """Slots of the newest ``n`` rows, oldest first."""
         n = min(n, self._size)
         return (self._pos - n + np.arange(n)) % self.capacity
+

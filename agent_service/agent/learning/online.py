@@ -16,20 +16,42 @@ next state, and a new period terminates the episode.
 
 from __future__ import annotations
 
+import io
 import math
+import pickle
 from collections import OrderedDict
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from agent_service.agent.learning.buffers import DecisionRows, SlotTransition, zero_rewards
 from agent_service.agent.learning.learner import HybridLearner, LearnerStats
 from agent_service.agent.model.state import StateSpec
 from agent_service.agent.serving.hybrid import HybridConfig, spec_of
 from agent_service.config import CHANNELS, RewardConfig
+from agent_service.contracts.codec import decode
 from agent_service.contracts.events import Experience
+from agent_service.errors import DecodeError, ModelError
 from agent_service.ports.registry import ModelRegistry
 
-__all__ = ["OnlineLearner"]
+__all__ = ["OnlineLearner", "TrainReport"]
+
+
+class TrainReport(NamedTuple):
+    """What one batch of experience records did to the learner."""
+
+    records: int
+    """New records learned from."""
+    duplicates: int
+    """Records seen before (redeliveries), ignored."""
+    updates: list[LearnerStats]
+    """Updates made (each published a version unless rejected)."""
+    dead: list[tuple[int, str, str]]
+    """Malformed records: (index in the batch, field, reason)."""
+    version: int
+    """The learner's newest version after the batch."""
 
 DAY_MS = 86_400_000
 
@@ -68,6 +90,22 @@ class OnlineLearner:
         """Train on from the weights of registry ``version`` (what a rollback restored)."""
         self.learner.adopt(self.registry.load(version))
         self.learner.version = version
+
+    def follow_rollback(self) -> bool:
+        """Adopt the registry's newest version if it is a rollback this learner has not seen (an
+        operator's ``gaelp admin rollback``, from any process): the next version then grows from
+        the restored weights. A newer version that is not a rollback (published by this learner
+        before a crash took it back to its checkpoint) is not adopted: the experience after the
+        checkpoint is trained again, and the next version is published above it. True if adopted."""
+        latest = self.registry.latest_version()
+        if latest <= self.learner.version:
+            return False
+        state = self.registry.load(latest)
+        if not state.get("rolled_back_from"):
+            return False
+        self.learner.adopt(state)
+        self.learner.version = latest
+        return True
 
     def resume(self, version: int) -> None:
         """Start from registry ``version`` (a restart: the newest published model, not fresh weights)."""
@@ -135,6 +173,65 @@ class OnlineLearner:
             self._slot, self._slot_obs, self._slot_action, self._slot_value = slot, pacing, action, 0.0
         if slot == self._slot:
             self._slot_value += value_usd
+
+    def train_records(self, raw: Sequence[bytes]) -> TrainReport:
+        """Learn from a batch of encoded experience records, training whenever enough have arrived.
+
+        A record that does not decode is reported in ``dead`` (the caller dead-letters it), never used.
+        """
+        self.follow_rollback()
+        new = dup = 0
+        updates: list[LearnerStats] = []
+        dead: list[tuple[int, str, str]] = []
+        for i, value in enumerate(raw):
+            try:
+                exp = decode(value, Experience)
+            except DecodeError as exc:
+                dead.append((i, exc.field, exc.reason))
+                continue
+            if self.observe(exp):
+                new += 1
+            else:
+                dup += 1
+            stats = self.maybe_update()
+            if stats is not None:
+                updates.append(stats)
+        return TrainReport(new, dup, updates, dead, self.learner.version)
+
+    def summary(self) -> dict[str, int]:
+        """Counts of what this learner holds (for reports, drills and tests)."""
+        L = self.learner
+        return {"records_seen": len(self._seen), "decisions": len(L.table), "labelled_clicks": L.conv_learner.labelled,
+                "version": L.version}
+
+    # --- snapshots (a restarted learner resumes exactly where its checkpoint was taken) ---------
+    def snapshot(self) -> bytes:
+        """Everything this learner holds — weights, optimisers, decision table, replay, labelled
+        clicks, slot assembly, the record ids seen — as bytes (the registry is not part of it)."""
+        registry = self.registry
+        self.registry = self.learner.registry = None  # type: ignore[assignment]
+        try:
+            buf = io.BytesIO()
+            torch.save(self, buf)
+            return buf.getvalue()
+        finally:
+            self.registry = self.learner.registry = registry
+
+    @staticmethod
+    def from_snapshot(blob: bytes, registry: ModelRegistry) -> OnlineLearner:
+        """A learner restored from :meth:`snapshot`, publishing to ``registry``.
+
+        :raises ModelError: the snapshot cannot be read.
+        """
+        try:
+            learner = torch.load(io.BytesIO(blob), weights_only=False)  # our own checkpoint, not user input
+        except (RuntimeError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, ValueError,
+                TypeError) as exc:
+            raise ModelError(f"unreadable learner snapshot: {exc}") from exc
+        if not isinstance(learner, OnlineLearner):
+            raise ModelError(f"learner snapshot holds {type(learner).__name__}")
+        learner.registry = learner.learner.registry = registry
+        return learner
 
     def maybe_update(self) -> LearnerStats | None:
         """Train and publish when enough new decisions arrived."""
