@@ -27,7 +27,11 @@ Writes into --out:
                           chosen on the training world, and their warmed value model
   summary.json            wall time, decisions and transitions trained per second, per-day
                           figures, per-update statistics
-The run stops after the day in which --max-minutes passes. Evaluate with `gaelp evaluate
+By default 16 env runners on Ray (a local Ray, or a cluster with --ray-address) each run a
+shard of the world — 1/16 of its people, traffic and budget — with a copy of the agent that
+learns online; every simulated day their weights are averaged and every runner continues from
+the average (lab/parallel.py). --runners 0 trains in this one process without Ray.
+The single-process run stops after the day in which --max-minutes passes. Evaluate with `gaelp evaluate
 --checkpoint DIR` on other seeds.
 
 example:
@@ -46,6 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="wall-clock limit of the agent's training (default 13; the baselines' tuning follows)")
     p.add_argument("--baseline-days", type=int, default=10,
                    help="days warming the baselines' value model (default 10; 0 skips baseline tuning)")
+    p.add_argument("--runners", type=int, default=16,
+                   help="env runners on Ray, each a 1/N shard of the world, weights averaged daily "
+                        "(default 16; 0 = one process, no Ray)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster for the runners (env GAELP_RAY_ADDRESS; default: a local Ray)")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory (default runs/train)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -61,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     tc = TrainConfig(days=args.days, seed=args.seed, budget_usd=args.budget or cfg.budget.daily_usd,
                      persons=args.persons, opportunities_per_day=args.opportunities_per_day,
                      checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes,
-                     baseline_days=args.baseline_days)
+                     baseline_days=args.baseline_days, runners=args.runners,
+                     ray_address=args.ray_address if args.ray_address is not None else cfg.learner.ray_address)
     bar = tqdm(total=tc.days, desc="training", unit="day", disable=args.no_progress)
 
     def progress(day: int, info: dict[str, float]) -> None:
@@ -71,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     summary = train(cfg, tc, args.out, progress=progress)
     bar.close()
     last = summary["last_days"]
-    print(f"trained {summary['days_trained']} days in {summary['wall_seconds']:.0f}s "
+    ray = f", {summary['runners']} runners on Ray (start-up {summary['ray_start_seconds']:.1f}s apart)" \
+        if summary["runners"] else ""
+    print(f"trained {summary['days_trained']} days in {summary['wall_seconds']:.0f}s{ray} "
           f"({summary['decisions_per_second']:.0f} decisions/s, "
           f"{summary['transitions_trained_per_second']:.0f} transitions trained/s, "
           f"{summary['policy_updates']} updates, {summary['rejected_updates']} rejected)")

@@ -55,6 +55,11 @@ class TrainConfig:
     """Stop early (after a whole day) when the wall clock passes this (the baselines' tuning follows)."""
     baseline_days: int = 10
     """Days of the dual-pacing run that warms the baselines' value model (0: none)."""
+    runners: int = 16
+    """Env runners on Ray, each a shard of the world with 1/N of its people, traffic and budget, whose
+    weights are averaged every day (``lab.parallel``); 0: one process, no Ray."""
+    ray_address: str = ""
+    """Ray cluster of the runners ("" = a local Ray)."""
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -65,6 +70,8 @@ class TrainConfig:
             raise ConfigError("train.checkpoint_every", "must be >= 1")
         if self.max_minutes <= 0:
             raise ConfigError("train.max_minutes", "must be > 0")
+        if self.runners < 0:
+            raise ConfigError("train.runners", "must be >= 0 (0: one process without Ray)")
 
 
 def day_rows(result: RunResult) -> list[dict[str, float]]:
@@ -86,24 +93,47 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
     started = time.perf_counter()
-    market = SimMarket(tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
-    agent = HybridCampaign(market.creatives, cfg.hybrid, cfg.reward, seed=tc.seed)
-    stop = [False]
+    parallel: dict[str, Any] = {}
+    if tc.runners > 0:
+        from agent_service.lab.parallel import merge_days, train_parallel
 
-    def on_day(day: int) -> None:
-        if (day + 1) % tc.checkpoint_every == 0:
-            torch.save(agent.checkpoint(), out / "checkpoints" / f"day{day + 1:04d}.pt")
-        if progress is not None:
-            progress(day, {"z": agent.agent.z, "version": agent.learner.version})
-        if time.perf_counter() - started > tc.max_minutes * 60:
-            stop[0] = True
+        def on_round(day: int) -> None:
+            if progress is not None:
+                progress(day, {"z": float("nan"), "version": day + 1})
 
-    result = run_campaign(market, agent, tc.days, progress=on_day, stop=lambda: stop[0])
+        run = train_parallel(cfg, tc.runners, tc.days, tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day,
+                             ray_address=tc.ray_address or None, on_day=on_round)
+        result = merge_days([r.result for r in run["reports"]])
+        ck = run["checkpoint"]
+        torch.save(ck, out / "checkpoints" / f"day{len(result.days):04d}.pt")
+        trained = sum(r.transitions_trained for r in run["reports"])
+        parallel = {"ray_start_seconds": round(run["ray_start_seconds"], 2), "replaced_runners": run["replaced"],
+                    "runner_seconds": [round(r.seconds, 1) for r in run["reports"]]}
+        hist = [u for r in sorted(run["reports"], key=lambda r: r.index) for u in r.history]
+        dqn_transitions = sum(r.dqn_transitions for r in run["reports"])
+        rejected = sum(r.rejected for r in run["reports"])
+        started += run["ray_start_seconds"]  # Ray's start-up is reported apart, not in the training time
+    else:
+        market = SimMarket(tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
+        agent = HybridCampaign(market.creatives, cfg.hybrid, cfg.reward, seed=tc.seed)
+        stop = [False]
+
+        def on_day(day: int) -> None:
+            if (day + 1) % tc.checkpoint_every == 0:
+                torch.save(agent.checkpoint(), out / "checkpoints" / f"day{day + 1:04d}.pt")
+            if progress is not None:
+                progress(day, {"z": agent.agent.z, "version": agent.learner.version})
+            if time.perf_counter() - started > tc.max_minutes * 60:
+                stop[0] = True
+
+        result = run_campaign(market, agent, tc.days, progress=on_day, stop=lambda: stop[0])
+        ck = agent.checkpoint()
+        hist = agent.learner.history
+        trained = agent.learner.transitions_trained
+        dqn_transitions, rejected = agent.learner.dqn.transitions, agent.learner.rejected
     train_s = time.perf_counter() - started
-    torch.save(agent.checkpoint(), out / "agent.pt")
+    torch.save(ck, out / "agent.pt")
     days = day_rows(result)
-    hist = agent.learner.history
-    trained = agent.learner.transitions_trained
     decisions = sum(d.opportunities for d in result.days)
     tuning_started = time.perf_counter()
     baselines = tune_baselines(cfg, tc, out) if tc.baseline_days > 0 else {}
@@ -114,8 +144,8 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
         "wall_seconds": round(train_s, 1), "baseline_tuning_seconds": round(tuning_s, 1), "decisions": decisions,
         "decisions_per_second": round(decisions / max(train_s, 1e-9), 1),
         "transitions_trained": trained, "transitions_trained_per_second": round(trained / max(train_s, 1e-9), 1),
-        "dqn_transitions": agent.learner.dqn.transitions, "policy_updates": len(hist),
-        "rejected_updates": agent.learner.rejected,
+        "dqn_transitions": dqn_transitions, "policy_updates": len(hist), "rejected_updates": rejected,
+        "runners": tc.runners, **parallel,
         "last_days": {"expected_value_usd": float(np.mean([d["expected_value_usd"] for d in last])),
                       "creative_regret": float(np.nanmean([d["creative_regret"] for d in last])),
                       "spend_usd": float(np.mean([d["spend_usd"] for d in last]))},

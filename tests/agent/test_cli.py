@@ -16,7 +16,7 @@ _WORLD = ["--persons", "400", "--opportunities-per-day", "1200"]
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("train")
     assert main(["train", "--days", "2", "--baseline-days", "1", "--checkpoint-every", "1", "--no-progress",
-                 "--out", str(out), *_WORLD]) == 0
+                 "--runners", "0", "--out", str(out), *_WORLD]) == 0
     return out
 
 

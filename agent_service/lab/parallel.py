@@ -1,0 +1,264 @@
+"""Ray-parallel training (``gaelp train --runners N``): N simulated worlds, one model.
+
+Each env runner is a Ray actor holding a world of its own (its own seed) and a full copy of the
+agent — acting, and learning online from its own world, exactly as single-process training
+does. The worlds are shards of one market: N runners with ``1/N`` of the people, the traffic and
+the budget each, so that N runners see the same simulated opportunities per day as one runner
+on the whole market, and delayed conversions land on the same schedule. At the end of every
+simulated day the runners meet at the :class:`_Averager` and leave with the element-wise mean
+of their trainable weights (the journey LSTM and policy heads, critic and click model, the
+bid Q-network, the conversion model) — synchronous model averaging ("local SGD", Stich 2019;
+federated averaging, McMahan et al. 2017). What each runner observed of its own world (its
+campaign statistics, replay, decision table, optimiser moments) stays with it.
+
+Stale-policy correction: within a day a runner acts with its own newest weights; after the
+average, the decisions still in its table were taken by the policy before it. PPO's ratio is
+taken against the *logged* behaviour probability of each decision (``logp_behaviour``) and
+clipped, so older experience is importance-weighted and its weight truncated — the same
+correction the streaming learner applies to experience from earlier model versions. (V-trace's
+truncated weights would do the same job; the clipped surrogate is already the objective.)
+
+A runner that dies is replaced: the driver starts a new runner (a fresh world shard, a new
+seed) from the last average, the day's average is taken over the runners that finished it,
+and training goes on. ``ray.init`` joins a cluster with ``--ray-address`` and the same command
+runs on it unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent_service.agent.learning.learner import LearnerStats
+from agent_service.config import GaelpConfig
+from agent_service.evaluation.harness import DayStats, RunResult, run_campaign
+from agent_service.evaluation.sim_market import SimMarket
+from agent_service.lab.campaign import HybridCampaign
+
+__all__ = ["RunnerReport", "WorldShard", "average_weights", "load_weights", "merge_days", "train_parallel",
+           "weights_of"]
+
+
+@dataclass(frozen=True)
+class WorldShard:
+    """One runner's share of the market: ``1/n`` of its people, traffic and budget."""
+
+    seed: int
+    n: int
+    budget_usd: float
+    persons: int
+    opportunities_per_day: float
+
+    def market(self, segments: int) -> SimMarket:
+        return SimMarket(self.seed, self.budget_usd / self.n, max(1, self.persons // self.n),
+                         self.opportunities_per_day / self.n, segments)
+
+
+# ------------------------------------------------------------------ the average (logic)
+def weights_of(agent: HybridCampaign) -> dict[str, Any]:
+    """The trainable weights a runner contributes to the average."""
+    L = agent.learner
+    return {"net": {k: v.detach().clone() for k, v in L.net.state_dict().items()},
+            "q": L.dqn.weights(), "conv_w": L.conv.w.copy(), "conv_v": L.conv.v.copy()}
+
+
+def average_weights(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Element-wise mean of runners' :func:`weights_of` (float tensors and arrays)."""
+    if not parts:
+        raise ValueError("nothing to average")
+    first = parts[0]
+    return {"net": {k: torch.stack([p["net"][k] for p in parts]).mean(0) if first["net"][k].is_floating_point()
+                    else first["net"][k] for k in first["net"]},
+            "q": {k: torch.stack([p["q"][k] for p in parts]).mean(0) for k in first["q"]},
+            "conv_w": np.mean([p["conv_w"] for p in parts], axis=0),
+            "conv_v": np.mean([p["conv_v"] for p in parts], axis=0)}
+
+
+def load_weights(agent: HybridCampaign, avg: dict[str, Any]) -> None:
+    """Set a runner's learner to the average, in place (its optimisers keep their moments and
+    parameter references), and serve it as a new version."""
+    L = agent.learner
+    L.net.load_state_dict(avg["net"])
+    L.dqn.q.load_state_dict(avg["q"])
+    L.conv.w[:] = avg["conv_w"]
+    L.conv.v[:] = avg["conv_v"]
+    agent.agent.load_state(L.state(), L.publish())
+
+
+def merge_days(results: list[RunResult]) -> RunResult:
+    """The market's days from its shards' days: every figure summed over runners, day by day."""
+    by_day: dict[int, DayStats] = {}
+    for r in results:
+        for d in r.days:
+            into = by_day.setdefault(d.day, DayStats(d.day))
+            for f in fields(DayStats):
+                if f.name != "day":
+                    setattr(into, f.name, getattr(into, f.name) + getattr(d, f.name))
+    return RunResult("gaelp", [by_day[k] for k in sorted(by_day)], [])
+
+
+# ------------------------------------------------------------------ actors (plumbing)
+@dataclass
+class RunnerReport:
+    """What a runner did (per simulated day of its world)."""
+
+    index: int
+    seed: int
+    result: RunResult
+    decisions: int
+    transitions_trained: int
+    seconds: float
+    history: list[LearnerStats]
+    """The runner's own updates (between the daily averages)."""
+    dqn_transitions: int
+    rejected: int
+
+
+class _Runner:
+    """An env runner: one world shard and one copy of the agent, learning online (a Ray actor)."""
+
+    def __init__(self, cfg: GaelpConfig, shard: WorldShard, index: int, start: dict[str, Any] | None) -> None:
+        torch.set_num_threads(1)
+        self.index, self.shard = index, shard
+        self.market = shard.market(cfg.hybrid.segments)
+        self.agent = HybridCampaign(self.market.creatives, cfg.hybrid, cfg.reward, seed=shard.seed)
+        if start is not None:
+            load_weights(self.agent, start)
+
+    def ready(self) -> int:
+        return self.index
+
+    def run(self, first_day: int, days: int, averager: Any) -> RunnerReport:
+        import ray
+
+        started = time.perf_counter()
+
+        def sync(day: int) -> None:
+            avg = ray.get(averager.submit.remote(first_day + day, self.index, weights_of(self.agent)))
+            load_weights(self.agent, avg)
+
+        result = run_campaign(self.market, self.agent, days, progress=sync)
+        L = self.agent.learner
+        return RunnerReport(self.index, self.shard.seed, result, sum(d.opportunities for d in result.days),
+                            L.transitions_trained, time.perf_counter() - started, L.history, L.dqn.transitions,
+                            L.rejected)
+
+    def final_weights(self) -> dict[str, Any]:
+        return self.agent.checkpoint()
+
+
+class _Averager:
+    """The day's meeting point (an async Ray actor): each runner submits its weights and waits
+    until every runner still alive has, then all leave with the same average."""
+
+    def __init__(self, members: set[int]) -> None:
+        self.members = set(members)
+        self.parts: dict[int, dict[int, dict[str, Any]]] = {}
+        self.done: dict[int, dict[str, Any]] = {}
+        self.events: dict[int, asyncio.Event] = {}
+        self.last: dict[str, Any] | None = None
+        self.rounds = 0
+
+    def _event(self, day: int) -> asyncio.Event:
+        return self.events.setdefault(day, asyncio.Event())
+
+    def _maybe_close(self, day: int) -> None:
+        parts = self.parts.get(day, {})
+        if day not in self.done and parts and self.members <= set(parts):
+            self.done[day] = self.last = average_weights([parts[i] for i in sorted(parts)])
+            self.rounds += 1
+            self._event(day).set()
+
+    async def submit(self, day: int, member: int, weights: dict[str, Any]) -> dict[str, Any]:
+        if day in self.done:  # a late joiner of a closed day takes that day's average
+            return self.done[day]
+        self.parts.setdefault(day, {})[member] = weights
+        self._maybe_close(day)
+        await self._event(day).wait()
+        return self.done[day]
+
+    def leave(self, member: int) -> None:
+        """A runner died: the open days close over the others."""
+        self.members.discard(member)
+        for day in list(self.parts):
+            self._maybe_close(day)
+
+    def join(self, member: int) -> None:
+        self.members.add(member)
+
+    def latest(self) -> dict[str, Any] | None:
+        return self.last
+
+    def progress(self) -> int:
+        return self.rounds
+
+
+def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_usd: float, persons: int,
+                   opportunities_per_day: float, ray_address: str | None = None,
+                   on_day: Callable[[int], None] | None = None,
+                   kill_runner_at_day: int | None = None) -> dict[str, Any]:
+    """Train with ``runners`` env-runner actors for ``days`` simulated days (see the module docstring).
+
+    :param kill_runner_at_day: a fault drill — kill runner 0 once this many rounds are done.
+    :returns: ``{"reports", "checkpoint", "ray_start_seconds", "train_seconds", "replaced"}``.
+    """
+    import ray
+
+    from agent_service.adapters.ray_learner import ensure_ray
+
+    t0 = time.perf_counter()
+    owns = ensure_ray(ray_address, num_cpus=None)
+    ray_start_s = time.perf_counter() - t0
+    try:
+        started = time.perf_counter()
+        Runner = ray.remote(num_cpus=0)(_Runner)  # runners share the cores they get (the design's 16 on 2)
+        averager = ray.remote(num_cpus=0)(_Averager).options(max_concurrency=max(4, runners + 2)).remote(set(range(runners)))
+
+        def shard(i: int) -> WorldShard:
+            return WorldShard(seed + i, runners, budget_usd, persons, opportunities_per_day)
+
+        actors = {i: Runner.remote(cfg, shard(i), i, None) for i in range(runners)}
+        ray.get([a.ready.remote() for a in actors.values()])
+        refs = {i: a.run.remote(0, days, averager) for i, a in actors.items()}
+        reports: list[RunnerReport] = []
+        replaced: list[dict[str, int]] = []
+        next_index, seen_rounds, killed = runners, 0, False
+        while refs:
+            ready, _ = ray.wait(list(refs.values()), num_returns=1, timeout=0.5)
+            rounds = ray.get(averager.progress.remote())
+            while seen_rounds < rounds:
+                if on_day is not None:
+                    on_day(seen_rounds)
+                seen_rounds += 1
+            if kill_runner_at_day is not None and not killed and rounds >= kill_runner_at_day and 0 in actors:
+                ray.kill(actors[0], no_restart=True)
+                killed = True
+            for ref in ready:
+                i = next(k for k, r in refs.items() if r == ref)
+                del refs[i]
+                try:
+                    reports.append(ray.get(ref))
+                except ray.exceptions.RayActorError:
+                    # Replace it: a fresh world shard, from the last average, for the days left.
+                    ray.get(averager.leave.remote(i))
+                    done = ray.get(averager.progress.remote())
+                    if done < days:
+                        j, next_index = next_index, next_index + 1
+                        ray.get(averager.join.remote(j))
+                        actors[j] = Runner.remote(cfg, shard(j), j, ray.get(averager.latest.remote()))
+                        refs[j] = actors[j].run.remote(done, days - done, averager)
+                        replaced.append({"runner": i, "replacement": j, "from_day": done})
+                    del actors[i]
+        best = min(actors)  # every runner holds the last average; the lowest index's checkpoint is kept
+        checkpoint = ray.get(actors[best].final_weights.remote())
+        return {"reports": reports, "checkpoint": checkpoint, "ray_start_seconds": ray_start_s,
+                "train_seconds": time.perf_counter() - started, "replaced": replaced}
+    finally:
+        if owns:
+            ray.shutdown()

@@ -1,0 +1,73 @@
+"""Ray-parallel training: runners on world shards, weights averaged daily; a runner killed is replaced."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agent_service.adapters.ray_learner import ensure_ray
+from agent_service.cli import main
+from agent_service.config import GaelpConfig
+from agent_service.config.agent import DQNConfig, HybridConfig, PPOConfig
+from agent_service.evaluation.harness import DayStats, RunResult
+from agent_service.lab.parallel import average_weights, merge_days, train_parallel
+
+pytestmark = pytest.mark.slow
+
+SMALL = HybridConfig(lstm_hidden=16, hidden=32, update_every=256, decision_window=4096,
+                     dqn=DQNConfig(learning_starts=256, batch_size=64), ppo=PPOConfig(rollout=512, minibatch=128, epochs=1))
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    import ray
+
+    started = ensure_ray(num_cpus=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_the_average_is_element_wise_and_keeps_integer_buffers() -> None:
+    a = {"net": {"w": torch.ones(2, 2), "n": torch.tensor(3)}, "q": {"b": torch.zeros(2)},
+         "conv_w": np.array([1.0, 3.0]), "conv_v": np.zeros(1)}
+    b = {"net": {"w": torch.full((2, 2), 3.0), "n": torch.tensor(3)}, "q": {"b": torch.ones(2)},
+         "conv_w": np.array([3.0, 5.0]), "conv_v": np.ones(1)}
+    avg = average_weights([a, b])
+    assert torch.equal(avg["net"]["w"], torch.full((2, 2), 2.0)) and int(avg["net"]["n"]) == 3
+    assert torch.equal(avg["q"]["b"], torch.full((2,), 0.5)) and avg["conv_w"].tolist() == [2.0, 4.0]
+
+
+def test_shards_add_up_to_the_market_day_by_day() -> None:
+    r1 = RunResult("a", [DayStats(0, spend_usd=1.0, impressions=3), DayStats(1, spend_usd=2.0)], [])
+    r2 = RunResult("b", [DayStats(0, spend_usd=0.5, impressions=1), DayStats(1, spend_usd=1.0)], [])
+    days = merge_days([r1, r2]).days
+    assert [(d.day, d.spend_usd, d.impressions) for d in days] == [(0, 1.5, 4), (1, 3.0, 0)]
+
+
+def test_runners_end_on_one_model_and_a_killed_runner_is_replaced(local_ray: None) -> None:
+    import dataclasses
+
+    cfg = dataclasses.replace(GaelpConfig(), hybrid=SMALL)
+    run = train_parallel(cfg, runners=2, days=3, seed=100, budget_usd=4.0, persons=400, opportunities_per_day=2400,
+                         kill_runner_at_day=1)
+    assert run["replaced"] and run["replaced"][0]["runner"] == 0  # runner 0 died and was replaced ...
+    reports = run["reports"]
+    survivor = next(r for r in reports if r.index == 1)
+    assert len(survivor.result.days) == 3  # ... and training went on for every day
+    replacement = next(r for r in reports if r.index == run["replaced"][0]["replacement"])
+    assert len(replacement.result.days) == 3 - run["replaced"][0]["from_day"]
+    assert survivor.transitions_trained > 0 and run["checkpoint"]["format"]
+
+
+def test_gaelp_train_with_runners_writes_the_summary(local_ray: None, tmp_path: Path) -> None:
+    assert main(["train", "--days", "2", "--runners", "2", "--baseline-days", "0", "--no-progress",
+                 "--persons", "400", "--opportunities-per-day", "1200", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["runners"] == 2 and summary["days_trained"] == 2 and summary["ray_start_seconds"] >= 0
+    assert sum(d["spend_usd"] for d in summary["per_day"]) > 0 and (tmp_path / "agent.pt").exists()
