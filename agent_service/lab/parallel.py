@@ -41,7 +41,7 @@ from agent_service.evaluation.harness import DayStats, RunResult, run_campaign
 from agent_service.evaluation.sim_market import SimMarket
 from agent_service.lab.campaign import HybridCampaign
 
-__all__ = ["RunnerReport", "WorldShard", "average_weights", "load_weights", "merge_days", "train_parallel",
+__all__ = ["RunnerReport", "WorldShard", "average_weights", "load_weights", "merge_checkpoints", "merge_days", "train_parallel",
            "weights_of"]
 
 
@@ -89,6 +89,31 @@ def load_weights(agent: HybridCampaign, avg: dict[str, Any]) -> None:
     L.conv.w[:] = avg["conv_w"]
     L.conv.v[:] = avg["conv_v"]
     agent.agent.load_state(L.state(), L.publish())
+
+
+_STAT_SETTINGS = ("creatives", "ab_variants", "prior", "prior_ctr", "prior_cvr", "decay", "segments")
+
+
+def merge_checkpoints(cks: list[dict[str, Any]]) -> dict[str, Any]:
+    """One checkpoint of the whole market from its runners' (which share the averaged weights):
+    campaign statistics are counts, so they add up over shards; the conversion model's labelled
+    clicks and their matured evidence are pooled; the pacing state (traffic profile, multiplier)
+    is averaged."""
+    out = dict(cks[0])
+    stats = dict(cks[0]["stats"])
+    for k, v in stats.items():
+        if k not in _STAT_SETTINGS and isinstance(v, (int, float, list)):
+            stats[k] = np.sum([np.asarray(c["stats"][k], dtype=np.float64) for c in cks], axis=0).tolist()
+    out["stats"] = stats
+    out["conv"] = {**cks[0]["conv"], "matured": float(sum(c["conv"]["matured"] for c in cks))}
+    if all("conv_evidence" in c for c in cks):
+        out["conv_evidence"] = {k: np.concatenate([np.asarray(c["conv_evidence"][k]) for c in cks])
+                                for k in cks[0]["conv_evidence"]}
+    out["plan_profile"] = np.mean([c["plan_profile"] for c in cks], axis=0).tolist()
+    out["z"] = float(np.mean([c["z"] for c in cks]))
+    prev = [c["z_prev_day"] for c in cks if c.get("z_prev_day") is not None]
+    out["z_prev_day"] = float(np.mean(prev)) if prev else None
+    return out
 
 
 def merge_days(results: list[RunResult]) -> RunResult:
@@ -255,8 +280,7 @@ def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_
                         refs[j] = actors[j].run.remote(done, days - done, averager)
                         replaced.append({"runner": i, "replacement": j, "from_day": done})
                     del actors[i]
-        best = min(actors)  # every runner holds the last average; the lowest index's checkpoint is kept
-        checkpoint = ray.get(actors[best].final_weights.remote())
+        checkpoint = merge_checkpoints(ray.get([a.final_weights.remote() for a in actors.values()]))
         return {"reports": reports, "checkpoint": checkpoint, "ray_start_seconds": ray_start_s,
                 "train_seconds": time.perf_counter() - started, "replaced": replaced}
     finally:

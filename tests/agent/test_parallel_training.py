@@ -71,3 +71,23 @@ def test_gaelp_train_with_runners_writes_the_summary(local_ray: None, tmp_path: 
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["runners"] == 2 and summary["days_trained"] == 2 and summary["ray_start_seconds"] >= 0
     assert sum(d["spend_usd"] for d in summary["per_day"]) > 0 and (tmp_path / "agent.pt").exists()
+
+
+def test_merged_checkpoint_adds_the_shards_counts_and_pools_their_labels() -> None:
+    from agent_service.agent.model.stats import CampaignStats
+    from agent_service.lab.parallel import merge_checkpoints
+
+    def ck(n: float, clicks: int) -> dict:
+        s = CampaignStats(3, 2)
+        s.impressions[:] = n
+        s.value_count = n
+        return {"stats": s.state(), "conv": {"model": {}, "matured": n},
+                "conv_evidence": {"features": np.ones((clicks, 2)), "elapsed_s": np.ones(clicks),
+                                  "converted": np.zeros(clicks, bool), "delay_s": np.zeros(clicks)},
+                "plan_profile": [n, n], "z": n, "z_prev_day": None}
+
+    out = merge_checkpoints([ck(1.0, 2), ck(3.0, 5)])
+    merged = CampaignStats.from_state(out["stats"])
+    assert merged.impressions.tolist() == [4.0, 4.0, 4.0] and merged.value_count == 4.0 and merged.creatives == 3
+    assert out["conv"]["matured"] == 4.0 and len(out["conv_evidence"]["elapsed_s"]) == 7
+    assert out["plan_profile"] == [2.0, 2.0] and out["z"] == 2.0 and out["z_prev_day"] is None
