@@ -26,8 +26,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent_service.agent.serving.hybrid import HybridAgent, spec_of  # noqa: E402
-
 from agent_service.agent.model.state import (  # noqa: E402
     CampaignStats,
     JourneyArrays,
@@ -35,6 +33,7 @@ from agent_service.agent.model.state import (  # noqa: E402
     PacingInputs,
     build_states,
 )
+from agent_service.agent.serving.hybrid import HybridAgent, spec_of  # noqa: E402
 from agent_service.config.agent import HybridConfig  # noqa: E402
 
 T0 = 1_767_225_600_000 + 15 * 3_600_000

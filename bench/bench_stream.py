@@ -39,12 +39,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent_service.agent.serving.hybrid import spec_of  # noqa: E402
-
 from agent_service.adapters.kafka_bus import KafkaBus  # noqa: E402
 from agent_service.adapters.redis_identity import RedisIdentityGraph  # noqa: E402
 from agent_service.adapters.redis_store import RedisStore  # noqa: E402
 from agent_service.adapters.registry import MemoryRegistry  # noqa: E402
+from agent_service.agent.serving.hybrid import spec_of  # noqa: E402
 from agent_service.config import GaelpConfig, TopicsConfig  # noqa: E402
 from agent_service.contracts.codec import encode  # noqa: E402
 from agent_service.contracts.events import (  # noqa: E402

@@ -13,6 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Ray on loopback only: its node address is 127.0.0.1 (else it resolves this host's own IP).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from tests.servers import RedisServer, TansuBroker  # noqa: E402

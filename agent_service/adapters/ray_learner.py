@@ -37,18 +37,18 @@ _LOST = (RayActorError, ActorUnavailableError)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Start (or join) Ray once per process; True if this call started it.
+    """Start (or join) Ray once per process; True if this call started it (import this module
+    after :func:`agent_service.adapters.ray_env.prepare_ray_env`).
 
     :param address: a cluster's address (``ray://`` or ``HOST:PORT``), or None for a local instance.
     :param num_cpus: CPUs a local instance may use (None: all).
     """
     if ray.is_initialized():
         return False
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token written under the home directory
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
     if address:
         ray.init(address=address, **kwargs)
-    else:
+    else:  # on loopback when ray_env.prepare_ray_env ran before ray was imported
         ray.init(num_cpus=num_cpus, **kwargs)
     return True
 

@@ -143,6 +143,8 @@ class RunnerReport:
     """The runner's own updates (between the daily averages)."""
     dqn_transitions: int
     rejected: int
+    node: str = ""
+    """The Ray node the runner ran on."""
 
 
 class _Runner:
@@ -172,7 +174,7 @@ class _Runner:
         L = self.agent.learner
         return RunnerReport(self.index, self.shard.seed, result, sum(d.opportunities for d in result.days),
                             L.transitions_trained, time.perf_counter() - started, L.history, L.dqn.transitions,
-                            L.rejected)
+                            L.rejected, ray.get_runtime_context().get_node_id())
 
     def final_weights(self) -> dict[str, Any]:
         return self.agent.checkpoint()
@@ -242,7 +244,10 @@ def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_
     ray_start_s = time.perf_counter() - t0
     try:
         started = time.perf_counter()
-        Runner = ray.remote(num_cpus=0)(_Runner)  # runners share the cores they get (the design's 16 on 2)
+        # Runners share the cores they get (the design's 16 on 2): each reserves its share of the
+        # cluster's CPUs, so Ray spreads them over the nodes.
+        share = float(ray.cluster_resources().get("CPU", 1.0)) / runners
+        Runner = ray.remote(num_cpus=share, scheduling_strategy="SPREAD")(_Runner)
         averager = ray.remote(num_cpus=0)(_Averager).options(max_concurrency=max(4, runners + 2)).remote(set(range(runners)))
 
         def shard(i: int) -> WorldShard:
@@ -282,7 +287,8 @@ def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_
                     del actors[i]
         checkpoint = merge_checkpoints(ray.get([a.final_weights.remote() for a in actors.values()]))
         return {"reports": reports, "checkpoint": checkpoint, "ray_start_seconds": ray_start_s,
-                "train_seconds": time.perf_counter() - started, "replaced": replaced}
+                "train_seconds": time.perf_counter() - started, "replaced": replaced,
+                "nodes": len([n for n in ray.nodes() if n.get("Alive")])}
     finally:
         if owns:
             ray.shutdown()

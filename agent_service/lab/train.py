@@ -95,6 +95,9 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
     started = time.perf_counter()
     parallel: dict[str, Any] = {}
     if tc.runners > 0:
+        from agent_service.adapters.ray_env import prepare_ray_env
+
+        prepare_ray_env(tc.ray_address)
         from agent_service.lab.parallel import merge_days, train_parallel
 
         def on_round(day: int) -> None:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from agent_service.adapters.learners import FileCheckpoints, RedisCheckpoints, ThreadLearner
+from agent_service.adapters.ray_env import prepare_ray_env
 from agent_service.adapters.redis_registry import RedisRegistry
 from agent_service.adapters.registry import FileRegistry
 from agent_service.agent.learning.backend import CheckpointStore, LearnerBackend, LearnerRestarted
@@ -70,6 +71,7 @@ def learner_backend(cfg: GaelpConfig, creatives: int, seed: int) -> LearnerBacke
     """The backend ``[learner] backend`` names (``ray``: an actor; ``thread``: in this process)."""
     factory = learner_factory(cfg, creatives, seed)
     if cfg.learner.backend == "ray":
+        prepare_ray_env(cfg.learner.ray_address)
         from agent_service.adapters.ray_learner import RayLearner  # imports ray only when used
 
         return RayLearner(factory, address=cfg.learner.ray_address or None, num_cpus=cfg.learner.ray_num_cpus or None,
