@@ -13,7 +13,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from agent_service.errors import ConfigError, DecodeError, GaelpError
+from agent_service.threads import limit_math_threads
+
+limit_math_threads()  # before any command loads numpy or torch (see agent_service/threads.py)
+
+from agent_service.errors import ConfigError, DecodeError, GaelpError  # noqa: E402
 
 __all__ = ["main"]
 

@@ -12,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from agent_service.threads import limit_math_threads  # noqa: E402
+
+limit_math_threads()  # as the gaelp command does, before numpy loads
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Ray on loopback only: its node address is 127.0.0.1 (else it resolves this host's own IP).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -29,6 +29,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from agent_service.adapters.learners import restored
 from agent_service.agent.learning.backend import LearnerFactory, LearnerRestarted
 from agent_service.agent.learning.online import TrainReport
+from agent_service.threads import limit_math_threads
 
 __all__ = ["RayLearner", "ensure_ray"]
 
@@ -45,7 +46,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+    # Workers on any node get the same one-thread math libraries as this process (threads.py).
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True,
+                              "runtime_env": {"env_vars": limit_math_threads()}}
     if address:
         ray.init(address=address, **kwargs)
     else:  # on loopback when ray_env.prepare_ray_env ran before ray was imported
