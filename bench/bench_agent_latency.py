@@ -15,6 +15,11 @@ Prints a table, then one JSON object as the last stdout line.
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
 import gc
 import json
 import sys
@@ -26,15 +31,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent_service.agent.model.state import (  # noqa: E402
+from agent_service.agent.model.state import (
     CampaignStats,
     JourneyArrays,
     OpportunityArrays,
     PacingInputs,
     build_states,
 )
-from agent_service.agent.serving.hybrid import HybridAgent, spec_of  # noqa: E402
-from agent_service.config.agent import HybridConfig  # noqa: E402
+from agent_service.agent.serving.hybrid import HybridAgent, spec_of
+from agent_service.config.agent import HybridConfig
 
 T0 = 1_767_225_600_000 + 15 * 3_600_000
 CREATIVES = 60

@@ -22,6 +22,11 @@ Prints the evaluation table, then one JSON object as the last stdout line.
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
 import argparse
 import json
 import sys
@@ -32,9 +37,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent_service.config import load_config  # noqa: E402
-from agent_service.lab.evaluate import EvalConfig, evaluate, summary_table, write  # noqa: E402
-from agent_service.lab.train import TrainConfig, train  # noqa: E402
+from agent_service.config import load_config
+from agent_service.lab.evaluate import EvalConfig, evaluate, summary_table, write
+from agent_service.lab.train import TrainConfig, train
 
 
 def main() -> int:

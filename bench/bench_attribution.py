@@ -17,6 +17,11 @@ Last stdout line: one JSON object. Usage: ``python bench/bench_attribution.py [-
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
 import argparse
 import contextlib
 import csv
@@ -32,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent_service.attribution import MarkovModel, PathTable, attribute_paths, read_paths_csv  # noqa: E402
+from agent_service.attribution import MarkovModel, PathTable, attribute_paths, read_paths_csv
 
 
 def make_paths(n_paths: int, n_channels: int = 12, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:

@@ -15,6 +15,11 @@ Last stdout line: one JSON object. Usage: ``python bench/bench_identity.py [--pe
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
 import argparse
 import asyncio
 import json
@@ -29,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent_service.adapters.redis_identity import RedisIdentityGraph  # noqa: E402
-from agent_service.identity import (  # noqa: E402
+from agent_service.adapters.redis_identity import RedisIdentityGraph
+from agent_service.identity import (
     IdentityConfig,
     InMemoryIdentityGraph,
     evaluate_identity,

@@ -20,6 +20,11 @@ Last stdout line: one JSON object. Usage: ``python bench/bench_identity_sim.py [
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
 import argparse
 import asyncio
 import json
@@ -33,18 +38,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent_service.adapters.memory_store import MemoryStore  # noqa: E402
-from agent_service.adapters.redis_identity import RedisIdentityGraph  # noqa: E402
-from agent_service.adapters.redis_store import RedisStore  # noqa: E402
-from agent_service.config import GaelpConfig, SimulationConfig  # noqa: E402
-from agent_service.contracts.events import IdentityLink  # noqa: E402
-from agent_service.identity import InMemoryIdentityGraph, evaluate_identity  # noqa: E402
-from agent_service.pipeline.identity_links import IdentityLinks, graph_config  # noqa: E402
-from agent_service.pipeline.pseudonym import Pseudonymizer  # noqa: E402
-from agent_service.ports.store import StateStore  # noqa: E402
-from agent_service.runtime.identity_eval import login_only_assignments, score_dict, store_assignments  # noqa: E402
-from simulators.engine import DAY_MS  # noqa: E402
-from simulators.gaelp_world import GaelpWorld  # noqa: E402
+from agent_service.adapters.memory_store import MemoryStore
+from agent_service.adapters.redis_identity import RedisIdentityGraph
+from agent_service.adapters.redis_store import RedisStore
+from agent_service.config import GaelpConfig, SimulationConfig
+from agent_service.contracts.events import IdentityLink
+from agent_service.identity import InMemoryIdentityGraph, evaluate_identity
+from agent_service.pipeline.identity_links import IdentityLinks, graph_config
+from agent_service.pipeline.pseudonym import Pseudonymizer
+from agent_service.ports.store import StateStore
+from agent_service.runtime.identity_eval import login_only_assignments, score_dict, store_assignments
+from simulators.engine import DAY_MS
+from simulators.gaelp_world import GaelpWorld
 
 
 def world_links(args: argparse.Namespace) -> tuple[list[IdentityLink], dict[str, str]]:

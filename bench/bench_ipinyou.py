@@ -12,6 +12,11 @@ the published references and the timings.
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
 import argparse
 import json
 import statistics
@@ -23,9 +28,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent_service.lab.ipinyou.runner import POLICIES, TableCache, format_table, paired_bootstrap, run_policy  # noqa: E402
-from simulators.ipinyou.config import C0_VALUES, PUBLISHED_2997, default_data_dir  # noqa: E402
-from simulators.ipinyou.data import load_info, load_log  # noqa: E402
+from agent_service.lab.ipinyou.runner import POLICIES, TableCache, format_table, paired_bootstrap, run_policy
+from simulators.ipinyou.config import C0_VALUES, PUBLISHED_2997, default_data_dir
+from simulators.ipinyou.data import load_info, load_log
 
 _KEEP = ("clicks", "cost", "impressions", "win_rate", "cpm", "ecpc", "budget", "seconds")
 _AGENT_KEEP = ("train_seconds", "train_transitions", "train_transitions_per_s", "from_cache", "z0_offline",

@@ -15,6 +15,11 @@ Prints one line per case, then one JSON object as the last line.
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
 import argparse
 import copy
 import dataclasses
@@ -29,13 +34,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent_service.lab.ipinyou.bidder import GaelpBidder, train_offline  # noqa: E402
-from agent_service.lab.ipinyou.config import AgentConfig  # noqa: E402
-from agent_service.lab.ipinyou.synthetic import Plan  # noqa: E402
-from simulators.ipinyou.config import default_data_dir  # noqa: E402
-from simulators.ipinyou.data import AuctionLog, load_info  # noqa: E402
-from simulators.ipinyou.replay import Observation, Outcome, replay  # noqa: E402
-from simulators.ipinyou.rlb import value_function  # noqa: E402
+from agent_service.lab.ipinyou.bidder import GaelpBidder, train_offline
+from agent_service.lab.ipinyou.config import AgentConfig
+from agent_service.lab.ipinyou.synthetic import Plan
+from simulators.ipinyou.config import default_data_dir
+from simulators.ipinyou.data import AuctionLog, load_info
+from simulators.ipinyou.replay import Observation, Outcome, replay
+from simulators.ipinyou.rlb import value_function
 
 
 class _Meter:

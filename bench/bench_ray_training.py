@@ -45,14 +45,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from agent_service.threads import limit_math_threads  # noqa: E402
+from agent_service.threads import limit_math_threads
 
 limit_math_threads()
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopback only (adapters/ray_env.py)
 
-from agent_service.config import GaelpConfig  # noqa: E402
-from tests.servers import RedisServer, TansuBroker, free_port  # noqa: E402
+from agent_service.config import GaelpConfig
+from tests.servers import RedisServer, TansuBroker, free_port
 
 SALT = "bench-salt-0123456789abcdef"
 

@@ -23,9 +23,13 @@ Prints a table of medians and, as the last line, one JSON object (every round in
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
 import argparse
 import json
-import os
 import re
 import shutil
 import statistics
@@ -39,8 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent_service.config import GaelpConfig  # noqa: E402
-from tests.servers import RedisServer, TansuBroker, free_port  # noqa: E402
+from agent_service.config import GaelpConfig
+from tests.servers import RedisServer, TansuBroker, free_port
 
 _LUA = r"""
 local counter = 0

@@ -23,6 +23,11 @@ Last stdout line: one JSON object. Usage: ``python bench/bench_sim.py [--repeats
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
 import argparse
 import hashlib
 import json
@@ -36,12 +41,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulators.auctions import second_price, to_ticks  # noqa: E402
-from simulators.batches import Actions, EngineConfig  # noqa: E402
-from simulators.calibration import load_calibration  # noqa: E402
-from simulators.engine import DAY_MS, HOUR_MS, Engine  # noqa: E402
-from simulators.env_core import EnvConfig  # noqa: E402
-from simulators.vector_env import GaelpVectorEnv  # noqa: E402
+from simulators.auctions import second_price, to_ticks
+from simulators.batches import Actions, EngineConfig
+from simulators.calibration import load_calibration
+from simulators.engine import DAY_MS, HOUR_MS, Engine
+from simulators.env_core import EnvConfig
+from simulators.vector_env import GaelpVectorEnv
 
 
 def _rate(fn: Callable[[], int], repeats: int) -> float:

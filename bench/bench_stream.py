@@ -24,6 +24,11 @@ Prints a table and, as the last line, one JSON object.
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
 import argparse
 import asyncio
 import gc
@@ -39,14 +44,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent_service.adapters.kafka_bus import KafkaBus  # noqa: E402
-from agent_service.adapters.redis_identity import RedisIdentityGraph  # noqa: E402
-from agent_service.adapters.redis_store import RedisStore  # noqa: E402
-from agent_service.adapters.registry import MemoryRegistry  # noqa: E402
-from agent_service.agent.serving.hybrid import spec_of  # noqa: E402
-from agent_service.config import GaelpConfig, TopicsConfig  # noqa: E402
-from agent_service.contracts.codec import encode  # noqa: E402
-from agent_service.contracts.events import (  # noqa: E402
+from agent_service.adapters.kafka_bus import KafkaBus
+from agent_service.adapters.redis_identity import RedisIdentityGraph
+from agent_service.adapters.redis_store import RedisStore
+from agent_service.adapters.registry import MemoryRegistry
+from agent_service.agent.serving.hybrid import spec_of
+from agent_service.config import GaelpConfig, TopicsConfig
+from agent_service.contracts.codec import encode
+from agent_service.contracts.events import (
     Action,
     AdEvent,
     AuctionResult,
@@ -55,14 +60,14 @@ from agent_service.contracts.events import (  # noqa: E402
     IdentityLink,
     Tick,
 )
-from agent_service.metrics import Metrics  # noqa: E402
-from agent_service.pipeline.identity_links import graph_config  # noqa: E402
-from agent_service.pipeline.pseudonym import Pseudonymizer  # noqa: E402
-from agent_service.ports.bus import TICK_HEADER  # noqa: E402
-from agent_service.runtime import event_loop  # noqa: E402
-from agent_service.runtime.assembly import build_learner, build_service  # noqa: E402
-from stream_apps.topology import build_app  # noqa: E402
-from tests.servers import RedisServer, TansuBroker  # noqa: E402
+from agent_service.metrics import Metrics
+from agent_service.pipeline.identity_links import graph_config
+from agent_service.pipeline.pseudonym import Pseudonymizer
+from agent_service.ports.bus import TICK_HEADER
+from agent_service.runtime import event_loop
+from agent_service.runtime.assembly import build_learner, build_service
+from stream_apps.topology import build_app
+from tests.servers import RedisServer, TansuBroker
 
 DAY = 86_400_000
 T0 = 1_767_225_600_000

@@ -14,6 +14,11 @@ Last stdout line: one JSON object. Usage: ``python bench/bench_warehouse.py``.
 
 from __future__ import annotations
 
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
 import argparse
 import asyncio
 import json
@@ -26,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent_service.warehouse import BatchConfig, BatchWriter, InMemoryWarehouse  # noqa: E402
-from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse  # noqa: E402
+from agent_service.warehouse import BatchConfig, BatchWriter, InMemoryWarehouse
+from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 
 
 def rows(n: int) -> list[dict]:
