@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model registry: files in --model-dir, or Redis ([serve] registry)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster of the learner role (env GAELP_RAY_ADDRESS; default: a local Ray)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="bidder processes sharing the HTTP port (SO_REUSEPORT) and one budget in Redis; worker k "
+                        "also serves /metrics on HTTP port + 1 + k (default 1)")
     p.add_argument("--shadow", action="store_true", help="decide and log only, never bid")
     p.add_argument("--no-learner", action="store_true", help="drop the learner role (same as leaving it out of --roles)")
     p.add_argument("--creatives", type=int, default=12, help="creative variants to choose from (default 12)")
@@ -86,5 +89,14 @@ def run(args: argparse.Namespace) -> int:
         roles.discard("sink")
     if not roles:
         raise ConfigError("--roles", "nothing left to run")
-    event_loop.run(serve_forever(cfg, creatives=args.creatives, roles=roles), cfg.serve.event_loop)
-    return 0
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise ConfigError("--workers", "must be >= 1")
+    if workers == 1:
+        event_loop.run(serve_forever(cfg, creatives=args.creatives, roles=roles), cfg.serve.event_loop)
+        return 0
+    if "bidder" not in roles:
+        raise ConfigError("--workers", "more than one worker needs the bidder role")
+    from agent_service.runtime.workers import run_workers
+
+    return run_workers(cfg, args.creatives, roles, workers)

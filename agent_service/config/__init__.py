@@ -56,9 +56,13 @@ class BudgetConfig:
     """Highest bid (CPM, USD) the agent may send."""
     reservation_ttl_s: int = 3600
     """Event-time seconds after which an unsettled reservation is released."""
+    pacing_slack: float = 0.10
+    """Safety rail of the bid path (the agent's multiplier is the pacing): no bid while spend runs more
+    than this fraction of the budget ahead of the traffic-shaped plan (1 = the rail is off)."""
 
     def __post_init__(self) -> None:
         _require(self.daily_usd > 0, "budget.daily_usd", "must be > 0 (USD per day)")
+        _require(0 <= self.pacing_slack <= 1, "budget.pacing_slack", "must be in [0, 1]")
         _require(0 < self.bid_min_usd < self.bid_max_usd, "budget.bid_min_usd",
                  "need 0 < bid_min_usd < bid_max_usd")
         _require(self.reservation_ttl_s > 0, "budget.reservation_ttl_s", "must be > 0 seconds")

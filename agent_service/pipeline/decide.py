@@ -42,9 +42,6 @@ DAY_MS = 86_400_000
 _MAX_TOUCHES = 16
 _GRID = 1_000
 """Bid prices are whole tenths of a US cent CPM (money.impression_cost_micros needs it)."""
-_PACING_SLACK = 0.10
-"""Safety rail only (the agent's multiplier is the pacing): no bid while spend runs more than
-10 % of the budget ahead of the traffic-shaped plan."""
 
 
 def _no_bid(d: Decision, reason: str) -> Decision:
@@ -265,7 +262,7 @@ class Decider:
         if budget.remaining <= 0:
             return 0, "budget"
         planned = int(budget.budget * self.policy.plan.fraction(elapsed))  # pacing.planned_spend, from the cached plan
-        if paced_out(budget.spent + budget.reserved, budget.budget, planned, _PACING_SLACK):
+        if paced_out(budget.spent + budget.reserved, budget.budget, planned, self.cfg.budget.pacing_slack):
             return 0, "pacing"
         self.metrics.budget.set(budget.budget / 1e6)
         self.metrics.planned_spend.set(planned / 1e6)

@@ -78,13 +78,19 @@ class ServeRuntime:
     :param cfg: configuration (``serve`` holds addresses and ports).
     :param creatives: creative variants the policy chooses from.
     :param roles: which of :data:`ROLES` this process runs.
+    :param reuse_port: share the HTTP port with other bidder processes (SO_REUSEPORT: the kernel
+        spreads connections over them; ``gaelp serve --workers N``).
+    :param metrics_port: also serve ``/metrics`` and ``/healthz`` on this port of its own (with a
+        shared port, a scrape would reach whichever process the kernel picks).
     """
 
-    def __init__(self, cfg: GaelpConfig, creatives: int = 12, roles: Collection[str] = ROLES) -> None:
+    def __init__(self, cfg: GaelpConfig, creatives: int = 12, roles: Collection[str] = ROLES,
+                 reuse_port: bool = False, metrics_port: int | None = None) -> None:
         unknown = set(roles) - set(ROLES)
         if unknown or not roles:
             raise ConfigError("--roles", f"expected some of {', '.join(ROLES)}, got {sorted(roles)}")
         self.cfg, self.creatives, self.roles = cfg, creatives, frozenset(roles)
+        self.reuse_port, self.metrics_port = reuse_port, metrics_port
         self.metrics = Metrics()
         self.bus = KafkaBus(cfg.serve.kafka, session_timeout_s=cfg.serve.session_timeout_s)
         self.store = RedisStore(cfg.serve.redis)
@@ -184,10 +190,17 @@ class ServeRuntime:
                                                             "model_version": self.served_version})
         runner = web.AppRunner(http, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, cfg.serve.http_host, cfg.serve.http_port)
+        site = web.TCPSite(runner, cfg.serve.http_host, cfg.serve.http_port, reuse_port=self.reuse_port or None)
         await site.start()
         self._stops.append(runner.cleanup)  # a bidder's batcher publishes what it can of the decision log
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self.metrics_port is not None:
+            own = web.AppRunner(build_metrics_app(self.metrics, lambda: {"roles": sorted(self.roles),
+                                                                          "model_version": self.served_version}),
+                                access_log=None)
+            await own.setup()
+            await web.TCPSite(own, cfg.serve.http_host, self.metrics_port).start()
+            self._stops.append(own.cleanup)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -279,17 +292,19 @@ def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
     return run
 
 
-async def serve_forever(cfg: GaelpConfig, creatives: int = 12, roles: Collection[str] = ROLES) -> None:
+async def serve_forever(cfg: GaelpConfig, creatives: int = 12, roles: Collection[str] = ROLES,
+                        reuse_port: bool = False, metrics_port: int | None = None) -> None:
     """Run the service until SIGINT or SIGTERM."""
-    runtime = ServeRuntime(cfg, creatives=creatives, roles=roles)
+    runtime = ServeRuntime(cfg, creatives=creatives, roles=roles, reuse_port=reuse_port, metrics_port=metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await runtime.start()
     what = "POST /openrtb2/bid, GET /metrics" if "bidder" in runtime.roles else "GET /metrics"
+    own = f", metrics also on :{metrics_port}" if metrics_port is not None else ""
     print(f"gaelp serve ({', '.join(sorted(runtime.roles))}): listening on http://{cfg.serve.http_host}:"
-          f"{runtime.http_port} ({what}); kafka {cfg.serve.kafka}; redis {cfg.serve.redis}", flush=True)
+          f"{runtime.http_port} ({what}{own}); kafka {cfg.serve.kafka}; redis {cfg.serve.redis}", flush=True)
     try:
         await stop.wait()
     finally:
