@@ -92,15 +92,18 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     rss = _ray_rss_mb()
     rates: dict[str, float] = {}
     seconds: dict[str, float] = {}
+    startup: dict[str, float] = {}
     for n in args.runners:
         run = train_parallel(cfg, n, args.speed_days, 100, **world)
         decisions = sum(rep.decisions for rep in run["reports"])
         rates[str(n)] = decisions / run["train_seconds"]
         seconds[str(n)] = round(run["train_seconds"], 1)
+        startup[str(n)] = round(run["runner_startup_seconds"], 1)
         print(f"{n:>2} runners: {rates[str(n)]:.0f} decisions/s ({run['train_seconds']:.0f}s)", file=sys.stderr)
     ray.shutdown()
     return {"single_process_decisions_per_s": round(single, 1),
             "runners_decisions_per_s": {k: round(v, 1) for k, v in rates.items()}, "runner_train_seconds": seconds,
+            "runner_startup_seconds": startup,
             "speedup_2_vs_1": round(rates["2"] / rates["1"], 3) if "1" in rates and "2" in rates else None,
             "speedup_vs_single_process": {k: round(v / single, 3) for k, v in rates.items()},
             "ray_start_seconds": round(start_s, 2), "ray_resident_mb": round(rss, 0), "cpus": os.cpu_count(),

@@ -243,7 +243,7 @@ def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_
     owns = ensure_ray(ray_address, num_cpus=None)
     ray_start_s = time.perf_counter() - t0
     try:
-        started = time.perf_counter()
+        t1 = time.perf_counter()
         # Runners share the cores they get (the design's 16 on 2): each reserves its share of the
         # cluster's CPUs, so Ray spreads them over the nodes.
         share = float(ray.cluster_resources().get("CPU", 1.0)) / runners
@@ -255,6 +255,8 @@ def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_
 
         actors = {i: Runner.remote(cfg, shard(i), i, None) for i in range(runners)}
         ray.get([a.ready.remote() for a in actors.values()])
+        started = time.perf_counter()  # runners' start-up (a process, torch, a world each) reported apart
+        startup_s = started - t1
         refs = {i: a.run.remote(0, days, averager) for i, a in actors.items()}
         reports: list[RunnerReport] = []
         replaced: list[dict[str, int]] = []
@@ -287,7 +289,7 @@ def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_
                     del actors[i]
         checkpoint = merge_checkpoints(ray.get([a.final_weights.remote() for a in actors.values()]))
         return {"reports": reports, "checkpoint": checkpoint, "ray_start_seconds": ray_start_s,
-                "train_seconds": time.perf_counter() - started, "replaced": replaced,
+                "runner_startup_seconds": startup_s, "train_seconds": time.perf_counter() - started, "replaced": replaced,
                 "nodes": len([n for n in ray.nodes() if n.get("Alive")])}
     finally:
         if owns:

@@ -110,12 +110,13 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
         ck = run["checkpoint"]
         torch.save(ck, out / "checkpoints" / f"day{len(result.days):04d}.pt")
         trained = sum(r.transitions_trained for r in run["reports"])
-        parallel = {"ray_start_seconds": round(run["ray_start_seconds"], 2), "replaced_runners": run["replaced"],
+        parallel = {"ray_start_seconds": round(run["ray_start_seconds"], 2),
+                    "runner_startup_seconds": round(run["runner_startup_seconds"], 2), "replaced_runners": run["replaced"],
                     "runner_seconds": [round(r.seconds, 1) for r in run["reports"]]}
         hist = [u for r in sorted(run["reports"], key=lambda r: r.index) for u in r.history]
         dqn_transitions = sum(r.dqn_transitions for r in run["reports"])
         rejected = sum(r.rejected for r in run["reports"])
-        started += run["ray_start_seconds"]  # Ray's start-up is reported apart, not in the training time
+        started += run["ray_start_seconds"] + run["runner_startup_seconds"]  # reported apart, not as training
     else:
         market = SimMarket(tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
         agent = HybridCampaign(market.creatives, cfg.hybrid, cfg.reward, seed=tc.seed)
