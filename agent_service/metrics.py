@@ -38,6 +38,7 @@ NAMES = {
     "identity_links": "gaelp_identity_links_total",
     "identity_reassigned": "gaelp_identity_devices_reassigned_total",
     "errors": "gaelp_errors_total",
+    "loop_lag": "gaelp_event_loop_lag_seconds",
     "learner_updates": "gaelp_learner_updates_total",
     "learner_rejected": "gaelp_learner_rejected_updates_total",
     "learner_loss": "gaelp_learner_loss",
@@ -104,6 +105,9 @@ class Metrics:
         self.identity_reassigned = Counter(n["identity_reassigned"][:-6],
                                            "Devices whose person changed after identity links", registry=r)
         self.errors = Counter(n["errors"][:-6], "Errors by reason", ["reason"], registry=r)
+        self.loop_lag = Histogram(n["loop_lag"], "How late the event loop ran a 10 ms timer: time something "
+                                  "held the loop (a stall delays every request in the process)",
+                                  buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r)
         self.learner_updates = Counter(n["learner_updates"][:-6], "Learner updates applied", registry=r)
         self.learner_rejected = Counter(n["learner_rejected"][:-6], "Learner updates rejected (diverged)",
                                         registry=r)

@@ -1,4 +1,4 @@
-"""Bid endpoint latency at a sustained rate vs the bare aiohttp ceiling, measured in one run.
+"""Bid endpoint latency and throughput vs the bare aiohttp ceiling, measured in one run.
 
 Needs ``wrk`` (Debian package; this script installs it with apt-get when missing and says so).
 Everything runs on loopback: a throwaway redis-server and tansu broker (tests/servers.py),
@@ -11,10 +11,18 @@ Both servers stay up while ``--repeat`` interleaved rounds run (default 3; the m
 drifts between minutes), each round:
 
 1. bare ceiling: closed loop, ``-c 32``, as fast as it answers;
-2. the service at a paced rate (default 2,000 requests/s): each of ``C`` connections waits
+2. the service, one connection (an exchange's single stream: the latency floor, p99 <= 5 ms);
+3. the service at a paced rate (default 2,000 requests/s): each of ``C`` connections waits
    ``C/rate`` minus the measured mean latency between requests (wrk's ``delay()``), so the
-   offered load is the target rate; p50/p99/p99.9 come from wrk's latency histogram;
-3. the service's own ceiling: closed loop, like 1.
+   offered load is the target rate; p50/p99/p99.9 from wrk's latency histogram;
+4. the service's own ceiling: closed loop, like 1.
+
+Then the same service as two bidder processes (``--workers 2``, SO_REUSEPORT, one budget in
+Redis), closed loop: together vs one process's ceiling. The budget is large and the pacing rail
+off, so every figure is for requests that really bid: the share that bid is printed, from the
+service's own counters. CPU seconds of the service, Redis and tansu during each closed-loop
+run are reported (they share the machine's 2 cores), and the event loop's lag (how late a
+10 ms timer fired: what held the loop) from gaelp_event_loop_lag_seconds.
 
 Prints a table of medians and, as the last line, one JSON object (every round included).
 
@@ -58,8 +66,10 @@ function request()
   local dev = math.random(devices)
   local body = '{"id":"b%(seed)d-' .. counter .. '","at":2,"tmax":120,"cur":["USD"],' ..
     '"imp":[{"id":"1","bidfloor":0.5,"bidfloorcur":"USD","banner":{"w":300,"h":250}}],' ..
-    '"site":{"id":"s1","domain":"example.com","cat":["IAB1"],"page":"https://example.com/a"},' ..
-    '"device":{"ifa":"dev-' .. dev .. '","devicetype":4,"ua":"Mozilla/5.0","ip":"192.0.2.1"},' ..
+    '"site":{"id":"s' .. (dev %% 97) .. '","domain":"site' .. (dev %% 97) .. '.example","cat":["IAB' ..
+    (dev %% 20 + 1) .. '"],"page":"https://site' .. (dev %% 97) .. '.example/a"},' ..
+    '"device":{"ifa":"dev-' .. dev .. '","devicetype":' .. (dev %% 3 + 2) .. ',"ua":"Mozilla/5.0","ip":"198.51.' ..
+    (dev %% 200) .. '.' .. (dev %% 250 + 1) .. '"},' ..
     '"user":{"id":"u' .. dev .. '"}}'
   return wrk.format(nil, "/openrtb2/bid", nil, body)
 end
@@ -153,10 +163,58 @@ def _service_metrics(port: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in text.splitlines():
         for name in ("gaelp_bidder_requests_total", "gaelp_bidder_bids_total", "gaelp_bidder_model_version",
-                     "gaelp_errors_total"):
+                     "gaelp_errors_total", "gaelp_event_loop_lag_seconds_bucket", "gaelp_event_loop_lag_seconds_count"):
             if line.startswith(name) and not line.startswith(name + "_created"):
                 out[line.split(" ")[0]] = float(line.split(" ")[-1])
     return out
+
+
+def _wait_port(port: int, timeout: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def _bids(m: dict[str, float]) -> tuple[float, float]:
+    """(requests, bids) from the service's counters."""
+    return (m.get("gaelp_bidder_requests_total", 0.0),
+            sum(v for k, v in m.items() if k.startswith("gaelp_bidder_bids_total")))
+
+
+def _loop_lag(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Share of the loop's 10 ms timers late by more than 1 ms and 5 ms, between two scrapes."""
+    def bucket(m: dict[str, float], le: str) -> float:
+        return next((v for k, v in m.items() if k.startswith("gaelp_event_loop_lag_seconds_bucket") and f'le="{le}"' in k),
+                    0.0)
+    n = after.get("gaelp_event_loop_lag_seconds_count", 0.0) - before.get("gaelp_event_loop_lag_seconds_count", 0.0)
+    if n <= 0:
+        return {}
+    return {"timers": n, "late_over_1ms": round(1 - (bucket(after, "0.001") - bucket(before, "0.001")) / n, 4),
+            "late_over_5ms": round(1 - (bucket(after, "0.005") - bucket(before, "0.005")) / n, 4)}
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of the processes and their children (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    seen = set(pids)
+    for pid in list(pids):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split() if Path(f"/proc/{pid}").exists() else []:
+            seen.add(int(child))
+    for pid in seen:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(f[11]) + int(f[12])) / tick
+    return total
 
 
 def main() -> None:
@@ -166,7 +224,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32, help="connections of the paced run (an exchange's pool)")
     ap.add_argument("--serve-option", action="append", default=[], metavar="KEY=VALUE",
                     help="extra [serve] setting for the service (e.g. max_passes=1), to compare settings")
-    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (bare, paced, closed); medians reported")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians reported")
     ap.add_argument("--bare-server", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_server is not None:
@@ -181,19 +239,16 @@ def main() -> None:
     prefix = f"bench{os.getpid()}"
     config = workdir / "gaelp.toml"
     extra = "\n".join(args.serve_option)
+    topics = "\n".join(f'{k} = "{prefix}.{k.replace("_", "-")}"' for k in (
+        "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links", "experience",
+        "dead_letters"))
     config.write_text(f"""
 [budget]
 daily_usd = 1000000.0
+pacing_slack = 1.0
 
 [topics]
-bid_requests = "{prefix}.bid-requests"
-decisions = "{prefix}.decisions"
-auction_results = "{prefix}.auction-results"
-ad_events = "{prefix}.ad-events"
-conversions = "{prefix}.conversions"
-identity_links = "{prefix}.identity-links"
-experience = "{prefix}.experience"
-dead_letters = "{prefix}.dead-letters"
+{topics}
 partitions = 2
 
 [serve]
@@ -207,60 +262,103 @@ campaign = "bench"
     results: dict[str, object] = {"installed": installed, "serve_options": args.serve_option}
     rounds: list[dict[str, dict[str, float]]] = []
     with RedisServer() as redis, TansuBroker() as broker:
-        bare_port, port = free_port(), free_port()
+        bare_port = free_port()
         bare = subprocess.Popen([sys.executable, __file__, "--bare-server", str(bare_port)], cwd=ROOT)
         env = {**os.environ, "GAELP_KAFKA": broker.bootstrap, "GAELP_REDIS": redis.url,
-               "GAELP_HTTP_PORT": str(port), "GAELP_ID_SALT": "bench-salt-0123456789abcdef"}
-        proc = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "serve", "--config", str(config),
-                                 "--no-learner", "--warehouse", "off"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+               "GAELP_ID_SALT": "bench-salt-0123456789abcdef"}
+
+        def start(workers: int) -> tuple[subprocess.Popen[bytes], int]:
+            port = free_port()
+            proc = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "serve", "--config", str(config),
+                                     "--roles", "bidder", "--workers", str(workers)], cwd=ROOT,
+                                    env={**env, "GAELP_HTTP_PORT": str(port)}, stdout=subprocess.DEVNULL)
+            for k in range(workers):  # every worker's own metrics port answers once it serves
+                _wait_http(f"http://127.0.0.1:{port + 1 + k if workers > 1 else port}/healthz", proc)
+            return proc, port
+
+        def closed(port: int, pids: list[int]) -> dict[str, float]:
+            cpu0 = {"service": _cpu_s(pids), "redis": _cpu_s([redis.proc.pid]), "tansu": _cpu_s([broker.proc.pid])}
+            run = _wrk(port, args.seconds, 32, None, workdir)
+            run["cpu_s"] = {k: round(v2 - cpu0[k], 2) for k, v2 in (("service", _cpu_s(pids)),
+                                                                   ("redis", _cpu_s([redis.proc.pid])),
+                                                                   ("tansu", _cpu_s([broker.proc.pid])))}
+            return run
+
+        def measured(port: int, run_fn) -> dict[str, float]:  # type: ignore[no-untyped-def]
+            before = _service_metrics(port)
+            run = run_fn()
+            after = _service_metrics(port)
+            (r0, b0), (r1, b1) = _bids(before), _bids(after)
+            run["bid_share"] = round((b1 - b0) / max(r1 - r0, 1), 4)
+            run["loop_lag"] = _loop_lag(before, after)
+            return run
+
+        proc, port = start(1)
         try:
-            _wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+            _wait_port(bare_port)
             _wrk(bare_port, 2, 32, None, workdir)  # warm-up
             _wrk(port, 3, 20, None, workdir)  # warm-up (JIT of the scripts, pools, topics)
-            # Interleaved rounds: this machine's speed drifts by tens of percent between minutes,
-            # so each round measures the baseline next to the service and medians are reported.
             for _ in range(args.repeat):
                 rounds.append({
                     "bare": _wrk(bare_port, args.seconds, 32, None, workdir),
-                    "paced": _paced(port, args.rate, args.seconds, workdir, connections=args.connections),
-                    "closed": _wrk(port, args.seconds, 32, None, workdir),
+                    "one_connection": measured(port, lambda: _wrk(port, args.seconds, 1, None, workdir)),
+                    "paced": measured(port, lambda: _paced(port, args.rate, args.seconds, workdir,
+                                                           connections=args.connections)),
+                    "closed": measured(port, lambda: closed(port, [proc.pid])),
                 })
             results["service_metrics"] = _service_metrics(port)
         finally:
-            for p in (proc, bare):
-                p.terminate()
-                p.wait(30)
+            proc.terminate()
+            proc.wait(30)
+        two, port2 = start(2)
+        try:
+            _wrk(port2, 3, 20, None, workdir)
+            for r in rounds:
+                r["two_workers"] = closed(port2, [two.pid])
+        finally:
+            two.terminate()
+            two.wait(60)
+            bare.terminate()
+            bare.wait(30)
     shutil.rmtree(workdir, ignore_errors=True)
 
     def median(run: str, key: str) -> float:
-        return float(statistics.median(r[run][key] for r in rounds))
+        return float(statistics.median(float(r[run][key]) for r in rounds))
 
-    row = "{:<34} {:>9} {:>9} {:>9} {:>9}"
-    print(row.format("run (median of rounds)", "req/s", "p50 ms", "p99 ms", "p99.9 ms"))
-    for name, run in (("bare aiohttp ceiling (c=32)", "bare"), (f"service paced at {args.rate:.0f}/s", "paced"),
-                      ("service closed loop (c=32)", "closed")):
+    row = "{:<36} {:>9} {:>9} {:>9} {:>9} {:>7}"
+    print(row.format("run (median of rounds)", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "bids"))
+    for name, run in (("bare aiohttp ceiling (c=32)", "bare"), ("service, one connection", "one_connection"),
+                      (f"service paced at {args.rate:.0f}/s", "paced"), ("service closed loop (c=32)", "closed"),
+                      ("two bidder processes (c=32)", "two_workers")):
+        share = f"{median(run, 'bid_share'):.0%}" if "bid_share" in rounds[0][run] else ""
         print(row.format(name, f"{median(run, 'rps'):.0f}", f"{median(run, 'p50_us') / 1000:.2f}",
-                         f"{median(run, 'p99_us') / 1000:.2f}", f"{median(run, 'p999_us') / 1000:.2f}"))
-    keys = {"bare": ("rps", "p50_us", "p99_us", "p999_us"),
-            "paced": ("rps", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "errors_status", "errors_timeout",
-                      "connections", "delay_ms"),
-            "closed": ("rps", "p50_us", "p99_us", "p999_us", "errors_status")}
-    paced_p99 = median("paced", "p99_us")
+                         f"{median(run, 'p99_us') / 1000:.2f}", f"{median(run, 'p999_us') / 1000:.2f}", share))
+    keys = ("rps", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "errors_status", "errors_timeout")
     results.update({
         "bench": "serve",
         "target_rps": args.rate,
-        "rounds": [{run: {k: r[run][k] for k in keys[run]} for run in keys} for r in rounds],
-        "paced": {k: median("paced", k) for k in keys["paced"]},
-        "bare_ceiling": {k: median("bare", k) for k in keys["bare"]},
-        "service_ceiling": {k: median("closed", k) for k in keys["closed"]},
-        "paced_p99_ms": paced_p99 / 1000,
+        "rounds": [{run: {k: v for k, v in r[run].items() if k in keys or k in ("bid_share", "loop_lag", "cpu_s")}
+                    for run in r} for r in rounds],
+        "one_connection_p99_ms": median("one_connection", "p99_us") / 1000,
+        "paced_p99_ms": median("paced", "p99_us") / 1000,
         "paced_p50_ms": median("paced", "p50_us") / 1000,
-        "floor_met": paced_p99 <= 10_000 and median("paced", "rps") >= 0.95 * args.rate,
-        "paced_fraction_of_bare_ceiling": median("paced", "rps") / median("bare", "rps"),
+        "paced_rps": median("paced", "rps"),
+        "paced_bid_share": median("paced", "bid_share"),
+        "service_ceiling_rps": median("closed", "rps"),
+        "bare_ceiling_rps": median("bare", "rps"),
         # per round, then the median: the ratio is what carries over between machines
         "service_ceiling_fraction_of_bare": float(statistics.median(r["closed"]["rps"] / r["bare"]["rps"]
                                                                     for r in rounds)),
+        "two_workers_over_one": float(statistics.median(r["two_workers"]["rps"] / r["closed"]["rps"] for r in rounds)),
+        "floors": {},
     })
+    results["floors"] = {
+        "one_connection_p99_le_5ms": results["one_connection_p99_ms"] <= 5.0,
+        "paced_p99_le_10ms_bidding_ge_90pct": results["paced_p99_ms"] <= 10.0 and results["paced_bid_share"] >= 0.9
+        and results["paced_rps"] >= 0.95 * args.rate,
+        "ceiling_ge_25pct_of_bare": results["service_ceiling_fraction_of_bare"] >= 0.25,
+        "two_workers_ge_1_3x": results["two_workers_over_one"] >= 1.3,
+    }
     print(json.dumps(results))
 
 

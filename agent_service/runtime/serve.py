@@ -141,6 +141,7 @@ class ServeRuntime:
                 self._tasks.append(asyncio.create_task(run_sink(self.sink, self.metrics)))
         await self._start_http()
         self._tasks.append(asyncio.create_task(self._gauges_loop()))
+        self._tasks.append(asyncio.create_task(_watch_loop_lag(self.metrics)))
         # Everything built so far (torch, Faust, the model) lives as long as the process: move it
         # out of the collector's view so a full collection does not stall the bid path for ~100 ms.
         gc.collect()
@@ -284,6 +285,16 @@ class ServeRuntime:
         await self.store.set_budget(self.cfg.serve.campaign, change.period, change.budget_micros)
         state = await self.store.budget(self.cfg.serve.campaign, change.period)
         return {"period": change.period, "budget_usd": state.budget / 1e6, "spent_usd": state.spent / 1e6}
+
+
+async def _watch_loop_lag(metrics: Metrics, every_s: float = 0.01) -> None:
+    """Observe how late a 10 ms timer fires: the time the loop was held by something else (a
+    stall delays every request of the process; gaelp_event_loop_lag_seconds)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every_s
+        await asyncio.sleep(every_s)
+        metrics.loop_lag.observe(max(0.0, loop.time() - due))
 
 
 def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
