@@ -36,6 +36,7 @@ test: install-test
 lint: install-test
 	$(BIN)/ruff check agent_service stream_apps simulators tests bench
 	$(BIN)/mypy agent_service stream_apps simulators
+	$(BIN)/mypy --strict --follow-imports=silent agent_service/contracts agent_service/ports agent_service/pipeline
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -186,10 +186,10 @@ class Flow:
     def _pseudonymise(self, obj: T) -> T:
         ids = self.decider.ids
         if isinstance(obj, Conversion):
-            return msgspec.structs.replace(obj, user_id=ids(obj.user_id) if obj.user_id else None,  # type: ignore[return-value]
+            return msgspec.structs.replace(obj, user_id=ids(obj.user_id) if obj.user_id else None,
                                            device_id=ids(obj.device_id) if obj.device_id else None)
         if isinstance(obj, IdentityLink):
-            return msgspec.structs.replace(  # type: ignore[return-value]
+            return msgspec.structs.replace(
                 obj, device_id=ids(obj.device_id), person_id=ids(obj.person_id) if obj.person_id else "",
                 other_device_id=ids(obj.other_device_id) if obj.other_device_id else None,
                 ip=ids(obj.ip) if obj.ip else None)
