@@ -40,15 +40,16 @@ from agent_service.delay.model import DelayedConversionModel
 from agent_service.evaluation.harness import SlotContext
 from agent_service.evaluation.market import Market, Opportunities, Plays, Results
 from agent_service.pacing import DualPacer, DualPacerConfig, SpendPlan
+from agent_service.pricing import price
 
 __all__ = ["BaselinePolicy", "Bidder", "CellValueModel", "DualPacing", "FixedBid", "Linear", "Truthful",
            "clip_bid"]
 
 
-def clip_bid(raw_cpm: np.ndarray, floor: np.ndarray, lo: float = 0.5, hi: float = 10.0) -> np.ndarray:
-    """``clip(raw, max(floor, lo), hi)``; 0 (no bid) when ``raw`` is under the floor."""
-    bid = np.clip(raw_cpm, np.maximum(floor, lo), hi)
-    return np.where(raw_cpm < floor, 0.0, bid)
+def clip_bid(raw_cpm: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """A reference policy's raw price under the bid rules (:func:`agent_service.pricing.price`; the
+    budget is capped by the harness, as the service's reservations cap it)."""
+    return price(raw_cpm, floor, np.inf, 1).bid_cpm_usd
 
 
 class CellValueModel:

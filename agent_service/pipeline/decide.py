@@ -35,13 +35,12 @@ from agent_service.pacing import paced_out
 from agent_service.pipeline.opportunity import device_id_of, opportunity_of
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.store import ContextQuery, DecideContext, DecisionDraft, StateStore
+from agent_service.pricing import BID, NO_BID_REASONS, shade_first_price, to_micros
 
 __all__ = ["DAY_MS", "DecideResult", "Decider", "period_of"]
 
 DAY_MS = 86_400_000
 _MAX_TOUCHES = 16
-_GRID = 1_000
-"""Bid prices are whole tenths of a US cent CPM (money.impression_cost_micros needs it)."""
 
 
 def _no_bid(d: Decision, reason: str) -> Decision:
@@ -234,7 +233,7 @@ class Decider:
         a = served.acts
         channel = CHANNELS[int(a.channel[i])]
         value_usd = float(a.value_usd[i])
-        bid_micros, reason = self._bid(s, channel, float(a.bid_cpm_usd[i]))
+        bid_micros, reason = self._bid(s, channel, float(a.bid_cpm_usd[i]), int(a.no_bid[i]))
         decision_id = f"{s.req.id}:{s.imp.id}"
         if reason is None and self.shadow:
             reason = "shadow"
@@ -248,11 +247,12 @@ class Decider:
             shadow=self.shadow,
         )
 
-    def _bid(self, s: _Slot, channel: str, bid_cpm_usd: float) -> tuple[int, str | None]:
+    def _bid(self, s: _Slot, channel: str, bid_cpm_usd: float, no_bid: int) -> tuple[int, str | None]:
         """Bid price (CPM micros) and the reason not to bid, if any.
 
-        ``bid_cpm_usd`` is the agent's ``clip(m · v̂, max(floor, $0.50), $10.00)``, 0 when
-        ``m · v̂`` is under the floor or one impression could cost more than the budget left."""
+        ``bid_cpm_usd`` and ``no_bid`` are the agent's, priced by :func:`agent_service.pricing.price`
+        (organic, floor, budget left); here come the request's own rules (currency), the ledger
+        (nothing left, the pacing rail), the exact micros, and first-price shading."""
         if s.reject is not None:
             return 0, s.reject
         if channel == "organic":
@@ -266,21 +266,12 @@ class Decider:
             return 0, "pacing"
         self.metrics.budget.set(budget.budget / 1e6)
         self.metrics.planned_spend.set(planned / 1e6)
-        floor = s.floor_micros
-        if floor > self._bid_max:  # the cap would bid under the floor: the exchange would reject it
-            return 0, "floor"
-        if bid_cpm_usd <= 0:
-            return 0, "budget" if budget.remaining * 1000 < max(floor, self._bid_min) else "floor"
-        bid = min(self._bid_max, max(self._bid_min, floor, cpm_to_micros(bid_cpm_usd)))
-        return self._priced(s.req, bid, floor), None
-
-    def _priced(self, req: BidRequest, bid: int, floor: int) -> int:
-        """OpenRTB ``at``: first price (1) pays the bid, so shade it (never under the floor or the
-        minimum bid); second price (2) and exchange-specific types (> 500) keep the truthful bid."""
-        if req.at == 1:  # on the 0.001 USD CPM grid: shaded down, the floor rounded up
-            shaded = int(bid * self._shade) // _GRID * _GRID
-            return min(bid, max(-(-floor // _GRID) * _GRID, self._bid_min, shaded))
-        return bid
+        if no_bid != BID:
+            return 0, NO_BID_REASONS[no_bid]
+        bid = to_micros(bid_cpm_usd, s.floor_micros, (self._bid_min, self._bid_max))
+        if s.req.at == 1:  # first price pays the bid: shade it; second price (2) and exchange types (> 500) do not
+            bid = shade_first_price(bid, s.floor_micros, self._bid_min, self._shade)
+        return bid, None
 
     def _response(self, req: BidRequest, decisions: list[Decision]) -> BidResponse | None:
         bids = [

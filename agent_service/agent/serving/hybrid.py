@@ -39,6 +39,7 @@ from agent_service.delay.model import DelayedConversionModel
 from agent_service.errors import ModelError
 from agent_service.pacing import PACING_FEATURES
 from agent_service.ports.registry import ModelRegistry
+from agent_service.pricing import BidLimits, price
 
 __all__ = ["STATE_FORMAT", "AgentActs", "HybridAgent", "HybridConfig", "PreparedVersion", "conv_features", "n_conv_features"]
 
@@ -82,6 +83,8 @@ class AgentActs(NamedTuple):
     """v̂: expected conversion value of one impression, USD."""
     bid_cpm_usd: np.ndarray
     """The bid, CPM USD; 0 = no bid (organic, under the floor, or over the budget left)."""
+    no_bid: np.ndarray
+    """int8 [B] why not (:data:`agent_service.pricing.NO_BID_REASONS`; 0 = a bid)."""
     propensity: np.ndarray
     """Probability of the whole action (creative × channel × target × the slot's multiplier action)."""
     logp_policy: np.ndarray
@@ -134,6 +137,7 @@ class HybridAgent:
         self.z = cfg.dqn.z_init
         """The log multiplier in force (the level plus the slot's offset)."""
         self.mult_index = cfg.dqn.adjustments.index(0.0) if 0.0 in cfg.dqn.adjustments else 0
+        self.limits = BidLimits(cfg.bid_min_usd, cfg.bid_max_usd)
         self.slot_prob = 1.0
         self._adj = np.asarray(cfg.dqn.adjustments)
 
@@ -273,20 +277,10 @@ class HybridAgent:
         p_click = 1.0 / (1.0 + np.exp(-logit))
         p_conv = conv.p_eventual(conv_features(spec, batch.state, channel))
         value = p_click * p_conv * stats.value_for(segments, cfg.value_prior_usd)
-        bid = self.bids(value, channel, floor_cpm_usd, budget_left_usd)
+        priced = price(1000.0 * self.multiplier * value, floor_cpm_usd, budget_left_usd, channel, self.limits)
         propensity = np.minimum(np.exp(logp) * self.slot_prob, 1.0) if explore else np.ones(B)
-        return AgentActs(creative, channel, target, p_click, value, bid, np.maximum(propensity, 1e-12), logp,
-                         self.multiplier, self.mult_index, version)
-
-    def bids(self, value_usd: np.ndarray, channel: np.ndarray, floor_cpm_usd: np.ndarray,
-             budget_left_usd: float | np.ndarray, multiplier: float | None = None) -> np.ndarray:
-        """``clip(m · v̂, max(floor, min), max)`` CPM; 0 under the floor, on organic, or over the budget left."""
-        m = self.multiplier if multiplier is None else multiplier
-        raw = 1000.0 * m * value_usd
-        floor = np.asarray(floor_cpm_usd, dtype=np.float64)
-        bid = np.clip(raw, np.maximum(floor, self.cfg.bid_min_usd), self.cfg.bid_max_usd)
-        bid = np.where((raw < floor) | (channel == 0), 0.0, bid)
-        return np.where(bid <= np.maximum(np.asarray(budget_left_usd, dtype=np.float64), 0.0) * 1000.0, bid, 0.0)
+        return AgentActs(creative, channel, target, p_click, value, priced.bid_cpm_usd, priced.reason,
+                         np.maximum(propensity, 1e-12), logp, self.multiplier, self.mult_index, version)
 
 
 def spec_of(cfg: HybridConfig, creatives: int) -> StateSpec:
