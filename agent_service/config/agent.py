@@ -182,6 +182,11 @@ class HybridConfig:
     segment_profile: bool = True
     """The state's segment group is the posterior accumulated over all the person's requests
     (``agent.segment_profile``); False: the current request's context alone."""
+    segment_model: str = "learned"
+    """Where ``P(segment | context)`` comes from: ``learned`` — a mixture fitted by EM over each
+    person's context counts, K by BIC, refitted every period (``agent/model/segment_em.py``);
+    ``simulator`` — a labelled reference for evaluation only: the simulator's own Bayes table,
+    indexed by the true segment ids (no real bidder has it)."""
     max_touches: int = 16
     """Touches the LSTM reads (L)."""
     ab_variants: int = 4
@@ -233,6 +238,8 @@ class HybridConfig:
             raise ConfigError("hybrid.window_days", "window_days and conv_prior_delay_days must be > 0")
         if self.conv_refit_every < 0:
             raise ConfigError("hybrid.conv_refit_every", "must be >= 0")
+        if self.segment_model not in ("learned", "simulator"):
+            raise ConfigError("hybrid.segment_model", "must be 'learned' or 'simulator'")
         if self.decision_window < self.ppo.rollout:
             raise ConfigError("hybrid.decision_window", "must be >= ppo.rollout")
 

@@ -7,9 +7,10 @@ Glue only: it builds the enriched states from what the harness shows a bidder (t
 closings and one bid-multiplier transition per slot; each published version is swapped into
 the serving agent (by version number, as a bidder process would). It also keeps what the
 service's store keeps per person: the count of each context the person's requests carried, from
-which the state's segment posterior is accumulated (:mod:`~agent_service.agent.model.segments`;
-the segment model is the table of request posteriors the market shows, with their running mean
-as the prior).
+which the state's segment posterior is accumulated. The segment model is learned from those
+counts (:mod:`~agent_service.agent.model.segment_em`: EM, K by BIC, refitted at the end of every
+period); ``hybrid.segment_model = "simulator"`` instead takes the table of request posteriors the
+simulated market computes from its own parameters — a labelled reference, not the agent.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 
 from agent_service.agent.learning.buffers import DecisionRows, SlotTransition, zero_rewards
 from agent_service.agent.learning.learner import HybridLearner, LearnerStats
+from agent_service.agent.model.opportunity import CONTEXT_BUCKETS
+from agent_service.agent.model.segment_em import SegmentLearner
 from agent_service.agent.model.segments import ActivityAccumulator, SegmentAccumulator
 from agent_service.agent.model.state import (
     JourneyArrays,
@@ -70,12 +73,14 @@ class HybridCampaign:
         self._volume = 0.0
         self._variant = np.zeros(0, np.int64)
         self._segments = SegmentAccumulator(cfg.segments)
+        self.segment_learner = SegmentLearner(cfg.segments, CONTEXT_BUCKETS, seed=seed + 23)
         self._activity = ActivityAccumulator()
 
     def checkpoint(self) -> dict[str, Any]:
-        """The learner's checkpoint plus this campaign's pacing state (plan profile, multiplier)."""
+        """The learner's checkpoint plus this campaign's pacing state (plan profile, multiplier) and
+        segment model (its people's counts stay behind: they belong to this world)."""
         return {**self.learner.checkpoint(), "plan_profile": self.plan.profile.tolist(), "z": self.agent.z_base,
-                "z_prev_day": self._z_prev_day}
+                "z_prev_day": self._z_prev_day, "segment_fit": self.segment_learner.state()}
 
     def restore(self, ck: dict[str, Any]) -> None:
         """Continue from :meth:`checkpoint` (a new world: journeys and pending rewards start empty)."""
@@ -85,6 +90,7 @@ class HybridCampaign:
         self.agent.version = 0
         self.agent.load_state(self.learner.state(), max(1, self.learner.version))
         self.agent.z_base = self.agent.z = float(ck.get("z", self.cfg.dqn.z_init))
+        self.segment_learner.load(ck.get("segment_fit"))  # the labels the networks learnt with
 
     # ---------------------------------------------------------------- per budget slot
     def _features(self, ctx: SlotContext, slot: int) -> np.ndarray:
@@ -133,6 +139,8 @@ class HybridCampaign:
     def end_period(self, ctx: SlotContext) -> None:
         self._z_prev_day = float(np.mean(self._z_day)) if self._z_day else None
         self.plan.end_period()
+        if self.cfg.segment_model == "learned":
+            self.segment_learner.refit()
         if self.learn:
             self.learner.end_period()
 
@@ -141,8 +149,7 @@ class HybridCampaign:
         spec = self.spec
         variant = np.array([zlib.crc32(str(p).encode()) % spec.ab_variants for p in opps.person.tolist()])
         credited = np.array([self._credited.get(p, 0.0) for p in opps.person.tolist()])
-        segments = (self._segments.posterior(opps.person, opps.context, opps.segment_probs)
-                    if self.cfg.segment_profile else opps.segment_probs)
+        segments = self._segment_posterior(opps)
         recent, search = self._activity.add(opps.person, opps.event_time, opps.channel_mask[:, 1])
         opp = OpportunityArrays(opps.event_time, opps.device_class, opps.channel_mask, opps.floor_cpm_usd,
                                 segments, opps.identity_confidence, opps.device_count, variant, credited,
@@ -157,6 +164,18 @@ class HybridCampaign:
         self._variant = variant
         take = (acts.channel == 0) | (acts.bid_cpm_usd > 0)
         return Plays(acts.bid_cpm_usd, acts.creative, acts.channel, acts.target, take)
+
+    def _segment_posterior(self, opps: Opportunities) -> np.ndarray:
+        if self.cfg.segment_model == "simulator":  # the labelled reference: the market's own table
+            return (self._segments.posterior(opps.person, opps.context, opps.segment_probs)
+                    if self.cfg.segment_profile else opps.segment_probs)
+        bucket = opps.context % CONTEXT_BUCKETS  # as the service buckets page categories
+        post = self.segment_learner.posterior(opps.person, bucket)  # counts the requests either way
+        if self.cfg.segment_profile:
+            return post
+        one = np.zeros((len(bucket), CONTEXT_BUCKETS))
+        one[np.arange(len(bucket)), bucket] = 1.0
+        return self.segment_learner.model.posterior(one)
 
     def _expected(self, ctx: SlotContext) -> float:
         """Opportunities expected in the slot (the plan's share of the daily volume seen so far)."""

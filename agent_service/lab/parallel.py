@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from agent_service.agent.learning.learner import LearnerStats
+from agent_service.agent.model.segment_em import average_fits
 from agent_service.config import GaelpConfig
 from agent_service.evaluation.harness import DayStats, RunResult, run_campaign
 from agent_service.evaluation.sim_market import SimMarket
@@ -65,7 +66,8 @@ def weights_of(agent: HybridCampaign) -> dict[str, Any]:
     """The trainable weights a runner contributes to the average."""
     L = agent.learner
     return {"net": {k: v.detach().clone() for k, v in L.net.state_dict().items()},
-            "q": L.dqn.weights(), "conv_w": L.conv.w.copy(), "conv_v": L.conv.v.copy()}
+            "q": L.dqn.weights(), "conv_w": L.conv.w.copy(), "conv_v": L.conv.v.copy(),
+            "segment_fit": agent.segment_learner.fit}
 
 
 def average_weights(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -77,7 +79,10 @@ def average_weights(parts: list[dict[str, Any]]) -> dict[str, Any]:
                     else first["net"][k] for k in first["net"]},
             "q": {k: torch.stack([p["q"][k] for p in parts]).mean(0) for k in first["q"]},
             "conv_w": np.mean([p["conv_w"] for p in parts], axis=0),
-            "conv_v": np.mean([p["conv_v"] for p in parts], axis=0)}
+            "conv_v": np.mean([p["conv_v"] for p in parts], axis=0),
+            # segment labels are arbitrary per runner: matched to the first runner's before averaging
+            "segment_fit": average_fits(fits) if (fits := [p["segment_fit"] for p in parts
+                                                           if p.get("segment_fit") is not None]) else None}
 
 
 def load_weights(agent: HybridCampaign, avg: dict[str, Any]) -> None:
@@ -88,6 +93,9 @@ def load_weights(agent: HybridCampaign, avg: dict[str, Any]) -> None:
     L.dqn.q.load_state_dict(avg["q"])
     L.conv.w[:] = avg["conv_w"]
     L.conv.v[:] = avg["conv_v"]
+    if avg.get("segment_fit") is not None:
+        fit = avg["segment_fit"]
+        agent.segment_learner.fit, agent.segment_learner.model = fit, fit.model(agent.segment_learner.width)
     agent.agent.load_state(L.state(), L.publish())
 
 
