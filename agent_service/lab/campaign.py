@@ -77,10 +77,10 @@ class HybridCampaign:
         self._activity = ActivityAccumulator()
 
     def checkpoint(self) -> dict[str, Any]:
-        """The learner's checkpoint plus this campaign's pacing state (plan profile, multiplier) and
-        segment model (its people's counts stay behind: they belong to this world)."""
+        """The learner's checkpoint (with the segment model; its people's counts stay behind: they
+        belong to this world) plus this campaign's pacing state (plan profile, multiplier)."""
         return {**self.learner.checkpoint(), "plan_profile": self.plan.profile.tolist(), "z": self.agent.z_base,
-                "z_prev_day": self._z_prev_day, "segment_fit": self.segment_learner.state()}
+                "z_prev_day": self._z_prev_day}
 
     def restore(self, ck: dict[str, Any]) -> None:
         """Continue from :meth:`checkpoint` (a new world: journeys and pending rewards start empty)."""
@@ -90,7 +90,7 @@ class HybridCampaign:
         self.agent.version = 0
         self.agent.load_state(self.learner.state(), max(1, self.learner.version))
         self.agent.z_base = self.agent.z = float(ck.get("z", self.cfg.dqn.z_init))
-        self.segment_learner.load(ck.get("segment_fit"))  # the labels the networks learnt with
+        self.segment_learner.load(ck.get("segments"))  # the labels the networks learnt with
 
     # ---------------------------------------------------------------- per budget slot
     def _features(self, ctx: SlotContext, slot: int) -> np.ndarray:
@@ -129,6 +129,8 @@ class HybridCampaign:
             self._obs = self._features(ctx, nxt)
             self._out = SlotOutcome()
             self.agent.begin_slot(self._obs, explore=self.explore)
+        if self.cfg.segment_model == "learned":
+            self._refit_segments(period_ended=False)
         if self.learn:
             stats = self.learner.maybe_update(ctx.t1)
             if stats is not None:
@@ -140,7 +142,7 @@ class HybridCampaign:
         self._z_prev_day = float(np.mean(self._z_day)) if self._z_day else None
         self.plan.end_period()
         if self.cfg.segment_model == "learned":
-            self.segment_learner.refit()
+            self._refit_segments(period_ended=True)
         if self.learn:
             self.learner.end_period()
 
@@ -164,6 +166,10 @@ class HybridCampaign:
         self._variant = variant
         take = (acts.channel == 0) | (acts.bid_cpm_usd > 0)
         return Plays(acts.bid_cpm_usd, acts.creative, acts.channel, acts.target, take)
+
+    def _refit_segments(self, period_ended: bool) -> None:
+        if self.segment_learner.maybe_refit(period_ended) is not None:
+            self.learner.segment_fit = self.segment_learner.state()  # published with the next version
 
     def _segment_posterior(self, opps: Opportunities) -> np.ndarray:
         if self.cfg.segment_model == "simulator":  # the labelled reference: the market's own table

@@ -96,6 +96,7 @@ def load_weights(agent: HybridCampaign, avg: dict[str, Any]) -> None:
     if avg.get("segment_fit") is not None:
         fit = avg["segment_fit"]
         agent.segment_learner.fit, agent.segment_learner.model = fit, fit.model(agent.segment_learner.width)
+        L.segment_fit = agent.segment_learner.state()
     agent.agent.load_state(L.state(), L.publish())
 
 

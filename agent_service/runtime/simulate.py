@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -154,12 +155,24 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     run.learner = {"updates": sum(1 for u in trainer.updates if not u.rejected),
                    "rejected": sum(1 for u in trainer.updates if u.rejected),
                    "experience_records": trainer.records, "duplicates": trainer.duplicates,
-                   "mean_reward": [round(u.mean_reward, 6) for u in trainer.updates]}
+                   "mean_reward": [round(u.mean_reward, 6) for u in trainer.updates],
+                   "segments": _segments_summary(learner.segments, policy)}
     run.published_versions = registry.latest_version()
     run.wall_seconds = time.perf_counter() - started
     if out_dir is not None:
         write_report(run, out_dir)
     return run
+
+
+def _segments_summary(segments: Any, policy: Any) -> dict[str, Any]:
+    """The segment model the learner fitted on the traffic and whether the bidder serves it."""
+    fit = segments.fit
+    if fit is None:
+        return {"k": None, "people": segments.people, "served": False}
+    served = policy.agent.segment_model
+    return {"k": fit.k, "people": segments.people, "shares": [round(float(x), 4) for x in fit.share],
+            "bic_by_k": {k: round(v, 1) for k, v in segments.bics.items()},
+            "served": bool(np.allclose(served.prior[:fit.k], fit.share, atol=1e-6))}
 
 
 async def _open_sink(cfg: GaelpConfig, out_dir: Path, bus: MemoryBus, store: MemoryStore, flow: Flow

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent_service.agent.model.segment_em import SegmentLearner, average_fits, fit_mixture, select_k
+from agent_service.agent.model.segment_em import SegmentLearner, aligned, average_fits, fit_mixture, select_k
 from agent_service.agent.model.segments import SegmentModel
 from agent_service.evaluation.clustering import adjusted_rand_index, matched_log_loss
 
@@ -124,3 +124,52 @@ def test_the_agent_learns_segments_from_the_market_and_never_reads_its_table() -
     again.restore(ck)
     assert again.segment_learner.fit is not None
     assert np.allclose(again.segment_learner.model.table, agent.segment_learner.model.table)
+
+
+def test_labels_are_kept_when_k_grows_or_shrinks() -> None:
+    counts, _, _ = _people(3000, 6)
+    three = fit_mixture(counts, 3, seed=0)
+    shuffled = three._replace(share=three.share[[1, 2, 0]], mix=three.mix[[1, 2, 0]])
+    assert np.allclose(aligned(shuffled, three).mix, three.mix)
+    four = fit_mixture(counts, 4, seed=1)
+    grown = aligned(four, three)
+    assert np.abs(grown.mix[:3] - three.mix).sum(axis=1).max() < 0.5  # the old labels keep their segments
+    two = aligned(fit_mixture(counts, 2, seed=2), three)
+    assert two.k == 2
+
+
+def test_a_malformed_published_segment_model_is_refused_and_the_served_one_stays() -> None:
+    from agent_service.agent.learning.learner import HybridLearner
+    from agent_service.agent.serving.hybrid import HybridAgent, spec_of
+    from agent_service.config import RewardConfig
+    from agent_service.config.agent import HybridConfig
+    from agent_service.errors import ModelError
+
+    cfg = HybridConfig()
+    spec = spec_of(cfg, 6)
+    learner = HybridLearner(spec, cfg, RewardConfig())
+    agent = HybridAgent(spec, cfg)
+    counts, _, _ = _people(2000, 7, contexts=8)
+    fitted = SegmentLearner(cfg.segments, 8, min_people=10)
+    for row, c in enumerate(counts):
+        fitted.set_counts(row, c)
+    fitted.refit()
+    learner.segment_fit = fitted.state()
+    assert agent.load_state(learner.state(), 2)
+    assert np.allclose(agent.segment_model.table, fitted.model.table)
+    bad = {**learner.state(), "segments": {"share": [0.5, 0.5], "mix": [[float("nan")] * 8, [0.125] * 8],
+                                           "people": 1}}
+    with pytest.raises(ModelError, match="segment model"):
+        agent.prepare(bad, 3)
+    assert np.allclose(agent.segment_model.table, fitted.model.table)
+
+
+async def test_the_service_learns_segments_from_its_decision_log_and_serves_them() -> None:
+    from agent_service.config import GaelpConfig
+    from agent_service.runtime.simulate import run_simulation
+
+    cfg = GaelpConfig().replace("simulation", days=1, opportunities_per_day=6_000, drain_days=0, users=1_500)
+    run = await run_simulation(cfg, None, progress=False)
+    seg = run.learner["segments"]
+    assert seg["k"] is not None and seg["k"] >= 2, seg  # the world has 4; the hashed stand-in had none to find
+    assert seg["served"]

@@ -113,6 +113,8 @@ class HybridLearner:
                  registry: ModelRegistry | None = None, seed: int = 0) -> None:
         self.spec, self.cfg, self.reward_cfg, self.registry = spec, cfg, reward, registry
         self.dims = net_dims(spec, cfg)
+        self.segment_fit: dict[str, Any] | None = None
+        """The segment model served with the weights (``SegmentLearner.state()``; None: none fitted yet)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = HybridNet(*self.dims)
@@ -342,7 +344,7 @@ class HybridLearner:
         """Everything a :class:`~agent_service.agent.serving.hybrid.HybridAgent` serves, as one state dict."""
         return {"format": STATE_FORMAT, "dims": self.dims, "net": copy.deepcopy(self.net.state_dict()),
                 "q": self.dqn.weights(), "conv": self.conv_est.state(), "stats": self.stats.state(),
-                "dqn_eps": self.cfg.dqn.epsilon(self.dqn.transitions)}
+                "dqn_eps": self.cfg.dqn.epsilon(self.dqn.transitions), "segments": self.segment_fit}
 
     def publish(self) -> int:
         """Publish the current weights as a new version (to the registry when there is one)."""
@@ -367,6 +369,7 @@ class HybridLearner:
         if "conv_evidence" in ck:  # the labelled clicks behind the conversion model (refits keep them)
             self.conv_learner.restore(ck["conv_evidence"])
         self.stats = CampaignStats.from_state(ck["stats"])
+        self.segment_fit = ck.get("segments")
         self.version = int(ck["version"])
 
     def adopt(self, state: dict[str, Any]) -> None:
@@ -378,6 +381,7 @@ class HybridLearner:
             raise ModelError(f"published layout {state.get('dims')} does not match this learner {self.dims}")
         self.net.load_state_dict(state["net"])
         self.dqn.load_weights(state["q"])
+        self.segment_fit = state.get("segments", self.segment_fit)
         self.conv.load_state_dict(state["conv"]["model"])
         self.conv_est.matured = float(state["conv"]["matured"])
         self.ppo.reset_optimiser()

@@ -28,6 +28,8 @@ import torch
 
 from agent_service.agent.learning.buffers import DecisionRows, SlotTransition, zero_rewards
 from agent_service.agent.learning.learner import HybridLearner, LearnerStats
+from agent_service.agent.model.opportunity import CONTEXT_BUCKETS
+from agent_service.agent.model.segment_em import SegmentLearner
 from agent_service.agent.model.state import StateSpec
 from agent_service.agent.serving.hybrid import HybridConfig, spec_of
 from agent_service.config import CHANNELS, RewardConfig
@@ -78,6 +80,10 @@ class OnlineLearner:
         self._slot_action = 0
         self._slot_value = 0.0
         self.history: list[LearnerStats] = []
+        self.segments = SegmentLearner(hybrid.segments, CONTEXT_BUCKETS, seed=seed + 23)
+        """Each person's context counts (from the decisions' logged person key and context bucket)
+        and the segment model fitted on them, published with the weights."""
+        self._segment_rows: dict[int, int] = {}
 
     @property
     def rejected(self) -> int:
@@ -89,6 +95,7 @@ class OnlineLearner:
     def adopt(self, version: int) -> None:
         """Train on from the weights of registry ``version`` (what a rollback restored)."""
         self.learner.adopt(self.registry.load(version))
+        self.segments.load(self.learner.segment_fit)
         self.learner.version = version
 
     def follow_rollback(self) -> bool:
@@ -104,12 +111,14 @@ class OnlineLearner:
         if not state.get("rolled_back_from"):
             return False
         self.learner.adopt(state)
+        self.segments.load(self.learner.segment_fit)
         self.learner.version = latest
         return True
 
     def resume(self, version: int) -> None:
         """Start from registry ``version`` (a restart: the newest published model, not fresh weights)."""
         self.learner.resume(self.registry.load(version))
+        self.segments.load(self.learner.segment_fit)  # its labels are the ones the weights learnt
         self.learner.version = version
 
     def observe(self, exp: Experience) -> bool:
@@ -151,11 +160,26 @@ class OnlineLearner:
             *zero_rewards(1))
         key = [exp.decision_id]
         self.learner.add_decisions(key, rows)
+        self._count_context(batch.state[0])
         variant = np.array([int(np.argmax(batch.state[0, spec.cols("ab_variant_")]))])
         self.learner.add_outcomes(key, np.array([exp.won]), np.array([cost]), np.zeros(1, bool), np.array([m]),
                                   np.array([exp.event_time]), rows.creative, variant,
                                   np.array([a.bid_cpm_micros > 0]))
         self._slot_step(exp, pacing[0], a.multiplier, exp.parts.delayed if exp.won and channel > 0 else 0.0)
+
+    def _count_context(self, state: np.ndarray) -> None:
+        """The person's context counts as the decision logged them (the store's profile, this
+        request included): the latest record of a person replaces the earlier ones."""
+        first = self.spec.index["context_count_0"]
+        counts = state[first:first + CONTEXT_BUCKETS]
+        if counts.sum() <= 0:
+            return
+        person = int(state[self.spec.index["person_key"]])
+        self.segments.set_counts(self._segment_rows.setdefault(person, len(self._segment_rows)), counts)
+
+    def _refit_segments(self, period_ended: bool) -> None:
+        if self.segments.maybe_refit(period_ended) is not None:
+            self.learner.segment_fit = self.segments.state()  # served with the next version
 
     def _slot_step(self, exp: Experience, pacing: np.ndarray, action: int, value_usd: float) -> None:
         T = self.cfg.slots_per_period
@@ -170,6 +194,7 @@ class OnlineLearner:
                     np.array([float(term)], np.float32), np.zeros(1, np.float32)))
                 if term:
                     self.learner.end_period()
+                    self._refit_segments(period_ended=True)
             self._slot, self._slot_obs, self._slot_action, self._slot_value = slot, pacing, action, 0.0
         if slot == self._slot:
             self._slot_value += value_usd
@@ -238,6 +263,7 @@ class OnlineLearner:
         stats = self.learner.maybe_update(self._now)
         if stats is not None:
             self.history.append(stats)
+            self._refit_segments(period_ended=False)
         return stats
 
 

@@ -14,9 +14,11 @@ few milliseconds when contexts are few.
 
 The result is a :class:`~agent_service.agent.model.segments.SegmentModel` (``P(k | c)`` and ``π``),
 whose naive-Bayes posterior over a person's counts is exactly this mixture's posterior. Labels
-are arbitrary (segment 3 is "the third cluster found", not a simulator's segment 3); a refit
-starts from the previous fit, so labels stay put from one refit to the next, and K, once chosen,
-is kept (what was learnt per label — value per segment, creatives per segment — keeps its meaning).
+are arbitrary (segment 3 is "the third cluster found", not a simulator's segment 3). A refit
+continues the previous fit and K is chosen again by BIC against fresh fits; the winner's
+segments are matched to the previous labels (least total variation between context mixes), so
+what was learnt per label — value per segment, creatives per segment — keeps its meaning as the
+model grows.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from agent_service.agent.model.segments import SegmentModel
 
-__all__ = ["MixtureFit", "SegmentLearner", "average_fits", "fit_mixture", "select_k"]
+__all__ = ["MixtureFit", "SegmentLearner", "aligned", "average_fits", "fit_mixture", "segment_model_of", "select_k"]
 
 _SMOOTH = 0.01
 """Dirichlet pseudo-count per (segment, context): keeps log θ finite for an unseen context."""
@@ -52,7 +54,7 @@ class MixtureFit(NamedTuple):
     @property
     def bic(self) -> float:
         k, c = self.mix.shape
-        return -2.0 * self.loglik + (k * (c - 1) + k - 1) * np.log(max(self.people, 1))
+        return float(-2.0 * self.loglik + (k * (c - 1) + k - 1) * np.log(max(self.people, 1)))
 
     def model(self, width: int) -> SegmentModel:
         """As the agent's :class:`SegmentModel` of ``width`` segments (columns past K stay zero)."""
@@ -134,6 +136,23 @@ def select_k(counts: np.ndarray, k_max: int, seed: int = 0, restarts: int = 4) -
     return best, {f.k: f.bic for f in fits}
 
 
+def aligned(new: MixtureFit, old: MixtureFit) -> MixtureFit:
+    """``new`` with its segments reordered so that each one matched to an old segment (least
+    total variation between context mixes) keeps the old label; the others follow. When K
+    shrank, the survivors keep the old order."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.abs(old.mix[:, None, :] - new.mix[None, :, :]).sum(axis=2)  # [old k, new k]
+    olds, news = linear_sum_assignment(cost)
+    if new.k >= old.k:
+        order = np.empty(new.k, np.int64)
+        order[olds] = news
+        order[old.k:] = [j for j in range(new.k) if j not in set(news.tolist())]
+    else:
+        order = news[np.argsort(olds)]
+    return new._replace(share=new.share[order], mix=new.mix[order])
+
+
 def average_fits(fits: list[MixtureFit]) -> MixtureFit:
     """One fit from several fitted on shards of one market (parallel runners): each fit's labels
     are matched to the first's (the assignment of least total variation between segments'
@@ -155,14 +174,25 @@ def average_fits(fits: list[MixtureFit]) -> MixtureFit:
                       sum(f.people for f in fits))
 
 
+def segment_model_of(state: dict[str, object], width: int) -> SegmentModel:
+    """The :class:`SegmentModel` of a published fit (``SegmentLearner.state()``).
+
+    :raises ValueError: the fit is malformed (shapes, negative or non-finite numbers).
+    """
+    share, mix = np.asarray(state["share"], np.float64), np.asarray(state["mix"], np.float64)
+    if share.ndim != 1 or mix.ndim != 2 or mix.shape[0] != share.size or not (
+            np.isfinite(share).all() and np.isfinite(mix).all()):
+        raise ValueError(f"a segment fit needs share [K] and mix [K, C], got {share.shape} and {mix.shape}")
+    return MixtureFit(share, mix, float("nan"), 0).model(width)
+
+
 class SegmentLearner:
     """Learns the segment model from the contexts a bidder sees, per journey key.
 
     Counts each key's requests per context (as the state store's profile does), gives each
     request the posterior of its key's counts under the current model (the prior alone until
     the first fit), and refits on :meth:`refit` (once per simulated day in the harness): the
-    first fit with at least ``min_people`` people chooses K by BIC, later ones start from the
-    previous fit.
+    schedule is :meth:`maybe_refit`'s.
 
     :param width: the agent's segment columns (K ≤ width). :param contexts: C.
     """
@@ -171,8 +201,28 @@ class SegmentLearner:
         self.width, self.contexts, self.seed, self.min_people = width, contexts, seed, min_people
         self.fit: MixtureFit | None = None
         self.bics: dict[int, float] = {}
-        self.model = SegmentModel(np.full((contexts, width), 1.0 / width), np.full(width, 1.0 / width))
+        self.model = SegmentModel.uniform(contexts, width)
         self._counts = np.zeros((0, contexts), np.int32)
+
+    def count(self, key: np.ndarray, context: np.ndarray) -> None:
+        """Count requests (keys are row numbers >= 0; contexts outside ``[0, C)`` are ignored)."""
+        key, ctx = np.asarray(key, np.int64), np.asarray(context, np.int64)
+        if not len(key):
+            return
+        if int(key.max()) >= len(self._counts):
+            grown = np.zeros((max(int(key.max()) + 1, 2 * len(self._counts)), self.contexts), np.int32)
+            grown[:len(self._counts)] = self._counts
+            self._counts = grown
+        ok = (ctx >= 0) & (ctx < self.contexts)
+        np.add.at(self._counts, (key[ok], ctx[ok]), 1)
+
+    def set_counts(self, key: int, counts: np.ndarray) -> None:
+        """Replace key ``key``'s counts (a service learner reads them whole from the decision log)."""
+        if key >= len(self._counts):
+            grown = np.zeros((max(key + 1, 2 * len(self._counts)), self.contexts), np.int32)
+            grown[:len(self._counts)] = self._counts
+            self._counts = grown
+        self._counts[key] = np.rint(counts)
 
     def posterior(self, key: np.ndarray, context: np.ndarray) -> np.ndarray:
         """float [B, width]: each key's posterior over its earlier requests and this one; then
@@ -181,14 +231,12 @@ class SegmentLearner:
         key, ctx = np.asarray(key, np.int64), np.asarray(context, np.int64)
         if not len(key):
             return np.zeros((0, self.width))
-        if int(key.max()) >= len(self._counts):
-            grown = np.zeros((max(int(key.max()) + 1, 2 * len(self._counts)), self.contexts), np.int32)
-            grown[:len(self._counts)] = self._counts
-            self._counts = grown
+        counts = np.zeros((len(key), self.contexts))
+        known = key < len(self._counts)
+        counts[known] = self._counts[key[known]]
         ok = (ctx >= 0) & (ctx < self.contexts)
-        counts = self._counts[key].astype(np.float64)
         counts[np.flatnonzero(ok), ctx[ok]] += 1.0
-        np.add.at(self._counts, (key[ok], ctx[ok]), 1)
+        self.count(key, ctx)
         return self.model.posterior(counts)
 
     def state(self) -> dict[str, object] | None:
@@ -211,14 +259,31 @@ class SegmentLearner:
         self.bics = {int(k): float(v) for k, v in bics.items()}
         self.model = self.fit.model(self.width)
 
+    @property
+    def people(self) -> int:
+        """Keys with at least one request counted."""
+        return int((self._counts.sum(axis=1) > 0).sum())
+
+    def maybe_refit(self, period_ended: bool) -> MixtureFit | None:
+        """The refit schedule: a first fit as soon as ``min_people`` people were seen (K then is
+        often too small: few requests per person), then one at the end of every period. The new
+        fit, or None when none was made."""
+        if period_ended or (self.fit is None and self.people >= self.min_people):
+            return self.refit()
+        return None
+
     def refit(self) -> MixtureFit | None:
-        """Refit on every key's counts so far; None while too few people have been seen."""
+        """Refit on every key's counts so far (None while fewer than ``min_people`` people were
+        seen): K is chosen again by BIC among fresh fits and the previous fit refitted from where
+        it was, and the winner's segments are matched to the previous labels."""
         people = self._counts[self._counts.sum(axis=1) > 0]
-        if self.fit is None:
-            if len(people) < self.min_people:
-                return None
-            self.fit, self.bics = select_k(people, min(self.width, 8), seed=self.seed)
-        else:
-            self.fit = fit_mixture(people, self.fit.k, start=self.fit)
+        if len(people) < self.min_people:
+            return None
+        best, self.bics = select_k(people, min(self.width, 8), seed=self.seed)
+        if self.fit is not None:
+            warm = fit_mixture(people, self.fit.k, start=self.fit)
+            self.bics[warm.k] = min(self.bics[warm.k], warm.bic)
+            best = warm if warm.bic <= best.bic else aligned(best, self.fit)
+        self.fit = best
         self.model = self.fit.model(self.width)
         return self.fit

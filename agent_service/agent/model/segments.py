@@ -58,6 +58,11 @@ class SegmentModel:
         return self.table.shape[1]
 
     @classmethod
+    def uniform(cls, contexts: int, segments: int) -> SegmentModel:
+        """No information: every posterior is the uniform prior."""
+        return cls(np.full((contexts, segments), 1.0 / segments), np.full(segments, 1.0 / segments))
+
+    @classmethod
     def hashed_contexts(cls, contexts: int, segments: int, signal: float = 0.5) -> SegmentModel:
         """The service's stand-in until the discovery engine publishes a model: context bucket
         ``c`` points at segment ``c mod K`` with probability ``signal`` above uniform."""

@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from agent_service.agent.model.opportunity import CONTEXT_BUCKETS
 from agent_service.agent.model.stats import CampaignStats
 from agent_service.config import CHANNELS
 from agent_service.contracts.events import Touch
@@ -53,7 +54,7 @@ _DAY_MS = 24 * _HOUR_MS
 _WINDOW_H = 336.0  # the 14-day attribution window, hours
 _HALF_LIFE_H = 168.0  # time-decay attribution half-life (Google Ads: 7 days)
 STAGES = ("awareness", "consideration", "decision")
-LOG_COLUMNS = ("slot_action_prob", "person_key")
+LOG_COLUMNS = ("slot_action_prob", "person_key", *(f"context_count_{i}" for i in range(CONTEXT_BUCKETS)))
 PERSON_KEY_MOD = 2**24
 """Person keys are logged modulo this (exact in float32)."""
 N_PACING = 9
@@ -159,6 +160,8 @@ class StateSpec:
             # -- log columns (not fed to the networks)
             ("slot_action_prob", "LOG: probability of the slot's bid-multiplier action (splits the propensity)"),
             ("person_key", "LOG: hash of the person, < 2^24 (the journey id GAE groups decisions by)"),
+            *((f"context_count_{i}", f"LOG: the person's requests in context bucket {i}, this one included (the "
+                                     "learner fits the segment model on them)") for i in range(CONTEXT_BUCKETS)),
         ]
         return tuple(groups)
 
@@ -270,6 +273,9 @@ class OpportunityArrays(NamedTuple):
     (None: this request alone)."""
     recent_search: np.ndarray | None = None
     """float [B] the same sum over the requests that offered paid search."""
+    context_counts: np.ndarray | None = None
+    """float [B, CONTEXT_BUCKETS] the person's requests per context bucket, this one included
+    (logged only; None: not kept)."""
 
 
 class PacingInputs(NamedTuple):
@@ -431,6 +437,8 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     out[rows, ix["ab_variant_0"] + arm] = 1.0
     out[:, ix["ab_lift"]] = np.minimum(1.0, d.ab_lift[arm] / 2)
     out[:, ix["person_key"]] = np.asarray(opp.person_key, np.int64) % PERSON_KEY_MOD
+    if opp.context_counts is not None:
+        out[:, ix["context_count_0"]:ix["context_count_0"] + CONTEXT_BUCKETS] = opp.context_counts
     # touch sequence (TOUCH_FEATURES)
     touches = np.zeros((B, L, len(TOUCH_FEATURES)), np.float32)
     norm = math.log1p(_WINDOW_H)

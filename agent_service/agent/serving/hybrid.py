@@ -33,6 +33,9 @@ from agent_service.agent.learning.dqn import epsilon_greedy
 from agent_service.agent.learning.ppo import creative_bonus
 from agent_service.agent.model.conversion import ConversionEstimate
 from agent_service.agent.model.networks import BidQNet, HybridNet
+from agent_service.agent.model.opportunity import CONTEXT_BUCKETS
+from agent_service.agent.model.segment_em import segment_model_of
+from agent_service.agent.model.segments import SegmentModel
 from agent_service.agent.model.state import CampaignStats, StateBatch, StateSpec
 from agent_service.config.agent import HybridConfig
 from agent_service.delay.model import DelayedConversionModel
@@ -105,6 +108,8 @@ class PreparedVersion(NamedTuple):
     conv: ConversionEstimate
     stats: CampaignStats
     dqn_eps: float
+    segments: SegmentModel | None = None
+    """The segment model published with the weights (None: the version has none; the one served stays)."""
 
 
 class HybridAgent:
@@ -132,6 +137,9 @@ class HybridAgent:
                                    segments=spec.segments)
         self.version = 0
         self.dqn_eps = cfg.dqn.eps_start
+        self.segment_model = SegmentModel.uniform(CONTEXT_BUCKETS, spec.segments)
+        """``P(segment | context)`` the service's decisions use: no information until the learner
+        publishes a fitted model with a version (``agent/model/segment_em.py``)."""
         self.z_base = cfg.dqn.z_init
         """The dual-paced level of the log multiplier."""
         self.z = cfg.dqn.z_init
@@ -175,8 +183,16 @@ class HybridAgent:
         model = DelayedConversionModel(n_conv_features(self.spec), self.cfg.delay_config())
         model.load_state_dict(state["conv"]["model"])
         conv = self._conv_estimate(model, float(state["conv"]["matured"]))
+        fit = state.get("segments")
+        try:
+            segments = None if fit is None else segment_model_of(fit, self.spec.segments)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"model version {version} has a malformed segment model: {exc}") from exc
+        if segments is not None and segments.contexts != CONTEXT_BUCKETS:
+            raise ModelError(f"model version {version} has a segment model of {segments.contexts} contexts, "
+                             f"serving {CONTEXT_BUCKETS}")
         return PreparedVersion(version, net, q, conv, CampaignStats.from_state(state["stats"]),
-                               float(state.get("dqn_eps", self.dqn_eps)))
+                               float(state.get("dqn_eps", self.dqn_eps)), segments)
 
     def adopt(self, prepared: PreparedVersion) -> bool:
         """Serve a prepared version if it is newer than the one served; True if swapped."""
@@ -184,6 +200,8 @@ class HybridAgent:
             return False
         self.net, self.q, self.conv, self.stats = prepared.net, prepared.q, prepared.conv, prepared.stats  # one swap each
         self.dqn_eps = prepared.dqn_eps
+        if prepared.segments is not None:
+            self.segment_model = prepared.segments
         self.version = prepared.version
         return True
 

@@ -12,12 +12,11 @@ in the last slot, bids made, the competition statistics the learner publishes). 
 process keeps its own ``z``; the budget itself is enforced by the store's atomic reservations.
 
 The segment group of the state is the person's posterior accumulated over the contexts of all
-their requests (the store's context profile plus this request; ``agent.segment_profile``). Until
-the discovery engine publishes a segment model for the service, a stand-in maps context bucket
-``c`` to segment ``c mod K`` (``SegmentModel.hashed_contexts``); with ``segment_profile`` off,
-the request's bucket alone, one-hot. The person's recent activity (time-weighted requests and
-the share offering paid search: people search more deeper in a journey) comes from the same
-profile.
+their requests (the store's context profile plus this request; ``agent.segment_profile``; off:
+the request's bucket alone) under the segment model the learner fitted on the traffic's
+context counts and published with the weights (``agent/model/segment_em.py``) — uniform, no
+information, until the first fit. The person's recent activity (time-weighted requests and the
+share offering paid search: people search more deeper in a journey) comes from the same profile.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from agent_service.agent.model.opportunity import CONTEXT_BUCKETS, Opportunity, context_bucket
-from agent_service.agent.model.segments import SegmentModel, counts_matrix
+from agent_service.agent.model.segments import counts_matrix
 from agent_service.agent.model.state import (
     OpportunityArrays,
     PacingInputs,
@@ -80,7 +79,6 @@ class AgentServer:
         self.agent.warmup()
         self.budget_usd = budget_usd
         self.plan = SpendPlan(hybrid.slots_per_period)
-        self.segment_model = SegmentModel.hashed_contexts(CONTEXT_BUCKETS, self.spec.segments)
         self._slot: tuple[int, int] | None = None
         self._slot_spent0 = 0.0
         self._out = SlotOutcome()
@@ -150,12 +148,9 @@ class AgentServer:
         mask[~mask.any(1), 2] = True
         floor = np.array([o.floor_cpm_usd for o in opps], np.float64)
         bucket = np.array([context_bucket(o.context) for o in opps], np.int64)
-        if self.cfg.segment_profile:
-            seg = self.segment_model.posterior(
-                counts_matrix([c.contexts for c in ctxs], bucket, self.segment_model.contexts))
-        else:
-            seg = np.zeros((B, spec.segments))
-            seg[np.arange(B), bucket % spec.segments] = 1.0
+        segments = self.agent.segment_model  # published with the weights: every bidder uses the same
+        counts = counts_matrix([c.contexts for c in ctxs], bucket, CONTEXT_BUCKETS)  # logged: the learner fits on them
+        seg = segments.posterior(counts if self.cfg.segment_profile else counts_matrix([()] * B, bucket, CONTEXT_BUCKETS))
         # the person's recent activity with this request (the store counts it when it is stored)
         search = mask[:, 1].copy()  # paid search offered
         activity = np.array([c.activity.add(o.event_time, bool(s))[:2]
@@ -164,7 +159,7 @@ class AgentServer:
             t, devclass, mask, floor, seg, np.array([c.identity.confidence for c in ctxs]),
             np.array([c.identity.device_count for c in ctxs]),
             np.array([ab_variant(c.identity.person_id, spec.ab_variants) for c in ctxs]), np.zeros(B),
-            np.array([person_key(c.identity.person_id) for c in ctxs]), activity[:, 0], activity[:, 1])
+            np.array([person_key(c.identity.person_id) for c in ctxs]), activity[:, 0], activity[:, 1], counts)
         window = int(self.cfg.window_days * DAY_MS)
         journeys = [[x for x in c.journey if o.event_time - window <= x.event_time <= o.event_time]
                     for o, c in zip(opps, ctxs, strict=True)]
