@@ -53,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="bidder processes sharing the HTTP port (SO_REUSEPORT) and one budget in Redis; worker k "
                         "also serves /metrics on HTTP port + 1 + k (default 1)")
-    p.add_argument("--shadow", action="store_true", help="decide and log only, never bid")
+    p.add_argument("--shadow", action="store_true",
+                   help="decide and log only, never bid; isolated from the live service (own Redis keys, consumer "
+                        "group and <topic>.shadow outputs; no budget, no learner, no sink: runtime/shadow.py)")
     p.add_argument("--no-learner", action="store_true", help="drop the learner role (same as leaving it out of --roles)")
     p.add_argument("--creatives", type=int, default=12, help="creative variants to choose from (default 12)")
     p.add_argument("--warehouse", choices=("duckdb", "bigquery", "off"), default=None,

@@ -192,7 +192,12 @@ class ServeConfig:
     campaign: str = "default"
     """Campaign whose budget ledger this service spends."""
     shadow: bool = False
-    """Shadow mode: decide and log, never bid."""
+    """Shadow mode: decide and log, never bid, isolated from the live service (its own keys,
+    consumer group and output topics; no budget, no weights: ``runtime/shadow.py``)."""
+    shadow_learn: bool = False
+    """A shadow instance also runs its learner, publishing to a lineage of its own (never the live one)."""
+    key_prefix: str = "gaelp:"
+    """Prefix of the state store's Redis keys (a shadow instance adds ``shadow:``)."""
     session_timeout_s: float = 10.0
     """Kafka consumer session timeout (tests use 2 s: tansu joins take half of it)."""
     model_dir: str = "runs/models"
@@ -255,6 +260,7 @@ class ServeConfig:
         _require(not self.registry_url or self.registry_url.startswith(("redis://", "rediss://", "unix://")),
                  "serve.registry_url", "expected redis://HOST:PORT/DB (or empty: serve.redis)")
         _require(bool(self.registry_prefix), "serve.registry_prefix", "must not be empty")
+        _require(bool(self.key_prefix), "serve.key_prefix", "must not be empty")
         _require(0 < self.model_poll_s <= 5, "serve.model_poll_s", "must be in (0, 5] s (a new version within a second)")
 
 

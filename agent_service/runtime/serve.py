@@ -56,6 +56,7 @@ from agent_service.pipeline.records import publish_result
 from agent_service.runtime.assembly import Service, build_service
 from agent_service.runtime.learner_service import LearnerService, learner_backend, model_registry
 from agent_service.runtime.model_watch import ModelWatcher
+from agent_service.runtime.shadow import shadow_config, shadow_roles
 from agent_service.runtime.warehouse_sink import WarehouseSink, run_sink, start_sink, stop_sink
 from stream_apps.topology import build_app
 
@@ -89,11 +90,15 @@ class ServeRuntime:
         unknown = set(roles) - set(ROLES)
         if unknown or not roles:
             raise ConfigError("--roles", f"expected some of {', '.join(ROLES)}, got {sorted(roles)}")
+        cfg = shadow_config(cfg)  # a shadow gets its own keys, group and output topics
+        roles = shadow_roles(cfg, roles)
+        if not roles:
+            raise ConfigError("--roles", "nothing left to run in shadow mode (no learner, no sink)")
         self.cfg, self.creatives, self.roles = cfg, creatives, frozenset(roles)
         self.reuse_port, self.metrics_port = reuse_port, metrics_port
         self.metrics = Metrics()
         self.bus = KafkaBus(cfg.serve.kafka, session_timeout_s=cfg.serve.session_timeout_s)
-        self.store = RedisStore(cfg.serve.redis)
+        self.store = RedisStore(cfg.serve.redis, prefix=cfg.serve.key_prefix)
         self.registry = model_registry(cfg)
         model_dir = Path(cfg.serve.model_dir)
         # With the Redis registry the rollback bookkeeping stays with the process that rolls back.

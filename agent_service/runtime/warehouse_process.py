@@ -22,7 +22,7 @@ async def run_warehouse_forever(cfg: GaelpConfig) -> None:
         raise ConfigError("warehouse.backend", "is 'off': nothing to run (choose duckdb or bigquery)")
     ids = Pseudonymizer.from_env(required=True)
     bus = KafkaBus(cfg.serve.kafka, session_timeout_s=cfg.serve.session_timeout_s)
-    store = RedisStore(cfg.serve.redis)
+    store = RedisStore(cfg.serve.redis, prefix=cfg.serve.key_prefix)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
