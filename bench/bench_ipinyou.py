@@ -7,7 +7,13 @@ and agent (GAELP's learned bid multiplier; trained agents are cached under --cac
 95% bootstrap interval over episodes, and as the LAST line one JSON object with every number,
 the published references and the timings.
 
-    .venv/bin/python bench/bench_ipinyou.py [--data DIR] [--seed 0] [--retrain] [--feedback full]
+The agent learns from won auctions only (``--feedback won``, the default: a lost auction reveals
+neither the click nor the price, only that the price was above the bid); ``--feedback full`` is
+a reference that no real bidder has. Every run is appended to ``bench/ledgers/ipinyou-2997.jsonl``
+with the commit and the configuration's hash (``agent_service/lab/ledger.py``): the test log is
+never used to choose anything, and the ledger shows every run on it.
+
+    .venv/bin/python bench/bench_ipinyou.py [--data DIR] [--seed 0] [--retrain] [--feedback won]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent_service.lab import ledger
 from agent_service.lab.ipinyou.runner import POLICIES, TableCache, format_table, paired_bootstrap, run_policy
 from simulators.ipinyou.config import C0_VALUES, PUBLISHED_2997, default_data_dir
 from simulators.ipinyou.data import load_info, load_log
@@ -42,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(default_data_dir()), help="folder with test.theta.txt and info.json")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic episodes and the DQN")
-    parser.add_argument("--feedback", choices=("full", "won"), default="full",
-                        help="what the agent learns after an auction (default full)")
+    parser.add_argument("--feedback", choices=("full", "won"), default="won",
+                        help="what the agent learns after an auction (default won; full is a reference)")
     parser.add_argument("--cache", default=str(ROOT / "runs" / "ipinyou"), help="trained-agent cache")
     parser.add_argument("--retrain", action="store_true", help="train the agent from scratch")
     parser.add_argument("--c0", type=float, nargs="*", default=list(C0_VALUES), help="budget ratios")
@@ -51,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2],
                         help="more agent seeds at c0=1/32 (all are reported, with the median)")
     parser.add_argument("--no-won-check", action="store_true",
-                        help="skip the agent at c0=1/32 with won-only feedback")
+                        help="skip the reference run of the agent at c0=1/32 with the other feedback mode")
+    parser.add_argument("--ledger", default=str(ROOT / "bench" / "ledgers" / "ipinyou-2997.jsonl"),
+                        help="where every run on the test log is appended")
     args = parser.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -99,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             extra_rows.append(r)
             clicks[seed] = r["clicks"]
         if not args.no_won_check:
-            r = run_policy("agent", log, info, 1 / 32, seed=args.seed, feedback="won",
+            other = "full" if args.feedback == "won" else "won"
+            r = run_policy("agent", log, info, 1 / 32, seed=args.seed, feedback=other,
                            cache_dir=Path(args.cache), retrain=args.retrain, tables=tables)
-            r["policy"] = "agent won"
+            r["policy"] = f"agent {other}"
             extra_rows.append(r)
-            seeds["won_feedback_clicks"] = r["clicks"]
+            seeds[f"{other}_feedback_clicks"] = r["clicks"]
         rows.extend(extra_rows)
         known = [c for c in clicks.values() if c is not None]
         seeds.update({"c0": 1 / 32, "clicks_by_seed": {str(k): v for k, v in clicks.items()},
@@ -117,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agent - rlb at c0={c0}: {d['diff']:+.0f} clicks (95% paired bootstrap over episodes "
               f"{d['lo']:+.0f} .. {d['hi']:+.0f})")
     if seeds:
-        print(f"agent at c0=1/32 by seed: {seeds['clicks_by_seed']} (median {seeds['median']}); "
-              f"won-only feedback: {seeds.get('won_feedback_clicks')}")
+        print(f"agent at c0=1/32 by seed ({args.feedback} feedback): {seeds['clicks_by_seed']} (median "
+              f"{seeds['median']}); reference with the other feedback: "
+              f"{seeds.get('full_feedback_clicks', seeds.get('won_feedback_clicks'))}")
     for c0, t in training.items():
         print(f"agent training c0={c0}: {t['train_seconds']:.1f}s, {t['train_transitions']} transitions, "
               f"{t['train_transitions_per_s']:.0f} transitions/s (cached: {t['from_cache']}); online "
@@ -134,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         "agent_training": training,
         "timings": {"dp_seconds": dp_seconds, "total_seconds": round(time.perf_counter() - t_start, 1)},
     }
+    config = {**out["protocol"], "c0": args.c0, "policies": args.policies, "extra_seeds": args.extra_seeds,
+              "retrain": args.retrain, "data": Path(args.data).name}
+    entry = ledger.append(Path(args.ledger), ROOT, config, {
+        "clicks": {p: {c: r["clicks"] for c, r in by_c0.items()} for p, by_c0 in results.items()},
+        "agent_seeds_c0_1_32": seeds})
+    out["ledger"] = {"file": str(Path(args.ledger).relative_to(ROOT)) if Path(args.ledger).is_relative_to(ROOT)
+                     else args.ledger, "commit": entry["commit"], "config_hash": entry["config_hash"]}
     print(json.dumps(out, default=float))
     return 0
 

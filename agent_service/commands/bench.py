@@ -61,8 +61,8 @@ def _add_ipinyou(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--bid", type=int, default=None, help="the constant bid of --policy const")
     p.add_argument("--feedback", choices=("full", "won"), default=None,
-                   help="what the agent learns after an auction: full (click and price of every "
-                        "auction) or won (only for won ones) (default full)")
+                   help="what the agent learns after an auction: won (click and price of won auctions "
+                        "only, as a real bidder; the default) or full (of every auction: a reference only)")
     p.add_argument("--cache", metavar="DIR", default="runs/ipinyou",
                    help="where trained agents are cached (default runs/ipinyou)")
     p.add_argument("--retrain", action="store_true", help="train the agent from scratch, ignoring the cache")

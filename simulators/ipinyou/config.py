@@ -52,10 +52,10 @@ class IPinYouConfig:
     """Budget ratio: per-episode budget B = int(CPM_train * c0 * N)."""
     max_bid: int = 300
     """Highest bid allowed (the market price never exceeds it in this data)."""
-    feedback: str = "full"
-    """What a bidder learns after each auction: ``full`` (click and market price of every
-    auction, as the log has them) or ``won`` (click and price only for won auctions; a lost
-    auction only says the price was above the bid)."""
+    feedback: str = "won"
+    """What a bidder learns after each auction: ``won`` (click and price only for won auctions; a
+    lost auction only says the price was above the bid — what a real bidder sees, the default) or
+    ``full`` (click and market price of every auction, as the log has them: a reference only)."""
 
     def __post_init__(self) -> None:
         if self.episode_length <= 0:

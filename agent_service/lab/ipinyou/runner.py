@@ -68,7 +68,7 @@ def _summary(policy: str, c0: float, res: ReplayResult, seconds: float, **extra:
 
 
 def run_policy(policy: str, log: AuctionLog, info: CampaignInfo, c0: float, *, seed: int = 0,
-               episode_length: int = 1000, max_bid: int = 300, feedback: str = "full",
+               episode_length: int = 1000, max_bid: int = 300, feedback: str = "won",
                const_bid: int | None = None, cache_dir: Path | None = None, retrain: bool = False,
                tables: TableCache | None = None, agent_overrides: dict[str, Any] | None = None,
                ) -> dict[str, Any]:
