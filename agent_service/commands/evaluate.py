@@ -74,8 +74,12 @@ def run(args: argparse.Namespace) -> int:
     write(report, args.out)
     print(summary_table(report))
     pol = report["policies"]
-    head = {name: {"value": e["value"], "fraction_of_optimum": e["fraction_of_optimum"], "regret": e["regret"]}
+    head = {name: {k: e[k] for k in ("value", "of_best_clairvoyant", "of_upper_bound", "regret")}
             for name, e in pol.items()}
-    print(json.dumps({"hindsight_optimum": report["hindsight_optimum"], "policies": head,
+    print(json.dumps({"upper_bound_usd": report["upper_bound"]["mean"],
+                      "best_clairvoyant_usd": report["best_clairvoyant"]["mean"],
+                      "values_usd": {name: e["value"]["mean"] for name, e in pol.items()},
+                      "upper_bound": report["upper_bound"], "best_clairvoyant": report["best_clairvoyant"],
+                      "myopic_lp": report["myopic_lp"], "policies": head,
                       "paired_vs_gaelp": report["paired_vs_gaelp"]}))
     return 0

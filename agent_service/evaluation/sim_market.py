@@ -24,7 +24,7 @@ from simulators.batches import Actions, EngineConfig, concat
 from simulators.batches import Opportunities as SimOpps
 from simulators.calibration import Calibration, load_calibration
 from simulators.engine import DAY_MS, HOUR_MS, Engine
-from simulators.hindsight import HindsightResult, episode_options, hindsight_optimum
+from simulators.hindsight import HindsightResult, dual_bound, episode_options, hindsight_optimum
 
 __all__ = ["SimMarket"]
 
@@ -142,6 +142,17 @@ class SimMarket:
         return self._pending.due(t1)
 
     # ---------------------------------------------------------------- evaluation
+    def hindsight_bound(self, day: int, mode: str = "upper") -> float:
+        """The LP value of a recorded day by its Lagrangian dual (``simulators.hindsight.dual_bound``):
+        in ``upper`` mode no policy can win more expected value on these opportunities."""
+        opps = concat(self.days[day])
+        return dual_bound(episode_options(self.engine, opps, mode=mode), int(round(self.budget_usd * 1e6)),
+                          organic_cap=self.engine.organic_cap)
+
+    def upper_bound(self, day: int) -> float:
+        """USD no policy can win in expectation on this run's opportunities of ``day``."""
+        return self.hindsight_bound(day, "upper")
+
     def hindsight(self, day: int, mode: str = "myopic") -> HindsightResult:
         """The hindsight optimum of a recorded day with this campaign's budget (``simulators.hindsight``)."""
         opps = concat(self.days[day])

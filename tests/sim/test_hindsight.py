@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from simulators.batches import EngineConfig
 from simulators.calibration import load_calibration
 from simulators.engine import DAY_MS, Engine
-from simulators.hindsight import Options, episode_options, hindsight_optimum, knapsack_exact
+from simulators.hindsight import Options, dual_bound, episode_options, hindsight_optimum, knapsack_exact
 from tests.sim.helpers import actions
 
 
@@ -91,3 +91,32 @@ def test_upper_mode_bounds_what_a_policy_won_on_the_same_episode() -> None:
     assert upper.lp_value >= won
     assert upper.lp_value >= myopic.lp_value > 0
     assert myopic.spend_micros <= spent
+
+
+@given(st.integers(1, 30), st.integers(0, 60), st.integers(0, 3), st.booleans(), st.integers(0, 2**32 - 1))
+@settings(max_examples=80, deadline=None)
+def test_the_dual_bound_is_never_under_the_lp_and_meets_it(n: int, budget: int, cap: int, organic: bool,
+                                                          seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 20, size=(n, 3)).astype(float).tolist()
+    costs = rng.integers(0 if organic else 1, 15, size=(n, 3)).tolist()
+    if organic:
+        for c in costs:
+            c[0] = 0  # organic is free
+    opts = _opts(values, costs, organic=organic)
+    opts = opts._replace(day=rng.integers(0, 2, size=n))  # two budget periods
+    oc = cap if organic else None
+    lp = hindsight_optimum(opts, budget, organic_cap=oc).lp_value
+    bound = dual_bound(opts, budget, organic_cap=oc)
+    assert bound >= lp - 1e-6  # weak duality: never under the LP (so never under any allocation)
+    assert bound <= lp + 1e-3 * max(1.0, lp)  # and tight: the dual of an LP meets it
+
+
+def test_the_dual_bound_equals_the_lp_on_a_simulated_day() -> None:
+    e = Engine(load_calibration(), EngineConfig(persons=500, opportunities_per_day=1_500, seed=4))
+    t0 = e.cfg.start_ms
+    opps = e.sample(0, t0, t0 + DAY_MS)
+    for mode in ("myopic", "upper"):
+        opts = episode_options(e, opps, mode)
+        lp = hindsight_optimum(opts, 2_000_000, e.organic_cap).lp_value
+        assert dual_bound(opts, 2_000_000, e.organic_cap) == pytest.approx(lp, rel=1e-4)
