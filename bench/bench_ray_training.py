@@ -253,7 +253,9 @@ async def _experience(cfg: GaelpConfig, n: int) -> list[tuple[bytes, bytes]]:
 
 
 def latency(args: argparse.Namespace) -> dict[str, Any]:
-    from bench_serve import _paced, _wait_http
+    from bench_serve import _paced, _wait_http, ensure_wrk
+
+    ensure_wrk()
 
     from agent_service.adapters.kafka_bus import KafkaBus
 

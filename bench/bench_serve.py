@@ -101,6 +101,17 @@ def _wrk(port: int, seconds: float, connections: int, delay_ms: float | None, wo
     return r
 
 
+def ensure_wrk() -> bool:
+    """Install wrk (Debian package) when missing; True if it was installed now."""
+    if shutil.which("wrk") is not None:
+        return False
+    print("bench: installing wrk (apt-get install wrk)", file=sys.stderr)
+    if subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)  # a fresh machine's lists
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+    return True
+
+
 def _bare_server(port: int) -> None:
     """A bare aiohttp app: parse the request like the service does, answer a fixed response."""
     from aiohttp import web
@@ -230,11 +241,7 @@ def main() -> None:
     if args.bare_server is not None:
         _bare_server(args.bare_server)
         return
-    installed = []
-    if shutil.which("wrk") is None:
-        print("bench_serve: installing wrk (apt-get install wrk)", file=sys.stderr)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
-        installed.append("wrk")
+    installed = ["wrk"] if ensure_wrk() else []
     workdir = Path(tempfile.mkdtemp(prefix="gaelp-bench-serve-"))
     prefix = f"bench{os.getpid()}"
     config = workdir / "gaelp.toml"

@@ -163,7 +163,11 @@ class _Runner:
         torch.set_num_threads(1)
         self.index, self.shard = index, shard
         self.market = shard.market(cfg.hybrid.segments)
-        self.agent = HybridCampaign(self.market.creatives, cfg.hybrid, cfg.reward, seed=shard.seed)
+        # A runner sees 1/n of the traffic: it updates n times as often (on 1/n of the new decisions) so
+        # that the runners together take as many gradient steps a day as one learner on the whole market;
+        # the daily average then pools them (else 16 runners made 1/16 of the steps: undertrained).
+        hybrid = cfg.replace("hybrid", update_every=max(1, cfg.hybrid.update_every // shard.n)).hybrid
+        self.agent = HybridCampaign(self.market.creatives, hybrid, cfg.reward, seed=shard.seed)
         if start is not None:
             load_weights(self.agent, start)
 
