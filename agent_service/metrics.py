@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from agent_service.units import DAY_S
+
 __all__ = ["Metrics", "NAMES"]
 
 NAMES = {
@@ -57,7 +59,7 @@ NAMES = {
 }
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-_DAY_BUCKETS = tuple(d * 86_400.0 for d in (0.5, 1, 2, 3, 5, 7, 10, 14, 21))
+_DAY_BUCKETS = tuple(d * float(DAY_S) for d in (0.5, 1, 2, 3, 5, 7, 10, 14, 21))
 
 
 class Metrics:

@@ -115,7 +115,7 @@ async def test_probabilistic_links_merge_only_above_threshold(make_graph) -> Non
 
 
 async def test_confidence_is_best_product_of_scores_to_the_root(make_graph) -> None:
-    g = await make_graph()
+    g = await make_graph(merge_threshold=0.8)
     await g.add_links([login("l1", "d1", "u"), match("p1", "d1", "d2", 0.9), match("p2", "d2", "d3", 0.9),
                        match("p3", "d1", "d3", 0.85)])
     res = await g.resolve_many(["d1", "d2", "d3"])
@@ -245,7 +245,7 @@ async def test_adapters_agree_on_a_random_history(redis_url) -> None:
 
 async def test_synthetic_world_scores_reasonably() -> None:
     world = generate_identity_world(400, seed=3)
-    g = InMemoryIdentityGraph()
+    g = InMemoryIdentityGraph(IdentityConfig(merge_threshold=0.8))  # the world's matcher scores are calibrated for it
     await g.add_links(world.links)
     score = evaluate_identity(await g.assignments(), world.truth)
     assert score.precision > 0.6 and score.recall > 0.4

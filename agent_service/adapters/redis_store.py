@@ -85,10 +85,10 @@ from agent_service.ports.store import (
     ResultEffect,
     check_drafts,
 )
+from agent_service.units import DAY_S
 
 __all__ = ["RedisStore"]
 
-_DAY_S = 86_400
 _CHUNK = 50
 """Items per batched write script call."""
 _CONTEXT_CHUNK = 1_000
@@ -138,8 +138,8 @@ class RedisStore:
     :param max_connections: connection pool size (callers beyond it wait).
     """
 
-    def __init__(self, url: str, prefix: str = "gaelp:", identity_ttl_s: int = 90 * _DAY_S,
-                 retention_s: int = 16 * _DAY_S, max_connections: int = 32) -> None:
+    def __init__(self, url: str, prefix: str = "gaelp:", identity_ttl_s: int = 90 * DAY_S,
+                 retention_s: int = 16 * DAY_S, max_connections: int = 32) -> None:
         self._url = url
         self._max_connections = max_connections
         self._p = prefix
@@ -347,7 +347,7 @@ class RedisStore:
         if amount_micros < 0:
             raise BudgetError(f"reservation must be >= 0 micros, got {amount_micros}")
         ok = await self._run("RESERVE", self._ledger_keys(campaign, period),
-                             [reservation_id, int(amount_micros), 3 * _DAY_S])
+                             [reservation_id, int(amount_micros), 3 * DAY_S])
         return bool(ok)
 
     async def reserve_and_put(self, campaign: str, drafts: Sequence[DecisionDraft], ttl_s: int) -> list[Decision]:
@@ -357,7 +357,7 @@ class RedisStore:
             by_period.setdefault(d.period, []).append(k)
         calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
         for period, ks in by_period.items():
-            args: list[Any] = [ttl_s, 3 * _DAY_S, ACTIVITY_HALF_LIFE_MS]
+            args: list[Any] = [ttl_s, 3 * DAY_S, ACTIVITY_HALF_LIFE_MS]
             for k in ks:
                 d = drafts[k]
                 args += [f"{self._p}dec:{d.decision.id}", d.decision.id, int(d.reserve_micros),
@@ -385,7 +385,7 @@ class RedisStore:
     async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:
         if not items:
             return []
-        args: list[Any] = [3 * _DAY_S]
+        args: list[Any] = [3 * DAY_S]
         for rid, amount in items:
             if amount < 0:
                 raise BudgetError(f"reservation must be >= 0 micros, got {amount}")
@@ -396,7 +396,7 @@ class RedisStore:
         if cost_micros < 0:
             raise BudgetError(f"cost must be >= 0 micros, got {cost_micros}")
         ok = await self._run("SETTLE", self._ledger_keys(campaign, period),
-                             [reservation_id, int(cost_micros), 3 * _DAY_S])
+                             [reservation_id, int(cost_micros), 3 * DAY_S])
         return bool(ok)
 
     # --- journeys --------------------------------------------------------------------------
@@ -420,7 +420,7 @@ class RedisStore:
         # Chunks of _CHUNK results per script call: few commands for the client, and Redis is
         # never blocked by one script for long (the bid path shares it).
         calls: list[tuple[str, list[str], list[Any]]] = []
-        head = [self._p.encode(), str(ttl_s).encode(), str(3 * _DAY_S).encode()]
+        head = [self._p.encode(), str(ttl_s).encode(), str(3 * DAY_S).encode()]
         for k in range(0, len(effects), _CHUNK):
             args = list(head)
             for e in effects[k:k + _CHUNK]:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from agent_service.errors import ConfigError
+from agent_service.units import DAY_MS
 
 __all__ = ["HEURISTIC_MODELS", "MODELS", "AttributionConfig", "canonical_model"]
 
@@ -101,9 +102,9 @@ class AttributionConfig:
     @property
     def window_ms(self) -> int:
         """The lookback window in milliseconds of event time."""
-        return int(self.window_days * 86_400_000)
+        return int(self.window_days * DAY_MS)
 
     @property
     def half_life_ms(self) -> float:
         """The time-decay half-life in milliseconds."""
-        return self.half_life_days * 86_400_000.0
+        return self.half_life_days * float(DAY_MS)

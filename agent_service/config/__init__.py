@@ -22,6 +22,7 @@ from typing import Any
 from agent_service.config.agent import HybridConfig
 from agent_service.errors import ConfigError
 from agent_service.typed_mapping import from_mapping
+from agent_service.units import DAY_MS
 
 __all__ = [
     "BudgetConfig",
@@ -92,7 +93,7 @@ class JoinConfig:
     @property
     def window_ms(self) -> int:
         """The window in milliseconds of event time."""
-        return int(self.window_days * 86_400_000)
+        return int(self.window_days * DAY_MS)
 
 
 @dataclass(frozen=True)

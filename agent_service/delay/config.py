@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from agent_service.errors import ConfigError
+from agent_service.units import DAY_S
 
 __all__ = ["DelayModelConfig"]
 
@@ -59,4 +60,4 @@ class DelayModelConfig:
     @property
     def window_s(self) -> float:
         """The window in seconds."""
-        return self.window_days * 86_400.0
+        return self.window_days * float(DAY_S)

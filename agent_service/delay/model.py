@@ -33,10 +33,10 @@ from scipy.optimize import minimize
 
 from agent_service.delay.config import DelayModelConfig
 from agent_service.errors import ConfigError, ModelError
+from agent_service.units import DAY_S
 
 __all__ = ["DelayedConversionModel"]
 
-_DAY_S = 86_400.0
 _B_MIN, _B_MAX = -12.0, 8.0  # log-rate per day: mean delays from ~3 minutes to ~400 years
 
 
@@ -77,7 +77,7 @@ class DelayedConversionModel:
     def rate_per_s(self, features: np.ndarray) -> Any:
         """Hazard of the exponential delay, per second (mean delay = 1 / rate)."""
         x, single = self._design(features)
-        return _out(np.exp(np.clip(x @ self.v, _B_MIN, _B_MAX)) / _DAY_S, single)
+        return _out(np.exp(np.clip(x @ self.v, _B_MIN, _B_MAX)) / float(DAY_S), single)
 
     def p_convert_by(self, features: np.ndarray, t_s: float | np.ndarray) -> Any:
         """Probability that a touch has converted ``t_s`` seconds after it happened.
@@ -88,7 +88,7 @@ class DelayedConversionModel:
         x, single = self._design(features)
         p = _sigmoid(x @ self.w)
         lam = np.exp(np.clip(x @ self.v, _B_MIN, _B_MAX))
-        t = np.maximum(np.asarray(t_s, dtype=np.float64) / _DAY_S, 0.0)
+        t = np.maximum(np.asarray(t_s, dtype=np.float64) / float(DAY_S), 0.0)
         return _out(p * -np.expm1(-lam * t), single)
 
     def expected_value_pending(self, features: np.ndarray, elapsed_s: float | np.ndarray,
@@ -107,10 +107,10 @@ class DelayedConversionModel:
         x, single = self._design(features)
         p = _sigmoid(x @ self.w)
         lam = np.exp(np.clip(x @ self.v, _B_MIN, _B_MAX))
-        e = np.maximum(np.asarray(elapsed_s, dtype=np.float64) / _DAY_S, 0.0)
+        e = np.maximum(np.asarray(elapsed_s, dtype=np.float64) / float(DAY_S), 0.0)
         surv = np.exp(-lam * e)
         later = surv if horizon_s is None else np.maximum(
-            surv - np.exp(-lam * np.asarray(horizon_s, dtype=np.float64) / _DAY_S), 0.0)
+            surv - np.exp(-lam * np.asarray(horizon_s, dtype=np.float64) / float(DAY_S)), 0.0)
         return _out(p * later / (1.0 - p + p * surv), single)
 
     # ------------------------------------------------------------------------------------
@@ -194,8 +194,8 @@ class DelayedConversionModel:
                delay_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         x, _ = self._design(features)
         y = np.asarray(converted, dtype=bool)
-        e = np.asarray(elapsed_s, dtype=np.float64) / _DAY_S
-        d = np.asarray(delay_s, dtype=np.float64) / _DAY_S
+        e = np.asarray(elapsed_s, dtype=np.float64) / float(DAY_S)
+        d = np.asarray(delay_s, dtype=np.float64) / float(DAY_S)
         if not (y.shape == e.shape == d.shape == (x.shape[0],)):
             raise ModelError("features, elapsed_s, converted and delay_s must have the same length")
         if (e < 0).any() or not np.isfinite(e).all():

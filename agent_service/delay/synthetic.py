@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent_service.units import DAY_MS
+
 __all__ = ["DelayedStream", "delayed_feedback_stream"]
 
-_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,6 @@ def delayed_feedback_stream(n: int, days: float, seed: int = 0, *, n_features: i
         delay_days = np.exp(rng.normal(np.log(0.6) + 0.3 * (x @ v), 1.4))
     else:
         raise ValueError(f"unknown delay family {delay!r}")
-    t = np.sort(rng.uniform(0, days * _DAY_MS, size=n)).astype(np.int64)
-    d = np.where(converts, (delay_days * _DAY_MS).astype(np.int64), -1)
+    t = np.sort(rng.uniform(0, days * DAY_MS, size=n)).astype(np.int64)
+    d = np.where(converts, (delay_days * DAY_MS).astype(np.int64), -1)
     return DelayedStream(x, t, p, converts, d)

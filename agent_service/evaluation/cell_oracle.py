@@ -30,10 +30,10 @@ from agent_service.agent.model.state import JourneyArrays
 from agent_service.evaluation.harness import SlotContext
 from agent_service.evaluation.market import Market, Opportunities, Plays
 from agent_service.evaluation.policies import BaselinePolicy, Bidder
+from agent_service.units import DAY_MS
 
 __all__ = ["CellOracle", "observable_cells"]
 
-DAY_MS = 86_400_000
 
 
 def observable_cells(opps: Opportunities, journeys: JourneyArrays, segments: np.ndarray | None = None) -> np.ndarray:

@@ -31,11 +31,12 @@ import numpy as np
 
 from agent_service.agent.model.state import JourneyArrays
 from agent_service.evaluation.market import Market, Opportunities, Plays, Results
+from agent_service.units import DAY_MS
 
 __all__ = ["CampaignPolicy", "DayStats", "HindsightRecord", "JourneyStore", "RunResult", "SlotContext", "run_campaign"]
 
-DAY_MS = 86_400_000
-WINDOW_MS = 14 * DAY_MS
+WINDOW_DAYS = 14
+"""The attribution window of a campaign run (``run_campaign(window_days=...)``; the service's is ``join.window_days``)."""
 
 
 @dataclass
@@ -201,12 +202,15 @@ class RunResult:
 
 def run_campaign(market: Market, policy: CampaignPolicy, days: int, record_hindsight: bool = False,
                  on_slot: Callable[[SlotContext], None] | None = None, progress: Callable[[int], None] | None = None,
-                 length: int = 16, stop: Callable[[], bool] | None = None) -> RunResult:
+                 length: int = 16, stop: Callable[[], bool] | None = None,
+                 window_days: int = WINDOW_DAYS) -> RunResult:
     """Run ``policy`` on ``market`` for ``days`` budget periods (see the module docstring).
 
     :param record_hindsight: keep per-opportunity truth for the generic hindsight bound.
     :param on_slot: called after every slot. :param progress: called after every day.
     :param length: touches kept per person. :param stop: checked after every day; True ends the run.
+    :param window_days: the attribution window: a conversion joins a click at most this old, and a
+        decision's window closes (``finalise``) this many days after it.
     """
     started = time.perf_counter()
     journeys = JourneyStore(length)
@@ -277,7 +281,7 @@ def run_campaign(market: Market, policy: CampaignPolicy, days: int, record_hinds
                 ctx.last_slot_spend_usd, ctx.last_slot_bids, ctx.last_slot_wins = 0.0, 0, 0
             conv = market.conversions(t0, t0 + slot_ms)
             if len(conv.person):
-                k = journeys.last_click(conv.person, conv.time_ms, WINDOW_MS)
+                k = journeys.last_click(conv.person, conv.time_ms, window_days * DAY_MS)
                 hit = k >= 0
                 if hit.any():
                     policy.credit(k[hit], conv.value_usd[hit], conv.time_ms[hit])
@@ -289,7 +293,7 @@ def run_campaign(market: Market, policy: CampaignPolicy, days: int, record_hinds
             if on_slot is not None:
                 on_slot(ctx)
         # windows that closed by the end of this day
-        close_day = day - 14
+        close_day = day - window_days
         if close_day >= 0 and close_day in decided_day:
             hi = decided_day.get(close_day + 1, next_key)
             if hi > finalised_upto:

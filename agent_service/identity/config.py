@@ -14,8 +14,9 @@ __all__ = ["IdentityConfig"]
 class IdentityConfig:
     """Thresholds and caps of the identity graph (both adapters read the same settings)."""
 
-    merge_threshold: float = 0.8
-    """A probabilistic link merges two persons only if its score is at least this."""
+    merge_threshold: float = 0.9
+    """A probabilistic link merges two persons only if its score is at least this (the service
+    passes ``join.identity_min_score``; the defaults agree, a test keeps them so)."""
     max_component_nodes: int = 32
     """Largest person (devices + user keys); a merge that would exceed it is refused and logged."""
     max_ip_devices: int = 12
@@ -26,7 +27,7 @@ class IdentityConfig:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.merge_threshold) and 0.0 < self.merge_threshold <= 1.0):
-            raise ConfigError("identity.merge_threshold", "must be in (0, 1], e.g. 0.8")
+            raise ConfigError("identity.merge_threshold", "must be in (0, 1], e.g. 0.9")
         if self.max_component_nodes < 2:
             raise ConfigError("identity.max_component_nodes", "must be >= 2 (a device and its user key)")
         if self.max_ip_devices < 2:

@@ -36,10 +36,10 @@ from agent_service.pipeline.opportunity import device_id_of, opportunity_of
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.store import ContextQuery, DecideContext, DecisionDraft, StateStore
 from agent_service.pricing import BID, NO_BID_REASONS, shade_first_price, to_micros
+from agent_service.units import DAY_MS, DAY_S
 
 __all__ = ["DAY_MS", "DecideResult", "Decider", "period_of"]
 
-DAY_MS = 86_400_000
 _MAX_TOUCHES = 16
 
 
@@ -97,7 +97,7 @@ class Decider:
         self._bid_min = cpm_to_micros(cfg.budget.bid_min_usd)
         self._bid_max = cpm_to_micros(cfg.budget.bid_max_usd)
         self._periods: set[int] = set()
-        self._decision_ttl_s = int(cfg.join.window_days * 86_400) + 2 * 86_400
+        self._decision_ttl_s = int(cfg.join.window_days * DAY_S) + 2 * DAY_S
         self.ids = ids or Pseudonymizer.from_env()
         self._shade = cfg.serve.first_price_shade
         self._usd_per_unit = dict(cfg.serve.usd_per_unit)

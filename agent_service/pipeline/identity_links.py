@@ -53,6 +53,7 @@ from agent_service.identity import (
 )
 from agent_service.identity import IdentityLink as GraphLink
 from agent_service.ports.store import IdentityAssignment, StateStore
+from agent_service.units import DAY_S
 
 __all__ = ["ANCHOR_PREFIX", "IdentityLinks", "graph_config"]
 
@@ -103,7 +104,7 @@ class IdentityLinks:
         self.cfg = cfg
         self.store = store
         self.graph: IdentityGraph = graph or InMemoryIdentityGraph(graph_config(cfg))
-        self._journey_ttl = int(cfg.join.window_days * 86_400) + 2 * 86_400
+        self._journey_ttl = int(cfg.join.window_days * DAY_S) + 2 * DAY_S
         self.statuses: Counter[str] = Counter()
         """Graph outcome of every link record handled (redeliveries included)."""
         self.reassigned = 0

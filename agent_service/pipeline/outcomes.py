@@ -36,6 +36,7 @@ from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.pipeline.records import Output, dead_letter
 from agent_service.ports.bus import BusRecord
 from agent_service.ports.store import ClickEffect, JoinEffect, JoinQuery, ResultEffect, StateStore
+from agent_service.units import DAY_S
 
 __all__ = ["JoinRecord", "Outcomes"]
 
@@ -61,7 +62,7 @@ class Outcomes:
         self.store = store
         self.metrics = metrics
         self.attribution = attribution
-        self._ttl = int(cfg.join.window_days * 86_400) + 2 * 86_400
+        self._ttl = int(cfg.join.window_days * DAY_S) + 2 * DAY_S
         self._exp_topic = cfg.topics.experience
         self._rw = cfg.reward
         self.identity = IdentityLinks(cfg, store, identity_graph)

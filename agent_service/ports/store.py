@@ -19,6 +19,7 @@ from typing import NamedTuple, Protocol
 
 from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError
+from agent_service.units import DAY_MS
 
 __all__ = ["ACTIVITY_HALF_LIFE_MS", "Activity", "BudgetState", "ClickEffect", "ContextQuery", "DecideContext", "DecisionDraft", "Identity", "IdentityAssignment", "JoinContext",
            "JoinEffect", "JoinQuery", "ResultEffect", "StateStore", "check_drafts"]
@@ -37,7 +38,7 @@ class BudgetState(NamedTuple):
         return self.budget - self.spent - self.reserved
 
 
-ACTIVITY_HALF_LIFE_MS = 3 * 86_400_000
+ACTIVITY_HALF_LIFE_MS = 3 * DAY_MS
 """Half-life of a request in a person's recent activity (``Activity``)."""
 
 

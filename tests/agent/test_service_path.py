@@ -113,6 +113,10 @@ async def test_a_persons_segment_posterior_sharpens_with_each_request_and_not_on
     cfg = dataclasses.replace(GaelpConfig(), hybrid=HYB)
     store = MemoryStore()
     kit = FlowKit(store, cfg)
+    from agent_service.agent.model.opportunity import CONTEXT_BUCKETS, context_bucket
+    from agent_service.agent.model.segments import SegmentModel
+    # a segment model as the learner publishes it (contexts carry a segment signal); none: uniform
+    kit.flow.decider.policy.agent.segment_model = SegmentModel.hashed_contexts(CONTEXT_BUCKETS, HYB.segments)
     t = cfg.topics
     cols = spec_of(HYB, 4).cols("segment_")
     reqs = [bid_request(f"s{i}", "devS", T0 + 9 * 3_600_000 + 60_000 * i, channels=("paid_search", "social"),
@@ -124,6 +128,8 @@ async def test_a_persons_segment_posterior_sharpens_with_each_request_and_not_on
         top.append(float(np.max(np.asarray(state_values(d))[cols])))
     assert top == sorted(top) and top[-1] > top[0] + 0.2  # the same context again and again: surer each time
     ix = spec_of(HYB, 4).index
+    counts = [state_values(d)[ix[f"context_count_{context_bucket('IAB7')}"]] for d in decisions]
+    assert counts == [1.0, 2.0, 3.0, 4.0]  # logged for the learner's segment fit
     req_col = [state_values(d)[ix["person_requests"]] for d in decisions]
     assert req_col == sorted(req_col) and req_col[0] > 0  # one request, then two, ...
     share = [state_values(d)[ix["person_search_share"]] for d in decisions]

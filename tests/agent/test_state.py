@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from agent_service.agent.model.state import (
+    LOG_COLUMNS,
     TOUCH_FEATURES,
     CampaignStats,
     JourneyArrays,
@@ -55,7 +56,7 @@ def test_every_feature_is_documented_and_the_layout_adds_up() -> None:
     for name in ("fatigue", "td_credit_share", "p_conv_journey", "win_rate", "auction_density", "budget_left",
                  "pace", "identity_confidence", "device_count", "ab_lift"):
         assert name in spec.index
-    assert spec.net_dim == spec.dim - 2 and len(TOUCH_FEATURES) == spec.touch_dim
+    assert spec.net_dim == spec.dim - len(LOG_COLUMNS) and len(TOUCH_FEATURES) == spec.touch_dim
 
 
 def test_states_are_bounded_and_consistent() -> None:

@@ -53,10 +53,10 @@ from agent_service.delay.model import DelayedConversionModel
 from agent_service.errors import ModelError
 from agent_service.pacing import PACING_FEATURES
 from agent_service.ports.registry import ModelRegistry
+from agent_service.units import DAY_S
 
 __all__ = ["HybridLearner", "LearnerStats"]
 
-_DAY_MS = 86_400_000
 
 
 class LearnerStats(NamedTuple):
@@ -253,7 +253,7 @@ class HybridLearner:
             state = col("state", held)
             x = conv_features(self.spec, state, col("channel", held))
             elapsed_s = np.maximum(now_ms - col("time_ms", held), 0) / 1000.0
-            p = self.conv_est.p_pending(x, elapsed_s, self.cfg.window_days * 86_400.0)
+            p = self.conv_est.p_pending(x, elapsed_s, self.cfg.window_days * float(DAY_S))
             value = self.stats.value_for(state[:, self.spec.cols("segment_")], self.cfg.value_prior_usd)
             delayed[pending] = rw.delayed(p, value)
         self.table.set_column(slots, "delayed", delayed)

@@ -37,6 +37,7 @@ from agent_service.contracts.codec import decode
 from agent_service.contracts.events import Experience
 from agent_service.errors import DecodeError, ModelError
 from agent_service.ports.registry import ModelRegistry
+from agent_service.units import DAY_MS
 
 __all__ = ["OnlineLearner", "TrainReport"]
 
@@ -55,7 +56,6 @@ class TrainReport(NamedTuple):
     version: int
     """The learner's newest version after the batch."""
 
-DAY_MS = 86_400_000
 
 
 class OnlineLearner:

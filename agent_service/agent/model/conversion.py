@@ -22,10 +22,10 @@ import numpy as np
 
 from agent_service.delay.learner import DelayedFeedbackLearner
 from agent_service.delay.model import DelayedConversionModel
+from agent_service.units import DAY_S
 
 __all__ = ["ConversionEstimate"]
 
-_DAY_S = 86_400.0
 
 
 class ConversionEstimate:
@@ -47,7 +47,7 @@ class ConversionEstimate:
         """Recount the matured evidence ``w`` from the learner's touches as of ``now_ms``."""
         if learner.labelled:
             _, elapsed, converted, _ = learner.labels(now_ms)
-            mature = 1.0 - np.exp(-elapsed / (_DAY_S * self.prior_delay_days))
+            mature = 1.0 - np.exp(-elapsed / (float(DAY_S) * self.prior_delay_days))
             self.matured = float(np.where(converted, 1.0, mature).sum())
 
     def _weight(self) -> float:
@@ -62,10 +62,10 @@ class ConversionEstimate:
         """P(a conversion inside the horizon still comes | none after ``elapsed_s``)."""
         w = self._weight()
         p = self.p_eventual(x)
-        lam = w * self.model.rate_per_s(x) * _DAY_S + (1 - w) / self.prior_delay_days  # per day
-        e = np.maximum(elapsed_s, 0.0) / _DAY_S
+        lam = w * self.model.rate_per_s(x) * float(DAY_S) + (1 - w) / self.prior_delay_days  # per day
+        e = np.maximum(elapsed_s, 0.0) / float(DAY_S)
         surv = np.exp(-lam * e)
-        later = np.maximum(surv - np.exp(-lam * horizon_s / _DAY_S), 0.0)
+        later = np.maximum(surv - np.exp(-lam * horizon_s / float(DAY_S)), 0.0)
         return p * later / (1.0 - p + p * surv)
 
     def state(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from agent_service.agent.model.stats import CampaignStats
 from agent_service.config import CHANNELS
 from agent_service.contracts.events import Touch
 from agent_service.errors import ConfigError
+from agent_service.units import DAY_MS, HOUR_MS
 
 __all__ = [
     "LOG_COLUMNS",
@@ -49,9 +50,6 @@ __all__ = [
     "person_key",
 ]
 
-_HOUR_MS = 3_600_000
-_DAY_MS = 24 * _HOUR_MS
-_WINDOW_H = 336.0  # the 14-day attribution window, hours
 _HALF_LIFE_H = 168.0  # time-decay attribution half-life (Google Ads: 7 days)
 STAGES = ("awareness", "consideration", "decision")
 LOG_COLUMNS = ("slot_action_prob", "person_key", *(f"context_count_{i}" for i in range(CONTEXT_BUCKETS)))
@@ -67,8 +65,8 @@ TOUCH_FEATURES: tuple[tuple[str, str], ...] = (
     ("ch_paid_search", "touch was on paid search"),
     ("ch_social", "touch was on social"),
     ("clicked", "the touch was clicked"),
-    ("age", "log1p(hours since the touch) / log1p(336)"),
-    ("gap", "log1p(hours since the previous touch) / log1p(336); 1 for the first"),
+    ("age", "log1p(hours since the touch) / log1p(window hours: 336 for 14 days)"),
+    ("gap", "log1p(hours since the previous touch) / log1p(window hours); 1 for the first"),
     ("cost", "price paid, CPM USD / 10, capped at 1"),
     ("other_device", "the touch was on another device of the person than this request's"),
 )
@@ -83,12 +81,15 @@ class StateSpec:
     :param segments: discovered segments (K); also the targeting choices.
     :param max_touches: touchpoints the LSTM reads (L).
     :param ab_variants: A/B test arms a person is hashed into (V).
+    :param window_days: the attribution window (the journey's horizon: recency and age features are
+        scaled by it).
     """
 
     creatives: int
     segments: int = 8
     max_touches: int = 16
     ab_variants: int = 4
+    window_days: float = 14.0
 
     def __post_init__(self) -> None:
         for name in ("creatives", "segments", "max_touches", "ab_variants"):
@@ -101,13 +102,13 @@ class StateSpec:
         k, c, v = self.segments, self.creatives, self.ab_variants
         groups: list[tuple[str, str]] = [
             # -- journey stage
-            ("stage_awareness", "journey stage: no touch in the 14-day window"),
+            ("stage_awareness", "journey stage: no touch in the attribution window"),
             ("stage_consideration", "journey stage: touched but never clicked"),
             ("stage_decision", "journey stage: at least one click in the window"),
             ("touches", "log1p(touches in the window) / log1p(L), capped at 1"),
             ("clicks", "log1p(clicks in the window) / log1p(8), capped at 1"),
-            ("recency", "hours since the last touch / 336; 1 when none"),
-            ("journey_age", "hours since the first touch in the window / 336; 0 when none"),
+            ("recency", "hours since the last touch / window hours (336 for 14 days); 1 when none"),
+            ("journey_age", "hours since the first touch in the window / window hours; 0 when none"),
             # -- discovered segment
             *((f"segment_{i}", f"posterior probability of discovered segment {i}, accumulated over the contexts of all the person's requests (agent.segment_profile)") for i in range(k)),
             # -- the person's recent requests (activity; paid search is offered more deeper in a journey)
@@ -360,6 +361,7 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
 
     Columns are written in place into one float32 array (a decision is latency-bound: a few
     dozen small numpy operations, no per-group concatenation)."""
+    window_h = spec.window_days * 24.0
     B, L = journey.channel.shape
     ix = spec.index
     out = np.zeros((B, spec.dim), np.float32)
@@ -369,7 +371,7 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     has = n_touch > 0
     clicked = journey.clicked & present
     n_click = clicked.sum(1)
-    age_h = np.maximum((t[:, None] - journey.time_ms) / _HOUR_MS, 0.0)
+    age_h = np.maximum((t[:, None] - journey.time_ms) / HOUR_MS, 0.0)
     age_h[~present] = np.inf
     rows = np.arange(B)
     # journey stage
@@ -377,9 +379,9 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     out[rows, ix["stage_awareness"] + stage] = 1.0
     out[:, ix["touches"]] = np.minimum(1.0, np.log1p(n_touch) / math.log1p(spec.max_touches))
     out[:, ix["clicks"]] = np.minimum(1.0, np.log1p(n_click) / math.log1p(8))
-    out[:, ix["recency"]] = np.where(has, np.minimum(1.0, age_h[:, -1] / _WINDOW_H), 1.0)
+    out[:, ix["recency"]] = np.where(has, np.minimum(1.0, age_h[:, -1] / window_h), 1.0)
     first = age_h[rows, np.minimum(L - n_touch, L - 1)]
-    out[:, ix["journey_age"]] = np.where(has, np.minimum(1.0, first / _WINDOW_H), 0.0)
+    out[:, ix["journey_age"]] = np.where(has, np.minimum(1.0, first / window_h), 0.0)
     # segment, device, channels
     out[:, spec.cols("segment_")] = opp.segment_probs
     n_req = np.ones(B) if opp.recent_requests is None else np.maximum(opp.recent_requests, 0.0)
@@ -408,9 +410,9 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     out[:, ix["credited_value"]] = np.minimum(1.0, np.log1p(np.maximum(opp.credited_usd, 0.0)) / math.log1p(100))
     out[:, ix["p_conv_journey"]] = np.minimum(1.0, 5 * (1.0 - (1.0 - d.campaign_cvr) ** n_click))
     # temporal
-    day = t // _DAY_MS
+    day = t // DAY_MS
     ang = np.empty((B, 3))  # hour of day, weekday, day of year: one sin and one cos for the three
-    ang[:, 0] = (t % _DAY_MS) / _HOUR_MS * (2 * np.pi / 24.0)
+    ang[:, 0] = (t % DAY_MS) / HOUR_MS * (2 * np.pi / 24.0)
     ang[:, 1] = (day + 3) % 7 * (2 * np.pi / 7.0)
     ang[:, 2] = day % 365.25 * (2 * np.pi / 365.25)
     out[:, _TEMPORAL_SIN[spec]] = np.sin(ang)
@@ -441,16 +443,16 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
         out[:, ix["context_count_0"]:ix["context_count_0"] + CONTEXT_BUCKETS] = opp.context_counts
     # touch sequence (TOUCH_FEATURES)
     touches = np.zeros((B, L, len(TOUCH_FEATURES)), np.float32)
-    norm = math.log1p(_WINDOW_H)
+    norm = math.log1p(window_h)
     touches[:, :, 0] = present
     tr, tc_ = np.nonzero(present)
     touches[tr, tc_, 1 + journey.channel[tr, tc_]] = 1.0
     touches[:, :, 4] = clicked
-    touches[:, :, 5] = np.where(present, np.log1p(np.minimum(age_h, _WINDOW_H)) / norm, 0.0)
-    gap = np.full((B, L), _WINDOW_H)
+    touches[:, :, 5] = np.where(present, np.log1p(np.minimum(age_h, window_h)) / norm, 0.0)
+    gap = np.full((B, L), window_h)
     both = present[:, 1:] & present[:, :-1]
-    gap[:, 1:][both] = np.maximum((journey.time_ms[:, 1:] - journey.time_ms[:, :-1])[both] / _HOUR_MS, 0.0)
-    touches[:, :, 6] = np.where(present, np.log1p(np.minimum(gap, _WINDOW_H)) / norm, 0.0)
+    gap[:, 1:][both] = np.maximum((journey.time_ms[:, 1:] - journey.time_ms[:, :-1])[both] / HOUR_MS, 0.0)
+    touches[:, :, 6] = np.where(present, np.log1p(np.minimum(gap, window_h)) / norm, 0.0)
     touches[:, :, 7] = np.where(present, np.minimum(1.0, journey.cost_cpm_usd / 10), 0.0)
     touches[:, :, 8] = journey.other_device & present
     tcreat = np.where(present, np.minimum(np.maximum(journey.creative, 0), spec.creatives - 1),

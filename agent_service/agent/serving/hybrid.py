@@ -303,7 +303,7 @@ class HybridAgent:
 
 def spec_of(cfg: HybridConfig, creatives: int) -> StateSpec:
     """The state layout of an agent with ``creatives`` creatives."""
-    return StateSpec(creatives, cfg.segments, cfg.max_touches, cfg.ab_variants)
+    return StateSpec(creatives, cfg.segments, cfg.max_touches, cfg.ab_variants, cfg.window_days)
 
 
 def net_dims(spec: StateSpec, cfg: HybridConfig) -> tuple[int, ...]:

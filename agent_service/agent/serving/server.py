@@ -43,10 +43,10 @@ from agent_service.config import CHANNELS
 from agent_service.pacing import SlotOutcome, SpendPlan, pacing_features
 from agent_service.ports.registry import ModelRegistry
 from agent_service.ports.store import DecideContext
+from agent_service.units import DAY_MS
 
 __all__ = ["AgentServer", "ServedBatch"]
 
-DAY_MS = 86_400_000
 
 
 class ServedBatch(NamedTuple):
