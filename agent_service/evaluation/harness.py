@@ -172,8 +172,18 @@ class DayStats:
     conversion_value_usd: float = 0.0
     """Realised conversion value of conversions credited to this day's decisions."""
     chosen_value_usd: float = 0.0
+    """Σ true value of the creative chosen (won impressions, fatigue as of the impression)."""
+    best_value_usd: float = 0.0
+    """Σ true value of the best creative *for each impression* — given the person's fatigue with
+    every creative at that moment: creative regret is measured against it."""
     oracle_value_usd: float = 0.0
-    """Σ true value of the creative chosen / of the best creative for the true segment (won impressions)."""
+    """Σ true value of the best creative for a fresh person of the true segment (the per-segment
+    oracle: a reference that ignores fatigue, so a policy that rotates creatives can beat it)."""
+
+    @property
+    def creative_regret(self) -> float:
+        """1 − chosen / best for each impression (NaN without impressions)."""
+        return 1.0 - self.chosen_value_usd / self.best_value_usd if self.best_value_usd > 0 else float("nan")
     capped_bids: int = 0
 
 
@@ -275,6 +285,7 @@ def run_campaign(market: Market, policy: CampaignPolicy, days: int, record_hinds
                 chosen = truth.value_by_creative[rows, plays.creative[rows]]
                 stats.expected_value_usd += float(res.expected_value_usd[won].sum())
                 stats.chosen_value_usd += float(chosen.sum())
+                stats.best_value_usd += float(truth.value_by_creative[rows].max(axis=1, initial=0.0).sum())
                 stats.oracle_value_usd += float(_oracle_value(truth.value_by_creative[rows], truth.segment[rows],
                                                               market).sum())
             else:

@@ -156,8 +156,8 @@ def evaluate(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, base
             row["conversions"].append(sum(d.conversions for d in measured))
             row["conversion_value"].append(sum(d.conversion_value_usd for d in measured))
             row["spend"].append(sum(d.spend_usd for d in measured))
-            chosen, oracle = sum(d.chosen_value_usd for d in measured), sum(d.oracle_value_usd for d in measured)
-            row["regret"].append(1 - chosen / oracle if oracle > 0 else float("nan"))
+            chosen, best = sum(d.chosen_value_usd for d in measured), sum(d.best_value_usd for d in measured)
+            row["regret"].append(1 - chosen / best if best > 0 else float("nan"))  # vs the best for each impression
             row["wall_seconds"].append(r.wall_seconds)
             bounds[name] = sum(market.upper_bound(d) for d in range(ec.warmup, total))
             if bounds[name] < row["value"][-1] - 1e-6:

@@ -81,7 +81,8 @@ def day_rows(result: RunResult) -> list[dict[str, float]]:
         out.append({"day": d.day, "spend_usd": round(d.spend_usd, 4), "impressions": d.impressions,
                     "clicks": d.clicks, "expected_value_usd": round(d.expected_value_usd, 4),
                     "conversions": d.conversions, "conversion_value_usd": round(d.conversion_value_usd, 4),
-                    "creative_regret": round(1 - d.chosen_value_usd / d.oracle_value_usd, 4)
+                    "creative_regret": round(d.creative_regret, 4),
+                    "creative_regret_vs_segment_oracle": round(1 - d.chosen_value_usd / d.oracle_value_usd, 4)
                     if d.oracle_value_usd > 0 else float("nan")})
     return out
 
@@ -208,7 +209,7 @@ def _plots(summary: dict[str, Any], out: Path) -> list[str]:
     x = [d["day"] for d in days]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     for ax, key, title in ((axes[0, 0], "expected_value_usd", "expected conversion value won per day (USD)"),
-                           (axes[0, 1], "creative_regret", "creative regret vs per-segment oracle"),
+                           (axes[0, 1], "creative_regret", "creative regret vs the best creative for each impression"),
                            (axes[1, 0], "spend_usd", "spend per day (USD)"),
                            (axes[1, 1], "conversion_value_usd", "realised conversion value per day (USD)")):
         ax.plot(x, [d[key] for d in days], marker=".")

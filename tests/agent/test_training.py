@@ -36,7 +36,11 @@ def test_the_oracle_creative_rule_has_no_regret_and_random_has_some() -> None:
         market = StandinMarket(4, PARAMS)
         r = run_campaign(market, BaselinePolicy(DualPacing(slots=12), rule, market), 2)
         reg[rule] = 1 - sum(d.chosen_value_usd for d in r.days) / sum(d.oracle_value_usd for d in r.days)
+        best = sum(d.best_value_usd for d in r.days)
+        assert best >= sum(d.chosen_value_usd for d in r.days) - 1e-9  # nothing beats the best for each impression
+        reg[f"{rule} vs best"] = 1 - sum(d.chosen_value_usd for d in r.days) / best
     assert abs(reg["oracle"]) < 1e-9 and reg["random"] > 0.2
+    assert reg["random vs best"] >= reg["oracle vs best"] >= 0
 
 
 def test_the_hybrid_agent_trains_online_within_the_budget() -> None:
