@@ -77,6 +77,7 @@ def main() -> int:
     pol = report["policies"]
     frac = pol["gaelp"]["of_best_clairvoyant"]
     dual = report["paired_vs_gaelp"]["dual"]
+    ablation = report["paired_vs_gaelp"]["dual+agent"]
     train_regret = summary["last_days"]["creative_regret"]
     result = {
         "bench": "agent_sim", "out": str(out),
@@ -100,6 +101,7 @@ def main() -> int:
                                                                           strict=True)),
                    "agent_ge_80pct_of_best_clairvoyant_goal": frac["mean"] >= 0.8,
                    "agent_beats_dual_beyond_ci": dual["gaelp_better_beyond_ci"],
+                   "agent_beats_strongest_ablation_beyond_ci": ablation["gaelp_better_beyond_ci"],
                    "creative_regret_le_10pct_end_of_training": train_regret <= 0.10,
                    "training_le_15_minutes": summary["wall_seconds"] + summary.get("baseline_tuning_seconds", 0) <= 900},
     }

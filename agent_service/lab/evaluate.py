@@ -5,6 +5,8 @@ policy — same people, traffic, prices and luck (the engine's common random num
 ``warmup + days`` budget periods; the figures are taken over the last ``days``:
 
 * the trained agent (restored from its checkpoint, still learning online, as deployed);
+* ablations of the same trained agent (``lab/ablations.py``): ``dual+agent`` (its value estimate
+  and creative, channel and target, bid by dual pacing) and ``gaelp-no_dqn_offset``;
 * fixed bid, truthful expected value, linear bidding, dual-variable pacing — each with the
   random creative rule, their value model warmed and their one parameter chosen on the
   training world (``gaelp train``);
@@ -56,6 +58,7 @@ from agent_service.evaluation.cell_oracle import CellOracle
 from agent_service.evaluation.harness import CampaignPolicy, RunResult, run_campaign
 from agent_service.evaluation.policies import BaselinePolicy, DualPacing, FixedBid, Linear, Truthful
 from agent_service.evaluation.sim_market import SimMarket
+from agent_service.lab.ablations import DualOnAgent, without_dqn_offset
 from agent_service.lab.campaign import HybridCampaign
 from agent_service.pacing import DualPacerConfig
 
@@ -114,6 +117,9 @@ def _policies(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, bas
     step = float(base.get("dual_step", 0.1))
     return {
         "gaelp": agent,
+        # inference-time ablations of the same trained agent (lab/ablations.py)
+        "dual+agent": lambda m: DualOnAgent(agent(m), DualPacing(DualPacerConfig(step=step))),
+        "gaelp-no_dqn_offset": lambda m: without_dqn_offset(agent(m)),
         "fixed": baseline(lambda: FixedBid(float(base.get("fixed_cpm", 2.0))), "random", "fixed"),
         "truthful": baseline(Truthful, "random", "truthful"),
         "linear": baseline(lambda: Linear(float(base.get("linear_b0", 2.0))), "random", "linear"),

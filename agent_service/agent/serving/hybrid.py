@@ -146,6 +146,8 @@ class HybridAgent:
         """The log multiplier in force (the level plus the slot's offset)."""
         self.mult_index = cfg.dqn.adjustments.index(0.0) if 0.0 in cfg.dqn.adjustments else 0
         self.limits = BidLimits(cfg.bid_min_usd, cfg.bid_max_usd)
+        self.dqn_offset = True
+        """False: the Q-network's per-slot offset is held at 0 (an ablation, ``lab/ablations.py``)."""
         self.slot_prob = 1.0
         self._adj = np.asarray(cfg.dqn.adjustments)
 
@@ -244,7 +246,7 @@ class HybridAgent:
         else:
             a, p = greedy, np.ones(1)
         d = self.cfg.dqn
-        adj = float(self._adj[int(a[0])])
+        adj = float(self._adj[int(a[0])]) if self.dqn_offset else 0.0
         if d.dual_step > 0:
             gap = math.exp(2.0 * float(features[PACING_INDEX["slot_spend_vs_plan"]])) - 1.0  # (spend − plan) / plan
             self.z_base = float(np.clip(self.z_base - d.dual_step * float(np.clip(gap, -1.0, 5.0)), d.z_min, d.z_max))
