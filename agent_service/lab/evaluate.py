@@ -61,6 +61,7 @@ from agent_service.evaluation.sim_market import SimMarket
 from agent_service.lab.ablations import DualOnAgent, without_dqn_offset
 from agent_service.lab.campaign import HybridCampaign
 from agent_service.pacing import DualPacerConfig
+from simulators.calibration import Calibration
 
 __all__ = ["EvalConfig", "evaluate", "interval", "summary_table"]
 
@@ -141,8 +142,12 @@ CLAIRVOYANT = ("dual+truth", "truthful+truth")
 
 
 def evaluate(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, base: dict[str, Any],
-             values: dict[str, Any] | None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run every policy on every seed; return the report (see the module docstring)."""
+             values: dict[str, Any] | None, progress: Callable[[str], None] | None = None,
+             cal: Calibration | None = None) -> dict[str, Any]:
+    """Run every policy on every seed; return the report (see the module docstring).
+
+    :param cal: the worlds' calibration (None: the default one; another for perturbed test worlds).
+    """
     torch.set_num_threads(1)
     total = ec.warmup + ec.days
     per: dict[str, dict[str, list[float]]] = {}
@@ -153,7 +158,7 @@ def evaluate(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, base
         bounds: dict[str, float] = {}
         for name, build in _policies(cfg, ec, ckpt, base, values, seed).items():
             market = SimMarket(seed, ec.budget_usd, ec.persons, ec.opportunities_per_day, cfg.hybrid.segments,
-                               record=True)
+                               cal=cal, record=True)
             r: RunResult = run_campaign(market, build(market), total)
             measured = r.days[ec.warmup:]
             row = per.setdefault(name, {k: [] for k in ("value", "conversions", "conversion_value", "spend",
