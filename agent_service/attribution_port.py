@@ -8,17 +8,27 @@ pairs whose fractions sum to 1. ``LastTouch`` is the default; the models of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from agent_service.contracts.events import Touch
 
-__all__ = ["AttributionModel", "LastTouch", "split_micros"]
+__all__ = ["AttributionModel", "JourneyLearner", "LastTouch", "split_micros"]
 
 
 class AttributionModel(Protocol):
     def credit(self, touches: Sequence[Touch], conversion_time_ms: int) -> list[tuple[str, float]]:
         """Fractions of the conversion per decision id (sum 1; empty when no touch)."""
         ...
+
+
+@runtime_checkable
+class JourneyLearner(Protocol):
+    """A model that learns from the journeys the stream sees (data-driven attribution): told each
+    converting journey once (when its join is applied) and each touch whose window closed uncredited."""
+
+    def observe_conversion(self, channels: Sequence[str], value_usd: float) -> None: ...
+
+    def observe_null(self, channels: Sequence[str]) -> None: ...
 
 
 class LastTouch:

@@ -76,7 +76,13 @@ class JoinConfig:
     allowed_lateness_s: int = 6 * 3600
     """How far behind the watermark an event may arrive and still be joined."""
     attribution: str = "last_touch"
-    """Attribution model used in the stream (see agent_service.attribution)."""
+    """Attribution model used in the stream (see agent_service.attribution): a heuristic (last,
+    first, linear, time_decay, position) or data-driven (``markov``; ``data_driven`` = Shapley),
+    refitted in the stream from the journeys it sees (``attribution/online.py``)."""
+    attribution_refit_every: int = 500
+    """Data-driven attribution: new conversions between refits."""
+    attribution_min_conversions: int = 200
+    """Data-driven attribution: conversions seen before the first fit (linear credit until then)."""
     identity_min_score: float = 0.9
     """Merge threshold of the identity graph: probabilistic links scored below it are kept in
     the edge log but do not merge persons (nor their journeys)."""
@@ -85,6 +91,8 @@ class JoinConfig:
         _require(self.window_days > 0, "join.window_days", "must be > 0")
         _require(self.allowed_lateness_s >= 0, "join.allowed_lateness_s", "must be >= 0")
         _require(0 <= self.identity_min_score <= 1, "join.identity_min_score", "must be in [0, 1]")
+        _require(self.attribution_refit_every >= 1, "join.attribution_refit_every", "must be >= 1")
+        _require(self.attribution_min_conversions >= 1, "join.attribution_min_conversions", "must be >= 1")
 
     @property
     def allowed_lateness_ms(self) -> int:

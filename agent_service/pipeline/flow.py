@@ -201,15 +201,21 @@ class Flow:
 
 
 def stream_attribution(cfg: GaelpConfig) -> AttributionModel:
-    """The stream's attribution model from ``join.attribution`` (a heuristic: last/first touch,
-    linear, time decay, position; the data-driven models need fitted weights and are passed in
-    by whoever fits them). Plain last touch if the attribution package is absent."""
+    """The stream's attribution model from ``join.attribution``: a heuristic (last/first touch,
+    linear, time decay, position), or a data-driven model (markov, shapley) refitted in the
+    stream from the journeys it credits (``attribution/online.py``). Plain last touch if the
+    attribution package is absent."""
     try:
         from agent_service.attribution import StreamAttribution
-        from agent_service.attribution.config import AttributionConfig
+        from agent_service.attribution.config import HEURISTIC_MODELS, AttributionConfig, canonical_model
+        from agent_service.attribution.online import OnlineJourneyModel
     except ImportError:  # pragma: no cover - the package ships with GAELP
         return LastTouch()
-    return StreamAttribution(AttributionConfig(model=cfg.join.attribution, window_days=cfg.join.window_days))
+    j = cfg.join
+    ac = AttributionConfig(model=canonical_model(j.attribution, "join.attribution"), window_days=j.window_days)
+    if ac.model in HEURISTIC_MODELS:
+        return StreamAttribution(ac)
+    return OnlineJourneyModel(ac, refit_every=j.attribution_refit_every, min_conversions=j.attribution_min_conversions)
 
 
 def _event_time_of(req: BidRequest) -> int | None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from agent_service.attribution_port import AttributionModel, split_micros
+from agent_service.attribution_port import AttributionModel, JourneyLearner, split_micros
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode, encode
 from agent_service.contracts.events import (
@@ -171,9 +171,15 @@ class Outcomes:
             effects.append(JoinEffect(f"conv:{conv.id}", encode(record), encode(late), conv.id, record.credits))
         stored = await self.store.record_joins(effects, self._ttl)
         records = [decode(raw, JoinRecord) for _, raw in stored]
+        learner = self.attribution if isinstance(self.attribution, JourneyLearner) else None
         for conv, ctx, (applied, _), record in zip(convs, ctxs, stored, records, strict=True):
             if applied:
                 self._count(record, conv, ctx.journey)
+                if learner is not None and record.status == "joined":  # once per conversion
+                    lo = conv.event_time - self.cfg.join.window_ms
+                    path = sorted({t.decision_id: t for t in ctx.journey if lo <= t.event_time <= conv.event_time
+                                   }.values(), key=lambda t: (t.event_time, t.decision_id))
+                    learner.observe_conversion([t.channel for t in path], conv.value_micros / 1e6)
         decisions = await self.store.get_decisions(list({d for r in records for d, _ in r.credits}), state_encoded=True)
         outputs = []
         for conv, record in zip(convs, records, strict=True):
@@ -213,6 +219,7 @@ class Outcomes:
         parts = await self.store.peek_many([f"{p}:{d}" for d in todo for p in ("outcome", "click")])
         credits = await self.store.credits_many(todo)
         claims: list[tuple[str, bytes]] = []
+        touched: set[str] = set()
         for k, decision_id in enumerate(todo):
             dec = decisions[decision_id]
             immediate, won = 0.0, False
@@ -221,11 +228,17 @@ class Outcomes:
                     exp = decode(raw, Experience)
                     immediate += exp.parts.immediate
                     won = won or exp.won
+            if won:
+                touched.add(decision_id)
             final = self._experience(dec, "final", "final", dec.event_time + self.cfg.join.window_ms,
                                      RewardParts(immediate=immediate, attribution=sum(credits[k].values()) / 1e6),
                                      won=won, done=True)
             claims.append((f"final:{decision_id}", encode(final)))
         claimed = dict(zip(todo, await self.store.claim_many(claims, self._ttl), strict=True))
+        if isinstance(self.attribution, JourneyLearner):  # touches that led to no conversion: null journeys
+            for k, decision_id in enumerate(todo):
+                if claimed[decision_id][0] and not credits[k] and decision_id in touched:
+                    self.attribution.observe_null([decisions[decision_id].action.channel])
         outputs = []
         for decision_id, stored in zip(ids, finals, strict=True):
             if decision_id in claimed:
