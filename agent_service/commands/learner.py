@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--registry", choices=("file", "redis"), default=None, help="model registry ([serve] registry)")
     p.add_argument("--model-dir", default=None, help="directory of the file registry and the checkpoint")
     p.add_argument("--http-port", type=int, default=None, metavar="P", help="port of /metrics (0 = any free port)")
-    p.add_argument("--creatives", type=int, default=12, help="creative variants (must match the bidders)")
+    p.add_argument("--creatives", type=int, default=None,
+                   help="creative slots (must match the bidders; default [creatives] capacity, 64)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -57,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="decide and log only, never bid; isolated from the live service (own Redis keys, consumer "
                         "group and <topic>.shadow outputs; no budget, no learner, no sink: runtime/shadow.py)")
     p.add_argument("--no-learner", action="store_true", help="drop the learner role (same as leaving it out of --roles)")
-    p.add_argument("--creatives", type=int, default=12, help="creative variants to choose from (default 12)")
+    p.add_argument("--creatives", type=int, default=None,
+                   help="creative slots of the policy (default [creatives] capacity, 64; the catalogue fills them)")
     p.add_argument("--warehouse", choices=("duckdb", "bigquery", "off"), default=None,
                    help="where the warehouse sink writes (default duckdb; [warehouse] in the config; off drops the sink)")
     p.add_argument("--warehouse-path", default=None, metavar="FILE",
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         roles.discard("sink")
     if not roles:
         raise ConfigError("--roles", "nothing left to run")
+    if args.creatives is None:
+        args.creatives = cfg.creatives.capacity
     workers = getattr(args, "workers", 1)
     if workers < 1:
         raise ConfigError("--workers", "must be >= 1")

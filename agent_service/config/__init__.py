@@ -26,6 +26,7 @@ from agent_service.units import DAY_MS
 
 __all__ = [
     "BudgetConfig",
+    "CreativesConfig",
     "GaelpConfig",
     "IdentitySettings",
     "JoinConfig",
@@ -355,6 +356,25 @@ class WarehouseConfig:
 
 
 @dataclass(frozen=True)
+class CreativesConfig:
+    """The creative catalogue of ``gaelp serve`` (``agent_service/creatives.py``)."""
+
+    capacity: int = 64
+    """Creative slots of the policy (the catalogue may grow up to it while the service runs)."""
+    count: int = 60
+    """Creatives ``c00``… on every channel when there is no catalogue file (as in the benchmark world)."""
+    catalogue: str = ""
+    """TOML file of ``[[creative]]`` entries (ids, channels, text, start/stop, meta); "" = ``count`` generated."""
+    reload_s: float = 5.0
+    """Seconds between checks of the catalogue file for changes (no restart needed)."""
+
+    def __post_init__(self) -> None:
+        _require(self.capacity >= 1, "creatives.capacity", "must be >= 1")
+        _require(1 <= self.count <= self.capacity, "creatives.count", "must be in [1, capacity]")
+        _require(self.reload_s > 0, "creatives.reload_s", "must be > 0")
+
+
+@dataclass(frozen=True)
 class GaelpConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     """Budget and bid limits."""
@@ -376,6 +396,8 @@ class GaelpConfig:
     """Caps and Redis keys of the identity graph."""
     warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
     """The warehouse sink (DuckDB file or BigQuery)."""
+    creatives: CreativesConfig = field(default_factory=CreativesConfig)
+    """The creative catalogue of the service."""
 
     def replace(self, section: str, **changes: Any) -> GaelpConfig:
         """A copy with ``changes`` applied to one section (validated again)."""

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from agent_service.agent.learning.online import OnlineLearner
 from agent_service.agent.serving.server import AgentServer
 from agent_service.config import GaelpConfig
+from agent_service.creatives import CatalogueFile
 from agent_service.metrics import Metrics
 from agent_service.pipeline.decide import Decider
 from agent_service.pipeline.flow import Flow
@@ -32,15 +33,17 @@ class Service(NamedTuple):
 
 def build_service(cfg: GaelpConfig, store: StateStore, registry: ModelRegistry, metrics: Metrics,
                   partitions: Mapping[str, int], clock: Callable[[], int], campaign: str,
-                  creatives: int, seed: int, shadow: bool = False) -> Service:
+                  creatives: int, seed: int, shadow: bool = False, catalogue: CatalogueFile | None = None) -> Service:
     """The decision path and the flow over ``store``, serving versions from ``registry``.
 
     :param partitions: partition count per input topic (for watermarks).
     :param clock: wall clock in ms for requests without an event time.
     :param creatives: number of creative variants the policy chooses from.
     :param seed: seed of the policy's sampling stream.
+    :param catalogue: the creative catalogue (None: every creative slot, always).
     """
     policy = AgentServer(cfg.hybrid, creatives, cfg.budget.daily_usd, registry, seed=seed)
+    policy.catalogue = catalogue
     # The agent hashes (pseudonymised) person ids into A/B arms and journey keys, so an embedded
     # run without GAELP_ID_SALT uses a salt derived from its seed: the same seed, the same run.
     ids = Pseudonymizer.from_env() if os.environ.get(ENV_SALT) else Pseudonymizer(f"gaelp-embedded-seed-{seed}".encode())

@@ -32,6 +32,7 @@ from agent_service.agent.learning.backend import CheckpointStore, LearnerBackend
 from agent_service.agent.learning.learner import LearnerStats
 from agent_service.agent.learning.online import OnlineLearner, TrainReport
 from agent_service.config import GaelpConfig
+from agent_service.creatives import CatalogueFile
 from agent_service.errors import BusError
 from agent_service.metrics import Metrics
 from agent_service.pipeline.records import HandleResult, dead_letter, publish_result
@@ -58,7 +59,10 @@ def _checkpoints(cfg: GaelpConfig) -> CheckpointStore:
 
 
 def _build(cfg: GaelpConfig, creatives: int, seed: int) -> tuple[OnlineLearner, CheckpointStore]:
-    return build_learner(cfg, model_registry(cfg), creatives, seed), _checkpoints(cfg)
+    learner = build_learner(cfg, model_registry(cfg), creatives, seed)
+    c = cfg.creatives
+    learner.catalogue = CatalogueFile(c.catalogue, c.count, creatives, c.reload_s)
+    return learner, _checkpoints(cfg)
 
 
 def learner_factory(cfg: GaelpConfig, creatives: int, seed: int) -> functools.partial[tuple[OnlineLearner, CheckpointStore]]:

@@ -44,6 +44,7 @@ from agent_service.adapters.record_spill import RecordSpill
 from agent_service.adapters.redis_identity import RedisIdentityGraph
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.config import GaelpConfig
+from agent_service.creatives import CatalogueFile
 from agent_service.errors import BusError, ConfigError, StoreError
 from agent_service.http.admin import parse_budget_change
 from agent_service.http.app import build_http_app, build_metrics_app
@@ -159,7 +160,9 @@ class ServeRuntime:
         partitions = {name: await self.bus.partitions(name) for name in self._inputs}
         self.service = build_service(cfg, self.store, self.registry, self.metrics, partitions, clock=_wall_ms,
                                      campaign=cfg.serve.campaign, creatives=self.creatives,
-                                     seed=cfg.simulation.seed + 7, shadow=cfg.serve.shadow)
+                                     seed=cfg.simulation.seed + 7, shadow=cfg.serve.shadow,
+                                     catalogue=CatalogueFile(cfg.creatives.catalogue, cfg.creatives.count,
+                                                             self.creatives, cfg.creatives.reload_s))
         # The watcher swaps new versions in (loaded and verified off the loop); the bid path never syncs.
         self.service.decider.sync_every_s = float("inf")
         self.watcher = ModelWatcher(self.registry, self.service.policy, self.metrics, poll_s=cfg.serve.model_poll_s)

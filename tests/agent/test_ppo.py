@@ -73,7 +73,8 @@ def _bandit(rng: np.random.Generator, net: HybridNet, n: int, eps: float) -> tup
     batch = PolicyBatch(torch.as_tensor(state), touches, tc, mask, c, ch, k, logp.float(),
                         torch.as_tensor(adv, dtype=torch.float32), torch.as_tensor(ret, dtype=torch.float32),
                         torch.zeros(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n, 3),
-                        torch.zeros(n, C), torch.ones(n, 3), torch.zeros(n, 3), torch.zeros(n, C))
+                        torch.zeros(n, C), torch.ones(n, 3), torch.zeros(n, 3), torch.zeros(n, C),
+                        torch.ones(n, C, dtype=torch.bool))
     return batch, float(hit.mean())
 
 
@@ -147,7 +148,8 @@ def _segment_bandit(rng: np.random.Generator, net: HybridNet, cfg: PPOConfig, n:
     batch = PolicyBatch(torch.as_tensor(state), touches, tc, mask, c, ch, k, logp.float(),
                         torch.as_tensor(adv, dtype=torch.float32), torch.as_tensor(ret, dtype=torch.float32),
                         torch.ones(n, dtype=torch.bool), torch.as_tensor(clicked, dtype=torch.float32),
-                        torch.ones(n, 3), torch.ones(n, CS), torch.ones(n, 3), torch.zeros(n, 3), bonus)
+                        torch.ones(n, 3), torch.ones(n, CS), torch.ones(n, 3), torch.zeros(n, 3), bonus,
+                        torch.ones(n, CS, dtype=torch.bool))
     return batch, float((c.numpy() == CTR[seg].argmax(1)).mean())
 
 

@@ -67,7 +67,7 @@ async def test_a_shadow_never_bids_under_load_across_a_hot_swap_and_touches_noth
     r = aioredis.from_url(service_redis_url)
     live_keys = {b"gaelp:live-canary"}
     await r.set(b"gaelp:live-canary", b"1")
-    proc, port = await start_serve(config, tansu.bootstrap, service_redis_url, "--shadow")
+    proc, port = await start_serve(config, tansu.bootstrap, service_redis_url, "--shadow", "--creatives", "12")
     statuses: list[int] = []
     try:
         async with aiohttp.ClientSession() as session:

@@ -48,6 +48,7 @@ from agent_service.agent.serving.hybrid import (
     net_dims,
 )
 from agent_service.config import RewardConfig
+from agent_service.creatives import Catalogue
 from agent_service.delay.learner import DelayedFeedbackLearner
 from agent_service.delay.model import DelayedConversionModel
 from agent_service.errors import ModelError
@@ -113,6 +114,8 @@ class HybridLearner:
                  registry: ModelRegistry | None = None, seed: int = 0) -> None:
         self.spec, self.cfg, self.reward_cfg, self.registry = spec, cfg, reward, registry
         self.dims = net_dims(spec, cfg)
+        self.catalogue: Catalogue | None = None
+        """The creative catalogue (eligibility by time and channel); None: every creative, always."""
         self.segment_fit: dict[str, Any] | None = None
         """The segment model served with the weights (``SegmentLearner.state()``; None: none fitted yet)."""
         with torch.random.fork_rng(devices=[]):
@@ -331,13 +334,33 @@ class HybridLearner:
                             torch.as_tensor(rows.won), torch.as_tensor(rows.clicked, dtype=torch.float32),
                             torch.as_tensor(scale, dtype=torch.float32), torch.as_tensor(trust, dtype=torch.float32),
                             torch.as_tensor(win, dtype=torch.float32), torch.as_tensor(cost, dtype=torch.float32),
-                            torch.as_tensor(bonus, dtype=torch.float32))
+                            torch.as_tensor(bonus, dtype=torch.float32),
+                            torch.as_tensor(self._creative_mask(rows.time_ms, rows.channel)))
         return batch, len(r), float(np.mean(r) * self.reward_std.std)
 
     @staticmethod
     def _tensors(rows: DecisionRows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return (torch.as_tensor(rows.state, dtype=torch.float32), torch.as_tensor(rows.touches, dtype=torch.float32),
                 torch.as_tensor(rows.touch_creatives), torch.as_tensor(rows.channel_mask))
+
+    def _creative_mask(self, time_ms: np.ndarray, channel: np.ndarray) -> np.ndarray:
+        C = self.spec.creatives
+        if self.catalogue is None:
+            return np.ones((len(time_ms), C), bool)
+        return self.catalogue.mask(time_ms, channel, C)
+
+    def set_catalogue(self, catalogue: Catalogue) -> list[int]:
+        """Use ``catalogue`` from now on; creatives new to it start their click model from the mean
+        of the creatives already known (a prior, not a blank). Returns the new slots."""
+        known = len(self.catalogue) if self.catalogue is not None else len(catalogue)
+        new = list(range(known, len(catalogue)))
+        net = self.net
+        if new and known > 0 and hasattr(net, "appeal"):
+            with torch.no_grad():
+                net.appeal[:, new] = net.appeal[:, :known].mean(dim=1, keepdim=True)
+                net.creative_bias[new] = net.creative_bias[:known].mean()
+        self.catalogue = catalogue
+        return new
 
     # ================================================================ weights out (plumbing)
     def state(self) -> dict[str, Any]:

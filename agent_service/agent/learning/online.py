@@ -35,6 +35,7 @@ from agent_service.agent.serving.hybrid import HybridConfig, spec_of
 from agent_service.config import CHANNELS, RewardConfig
 from agent_service.contracts.codec import decode
 from agent_service.contracts.events import Experience
+from agent_service.creatives import CatalogueFile
 from agent_service.errors import DecodeError, ModelError
 from agent_service.ports.registry import ModelRegistry
 from agent_service.units import DAY_MS
@@ -84,6 +85,8 @@ class OnlineLearner:
         """Each person's context counts (from the decisions' logged person key and context bucket)
         and the segment model fitted on them, published with the weights."""
         self._segment_rows: dict[int, int] = {}
+        self.catalogue: CatalogueFile | None = None
+        """The creative catalogue (reloaded when its file changes); None: every slot, always."""
 
     @property
     def rejected(self) -> int:
@@ -205,6 +208,10 @@ class OnlineLearner:
         A record that does not decode is reported in ``dead`` (the caller dead-letters it), never used.
         """
         self.follow_rollback()
+        if self.catalogue is not None:
+            cat = self.catalogue.current(self._now)
+            if cat is not self.learner.catalogue:
+                self.learner.set_catalogue(cat)  # new creatives start from the others' mean
         new = dup = 0
         updates: list[LearnerStats] = []
         dead: list[tuple[int, str, str]] = []

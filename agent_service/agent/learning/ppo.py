@@ -108,6 +108,8 @@ class PolicyBatch(NamedTuple):
     """float32 [N, 3] expected cost of a bid per channel at the shadow price: win rate × mean price × κ (USD)."""
     creative_bonus: torch.Tensor
     """float32 [N, C] optimism bonus of each creative on the click logit (:func:`creative_bonus`)."""
+    creative_mask: torch.Tensor
+    """bool [N, C] the creatives that were eligible (the catalogue at the decision's time and channel)."""
 
 
 class PPOStats(NamedTuple):
@@ -199,16 +201,17 @@ def creative_logits(out: HybridOut, beta: float, bonus: torch.Tensor | None = No
 
 
 def policy_dists(out: HybridOut, mask: torch.Tensor, cfg: PPOConfig, bonus: torch.Tensor | None = None,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 creative_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(creative [B, C], channel [B, 3], target [B, K]) action probabilities as served.
 
-    :param bonus: [B, C] or [C] optimism bonus of the value-guided creative policy (None: 0)."""
-    return (mixed_probs(creative_logits(out, cfg.creative_value_weight, bonus), cfg.creative_eps),
+    :param bonus: [B, C] or [C] optimism bonus of the value-guided creative policy (None: 0).
+    :param creative_mask: [B, C] eligible creatives given the channel played (None: all)."""
+    return (mixed_probs(creative_logits(out, cfg.creative_value_weight, bonus), cfg.creative_eps, creative_mask),
             mixed_probs(out.channel_logits, cfg.explore_eps, mask), mixed_probs(out.target_logits, cfg.explore_eps))
 
 
 def _logp_entropy(out: HybridOut, b: PolicyBatch, cfg: PPOConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    pc, pch, pk = policy_dists(out, b.channel_mask, cfg, b.creative_bonus)
+    pc, pch, pk = policy_dists(out, b.channel_mask, cfg, b.creative_bonus, b.creative_mask)
     rows = torch.arange(len(b.creative))
     logp = (torch.log(pc[rows, b.creative]) + torch.log(pch[rows, b.channel].clamp_min(1e-12))
             + torch.log(pk[rows, b.target]))
@@ -317,7 +320,7 @@ class PPOLearner:
         everyone (``V⁺`` the positive part of the expected value). The models are held fixed.
         With the value-guided creative head the creative term is left out (the guide is its solution)."""
         tau = self.cfg.creative_temperature
-        pc, pch, pk = policy_dists(out, b.channel_mask, self.cfg, b.creative_bonus)
+        pc, pch, pk = policy_dists(out, b.channel_mask, self.cfg, b.creative_bonus, b.creative_mask)
         rows = torch.arange(len(b.channel))
         net = self.net
         with torch.no_grad():

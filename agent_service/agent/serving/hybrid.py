@@ -24,6 +24,7 @@ swap so every batch is decided by a single version.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -263,13 +264,16 @@ class HybridAgent:
     # ---------------------------------------------------------------- per opportunity
     @torch.no_grad()
     def act(self, batch: StateBatch, channel_mask: np.ndarray, floor_cpm_usd: np.ndarray,
-            budget_left_usd: float | np.ndarray, explore: bool = True) -> AgentActs:
+            budget_left_usd: float | np.ndarray, explore: bool = True,
+            creative_mask: Callable[[np.ndarray], np.ndarray] | None = None) -> AgentActs:
         """Decide B opportunities with the version in force.
 
         :param batch: states and touch sequences (:func:`agent_service.agent.model.state.build_states`).
         :param channel_mask: bool [B, 3] channels offered (at least one per row).
         :param floor_cpm_usd: [B] floors. :param budget_left_usd: what may still be reserved.
         :param explore: sample from the policy (True) or take its mode (evaluation).
+        :param creative_mask: the creatives eligible given the channel chosen (channel [B] → bool
+            [B, C]; the catalogue's, ``agent_service/creatives.py``); None: every creative.
         """
         net, conv, stats, version = self.net, self.conv, self.stats, self.version  # pin one version
         spec, cfg = self.spec, self.cfg
@@ -286,9 +290,13 @@ class HybridAgent:
                                                          cfg.ppo.creative_optimism))
         else:
             head = out[:, :C]
-        probs = [_mixed(head, cfg.ppo.creative_eps, None), _mixed(out[:, C:C + 3], eps, mask),
-                 _mixed(out[:, C + 3:C + 3 + K1], eps, None)]
-        picks = [_sample(p, self.rng) if explore else p.argmax(1) for p in probs]
+        # the channel first: which creatives may be shown depends on it
+        p_channel = _mixed(out[:, C:C + 3], eps, mask)
+        channel = _sample(p_channel, self.rng) if explore else p_channel.argmax(1)
+        allowed = None if creative_mask is None else creative_mask(channel)
+        probs = [_mixed(head, cfg.ppo.creative_eps, allowed), p_channel, _mixed(out[:, C + 3:C + 3 + K1], eps, None)]
+        picks = [_sample(probs[0], self.rng) if explore else probs[0].argmax(1), channel,
+                 _sample(probs[2], self.rng) if explore else probs[2].argmax(1)]
         rows = np.arange(B)
         logp = np.log(np.maximum(probs[0][rows, picks[0]] * probs[1][rows, picks[1]] * probs[2][rows, picks[2]],
                                  1e-300))

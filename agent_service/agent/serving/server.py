@@ -40,6 +40,7 @@ from agent_service.agent.model.state import (
 )
 from agent_service.agent.serving.hybrid import AgentActs, HybridAgent, HybridConfig, PreparedVersion, spec_of
 from agent_service.config import CHANNELS
+from agent_service.creatives import CatalogueFile
 from agent_service.pacing import SlotOutcome, SpendPlan, pacing_features
 from agent_service.ports.registry import ModelRegistry
 from agent_service.ports.store import DecideContext
@@ -85,6 +86,8 @@ class AgentServer:
         self._z_period: list[float] = []
         self._pacing = np.zeros(len(pacing_features(1, 1, 0, 0, SlotOutcome(), 1, 0, 0, 1)), np.float32)
         self._counted = 0
+        self.catalogue: CatalogueFile | None = None
+        """The creative catalogue (reloaded when its file changes); None: every slot, always."""
 
     @property
     def version(self) -> int:
@@ -173,7 +176,11 @@ class AgentServer:
                               1.0)
         batch = build_states(spec, opp, jr, pacing, self.agent.stats)
         left = np.array([c.budget.remaining / 1e6 for c in ctxs])
-        acts = self.agent.act(batch, mask, floor, left, explore=explore)
+        eligible = None
+        if self.catalogue is not None:
+            cat = self.catalogue.current(int(t[0]))
+            eligible = lambda ch: cat.mask(t, ch, spec.creatives)  # noqa: E731  (the channel is chosen first)
+        acts = self.agent.act(batch, mask, floor, left, explore=explore, creative_mask=eligible)
         self._out.bids += int((acts.bid_cpm_usd > 0).sum())
         return ServedBatch(acts, spec.pack(batch, self._pacing), bucket, search)
 

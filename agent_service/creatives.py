@@ -1,0 +1,234 @@
+"""The creative catalogue: which creatives exist, on which channels, and when (``[creatives]``).
+
+The policy has a fixed number of creative slots (``creatives.capacity``, 64 by default); the
+catalogue fills them in order — the i-th creative is slot i, for as long as the service runs —
+and says, for each opportunity, which slots may be shown: a creative is eligible when its
+``start``/``stop`` window (event time) contains the opportunity and the channel played is one of
+its ``channels``. The decision path masks the creative policy with it, and the learner applies
+the same mask when it re-evaluates a logged decision (the mask is a function of event time and
+channel, so both sides agree without logging it).
+
+Adding a creative while the service runs: append it to the catalogue file; every process reloads
+it (``creatives.reload_s``), the new id takes the next free slot and the learner starts its click
+model from the mean of the eligible creatives (a prior, not a blank) in the next version.
+Retiring one: give it a ``stop`` (or delete it: it is then retired at reload time, and its slot is
+never reused). Without a file, ``creatives.count`` creatives ``c00``, ``c01``… on every channel.
+
+File format (TOML)::
+
+    [[creative]]
+    id = "spring-sale-a"
+    channels = ["paid_search", "social"]        # default: every channel
+    text = "Spring sale: 20 % off"              # optional
+    start = "2026-03-01T00:00:00Z"              # optional (RFC 3339 or a date)
+    stop = "2026-04-01"                         # optional
+    meta = { theme = "sale", format = "banner" } # optional, strings
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent_service.config import CHANNELS
+from agent_service.errors import ConfigError
+
+__all__ = ["Catalogue", "Creative"]
+
+_NEVER = 2**62
+
+
+@dataclass(frozen=True)
+class Creative:
+    """One creative of the catalogue."""
+
+    id: str
+    channels: tuple[str, ...] = CHANNELS
+    """Channels it may be shown on."""
+    text: str = ""
+    meta: tuple[tuple[str, str], ...] = ()
+    """Free-form (key, value) metadata (theme, format, language…)."""
+    start_ms: int = 0
+    """First event time (ms) it may be shown at."""
+    stop_ms: int = _NEVER
+    """Event time (ms) from which it is retired."""
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The creatives in slot order (see the module docstring)."""
+
+    creatives: tuple[Creative, ...]
+    _index: dict[str, int] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.creatives:
+            raise ConfigError("creatives", "the catalogue needs at least one creative")
+        for i, c in enumerate(self.creatives):
+            where = f"creatives[{i}]"
+            if not c.id:
+                raise ConfigError(f"{where}.id", "must not be empty")
+            if c.id in self._index:
+                raise ConfigError(f"{where}.id", f"{c.id!r} appears twice")
+            if not c.channels or any(ch not in CHANNELS for ch in c.channels):
+                raise ConfigError(f"{where}.channels", f"must be a non-empty subset of {list(CHANNELS)}, "
+                                                       f"got {list(c.channels)}")
+            if c.start_ms >= c.stop_ms:
+                raise ConfigError(f"{where}.stop", "must be after start")
+            self._index[c.id] = i
+
+    def __len__(self) -> int:
+        return len(self.creatives)
+
+    def slot(self, creative_id: str) -> int:
+        """The slot of a creative id (KeyError if unknown)."""
+        return self._index[creative_id]
+
+    def mask(self, t_ms: np.ndarray, channel: np.ndarray, capacity: int) -> np.ndarray:
+        """bool [B, capacity]: the slots eligible for each opportunity (event time, channel index).
+
+        A row with no eligible creative allows every creative live at that time, and failing
+        that every slot of the catalogue (a decision is never left without a creative).
+        """
+        if len(self) > capacity:
+            raise ConfigError("creatives.capacity", f"{len(self)} creatives in the catalogue, {capacity} slots")
+        t = np.asarray(t_ms, np.int64)[:, None]
+        ch = np.asarray(channel, np.int64)
+        start, stop, on = self._arrays
+        live = (start <= t) & (t < stop)  # [B, n]
+        ok = live & on[:, ch].T
+        ok = np.where(ok.any(axis=1, keepdims=True), ok, live)
+        ok = np.where(ok.any(axis=1, keepdims=True), ok, True)
+        out = np.zeros((len(ch), capacity), bool)
+        out[:, :len(self)] = ok
+        return out
+
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """start [n], stop [n], channel eligibility [n, 3] (built once: the bid path asks every batch)."""
+        return (np.array([c.start_ms for c in self.creatives], np.int64),
+                np.array([c.stop_ms for c in self.creatives], np.int64),
+                np.array([[name in c.channels for name in CHANNELS] for c in self.creatives], bool))
+
+    def merged(self, newer: Catalogue, now_ms: int) -> Catalogue:
+        """This catalogue updated to ``newer`` without moving any slot: known ids take ``newer``'s
+        settings in their slots, new ids are appended, and ids missing from ``newer`` are retired
+        at ``now_ms`` (their slots are never reused)."""
+        out = []
+        for c in self.creatives:
+            if c.id in newer._index:
+                out.append(newer.creatives[newer.slot(c.id)])
+            else:
+                out.append(replace(c, stop_ms=min(c.stop_ms, now_ms)) if c.start_ms < now_ms else
+                           replace(c, start_ms=now_ms - 1, stop_ms=now_ms))
+        out += [c for c in newer.creatives if c.id not in self._index]
+        return Catalogue(tuple(out))
+
+    @staticmethod
+    def generated(n: int) -> Catalogue:
+        """``n`` creatives ``c00``, ``c01``… on every channel, always live."""
+        if n < 1:
+            raise ConfigError("creatives.count", "must be >= 1")
+        return Catalogue(tuple(Creative(f"c{i:02d}") for i in range(n)))
+
+    @staticmethod
+    def from_entries(entries: Sequence[Mapping[str, Any]]) -> Catalogue:
+        """From ``[[creative]]`` tables (see the module docstring); errors name the entry and field."""
+        out = []
+        for i, e in enumerate(entries):
+            where = f"creatives[{i}]"
+            unknown = set(e) - {"id", "channels", "text", "start", "stop", "meta"}
+            if unknown:
+                raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown field")
+            if not isinstance(e.get("id"), str):
+                raise ConfigError(f"{where}.id", "must be a string")
+            channels = e.get("channels", list(CHANNELS))
+            if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+                raise ConfigError(f"{where}.channels", "must be a list of channel names")
+            meta = e.get("meta", {})
+            if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+                raise ConfigError(f"{where}.meta", "must be a table of strings")
+            text = e.get("text", "")
+            if not isinstance(text, str):
+                raise ConfigError(f"{where}.text", "must be a string")
+            out.append(Creative(e["id"], tuple(channels), text, tuple(sorted(meta.items())),
+                                _time(e.get("start"), f"{where}.start", 0), _time(e.get("stop"), f"{where}.stop",
+                                                                                   _NEVER)))
+        return Catalogue(tuple(out))
+
+    @staticmethod
+    def load(path: str | Path) -> Catalogue:
+        """Read a catalogue file (see the module docstring)."""
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError("creatives.catalogue", f"cannot read {path}: {exc}") from exc
+        entries = doc.get("creative")
+        if not isinstance(entries, list):
+            raise ConfigError("creatives.catalogue", f"{path} has no [[creative]] entries")
+        return Catalogue.from_entries(entries)
+
+
+def _time(value: Any, where: str, default: int) -> int:
+    """Event time (ms) of a TOML datetime, date or RFC 3339 string (UTC when no offset)."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ConfigError(where, f"not a date or RFC 3339 time: {value!r}") from exc
+    if isinstance(value, dt.datetime):
+        when = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return int(when.timestamp() * 1000)
+    if isinstance(value, dt.date):
+        return int(dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC).timestamp() * 1000)
+    raise ConfigError(where, f"not a date or time: {value!r}")
+
+
+class CatalogueFile:
+    """The catalogue a process serves, reloaded from its file when it changes (no restart).
+
+    ``current(now_ms)`` stats the file at most every ``reload_s`` seconds (wall clock); a changed
+    file is read and merged into the catalogue in force (slots never move, dropped ids retire at
+    ``now_ms``). A file that fails to load keeps the catalogue in force and is reported once
+    (``error``). Without a file: ``count`` generated creatives.
+    """
+
+    def __init__(self, path: str, count: int, capacity: int, reload_s: float = 5.0, clock: Any = None) -> None:
+        import time
+
+        self.path, self.reload_s, self.capacity = path, reload_s, capacity
+        self._clock = clock or time.monotonic
+        self.error: str | None = None
+        self.version = 1
+        self._checked = self._clock()
+        self._mtime = Path(path).stat().st_mtime_ns if path else 0
+        self.catalogue = self._fits(Catalogue.load(path) if path else Catalogue.generated(min(count, capacity)))
+
+    def _fits(self, cat: Catalogue) -> Catalogue:
+        if len(cat) > self.capacity:
+            raise ConfigError("creatives.capacity", f"the catalogue has {len(cat)} creatives (retired ones keep "
+                                                    f"their slots), the policy {self.capacity} slots")
+        return cat
+
+    def current(self, now_ms: int) -> Catalogue:
+        if not self.path or self._clock() - self._checked < self.reload_s:
+            return self.catalogue
+        self._checked = self._clock()
+        try:
+            mtime = Path(self.path).stat().st_mtime_ns
+            if mtime != self._mtime:
+                self.catalogue = self._fits(self.catalogue.merged(Catalogue.load(self.path), now_ms))
+                self._mtime, self.error = mtime, None
+                self.version += 1
+        except (OSError, ConfigError) as exc:
+            self.error = str(exc)
+        return self.catalogue
