@@ -1,4 +1,4 @@
-"""The simulated world GAELP trains and is judged in (see ``ARCHITECTURE.md``, ``/work/notes/sim-api.md``).
+"""The simulated world GAELP trains and is judged in (``simulators/README.md`` says what a bidder may know of it).
 
 - ``simulators.calibration`` — the calibration file format, its default and loader;
 - ``simulators.engine`` — the vectorised engine (people, journeys, auctions, clicks, conversions);

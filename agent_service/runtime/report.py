@@ -161,6 +161,13 @@ def summary_text(report: dict[str, Any], out_dir: Path | None, wall_seconds: flo
         f"(rejected {report['learner']['rejected']})",
         f"  no-bids: {report['no_bids']}",
     ]
+    if report["conversions"] == 0 and report["clicks"] > 0:
+        lines.append(f"  no conversion yet: they come 3-14 days after a click and this run had {report['days']} "
+                     f"day(s) of traffic — try `make run DAYS=7` to see the delayed loop close")
+    seg = (report.get("learner") or {}).get("segments") or {}
+    if seg.get("k"):
+        lines.append(f"  segments learned from the traffic: K = {seg['k']} (by BIC) over {seg['people']:,} people, "
+                     f"served: {seg['served']}")
     ident = report.get("identity") or {}
     if ident:
         g, b = ident["graph"], ident["login_only"]
