@@ -109,7 +109,7 @@ def _policies(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, bas
             return pol
         return build
 
-    def agent(m: SimMarket) -> CampaignPolicy:
+    def agent(m: SimMarket) -> HybridCampaign:
         a = HybridCampaign(m.creatives, cfg.hybrid, cfg.reward, seed=seed, learn=ec.agent_learns)
         if ckpt is not None:
             a.restore(ckpt)
