@@ -331,9 +331,11 @@ def main() -> None:
     result: dict[str, Any] = {"bench": "ray_training"}
     for name in args.only.split(","):
         t0 = time.perf_counter()
-        result.update({"speed": speed, "quality": quality, "swap": swap, "latency": latency}[name](args))
+        part = {"speed": speed, "quality": quality, "swap": swap, "latency": latency}[name](args)
+        result.update(part)
         result[f"{name}_seconds"] = round(time.perf_counter() - t0, 1)
-        print(f"[{name} done in {result[f'{name}_seconds']:.0f}s]", file=sys.stderr)
+        # each section's figures as soon as it ends: a later section's failure loses nothing
+        print(f"[{name} done in {result[f'{name}_seconds']:.0f}s] {json.dumps(part, default=float)}", file=sys.stderr)
     print(json.dumps(result))
 
 
