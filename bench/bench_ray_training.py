@@ -204,7 +204,8 @@ def swap(args: argparse.Namespace) -> dict[str, Any]:
         learner.publish()
         ports = [free_port(), free_port()]
         procs = [_spawn(config, {**os.environ, "GAELP_KAFKA": broker.bootstrap, "GAELP_REDIS": redis.url,
-                                 "GAELP_HTTP_PORT": str(p), "GAELP_ID_SALT": SALT}, "--roles", "bidder")
+                                 "GAELP_HTTP_PORT": str(p), "GAELP_ID_SALT": SALT}, "--roles", "bidder",
+                        "--creatives", "12")  # the layout of the versions published below
                  for p in ports]
         try:
             for p, proc in zip(ports, procs, strict=True):
