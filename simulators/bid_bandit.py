@@ -113,7 +113,8 @@ class BidBandit:
         logits = -((k[None, :] - centre[:, None]) ** 2) / (2 * self.log_temperature**2)
         soft = np.exp(logits - logits.max(axis=1, keepdims=True))
         soft /= soft.sum(axis=1, keepdims=True)
-        return (1 - self.log_eps) * soft + self.log_eps / self.n_actions
+        mixed: Floats = (1 - self.log_eps) * soft + self.log_eps / self.n_actions
+        return mixed
 
     def value(self, policy: Floats) -> float:
         """The exact value of ``policy`` ([cells, actions] probabilities)."""

@@ -52,6 +52,7 @@ __all__ = [
     "LoggedDecision",
     "LoggedFeedback",
     "OPEReport",
+    "RewardMode",
     "ValidationReport",
     "build_feedback",
     "evaluate",
@@ -112,6 +113,8 @@ class ValidationReport:
     deferred: dict[str, int]
     reward_mode: str
     as_of_ms: int | None
+    imputed: dict[str, int] = field(default_factory=dict)
+    """Used records whose reward was not joined but set (``no_outcome_reward``), by reason."""
 
     @property
     def n_refused(self) -> int:
@@ -123,6 +126,9 @@ class ValidationReport:
             parts.append("refused: " + ", ".join(f"{k}={v}" for k, v in sorted(self.refused.items())))
         if self.deferred:
             parts.append("deferred: " + ", ".join(f"{k}={v}" for k, v in sorted(self.deferred.items())))
+        if self.imputed:
+            parts.append("reward set without an outcome: " + ", ".join(f"{k}={v}" for k, v in sorted(
+                self.imputed.items())))
         return "; ".join(parts)
 
 
@@ -200,6 +206,7 @@ def build_feedback(decisions: Sequence[LoggedDecision], outcomes: Mapping[str, J
     vers = [-1 if d.model_version is None else d.model_version for d in decided]
     ok, refused = refusals(prop, vers, known_versions, [d.action for d in decided], n_actions)
     deferred: Counter[str] = Counter()
+    imputed: Counter[str] = Counter()
     if len(decided) < len(decisions):
         deferred["decided_after_as_of"] = len(decisions) - len(decided)
     used: list[tuple[LoggedDecision, float]] = []
@@ -208,17 +215,18 @@ def build_feedback(decisions: Sequence[LoggedDecision], outcomes: Mapping[str, J
             continue
         out = outcomes.get(d.decision_id)
         closed = (out.window_close_ms if out is not None else d.event_time_ms + window_ms) <= as_of_ms
-        if out is not None and out.final:
+        if out is not None and out.final and closed:  # a final record from after as_of is not known at as_of
             used.append((d, out.reward))
         elif mode == "delay_corrected" and out is not None:
             used.append((d, out.reward + out.pending_estimate))
-        elif closed and out is None and no_outcome_reward is not None:
+        elif out is None and no_outcome_reward is not None and (closed or mode == "delay_corrected"):
+            # closed: nothing happened; open (delay-corrected): nothing joined and nothing pending
             used.append((d, no_outcome_reward))
-        elif mode == "delay_corrected" and not closed and no_outcome_reward is not None:
-            used.append((d, no_outcome_reward))  # nothing joined yet and no pending estimate: nothing expected
+            imputed["window_closed_no_outcome" if closed else "window_open_no_outcome"] += 1
         else:
             deferred["window_open" if not closed else "window_closed_without_final_outcome"] += 1
-    report = ValidationReport(len(decisions), len(used), dict(refused), dict(deferred), mode, as_of_ms)
+    report = ValidationReport(len(decisions), len(used), dict(refused), dict(deferred), mode, as_of_ms,
+                              dict(imputed))
     return LoggedFeedback(
         decision_ids=tuple(d.decision_id for d, _ in used),
         reward=np.array([r for _, r in used], dtype=np.float64),
