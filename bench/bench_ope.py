@@ -64,7 +64,7 @@ from agent_service.evaluation.ope_log import (
 from simulators.bid_bandit import BidBandit
 
 OBP_PINS = ["numpy==1.24.4", "pandas==1.5.2", "scipy==1.9.3", "scikit-learn==1.1.3", "seaborn==0.11.2",
-            "matplotlib<3.9", "tqdm", "PyYAML==6.0.1", "mypy-extensions==0.4.4", "torch"]
+            "matplotlib<3.9", "tqdm", "PyYAML==6.0.1", "mypy-extensions==0.4.4"]
 REFERENCE = Path(__file__).resolve().parent / "obp_reference.py"
 SWITCH_TAU = 20.0
 
@@ -76,6 +76,10 @@ def setup_obp(venv: Path) -> None:
     pip = [str(venv / "bin" / "pip"), "install", "-q"]
     subprocess.run([*pip, "--no-deps", "--ignore-requires-python", "obp==0.5.7"], check=True)
     subprocess.run([*pip, *OBP_PINS], check=True)
+    if subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], capture_output=True).returncode:
+        # obp.policy imports torch (the estimators never use it): 2.13.0 matches a local CPU wheel where the
+        # machine has one (pip's find-links); a newer PyPI torch would bring gigabytes of CUDA libraries
+        subprocess.run([*pip, "torch==2.13.0"], check=True)
 
 
 def obp_python(venv: Path) -> str | None:
