@@ -31,6 +31,7 @@ COMMANDS: tuple[str, ...] = (
     "warehouse",
     "train",
     "evaluate",
+    "ope",
     "bench",
     "attribute",
 )
@@ -41,6 +42,7 @@ typical use:
   gaelp serve --kafka 127.0.0.1:9092 --redis redis://127.0.0.1:6379/0 --http-port 8080
   gaelp bench ipinyou --data ../shared/data/ipinyou-2997 --c0 0.03125 --policy lin
   gaelp attribute --paths paths.csv --model markov
+  gaelp ope --log warehouse.duckdb --candidate 7 --known-versions 5,6,7
 
 Every command takes --config FILE (TOML, sections as in agent_service/config.py);
 `gaelp COMMAND --help` explains each one.

@@ -1,182 +1,358 @@
-"""Off-policy evaluation: what a candidate policy would have earned, from the logs of another.
+"""Off-policy evaluation: the value of a candidate policy from another policy's logged decisions.
 
-Inputs follow the Open Bandit Pipeline's layout (Saito et al. 2021, ``obp``) so the numbers can
-be checked against it: ``n`` logged rounds with the action taken, its slot (``position``), the
-reward observed and the logging policy's propensity of that action; the candidate's action
-distribution ``action_dist[n, actions, positions]``; for the model-based estimators a reward
-model ``q_hat[n, actions, positions]``. Estimators (each returns the value, a 95 % bootstrap
-interval of the mean of its per-round terms, the effective sample size and a support warning):
+Inputs follow the Open Bandit Pipeline (obp) conventions, so the same arrays feed both:
 
-* IPS — ``mean(w · r)``, ``w = π_e(a|x) / π_b(a|x)``;
-* SNIPS — ``mean(w · r) / mean(w)`` (self-normalised: invariant to a constant factor on ``w``);
-* DR — ``mean(Σ_a π_e(a|x) q̂(x,a) + w · (r − q̂(x,a)))`` (unbiased when either ``π_b`` or ``q̂`` is right);
-* switch-DR — DR's correction only where ``w ≤ τ``, the reward model alone elsewhere (bounded variance).
+* ``reward`` [n], ``action`` [n] (index of the logged action), ``pscore`` [n] (its probability
+  under the logging policy), optional ``position`` [n] (slot of a ranked list, 0 otherwise);
+* ``action_dist`` — the candidate's probabilities: [n, A, L] (obp's shape), [n, A] (one
+  position), or [n] holding only π_e(a_i | x_i) of the logged action (enough for IPS/SNIPS);
+* ``q_hat`` [n, A, L] or [n, A] — a reward model's estimate for every action (the direct
+  method's input), fitted from the log only (:func:`cell_mean_rewards`).
 
-The effective sample size is Kish's ``(Σw)² / Σw²``; support is *poor* when it is under 1 % of the
-rounds or some candidate action was never logged with positive propensity where the candidate
-plays it. Records are checked before use: a missing propensity, a propensity outside (0, 1] or
-an unknown model version is refused and counted by reason (:func:`check_records`), never used.
+With ``w_i = π_e(a_i|x_i) / π_b(a_i|x_i)``::
 
-For the bid dimension the action is the bid-multiplier index the decision logged
-(``Action.multiplier``) and its propensity the slot's multiplier probability; delayed rewards
-are used only once a decision's window has closed (:func:`closed_rewards`).
+    IPS        mean(w r)                         unbiased when π_b > 0 wherever π_e > 0
+    SNIPS      sum(w r) / sum(w)                 biased O(1/n), invariant to a scale of w
+    DM         mean(sum_a π_e(a|x) q̂(x,a))       low variance, biased when q̂ is wrong
+    DR         DM + mean(w (r - q̂(x,a)))         unbiased if either π_b or q̂ is right
+    Switch-DR  DM + mean(1[w <= τ] w (r - q̂))    DR, DM alone where the weight exceeds τ
+
+Every estimator returns an :class:`Estimate` with a confidence interval (``ci``: seeded
+percentile ``bootstrap``, ``normal`` by the CLT, or empirical ``bernstein`` (Maurer & Pontil
+2009, Thm 4)), the Kish effective sample size ``(sum w)^2 / sum w^2`` and a support check.
+Pure numpy: no infrastructure imports.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["Estimate", "RecordCheck", "check_records", "closed_rewards", "dm", "dr", "ips", "snips", "switch_dr"]
+__all__ = [
+    "CI_METHODS",
+    "Estimate",
+    "SupportLimits",
+    "action_dist_3d",
+    "cell_mean_rewards",
+    "direct_method",
+    "doubly_robust",
+    "importance_weights",
+    "ips",
+    "kish_ess",
+    "snips",
+    "switch_dr",
+]
+
+CiMethod = Literal["bootstrap", "normal", "bernstein"]
+CI_METHODS: tuple[str, ...] = ("bootstrap", "normal", "bernstein")
+Floats = NDArray[np.float64]
 
 
-class Estimate(NamedTuple):
-    """One estimator's answer."""
+@dataclass(frozen=True)
+class SupportLimits:
+    """When an estimate's support is called poor."""
 
-    name: str
+    min_ess_share: float = 0.01
+    """Warn when the effective sample size is under this share of n."""
+    max_weight_share: float = 0.05
+    """Warn when one record carries more than this share of the total weight (n >= 100)."""
+    weight_mean_tol: float = 0.1
+    """Warn when mean(w) is further than this (and 4 standard errors) from 1: the candidate puts
+    mass on actions the logger (almost) never took, or the propensities are wrong."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimator's answer for one candidate.
+
+    :param estimator: ``ips``, ``snips``, ``dm``, ``dr`` or ``switch-dr``.
+    :param value: the estimated policy value (mean reward per logged decision).
+    :param ci_low: lower end of the interval. :param ci_high: upper end.
+    :param ci_method: how the interval was made (method, level, resamples and seed).
+    :param n: records used. :param ess: Kish effective sample size of the weights.
+    :param max_weight: largest importance weight. :param weight_mean: mean weight (≈ 1 under support).
+    :param poor_support: True when any warning fired. :param warnings: what fired, in words.
+    """
+
+    estimator: str
     value: float
     ci_low: float
     ci_high: float
-    ess: float
-    """Kish's effective sample size of the importance weights."""
+    ci_method: str
     n: int
+    ess: float
+    max_weight: float
+    weight_mean: float
     poor_support: bool
-    """True when ``ess < 1 %`` of the rounds or the candidate plays actions the log never shows."""
+    warnings: tuple[str, ...] = ()
+
+    def covers(self, truth: float) -> bool:
+        return self.ci_low <= truth <= self.ci_high
 
 
-def _factual(arr: np.ndarray, action: np.ndarray, position: np.ndarray) -> np.ndarray:
-    return arr[np.arange(len(action)), action, position]
+# ---------------------------------------------------------------------------- inputs
+def action_dist_3d(action_dist: ArrayLike, n: int) -> Floats:
+    """``action_dist`` as [n, A, L]; rejects rows that are not probability distributions."""
+    d = np.asarray(action_dist, dtype=np.float64)
+    if d.ndim == 2:
+        d = d[:, :, None]
+    if d.ndim != 3 or d.shape[0] != n:
+        raise ValueError(f"action_dist must be [n, A] or [n, A, L] with n={n}, got shape {d.shape}")
+    if not np.all(np.isfinite(d)) or d.min() < 0:
+        raise ValueError("action_dist has negative or non-finite probabilities")
+    sums = d.sum(axis=1)
+    if not np.allclose(sums, 1.0, atol=1e-6):
+        raise ValueError(f"action_dist rows must sum to 1 over actions (found {sums.min():.6g}..{sums.max():.6g})")
+    return d
 
 
-def _weights(action_dist: np.ndarray, action: np.ndarray, position: np.ndarray, pscore: np.ndarray) -> np.ndarray:
-    return _factual(action_dist, action, position) / pscore
+def _logged(reward: ArrayLike, action: ArrayLike | None, pscore: ArrayLike,
+            position: ArrayLike | None) -> tuple[Floats, NDArray[np.intp] | None, Floats, NDArray[np.intp]]:
+    r = np.asarray(reward, dtype=np.float64)
+    p = np.asarray(pscore, dtype=np.float64)
+    n = r.shape[0]
+    if r.ndim != 1 or p.shape != (n,) or n == 0:
+        raise ValueError(f"reward and pscore must be non-empty [n] arrays of one length ({r.shape}, {p.shape})")
+    if not np.all(np.isfinite(r)):
+        raise ValueError("reward has non-finite values")
+    if not (np.all(np.isfinite(p)) and p.min() > 0 and p.max() <= 1):
+        raise ValueError("pscore must lie in (0, 1]: validate the log first (agent_service.evaluation.ope_log)")
+    a = None if action is None else np.asarray(action, dtype=np.intp)
+    if a is not None and a.shape != (n,):
+        raise ValueError(f"action must be [n], got {a.shape}")
+    pos = np.zeros(n, dtype=np.intp) if position is None else np.asarray(position, dtype=np.intp)
+    if pos.shape != (n,):
+        raise ValueError(f"position must be [n], got {pos.shape}")
+    return r, a, p, pos
 
 
-def _bootstrap(terms: np.ndarray, seed: int, n_boot: int) -> tuple[float, float]:
-    """95 % percentile interval of the mean of ``terms`` (obp's ``estimate_confidence_interval_by_bootstrap``)."""
+def importance_weights(action: ArrayLike | None, pscore: ArrayLike, action_dist: ArrayLike,
+                       position: ArrayLike | None = None) -> Floats:
+    """``w_i = π_e(a_i | x_i) / pscore_i``; ``action_dist`` of shape [n] is π_e of the logged action."""
+    p = np.asarray(pscore, dtype=np.float64)
+    d = np.asarray(action_dist, dtype=np.float64)
+    if d.ndim == 1:
+        if d.shape != p.shape or not (np.all(np.isfinite(d)) and d.min() >= 0 and d.max() <= 1):
+            raise ValueError("a 1-d action_dist must hold π_e(a_i|x_i) in [0, 1] for every record")
+        return d / p
+    if action is None:
+        raise ValueError("action is needed with a full action_dist")
+    n = p.shape[0]
+    d3 = action_dist_3d(d, n)
+    pos = np.zeros(n, dtype=np.intp) if position is None else np.asarray(position, dtype=np.intp)
+    return d3[np.arange(n), np.asarray(action, dtype=np.intp), pos] / p
+
+
+def kish_ess(w: ArrayLike) -> float:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` (n when all weights are equal)."""
+    x = np.asarray(w, dtype=np.float64)
+    s2 = float(np.dot(x, x))
+    return float(x.sum()) ** 2 / s2 if s2 > 0 else 0.0
+
+
+def _support(w: Floats, limits: SupportLimits) -> tuple[float, tuple[str, ...]]:
+    n = w.shape[0]
+    ess = kish_ess(w)
+    out = []
+    if ess < limits.min_ess_share * n:
+        out.append(f"effective sample size {ess:.1f} is under {limits.min_ess_share:.0%} of n={n}")
+    total = float(w.sum())
+    if n >= 100 and total > 0 and float(w.max()) / total > limits.max_weight_share:
+        out.append(f"one record carries {float(w.max()) / total:.1%} of the total weight (max w={w.max():.4g})")
+    se = float(w.std()) / math.sqrt(n)
+    if abs(float(w.mean()) - 1.0) > max(limits.weight_mean_tol, 4 * se):
+        out.append(f"mean weight {w.mean():.3f} is far from 1: the candidate takes actions the log lacks "
+                   "(or the propensities are wrong)")
+    if total == 0:
+        out.append("the candidate gives probability 0 to every logged action")
+    return ess, tuple(out)
+
+
+# ---------------------------------------------------------------------------- intervals
+def _bootstrap(stat: Callable[[NDArray[np.intp]], Floats], n: int, alpha: float, n_boot: int,
+               seed: int) -> tuple[float, float]:
+    """Percentile interval of ``stat`` over ``n_boot`` resamples; ``stat`` maps [c, n] indices to [c]."""
     rng = np.random.default_rng(seed)
-    n = len(terms)
-    means = np.array([terms[rng.integers(0, n, n)].mean() for _ in range(n_boot)])
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    chunk = max(1, min(n_boot, 4_000_000 // n))  # bounded memory: chunk × n indices at a time
+    boots = np.concatenate([stat(rng.integers(0, n, size=(min(chunk, n_boot - s), n)))
+                            for s in range(0, n_boot, chunk)])
+    return float(np.percentile(boots, 100 * alpha / 2)), float(np.percentile(boots, 100 * (1 - alpha / 2)))
 
 
-def _estimate(name: str, terms: np.ndarray, w: np.ndarray, support_gap: bool, seed: int, n_boot: int,
-              value: float | None = None) -> Estimate:
-    lo, hi = _bootstrap(terms, seed, n_boot) if n_boot > 0 else (float("nan"), float("nan"))
-    ess = float(w.sum() ** 2 / max((w ** 2).sum(), 1e-300))
-    return Estimate(name, float(terms.mean()) if value is None else value, lo, hi, ess, len(terms),
-                    bool(ess < 0.01 * len(terms) or support_gap))
+def _interval(values: Floats, point: float, ci: CiMethod, alpha: float, n_boot: int, seed: int,
+              value_range: float | None, ratio_den: Floats | None = None) -> tuple[float, float, str]:
+    """Interval of a mean of ``values`` (or of ``sum values / sum ratio_den`` for SNIPS)."""
+    n = values.shape[0]
+    level = f"{1 - alpha:.0%}"
+    if ci == "bootstrap":
+        den = ratio_den
+
+        def stat(idx: NDArray[np.intp]) -> Floats:
+            num: Floats = values[idx].sum(axis=1)
+            if den is None:
+                mean: Floats = num / n
+                return mean
+            d: Floats = den[idx].sum(axis=1)
+            return np.where(d > 0, num / np.where(d > 0, d, 1.0), 0.0)
+        lo, hi = _bootstrap(stat, n, alpha, n_boot, seed)
+        return lo, hi, f"bootstrap percentile {level}, {n_boot} resamples, seed {seed}"
+    # normal and bernstein use the (linearised) per-record terms
+    if ratio_den is not None:
+        mw = float(ratio_den.mean())
+        terms = (values - point * ratio_den) / mw if mw > 0 else np.zeros_like(values)
+    else:
+        terms = values
+    sd = float(terms.std(ddof=1)) if n > 1 else math.inf
+    if ci == "normal":
+        half = NormalDist().inv_cdf(1 - alpha / 2) * sd / math.sqrt(n)
+        return point - half, point + half, f"normal (CLT) {level}"
+    if ci == "bernstein":
+        span = float(terms.max() - terms.min()) if value_range is None else float(value_range)
+        log_term = math.log(4 / alpha)  # two-sided: alpha/2 per side in Thm 4's ln(2/δ)
+        half = math.sqrt(2 * sd**2 * log_term / n) + 7 * span * log_term / (3 * max(n - 1, 1))
+        how = "given range" if value_range is not None else "observed range (heuristic: no known bound)"
+        return point - half, point + half, f"empirical Bernstein {level}, {how}"
+    raise ValueError(f"ci must be one of {CI_METHODS}, got {ci!r}")
 
 
-def _check(reward: np.ndarray, action: np.ndarray, position: np.ndarray | None, pscore: np.ndarray,
-           action_dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    reward, action, pscore = np.asarray(reward, np.float64), np.asarray(action, np.int64), np.asarray(pscore, np.float64)
-    n = len(reward)
-    pos = np.zeros(n, np.int64) if position is None else np.asarray(position, np.int64)
-    ad = np.asarray(action_dist, np.float64)
-    if ad.ndim == 2:
-        ad = ad[:, :, None]
-    if not (len(action) == len(pscore) == len(pos) == n == ad.shape[0]):
-        raise ValueError("reward, action, position, pscore and action_dist need the same number of rounds")
-    if not np.all((pscore > 0) & (pscore <= 1)):
-        raise ValueError("every pscore must be in (0, 1]: refuse such records first (check_records)")
-    if not np.allclose(ad.sum(axis=1), 1.0, atol=1e-6):
-        raise ValueError("action_dist must sum to 1 over actions in every round and position")
-    return reward, action, pos, pscore, ad
+def _estimate(name: str, point: float, values: Floats, w: Floats, ci: CiMethod, alpha: float, n_boot: int,
+              seed: int, value_range: float | None, limits: SupportLimits, ratio_den: Floats | None = None) -> Estimate:
+    lo, hi, how = _interval(values, point, ci, alpha, n_boot, seed, value_range, ratio_den)
+    ess, warnings = _support(w, limits)
+    return Estimate(name, point, lo, hi, how, int(values.shape[0]), ess, float(w.max()), float(w.mean()),
+                    bool(warnings), warnings)
 
 
-def _support_gap(ad: np.ndarray, action: np.ndarray, pos: np.ndarray) -> bool:
-    """The candidate puts mass on an (action, position) the log never shows."""
-    seen = np.zeros(ad.shape[1:], bool)
-    seen[action, pos] = True
-    return bool((ad.sum(axis=0)[~seen] > 1e-9 * len(ad)).any())
+# ---------------------------------------------------------------------------- estimators
+def ips(reward: ArrayLike, action: ArrayLike | None, pscore: ArrayLike, action_dist: ArrayLike,
+        position: ArrayLike | None = None, *, clip: float = math.inf, ci: CiMethod = "bootstrap",
+        alpha: float = 0.05, n_boot: int = 1000, seed: int = 0, value_range: float | None = None,
+        limits: SupportLimits = SupportLimits()) -> Estimate:
+    """Inverse propensity scoring: ``mean(min(w, clip) · r)`` (obp ``InverseProbabilityWeighting``).
+
+    :param reward: [n] observed rewards. :param action: [n] logged action indices (None with a 1-d
+        ``action_dist``). :param pscore: [n] logging propensities in (0, 1].
+    :param action_dist: the candidate's probabilities (see the module docstring).
+    :param position: [n] list positions, or None. :param clip: largest weight kept (inf: none).
+    :param ci: ``bootstrap`` (seeded percentile), ``normal`` or ``bernstein``. :param alpha: 1 - level.
+    :param n_boot: bootstrap resamples. :param seed: bootstrap seed.
+    :param value_range: known bound on the range of ``w·r`` for ``bernstein`` (observed range if None).
+    """
+    r, a, p, pos = _logged(reward, action, pscore, position)
+    w = importance_weights(a, p, action_dist, pos)
+    values = np.minimum(w, clip) * r
+    return _estimate("ips", float(values.mean()), values, w, ci, alpha, n_boot, seed, value_range, limits)
 
 
-def ips(reward: Any, action: Any, pscore: Any, action_dist: Any, position: Any = None, seed: int = 0,
-        n_boot: int = 1000) -> Estimate:
-    """Inverse propensity scoring (obp's ``InverseProbabilityWeighting``)."""
-    r, a, p, ps, ad = _check(reward, action, position, pscore, action_dist)
-    w = _weights(ad, a, p, ps)
-    return _estimate("ips", w * r, w, _support_gap(ad, a, p), seed, n_boot)
+def snips(reward: ArrayLike, action: ArrayLike | None, pscore: ArrayLike, action_dist: ArrayLike,
+          position: ArrayLike | None = None, *, ci: CiMethod = "bootstrap", alpha: float = 0.05,
+          n_boot: int = 1000, seed: int = 0, value_range: float | None = None,
+          limits: SupportLimits = SupportLimits()) -> Estimate:
+    """Self-normalised IPS: ``sum(w r) / sum(w)`` (obp ``SelfNormalizedInverseProbabilityWeighting``).
+
+    The bootstrap resamples the ratio; ``normal``/``bernstein`` use its linearisation
+    ``w (r - V) / mean(w)``. Parameters as :func:`ips`.
+    """
+    r, a, p, pos = _logged(reward, action, pscore, position)
+    w = importance_weights(a, p, action_dist, pos)
+    total = float(w.sum())
+    point = float((w * r).sum() / total) if total > 0 else 0.0
+    return _estimate("snips", point, w * r, w, ci, alpha, n_boot, seed, value_range, limits, ratio_den=w)
 
 
-def snips(reward: Any, action: Any, pscore: Any, action_dist: Any, position: Any = None, seed: int = 0,
-          n_boot: int = 1000) -> Estimate:
-    """Self-normalised IPS (obp's ``SelfNormalizedInverseProbabilityWeighting``)."""
-    r, a, p, ps, ad = _check(reward, action, position, pscore, action_dist)
-    w = _weights(ad, a, p, ps)
-    return _estimate("snips", w * r / w.mean(), w, _support_gap(ad, a, p), seed, n_boot)
+def _dm_terms(q_hat: ArrayLike, d3: Floats, pos: NDArray[np.intp]) -> tuple[Floats, Floats]:
+    n = d3.shape[0]
+    q = np.asarray(q_hat, dtype=np.float64)
+    if q.ndim == 2:
+        q = q[:, :, None]
+    if q.shape != d3.shape:
+        raise ValueError(f"q_hat must have action_dist's shape {d3.shape}, got {q.shape}")
+    rows = np.arange(n)
+    q_pos = q[rows, :, pos]  # [n, A]
+    return (d3[rows, :, pos] * q_pos).sum(axis=1), q_pos
 
 
-def dm(reward: Any, action: Any, pscore: Any, action_dist: Any, q_hat: Any, position: Any = None, seed: int = 0,
-       n_boot: int = 1000) -> Estimate:
-    """The direct method: the reward model under the candidate, ``mean(Σ_a π_e(a|x) q̂(x,a))``."""
-    r, a, p, ps, ad = _check(reward, action, position, pscore, action_dist)
-    q = np.asarray(q_hat, np.float64).reshape(ad.shape)
-    w = _weights(ad, a, p, ps)
-    return _estimate("dm", (ad[np.arange(len(a)), :, p] * q[np.arange(len(a)), :, p]).sum(axis=1), w,
-                     _support_gap(ad, a, p), seed, n_boot)
+def direct_method(reward: ArrayLike, action: ArrayLike, pscore: ArrayLike, action_dist: ArrayLike,
+                  q_hat: ArrayLike, position: ArrayLike | None = None, *, ci: CiMethod = "bootstrap",
+                  alpha: float = 0.05, n_boot: int = 1000, seed: int = 0, value_range: float | None = None,
+                  limits: SupportLimits = SupportLimits()) -> Estimate:
+    """The reward model alone: ``mean(sum_a π_e(a|x) q̂(x,a))`` (a baseline; its interval ignores the
+    model's own error). Parameters as :func:`doubly_robust`."""
+    r, a, p, pos = _logged(reward, action, pscore, position)
+    d3 = action_dist_3d(action_dist, r.shape[0])
+    dm, _ = _dm_terms(q_hat, d3, pos)
+    w = importance_weights(a, p, d3, pos)
+    return _estimate("dm", float(dm.mean()), dm, w, ci, alpha, n_boot, seed, value_range, limits)
 
 
-def dr(reward: Any, action: Any, pscore: Any, action_dist: Any, q_hat: Any, position: Any = None, seed: int = 0,
-       n_boot: int = 1000) -> Estimate:
-    """Doubly robust (obp's ``DoublyRobust``)."""
-    return _dr("dr", reward, action, pscore, action_dist, q_hat, position, np.inf, seed, n_boot)
+def doubly_robust(reward: ArrayLike, action: ArrayLike, pscore: ArrayLike, action_dist: ArrayLike,
+                  q_hat: ArrayLike, position: ArrayLike | None = None, *, ci: CiMethod = "bootstrap",
+                  alpha: float = 0.05, n_boot: int = 1000, seed: int = 0, value_range: float | None = None,
+                  limits: SupportLimits = SupportLimits()) -> Estimate:
+    """Doubly robust: ``mean(q̂(x,π_e) + w (r - q̂(x,a)))`` (obp ``DoublyRobust``).
+
+    :param q_hat: [n, A, L] or [n, A] reward model estimates for every action, fitted from the
+        log only (cross-fitted: :func:`cell_mean_rewards`). Other parameters as :func:`ips`.
+    """
+    return switch_dr(reward, action, pscore, action_dist, q_hat, position, tau=math.inf, ci=ci, alpha=alpha,
+                     n_boot=n_boot, seed=seed, value_range=value_range, limits=limits, _name="dr")
 
 
-def switch_dr(reward: Any, action: Any, pscore: Any, action_dist: Any, q_hat: Any, position: Any = None,
-              tau: float = 100.0, seed: int = 0, n_boot: int = 1000) -> Estimate:
-    """Switch-DR (Wang et al. 2017; obp's ``SwitchDoublyRobust``): DR's correction where ``w ≤ τ``."""
-    return _dr("switch_dr", reward, action, pscore, action_dist, q_hat, position, tau, seed, n_boot)
+def switch_dr(reward: ArrayLike, action: ArrayLike, pscore: ArrayLike, action_dist: ArrayLike,
+              q_hat: ArrayLike, position: ArrayLike | None = None, *, tau: float = math.inf,
+              ci: CiMethod = "bootstrap", alpha: float = 0.05, n_boot: int = 1000, seed: int = 0,
+              value_range: float | None = None, limits: SupportLimits = SupportLimits(),
+              _name: str = "switch-dr") -> Estimate:
+    """Switch-DR (Wang et al. 2017): the DR correction only where ``w <= tau`` (obp
+    ``SwitchDoublyRobust(lambda_=tau)``); ``tau = inf`` is DR, ``tau = 0`` the direct method.
+    Parameters as :func:`doubly_robust`."""
+    if not tau >= 0:
+        raise ValueError(f"tau must be >= 0, got {tau}")
+    r, a, p, pos = _logged(reward, action, pscore, position)
+    n = r.shape[0]
+    if a is None:
+        raise ValueError("DR needs the logged actions")
+    d3 = action_dist_3d(action_dist, n)
+    dm, q_pos = _dm_terms(q_hat, d3, pos)
+    w = d3[np.arange(n), a, pos] / p
+    correction = np.where(w <= tau, w, 0.0) * (r - q_pos[np.arange(n), a])
+    values = dm + correction
+    return _estimate(_name, float(values.mean()), values, w, ci, alpha, n_boot, seed, value_range, limits)
 
 
-def _dr(name: str, reward: Any, action: Any, pscore: Any, action_dist: Any, q_hat: Any, position: Any, tau: float,
-        seed: int, n_boot: int) -> Estimate:
-    r, a, p, ps, ad = _check(reward, action, position, pscore, action_dist)
-    q = np.asarray(q_hat, np.float64).reshape(ad.shape)
-    rows = np.arange(len(a))
-    w = _weights(ad, a, p, ps)
-    baseline = (ad[rows, :, p] * q[rows, :, p]).sum(axis=1)
-    terms = baseline + (w <= tau) * w * (r - _factual(q, a, p))
-    return _estimate(name, terms, w, _support_gap(ad, a, p), seed, n_boot)
+# ---------------------------------------------------------------------------- reward model
+def cell_mean_rewards(cell: ArrayLike, action: ArrayLike, reward: ArrayLike, n_cells: int, n_actions: int, *,
+                      prior: float = 5.0, folds: int = 2, seed: int = 0) -> Floats:
+    """A reward model from the log only: the mean reward per (context cell, action), shrunk to the
+    action's mean with ``prior`` pseudo-records, cross-fitted over ``folds`` (each record's
+    estimates come from the other folds, so DR's correction term is not fitted on itself).
 
-
-# ---------------------------------------------------------------------------- the decision log
-@dataclass
-class RecordCheck:
-    """Which logged decisions may be used, and why the others may not."""
-
-    keep: np.ndarray
-    """bool [n]."""
-    refused: Counter[str] = field(default_factory=Counter)
-    """Count of refused records per reason."""
-
-
-def check_records(records: Sequence[Mapping[str, Any]], versions: Iterable[int]) -> RecordCheck:
-    """Refuse records without a propensity, with one outside (0, 1], or from a model version not
-    in ``versions`` (reasons: ``missing_propensity``, ``propensity_out_of_range``, ``unknown_version``)."""
-    known = set(versions)
-    keep = np.zeros(len(records), bool)
-    refused: Counter[str] = Counter()
-    for i, rec in enumerate(records):
-        p = rec.get("propensity")
-        if p is None or not isinstance(p, (int, float)) or p != p:
-            refused["missing_propensity"] += 1
-        elif not 0 < p <= 1:
-            refused["propensity_out_of_range"] += 1
-        elif rec.get("model_version") not in known:
-            refused["unknown_version"] += 1
-        else:
-            keep[i] = True
-    return RecordCheck(keep, refused)
-
-
-def closed_rewards(decided_ms: np.ndarray, as_of_ms: int, window_ms: int) -> tuple[np.ndarray, str]:
-    """Keep only the decisions whose attribution window has closed by ``as_of_ms`` (their reward
-    is final); returns (mask, how) with ``how`` saying which rewards the estimate rests on."""
-    closed = np.asarray(decided_ms, np.int64) + window_ms <= as_of_ms
-    return closed, f"closed windows only: {int(closed.sum())} of {len(closed)} decisions (window {window_ms} ms)"
+    :param cell: [n] context cell of each record (any binning of x into ``n_cells`` ints).
+    :param action: [n] logged actions. :param reward: [n] rewards.
+    :returns: [n, n_actions] q̂(x_i, a) for every record and action.
+    """
+    c = np.asarray(cell, dtype=np.intp)
+    a = np.asarray(action, dtype=np.intp)
+    r = np.asarray(reward, dtype=np.float64)
+    n = r.shape[0]
+    fold = np.random.default_rng(seed).integers(0, folds, size=n) if folds > 1 else np.zeros(n, dtype=np.intp)
+    out = np.empty((n, n_actions))
+    for k in range(max(folds, 1)):
+        fit = fold != k if folds > 1 else np.ones(n, dtype=bool)
+        flat = c[fit] * n_actions + a[fit]
+        sums = np.bincount(flat, weights=r[fit], minlength=n_cells * n_actions).reshape(n_cells, n_actions)
+        counts = np.bincount(flat, minlength=n_cells * n_actions).reshape(n_cells, n_actions)
+        a_sum = sums.sum(axis=0)
+        a_cnt = counts.sum(axis=0)
+        overall = a_sum.sum() / max(a_cnt.sum(), 1)
+        a_mean = (a_sum + prior * overall) / (a_cnt + prior)
+        table = (sums + prior * a_mean) / (counts + prior)
+        rows = fold == k
+        out[rows] = table[c[rows]]
+    return out
