@@ -8,7 +8,7 @@ SEED ?= 0
 OUT ?= runs/latest
 PYTEST_ARGS ?=
 
-.PHONY: run test venv install install-test system-deps lint bench clean obp-venv
+.PHONY: run test venv install install-test system-deps lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,9 +41,3 @@ lint: install-test
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
 
-# A throwaway interpreter with obp for bench/bench_ope.py --obp-python /tmp/obp310/bin/python
-# (obp 0.5.7 needs Python < 3.11 and pins torch 1.12: never in the project's venv).
-OBP_PY ?= $(shell command -v python3.10 || ls /root/.pyenv/versions/3.10*/bin/python 2>/dev/null | head -1)
-obp-venv:
-	$(OBP_PY) -m venv /tmp/obp310
-	/tmp/obp310/bin/pip install --quiet obp==0.5.7 matplotlib==3.7.5 "numpy<1.25"
