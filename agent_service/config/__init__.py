@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from agent_service.config.agent import HybridConfig
+from agent_service.config.data import DataConfig
 from agent_service.errors import ConfigError
 from agent_service.typed_mapping import from_mapping
 
 __all__ = [
     "BudgetConfig",
+    "DataConfig",
     "GaelpConfig",
     "IdentitySettings",
     "JoinConfig",
@@ -361,6 +363,8 @@ class GaelpConfig:
     """Caps and Redis keys of the identity graph."""
     warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
     """The warehouse sink (DuckDB file or BigQuery)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data sources: how a GA4 export maps to sessions, touches, conversions and channels."""
 
     def replace(self, section: str, **changes: Any) -> GaelpConfig:
         """A copy with ``changes`` applied to one section (validated again)."""
