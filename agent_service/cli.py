@@ -33,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
     "evaluate",
     "bench",
     "attribute",
+    "ingest",
 )
 
 _EPILOG = """\
@@ -41,6 +42,7 @@ typical use:
   gaelp serve --kafka 127.0.0.1:9092 --redis redis://127.0.0.1:6379/0 --http-port 8080
   gaelp bench ipinyou --data ../shared/data/ipinyou-2997 --c0 0.03125 --policy lin
   gaelp attribute --paths paths.csv --model markov
+  gaelp ingest ga4 ../shared/reference/ga4 --warehouse runs/ga4.duckdb
 
 Every command takes --config FILE (TOML, sections as in agent_service/config.py);
 `gaelp COMMAND --help` explains each one.

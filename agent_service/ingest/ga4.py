@@ -51,7 +51,7 @@ _DECODER = msgspec.json.Decoder(Event, strict=False)
 class RowError:
     """A row that was not ingested, and why."""
 
-    source: str
+    origin: str
     """File or table it came from."""
     row: int
     """1-based row: line of an NDJSON file, element of a JSON array, row of Parquet or a table."""
@@ -150,7 +150,8 @@ class IngestStats:
 class Ga4Batch:
     """Everything read from one source."""
 
-    source: str
+    origin: str
+    """File or table read."""
     sessions: list[Session]
     conversions: list[Conversion]
     errors: list[RowError]
@@ -200,13 +201,13 @@ class _Params:
 class Ga4Builder:
     """Accumulates the rows of one source.
 
-    :param source: name of the file or table (carried by every record and error).
+    :param origin: name of the file or table (carried by every error and, in the warehouse, every row).
     :param config: GA4 settings (conversion events, channel rules).
     :param mapper: a shared :class:`ChannelMapper` (one is built from ``config`` when None).
     """
 
-    def __init__(self, source: str, config: Ga4Config | None = None, mapper: ChannelMapper | None = None) -> None:
-        self.source = source
+    def __init__(self, origin: str, config: Ga4Config | None = None, mapper: ChannelMapper | None = None) -> None:
+        self.origin = origin
         self.config = config or Ga4Config()
         self.mapper = mapper or ChannelMapper(self.config)
         self.stats = IngestStats()
@@ -258,7 +259,7 @@ class Ga4Builder:
 
     def _error(self, row: int, field: str, reason: str, raw: bytes) -> None:
         excerpt = raw[:_EXCERPT].decode("utf-8", "replace")
-        self.errors.append(RowError(self.source, row, field, reason, excerpt))
+        self.errors.append(RowError(self.origin, row, field, reason, excerpt))
 
     # -- one event -----------------------------------------------------------------------
     def _add(self, row: int, e: Event, raw: bytes) -> None:
@@ -333,7 +334,7 @@ class Ga4Builder:
     def finish(self) -> Ga4Batch:
         """The sessions, conversions and errors of the source."""
         sessions = [self._session(key, part) for key, part in self._parts.items()]
-        return Ga4Batch(self.source, sessions, self._conversions, self.errors, self.stats)
+        return Ga4Batch(self.origin, sessions, self._conversions, self.errors, self.stats)
 
     def _session(self, key: tuple[str, int], part: _Part) -> Session:
         src = part.src

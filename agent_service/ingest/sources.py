@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -20,7 +21,7 @@ import msgspec
 from agent_service.errors import GaelpError
 from agent_service.ingest.ga4 import Ga4Builder
 
-__all__ = ["FILE_SUFFIXES", "Progress", "SourceError", "expand", "read_file", "size_hint"]
+__all__ = ["BQ_PREFIX", "FILE_SUFFIXES", "Progress", "SourceError", "expand", "is_table", "read_file", "size_hint"]
 
 Progress = Callable[[int], None]
 """Called with the units (bytes or rows) done since the last call."""
@@ -28,11 +29,25 @@ Progress = Callable[[int], None]
 FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz", ".parquet")
 """Files a directory is searched for."""
 
+BQ_PREFIX = "bq:"
+"""Targets and origins that name a BigQuery table start with this."""
+
 _CHUNK = 1 << 20
+_TABLE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?\.[A-Za-z0-9_$*-]+$")
 
 
 class SourceError(GaelpError):
     """A source cannot be read at all (missing, unreadable, not a known format)."""
+
+
+def is_table(target: str) -> bool:
+    """Whether ``target`` names a BigQuery table: ``bq:[PROJECT.]DATASET.TABLE`` (``TABLE`` may end in
+    ``*``) or a bare ``PROJECT.DATASET.TABLE``; a path that exists never does."""
+    if Path(target).exists():
+        return False
+    if target.startswith(BQ_PREFIX):
+        return bool(_TABLE.match(target[len(BQ_PREFIX):]))
+    return "/" not in target and target.count(".") == 2 and bool(_TABLE.match(target))
 
 
 def expand(target: Path) -> list[Path]:
