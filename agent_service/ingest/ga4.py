@@ -35,7 +35,7 @@ import msgspec
 
 from agent_service.config.data import Ga4Config
 from agent_service.ingest.channels import ChannelMapper
-from agent_service.ingest.ga4_schema import Event, Param
+from agent_service.ingest.ga4_schema import Event, Param, ParamValue
 
 __all__ = ["Conversion", "Ga4Batch", "Ga4Builder", "IngestStats", "RowError", "Session", "Touch"]
 
@@ -164,7 +164,7 @@ class Ga4Batch:
                       s.channel_group, s.channel, s.device_category, s.country) for s in self.sessions]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Part:
     start_us: int
     end_us: int = 0
@@ -183,13 +183,10 @@ class _Part:
     value_micros: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Params:
-    session_id: int | None = None
-    session_number: int | None = None
-    engaged: bool = False
-    engagement_ms: int = 0
-    page_location: str | None = None
+    """The params few events carry (traffic source, conversion value); made only when one is there."""
+
     source: str | None = None
     medium: str | None = None
     campaign: str | None = None
@@ -267,52 +264,57 @@ class Ga4Builder:
         if not _MIN_US <= ts < _MAX_US:
             self._error(row, "$.event_timestamp", f"{ts} is not microseconds since the epoch (2000..2100)", raw)
             return
-        for name, value in (("event_name", e.event_name), ("user_pseudo_id", e.user_pseudo_id)):
-            if not value:
-                self._error(row, f"$.{name}", "is empty", raw)
-                return
-        p = _params(e.event_params)
+        if not e.event_name or not e.user_pseudo_id:
+            self._error(row, "$.event_name" if not e.event_name else "$.user_pseudo_id", "is empty", raw)
+            return
+        params = e.event_params
+        sid, number, loc, eng_ms, engaged, rare = _scan(params) if params else _NOTHING
+        p = _rare(params) if rare else _NO_PARAMS
         self.stats.events += 1
         is_conv = e.event_name in self._conv_names
         conv_value: int | None = None
         if is_conv:
-            conv = _conversion(e, p, raw)
+            conv = _conversion(e, sid, p, raw)
             self._conversions.append(conv)
             conv_value = conv.value_micros
-        if p.session_id is None:
+        if sid is None:
             self.stats.without_session += 1
             return
-        key = (e.user_pseudo_id, p.session_id)
+        key = (e.user_pseudo_id, sid)
         part = self._parts.get(key)
         if part is None:
             part = self._parts[key] = _Part(start_us=ts, end_us=ts, first=e)
         elif ts < part.start_us:
             part.start_us, part.first = ts, e
-        part.end_us = max(part.end_us, ts)
+        if ts > part.end_us:
+            part.end_us = ts
         part.events += 1
-        part.engaged = part.engaged or p.engaged
-        part.engagement_ms += p.engagement_ms
-        if p.session_number is not None:
-            part.session_number = p.session_number
+        if engaged:
+            part.engaged = True
+        part.engagement_ms += eng_ms
+        if number is not None:
+            part.session_number = number
         if e.user_id:
             part.user_id = e.user_id
         if e.user_first_touch_timestamp is not None:
             part.first_touch_us = e.user_first_touch_timestamp
         if e.event_name in self._pv_names:
             part.page_views += 1
-            if p.page_location and (part.landing is None or ts < part.landing[0]):
-                part.landing = (ts, p.page_location.split("?", 1)[0].split("#", 1)[0])
+            if loc and (part.landing is None or ts < part.landing[0]):
+                part.landing = (ts, loc.split("?", 1)[0].split("#", 1)[0])
         if is_conv:
             part.conversions += 1
             part.value_micros += conv_value or 0
-        cand = self._source_of(e, p)
-        if cand is not None and (part.src is None or (cand[0], ts) < part.src[:2]):
-            part.src = (cand[0], ts, *cand[1:])
+        if (rare or e.collected_traffic_source is not None or e.session_traffic_source_last_click is not None
+                or (loc is not None and "clid=" in loc)):
+            cand = self._source_of(e, loc, p)
+            if cand is not None and (part.src is None or (cand[0], ts) < part.src[:2]):
+                part.src = (cand[0], ts, *cand[1:])
         if e.traffic_source is not None and part.user_src is None:
             t = e.traffic_source
             part.user_src = (t.source or "", t.medium or "", t.name or "")
 
-    def _source_of(self, e: Event, p: _Params) -> tuple[int, str, str, str, str] | None:
+    def _source_of(self, e: Event, loc: str | None, p: _Params) -> tuple[int, str, str, str, str] | None:
         """(rank, kind, source, medium, campaign) this event reveals about its session, if any."""
         if self._last_click and e.session_traffic_source_last_click is not None:
             lc = e.session_traffic_source_last_click
@@ -322,7 +324,7 @@ class Ga4Builder:
                         mc.campaign_name or "")
         c = e.collected_traffic_source
         campaign = (c.manual_campaign_name if c is not None else None) or p.campaign or ""
-        if (c is not None and c.gclid) or (p.page_location is not None and _has_click_id(p.page_location)):
+        if (c is not None and c.gclid) or (loc is not None and _has_click_id(loc)):
             return _KIND_RANK["gclid"], "gclid", "google", "cpc", campaign  # Google Ads auto-tagging
         if c is not None and (c.manual_source or c.manual_medium):
             return _KIND_RANK["collected"], "collected", c.manual_source or "", c.manual_medium or "", campaign
@@ -370,8 +372,12 @@ def _has_click_id(url: str) -> bool:
     return "gclid=" in url or "gbraid=" in url or "wbraid=" in url
 
 
-def _value(p: Param) -> Any:
-    v = p.value
+_NOTHING: tuple[None, None, None, int, bool, bool] = (None, None, None, 0, False, False)
+_NO_PARAMS = _Params()  # shared, never written
+_RARE = frozenset({"source", "medium", "campaign", "value", "currency", "transaction_id"})
+
+
+def _value(v: ParamValue | None) -> Any:
     if v is None:
         return None
     if v.string_value is not None:
@@ -381,34 +387,51 @@ def _value(p: Param) -> Any:
     return v.double_value if v.double_value is not None else v.float_value
 
 
-def _params(params: list[Param] | None) -> _Params:
-    out = _Params()
-    for prm in params or ():
+def _scan(params: list[Param]) -> tuple[int | None, int | None, str | None, int, bool, bool]:
+    """(ga_session_id, ga_session_number, page_location, engagement_time_msec, session_engaged, whether a
+    rarer param is there). The hot loop: ~10 params an event, most skipped by a length-first compare."""
+    sid = number = None
+    loc = None
+    eng = 0
+    engaged = rare = False
+    for prm in params:
         k = prm.key
-        if k not in _WANTED:
-            continue
-        v = _value(prm)
-        if v is None:
-            continue
         if k == "ga_session_id":
-            out.session_id = _as_int(v)
+            v = prm.value
+            x = v.int_value if v is not None else None
+            sid = x if x is not None else _as_int(_value(v))
         elif k == "ga_session_number":
-            out.session_number = _as_int(v)
-        elif k == "session_engaged":
-            out.engaged = out.engaged or str(v) == "1"
-        elif k == "engagement_time_msec":
-            out.engagement_ms += _as_int(v) or 0
+            v = prm.value
+            x = v.int_value if v is not None else None
+            number = x if x is not None else _as_int(_value(v))
         elif k == "page_location":
-            out.page_location = str(v)
-        elif k == "value":
-            out.value = _as_float(v)
-        else:
-            setattr(out, k, str(v))
+            x = _value(prm.value)
+            loc = None if x is None else str(x)
+        elif k == "engagement_time_msec":
+            v = prm.value
+            x = v.int_value if v is not None else None
+            eng += x if x is not None else (_as_int(_value(v)) or 0)
+        elif k == "session_engaged":
+            x = _value(prm.value)
+            engaged = engaged or x == "1" or x == 1
+        elif k in _RARE:
+            rare = True
+    return sid, number, loc, eng, engaged, rare
+
+
+def _rare(params: list[Param]) -> _Params:
+    out = _Params()
+    for prm in params:
+        k = prm.key
+        if k in _RARE:
+            x = _value(prm.value)
+            if x is None:
+                continue
+            if k == "value":
+                out.value = _as_float(x)
+            else:
+                setattr(out, k, str(x))
     return out
-
-
-_WANTED = frozenset({"ga_session_id", "ga_session_number", "session_engaged", "engagement_time_msec",
-                     "page_location", "source", "medium", "campaign", "value", "currency", "transaction_id"})
 
 
 def _as_int(v: Any) -> int | None:
@@ -429,7 +452,7 @@ def _micros(x: float | None) -> int | None:
     return None if x is None else round(x * 1_000_000)
 
 
-def _conversion(e: Event, p: _Params, raw: bytes) -> Conversion:
+def _conversion(e: Event, session_id: int | None, p: _Params, raw: bytes) -> Conversion:
     ec = e.ecommerce
     value = ec.purchase_revenue if ec is not None and ec.purchase_revenue is not None else p.value
     usd = ec.purchase_revenue_in_usd if ec is not None and ec.purchase_revenue_in_usd is not None else None
@@ -440,7 +463,7 @@ def _conversion(e: Event, p: _Params, raw: bytes) -> Conversion:
     for part in (e.user_pseudo_id.encode(), str(e.event_timestamp).encode(), e.event_name.encode(), raw):
         h.update(part)
         h.update(b"\x00")
-    return Conversion(h.hexdigest(), e.user_pseudo_id, e.user_id or None, p.session_id, e.event_timestamp // 1000,
+    return Conversion(h.hexdigest(), e.user_pseudo_id, e.user_id or None, session_id, e.event_timestamp // 1000,
                       e.event_name, _micros(value), p.currency, _micros(usd), tid, len(e.items or ()))
 
 

@@ -2,26 +2,28 @@
 
 :meth:`Ga4Store.replace` writes one origin's batch in a single transaction: it deletes the
 origin's earlier rows, then inserts the new ones, so re-ingesting a file leaves the tables as
-one ingestion did, and a failure half-way leaves them as they were. Rows go in as one
-``INSERT ... SELECT unnest($1::T[]), ...`` per table (columns passed as lists, as the
-warehouse's DuckDB adapter does). DuckDB errors are translated to :class:`StoreWriteError`.
+one ingestion did, and a failure half-way leaves them as they were. Records are encoded by
+msgspec as NDJSON into a temporary file that DuckDB's JSON reader loads with the table's types
+(~10x faster than passing Python lists, whose conversion costs ~2 µs a value); ids and the origin
+are computed in the INSERT. DuckDB errors are translated to :class:`StoreWriteError`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import astuple
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import duckdb
+import msgspec
 
 from agent_service.errors import GaelpError
-from agent_service.ingest.ga4 import Ga4Batch
+from agent_service.ingest.ga4 import Conversion, Ga4Batch, RowError, Session
 from agent_service.ingest.tables import GA4_TABLES, GA4_VIEWS
-from agent_service.warehouse.schema import TableSchema
 
 __all__ = ["Ga4Store", "StoreWriteError"]
 
@@ -76,26 +78,31 @@ class Ga4Store:
         :param batch: everything read from one file or table.
         """
         origin = batch.origin
-        parts = [(f"{origin}|{s.user_pseudo_id}|{s.ga_session_id}", origin, *astuple(s)) for s in batch.sessions]
-        convs = [(c.conversion_id, origin, *astuple(c)[1:]) for c in batch.conversions]
-        errors = [(f"{origin}#{e.row}", origin, e.row, e.field, e.reason, e.excerpt) for e in batch.errors]
         st = batch.stats
-        starts = [s.start_ms for s in batch.sessions]
-        ingest = [(origin, int(time.time() * 1000), st.rows, st.events, st.duplicates, len(batch.errors),
-                   st.without_session, len(parts), len(convs), min(starts, default=None),
-                   max((s.end_ms for s in batch.sessions), default=None))]
+        ingest = [origin, int(time.time() * 1000), st.rows, st.events, st.duplicates, len(batch.errors),
+                  st.without_session, len(batch.sessions), len(batch.conversions),
+                  min((s.start_ms for s in batch.sessions), default=None),
+                  max((s.end_ms for s in batch.sessions), default=None)]
         con = self.con
-        try:
-            con.begin()
-            for name in GA4_TABLES:
-                con.execute(f"DELETE FROM {name} WHERE origin = ?", [origin])
-            for name, rows in (("ga4_session_parts", parts), ("ga4_conversions", convs),
-                               ("ga4_ingest_errors", errors), ("ga4_ingests", ingest)):
-                _insert(con, GA4_TABLES[name], rows)
-            con.commit()
-        except duckdb.Error as exc:
-            con.rollback()
-            raise StoreWriteError(f"DuckDB {self.path}: writing {origin}: {exc}") from exc
+        with tempfile.TemporaryDirectory(prefix="gaelp-ga4-") as tmp:
+            files = {}
+            for name, records in (("ga4_session_parts", batch.sessions), ("ga4_conversions", batch.conversions),
+                                  ("ga4_ingest_errors", batch.errors)):
+                if records:
+                    files[name] = Path(tmp) / f"{name}.ndjson"
+                    files[name].write_bytes(_ENCODER.encode_lines(records))
+            try:
+                con.begin()
+                for name in GA4_TABLES:
+                    con.execute(f"DELETE FROM {name} WHERE origin = ?", [origin])
+                for name, path in files.items():
+                    con.execute(_LOAD_SQL[name], [origin, str(path)])
+                marks = ", ".join("?" * len(ingest))
+                con.execute(f"INSERT INTO ga4_ingests VALUES ({marks})", ingest)
+                con.commit()
+            except duckdb.Error as exc:
+                con.rollback()
+                raise StoreWriteError(f"DuckDB {self.path}: writing {origin}: {exc}") from exc
 
     def count(self, table: str) -> int:
         """Rows of a table or view."""
@@ -109,12 +116,25 @@ class Ga4Store:
         return self.con.execute(sql, list(params or [])).fetchall()
 
 
-def _insert(con: duckdb.DuckDBPyConnection, schema: TableSchema, rows: list[tuple[Any, ...]]) -> None:
-    if not rows:
-        return
-    names = ", ".join(schema.column_names)
-    values = ", ".join(f"unnest(${i}::{_DUCK_TYPES[c.type]}[])" for i, c in enumerate(schema.columns, start=1))
-    columns = [list(col) for col in zip(*rows, strict=True)]
-    conflict = "" if schema.name == "ga4_session_parts" else " ON CONFLICT DO NOTHING"
-    con.execute(f"INSERT INTO {schema.name} ({names}) SELECT {values}{conflict}", columns)
+_ENCODER = msgspec.json.Encoder()
 
+
+def _load_sql(table: str, record: type, exprs: dict[str, str]) -> str:
+    """``INSERT INTO table SELECT ... FROM read_json($2)`` of ``record`` dataclasses ($1: the origin)."""
+    schema = GA4_TABLES[table]
+    types = {c.name: _DUCK_TYPES[c.type] for c in schema.columns}
+    fields = {f.name: types.get(f.name, "BIGINT") for f in dataclasses.fields(record)}
+    spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in fields.items()) + "}"
+    select = ", ".join(exprs.get(c, c) for c in schema.column_names)
+    conflict = " ON CONFLICT DO NOTHING" if table == "ga4_conversions" else ""
+    return (f"INSERT INTO {table} ({', '.join(schema.column_names)}) SELECT {select} "
+            f"FROM read_json($2, format='newline_delimited', columns={spec}){conflict}")
+
+
+_LOAD_SQL = {
+    "ga4_session_parts": _load_sql("ga4_session_parts", Session, {
+        "part_id": "$1 || '|' || user_pseudo_id || '|' || ga_session_id", "origin": "$1"}),
+    "ga4_conversions": _load_sql("ga4_conversions", Conversion, {"origin": "$1"}),
+    "ga4_ingest_errors": _load_sql("ga4_ingest_errors", RowError, {
+        "error_id": "$1 || '#' || row", "origin": "$1", "row_number": "row"}),
+}
