@@ -269,7 +269,7 @@ class Ga4Builder:
             return
         params = e.event_params
         sid, number, loc, eng_ms, engaged, rare = _scan(params) if params else _NOTHING
-        p = _rare(params) if rare else _NO_PARAMS
+        p = _rare(params) if rare and params else _NO_PARAMS
         self.stats.events += 1
         is_conv = e.event_name in self._conv_names
         conv_value: int | None = None

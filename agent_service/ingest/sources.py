@@ -9,12 +9,13 @@ of a Parquet file. A file that cannot be split into rows at all is one error at 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import BinaryIO
 
 import msgspec
 
@@ -33,6 +34,7 @@ BQ_PREFIX = "bq:"
 """Targets and origins that name a BigQuery table start with this."""
 
 _CHUNK = 1 << 20
+_Stream = BinaryIO | gzip.GzipFile
 _TABLE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?\.[A-Za-z0-9_$*-]+$")
 
 
@@ -84,14 +86,16 @@ def read_file(path: Path, builder: Ga4Builder, progress: Progress | None = None)
         return
     size = path.stat().st_size if progress is not None else 0
     try:
-        with _open(path) as f:
+        with open(path, "rb", buffering=_CHUNK) as raw, contextlib.ExitStack() as stack:
+            f: _Stream = raw
+            if path.name.lower().endswith(".gz"):
+                f = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
             first = _first_line(f)
             f.seek(0)
             if first is None:  # empty: no rows
                 return
             if first.lstrip()[:1] == b"{" and _is_json(first):  # NDJSON (one row per line)
-                tell = f.fileobj.tell if isinstance(f, gzip.GzipFile) else f.tell  # type: ignore[union-attr]
-                _read_lines(f, builder, progress, tell)
+                _read_lines(f, builder, progress, raw.tell)  # progress in bytes of the file as stored
                 return
             whole = f.read()
     except (OSError, EOFError) as exc:
@@ -106,13 +110,7 @@ def read_file(path: Path, builder: Ga4Builder, progress: Progress | None = None)
         progress(size)
 
 
-def _open(path: Path) -> IO[bytes]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb", buffering=_CHUNK)  # noqa: SIM115 (closed by the caller's with)
-
-
-def _first_line(f: IO[bytes]) -> bytes | None:
+def _first_line(f: _Stream) -> bytes | None:
     for line in f:
         if line.strip():
             return line
@@ -152,7 +150,7 @@ def _read_document(data: bytes, builder: Ga4Builder) -> bool:
     return True
 
 
-def _read_lines(f: IO[bytes], builder: Ga4Builder, progress: Progress | None, tell: Callable[[], int]) -> None:
+def _read_lines(f: _Stream, builder: Ga4Builder, progress: Progress | None, tell: Callable[[], int]) -> None:
     add = builder.add_json
     last = 0
     for n, line in enumerate(f, start=1):
