@@ -3,7 +3,8 @@ google-cloud-bigquery (``tables.get`` + ``tabledata.list``: no query job, no que
 
 A target names one table (``PROJECT.DATASET.events_20210128``) or, ending in ``*``, every table
 of the dataset with that prefix (``PROJECT.DATASET.events_*``), each read as an origin of its own
-(``bq:PROJECT.DATASET.TABLE``), so re-ingesting a day replaces only that day. The client comes
+(``bq:PROJECT.DATASET.TABLE``), so re-ingesting a day replaces only that day; ``events_*`` skips the
+``events_intraday_*`` tables (the same events, still being written) unless the pattern names them. The client comes
 from ``[warehouse]`` (project, api_endpoint for a local endpoint, anonymous credentials for it
 only); tests point it at a local recording endpoint. Library errors become :class:`SourceError`.
 """
@@ -49,6 +50,8 @@ def resolve_tables(client: bigquery.Client, target: str) -> list[str]:
         found = [t.table_id for t in client.list_tables(f"{project}.{dataset}")]
     except (gexc.GoogleAPICallError, OSError) as exc:
         raise SourceError(f"{target}: cannot list the dataset's tables: {exc}") from exc
+    if "intraday" not in table:  # events_* must not also read events_intraday_* (the same day, twice)
+        found = [t for t in found if "intraday" not in t]
     ids = sorted(f"{project}.{dataset}.{t}" for t in found if fnmatch.fnmatchcase(t, table))
     if not ids:
         raise SourceError(f"{target}: no table matches {table!r} in {project}.{dataset}")

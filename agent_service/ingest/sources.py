@@ -44,12 +44,13 @@ class SourceError(GaelpError):
 
 def is_table(target: str) -> bool:
     """Whether ``target`` names a BigQuery table: ``bq:[PROJECT.]DATASET.TABLE`` (``TABLE`` may end in
-    ``*``) or a bare ``PROJECT.DATASET.TABLE``; a path that exists never does."""
+    ``*``) or a bare ``PROJECT.DATASET.TABLE`` (not ending like an export file); a path that exists never does."""
     if Path(target).exists():
         return False
     if target.startswith(BQ_PREFIX):
         return bool(_TABLE.match(target[len(BQ_PREFIX):]))
-    return "/" not in target and target.count(".") == 2 and bool(_TABLE.match(target))
+    looks_like_file = target.lower().endswith((".json", ".jsonl", ".ndjson", ".gz", ".parquet"))
+    return "/" not in target and target.count(".") == 2 and not looks_like_file and bool(_TABLE.match(target))
 
 
 def expand(target: Path) -> list[Path]:

@@ -141,6 +141,7 @@ async def test_bigquery_tables_ingest_like_the_files(tmp_path: Path, capsys) -> 
     first = min(tables)
     tables[first] = [*tables[first], {**tables[first][0], "user_pseudo_id": None, "event_bundle_sequence_id": "7"}]
     tables["other_table"] = tables[first][:3]  # not matched by events_*
+    tables["events_intraday_20240109"] = tables[first][:5]  # matched, but intraday tables are skipped
     export.write_ndjson(tmp_path / "files", malformed=False)
     files_db, bq_db = tmp_path / "files.duckdb", tmp_path / "bq.duckdb"
     assert (await asyncio.to_thread(ingest, capsys, str(tmp_path / "files"), "--warehouse", str(files_db)))[0] == 0

@@ -17,7 +17,7 @@ from agent_service.config.data import Ga4Config
 from agent_service.errors import ConfigError
 from agent_service.ingest.channels import ChannelMapper
 from agent_service.ingest.ga4 import Ga4Batch, Ga4Builder, Session
-from agent_service.ingest.sources import expand, read_file
+from agent_service.ingest.sources import expand, is_table, read_file
 from agent_service.ingest.tables import SESSION_COLUMNS
 from tests.ga4_fixtures import GA4_SCHEMA, duckdb_type, synthetic_export
 
@@ -234,6 +234,14 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
     strip = [dataclasses.replace(c, conversion_id="") for c in a.conversions]
     assert sorted(strip, key=str) == sorted([dataclasses.replace(c, conversion_id="") for c in b.conversions],
                                             key=str)
+
+
+@pytest.mark.parametrize(("target", "table"), [
+    ("bq:ds.events_20240101", True), ("bq:proj.ds.events_*", True), ("proj.ds.events_20240101", True),
+    ("events.2024.json", False), ("ds.events_20240101", False), ("exports/proj.ds.t", False), ("bq:nope", False),
+])
+def test_which_targets_name_a_bigquery_table(target: str, table: bool) -> None:
+    assert is_table(target) is table
 
 
 def test_session_record_matches_the_table_columns() -> None:
