@@ -165,6 +165,16 @@ def test_malformed_rows_are_reported_with_row_and_field_and_the_rest_ingested(tm
     assert missing.reason == "missing (required)"
 
 
+def test_events_without_a_session_id_are_counted_and_their_conversions_kept() -> None:
+    row = {"event_timestamp": "1704067200000001", "event_name": "purchase", "user_pseudo_id": "u9",
+           "event_params": [{"key": "value", "value": {"double_value": "12.5"}},
+                            {"key": "currency", "value": {"string_value": "USD"}}]}
+    batch = build([row])
+    assert batch.stats.without_session == 1 and batch.sessions == []
+    (c,) = batch.conversions
+    assert (c.ga_session_id, c.value_micros, c.currency, c.transaction_id) == (None, 12_500_000, "USD", None)
+
+
 def test_exact_duplicates_are_counted_and_ingested_once() -> None:
     rows = synthetic_export(0).rows
     batch = build(rows + rows[:7])
