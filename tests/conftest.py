@@ -22,7 +22,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from tests.servers import RedisServer, TansuBroker  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("GAELP_SHARED") or ROOT.parent / "shared")  # env: a checkout elsewhere (a worktree)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_service.config.agent import HybridConfig
+from agent_service.config.data import DataConfig
 from agent_service.errors import ConfigError
 from agent_service.typed_mapping import from_mapping
 from agent_service.units import DAY_MS
@@ -27,6 +28,7 @@ from agent_service.units import DAY_MS
 __all__ = [
     "BudgetConfig",
     "CreativesConfig",
+    "DataConfig",
     "GaelpConfig",
     "IdentitySettings",
     "JoinConfig",
@@ -398,6 +400,8 @@ class GaelpConfig:
     """The warehouse sink (DuckDB file or BigQuery)."""
     creatives: CreativesConfig = field(default_factory=CreativesConfig)
     """The creative catalogue of the service."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data sources: how a GA4 export maps to sessions, touches, conversions and channels."""
 
     def replace(self, section: str, **changes: Any) -> GaelpConfig:
         """A copy with ``changes`` applied to one section (validated again)."""
