@@ -25,6 +25,9 @@ class FeedStats(NamedTuple):
     bids: int
     end_ms: int
     """Event time of the final tick."""
+    published_ms: int
+    """Every world event before this event time was published (the end of the drain); a world's
+    conversions scheduled later were not, though its log already holds them."""
 
 
 async def feed(driver: SimDriver, days: float, drain_days: float = 16.0, slot_ms: int = 3 * 3_600_000,
@@ -63,4 +66,4 @@ async def feed(driver: SimDriver, days: float, drain_days: float = 16.0, slot_ms
             a, slot = b, slot + 1
     final = end + DAY_MS
     await driver.tick(final)
-    return FeedStats(requests, decisions, bids, final)
+    return FeedStats(requests, decisions, bids, final, end)
