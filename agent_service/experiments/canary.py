@@ -12,7 +12,9 @@ decision within the horizon; the share stays frozen until an operator acts. The 
 
 Assignment is nested across ramp stages (candidate iff bucket < share), so a person on the candidate stays
 there when the share grows. Observations are per person (their totals over an observation window); the
-caller closes windows when the stage changes so that no person is counted in both arms.
+caller closes windows when the stage changes so that no person is counted in both arms. The test pools the
+stages: if value per dollar drifts in time while the share grows, the arms' mixes of early and late persons
+differ and the pooled lift is biased (a stage-stratified estimate would remove that; not done yet).
 """
 
 from __future__ import annotations
