@@ -36,7 +36,7 @@ test: install-test
 lint: install-test
 	$(BIN)/ruff check agent_service stream_apps simulators tests bench
 	$(BIN)/mypy agent_service stream_apps simulators
-	$(BIN)/mypy --strict --follow-imports=silent agent_service/contracts agent_service/ports agent_service/pipeline
+	$(BIN)/mypy --strict --follow-imports=silent agent_service/contracts agent_service/ports agent_service/pipeline agent_service/experiments
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

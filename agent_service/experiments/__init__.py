@@ -1,2 +1,2 @@
-"""Moving a candidate policy from shadow to live safely: hashed canary assignment, an always-valid
-sequential test on value per dollar, guardrails and the promote / hold / roll-back decision."""
+"""Canary promotion and creative A/B experiments: hashed assignment, always-valid sequential statistics,
+guardrails and the state machines around them (pure domain code; storage and serving live elsewhere)."""

@@ -1,138 +1,187 @@
-"""Canary promotion: a stable hashed share of people on the candidate, a sequential test on value
-per dollar, guardrails, and the decision — promote, hold, or roll back — as logged steps.
+"""The canary of ``gaelp promote --canary``: a candidate policy serves a stable hashed share of persons, an
+always-valid test on conversion value per dollar decides, guardrails can roll it back at any time.
 
-Assignment hashes the *canonical person id* (after identity resolution, so one person's devices
-stay together) with the experiment's id (experiments are independent of each other): blake2b,
-not Python's ``hash`` (salted per process). A ramp (5 % → 25 % → 50 % by default, then promotion to 100 %)
-moves to its next step when the candidate is ahead beyond the interval on evidence gathered at
-the current step; it rolls back as soon as the
-candidate is worse than ``-margin`` beyond the interval or breaks a guardrail (spend rate, no-bid
-rate or error rate too far from control's).
+State machine (every transition, and every evaluation, is returned as a :class:`CanaryEvent`)::
+
+    running ──(test: promote, stage has stage_min_persons)──► next ramp stage ──► … ──► promoted
+       │ ├──(test: rollback, or a guardrail broken)──────────────────────────────────► rolled_back
+       │ └──(horizon: max_persons or max_duration_ms with no decision)───────────────► held
+
+``promoted``: everyone is served by the candidate. ``rolled_back``: everyone by control. ``held``: no
+decision within the horizon; the share stays frozen until an operator acts. The three are terminal.
+
+Assignment is nested across ramp stages (candidate iff bucket < share), so a person on the candidate stays
+there when the share grows. Observations are per person (their totals over an observation window); the
+caller closes windows when the stage changes so that no person is counted in both arms. The test pools the
+stages: if value per dollar drifts in time while the share grows, the arms' mixes of early and late persons
+differ and the pooled lift is biased (a stage-stratified estimate would remove that; not done yet).
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
-from typing import Literal
+import enum
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from agent_service.experiments.sequential import ArmStats, Comparison, compare
+import numpy as np
+from numpy.typing import ArrayLike
 
-__all__ = ["Canary", "CanaryConfig", "Guardrails", "Step", "in_share", "unit_hash"]
+from agent_service.config.experiments import CanaryConfig
+from agent_service.experiments.assignment import bucket
+from agent_service.experiments.guardrails import GuardrailStats, check_guardrails
+from agent_service.experiments.sequential import Arm, Decision, SequentialTest, TestResult
 
-State = Literal["running", "promoted", "rolled_back"]
-
-
-def unit_hash(experiment: str, person: str) -> float:
-    """A uniform number in [0, 1) fixed by (experiment, person)."""
-    digest = hashlib.blake2b(f"{experiment}\x00{person}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def in_share(experiment: str, person: str, share: float) -> bool:
-    """True when the person is in the experiment's first ``share`` (stable as the share grows)."""
-    return unit_hash(experiment, person) < share
+__all__ = ["Canary", "CanaryEvent", "CanaryState"]
 
 
-@dataclass(frozen=True)
-class Guardrails:
-    """Candidate ÷ control limits; beyond one the canary rolls back at once."""
-
-    max_spend_rate: float = 1.5
-    max_no_bid_rate_delta: float = 0.2
-    """Largest increase of the share of requests not bid (absolute)."""
-    max_error_rate: float = 0.01
+class CanaryState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    HELD = "held"
 
 
-@dataclass(frozen=True)
-class CanaryConfig:
-    ramp: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)
-    alpha: float = 0.05
-    margin: float = 0.0
-    """Non-inferiority margin (relative): roll back when the lift's interval is entirely under −margin."""
-    min_conversions: int = 300
-    """Per arm, before any decision, and again after each ramp: the delta method's normal
-    approximation needs enough converting people (heavy-tailed values; 100 gave 5.5 % false
-    roll-backs in A/A runs at a 5 % share)."""
-    tau_share: float = 0.1
-    guardrails: Guardrails = field(default_factory=Guardrails)
+@dataclass(frozen=True, slots=True)
+class CanaryEvent:
+    """One step of a canary, for the decision log and the metrics."""
 
-    def __post_init__(self) -> None:
-        from agent_service.errors import ConfigError
-
-        if not self.ramp or any(not 0 < s <= 1 for s in self.ramp) or list(self.ramp) != sorted(self.ramp):
-            raise ConfigError("canary.ramp", "shares in (0, 1], increasing")
-        if not 0 < self.alpha < 1:
-            raise ConfigError("canary.alpha", "must be in (0, 1)")
-        if self.margin < 0 or self.min_conversions < 1:
-            raise ConfigError("canary.margin", "margin >= 0 and min_conversions >= 1")
-
-
-@dataclass(frozen=True)
-class Step:
-    """One logged step of a canary (also exported as metrics)."""
-
-    state: State
+    experiment_id: str
+    seq: int
+    """Increases by one per event of this canary."""
+    at_ms: int
+    """Event time of the evaluation."""
+    kind: str
+    """``started``, ``evaluated``, ``stage_advanced``, ``promoted``, ``rolled_back`` or ``held``."""
+    state: CanaryState
+    """State after the event."""
+    stage: int
     share: float
-    action: Literal["hold", "ramp", "promote", "rollback"]
+    """Candidate share after the event."""
     reason: str
     lift: float
-    lift_low: float
-    lift_high: float
+    lower: float
+    upper: float
+    control_persons: int
+    candidate_persons: int
+    control_conversions: int
+    candidate_conversions: int
+
+    def as_record(self) -> dict[str, Any]:
+        """A flat dict for the log (the state as its string)."""
+        rec = asdict(self)
+        rec["state"] = str(self.state)
+        return rec
 
 
 class Canary:
-    """One candidate against control (see the module docstring)."""
+    """One candidate against the live control.
 
-    def __init__(self, experiment: str, cfg: CanaryConfig | None = None) -> None:
-        self.experiment = experiment
-        self.cfg = cfg or CanaryConfig()
+    :param experiment_id: salts the person hash (a new id re-draws who sees the candidate).
+    :param config: share, ramp, test, guardrails and horizon.
+    """
+
+    def __init__(self, experiment_id: str, config: CanaryConfig | None = None) -> None:
+        if not experiment_id:
+            raise ValueError("experiment_id must not be empty")
+        self.experiment_id = experiment_id
+        self.config = config or CanaryConfig()
+        self.state = CanaryState.PENDING
         self.stage = 0
-        self.state: State = "running"
-        self.control, self.candidate = ArmStats(), ArmStats()
-        self.steps: list[Step] = []
-        self._ramped_at = (0, 0)  # each arm's conversions at the last ramp: the next step needs new evidence
+        self.test = SequentialTest(self.config.test)
+        self.guards = {Arm.CONTROL: GuardrailStats(), Arm.CANDIDATE: GuardrailStats()}
+        self._salt = f"canary:{experiment_id}"
+        self._seq = 0
+        self._start_ms = 0
+        self._stage_start_persons = 0
 
+    # ---------------------------------------------------------------- assignment
     @property
     def share(self) -> float:
-        return 0.0 if self.state == "rolled_back" else 1.0 if self.state == "promoted" else self.cfg.ramp[self.stage]
+        """Share of persons the candidate serves now."""
+        if self.state is CanaryState.PROMOTED:
+            return 1.0
+        if self.state in (CanaryState.ROLLED_BACK, CanaryState.PENDING):
+            return 0.0
+        return self.config.stages[self.stage]
 
-    def arm_of(self, person: str) -> Literal["candidate", "control"]:
-        return "candidate" if in_share(self.experiment, person, self.share) else "control"
+    def arm_of(self, person_id: str) -> Arm:
+        """The arm serving ``person_id`` (canonical id) now."""
+        return Arm.CANDIDATE if bucket(person_id, self._salt) < self.share else Arm.CONTROL
 
-    def review(self, spend_rate: float = 1.0, no_bid_delta: float = 0.0, error_rate: float = 0.0) -> Step:
-        """Decide from the evidence so far (call after each batch of people has been added to the arms).
+    # ---------------------------------------------------------------- observations
+    def observe(self, arm: Arm, value: float, spend: float, requests: int = 0, no_bids: int = 0,
+                errors: int = 0) -> None:
+        """One person's totals over a window: conversion value and spend (USD), bid requests, no-bids, errors."""
+        self.test.observe(arm, value, spend)
+        self.guards[Arm(arm)].add(requests, no_bids, errors, spend)
 
-        :param spend_rate: candidate's spend per request ÷ control's. :param no_bid_delta: candidate's
-            no-bid share − control's. :param error_rate: candidate's share of requests that failed.
+    def observe_many(self, arm: Arm, values: ArrayLike, spends: ArrayLike, requests: ArrayLike | None = None,
+                     no_bids: ArrayLike | None = None, errors: ArrayLike | None = None) -> None:
+        """Many persons of one arm (arrays with one entry per person; missing guardrail counts are 0)."""
+        v = np.asarray(values, dtype=np.float64)
+        s = np.asarray(spends, dtype=np.float64)
+        if v.size and (v.min() < 0 or s.min() < 0):
+            raise ValueError("values and spends must be >= 0")
+        zero = np.zeros_like(v)
+        self.test.observe_many(arm, v, s)
+        self.guards[Arm(arm)].add_many(zero if requests is None else requests, zero if no_bids is None else no_bids,
+                                       zero if errors is None else errors, s)
+
+    # ---------------------------------------------------------------- state machine
+    def start(self, now_ms: int) -> CanaryEvent:
+        """Begin serving the candidate to the first share."""
+        if self.state is not CanaryState.PENDING:
+            raise RuntimeError(f"canary {self.experiment_id} already started ({self.state})")
+        self.state, self._start_ms = CanaryState.RUNNING, now_ms
+        return self._event(now_ms, "started", f"candidate on {self.share:.0%} of persons", self.test.result())
+
+    def evaluate(self, now_ms: int) -> list[CanaryEvent]:
+        """Read the test and the guardrails and move the state machine; every step is an event.
+
+        :param now_ms: event time of the evaluation (for the duration horizon).
+        :returns: ``evaluated`` and any transition; nothing once the canary has ended.
         """
-        cmp = compare(self.control, self.candidate, self.cfg.alpha, self.cfg.tau_share)
-        step = self._decide(cmp, spend_rate, no_bid_delta, error_rate)
-        self.steps.append(step)
-        return step
-
-    def _decide(self, cmp: Comparison, spend_rate: float, no_bid_delta: float, error_rate: float) -> Step:
-        lo, hi = cmp.lift_interval
-        if self.state != "running":
-            return Step(self.state, self.share, "hold", "finished", cmp.lift, lo, hi)
-        g = self.cfg.guardrails
-        broken = ("spend_rate" if spend_rate > g.max_spend_rate else "no_bid_rate"
-                  if no_bid_delta > g.max_no_bid_rate_delta else "error_rate" if error_rate > g.max_error_rate
-                  else None)
-        if broken is not None:
-            self.state = "rolled_back"
-            return Step(self.state, 0.0, "rollback", f"guardrail {broken}", cmp.lift, lo, hi)
-        fresh = min(self.control.conversions - self._ramped_at[0], self.candidate.conversions - self._ramped_at[1])
-        if min(self.control.conversions, self.candidate.conversions) < self.cfg.min_conversions:
-            return Step(self.state, self.share, "hold", "too few conversions", cmp.lift, lo, hi)
-        if hi < -self.cfg.margin:
-            self.state = "rolled_back"
-            return Step(self.state, 0.0, "rollback", "worse beyond the interval", cmp.lift, lo, hi)
-        if lo > 0 and (self.stage == 0 or fresh >= self.cfg.min_conversions):
-            if self.stage + 1 < len(self.cfg.ramp) and self.cfg.ramp[self.stage + 1] < 1.0:
+        if self.state is CanaryState.PENDING:
+            raise RuntimeError(f"canary {self.experiment_id} not started")
+        if self.state is not CanaryState.RUNNING:
+            return []
+        res = self.test.result()
+        events = [self._event(now_ms, "evaluated", str(res.decision), res)]
+        if self.share >= 1.0:  # share 1 leaves no control to compare with
+            return [*events, self._to(CanaryState.PROMOTED, now_ms, "share 1.0: everyone on the candidate", res)]
+        breach = check_guardrails(self.guards[Arm.CONTROL], self.guards[Arm.CANDIDATE], self.config.guardrails)
+        if breach is not None:
+            reason = f"guardrail {breach.guardrail}: {breach.reason}"
+            return [*events, self._to(CanaryState.ROLLED_BACK, now_ms, reason, res)]
+        if res.decision is Decision.ROLLBACK:
+            reason = (f"value per dollar {res.lift:+.1%} (interval {res.lower:+.1%} .. {res.upper:+.1%}) "
+                      f"below -{self.config.test.rollback_margin:.1%}")
+            return [*events, self._to(CanaryState.ROLLED_BACK, now_ms, reason, res)]
+        stage_persons = res.candidate_persons - self._stage_start_persons
+        if res.decision is Decision.PROMOTE and stage_persons >= self.config.stage_min_persons:
+            why = f"value per dollar {res.lift:+.1%} (interval {res.lower:+.1%} .. {res.upper:+.1%}) above 0"
+            if self.stage + 1 < len(self.config.stages) and self.config.stages[self.stage + 1] < 1.0:
                 self.stage += 1
-                self._ramped_at = (self.control.conversions, self.candidate.conversions)
-                return Step(self.state, self.share, "ramp", "better beyond the interval", cmp.lift, lo, hi)
-            self.state = "promoted"
-            return Step(self.state, 1.0, "promote", "better beyond the interval at full share", cmp.lift, lo, hi)
-        return Step(self.state, self.share, "hold", "undecided", cmp.lift, lo, hi)
+                self._stage_start_persons = res.candidate_persons
+                return [*events, self._event(now_ms, "stage_advanced", f"{why}; share now {self.share:.0%}", res)]
+            return [*events, self._to(CanaryState.PROMOTED, now_ms, why, res)]
+        persons = res.control_persons + res.candidate_persons
+        if persons >= self.config.max_persons or now_ms - self._start_ms >= self.config.max_duration_ms:
+            reason = (f"no decision after {persons} persons and {(now_ms - self._start_ms) / 3.6e6:.1f} h; "
+                      f"share frozen at {self.share:.0%}")
+            return [*events, self._to(CanaryState.HELD, now_ms, reason, res)]
+        return events
+
+    # ---------------------------------------------------------------- plumbing
+    def _to(self, state: CanaryState, now_ms: int, reason: str, res: TestResult) -> CanaryEvent:
+        self.state = state
+        return self._event(now_ms, str(state), reason, res)
+
+    def _event(self, now_ms: int, kind: str, reason: str, res: TestResult) -> CanaryEvent:
+        self._seq += 1
+        lift = res.lift if math.isfinite(res.lift) else math.nan
+        return CanaryEvent(self.experiment_id, self._seq, now_ms, kind, self.state, self.stage, self.share, reason,
+                           lift, res.lower, res.upper, res.control_persons, res.candidate_persons,
+                           res.control_conversions, res.candidate_conversions)

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TOP = ("agent_service", "stream_apps", "simulators")
-DOMAIN = ("agent", "pipeline", "pacing", "attribution", "delay", "identity", "contracts", "ports")
+DOMAIN = ("agent", "pipeline", "pacing", "attribution", "delay", "identity", "contracts", "ports", "experiments")
 INFRA = ("kafka", "aiokafka", "faust", "redis", "ray", "google.cloud", "duckdb")
 
 

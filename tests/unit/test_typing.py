@@ -1,4 +1,4 @@
-"""The wire contracts, the ports and the pipeline type-check under ``mypy --strict``."""
+"""The wire contracts, the ports, the pipeline and the experiments type-check under ``mypy --strict``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STRICT = ("agent_service/contracts", "agent_service/ports", "agent_service/pipeline")
+STRICT = ("agent_service/contracts", "agent_service/ports", "agent_service/pipeline", "agent_service/experiments")
 
 pytestmark = pytest.mark.slow
 
