@@ -33,12 +33,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent_service.config import load_config
-from agent_service.lab.evaluate import EvalConfig, evaluate, summary_table, write
+from agent_service.lab.evaluate import EvalConfig, evaluate, load_trained, summary_table, write
 from agent_service.lab.train import TrainConfig, train
 
 
@@ -65,10 +63,10 @@ def main() -> int:
         ck_dir = out / "train"
     else:
         ck_dir = args.checkpoint
-        summary = json.loads((ck_dir / "summary.json").read_text())
-    ckpt = torch.load(ck_dir / "agent.pt", weights_only=False)
-    base = json.loads((ck_dir / "baselines.json").read_text())
-    values = torch.load(ck_dir / "baseline_values.pt", weights_only=False)
+    trained = load_trained(ck_dir)
+    if args.checkpoint is not None:
+        summary = trained.summary
+    ckpt, base, values = trained.checkpoint, trained.baselines, trained.baseline_values
     ec = EvalConfig(seeds=tuple(args.seeds), days=args.eval_days, warmup=args.warmup,
                     budget_usd=summary["config"]["budget_usd"])
     report = evaluate(cfg, ec, ckpt, base, values)

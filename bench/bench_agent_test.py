@@ -30,14 +30,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent_service.config import load_config
 from agent_service.lab import ledger
-from agent_service.lab.evaluate import EvalConfig, evaluate, summary_table
+from agent_service.lab.evaluate import EvalConfig, evaluate, load_trained, summary_table
 from simulators.calibration import Calibration, load_calibration
 
 
@@ -69,11 +67,7 @@ def main() -> int:
     if any(s < 1000 for s in args.seeds):
         ap.error("test seeds are 1000 and above (0-999 are for training and validation)")
     cfg = load_config(args.config)
-    ck = args.checkpoint
-    summary = json.loads((ck / "summary.json").read_text())
-    ckpt = torch.load(ck / "agent.pt", weights_only=False)
-    base = json.loads((ck / "baselines.json").read_text())
-    values = torch.load(ck / "baseline_values.pt", weights_only=False)
+    summary, ckpt, base, values = load_trained(args.checkpoint)
     ec = EvalConfig(seeds=tuple(args.seeds), days=args.eval_days, warmup=args.warmup,
                     budget_usd=summary["config"]["budget_usd"])
     out: dict[str, Any] = {"bench": "agent_sim_test", "seeds": args.seeds, "worlds": {}}

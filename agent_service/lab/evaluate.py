@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ from agent_service.lab.campaign import HybridCampaign
 from agent_service.pacing import DualPacerConfig
 from simulators.calibration import Calibration
 
-__all__ = ["EvalConfig", "evaluate", "interval", "summary_table"]
+__all__ = ["EvalConfig", "Trained", "evaluate", "interval", "load_trained", "summary_table"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,23 @@ def _policies(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, bas
 
 CLAIRVOYANT = ("dual+truth", "truthful+truth")
 """The full-information policies whose best is the seed's best clairvoyant policy."""
+
+
+class Trained(NamedTuple):
+    """A finished ``gaelp train --out`` directory, as ``evaluate`` takes it."""
+
+    summary: dict[str, Any]
+    checkpoint: dict[str, Any]
+    baselines: dict[str, Any]
+    baseline_values: dict[str, Any]
+
+
+def load_trained(directory: Path) -> Trained:
+    """Read a ``gaelp train --out`` directory (summary, agent checkpoint, baselines' parameters and value models)."""
+    return Trained(json.loads((directory / "summary.json").read_text()),
+                   torch.load(directory / "agent.pt", weights_only=False),
+                   json.loads((directory / "baselines.json").read_text()),
+                   torch.load(directory / "baseline_values.pt", weights_only=False))
 
 
 def evaluate(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, base: dict[str, Any],
