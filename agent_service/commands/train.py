@@ -29,8 +29,9 @@ Writes into --out:
                           figures, per-update statistics
 By default 16 env runners on Ray (a local Ray, or a cluster with --ray-address) each run a
 shard of the world — 1/16 of its people, traffic and budget — with a copy of the agent that
-learns online; every simulated day their weights are averaged and every runner continues from
-the average (lab/parallel.py). --runners 0 trains in this one process without Ray.
+learns online; every --sync-slots budget slots (4 of the day's 96 by default) and at every day's
+end they meet: weights are averaged, the campaign statistics each counted are pooled, and every
+runner continues from there (lab/parallel.py). --runners 0 trains in this one process without Ray.
 The single-process run stops after the day in which --max-minutes passes. Evaluate with `gaelp evaluate
 --checkpoint DIR` on other seeds.
 
@@ -51,8 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline-days", type=int, default=10,
                    help="days warming the baselines' value model (default 10; 0 skips baseline tuning)")
     p.add_argument("--runners", type=int, default=16,
-                   help="env runners on Ray, each a 1/N shard of the world, weights averaged daily "
-                        "(default 16; 0 = one process, no Ray)")
+                   help="env runners on Ray, each a 1/N shard of the world (default 16; 0 = one process, no Ray)")
+    p.add_argument("--sync-slots", type=int, default=4,
+                   help="budget slots between the runners' meetings (weights averaged, statistics pooled; "
+                        "default 4 of 96 a day)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster for the runners (env GAELP_RAY_ADDRESS; default: a local Ray)")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory (default runs/train)")
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     tc = TrainConfig(days=args.days, seed=args.seed, budget_usd=args.budget or cfg.budget.daily_usd,
                      persons=args.persons, opportunities_per_day=args.opportunities_per_day,
                      checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes,
-                     baseline_days=args.baseline_days, runners=args.runners,
+                     baseline_days=args.baseline_days, runners=args.runners, sync_slots=args.sync_slots,
                      ray_address=args.ray_address if args.ray_address is not None else cfg.learner.ray_address)
     bar = tqdm(total=tc.days, desc="training", unit="day", disable=args.no_progress)
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from agent_service.agent.learning.learner import LearnerStats
+from agent_service.agent.model.stats import CampaignStats
 from agent_service.agent.model.segment_em import average_fits
 from agent_service.config import GaelpConfig
 from agent_service.evaluation.harness import DayStats, RunResult, run_campaign
@@ -62,12 +63,32 @@ class WorldShard:
 
 
 # ------------------------------------------------------------------ the average (logic)
-def weights_of(agent: HybridCampaign) -> dict[str, Any]:
-    """The trainable weights a runner contributes to the average."""
+def weights_of(agent: HybridCampaign, segments: bool = True) -> dict[str, Any]:
+    """The trainable weights a runner contributes to the average (the segment fit only when
+    ``segments``: it changes once a period)."""
     L = agent.learner
     return {"net": {k: v.detach().clone() for k, v in L.net.state_dict().items()},
             "q": L.dqn.weights(), "conv_w": L.conv.w.copy(), "conv_v": L.conv.v.copy(),
-            "segment_fit": agent.segment_learner.fit}
+            "segment_fit": agent.segment_learner.fit if segments else None}
+
+
+_STAT_SETTINGS = ("creatives", "ab_variants", "prior", "prior_ctr", "prior_cvr", "decay", "segments")
+
+
+def stats_delta(now: dict[str, Any], base: dict[str, Any]) -> dict[str, np.ndarray]:
+    """What a runner counted since ``base`` (both :meth:`CampaignStats.state`; every count is
+    linear, decay included, so deltas add up over runners)."""
+    return {k: np.asarray(v, np.float64) - np.asarray(base[k], np.float64) for k, v in now.items()
+            if k not in _STAT_SETTINGS}
+
+
+def pool_stats(base: dict[str, Any], deltas: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """The market's statistics: the common base plus every runner's delta."""
+    out = dict(base)
+    for k in deltas[0]:
+        total = np.asarray(base[k], np.float64) + np.sum([d[k] for d in deltas], axis=0)
+        out[k] = total.tolist() if total.ndim else float(total)
+    return out
 
 
 def average_weights(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,7 +96,7 @@ def average_weights(parts: list[dict[str, Any]]) -> dict[str, Any]:
     if not parts:
         raise ValueError("nothing to average")
     first = parts[0]
-    return {"net": {k: torch.stack([p["net"][k] for p in parts]).mean(0) if first["net"][k].is_floating_point()
+    out = {"net": {k: torch.stack([p["net"][k] for p in parts]).mean(0) if first["net"][k].is_floating_point()
                     else first["net"][k] for k in first["net"]},
             "q": {k: torch.stack([p["q"][k] for p in parts]).mean(0) for k in first["q"]},
             "conv_w": np.mean([p["conv_w"] for p in parts], axis=0),
@@ -83,6 +104,9 @@ def average_weights(parts: list[dict[str, Any]]) -> dict[str, Any]:
             # segment labels are arbitrary per runner: matched to the first runner's before averaging
             "segment_fit": average_fits(fits) if (fits := [p["segment_fit"] for p in parts
                                                            if p.get("segment_fit") is not None]) else None}
+    if all("stats_delta" in p for p in parts):
+        out["stats"] = pool_stats(first["stats_base"], [p["stats_delta"] for p in parts])
+    return out
 
 
 def load_weights(agent: HybridCampaign, avg: dict[str, Any]) -> None:
@@ -97,23 +121,17 @@ def load_weights(agent: HybridCampaign, avg: dict[str, Any]) -> None:
         fit = avg["segment_fit"]
         agent.segment_learner.fit, agent.segment_learner.model = fit, fit.model(agent.segment_learner.width)
         L.segment_fit = agent.segment_learner.state()
+    if avg.get("stats") is not None:
+        L.stats = CampaignStats.from_state(avg["stats"])
     agent.agent.load_state(L.state(), L.publish())
 
 
-_STAT_SETTINGS = ("creatives", "ab_variants", "prior", "prior_ctr", "prior_cvr", "decay", "segments")
-
-
 def merge_checkpoints(cks: list[dict[str, Any]]) -> dict[str, Any]:
-    """One checkpoint of the whole market from its runners' (which share the averaged weights):
-    campaign statistics are counts, so they add up over shards; the conversion model's labelled
-    clicks and their matured evidence are pooled; the pacing state (traffic profile, multiplier)
-    is averaged."""
+    """One checkpoint of the whole market from its runners' (which share the averaged weights
+    and, since the last meeting, the pooled campaign statistics): the conversion model's
+    labelled clicks and their matured evidence are pooled; the pacing state (traffic profile,
+    multiplier) is averaged."""
     out = dict(cks[0])
-    stats = dict(cks[0]["stats"])
-    for k, v in stats.items():
-        if k not in _STAT_SETTINGS and isinstance(v, (int, float, list)):
-            stats[k] = np.sum([np.asarray(c["stats"][k], dtype=np.float64) for c in cks], axis=0).tolist()
-    out["stats"] = stats
     out["conv"] = {**cks[0]["conv"], "matured": float(sum(c["conv"]["matured"] for c in cks))}
     if all("conv_evidence" in c for c in cks):
         out["conv_evidence"] = {k: np.concatenate([np.asarray(c["conv_evidence"][k]) for c in cks])
@@ -174,16 +192,30 @@ class _Runner:
     def ready(self) -> int:
         return self.index
 
-    def run(self, first_day: int, days: int, averager: Any) -> RunnerReport:
+    def run(self, first_day: int, days: int, averager: Any, sync_slots: int) -> RunnerReport:
         import ray
 
         started = time.perf_counter()
+        base = self.agent.learner.stats.state()
 
-        def sync(day: int) -> None:
-            avg = ray.get(averager.submit.remote(first_day + day, self.index, weights_of(self.agent)))
+        def sync(key: tuple[int, int], day_end: bool) -> None:
+            nonlocal base
+            if day_end:  # the period's decay applies to the common base as to every runner's counts
+                decayed = CampaignStats.from_state(base)
+                decayed.end_period()
+                base = decayed.state()
+            mine = {**weights_of(self.agent, segments=day_end), "stats_base": base,
+                    "stats_delta": stats_delta(self.agent.learner.stats.state(), base)}
+            avg = ray.get(averager.submit.remote(key, self.index, mine))
             load_weights(self.agent, avg)
+            base = avg["stats"]
 
-        result = run_campaign(self.market, self.agent, days, progress=sync)
+        def on_slot(ctx: Any) -> None:
+            if (ctx.slot + 1) % sync_slots == 0 and ctx.slot + 1 < ctx.slots:
+                sync((first_day + ctx.day, ctx.slot), False)
+
+        result = run_campaign(self.market, self.agent, days, on_slot=on_slot,
+                              progress=lambda day: sync((first_day + day, -1), True))
         L = self.agent.learner
         return RunnerReport(self.index, self.shard.seed, result, sum(d.opportunities for d in result.days),
                             L.transitions_trained, time.perf_counter() - started, L.history, L.dqn.transitions,
@@ -194,40 +226,47 @@ class _Runner:
 
 
 class _Averager:
-    """The day's meeting point (an async Ray actor): each runner submits its weights and waits
-    until every runner still alive has, then all leave with the same average."""
+    """The meeting point (an async Ray actor): at each meeting (a ``(day, slot)`` key; slot -1 is
+    the end of the day) each runner submits its weights and statistics delta and waits until
+    every runner still alive has, then all leave with the same average."""
 
     def __init__(self, members: set[int]) -> None:
         self.members = set(members)
-        self.parts: dict[int, dict[int, dict[str, Any]]] = {}
-        self.done: dict[int, dict[str, Any]] = {}
-        self.events: dict[int, asyncio.Event] = {}
+        self.parts: dict[tuple[int, int], dict[int, dict[str, Any]]] = {}
+        self.done: dict[tuple[int, int], dict[str, Any]] = {}
+        self.events: dict[tuple[int, int], asyncio.Event] = {}
         self.last: dict[str, Any] | None = None
-        self.rounds = 0
+        self.days = 0
+        self.meetings = 0
 
-    def _event(self, day: int) -> asyncio.Event:
-        return self.events.setdefault(day, asyncio.Event())
+    def _event(self, key: tuple[int, int]) -> asyncio.Event:
+        return self.events.setdefault(key, asyncio.Event())
 
-    def _maybe_close(self, day: int) -> None:
-        parts = self.parts.get(day, {})
-        if day not in self.done and parts and self.members <= set(parts):
-            self.done[day] = self.last = average_weights([parts[i] for i in sorted(parts)])
-            self.rounds += 1
-            self._event(day).set()
+    def _maybe_close(self, key: tuple[int, int]) -> None:
+        parts = self.parts.get(key, {})
+        if key not in self.done and parts and self.members <= set(parts):
+            self.done[key] = self.last = average_weights([parts[i] for i in sorted(parts)])
+            del self.parts[key]
+            self.meetings += 1
+            self._event(key).set()
+            if key[1] < 0:  # the day is over: its meetings' averages are no longer asked for
+                self.days += 1
+                for k in [k for k in self.done if k[1] >= 0 and k[0] <= key[0]]:
+                    del self.done[k]
 
-    async def submit(self, day: int, member: int, weights: dict[str, Any]) -> dict[str, Any]:
-        if day in self.done:  # a late joiner of a closed day takes that day's average
-            return self.done[day]
-        self.parts.setdefault(day, {})[member] = weights
-        self._maybe_close(day)
-        await self._event(day).wait()
-        return self.done[day]
+    async def submit(self, key: tuple[int, int], member: int, weights: dict[str, Any]) -> dict[str, Any]:
+        if key in self.done:  # a late joiner of a closed meeting takes its average
+            return self.done[key]
+        self.parts.setdefault(key, {})[member] = weights
+        self._maybe_close(key)
+        await self._event(key).wait()
+        return self.done[key]
 
     def leave(self, member: int) -> None:
-        """A runner died: the open days close over the others."""
+        """A runner died: the open meetings close over the others."""
         self.members.discard(member)
-        for day in list(self.parts):
-            self._maybe_close(day)
+        for key in list(self.parts):
+            self._maybe_close(key)
 
     def join(self, member: int) -> None:
         self.members.add(member)
@@ -236,15 +275,17 @@ class _Averager:
         return self.last
 
     def progress(self) -> int:
-        return self.rounds
+        """Simulated days every runner has finished."""
+        return self.days
 
 
 def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_usd: float, persons: int,
-                   opportunities_per_day: float, ray_address: str | None = None,
+                   opportunities_per_day: float, ray_address: str | None = None, sync_slots: int = 4,
                    on_day: Callable[[int], None] | None = None,
                    kill_runner_at_day: int | None = None) -> dict[str, Any]:
     """Train with ``runners`` env-runner actors for ``days`` simulated days (see the module docstring).
 
+    :param sync_slots: budget slots between meetings (and one at every day's end).
     :param kill_runner_at_day: a fault drill — kill runner 0 once this many rounds are done.
     :returns: ``{"reports", "checkpoint", "ray_start_seconds", "train_seconds", "replaced"}``.
     """
@@ -270,7 +311,7 @@ def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_
         ray.get([a.ready.remote() for a in actors.values()])
         started = time.perf_counter()  # runners' start-up (a process, torch, a world each) reported apart
         startup_s = started - t1
-        refs = {i: a.run.remote(0, days, averager) for i, a in actors.items()}
+        refs = {i: a.run.remote(0, days, averager, sync_slots) for i, a in actors.items()}
         reports: list[RunnerReport] = []
         replaced: list[dict[str, int]] = []
         next_index, seen_rounds, killed = runners, 0, False
@@ -297,7 +338,7 @@ def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_
                         j, next_index = next_index, next_index + 1
                         ray.get(averager.join.remote(j))
                         actors[j] = Runner.remote(cfg, shard(j), j, ray.get(averager.latest.remote()))
-                        refs[j] = actors[j].run.remote(done, days - done, averager)
+                        refs[j] = actors[j].run.remote(done, days - done, averager, sync_slots)
                         replaced.append({"runner": i, "replacement": j, "from_day": done})
                     del actors[i]
         checkpoint = merge_checkpoints(ray.get([a.final_weights.remote() for a in actors.values()]))

@@ -56,8 +56,10 @@ class TrainConfig:
     baseline_days: int = 10
     """Days of the dual-pacing run that warms the baselines' value model (0: none)."""
     runners: int = 16
-    """Env runners on Ray, each a shard of the world with 1/N of its people, traffic and budget, whose
-    weights are averaged every day (``lab.parallel``); 0: one process, no Ray."""
+    """Env runners on Ray, each a shard of the world with 1/N of its people, traffic and budget
+    (``lab.parallel``); 0: one process, no Ray."""
+    sync_slots: int = 4
+    """Budget slots between the runners' meetings: weights averaged, campaign statistics pooled."""
     ray_address: str = ""
     """Ray cluster of the runners ("" = a local Ray)."""
 
@@ -70,6 +72,8 @@ class TrainConfig:
             raise ConfigError("train.checkpoint_every", "must be >= 1")
         if self.max_minutes <= 0:
             raise ConfigError("train.max_minutes", "must be > 0")
+        if self.sync_slots < 1:
+            raise ConfigError("train.sync_slots", "must be >= 1")
         if self.runners < 0:
             raise ConfigError("train.runners", "must be >= 0 (0: one process without Ray)")
 
@@ -106,7 +110,7 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
                 progress(day, {"z": float("nan"), "version": day + 1})
 
         run = train_parallel(cfg, tc.runners, tc.days, tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day,
-                             ray_address=tc.ray_address or None, on_day=on_round)
+                             ray_address=tc.ray_address or None, sync_slots=tc.sync_slots, on_day=on_round)
         result = merge_days([r.result for r in run["reports"]])
         ck = run["checkpoint"]
         torch.save(ck, out / "checkpoints" / f"day{len(result.days):04d}.pt")

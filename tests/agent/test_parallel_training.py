@@ -1,4 +1,4 @@
-"""Ray-parallel training: runners on world shards, weights averaged daily; a runner killed is replaced."""
+"""Ray-parallel training: runners on world shards, weights and statistics pooled at each meeting; a runner killed is replaced."""
 
 from __future__ import annotations
 
@@ -73,14 +73,13 @@ def test_gaelp_train_with_runners_writes_the_summary(local_ray: None, tmp_path: 
     assert sum(d["spend_usd"] for d in summary["per_day"]) > 0 and (tmp_path / "agent.pt").exists()
 
 
-def test_merged_checkpoint_adds_the_shards_counts_and_pools_their_labels() -> None:
+def test_merged_checkpoint_takes_the_shared_counts_and_pools_the_labels() -> None:
     from agent_service.agent.model.stats import CampaignStats
     from agent_service.lab.parallel import merge_checkpoints
 
     def ck(n: float, clicks: int) -> dict:
         s = CampaignStats(3, 2)
-        s.impressions[:] = n
-        s.value_count = n
+        s.impressions[:] = 4.0  # after the last meeting every runner holds the market's counts
         return {"stats": s.state(), "conv": {"model": {}, "matured": n},
                 "conv_evidence": {"features": np.ones((clicks, 2)), "elapsed_s": np.ones(clicks),
                                   "converted": np.zeros(clicks, bool), "delay_s": np.zeros(clicks)},
@@ -88,6 +87,36 @@ def test_merged_checkpoint_adds_the_shards_counts_and_pools_their_labels() -> No
 
     out = merge_checkpoints([ck(1.0, 2), ck(3.0, 5)])
     merged = CampaignStats.from_state(out["stats"])
-    assert merged.impressions.tolist() == [4.0, 4.0, 4.0] and merged.value_count == 4.0 and merged.creatives == 3
+    assert merged.impressions.tolist() == [4.0, 4.0, 4.0] and merged.creatives == 3
     assert out["conv"]["matured"] == 4.0 and len(out["conv_evidence"]["elapsed_s"]) == 7
     assert out["plan_profile"] == [2.0, 2.0] and out["z"] == 2.0 and out["z_prev_day"] is None
+
+
+def test_pooled_deltas_equal_one_learner_counting_every_shard() -> None:
+    """Two runners from a common base, each counting its own shard, across a period's decay: the
+    base plus their deltas is what one learner seeing both shards would hold."""
+    from agent_service.agent.model.stats import CampaignStats
+    from agent_service.lab.parallel import pool_stats, stats_delta
+
+    rng = np.random.default_rng(0)
+
+    def batch(n: int) -> tuple[np.ndarray, ...]:
+        won = rng.random(n) < 0.5
+        return (rng.integers(0, 5, n), rng.integers(0, 2, n), rng.random(n) * 3, won, rng.random(n) * 900,
+                won & (rng.random(n) < 0.2), rng.integers(0, 3, n))
+
+    base = CampaignStats(5, 2, segments=3)
+    base.observe(*batch(40))
+    one, runners = CampaignStats.from_state(base.state()), [CampaignStats.from_state(base.state()) for _ in range(2)]
+    for r in runners:
+        b, segs = batch(30), rng.dirichlet(np.ones(3), 4)
+        creatives, values = rng.integers(0, 5, 4), rng.random(4) * 50
+        for s in (r, one):
+            s.observe(*b)
+            s.observe_conversions(creatives, values, segs)
+    for s in (one, *runners, base):
+        s.end_period()
+    pooled = pool_stats(base.state(), [stats_delta(r.state(), base.state()) for r in runners])
+    for k, v in one.state().items():
+        assert np.allclose(np.asarray(pooled[k], float), np.asarray(v, float)), k
+    assert not np.allclose(runners[0].impressions, one.impressions)  # a shard alone holds fewer
