@@ -68,6 +68,7 @@ class BasicWorld:
         p = self.p = params or BasicWorldParams()
         self.sim = sim
         self.start_ms = start_ms
+        self.creatives = sim.creatives
         rng = self.rng = np.random.default_rng(sim.seed)
         n = sim.users
         self.segment = rng.choice(p.segments, size=n, p=_segment_shares(p.segments))

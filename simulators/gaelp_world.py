@@ -61,6 +61,7 @@ class GaelpWorld:
         self.engine = Engine(self.cal, EngineConfig(
             persons=sim.users, opportunities_per_day=float(sim.opportunities_per_day), lanes=1, seed=sim.seed,
             start_ms=start_ms, enforce_targeting=enforce_targeting))
+        self.creatives = self.engine.model.n_creatives
         pop = self.engine.pop
         self._dev_ids = [pop.device_id(d) for d in range(pop.dev_person.size)]
         self._seen = np.zeros(pop.dev_person.size, dtype=bool)
@@ -163,7 +164,7 @@ class GaelpWorld:
             channel[k] = ch
             bid[k] = dec.action.bid_cpm_micros // 1000
             active[k] = ch == 0 or bid[k] > 0
-            creative[k] = min(dec.action.creative, self.engine.model.n_creatives - 1)
+            creative[k] = min(dec.action.creative, self.creatives - 1)
             target[k] = min(dec.action.segment, k_all)
         out, truth = self.engine.resolve(opps, Actions(active, bid, creative, channel, target))
         self._batch = None

@@ -30,6 +30,8 @@ class WorldEvent(NamedTuple):
 class World(Protocol):
     start_ms: int
     """Event time of the first slot."""
+    creatives: int
+    """Creative variants the world renders (the agent's catalogue in ``gaelp simulate``)."""
     counts: dict[str, float]
     """Running ground-truth totals (opportunities, impressions, clicks, conversions, ...)."""
 

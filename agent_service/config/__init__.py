@@ -126,10 +126,17 @@ class RewardConfig:
     Lagrangian of 'maximise value subject to the budget'; False: profit (value − cost)."""
     diversity_unit_usd: float = 0.01
     """USD of one unit of R_diversity (a fresh creative on an average-efficiency channel)."""
+    top_slot_value_usd: float = 0.0
+    """Value of being seen in the top slot of a positional auction (paid search), USD, beyond the
+    clicks it brings: R_immediate adds ``top_slot_value_usd / position ** position_decay`` to
+    each won positioned impression. 0: a campaign that buys conversions, whose value R_delayed
+    and R_attribution already count; set it for a campaign that also buys visibility."""
+    position_decay: float = 1.0
+    """How fast the slot's value falls with its position (examination ∝ position^-decay)."""
 
     def __post_init__(self) -> None:
         for name in ("alpha_immediate", "alpha_attribution", "alpha_delayed", "alpha_diversity", "click_value_usd",
-                     "diversity_unit_usd"):
+                     "diversity_unit_usd", "top_slot_value_usd", "position_decay"):
             _require(getattr(self, name) >= 0, f"reward.{name}", "must be >= 0")
 
 
@@ -144,7 +151,8 @@ class SimulationConfig:
     users: int = 5_000
     """People in the simulated population."""
     creatives: int = 12
-    """Creative variants available to the agent in the skeleton world."""
+    """Creative variants of the ``basic`` world (the ``gaelp`` world's come from its calibration:
+    60 in default.toml)."""
     slots_per_day: int = 96
     """Time slots per day; the driver advances in lockstep by slot."""
     drain_days: float = 14.0

@@ -179,6 +179,8 @@ class Experience(Struct, frozen=True, kw_only=True):
     """True on the final record: the decision's window has closed."""
     won: bool = False
     """On ``outcome`` records: the impression was bought (or shown, for organic)."""
+    position: Annotated[int, Meta(ge=1, le=10)] | None = None
+    """On ``outcome`` records of positional auctions: the slot won (1 = top)."""
 
 
 class Touch(Struct, frozen=True, kw_only=True):

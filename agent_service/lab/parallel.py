@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from agent_service.agent.learning.learner import LearnerStats
-from agent_service.agent.model.stats import CampaignStats
 from agent_service.agent.model.segment_em import average_fits
+from agent_service.agent.model.stats import CampaignStats
 from agent_service.config import GaelpConfig
 from agent_service.evaluation.harness import DayStats, RunResult, run_campaign
 from agent_service.evaluation.sim_market import SimMarket

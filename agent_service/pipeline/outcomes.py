@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import msgspec
+import numpy as np
 
+from agent_service.agent.learning.reward import slot_value
 from agent_service.attribution_port import AttributionModel, JourneyLearner, split_micros
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode, encode
@@ -69,13 +71,14 @@ class Outcomes:
         """The identity-links handler; ``gaelp serve`` sets ``identity.graph`` to the Redis graph."""
 
     def _experience(self, dec: Decision, kind: str, suffix: str, event_time: int, parts: RewardParts,
-                    won: bool = False, done: bool = False) -> Experience:
+                    won: bool = False, done: bool = False, position: int | None = None) -> Experience:
         rw = self._rw
         reward = (rw.alpha_immediate * parts.immediate + rw.alpha_attribution * parts.attribution
                   + rw.alpha_delayed * parts.delayed + rw.alpha_diversity * parts.diversity)
         return Experience(id=f"{dec.id}:{suffix}", event_time=event_time, decision_id=dec.id, kind=kind,  # type: ignore[arg-type]
                           state=dec.state, action=dec.action, propensity=dec.propensity,
-                          model_version=dec.model_version, reward=reward, parts=parts, won=won, done=done)
+                          model_version=dec.model_version, reward=reward, parts=parts, won=won, done=done,
+                          position=position)
 
     def _out(self, decision_id: str, payload: bytes) -> Output:
         return Output(self._exp_topic, decision_id.encode(), payload)
@@ -116,9 +119,10 @@ class Outcomes:
             touch = Touch(decision_id=dec.id, event_time=res.event_time, channel=dec.action.channel,
                           creative=dec.action.creative, segment=dec.action.segment, device_id=dec.device_id,
                           cost_micros=cost)
-        parts = RewardParts(immediate=-cost / 1e6,
+        position = res.position if res.won else None
+        parts = RewardParts(immediate=float(slot_value(self._rw, np.array(position or 0))) - cost / 1e6,
                             delayed=dec.value_estimate_micros / 1e6 if res.won else 0.0)
-        exp = self._experience(dec, "outcome", "outcome", res.event_time, parts, won=res.won)
+        exp = self._experience(dec, "outcome", "outcome", res.event_time, parts, won=res.won, position=position)
         return ResultEffect(f"outcome:{dec.id}", encode(exp), dec.campaign, period_of(dec.event_time), dec.id,
                             cost, dec.device_id, touch, res.event_time + self.cfg.join.window_ms)
 

@@ -31,6 +31,7 @@ from agent_service.adapters.registry import MemoryRegistry
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode
 from agent_service.contracts.events import IdentityLink
+from agent_service.creatives import CatalogueFile
 from agent_service.metrics import Metrics
 from agent_service.pacing import planned_fraction
 from agent_service.pipeline.decide import DAY_MS, period_of
@@ -89,12 +90,16 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     run = SimulationRun(cfg)
     bus, store, registry, metrics = MemoryBus(), MemoryStore(), MemoryRegistry(), Metrics()
     world = build_world(sim)
-    learner = build_learner(cfg, registry, sim.creatives, seed=sim.seed)
+    # The agent `gaelp serve` runs: the policy has [creatives] capacity slots, the catalogue holds
+    # the world's creatives (60 in the calibrated world) and masks the rest.
+    catalogue = CatalogueFile(cfg.creatives.catalogue, world.creatives, cfg.creatives.capacity, cfg.creatives.reload_s)
+    learner = build_learner(cfg, registry, cfg.creatives.capacity, seed=sim.seed)
+    learner.catalogue = catalogue
     t = cfg.topics
     inputs = [t.bid_requests, t.identity_links, t.auction_results, t.ad_events, t.conversions]
     flow, _, policy = build_service(cfg, store, registry, metrics, dict.fromkeys(inputs, 1),
                                     clock=lambda: world.start_ms, campaign=CAMPAIGN,
-                                    creatives=sim.creatives, seed=sim.seed + 7)
+                                    creatives=cfg.creatives.capacity, seed=sim.seed + 7, catalogue=catalogue)
     worker = BusWorker(flow, bus, group="gaelp", order=inputs)
     driver = SimDriver(world, bus, t)
     trainer = LearnerService(cfg, bus, ThreadLearner(lambda: (learner, NoCheckpoints())), metrics, durable=False,

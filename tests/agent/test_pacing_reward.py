@@ -55,6 +55,17 @@ def test_reward_terms() -> None:
     assert tot[0] == pytest.approx(3.5)
 
 
+def test_r_immediate_values_the_slot_won_only_where_there_is_one() -> None:
+    cfg = RewardConfig(top_slot_value_usd=0.01, position_decay=1.0, shadow_price=False)
+    imm = rw.immediate(cfg, np.zeros(4, bool), np.full(4, 0.002), np.ones(4), np.array([1, 2, 4, 0]))
+    # top slot 0.01, second 0.005, fourth 0.0025; no position (display, organic, lost): cost only
+    assert imm.tolist() == pytest.approx([0.008, 0.003, 0.0005, -0.002])
+    assert rw.immediate(cfg, np.zeros(1, bool), np.full(1, 0.002), np.ones(1))[0] == pytest.approx(-0.002)
+    assert rw.slot_value(RewardConfig(), np.array([1, 3])).tolist() == [0.0, 0.0]  # off by default
+    with pytest.raises(ConfigError, match="top_slot_value_usd"):
+        RewardConfig(top_slot_value_usd=-1.0)
+
+
 def test_conversion_estimate_trusts_the_model_only_as_evidence_matures() -> None:
     model = DelayedConversionModel(1, DelayModelConfig(prior_rate=0.05, prior_mean_delay_days=5.0, seed=0))
     learner = DelayedFeedbackLearner(model)

@@ -160,3 +160,29 @@ def test_a_restarted_learner_resumes_from_the_newest_published_version_not_fresh
     assert np.array_equal(restarted.learner.stats.impressions, first.learner.stats.impressions)
     assert restarted.publish() == 3  # and it grows from there
     assert all(torch.equal(v, served["net"][k]) for k, v in registry.load(3)["net"].items())
+
+
+async def test_the_slot_won_reaches_r_immediate_on_the_service_path() -> None:
+    """A paid-search result's position travels on its experience record and the learner values
+    it as the batch path does: top_slot_value / position, the cost at the shadow price."""
+    from agent_service.config import RewardConfig
+
+    cfg = dataclasses.replace(GaelpConfig(), hybrid=HYB, reward=RewardConfig(top_slot_value_usd=0.01))
+    kit = FlowKit(MemoryStore(), cfg)
+    t = cfg.topics
+    reqs = [bid_request(f"r{i}", f"dev{i}", T0 + 9 * 3_600_000 + 60_000 * i, channels=("paid_search",))
+            for i in range(30)]
+    decisions = [decode(o.value, Decision) for o in await kit.handle(t.bid_requests, *reqs) if o.topic == t.decisions]
+    paid = [d for d in decisions if d.bid and d.action.channel == "paid_search"]
+    assert paid
+    results = [AuctionResult(id=f"res-{d.id}", event_time=d.event_time + 50, decision_id=d.id, won=True,
+                             price_paid_micros=2000, position=2) for d in paid]
+    exps = [decode(o.value, Experience) for o in await kit.handle(t.auction_results, *results)
+            if o.topic == t.experience]
+    assert {e.position for e in exps} == {2}
+    assert all(e.parts.immediate == pytest.approx(0.005 - 0.002) for e in exps)
+    learner = OnlineLearner(HYB, cfg.reward, 4, cfg.budget.daily_usd, MemoryRegistry(), seed=0)
+    assert all(learner.observe(e) for e in exps)
+    rows = learner.learner.table.rows()
+    kappa = 1 / np.exp(2 * rows.state[:, spec_of(HYB, 4).index["pacing_factor"]])
+    assert np.allclose(rows.immediate, 0.005 - 0.002 * kappa, rtol=1e-4)

@@ -151,11 +151,14 @@ class HybridLearner:
 
     def add_outcomes(self, keys: list[str], won: np.ndarray, cost_usd: np.ndarray, clicked: np.ndarray,
                      multiplier: np.ndarray, event_time_ms: np.ndarray, creative: np.ndarray,
-                     variant: np.ndarray, bid: np.ndarray) -> None:
-        """Auction results and clicks of logged decisions: R_immediate, statistics, delay touches."""
+                     variant: np.ndarray, bid: np.ndarray, position: np.ndarray | None = None) -> None:
+        """Auction results and clicks of logged decisions: R_immediate, statistics, delay touches.
+
+        :param position: slot won [N] (1 = top; 0 where none or lost); None: no positions known."""
         won = won.astype(bool)
         clicked = clicked.astype(bool) & won
-        imm = rw.immediate(self.reward_cfg, clicked, np.where(won, cost_usd, 0.0), multiplier)
+        imm = rw.immediate(self.reward_cfg, clicked, np.where(won, cost_usd, 0.0), multiplier,
+                           None if position is None else np.where(won, position, 0))
         self.table.update(keys, "immediate", imm.astype(np.float32))
         self.table.update(keys, "won", won)
         self.table.update(keys, "clicked", clicked)

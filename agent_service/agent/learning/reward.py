@@ -2,8 +2,10 @@
 
     R = α1·R_immediate + α2·R_attribution + α3·R_delayed + α4·R_diversity
 
-* ``R_immediate = click_value · click − κ · cost`` — what the auction and the next seconds
-  tell: the price paid (second price, the position's CPC folded in) and a click. ``κ`` is the
+* ``R_immediate = click_value · click + top_slot_value · position^-decay − κ · cost`` — what
+  the auction and the next seconds tell: the price paid (second price, the position's CPC
+  folded in), a click, and for a positional auction (paid search) the slot won, worth what
+  being seen there is worth beyond its clicks (0 by default: a conversion campaign). ``κ`` is the
   budget's shadow price ``1/m`` when ``RewardConfig.shadow_price`` (``m`` the bid multiplier
   in force): the Lagrangian of "maximise value subject to the budget", so a win is worth
   ``value − price/m``, which is ≥ 0 exactly for the impressions the threshold rule buys; with
@@ -29,17 +31,27 @@ import numpy as np
 
 from agent_service.config import RewardConfig
 
-__all__ = ["attribution", "delayed", "diversity", "immediate", "total"]
+__all__ = ["attribution", "delayed", "diversity", "immediate", "slot_value", "total"]
 
 
-def immediate(cfg: RewardConfig, clicked: np.ndarray, cost_usd: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
+def slot_value(cfg: RewardConfig, position: np.ndarray) -> np.ndarray:
+    """The won slot's visibility value (USD): ``top_slot_value / position^decay`` for positions
+    1, 2, ...; 0 where there is no position (display, organic, a lost auction: position 0)."""
+    p = np.asarray(position, dtype=np.float64)
+    return np.where(p >= 1, cfg.top_slot_value_usd * np.maximum(p, 1.0) ** -cfg.position_decay, 0.0)
+
+
+def immediate(cfg: RewardConfig, clicked: np.ndarray, cost_usd: np.ndarray, multiplier: np.ndarray,
+              position: np.ndarray | None = None) -> np.ndarray:
     """R_immediate per decision.
 
     :param clicked: bool [N]. :param cost_usd: price paid per decision [N] (0 when lost).
     :param multiplier: bid multiplier m in force [N] (> 0).
+    :param position: slot won per decision [N] (1 = top; 0: none, or lost); None: no positions.
     """
     kappa = 1.0 / np.maximum(multiplier, 1e-3) if cfg.shadow_price else np.ones_like(cost_usd)
-    return cfg.click_value_usd * clicked.astype(np.float64) - kappa * cost_usd
+    seen = slot_value(cfg, position) if position is not None else 0.0
+    return cfg.click_value_usd * clicked.astype(np.float64) + seen - kappa * cost_usd
 
 
 def attribution(credit_usd: np.ndarray) -> np.ndarray:
