@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import msgspec
-import numpy as np
 
-from agent_service.agent.learning.reward import slot_value
+from agent_service.agent.learning.reward import slot_value_usd
 from agent_service.attribution_port import AttributionModel, JourneyLearner, split_micros
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode, encode
@@ -120,7 +119,7 @@ class Outcomes:
                           creative=dec.action.creative, segment=dec.action.segment, device_id=dec.device_id,
                           cost_micros=cost)
         position = res.position if res.won else None
-        parts = RewardParts(immediate=float(slot_value(self._rw, np.array(position or 0))) - cost / 1e6,
+        parts = RewardParts(immediate=slot_value_usd(self._rw, position) - cost / 1e6,
                             delayed=dec.value_estimate_micros / 1e6 if res.won else 0.0)
         exp = self._experience(dec, "outcome", "outcome", res.event_time, parts, won=res.won, position=position)
         return ResultEffect(f"outcome:{dec.id}", encode(exp), dec.campaign, period_of(dec.event_time), dec.id,

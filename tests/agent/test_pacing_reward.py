@@ -90,3 +90,10 @@ def test_conversion_estimate_trusts_the_model_only_as_evidence_matures() -> None
     assert est.matured > 1900 and est.p_eventual(x)[0] == pytest.approx(0.2, abs=0.04)
     pending = est.p_pending(x, np.array([30 * 86_400.0]), 14 * 86_400.0)
     assert pending[0] == 0.0  # past the window nothing more can be credited
+
+
+def test_the_per_record_slot_value_is_the_vectorised_one() -> None:
+    cfg = RewardConfig(top_slot_value_usd=0.02, position_decay=0.7)
+    positions = [None, 1, 2, 5, 10]
+    scalar = [rw.slot_value_usd(cfg, p) for p in positions]
+    assert scalar == pytest.approx(rw.slot_value(cfg, np.array([p or 0 for p in positions])).tolist())

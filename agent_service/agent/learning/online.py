@@ -28,7 +28,7 @@ import torch
 
 from agent_service.agent.learning.buffers import DecisionRows, SlotTransition, zero_rewards
 from agent_service.agent.learning.learner import HybridLearner, LearnerStats
-from agent_service.agent.learning.reward import slot_value
+from agent_service.agent.learning.reward import slot_value_usd
 from agent_service.agent.model.opportunity import CONTEXT_BUCKETS
 from agent_service.agent.model.segment_em import SegmentLearner
 from agent_service.agent.model.state import StateSpec
@@ -155,8 +155,7 @@ class OnlineLearner:
         slot_p = max(float(batch.state[0, spec.index["slot_action_prob"]]), 1e-6)
         logp = math.log(max(exp.propensity / slot_p, 1e-12))
         mask = batch.state[:, spec.cols("avail_")] > 0.5
-        position = np.array([exp.position or 0])
-        cost = max(0.0, float(slot_value(self.learner.reward_cfg, position)[0]) - exp.parts.immediate)
+        cost = max(0.0, slot_value_usd(self.learner.reward_cfg, exp.position) - exp.parts.immediate)
         m = math.exp(2.0 * float(batch.state[0, spec.index["pacing_factor"]]))
         rows = DecisionRows(
             batch.state, batch.touches, batch.touch_creatives, mask, np.array([min(a.creative, spec.creatives - 1)]),
@@ -169,7 +168,7 @@ class OnlineLearner:
         variant = np.array([int(np.argmax(batch.state[0, spec.cols("ab_variant_")]))])
         self.learner.add_outcomes(key, np.array([exp.won]), np.array([cost]), np.zeros(1, bool), np.array([m]),
                                   np.array([exp.event_time]), rows.creative, variant,
-                                  np.array([a.bid_cpm_micros > 0]), position)
+                                  np.array([a.bid_cpm_micros > 0]), np.array([exp.position or 0]))
         self._slot_step(exp, pacing[0], a.multiplier, exp.parts.delayed if exp.won and channel > 0 else 0.0)
 
     def _count_context(self, state: np.ndarray) -> None:

@@ -31,7 +31,12 @@ import numpy as np
 
 from agent_service.config import RewardConfig
 
-__all__ = ["attribution", "delayed", "diversity", "immediate", "slot_value", "total"]
+__all__ = ["attribution", "delayed", "diversity", "immediate", "slot_value", "slot_value_usd", "total"]
+
+
+def slot_value_usd(cfg: RewardConfig, position: int | None) -> float:
+    """:func:`slot_value` of one record (the stream's per-result path: no numpy per event)."""
+    return cfg.top_slot_value_usd * position ** -cfg.position_decay if position and cfg.top_slot_value_usd else 0.0
 
 
 def slot_value(cfg: RewardConfig, position: np.ndarray) -> np.ndarray:
