@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
+
+from agent_service.commands.flags import add_flags
 
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "run"]
 
@@ -30,13 +33,8 @@ example:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="directory of `gaelp train` (agent.pt, baselines.json); none: an untrained agent")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="world seeds (default 0..4)")
-    p.add_argument("--days", type=int, default=3, help="budget periods measured per seed (default 3)")
-    p.add_argument("--warmup", type=int, default=2, help="budget periods before measuring (default 2)")
-    p.add_argument("--budget", type=float, default=None, help="daily budget USD (default: the training run's)")
-    p.add_argument("--persons", type=int, default=5_000, help="people per world (default 5000)")
-    p.add_argument("--opportunities-per-day", type=float, default=20_000.0, help="traffic (default 20000)")
-    p.add_argument("--frozen", action="store_true", help="the agent does not learn during evaluation")
+    add_flags(p, "evaluate", ["seeds", "days", "warmup", "budget_usd", "persons", "opportunities_per_day",
+                              "agent_learns"], rename={"budget_usd": "budget"})
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output directory (default runs/eval)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
@@ -47,12 +45,14 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from agent_service.commands.flags import apply_flags
     from agent_service.config import load_config
     from agent_service.errors import ConfigError
-    from agent_service.lab.evaluate import EvalConfig, evaluate, summary_table, write
+    from agent_service.lab.evaluate import evaluate, summary_table, write
 
-    cfg = load_config(args.config)
-    ckpt, base, values, budget = None, {}, None, cfg.budget.daily_usd
+    cfg = apply_flags(load_config(args.config), args)
+    ec = cfg.evaluate
+    ckpt, base, values, budget = None, {}, None, None
     if args.checkpoint is not None:
         if not (args.checkpoint / "agent.pt").exists():
             raise ConfigError("--checkpoint", f"{args.checkpoint} has no agent.pt (run `gaelp train --out DIR`)")
@@ -64,11 +64,10 @@ def run(args: argparse.Namespace) -> int:
         if summary.exists():
             trained = json.loads(summary.read_text())["config"]
             budget = trained["budget_usd"]
-            if trained["seed"] in args.seeds:
-                raise ConfigError("--seeds", f"seed {trained['seed']} is the training seed: evaluate on others")
-    ec = EvalConfig(seeds=tuple(args.seeds), days=args.days, warmup=args.warmup, budget_usd=args.budget or budget,
-                    persons=args.persons, opportunities_per_day=args.opportunities_per_day,
-                    agent_learns=not args.frozen)
+            if trained["seed"] in ec.seeds:
+                raise ConfigError("evaluate.seeds", f"seed {trained['seed']} is the training seed: evaluate on others")
+    if ec.budget_usd is None and budget is not None:  # the training run's budget
+        ec = replace(ec, budget_usd=budget)
     report = evaluate(cfg, ec, ckpt, base, values,
                       progress=None if args.quiet else (lambda s: print(s, file=sys.stderr)))
     write(report, args.out)

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from agent_service.commands.flags import add_flags
+
 HELP = "run a simulated campaign end to end (no services needed)"
 DESCRIPTION = """\
 Run a simulated campaign end to end in one process, on the embedded defaults (in-process
@@ -22,28 +24,20 @@ experience tables (query them with DuckDB, e.g. `duckdb DIR/warehouse.duckdb`).
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--days", type=float, default=None, help="days of simulated traffic (default 1)")
-    p.add_argument("--seed", type=int, default=None, help="seed of every random draw (default 0)")
+    add_flags(p, "simulation", ["days", "seed", "opportunities_per_day", "drain_days", "world", "calibration"])
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory (default runs/latest)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
-    p.add_argument("--opportunities-per-day", type=int, default=None, help="traffic volume (default 20000)")
-    p.add_argument("--drain-days", type=float, default=None,
-                   help="event-time days run after the traffic so conversions land (default 14)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-warehouse", action="store_true", help="do not write DIR/warehouse.duckdb")
 
 
 def run(args: argparse.Namespace) -> int:
+    from agent_service.commands.flags import apply_flags
     from agent_service.config import load_config
     from agent_service.runtime.report import build_report, summary_text
     from agent_service.runtime.simulate import run_simulation
 
-    cfg = load_config(args.config)
-    changes = {k: v for k, v in (("days", args.days), ("seed", args.seed),
-                                 ("opportunities_per_day", args.opportunities_per_day),
-                                 ("drain_days", args.drain_days)) if v is not None}
-    if changes:
-        cfg = cfg.replace("simulation", **changes)
+    cfg = apply_flags(load_config(args.config), args)
     result = asyncio.run(run_simulation(cfg, args.out, progress=not args.no_progress,
                                         warehouse=not args.no_warehouse))
     print(summary_text(build_report(result), args.out, result.wall_seconds))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from agent_service.commands.flags import add_flags
+
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "run"]
 
 HELP = "train the hybrid agent on the simulated world (checkpoints, learning curves, JSON summary)"
@@ -41,23 +43,9 @@ example:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--days", type=int, default=60, help="budget periods to train (default 60)")
-    p.add_argument("--seed", type=int, default=100, help="training world seed (default 100; evaluate on others)")
-    p.add_argument("--budget", type=float, default=None, help="daily budget USD (default: [budget].daily_usd)")
-    p.add_argument("--persons", type=int, default=5_000, help="people in the world (default 5000)")
-    p.add_argument("--opportunities-per-day", type=float, default=20_000.0, help="traffic (default 20000)")
-    p.add_argument("--checkpoint-every", type=int, default=10, help="days between checkpoints (default 10)")
-    p.add_argument("--max-minutes", type=float, default=13.0,
-                   help="wall-clock limit of the agent's training (default 13; the baselines' tuning follows)")
-    p.add_argument("--baseline-days", type=int, default=10,
-                   help="days warming the baselines' value model (default 10; 0 skips baseline tuning)")
-    p.add_argument("--runners", type=int, default=16,
-                   help="env runners on Ray, each a 1/N shard of the world (default 16; 0 = one process, no Ray)")
-    p.add_argument("--sync-slots", type=int, default=4,
-                   help="budget slots between the runners' meetings (weights averaged, statistics pooled; "
-                        "default 4 of 96 a day)")
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="Ray cluster for the runners (env GAELP_RAY_ADDRESS; default: a local Ray)")
+    add_flags(p, "train", ["days", "seed", "budget_usd", "persons", "opportunities_per_day", "checkpoint_every",
+                           "max_minutes", "baseline_days", "runners", "sync_slots"], rename={"budget_usd": "budget"})
+    add_flags(p, "learner", ["ray_address"])
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory (default runs/train)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -66,15 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from agent_service.commands.flags import apply_flags
     from agent_service.config import load_config
-    from agent_service.lab.train import TrainConfig, train
+    from agent_service.lab.train import train
 
-    cfg = load_config(args.config)
-    tc = TrainConfig(days=args.days, seed=args.seed, budget_usd=args.budget or cfg.budget.daily_usd,
-                     persons=args.persons, opportunities_per_day=args.opportunities_per_day,
-                     checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes,
-                     baseline_days=args.baseline_days, runners=args.runners, sync_slots=args.sync_slots,
-                     ray_address=args.ray_address if args.ray_address is not None else cfg.learner.ray_address)
+    cfg = apply_flags(load_config(args.config), args)
+    tc = cfg.train
     bar = tqdm(total=tc.days, desc="training", unit="day", disable=args.no_progress)
 
     def progress(day: int, info: dict[str, float]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from agent_service.config.agent import HybridConfig
 from agent_service.config.data import DataConfig
+from agent_service.config.lab import EvalConfig, TrainConfig
 from agent_service.errors import ConfigError
 from agent_service.typed_mapping import from_mapping
 from agent_service.units import DAY_MS
@@ -410,6 +411,10 @@ class GaelpConfig:
     """The creative catalogue of the service."""
     data: DataConfig = field(default_factory=DataConfig)
     """Data sources: how a GA4 export maps to sessions, touches, conversions and channels."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """``gaelp train``: the training world and the Ray runners."""
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    """``gaelp evaluate``: the held-out worlds."""
 
     def replace(self, section: str, **changes: Any) -> GaelpConfig:
         """A copy with ``changes`` applied to one section (validated again)."""

@@ -44,7 +44,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -53,7 +53,7 @@ import torch
 from scipy import stats as sstats
 
 from agent_service.config import GaelpConfig
-from agent_service.errors import ConfigError
+from agent_service.config.lab import EvalConfig
 from agent_service.evaluation.cell_oracle import CellOracle
 from agent_service.evaluation.harness import CampaignPolicy, RunResult, run_campaign
 from agent_service.evaluation.policies import BaselinePolicy, DualPacing, FixedBid, Linear, Truthful
@@ -64,29 +64,6 @@ from agent_service.pacing import DualPacerConfig
 from simulators.calibration import Calibration
 
 __all__ = ["EvalConfig", "Trained", "evaluate", "interval", "load_trained", "summary_table"]
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """An evaluation (``gaelp evaluate`` flags)."""
-
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    """World seeds (must not include the training seed)."""
-    days: int = 3
-    """Budget periods measured per seed."""
-    warmup: int = 2
-    """Budget periods run before measuring (every policy, same days)."""
-    budget_usd: float = 15.0
-    persons: int = 5_000
-    opportunities_per_day: float = 20_000.0
-    agent_learns: bool = True
-    """The agent keeps learning online during evaluation (as deployed)."""
-
-    def __post_init__(self) -> None:
-        if len(self.seeds) < 2:
-            raise ConfigError("evaluate.seeds", "need at least 2 seeds for an interval (5 or more recommended)")
-        if self.days < 1 or self.warmup < 0:
-            raise ConfigError("evaluate.days", "need days >= 1 and warmup >= 0")
 
 
 def interval(x: np.ndarray) -> tuple[float, float]:
@@ -165,6 +142,8 @@ def evaluate(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, base
 
     :param cal: the worlds' calibration (None: the default one; another for perturbed test worlds).
     """
+    budget = ec.budget_usd if ec.budget_usd is not None else cfg.budget.daily_usd
+    ec = replace(ec, budget_usd=budget)  # recorded in the report
     torch.set_num_threads(1)
     total = ec.warmup + ec.days
     per: dict[str, dict[str, list[float]]] = {}
@@ -174,7 +153,7 @@ def evaluate(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, base
     for seed in ec.seeds:
         bounds: dict[str, float] = {}
         for name, build in _policies(cfg, ec, ckpt, base, values, seed).items():
-            market = SimMarket(seed, ec.budget_usd, ec.persons, ec.opportunities_per_day, cfg.hybrid.segments,
+            market = SimMarket(seed, budget, ec.persons, ec.opportunities_per_day, cfg.hybrid.segments,
                                cal=cal, record=True)
             r: RunResult = run_campaign(market, build(market), total)
             measured = r.days[ec.warmup:]

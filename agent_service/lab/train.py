@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from agent_service.config import GaelpConfig
-from agent_service.errors import ConfigError
+from agent_service.config.lab import TrainConfig
 from agent_service.evaluation.harness import RunResult, run_campaign
 from agent_service.evaluation.policies import BaselinePolicy, Bidder, DualPacing, FixedBid, Linear
 from agent_service.evaluation.sim_market import SimMarket
@@ -33,49 +33,6 @@ from agent_service.lab.campaign import HybridCampaign
 from agent_service.pacing import DualPacerConfig
 
 __all__ = ["TrainConfig", "day_rows", "train", "tune_baselines"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """A training run (``gaelp train`` flags)."""
-
-    days: int = 60
-    """Simulated budget periods to train for."""
-    seed: int = 100
-    """Seed of the training world (evaluation uses other seeds)."""
-    budget_usd: float = 15.0
-    """Daily budget of the campaign."""
-    persons: int = 5_000
-    """People in the world."""
-    opportunities_per_day: float = 20_000.0
-    """Traffic volume."""
-    checkpoint_every: int = 10
-    """Days between checkpoints."""
-    max_minutes: float = 13.0
-    """Stop early (after a whole day) when the wall clock passes this (the baselines' tuning follows)."""
-    baseline_days: int = 10
-    """Days of the dual-pacing run that warms the baselines' value model (0: none)."""
-    runners: int = 16
-    """Env runners on Ray, each a shard of the world with 1/N of its people, traffic and budget
-    (``lab.parallel``); 0: one process, no Ray."""
-    sync_slots: int = 4
-    """Budget slots between the runners' meetings: weights averaged, campaign statistics pooled."""
-    ray_address: str = ""
-    """Ray cluster of the runners ("" = a local Ray)."""
-
-    def __post_init__(self) -> None:
-        if self.days < 1:
-            raise ConfigError("train.days", "must be >= 1")
-        if self.budget_usd <= 0:
-            raise ConfigError("train.budget_usd", "must be > 0")
-        if self.checkpoint_every < 1:
-            raise ConfigError("train.checkpoint_every", "must be >= 1")
-        if self.max_minutes <= 0:
-            raise ConfigError("train.max_minutes", "must be > 0")
-        if self.sync_slots < 1:
-            raise ConfigError("train.sync_slots", "must be >= 1")
-        if self.runners < 0:
-            raise ConfigError("train.runners", "must be >= 0 (0: one process without Ray)")
 
 
 def day_rows(result: RunResult) -> list[dict[str, float]]:
@@ -91,9 +48,15 @@ def day_rows(result: RunResult) -> list[dict[str, float]]:
     return out
 
 
+def budget_of(cfg: GaelpConfig, tc: TrainConfig) -> float:
+    """The training world's daily budget (``[train] budget_usd``, else ``[budget] daily_usd``)."""
+    return tc.budget_usd if tc.budget_usd is not None else cfg.budget.daily_usd
+
+
 def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int, dict[str, Any]], None] | None = None,
           ) -> dict[str, Any]:
     """Train, write checkpoints, curves and ``summary.json`` into ``out``; return the summary."""
+    tc = replace(tc, budget_usd=budget_of(cfg, tc))  # recorded in summary.json
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
@@ -102,15 +65,15 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
     if tc.runners > 0:
         from agent_service.adapters.ray_env import prepare_ray_env
 
-        prepare_ray_env(tc.ray_address)
+        prepare_ray_env(cfg.learner.ray_address)
         from agent_service.lab.parallel import merge_days, train_parallel
 
         def on_round(day: int) -> None:
             if progress is not None:
                 progress(day, {"z": float("nan"), "version": day + 1})
 
-        run = train_parallel(cfg, tc.runners, tc.days, tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day,
-                             ray_address=tc.ray_address or None, sync_slots=tc.sync_slots, on_day=on_round)
+        run = train_parallel(cfg, tc.runners, tc.days, tc.seed, budget_of(cfg, tc), tc.persons, tc.opportunities_per_day,
+                             ray_address=cfg.learner.ray_address or None, sync_slots=tc.sync_slots, on_day=on_round)
         result = merge_days([r.result for r in run["reports"]])
         ck = run["checkpoint"]
         torch.save(ck, out / "checkpoints" / f"day{len(result.days):04d}.pt")
@@ -123,7 +86,7 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
         rejected = sum(r.rejected for r in run["reports"])
         started += run["ray_start_seconds"] + run["runner_startup_seconds"]  # reported apart, not as training
     else:
-        market = SimMarket(tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
+        market = SimMarket(tc.seed, budget_of(cfg, tc), tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
         agent = HybridCampaign(market.creatives, cfg.hybrid, cfg.reward, seed=tc.seed)
         stop = [False]
 
@@ -176,8 +139,10 @@ def _json_default(x: Any) -> Any:
 
 def tune_baselines(cfg: GaelpConfig, tc: TrainConfig, out: Path) -> dict[str, Any]:
     """Warm the baselines' value model and pick their one parameter on the training world."""
+    budget = budget_of(cfg, tc)
+
     def market() -> SimMarket:
-        return SimMarket(tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
+        return SimMarket(tc.seed, budget, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
 
     warm = BaselinePolicy(DualPacing(DualPacerConfig(step=0.1)), "random", market(), seed=tc.seed)
     run_campaign(warm.market, warm, tc.baseline_days)

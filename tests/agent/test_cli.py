@@ -54,4 +54,5 @@ def test_evaluate_brackets_every_policy_by_the_best_clairvoyant_policy_and_an_up
 def test_evaluating_on_the_training_seed_is_refused(trained: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--checkpoint", str(trained), "--seeds", "100", "1", "--out", str(tmp_path)]) == 2
-    assert "--seeds" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "evaluate.seeds" in err and "training seed" in err

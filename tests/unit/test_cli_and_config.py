@@ -65,3 +65,25 @@ def test_commands_run_on_the_configured_event_loop(kind: str) -> None:
         return type(asyncio.get_running_loop()).__module__
 
     assert event_loop.run(which(), kind).startswith(kind)
+
+
+def test_flags_come_from_the_settings_tree_and_a_toml_value_stands_unless_a_flag_is_given(tmp_path) -> None:
+    import argparse
+
+    from agent_service.commands.flags import add_flags, apply_flags
+
+    p = argparse.ArgumentParser()
+    add_flags(p, "train", ["days", "budget_usd", "runners"], rename={"budget_usd": "budget"})
+    add_flags(p, "evaluate", ["seeds", "agent_learns"])
+    helps = {a.option_strings[0]: a.help for a in p._actions if a.option_strings}
+    assert "(default 60; [train] days)" in helps["--days"] and "budget periods" in helps["--days"].lower()
+    assert "(default 0 1 2 3 4; [evaluate] seeds)" in helps["--seeds"]
+    toml = tmp_path / "g.toml"
+    toml.write_text("[train]\ndays = 7\nrunners = 2\n")
+    base = load_config(toml)
+    cfg = apply_flags(base, p.parse_args(["--runners", "0", "--seeds", "3", "4", "--no-agent-learns"]))
+    assert (cfg.train.days, cfg.train.runners) == (7, 0)  # the file's days stand, the flag's runners win
+    assert cfg.evaluate.seeds == (3, 4) and cfg.evaluate.agent_learns is False
+    assert apply_flags(base, p.parse_args([])) == base
+    with pytest.raises(ConfigError, match="train.days"):
+        apply_flags(base, p.parse_args(["--days", "0"]))
