@@ -93,7 +93,7 @@ NAMES = {
 }
 
 # Label values of the one-hot state gauges: every state is exported (0 or 1) so that a query can tell
-# "not in this state" from "no data". Kept in step with CanaryState and ExperimentStatus by tests/unit/test_ops.py.
+# "not in this state" from "no data". Kept in step with the domain enums by tests/unit/test_experiment_metrics.py.
 CANARY_STATES = ("pending", "running", "promoted", "rolled_back", "held")
 CANARY_EVENT_KINDS = ("started", "evaluated", "stage_advanced", "promoted", "rolled_back", "held")
 EXPERIMENT_STATUSES = ("scheduled", "running", "stopped", "decided")
