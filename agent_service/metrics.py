@@ -7,9 +7,17 @@ Names follow ../shared/REFERENCE.md: base units, counters end in ``_total``, lat
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from agent_service.units import DAY_S
+
+if TYPE_CHECKING:
+    from agent_service.evaluation.ope_log import OPEReport
+    from agent_service.experiments.ab import ExperimentSummary, Exposure
+    from agent_service.experiments.canary import CanaryEvent
 
 __all__ = ["Metrics", "NAMES"]
 
@@ -56,7 +64,40 @@ NAMES = {
     "learner_checkpoints": "gaelp_learner_checkpoints_total",
     "learner_checkpoint_duration": "gaelp_learner_checkpoint_duration_seconds",
     "learner_train_duration": "gaelp_learner_batch_duration_seconds",
+    "ope_evaluations": "gaelp_ope_evaluations_total",
+    "ope_value": "gaelp_ope_value",
+    "ope_value_lower": "gaelp_ope_value_lower",
+    "ope_value_upper": "gaelp_ope_value_upper",
+    "ope_live_value": "gaelp_ope_live_value",
+    "ope_ess": "gaelp_ope_effective_sample_size",
+    "ope_used": "gaelp_ope_used_records",
+    "ope_refused": "gaelp_ope_refused_records",
+    "canary_events": "gaelp_canary_events_total",
+    "canary_state": "gaelp_canary_state",
+    "canary_share": "gaelp_canary_share",
+    "canary_stage": "gaelp_canary_stage",
+    "canary_lift": "gaelp_canary_lift",
+    "canary_lift_lower": "gaelp_canary_lift_lower",
+    "canary_lift_upper": "gaelp_canary_lift_upper",
+    "canary_persons": "gaelp_canary_persons",
+    "canary_converting": "gaelp_canary_converting_persons",
+    "experiment_status": "gaelp_experiment_status",
+    "experiment_exposures": "gaelp_experiment_exposures_total",
+    "experiment_evaluated": "gaelp_experiment_last_evaluation_timestamp_seconds",
+    "experiment_persons": "gaelp_experiment_persons",
+    "experiment_value_per_dollar": "gaelp_experiment_value_per_dollar",
+    "experiment_lift": "gaelp_experiment_lift",
+    "experiment_lift_lower": "gaelp_experiment_lift_lower",
+    "experiment_lift_upper": "gaelp_experiment_lift_upper",
+    "experiment_decision": "gaelp_experiment_arm_decision",
 }
+
+# Label values of the one-hot state gauges: every state is exported (0 or 1) so that a query can tell
+# "not in this state" from "no data". Kept in step with the domain enums by tests/unit/test_experiment_metrics.py.
+CANARY_STATES = ("pending", "running", "promoted", "rolled_back", "held")
+CANARY_EVENT_KINDS = ("started", "evaluated", "stage_advanced", "promoted", "rolled_back", "held")
+EXPERIMENT_STATUSES = ("scheduled", "running", "stopped", "decided")
+ARM_DECISIONS = ("control", "hold", "promote", "rollback")
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _DAY_BUCKETS = tuple(d * float(DAY_S) for d in (0.5, 1, 2, 3, 5, 7, 10, 14, 21))
@@ -135,6 +176,120 @@ class Metrics:
         self.learner_train_duration = Histogram(n["learner_train_duration"],
                                                 "Time to train one batch of experience records",
                                                 buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10), registry=r)
+
+        # Shadow vs live: the last off-policy evaluation of the candidate on the live log.
+        self.ope_evaluations = Counter(n["ope_evaluations"][:-6], "Off-policy evaluations of a candidate", registry=r)
+        self.ope_value = Gauge(n["ope_value"], "Candidate's estimated value per logged decision, by estimator",
+                               ["estimator"], registry=r)
+        self.ope_value_lower = Gauge(n["ope_value_lower"], "Lower end of the estimate's confidence interval",
+                                     ["estimator"], registry=r)
+        self.ope_value_upper = Gauge(n["ope_value_upper"], "Upper end of the estimate's confidence interval",
+                                     ["estimator"], registry=r)
+        self.ope_live_value = Gauge(n["ope_live_value"], "Live policy's observed value per decision on the same "
+                                    "records (what the candidate is compared with)", registry=r)
+        self.ope_ess = Gauge(n["ope_ess"], "Kish effective sample size of the estimator's importance weights",
+                             ["estimator"], registry=r)
+        self.ope_used = Gauge(n["ope_used"], "Logged decisions the last evaluation used", registry=r)
+        self.ope_refused = Gauge(n["ope_refused"], "Logged decisions the last evaluation refused, by reason",
+                                 ["reason"], registry=r)
+        # Canary: state machine and the sequential test on value per dollar.
+        self.canary_events = Counter(n["canary_events"][:-6], "Canary steps (started, evaluated, stage_advanced, "
+                                     "promoted, rolled_back, held)", ["experiment", "kind"], registry=r)
+        self.canary_state = Gauge(n["canary_state"], "1 for the canary's current state, 0 for the others",
+                                  ["experiment", "state"], registry=r)
+        self.canary_share = Gauge(n["canary_share"], "Share of persons served by the candidate", ["experiment"],
+                                  registry=r)
+        self.canary_stage = Gauge(n["canary_stage"], "Ramp stage (0 = the first share)", ["experiment"], registry=r)
+        self.canary_lift = Gauge(n["canary_lift"], "Relative lift of value per dollar, candidate over control",
+                                 ["experiment"], registry=r)
+        self.canary_lift_lower = Gauge(n["canary_lift_lower"], "Lower bound of the lift's always-valid interval",
+                                       ["experiment"], registry=r)
+        self.canary_lift_upper = Gauge(n["canary_lift_upper"], "Upper bound of the lift's always-valid interval",
+                                       ["experiment"], registry=r)
+        self.canary_persons = Gauge(n["canary_persons"], "Persons observed, by arm", ["experiment", "arm"],
+                                    registry=r)
+        self.canary_converting = Gauge(n["canary_converting"], "Persons with a conversion, by arm",
+                                       ["experiment", "arm"], registry=r)
+        # Creative A/B experiments: status, exposures and every arm's estimate against the control.
+        self.experiment_status = Gauge(n["experiment_status"], "1 for the experiment's current status, 0 for the "
+                                       "others", ["experiment", "status"], registry=r)
+        self.experiment_exposures = Counter(n["experiment_exposures"][:-6], "First exposures of persons to an arm",
+                                            ["experiment", "arm"], registry=r)
+        self.experiment_evaluated = Gauge(n["experiment_evaluated"], "Wall-clock time of the experiment's last "
+                                          "evaluation (decision step), seconds since the epoch", ["experiment"],
+                                          registry=r)
+        self.experiment_persons = Gauge(n["experiment_persons"], "Exposed persons whose outcome was observed",
+                                        ["experiment", "arm"], registry=r)
+        self.experiment_value_per_dollar = Gauge(n["experiment_value_per_dollar"], "Conversion value per dollar "
+                                                 "spent", ["experiment", "arm"], registry=r)
+        self.experiment_lift = Gauge(n["experiment_lift"], "Relative lift of value per dollar over the control",
+                                     ["experiment", "arm"], registry=r)
+        self.experiment_lift_lower = Gauge(n["experiment_lift_lower"], "Lower bound of the lift's always-valid "
+                                           "interval", ["experiment", "arm"], registry=r)
+        self.experiment_lift_upper = Gauge(n["experiment_lift_upper"], "Upper bound of the lift's always-valid "
+                                           "interval", ["experiment", "arm"], registry=r)
+        self.experiment_decision = Gauge(n["experiment_decision"], "1 for the arm's current decision, 0 for the "
+                                         "others", ["experiment", "arm", "decision"], registry=r)
+
+    # ---------------------------------------------------------------- recording domain results
+    def record_ope(self, report: OPEReport, live_value: float) -> None:
+        """One off-policy evaluation: each estimator's value, interval and ESS, and what was refused.
+
+        :param report: the evaluation of the candidate.
+        :param live_value: the live policy's mean reward over the same used records.
+        """
+        self.ope_evaluations.inc()
+        for name, e in report.estimates.items():
+            self.ope_value.labels(name).set(e.value)
+            self.ope_value_lower.labels(name).set(e.ci_low)
+            self.ope_value_upper.labels(name).set(e.ci_high)
+            self.ope_ess.labels(name).set(e.ess)
+        self.ope_live_value.set(live_value)
+        self.ope_used.set(report.validation.n_used)
+        self.ope_refused.clear()  # a reason absent from this evaluation had no refusals
+        for reason, count in report.validation.refused.items():
+            self.ope_refused.labels(reason).set(count)
+
+    def record_canary(self, event: CanaryEvent) -> None:
+        """One canary step (every event :class:`~agent_service.experiments.canary.Canary` returns)."""
+        exp = event.experiment_id
+        if event.kind == "started":  # counters from 0, so that increase() sees the first rollback
+            for kind in CANARY_EVENT_KINDS:
+                self.canary_events.labels(exp, kind)
+        self.canary_events.labels(exp, event.kind).inc()
+        for state in CANARY_STATES:
+            self.canary_state.labels(exp, state).set(float(state == str(event.state)))
+        self.canary_share.labels(exp).set(event.share)
+        self.canary_stage.labels(exp).set(event.stage)
+        self.canary_lift.labels(exp).set(event.lift)
+        self.canary_lift_lower.labels(exp).set(event.lower)
+        self.canary_lift_upper.labels(exp).set(event.upper)
+        self.canary_persons.labels(exp, "control").set(event.control_persons)
+        self.canary_persons.labels(exp, "candidate").set(event.candidate_persons)
+        self.canary_converting.labels(exp, "control").set(event.control_conversions)
+        self.canary_converting.labels(exp, "candidate").set(event.candidate_conversions)
+
+    def record_exposure(self, exposure: Exposure) -> None:
+        """An exposure; only a person's first in the experiment is counted."""
+        if exposure.first:
+            self.experiment_exposures.labels(exposure.experiment_id, exposure.arm).inc()
+
+    def record_experiment(self, summary: ExperimentSummary) -> None:
+        """One evaluation of an experiment (what :meth:`Experiment.evaluate` returns)."""
+        exp = summary.id
+        self.experiment_evaluated.labels(exp).set(time.time())
+        for status in EXPERIMENT_STATUSES:
+            self.experiment_status.labels(exp, status).set(float(status == str(summary.status)))
+        for a in summary.arms:
+            self.experiment_exposures.labels(exp, a.name)  # from 0, so a silent arm shows as 0 exposures
+            self.experiment_persons.labels(exp, a.name).set(a.persons)
+            self.experiment_value_per_dollar.labels(exp, a.name).set(a.value_per_dollar)
+            for decision in ARM_DECISIONS:
+                self.experiment_decision.labels(exp, a.name, decision).set(float(decision == a.decision))
+            if a.decision != "control":  # the control has no lift against itself
+                self.experiment_lift.labels(exp, a.name).set(a.lift)
+                self.experiment_lift_lower.labels(exp, a.name).set(a.lower)
+                self.experiment_lift_upper.labels(exp, a.name).set(a.upper)
 
     @staticmethod
     def value(metric: Counter | Gauge) -> float:

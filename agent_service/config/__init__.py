@@ -346,7 +346,7 @@ class WarehouseConfig:
     bigquery_project: str = ""
     """GCP project of the BigQuery dataset (env GAELP_BIGQUERY_PROJECT)."""
     bigquery_dataset: str = "gaelp"
-    """BigQuery dataset holding the four tables (created if missing)."""
+    """BigQuery dataset holding the warehouse tables (created if missing)."""
     bigquery_api_endpoint: str = ""
     """API endpoint override, e.g. a local emulator ("" = Google's)."""
     bigquery_anonymous: bool = False

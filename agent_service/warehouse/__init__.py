@@ -1,6 +1,6 @@
-"""The warehouse: decisions, events, attributions and experience, written in batches.
+"""The warehouse: decisions, events, attributions, experience and experiment arms, written in batches.
 
-- :mod:`~agent_service.warehouse.schema`: the four tables (:data:`TABLES`), id column = insert id;
+- :mod:`~agent_service.warehouse.schema`: the tables (:data:`TABLES`), id column = insert id;
 - :mod:`~agent_service.warehouse.port`: the :class:`Warehouse` port and its errors;
 - :class:`BatchWriter`: size and time triggers, retries with backoff and jitter, no loss,
   no duplicates;

@@ -1,4 +1,4 @@
-"""The warehouse tables: decisions, events, attributions, experience.
+"""The warehouse tables: decisions, events, attributions, experience, experiment_arms.
 
 Every table has an id column that is also the insert id (BigQuery ``insertId``, DuckDB
 primary key), so a row written twice — a retried batch, a redelivered event — is stored
@@ -169,6 +169,22 @@ TABLES: dict[str, TableSchema] = {
            C("state", "JSON", False, "State the decision saw."),
            C("action", "JSON", False, "Action taken."),
            C("next_state", "JSON", False, "Next state, when the learner needs one.")),
+        # Sums, not per-person rows: an arm's totals are exact sums over its rows (RatioStats merge), so several
+        # writers may each add their own batches. Money is in USD floats here: sums of squares of micros
+        # overflow INT64 after a few million USD^2.
+        _t("experiment_arms", "row_id", "One batch of a creative experiment arm's per-person sums.",
+           C("row_id", "STRING", True, "experiment:arm:batch (insert id): a batch written twice counts once."),
+           C("event_time", "INT64", True, "Event time the batch was closed, ms."),
+           C("experiment", "STRING", True, "Experiment id."),
+           C("arm", "STRING", True, "Arm name."),
+           C("exposed", "INT64", True, "Persons first exposed to the arm in the batch."),
+           C("persons", "INT64", True, "Exposed persons whose observation window closed in the batch."),
+           C("converting", "INT64", True, "Of those, persons with conversion value > 0."),
+           C("value", "FLOAT64", True, "Sum of the persons' conversion value, USD."),
+           C("spend", "FLOAT64", True, "Sum of the persons' spend, USD."),
+           C("value_sq", "FLOAT64", True, "Sum of squared per-person value."),
+           C("spend_sq", "FLOAT64", True, "Sum of squared per-person spend."),
+           C("value_spend", "FLOAT64", True, "Sum of per-person value times spend.")),
     )
 }
-"""The four tables by name."""
+"""The tables by name."""
