@@ -29,7 +29,6 @@ import contextlib
 import hmac
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -130,8 +129,8 @@ class BidBatcher:
                      expires: float = float("inf")) -> DecideResult:
         """The decision for one request, decided with whatever else is waiting.
 
-        :param deadline: ``time.perf_counter()`` by which a bid must be reserved.
-        :param expires: ``time.perf_counter()`` after which an answer is useless (``tmax``): a bid
+        :param deadline: ``decider.timer()`` by which a bid must be reserved.
+        :param expires: ``decider.timer()`` after which an answer is useless (``tmax``): a bid
             decided later is withdrawn (reservation freed, logged as a no-bid ``tmax_late``)."""
         if self._task is None:
             raise BusError("BidBatcher used before start()")
@@ -167,7 +166,7 @@ class BidBatcher:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        now = time.perf_counter()
+        now = self.decider.timer()
         late = [k for k, (p, r) in enumerate(zip(batch, results, strict=True)) if r.response is not None
                 and now > p.expires]
         for k in late:  # answers past tmax: withdrawn before anyone sees them, so the log shows no-bids
@@ -259,7 +258,7 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
                          max_passes=max_passes, spill=spill, max_log_backlog=max_log_backlog)
 
     async def bid(request: web.Request) -> web.Response:
-        started = time.perf_counter()
+        started = decider.timer()
         try:
             try:
                 body = await request.read()
@@ -286,7 +285,7 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
             log.exception("no bid after an internal error: %s", type(exc).__name__)
             return web.Response(status=204, headers=_OPENRTB)
         finally:
-            metrics.request_latency.observe(time.perf_counter() - started)
+            metrics.request_latency.observe(decider.timer() - started)
 
     async def metrics_view(_: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

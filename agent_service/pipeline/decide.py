@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -102,9 +102,11 @@ class Decider:
         self._shade = cfg.serve.first_price_shade
         self._usd_per_unit = dict(cfg.serve.usd_per_unit)
         self._tail_s = 0.001  # running estimate of reservation + storing time (seconds)
-        self._synced = -1e9  # perf_counter() of the last registry check
+        self._synced = -1e9  # timer() of the last registry check
         self.sync_every_s = 0.0
         """Least wall time between registry checks (0: every batch, as simulations need)."""
+        self.timer: Callable[[], float] = time.perf_counter
+        """Seconds on the clock of the requests' deadlines (tests inject their own)."""
 
     # --- plumbing: one round trip to read, one to reserve and store (atomic per budget period) ----
     async def decide(self, items: Sequence[tuple[BidRequest, int]],
@@ -112,10 +114,10 @@ class Decider:
         """Decide every impression of every request.
 
         :param items: (request, event time in ms) pairs.
-        :param deadlines: per request, the ``time.perf_counter()`` by which a bid must be
+        :param deadlines: per request, the ``timer()`` by which a bid must be
             reserved (None: no deadline); past it the request's imps are no-bids (``tmax``).
         """
-        started = time.perf_counter()
+        started = self.timer()
         if started - self._synced >= self.sync_every_s:  # serve: a new version within 50 ms
             self.policy.sync()
             self._synced = started
@@ -148,7 +150,7 @@ class Decider:
             pos += len(req.imp)
             results.append(DecideResult(self._response(req, mine), mine))
         if flat:
-            per_item = (time.perf_counter() - started) / len(flat)
+            per_item = (self.timer() - started) / len(flat)
             for _ in flat:
                 self.metrics.decide_latency.observe(per_item)
         return results
@@ -161,7 +163,7 @@ class Decider:
         wins without reserving). A draft past its request's deadline is a no-bid (``tmax``).
         Each new decision adds its request (context bucket, paid search offered) to its person's
         profile."""
-        begun = time.perf_counter()
+        begun = self.timer()
         late = {r for r, dl in enumerate(deadlines or ()) if dl is not None and begun + self._tail_s > dl}
         out: list[DecisionDraft] = []
         for k, d in enumerate(drafts):
@@ -175,7 +177,7 @@ class Decider:
                 out.append(DecisionDraft(d, impression_cost_micros(d.action.bid_cpm_micros), period,
                                          _no_bid(d, "budget"), context=bucket, search=search))
         stored = await self.store.reserve_and_put(self.campaign, out, self._decision_ttl_s)
-        self._tail_s = 0.9 * self._tail_s + 0.1 * 2 * (time.perf_counter() - begun)
+        self._tail_s = 0.9 * self._tail_s + 0.1 * 2 * (self.timer() - begun)
         return stored
 
     async def withdraw(self, decisions: Sequence[Decision], reason: str) -> list[Decision]:
