@@ -10,8 +10,12 @@ port               what for                                              used by
 ``IdentityStore``  the identity graph's device → person verdicts         ``pipeline.identity_links``,
                                                                          ``runtime.identity_eval``
 ``WindowStore``    event time: watermarks, parked conversions, windows   ``pipeline.flow.Flow``
-``BudgetStore``    a period's ledger read and set (admin, reports)       ``runtime.serve``, ``simulate``
+``BudgetStore``    a period's ledger read and set (admin, reports)       ``runtime.serve``, ``.simulate``
 =================  ====================================================  ================================
+
+Consumers that hand the store on take a union: ``HandlerStore`` (outcomes and identity:
+``Outcomes``, which builds the identity-links handler), ``StreamStore`` (and windows: ``Flow``)
+and ``StateStore`` (every port, with ``start``/``stop``: ``runtime.assembly``, both adapters).
 
 Every write is idempotent by the key it names, so a redelivered event changes nothing:
 ``reserve_and_put`` by decision id, ``settle`` by reservation id, ``record_*`` and
