@@ -10,7 +10,7 @@ Pure functions and small value objects, no I/O.
 * **Pacing state.** :func:`pacing_features` turns the ledger and the last slot's outcome into
   the bid Q-network's input (``PACING_FEATURES`` documents each).
 * **Hard cap.** :func:`cap_bid` never lets a bid exceed what is left of the budget; the store's
-  atomic reservation (``StateStore.reserve``) is the last line: ``spent + reserved`` can never
+  atomic reservation (``DecideStore.reserve_and_put``) is the last line: ``spent + reserved`` can never
   pass the budget, whatever the agent does.
 * **Dual pacing.** :class:`DualPacer`: bid = v / (1 + μ), μ ≥ 0 moved online by the gap between
   the slot's spend and its plan (a projected dual-gradient step; asymptotically optimal for a

@@ -39,6 +39,7 @@ import time
 import uuid
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,7 @@ from agent_service.metrics import Metrics
 from agent_service.pipeline.identity_links import graph_config
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.bus import TICK_HEADER
+from agent_service.ports.store import DecisionDraft
 from agent_service.runtime import event_loop
 from agent_service.runtime.assembly import build_learner, build_service
 from stream_apps.topology import build_app
@@ -96,8 +98,8 @@ async def _prepare(n: int, cfg: GaelpConfig, store: RedisStore, bus: KafkaBus, i
     await store.init_budget("b", T0 // DAY, 10**12)
     for k in range(0, n, 1000):
         chunk = decisions[k:k + 1000]
-        await store.put_decisions(chunk, 16 * 86_400)
-        assert all(await store.reserve_batch("b", T0 // DAY, [(d.id, 2_000) for d in chunk]))
+        drafts = [DecisionDraft(d, 2_000, T0 // DAY, msgspec.structs.replace(d, bid=False)) for d in chunk]
+        assert all(d.bid for d in await store.reserve_and_put("b", drafts, 16 * 86_400))
     events = spend = conversions = 0
     for i, d in enumerate(decisions):
         won = i % 2 == 0

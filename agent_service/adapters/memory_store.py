@@ -1,4 +1,4 @@
-"""In-process state store: the embedded default behind ``ports.store.StateStore``.
+"""In-process state store: the embedded ``ports.store.StateStore``.
 
 Each method runs without awaiting anything in between its reads and writes, so on one asyncio
 loop every operation is atomic, like the Redis adapter's Lua scripts. Expiry is not modelled
@@ -64,28 +64,6 @@ class MemoryStore:
         return None
 
     # --- identity ------------------------------------------------------------------------
-    async def link_identity(self, device_id: str, person_id: str, score: float) -> None:
-        previous = self._device_person.get(device_id)
-        old_person = previous[0] if previous else f"d:{device_id}"
-        self._device_person[device_id] = (person_id, score)
-        if previous:
-            self._person_devices[previous[0]].discard(device_id)
-        self._person_devices[person_id].add(device_id)
-        if old_person != person_id and old_person == f"d:{device_id}":
-            self._journeys[person_id].update(self._journeys.pop(old_person, {}))
-            self._clicks[person_id].update(self._clicks.pop(old_person, set()))
-
-    async def link_identities(self, links: Sequence[tuple[str, str, float]]) -> None:
-        for device_id, person_id, score in links:
-            await self.link_identity(device_id, person_id, score)
-
-    async def resolve(self, device_id: str) -> Identity:
-        linked = self._device_person.get(device_id)
-        if linked is None:
-            return Identity(f"d:{device_id}", 1.0, 1)
-        person, score = linked
-        return Identity(person, score, max(1, len(self._person_devices[person])))
-
     async def identity_peers(self, device_ids: Sequence[str]) -> list[tuple[str, list[str]]]:
         out = []
         for d in device_ids:
@@ -155,25 +133,15 @@ class MemoryStore:
         return out
 
     # --- decision path ---------------------------------------------------------------------
-    async def decide_context(self, device_id: str, campaign: str, period: int, max_touches: int) -> DecideContext:
-        identity = await self.resolve(device_id)
-        touches = await self.journey(identity.person_id, 0)
-        return DecideContext(identity, touches[-max_touches:], await self.budget(campaign, period))
-
     async def decide_contexts(self, queries: Sequence[ContextQuery], max_touches: int) -> list[DecideContext]:
         out = []
         for q in queries:
-            ctx = await self.decide_context(q.device_id, q.campaign, q.period, max_touches)
-            prof = self._profiles.get(ctx.identity.person_id, Profile())
-            out.append(ctx._replace(existing=self._decisions.get(q.decision_id),
-                                    contexts=tuple(sorted(prof.counts.items())), activity=prof.activity))
+            identity = self._identity(q.device_id)
+            prof = self._profiles.get(identity.person_id, Profile())
+            out.append(DecideContext(identity, self._journey(identity.person_id, 0)[-max_touches:],
+                                     await self.budget(q.campaign, q.period), self._decisions.get(q.decision_id),
+                                     tuple(sorted(prof.counts.items())), prof.activity))
         return out
-
-    async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
-        return [self._decisions.setdefault(d.id, d) for d in decisions]
-
-    async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
-        return self._decisions.setdefault(decision.id, decision)
 
     async def replace_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> None:
         for d in decisions:
@@ -200,9 +168,8 @@ class MemoryStore:
         b, s, r = self._budgets.get((campaign, period), (0, 0, 0))
         return BudgetState(b, s, r)
 
-    async def reserve(self, campaign: str, period: int, reservation_id: str, amount_micros: int) -> bool:
-        if amount_micros < 0:
-            raise BudgetError(f"reservation must be >= 0 micros, got {amount_micros}")
+    def _reserve(self, campaign: str, period: int, reservation_id: str, amount_micros: int) -> bool:
+        """Reserve ``amount_micros`` (>= 0, ``check_drafts``) if it fits; True if reserved now or before."""
         key = (campaign, period, reservation_id)
         if key in self._reservations or key in self._settled:
             return True
@@ -219,7 +186,7 @@ class MemoryStore:
         for d in drafts:
             old = self._decisions.get(d.decision.id)
             if old is None:
-                fits = d.reserve_micros == 0 or await self.reserve(campaign, d.period, d.decision.id, d.reserve_micros)
+                fits = d.reserve_micros == 0 or self._reserve(campaign, d.period, d.decision.id, d.reserve_micros)
                 old = self._decisions[d.decision.id] = d.decision if fits else cast(Decision, d.if_short)
                 if d.context >= 0:
                     person, t = d.decision.person_id, d.decision.event_time
@@ -227,12 +194,6 @@ class MemoryStore:
                     self._shares.setdefault((person, d.decision.device_id), Profile()).count(d.context, t, d.search)
             out.append(old)
         return out
-
-    async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:
-        for _, amount in items:
-            if amount < 0:
-                raise BudgetError(f"reservation must be >= 0 micros, got {amount}")
-        return [await self.reserve(campaign, period, rid, amount) for rid, amount in items]
 
     async def settle(self, campaign: str, period: int, reservation_id: str, cost_micros: int) -> bool:
         if cost_micros < 0:
@@ -251,17 +212,19 @@ class MemoryStore:
         linked = self._device_person.get(device_id)
         return linked[0] if linked else f"d:{device_id}"
 
-    async def upsert_touch(self, device_id: str, touch: Touch, ttl_s: int) -> None:
-        self._journeys[self._person(device_id)][touch.decision_id] = touch
+    def _identity(self, device_id: str) -> Identity:
+        linked = self._device_person.get(device_id)
+        if linked is None:
+            return Identity(f"d:{device_id}", 1.0, 1)
+        person, score = linked
+        return Identity(person, score, max(1, len(self._person_devices[person])))
 
-    async def journey(self, person_id: str, since_ms: int) -> list[Touch]:
+    def _journey(self, person_id: str, since_ms: int) -> list[Touch]:
+        """Touches at or after ``since_ms``, oldest first, with their clicks marked."""
         clicks = self._clicks.get(person_id, set())
         touches = [msgspec.structs.replace(t, clicked=True) if t.decision_id in clicks and not t.clicked else t
                    for t in self._journeys.get(person_id, {}).values() if t.event_time >= since_ms]
         return sorted(touches, key=_touch_order)
-
-    async def mark_click(self, device_id: str, decision_id: str, ttl_s: int) -> None:
-        self._clicks[self._person(device_id)].add(decision_id)
 
     # --- batched effects (no await suspends inside: each item is atomic) ------------------------
     async def record_results(self, effects: Sequence[ResultEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
@@ -271,7 +234,7 @@ class MemoryStore:
             if applied:
                 await self.settle(e.campaign, e.period, e.decision_id, e.cost_micros)
                 if e.touch is not None:
-                    await self.upsert_touch(e.device_id, e.touch, ttl_s)
+                    self._journeys[self._person(e.device_id)][e.touch.decision_id] = e.touch
                     self._windows.add(e.decision_id, e.window_close_ms)
                 self._claims[e.claim_key] = e.payload
             out.append((applied, self._claims[e.claim_key]))
@@ -292,7 +255,7 @@ class MemoryStore:
         for q in queries:
             stored = self._claims.get(q.claim_key)
             person = q.user_id or (self._person(q.device_id) if q.device_id else "")
-            journey = [] if stored is not None or not person else await self.journey(person, q.since_ms)
+            journey = [] if stored is not None or not person else self._journey(person, q.since_ms)
             out.append(JoinContext(stored, person, journey))
         return out
 
@@ -323,37 +286,18 @@ class MemoryStore:
             out.append((applied, self._claims.setdefault(key, payload)))
         return out
 
-    # --- windows, credits, outbox ----------------------------------------------------------
-    async def open_window(self, decision_id: str, close_at_ms: int) -> None:
-        self._windows.add(decision_id, close_at_ms)
-
+    # --- windows, parked conversions, watermarks ---------------------------------------------
     async def due_windows(self, until_ms: int, limit: int) -> list[str]:
         return self._windows.due(until_ms, limit)
 
     async def drop_windows(self, decision_ids: Sequence[str]) -> None:
         self._windows.remove(decision_ids)
 
-    async def add_credit(self, decision_id: str, conversion_id: str, credit_micros: int) -> None:
-        self._credits[decision_id][conversion_id] = credit_micros
-
-    async def credits(self, decision_id: str) -> dict[str, int]:
-        return dict(self._credits.get(decision_id, {}))
-
-    async def claim(self, key: str, payload: bytes, ttl_s: int) -> bytes:
-        return self._claims.setdefault(key, payload)
-
-    async def peek(self, key: str) -> bytes | None:
-        return self._claims.get(key)
-
-    # --- parked conversions, watermarks -----------------------------------------------------
-    async def park(self, item_id: str, event_time: int, payload: bytes) -> None:
-        if item_id not in self._parked_data:
-            self._parked_data[item_id] = payload
-            self._parked.add(item_id, event_time)
-
     async def park_many(self, items: Sequence[tuple[str, int, bytes]]) -> None:
         for item_id, event_time, payload in items:
-            await self.park(item_id, event_time, payload)
+            if item_id not in self._parked_data:
+                self._parked_data[item_id] = payload
+                self._parked.add(item_id, event_time)
 
     async def due_parked(self, until_ms: int, limit: int) -> list[tuple[str, bytes]]:
         return [(i, self._parked_data[i]) for i in self._parked.due(until_ms, limit)]
@@ -363,17 +307,11 @@ class MemoryStore:
         for i in item_ids:
             self._parked_data.pop(i, None)
 
-    async def advance_watermark(self, topic: str, partition: int, event_time: int) -> None:
-        marks = self._watermarks[topic]
-        if event_time > marks.get(partition, -1):
-            marks[partition] = event_time
-
-    async def watermarks(self, topic: str) -> dict[int, int]:
-        return dict(self._watermarks.get(topic, {}))
-
     async def advance_watermarks(self, topic: str, marks: dict[int, int]) -> None:
+        held = self._watermarks[topic]
         for partition, event_time in marks.items():
-            await self.advance_watermark(topic, partition, event_time)
+            if event_time > held.get(partition, -1):
+                held[partition] = event_time
 
     async def watermarks_many(self, topics: Sequence[str]) -> list[dict[int, int]]:
         return [dict(self._watermarks.get(t, {})) for t in topics]

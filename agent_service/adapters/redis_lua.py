@@ -11,40 +11,15 @@ __all__ = [
     "ASSIGN_IDENTITIES",
     "IDENTITY_PEERS",
     "IP_DEVICES",
-    "DECIDE_CONTEXT",
-    "JOURNEY",
-    "LINK_IDENTITY",
-    "MARK_CLICK",
     "JOIN_CONTEXT",
     "PARK",
     "RECORD_CLICK",
     "RECORD_JOIN",
-    "RECORD_RESULT",
     "RECORD_RESULTS",
     "DECIDE_CONTEXTS",
-    "PUT_DECISIONS",
-    "RESERVE",
     "RESERVE_AND_PUT",
-    "RESERVE_BATCH",
     "SETTLE",
-    "UPSERT_TOUCH",
 ]
-
-# KEYS: budget hash, open reservations hash, settled hash. ARGV: reservation id, amount, ttl.
-RESERVE = """
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
-  return 1
-end
-local b = tonumber(redis.call('HGET', KEYS[1], 'budget') or '0')
-local s = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
-local r = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-local a = tonumber(ARGV[2])
-if s + r + a > b then return 0 end
-redis.call('HINCRBY', KEYS[1], 'reserved', a)
-redis.call('HSET', KEYS[2], ARGV[1], a)
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
 
 # KEYS: budget hash, open reservations hash, settled hash. ARGV: reservation id, cost, ttl.
 SETTLE = """
@@ -59,10 +34,10 @@ redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 1
 """
 
-# Shared head of the greedy reservation scripts (KEYS: budget hash, open reservations hash,
-# settled hash): reserve(id, a) reserves a under id if it fits after what this call reserved so
-# far (an id already reserved or settled counts as reserved, at no further cost); commit(ttl)
-# adds the call's total to the ledger once.
+# Head of the greedy reservation script (KEYS: budget hash, open reservations hash, settled
+# hash): reserve(id, a) reserves a under id if it fits after what this call reserved so far (an
+# id already reserved or settled counts as reserved, at no further cost); commit(ttl) adds the
+# call's total to the ledger once.
 _GREEDY_LEDGER = """
 local b = tonumber(redis.call('HGET', KEYS[1], 'budget') or '0')
 local s = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
@@ -81,16 +56,6 @@ local function commit(ttl)
     redis.call('EXPIRE', KEYS[2], ttl)
   end
 end
-"""
-
-# ARGV: ttl, then (reservation id, amount) pairs. Greedy in order, one atomic step; returns {0|1...}.
-RESERVE_BATCH = _GREEDY_LEDGER + """
-local out = {}
-for i = 2, #ARGV, 2 do
-  out[#out + 1] = reserve(ARGV[i], tonumber(ARGV[i + 1]))
-end
-commit(ARGV[1])
-return out
 """
 
 # Shared head of the profile scripts: the activity fields _n, _s, _t of a profile hash (a person's
@@ -162,8 +127,9 @@ commit(ARGV[2])
 return out
 """
 
-# DECIDE_CONTEXT for a whole decide batch in one call (keys derived from the prefix; read only).
-# ARGV: prefix, max touches, then per impression: device id, budget hash key, decision key.
+# The decision path's read for a whole decide batch in one call (keys derived from the prefix;
+# read only): per impression, the device's person, the last touches of the person's journey with
+# their click marks, the budget ledger and the stored decision. ARGV: prefix, max touches, then per impression: device id, budget hash key, decision key.
 # Returns {msgpack string, stored decision or false per impression}: the msgpack string (one
 # reply to parse, not hundreds) is a flat array with, per impression, 9 values: person, score,
 # device count, {touch json...}, {click flag or false...}, budget, spent, reserved, {field,
@@ -202,119 +168,6 @@ for i = 3, #ARGV, 3 do
   stored[#stored + 1] = redis.call('GET', ARGV[i + 2])
 end
 return {cmsgpack.pack(out), unpack(stored)}
-"""
-
-# Put-if-absent of several decisions in one call. ARGV: ttl, then (key, json) pairs.
-# Returns, per decision, the json already stored or false (stored now).
-PUT_DECISIONS = """
-local out = {}
-for i = 2, #ARGV, 2 do
-  local old = redis.call('GET', ARGV[i])
-  if old then
-    out[#out + 1] = old
-  else
-    redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', ARGV[1])
-    out[#out + 1] = false
-  end
-end
-return out
-"""
-
-# KEYS: device hash. ARGV: prefix, device id, max touches, budget hash key, since_ms[, decision key].
-# Returns {person, score, device_count, {touch json...}, {click flag...}, budget, spent, reserved,
-# stored decision json or false}.
-DECIDE_CONTEXT = """
-local prefix = ARGV[1]
-local person = redis.call('HGET', KEYS[1], 'person')
-local score = redis.call('HGET', KEYS[1], 'score') or '1'
-local ndev = 1
-if not person then
-  person = 'd:' .. ARGV[2]
-else
-  ndev = math.max(1, redis.call('SCARD', prefix .. 'id:person:' .. person))
-end
-local idx = prefix .. 'jidx:' .. person
-local ids = redis.call('ZRANGEBYSCORE', idx, ARGV[5], '+inf')
-local n = tonumber(ARGV[3])
-local first = math.max(1, #ids - n + 1)
-local sel = {}
-for i = first, #ids do sel[#sel + 1] = ids[i] end
-local touches, clicks = {}, {}
-if #sel > 0 then
-  touches = redis.call('HMGET', prefix .. 'jdata:' .. person, unpack(sel))
-  clicks = redis.call('HMGET', prefix .. 'jclick:' .. person, unpack(sel))
-end
-local b = redis.call('HMGET', ARGV[4], 'budget', 'spent', 'reserved')
-local existing = false
-if ARGV[6] then existing = redis.call('GET', ARGV[6]) end
-return {person, score, ndev, touches, clicks, b[1] or '0', b[2] or '0', b[3] or '0', existing}
-"""
-
-# KEYS: device hash. ARGV: prefix, device id, decision id, event time, touch json, drop-before ms, ttl.
-# Resolves the person and writes in one step (atomic with LINK_IDENTITY).
-UPSERT_TOUCH = """
-local person = redis.call('HGET', KEYS[1], 'person') or ('d:' .. ARGV[2])
-local idx, dat = ARGV[1] .. 'jidx:' .. person, ARGV[1] .. 'jdata:' .. person
-redis.call('ZADD', idx, ARGV[4], ARGV[3])
-redis.call('HSET', dat, ARGV[3], ARGV[5])
-local old = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. ARGV[6])
-if #old > 0 then
-  redis.call('ZREM', idx, unpack(old))
-  redis.call('HDEL', dat, unpack(old))
-end
-redis.call('EXPIRE', idx, ARGV[7])
-redis.call('EXPIRE', dat, ARGV[7])
-return 1
-"""
-
-# KEYS: device hash. ARGV: prefix, device id, decision id, ttl.
-MARK_CLICK = """
-local person = redis.call('HGET', KEYS[1], 'person') or ('d:' .. ARGV[2])
-local key = ARGV[1] .. 'jclick:' .. person
-redis.call('HSET', key, ARGV[3], '1')
-redis.call('EXPIRE', key, ARGV[4])
-return 1
-"""
-
-# KEYS: journey index zset, journey data hash, click hash. ARGV: since_ms.
-# Returns {{touch json...}, {click flag...}}.
-JOURNEY = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
-if #ids == 0 then return {{}, {}} end
-return {redis.call('HMGET', KEYS[2], unpack(ids)), redis.call('HMGET', KEYS[3], unpack(ids))}
-"""
-
-# KEYS: device hash. ARGV: prefix, device id, person id, score, identity ttl, journey ttl.
-# Links the device and moves the device's anonymous journey onto the person.
-LINK_IDENTITY = """
-local prefix = ARGV[1]
-local old = redis.call('HGET', KEYS[1], 'person')
-if old and old ~= ARGV[3] then redis.call('SREM', prefix .. 'id:person:' .. old, ARGV[2]) end
-redis.call('HSET', KEYS[1], 'person', ARGV[3], 'score', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-local pset = prefix .. 'id:person:' .. ARGV[3]
-redis.call('SADD', pset, ARGV[2])
-redis.call('EXPIRE', pset, ARGV[5])
-if not old then
-  local anon = 'd:' .. ARGV[2]
-  local sidx, sdat = prefix .. 'jidx:' .. anon, prefix .. 'jdata:' .. anon
-  local didx, ddat = prefix .. 'jidx:' .. ARGV[3], prefix .. 'jdata:' .. ARGV[3]
-  local scl, dcl = prefix .. 'jclick:' .. anon, prefix .. 'jclick:' .. ARGV[3]
-  local items = redis.call('ZRANGE', sidx, 0, -1, 'WITHSCORES')
-  for i = 1, #items, 2 do
-    redis.call('ZADD', didx, items[i + 1], items[i])
-    redis.call('HSET', ddat, items[i], redis.call('HGET', sdat, items[i]))
-  end
-  local cl = redis.call('HKEYS', scl)
-  for i = 1, #cl do redis.call('HSET', dcl, cl[i], '1') end
-  if #items > 0 or #cl > 0 then
-    redis.call('EXPIRE', didx, ARGV[6])
-    redis.call('EXPIRE', ddat, ARGV[6])
-    redis.call('EXPIRE', dcl, ARGV[6])
-  end
-  redis.call('DEL', sidx, sdat, scl)
-end
-return 1
 """
 
 # The identity graph's verdicts (keys derived from the prefix, standalone Redis only).
@@ -454,44 +307,10 @@ return 1
 # The stream handlers' effects, each atomic with its outbox claim: a redelivery finds the claim
 # and returns the stored payload without writing anything again. Each returns {applied 0/1, payload}.
 
-# KEYS: claim key, device hash, budget hash, open reservations hash, settled hash, windows zset.
-# ARGV: prefix, device id, payload, claim ttl, decision id, cost, settled ttl, has touch (0/1),
-#       touch time, touch json, drop-before ms, journey ttl, window close ms.
-RECORD_RESULT = """
-local stored = redis.call('GET', KEYS[1])
-if stored then return {0, stored} end
-local id = ARGV[5]
-if redis.call('HEXISTS', KEYS[5], id) == 0 then
-  local a = redis.call('HGET', KEYS[4], id)
-  if a then
-    redis.call('HINCRBY', KEYS[3], 'reserved', -tonumber(a))
-    redis.call('HINCRBY', KEYS[3], 'spent', tonumber(ARGV[6]))
-    redis.call('HDEL', KEYS[4], id)
-    redis.call('HSET', KEYS[5], id, ARGV[6])
-    redis.call('EXPIRE', KEYS[5], ARGV[7])
-  end
-end
-if ARGV[8] == '1' then
-  local person = redis.call('HGET', KEYS[2], 'person') or ('d:' .. ARGV[2])
-  local idx, dat = ARGV[1] .. 'jidx:' .. person, ARGV[1] .. 'jdata:' .. person
-  redis.call('ZADD', idx, ARGV[9], id)
-  redis.call('HSET', dat, id, ARGV[10])
-  local old = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. ARGV[11])
-  if #old > 0 then
-    redis.call('ZREM', idx, unpack(old))
-    redis.call('HDEL', dat, unpack(old))
-  end
-  redis.call('EXPIRE', idx, ARGV[12])
-  redis.call('EXPIRE', dat, ARGV[12])
-  redis.call('ZADD', KEYS[6], ARGV[13], id)
-end
-redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
-return {1, ARGV[3]}
-"""
-
-# RECORD_RESULT for a chunk of results in one call (fewer, larger commands: the Python client's
-# per-command cost dominates). Keys are derived from the prefix (standalone Redis only, like the
-# journey scripts). ARGV: prefix, claim ttl, settled ttl, then per result 11 fields: claim key,
+# A chunk of auction results in one call (fewer, larger commands: the Python client's per-command
+# cost dominates), each in one step: settle its reservation; when won, store its touch on the
+# journey of the person its device resolves to (dropping touches older than the journey ttl) and
+# open its window; claim. Keys are derived from the prefix (standalone Redis only). ARGV: prefix, claim ttl, settled ttl, then per result 11 fields: claim key,
 # device id, payload, ledger suffix (campaign:period), decision id, cost, has touch (0/1), touch
 # time, touch json, drop-before ms, window close ms. Returns {applied, payload, ...}.
 RECORD_RESULTS = """

@@ -1,4 +1,4 @@
-"""Redis state store: the production adapter behind ``ports.store.StateStore``.
+"""Redis state store: the production ``ports.store.StateStore``.
 
 Key layout (``{p}`` is the configurable prefix, default ``gaelp:``; ids are opaque strings —
 device, user and person ids are already pseudonyms (``pipeline.pseudonym``), never raw ids;
@@ -36,15 +36,14 @@ Budget, journey, identity and park updates are Lua scripts (``redis_lua``): one 
 each. Hot paths cost a fixed number of round trips per batch, not per item:
 
 - decide batch: ``DECIDE_CONTEXTS`` (identity, last touches, budget, stored decision of every
-  impression; one msgpack reply), ``RESERVE_BATCH`` per budget period (atomic, greedy in order:
-  a request's imps share one check), ``PUT_DECISIONS``;
+  impression; one msgpack reply), then ``RESERVE_AND_PUT`` per budget period, pipelined (atomic,
+  greedy in order: a request's imps share one check; each decision stored with its reservation);
 - stream batch: ``ADVANCE_WATERMARK`` ×partitions (pipelined), ``MGET`` of decisions,
   ``RECORD_RESULTS`` (settle + touch + window + claim, atomic per result, 50 per call),
   ``RECORD_CLICK`` / ``JOIN_CONTEXT`` / ``RECORD_JOIN`` / ``PARK`` pipelined;
-- identity-links batch (``pipeline.identity``): ``IDENTITY_PEERS``, ``IP_DEVICES``, then
+- identity-links batch (``pipeline.identity_links``): ``IDENTITY_PEERS``, ``IP_DEVICES``, then
   ``ASSIGN_IDENTITIES`` (50 devices per call), each device's re-assignment and the move of its
-  own touches and of its share of the profile one atomic step. (``LINK_IDENTITY`` is the older
-  direct device → person link.)
+  own touches and of its share of the profile one atomic step.
 
 Every write is idempotent by its key, so the client reconnects and retries a command whose
 connection dropped (a Redis restart) without double effects. Library errors become
@@ -162,11 +161,7 @@ class RedisStore:
             await self._r.ping()
         except RedisError as exc:
             raise StoreError(f"cannot reach Redis at {self._url}: {exc}") from exc
-        for name in ("RESERVE", "RESERVE_AND_PUT", "RESERVE_BATCH", "SETTLE", "DECIDE_CONTEXT", "UPSERT_TOUCH", "JOURNEY",
-                     "LINK_IDENTITY", "MARK_CLICK", "PARK", "ADVANCE_WATERMARK", "RECORD_RESULT", "RECORD_RESULTS",
-                     "DECIDE_CONTEXTS", "PUT_DECISIONS",
-                     "RECORD_CLICK", "JOIN_CONTEXT", "RECORD_JOIN", "ASSIGN_IDENTITIES", "IDENTITY_PEERS",
-                     "IP_DEVICES"):
+        for name in redis_lua.__all__:
             self._scripts[name] = self._r.register_script(getattr(redis_lua, name))
 
     async def stop(self) -> None:
@@ -187,29 +182,6 @@ class RedisStore:
             raise StoreError(f"redis script {name} failed: {exc}") from exc
 
     # --- identity ------------------------------------------------------------------------
-    async def link_identity(self, device_id: str, person_id: str, score: float) -> None:
-        await self._run("LINK_IDENTITY", [f"{self._p}id:dev:{device_id}"],
-                        [self._p, device_id, person_id, repr(float(score)), self._identity_ttl,
-                         self._retention])
-
-    async def link_identities(self, links: Sequence[tuple[str, str, float]]) -> None:
-        p = self._p
-        await self._pipelined("link_identities", [
-            ("LINK_IDENTITY", [f"{p}id:dev:{device_id}"],
-             [p, device_id, person_id, repr(float(score)), self._identity_ttl, self._retention])
-            for device_id, person_id, score in links])
-
-    async def resolve(self, device_id: str) -> Identity:
-        try:
-            person, score = await self.redis.hmget(f"{self._p}id:dev:{device_id}", "person", "score")
-            if person is None:
-                return Identity(f"d:{device_id}", 1.0, 1)
-            person_id = cast(bytes, person).decode()
-            ndev = await self.redis.scard(f"{self._p}id:person:{person_id}")
-        except RedisError as exc:
-            raise StoreError(f"identity lookup failed: {exc}") from exc
-        return Identity(person_id, float(score or 1.0), max(1, int(ndev)))
-
     async def identity_peers(self, device_ids: Sequence[str]) -> list[tuple[str, list[str]]]:
         out: list[tuple[str, list[str]]] = []
         for k in range(0, len(device_ids), _CONTEXT_CHUNK):
@@ -237,14 +209,6 @@ class RedisStore:
         return [sorted(d.decode() for d in members) for members in res]
 
     # --- decision path ---------------------------------------------------------------------
-    async def decide_context(self, device_id: str, campaign: str, period: int, max_touches: int) -> DecideContext:
-        res = await self._run("DECIDE_CONTEXT", [f"{self._p}id:dev:{device_id}"],
-                              [self._p, device_id, max_touches, self._budget_key(campaign, period), 0])
-        person, score, ndev, touches, clicks, b, s, r, _ = res
-        journey = _touches(touches, clicks)
-        return DecideContext(Identity(person.decode(), float(score), int(ndev)), journey,
-                             BudgetState(int(b), int(s), int(r)))
-
     async def _pipelined(self, what: str, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
         """Run several script calls in one round trip (:func:`run_scripts`; not a transaction)."""
         try:
@@ -273,23 +237,6 @@ class RedisStore:
                                      BudgetState(int(b), int(s), int(r)),
                                      _decode_decision(existing) if existing else None, *_profile(prof)))
         return out
-
-    async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
-        if not decisions:
-            return []
-        args: list[bytes] = [b"%d" % ttl_s]
-        for d in decisions:
-            args += [f"{self._p}dec:{d.id}".encode(), _decision_enc.encode(d)]
-        old = await self._run("PUT_DECISIONS", [], args)
-        return [d if o is None else _decode_decision(o) for d, o in zip(decisions, old, strict=True)]
-
-    async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
-        key = f"{self._p}dec:{decision.id}"
-        try:
-            old = await self.redis.set(key, _decision_enc.encode(decision), nx=True, ex=ttl_s, get=True)
-        except RedisError as exc:
-            raise StoreError(f"storing decision failed: {exc}") from exc
-        return decision if old is None else _decode_decision(cast(bytes, old))
 
     async def replace_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> None:
         if not decisions:
@@ -343,13 +290,6 @@ class RedisStore:
             raise StoreError(f"reading budget failed: {exc}") from exc
         return BudgetState(int(b or 0), int(s or 0), int(r or 0))
 
-    async def reserve(self, campaign: str, period: int, reservation_id: str, amount_micros: int) -> bool:
-        if amount_micros < 0:
-            raise BudgetError(f"reservation must be >= 0 micros, got {amount_micros}")
-        ok = await self._run("RESERVE", self._ledger_keys(campaign, period),
-                             [reservation_id, int(amount_micros), 3 * DAY_S])
-        return bool(ok)
-
     async def reserve_and_put(self, campaign: str, drafts: Sequence[DecisionDraft], ttl_s: int) -> list[Decision]:
         check_drafts(drafts)
         by_period: dict[int, list[int]] = {}
@@ -382,38 +322,12 @@ class RedisStore:
         person, device = d.decision.person_id, d.decision.device_id
         return f"{self._p}ctx:{person}", f"{self._p}ctxdev:{device}:{person}"
 
-    async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:
-        if not items:
-            return []
-        args: list[Any] = [3 * DAY_S]
-        for rid, amount in items:
-            if amount < 0:
-                raise BudgetError(f"reservation must be >= 0 micros, got {amount}")
-            args += [rid, int(amount)]
-        return [bool(x) for x in await self._run("RESERVE_BATCH", self._ledger_keys(campaign, period), args)]
-
     async def settle(self, campaign: str, period: int, reservation_id: str, cost_micros: int) -> bool:
         if cost_micros < 0:
             raise BudgetError(f"cost must be >= 0 micros, got {cost_micros}")
         ok = await self._run("SETTLE", self._ledger_keys(campaign, period),
                              [reservation_id, int(cost_micros), 3 * DAY_S])
         return bool(ok)
-
-    # --- journeys --------------------------------------------------------------------------
-    async def upsert_touch(self, device_id: str, touch: Touch, ttl_s: int) -> None:
-        drop_before = touch.event_time - ttl_s * 1000
-        await self._run("UPSERT_TOUCH", [f"{self._p}id:dev:{device_id}"],
-                        [self._p, device_id, touch.decision_id, touch.event_time, _enc.encode(touch),
-                         drop_before, ttl_s])
-
-    async def journey(self, person_id: str, since_ms: int) -> list[Touch]:
-        touches, clicks = await self._run(
-            "JOURNEY", [f"{self._p}jidx:{person_id}", f"{self._p}jdata:{person_id}", f"{self._p}jclick:{person_id}"],
-            [since_ms])
-        return _touches(touches, clicks)
-
-    async def mark_click(self, device_id: str, decision_id: str, ttl_s: int) -> None:
-        await self._run("MARK_CLICK", [f"{self._p}id:dev:{device_id}"], [self._p, device_id, decision_id, ttl_s])
 
     # --- batched effects: one pipeline per batch, one atomic script per item ------------------
     async def record_results(self, effects: Sequence[ResultEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
@@ -493,13 +407,7 @@ class RedisStore:
             raise StoreError(f"claim failed: {exc}") from exc
         return [(True, p) if o is None else (False, bytes(o)) for (_, p), o in zip(items, old, strict=True)]
 
-    # --- windows, credits, outbox ----------------------------------------------------------
-    async def open_window(self, decision_id: str, close_at_ms: int) -> None:
-        try:
-            await self.redis.zadd(f"{self._p}windows", {decision_id: close_at_ms})
-        except RedisError as exc:
-            raise StoreError(f"opening window failed: {exc}") from exc
-
+    # --- windows, parked conversions, watermarks ---------------------------------------------
     async def due_windows(self, until_ms: int, limit: int) -> list[str]:
         try:
             ids = await self.redis.zrangebyscore(f"{self._p}windows", "-inf", until_ms, start=0, num=limit)
@@ -513,41 +421,6 @@ class RedisStore:
                 await self.redis.zrem(f"{self._p}windows", *decision_ids)
             except RedisError as exc:
                 raise StoreError(f"dropping windows failed: {exc}") from exc
-
-    async def add_credit(self, decision_id: str, conversion_id: str, credit_micros: int) -> None:
-        key = f"{self._p}credit:{decision_id}"
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, conversion_id, int(credit_micros))
-                pipe.expire(key, self._retention)
-                await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"adding credit failed: {exc}") from exc
-
-    async def credits(self, decision_id: str) -> dict[str, int]:
-        try:
-            raw = await self.redis.hgetall(f"{self._p}credit:{decision_id}")
-        except RedisError as exc:
-            raise StoreError(f"reading credits failed: {exc}") from exc
-        return {cast(bytes, k).decode(): int(v) for k, v in raw.items()}
-
-    async def claim(self, key: str, payload: bytes, ttl_s: int) -> bytes:
-        try:
-            old = await self.redis.set(f"{self._p}claim:{key}", payload, nx=True, ex=ttl_s, get=True)
-        except RedisError as exc:
-            raise StoreError(f"claim failed: {exc}") from exc
-        return payload if old is None else cast(bytes, old)
-
-    async def peek(self, key: str) -> bytes | None:
-        try:
-            v = await self.redis.get(f"{self._p}claim:{key}")
-        except RedisError as exc:
-            raise StoreError(f"peek failed: {exc}") from exc
-        return None if v is None else cast(bytes, v)
-
-    # --- parked conversions, watermarks -----------------------------------------------------
-    async def park(self, item_id: str, event_time: int, payload: bytes) -> None:
-        await self._run("PARK", [f"{self._p}parked", f"{self._p}parked:data"], [item_id, event_time, payload])
 
     async def park_many(self, items: Sequence[tuple[str, int, bytes]]) -> None:
         keys = [f"{self._p}parked", f"{self._p}parked:data"]
@@ -574,9 +447,6 @@ class RedisStore:
             except RedisError as exc:
                 raise StoreError(f"unparking failed: {exc}") from exc
 
-    async def advance_watermark(self, topic: str, partition: int, event_time: int) -> None:
-        await self._run("ADVANCE_WATERMARK", [f"{self._p}wm:{topic}"], [partition, event_time])
-
     async def advance_watermarks(self, topic: str, marks: dict[int, int]) -> None:
         key = f"{self._p}wm:{topic}"
         await self._pipelined("advance_watermarks", [("ADVANCE_WATERMARK", [key], [p, t]) for p, t in marks.items()])
@@ -584,13 +454,6 @@ class RedisStore:
     async def watermarks_many(self, topics: Sequence[str]) -> list[dict[int, int]]:
         raw = await self._read_each("hgetall", [f"{self._p}wm:{t}" for t in topics], "watermarks")
         return [{int(k): int(v) for k, v in r.items()} for r in raw]
-
-    async def watermarks(self, topic: str) -> dict[int, int]:
-        try:
-            raw = await self.redis.hgetall(f"{self._p}wm:{topic}")
-        except RedisError as exc:
-            raise StoreError(f"reading watermarks failed: {exc}") from exc
-        return {int(k): int(v) for k, v in raw.items()}
 
 
 def _profile(flat: list[Any]) -> tuple[tuple[tuple[int, int], ...], Activity]:

@@ -34,7 +34,7 @@ from agent_service.money import cpm_to_micros, floor_to_usd_micros, impression_c
 from agent_service.pacing import paced_out
 from agent_service.pipeline.opportunity import device_id_of, opportunity_of
 from agent_service.pipeline.pseudonym import Pseudonymizer
-from agent_service.ports.store import ContextQuery, DecideContext, DecisionDraft, StateStore
+from agent_service.ports.store import ContextQuery, DecideContext, DecideStore, DecisionDraft
 from agent_service.pricing import BID, NO_BID_REASONS, shade_first_price, to_micros
 from agent_service.units import DAY_MS, DAY_S
 
@@ -85,7 +85,7 @@ class Decider:
     :param ids: pseudonymiser of raw ids (default: salt from ``GAELP_ID_SALT``, else random).
     """
 
-    def __init__(self, cfg: GaelpConfig, store: StateStore, policy: AgentServer, metrics: Metrics,
+    def __init__(self, cfg: GaelpConfig, store: DecideStore, policy: AgentServer, metrics: Metrics,
                  campaign: str = "default", shadow: bool = False, ids: Pseudonymizer | None = None) -> None:
         self.cfg = cfg
         self.store = store
@@ -158,7 +158,7 @@ class Decider:
     async def _reserve_and_store(self, drafts: list[Decision], owners: list[int], served: ServedBatch,
                                  deadlines: Sequence[float | None] | None) -> list[Decision]:
         """Reserve every bidding draft's worst-case cost and store the decisions, in ONE round
-        trip (``StateStore.reserve_and_put``: imps in request order, one atomic step per budget
+        trip (``DecideStore.reserve_and_put``: imps in request order, one atomic step per budget
         period; a draft that does not fit is stored as a no-bid, a duplicate's stored decision
         wins without reserving). A draft past its request's deadline is a no-bid (``tmax``).
         Each new decision adds its request (context bucket, paid search offered) to its person's

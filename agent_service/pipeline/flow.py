@@ -33,7 +33,7 @@ from agent_service.pipeline.decide import Decider
 from agent_service.pipeline.outcomes import Outcomes
 from agent_service.pipeline.records import HandleResult, Output, dead_letter
 from agent_service.ports.bus import BusRecord
-from agent_service.ports.store import StateStore
+from agent_service.ports.store import StreamStore
 
 __all__ = ["Flow", "HandleResult", "Output", "stream_attribution"]
 
@@ -53,7 +53,7 @@ class Flow:
     :param attribution: the stream's attribution model.
     """
 
-    def __init__(self, cfg: GaelpConfig, store: StateStore, decider: Decider, metrics: Metrics,
+    def __init__(self, cfg: GaelpConfig, store: StreamStore, decider: Decider, metrics: Metrics,
                  partitions: Mapping[str, int], clock: Callable[[], int],
                  attribution: AttributionModel | None = None) -> None:
         self.cfg = cfg

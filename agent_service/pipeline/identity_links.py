@@ -11,7 +11,7 @@ Per batch of (pseudonymised) ``IdentityLink`` records, in a fixed number of roun
    before are undone; ``revoked`` records revoke their link (the person splits if that link
    was a bridge). The graph keeps every link in its edge log, idempotent by link id;
 3. resolve every device those persons had or now have, and write each device's person and
-   confidence into the store (``StateStore.assign_identities``).
+   confidence into the store (``IdentityStore.assign_identities``).
 
 Journeys follow the person: a device that changes person — merged in, split out by a
 revocation or an IP found shared — takes its own touches (and their click marks) with it,
@@ -52,7 +52,7 @@ from agent_service.identity import (
     Resolution,
 )
 from agent_service.identity import IdentityLink as GraphLink
-from agent_service.ports.store import IdentityAssignment, StateStore
+from agent_service.ports.store import IdentityAssignment, IdentityStore
 from agent_service.units import DAY_S
 
 __all__ = ["ANCHOR_PREFIX", "IdentityLinks", "graph_config"]
@@ -100,7 +100,7 @@ class IdentityLinks:
     :param graph: the identity graph (default: an in-process graph with ``cfg``'s settings).
     """
 
-    def __init__(self, cfg: GaelpConfig, store: StateStore, graph: IdentityGraph | None = None) -> None:
+    def __init__(self, cfg: GaelpConfig, store: IdentityStore, graph: IdentityGraph | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.graph: IdentityGraph = graph or InMemoryIdentityGraph(graph_config(cfg))

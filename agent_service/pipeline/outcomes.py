@@ -36,7 +36,7 @@ from agent_service.pipeline.identity_links import IdentityLinks
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.pipeline.records import Output, dead_letter
 from agent_service.ports.bus import BusRecord
-from agent_service.ports.store import ClickEffect, JoinEffect, JoinQuery, ResultEffect, StateStore
+from agent_service.ports.store import ClickEffect, HandlerStore, JoinEffect, JoinQuery, ResultEffect
 from agent_service.units import DAY_S
 
 __all__ = ["JoinRecord", "Outcomes"]
@@ -56,7 +56,7 @@ class JoinRecord(msgspec.Struct, frozen=True):
 class Outcomes:
     """Handlers for the topics after the decision (see the module docstring)."""
 
-    def __init__(self, cfg: GaelpConfig, store: StateStore, metrics: Metrics, attribution: AttributionModel,
+    def __init__(self, cfg: GaelpConfig, store: HandlerStore, metrics: Metrics, attribution: AttributionModel,
                  ids: Pseudonymizer | None = None, identity_graph: IdentityGraph | None = None) -> None:
         self.cfg = cfg
         self.ids = ids

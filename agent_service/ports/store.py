@@ -1,15 +1,32 @@
-"""The state store port: journeys, identity, budgets, decisions, windows, dedupe.
+"""The state store ports: one small Protocol per use case, and ``StateStore``, their union.
+
+=================  ====================================================  ================================
+port               what for                                              used by
+=================  ====================================================  ================================
+``DecideStore``    the decision path: read context, reserve and store    ``pipeline.decide.Decider``
+``RecordReader``   stored decisions and handler outputs, read back       ``runtime.warehouse_sink``
+``OutcomeStore``   auction results, clicks, conversion joins, windows'   ``pipeline.outcomes.Outcomes``
+                   final records (with ``RecordReader``)
+``IdentityStore``  the identity graph's device → person verdicts         ``pipeline.identity_links``,
+                                                                         ``runtime.identity_eval``
+``WindowStore``    event time: watermarks, parked conversions, windows   ``pipeline.flow.Flow``
+``BudgetStore``    a period's ledger read and set (admin, reports)       ``runtime.serve``, ``.simulate``
+=================  ====================================================  ================================
+
+Consumers that hand the store on take a union: ``HandlerStore`` (outcomes and identity:
+``Outcomes``, which builds the identity-links handler), ``StreamStore`` (and windows: ``Flow``)
+and ``StateStore`` (every port, with ``start``/``stop``: ``runtime.assembly``, both adapters).
 
 Every write is idempotent by the key it names, so a redelivered event changes nothing:
-``reserve``/``settle`` by reservation id, ``upsert_touch`` by decision id, ``add_credit`` by
-(decision, conversion), ``claim`` is put-if-absent and returns what was stored first (the
+``reserve_and_put`` by decision id, ``settle`` by reservation id, ``record_*`` and
+``claim_many`` are put-if-absent by their claim key and return what was stored first (the
 outbox of a handler: on redelivery the same outputs are emitted again and deduplicated
 downstream by their ids). Budget operations are atomic: concurrent reservations never let
 ``spent + reserved`` exceed the budget.
 
 Adapters: ``adapters.memory_store.MemoryStore`` (embedded) and ``adapters.redis_store.RedisStore``
-(production; key layout documented there). ``tests/contract/test_store_contract.py`` runs the
-same suite against both.
+(production; key layout documented there) implement ``StateStore``.
+``tests/contract/test_store_contract.py`` runs the same suite, port by port, against both.
 """
 
 from __future__ import annotations
@@ -21,8 +38,10 @@ from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError
 from agent_service.units import DAY_MS
 
-__all__ = ["ACTIVITY_HALF_LIFE_MS", "Activity", "BudgetState", "ClickEffect", "ContextQuery", "DecideContext", "DecisionDraft", "Identity", "IdentityAssignment", "JoinContext",
-           "JoinEffect", "JoinQuery", "ResultEffect", "StateStore", "check_drafts"]
+__all__ = ["ACTIVITY_HALF_LIFE_MS", "Activity", "BudgetState", "BudgetStore", "ClickEffect", "ContextQuery", "DecideContext",
+           "DecideStore", "DecisionDraft", "HandlerStore", "Identity", "IdentityAssignment", "IdentityStore", "JoinContext",
+           "JoinEffect", "JoinQuery", "OutcomeStore", "RecordReader", "ResultEffect", "StateStore", "StreamStore",
+           "WindowStore", "check_drafts"]
 
 
 class BudgetState(NamedTuple):
@@ -90,7 +109,7 @@ class Identity(NamedTuple):
 
 
 class IdentityAssignment(NamedTuple):
-    """Where the identity graph puts a device (see ``StateStore.assign_identities``)."""
+    """Where the identity graph puts a device (see ``IdentityStore.assign_identities``)."""
 
     device_id: str
     person_id: str | None
@@ -112,14 +131,14 @@ class DecideContext(NamedTuple):
     """The person's context profile: (context bucket, requests), sorted by bucket — how many
     earlier decisions of the devices now assigned to this person carried each page/app context
     (``DecisionDraft.context``; a device's requests follow it across identity merges and splits,
-    see ``StateStore.assign_identities``); the agent's segment posterior is accumulated from it
+    see ``IdentityStore.assign_identities``); the agent's segment posterior is accumulated from it
     (``agent.segment_profile``)."""
     activity: Activity = Activity()
     """The person's recent activity (the same decisions, time-weighted)."""
 
 
 class ContextQuery(NamedTuple):
-    """One impression's read on the decision path (see ``StateStore.decide_contexts``)."""
+    """One impression's read on the decision path (see ``DecideStore.decide_contexts``)."""
 
     device_id: str
     decision_id: str
@@ -128,7 +147,7 @@ class ContextQuery(NamedTuple):
 
 
 class DecisionDraft(NamedTuple):
-    """A decision to store with the reservation its bid needs (see ``StateStore.reserve_and_put``)."""
+    """A decision to store with the reservation its bid needs (see ``DecideStore.reserve_and_put``)."""
 
     decision: Decision
     """Stored when its reservation succeeds (or it needs none)."""
@@ -142,7 +161,7 @@ class DecisionDraft(NamedTuple):
     """The request's context bucket, counted once on the profile of the decision's person when
     the decision is newly stored (a redelivery counts nothing) with its activity
     (``Activity.add`` at the decision's event time), and likewise on the decision's device's
-    share of that profile (what moves with the device, ``StateStore.assign_identities``);
+    share of that profile (what moves with the device, ``IdentityStore.assign_identities``);
     -1: not counted."""
     search: bool = False
     """The request offered paid search (its activity counts in ``Activity.search``)."""
@@ -219,24 +238,12 @@ class JoinEffect(NamedTuple):
     credits: list[tuple[str, int]]
 
 
-class StateStore(Protocol):
-    """Durable state of the streaming service (see module docstring for the guarantees)."""
+class IdentityStore(Protocol):
+    """The identity graph's verdicts: who a device is with, and where it now belongs."""
 
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    # --- identity ------------------------------------------------------------------------
-    async def link_identity(self, device_id: str, person_id: str, score: float) -> None:
-        """Link a device to a person and move the device's anonymous journey onto the person."""
-        ...
-
-    async def link_identities(self, links: Sequence[tuple[str, str, float]]) -> None:
-        """``link_identity`` for several (device, person, score) in order, in one round trip."""
-        ...
-
-    async def resolve(self, device_id: str) -> Identity:
-        """The person of ``device_id`` (the device itself, prefixed ``d:``, when unlinked)."""
+    async def ip_devices(self, items: Sequence[tuple[str, Sequence[str]]], cap: int) -> list[list[str]]:
+        """Remember the devices seen behind each (pseudonymised) IP, at most ``cap`` per IP,
+        and return each IP's remembered devices (one round trip)."""
         ...
 
     async def identity_peers(self, device_ids: Sequence[str]) -> list[tuple[str, list[str]]]:
@@ -267,55 +274,19 @@ class StateStore(Protocol):
         """
         ...
 
-    async def ip_devices(self, items: Sequence[tuple[str, Sequence[str]]], cap: int) -> list[list[str]]:
-        """Remember the devices seen behind each (pseudonymised) IP, at most ``cap`` per IP,
-        and return each IP's remembered devices (one round trip)."""
-        ...
 
-    # --- decision path ---------------------------------------------------------------------
-    async def decide_context(self, device_id: str, campaign: str, period: int, max_touches: int) -> DecideContext:
-        """Identity, the last ``max_touches`` touches and the budget, in one round trip."""
-        ...
-
-    async def decide_contexts(self, queries: Sequence[ContextQuery], max_touches: int) -> list[DecideContext]:
-        """``decide_context`` for a whole batch in one round trip, plus any stored decision
-        under each query's id (so a redelivered request reuses its decision) and the person's
-        context profile (``DecideContext.contexts``)."""
-        ...
-
-    async def put_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> list[Decision]:
-        """``put_decision`` for a batch in one round trip; the stored decision per item."""
-        ...
-
-    async def put_decision(self, decision: Decision, ttl_s: int) -> Decision:
-        """Store ``decision`` unless one with its id exists; return the stored one."""
-        ...
-
-    async def replace_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> None:
-        """Overwrite stored decisions (a bid withdrawn after it was stored), in one round trip."""
-        ...
-
-    async def get_decisions(self, ids: Sequence[str], state_encoded: bool = False) -> dict[str, Decision]:
-        """The stored decisions among ``ids``.
-
-        :param state_encoded: the caller only re-encodes the states (experience records), so an
-            adapter may leave them encoded (``msgspec.Raw``; see ``Decision.state``): ``encode``
-            gives the same bytes either way. False: every state is a list of floats."""
-        ...
-
-    # --- budget ----------------------------------------------------------------------------
-    async def set_budget(self, campaign: str, period: int, budget_micros: int) -> None:
-        """Set the budget of a period (keeps spend and reservations)."""
-        ...
+class DecideStore(Protocol):
+    """The decision path: one read and one write per batch of impressions."""
 
     async def init_budget(self, campaign: str, period: int, budget_micros: int) -> None:
         """Set the budget of a period only if none was set (an admin's change wins)."""
         ...
 
-    async def budget(self, campaign: str, period: int) -> BudgetState: ...
-
-    async def reserve(self, campaign: str, period: int, reservation_id: str, amount_micros: int) -> bool:
-        """Atomically reserve ``amount_micros`` if it fits; True if reserved (now or before)."""
+    async def decide_contexts(self, queries: Sequence[ContextQuery], max_touches: int) -> list[DecideContext]:
+        """Per query, in one round trip: the device's identity, the last ``max_touches``
+        touches of its person's journey, the budget of the period, any stored decision under
+        the query's id (so a redelivered request reuses its decision) and the person's context
+        profile and activity (``DecideContext``)."""
         ...
 
     async def reserve_and_put(self, campaign: str, drafts: Sequence[DecisionDraft], ttl_s: int) -> list[Decision]:
@@ -328,12 +299,6 @@ class StateStore(Protocol):
         Returns the stored decision per draft."""
         ...
 
-    async def reserve_batch(self, campaign: str, period: int, items: Sequence[tuple[str, int]]) -> list[bool]:
-        """Reserve each (id, micros) in order, in ONE atomic step: an item is reserved only if
-        it fits after the ones before it (the imps of a request share one budget check).
-        An id already reserved or settled counts as reserved and costs nothing more."""
-        ...
-
     async def settle(self, campaign: str, period: int, reservation_id: str, cost_micros: int) -> bool:
         """Turn a reservation into spend of ``cost_micros`` and release the rest.
 
@@ -341,25 +306,30 @@ class StateStore(Protocol):
         """
         ...
 
-    # --- journeys --------------------------------------------------------------------------
-    async def upsert_touch(self, device_id: str, touch: Touch, ttl_s: int) -> None:
-        """Insert or replace ``touch`` in the journey of the person ``device_id`` resolves to.
-
-        Resolution and write are one atomic step, so a concurrent identity link can never
-        strand the touch on the device's anonymous journey.
-        """
+    async def replace_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> None:
+        """Overwrite stored decisions (a bid withdrawn after it was stored), in one round trip."""
         ...
 
-    async def journey(self, person_id: str, since_ms: int) -> list[Touch]:
-        """Touches at or after ``since_ms``, oldest first (``clicked`` set from ``mark_click``)."""
+
+class RecordReader(Protocol):
+    """Stored decisions and handler outputs, read back."""
+
+    async def get_decisions(self, ids: Sequence[str], state_encoded: bool = False) -> dict[str, Decision]:
+        """The stored decisions among ``ids``.
+
+        :param state_encoded: the caller only re-encodes the states (experience records), so an
+            adapter may leave them encoded (``msgspec.Raw``; see ``Decision.state``): ``encode``
+            gives the same bytes either way. False: every state is a list of floats."""
         ...
 
-    async def mark_click(self, device_id: str, decision_id: str, ttl_s: int) -> None:
-        """Record a click on a touch (before or after the touch itself is stored), atomically
-        on the person ``device_id`` resolves to."""
+    async def peek_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """What the handlers claimed under each key, if anything, in one round trip."""
         ...
 
-    # --- batched effects of the stream handlers (one round trip per batch) -------------------
+
+class OutcomeStore(RecordReader, Protocol):
+    """What follows a decision: each batch of events applied atomically with its claims."""
+
     async def record_results(self, effects: Sequence[ResultEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
         """Apply each auction result's writes and claim unless already claimed.
 
@@ -367,12 +337,14 @@ class StateStore(Protocol):
         ...
 
     async def record_clicks(self, effects: Sequence[ClickEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
-        """Mark each click and claim unless already claimed; (applied now, stored payload) each."""
+        """Mark each click (before or after its touch is stored) and claim unless already
+        claimed; (applied now, stored payload) each."""
         ...
 
     async def join_contexts(self, queries: Sequence[JoinQuery]) -> list[JoinContext]:
-        """For each query: the stored join, else the person and their journey since ``since_ms``
-        (person ``""`` and no journey when the query names neither user nor device)."""
+        """For each query: the stored join, else the person and their journey since ``since_ms``,
+        oldest first with clicks marked (person ``""`` and no journey when the query names
+        neither user nor device)."""
         ...
 
     async def record_joins(self, effects: Sequence[JoinEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
@@ -380,62 +352,66 @@ class StateStore(Protocol):
         stored payload) each."""
         ...
 
-    async def peek_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """``peek`` of several keys in one round trip."""
-        ...
-
     async def credits_many(self, decision_ids: Sequence[str]) -> list[dict[str, int]]:
-        """``credits`` of several decisions in one round trip."""
+        """Credit per conversion id received by each decision, in one round trip."""
         ...
 
     async def claim_many(self, items: Sequence[tuple[str, bytes]], ttl_s: int) -> list[tuple[bool, bytes]]:
-        """``claim`` of several (key, payload) in one round trip; (claimed now, stored) each."""
+        """Store each (key, payload) unless the key is present; (claimed now, stored) each."""
         ...
 
-    # --- windows, credits, outbox ----------------------------------------------------------
-    async def open_window(self, decision_id: str, close_at_ms: int) -> None: ...
+
+class WindowStore(Protocol):
+    """Event time: partition watermarks, conversions parked until their touches are in, and
+    the decisions' attribution windows."""
+
+    async def advance_watermarks(self, topic: str, marks: dict[int, int]) -> None:
+        """Raise each partition's watermark to its event time (never lowers one), in one round trip."""
+        ...
+
+    async def watermarks_many(self, topics: Sequence[str]) -> list[dict[int, int]]:
+        """Partition → watermark of each topic, in one round trip."""
+        ...
+
+    async def park_many(self, items: Sequence[tuple[str, int, bytes]]) -> None:
+        """Park each (id, event time, payload) unless that id is parked already."""
+        ...
+
+    async def due_parked(self, until_ms: int, limit: int) -> list[tuple[str, bytes]]:
+        """Parked (id, payload) with event time at or before ``until_ms``, oldest first."""
+        ...
+
+    async def unpark(self, item_ids: Sequence[str]) -> None: ...
 
     async def due_windows(self, until_ms: int, limit: int) -> list[str]:
-        """Decision ids whose window closes at or before ``until_ms``."""
+        """Decision ids whose window (opened by ``OutcomeStore.record_results``) closes at or
+        before ``until_ms``, earliest first."""
         ...
 
     async def drop_windows(self, decision_ids: Sequence[str]) -> None: ...
 
-    async def add_credit(self, decision_id: str, conversion_id: str, credit_micros: int) -> None: ...
 
-    async def credits(self, decision_id: str) -> dict[str, int]:
-        """Credit per conversion id received by a decision."""
+class BudgetStore(Protocol):
+    """A period's budget ledger, read and set (the admin endpoint, run reports)."""
+
+    async def budget(self, campaign: str, period: int) -> BudgetState: ...
+
+    async def set_budget(self, campaign: str, period: int, budget_micros: int) -> None:
+        """Set the budget of a period (keeps spend and reservations)."""
         ...
 
-    async def claim(self, key: str, payload: bytes, ttl_s: int) -> bytes:
-        """Store ``payload`` under ``key`` unless present; return what is stored."""
-        ...
 
-    async def peek(self, key: str) -> bytes | None:
-        """What ``claim`` stored under ``key``, if anything."""
-        ...
+class HandlerStore(OutcomeStore, IdentityStore, Protocol):
+    """What the handlers after the decision use (``Outcomes`` and its identity-links handler)."""
 
-    # --- conversions waiting for their touches, and watermarks -----------------------------
-    async def park(self, item_id: str, event_time: int, payload: bytes) -> None: ...
 
-    async def park_many(self, items: Sequence[tuple[str, int, bytes]]) -> None:
-        """``park`` several (id, event time, payload) in one round trip."""
-        ...
+class StreamStore(HandlerStore, WindowStore, Protocol):
+    """What the streaming flow uses (its handlers and the event-time gating)."""
 
-    async def due_parked(self, until_ms: int, limit: int) -> list[tuple[str, bytes]]: ...
 
-    async def unpark(self, item_ids: Sequence[str]) -> None: ...
+class StateStore(StreamStore, DecideStore, BudgetStore, Protocol):
+    """Durable state of the streaming service: every port, with a lifecycle (both adapters)."""
 
-    async def advance_watermark(self, topic: str, partition: int, event_time: int) -> None:
-        """Raise the partition's watermark to ``event_time`` (never lowers it)."""
-        ...
+    async def start(self) -> None: ...
 
-    async def watermarks(self, topic: str) -> dict[int, int]: ...
-
-    async def advance_watermarks(self, topic: str, marks: dict[int, int]) -> None:
-        """``advance_watermark`` for several partitions in one round trip."""
-        ...
-
-    async def watermarks_many(self, topics: Sequence[str]) -> list[dict[int, int]]:
-        """``watermarks`` of several topics in one round trip."""
-        ...
+    async def stop(self) -> None: ...

@@ -18,12 +18,12 @@ from agent_service.contracts.events import IdentityLink
 from agent_service.identity import IdentityLink as GraphLink
 from agent_service.identity import IdentityScore, InMemoryIdentityGraph, evaluate_identity
 from agent_service.pipeline.pseudonym import Pseudonymizer
-from agent_service.ports.store import StateStore
+from agent_service.ports.store import IdentityStore
 
 __all__ = ["identity_report", "login_only_assignments", "score_dict", "store_assignments"]
 
 
-async def store_assignments(store: StateStore, ids: Pseudonymizer, devices: Sequence[str]) -> dict[str, str]:
+async def store_assignments(store: IdentityStore, ids: Pseudonymizer, devices: Sequence[str]) -> dict[str, str]:
     """Raw device id → the person the store assigns its pseudonym to."""
     peers = await store.identity_peers([ids(d) for d in devices])
     return {d: person for d, (person, _) in zip(devices, peers, strict=True)}
@@ -48,7 +48,7 @@ def score_dict(score: IdentityScore) -> dict[str, Any]:
             "predicted_pairs": score.predicted_pairs, "correct_pairs": score.correct_pairs}
 
 
-async def identity_report(store: StateStore, ids: Pseudonymizer, truth: Mapping[str, str],
+async def identity_report(store: IdentityStore, ids: Pseudonymizer, truth: Mapping[str, str],
                           links: Sequence[IdentityLink], statuses: Mapping[str, int]) -> dict[str, Any]:
     """The ``identity`` section of a simulation report.
 

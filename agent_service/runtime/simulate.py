@@ -36,6 +36,7 @@ from agent_service.metrics import Metrics
 from agent_service.pacing import planned_fraction
 from agent_service.pipeline.decide import DAY_MS, period_of
 from agent_service.pipeline.flow import Flow
+from agent_service.ports.store import BudgetStore, RecordReader
 from agent_service.runtime.assembly import build_learner, build_service
 from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.identity_eval import identity_report
@@ -180,7 +181,7 @@ def _segments_summary(segments: Any, policy: Any) -> dict[str, Any]:
             "served": bool(np.allclose(served.prior[:fit.k], fit.share, atol=1e-6))}
 
 
-async def _open_sink(cfg: GaelpConfig, out_dir: Path, bus: MemoryBus, store: MemoryStore, flow: Flow
+async def _open_sink(cfg: GaelpConfig, out_dir: Path, bus: MemoryBus, store: RecordReader, flow: Flow
                      ) -> WarehouseSink:
     """The warehouse sink writing a fresh ``out_dir/warehouse.duckdb``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +219,7 @@ async def _links(bus: MemoryBus, topic: str) -> list[IdentityLink]:
     return [decode(r.value, IdentityLink) for r in records if not r.is_tick]
 
 
-async def _record_slot(run: SimulationRun, store: MemoryStore, world: Any, decisions: list[Any],
+async def _record_slot(run: SimulationRun, store: BudgetStore, world: Any, decisions: list[Any],
                        before: dict[str, float], t0: int, t1: int, version: int) -> None:
     day = (t0 - world.start_ms) // DAY_MS
     for d in decisions:

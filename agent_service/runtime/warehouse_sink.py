@@ -50,7 +50,7 @@ from agent_service.metrics import Metrics
 from agent_service.pipeline.outcomes import JoinRecord
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.bus import BusRecord, Consumer, EventBus
-from agent_service.ports.store import StateStore
+from agent_service.ports.store import RecordReader
 from agent_service.warehouse import (
     BatchConfig,
     BatchWriter,
@@ -93,7 +93,7 @@ class WarehouseSink:
     :param max_records: records per poll.
     """
 
-    def __init__(self, bus: EventBus, topics: TopicsConfig, writer: BatchWriter, store: StateStore,
+    def __init__(self, bus: EventBus, topics: TopicsConfig, writer: BatchWriter, store: RecordReader,
                  ids: Pseudonymizer, attribution_model: str, group: str = "gaelp-warehouse",
                  max_records: int = 5_000) -> None:
         self.writer = writer
@@ -291,7 +291,7 @@ def open_warehouse(cfg: WarehouseConfig, duckdb_path: str | None = None) -> Ware
                                      api_endpoint=cfg.bigquery_api_endpoint or None, credentials=credentials)
 
 
-async def start_sink(cfg: GaelpConfig, bus: EventBus, store: StateStore, ids: Pseudonymizer) -> WarehouseSink | None:
+async def start_sink(cfg: GaelpConfig, bus: EventBus, store: RecordReader, ids: Pseudonymizer) -> WarehouseSink | None:
     """Open the configured warehouse and start a sink on it (None when ``backend = "off"``).
 
     The DuckDB file defaults to ``warehouse.duckdb`` beside ``serve.model_dir``.

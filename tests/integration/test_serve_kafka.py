@@ -25,6 +25,7 @@ from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.feed import feed
 from simulators.basic import BasicWorld, BasicWorldParams
 from tests.serve_kit import ROOT, await_join_records, read_experience, serve_toml, start_serve
+from tests.store_probe import read_credits
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -64,7 +65,7 @@ async def test_simulated_stream_through_kafka_into_serve(tansu, service_redis_ur
             assert rec is not None and rec.status == "joined", (c, rec)
             assert sum(m for _, m in rec.credits) == c["value_micros"]
             for decision_id, micros in rec.credits:  # each credit stored once, under its conversion id
-                assert (await store.credits(decision_id)).get(c["id"]) == micros
+                assert (await read_credits(store, decision_id)).get(c["id"]) == micros
 
         # Exactly once on the experience stream too: one credit id per (decision, conversion).
         seen = await read_experience(bus, topics.experience, f"{prefix}-check", max_polls=200)

@@ -29,6 +29,7 @@ from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.feed import feed
 from simulators.basic import BasicWorld, BasicWorldParams
 from tests.serve_kit import TOPICS, await_join_records, read_experience, serve_toml, start_serve
+from tests.store_probe import read_credits
 
 ROOT = Path(__file__).resolve().parents[2]
 SALT = "fault-test-salt-0123456789abcdef"
@@ -172,7 +173,7 @@ async def check_promises(store: RedisStore, bus: KafkaBus, sc: Scenario, world: 
         assert rec is not None and rec.status == "joined", (c, rec)
         assert sum(m for _, m in rec.credits) == c["value_micros"]
         for decision_id, micros in rec.credits:
-            assert (await store.credits(decision_id)).get(c["id"]) == micros
+            assert (await read_credits(store, decision_id)).get(c["id"]) == micros
 
     seen = await read_experience(bus, sc.topics.experience, f"{sc.prefix}-check", idle_polls=4)
     for c in expected:

@@ -18,6 +18,7 @@ from agent_service.contracts.openrtb import BidRequest, Device, Imp, Site, User
 from agent_service.pipeline.pseudonym import Pseudonymizer, redact
 from agent_service.ports.store import StateStore
 from tests.flowkit import DAY, T0, FlowKit
+from tests.store_probe import read_claim, read_identity
 
 pytestmark = pytest.mark.services
 
@@ -51,13 +52,6 @@ async def test_imps_of_one_request_share_one_budget_check(store: StateStore) -> 
     assert ledger.reserved == sum(d.action.bid_cpm_micros // 1000 for d in bid) <= ledger.budget
     assert result.response is not None
     assert sorted(b.impid for b in result.response.seatbid[0].bid) == sorted(d.imp_id for d in bid)
-
-
-async def test_reserve_batch_is_atomic_greedy_and_idempotent(store: StateStore) -> None:
-    await store.init_budget("c", 1, 100)
-    assert await store.reserve_batch("c", 1, [("a", 60), ("b", 50), ("c", 40)]) == [True, False, True]
-    assert await store.reserve_batch("c", 1, [("a", 60), ("c", 40), ("d", 1)]) == [True, True, False]
-    assert (await store.budget("c", 1)).reserved == 100
 
 
 async def test_first_price_bids_are_shaded_but_never_under_the_floor(store: StateStore) -> None:
@@ -139,8 +133,8 @@ async def test_raw_ids_never_leave_the_service(store: StateStore) -> None:
     assert "alice" not in dec.device_id and dec.device_id == ids("u-alice@example.com")
     await kit.handle(kit.topics.identity_links, IdentityLink(id="l", event_time=T0, device_id="phone-raw",
                                                               person_id="alice@example.com"))
-    assert (await store.resolve(ids("phone-raw"))).person_id == ids("alice@example.com")
-    assert (await store.resolve("phone-raw")).person_id == "d:phone-raw"  # nothing stored under the raw id
+    assert (await read_identity(store, ids("phone-raw"))).person_id == ids("alice@example.com")
+    assert (await read_identity(store, "phone-raw")).person_id == "d:phone-raw"  # nothing stored under the raw id
     bad = (b'{"id": "c1", "event_time": -1, "value_micros": 1, "user_id": "alice@example.com",'
            b' "device_id": "phone-raw"}')
     [out] = await kit.handle(kit.topics.conversions, bad)
@@ -151,7 +145,7 @@ async def test_raw_ids_never_leave_the_service(store: StateStore) -> None:
     await kit.handle(kit.topics.conversions, Conversion(id="c2", event_time=T0 + 1, value_micros=5,
                                                         user_id="alice@example.com"))
     for key in ("conv:c2",):
-        assert b"alice" not in (await store.peek(key) or b"")
+        assert b"alice" not in (await read_claim(store, key) or b"")
 
 
 def test_pseudonymizer_is_keyed_and_stable() -> None:

@@ -17,6 +17,7 @@ from agent_service.contracts.events import (
 )
 from agent_service.ports.store import IdentityAssignment
 from tests.flowkit import DAY, T0, FlowKit, bid_request
+from tests.store_probe import read_credits, read_identity, read_journey, seed_touch
 from tests.tracking.conftest import Backend
 
 pytestmark = pytest.mark.services
@@ -45,7 +46,7 @@ async def test_cross_device_join_then_revocation(backend: Backend) -> None:
              IdentityLink(id="m1", event_time=T0 + 3_000, device_id="laptop-raw", other_device_id="phone-raw",
                           kind="probabilistic", score=0.96, ip="203.0.113.9")]
     await kit.handle(kit.topics.identity_links, *links, links[0])
-    laptop = await backend.store.resolve(ids("laptop-raw"))
+    laptop = await read_identity(backend.store, ids("laptop-raw"))
     assert (laptop.person_id, round(laptop.confidence, 6), laptop.device_count) == (ids("alice-raw"), 0.96, 2)
     await kit.ticks(T0 + 4 * DAY)
     out = await kit.handle(kit.topics.conversions, Conversion(
@@ -55,8 +56,8 @@ async def test_cross_device_join_then_revocation(backend: Backend) -> None:
     revoke = IdentityLink(id="m1", event_time=T0 + 4 * DAY, device_id="laptop-raw", other_device_id="phone-raw",
                           kind="probabilistic", score=0.96, revoked=True)
     await kit.handle(kit.topics.identity_links, revoke, revoke)
-    assert (await backend.store.resolve(ids("laptop-raw"))).person_id == "d:" + ids("laptop-raw")
-    assert (await backend.store.resolve(ids("phone-raw"))).device_count == 1
+    assert (await read_identity(backend.store, ids("laptop-raw"))).person_id == "d:" + ids("laptop-raw")
+    assert (await read_identity(backend.store, ids("phone-raw"))).device_count == 1
     await kit.ticks(T0 + 6 * DAY)
     out = await kit.handle(kit.topics.conversions, Conversion(
         id="c2", event_time=T0 + 5 * DAY, value_micros=5_000_000, device_id="laptop-raw"))
@@ -64,7 +65,7 @@ async def test_cross_device_join_then_revocation(backend: Backend) -> None:
     out = await kit.handle(kit.topics.conversions, Conversion(
         id="c3", event_time=T0 + 5 * DAY, value_micros=5_000_000, user_id="alice-raw"))
     assert _credited(out) == [phone.id]  # alice's own journey is intact
-    assert await backend.store.credits(phone.id) == {"c1": 5_000_000, "c3": 5_000_000}  # c1 kept
+    assert await read_credits(backend.store, phone.id) == {"c1": 5_000_000, "c3": 5_000_000}  # c1 kept
 
 
 def _touch(decision: str, device: str) -> Touch:
@@ -73,18 +74,18 @@ def _touch(decision: str, device: str) -> Touch:
 
 async def test_store_assignments_are_idempotent_and_unlink(backend: Backend) -> None:
     s = backend.store
-    await s.upsert_touch("a", _touch("ta", "a"), 3600)
-    await s.upsert_touch("b", _touch("tb", "b"), 3600)
+    await seed_touch(s, "a", _touch("ta", "a"), 3600)
+    await seed_touch(s, "b", _touch("tb", "b"), 3600)
     assign = [IdentityAssignment("a", "p", 1.0), IdentityAssignment("b", "p", 0.9)]
     assert await s.assign_identities(assign, 3600) == 2
     assert await s.assign_identities(assign, 3600) == 0  # again: nothing changes
     assert await s.identity_peers(["a", "zz"]) == [("p", ["a", "b"]), ("d:zz", ["zz"])]
     assert await s.person_devices(["p", "nobody"]) == [["a", "b"], []]
-    assert [t.decision_id for t in await s.journey("p", 0)] == ["ta", "tb"]
+    assert [t.decision_id for t in await read_journey(s, "p")] == ["ta", "tb"]
     assert await s.assign_identities([IdentityAssignment("b", None, 1.0)], 3600) == 1
-    assert (await s.resolve("b")) == ("d:b", 1.0, 1) and (await s.resolve("a")).device_count == 1
-    assert [t.decision_id for t in await s.journey("d:b", 0)] == ["tb"]
-    assert [t.decision_id for t in await s.journey("p", 0)] == ["ta"]
+    assert (await read_identity(s, "b")) == ("d:b", 1.0, 1) and (await read_identity(s, "a")).device_count == 1
+    assert [t.decision_id for t in await read_journey(s, "d:b")] == ["tb"]
+    assert [t.decision_id for t in await read_journey(s, "p")] == ["ta"]
 
 
 async def test_ip_devices_are_capped(backend: Backend) -> None:

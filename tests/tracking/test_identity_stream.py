@@ -11,6 +11,7 @@ import pytest
 from agent_service.config import GaelpConfig
 from agent_service.contracts.events import IdentityLink, Touch
 from agent_service.pipeline.identity_links import IdentityLinks
+from tests.store_probe import read_identity, read_journey, seed_click, seed_touch
 from tests.tracking.conftest import Backend
 
 pytestmark = pytest.mark.services
@@ -38,12 +39,12 @@ def handler(b: Backend, cfg: GaelpConfig | None = None) -> IdentityLinks:
 
 
 async def who(b: Backend, device: str) -> tuple[str, float, int]:
-    ident = await b.store.resolve(device)
+    ident = await read_identity(b.store, device)
     return ident.person_id, round(ident.confidence, 6), ident.device_count
 
 
 async def journey(b: Backend, person: str) -> list[tuple[str, bool]]:
-    return [(t.decision_id, t.clicked) for t in await b.store.journey(person, 0)]
+    return [(t.decision_id, t.clicked) for t in await read_journey(b.store, person)]
 
 
 async def test_logins_merge_probabilistic_links_only_above_the_threshold(backend: Backend) -> None:
@@ -60,9 +61,9 @@ async def test_logins_merge_probabilistic_links_only_above_the_threshold(backend
 
 async def test_journeys_follow_merge_and_split_with_their_clicks(backend: Backend) -> None:
     h, s = handler(backend), backend.store
-    await s.upsert_touch("phone", touch("t1", "phone", 100), TTL)
-    await s.upsert_touch("laptop", touch("t2", "laptop", 200), TTL)
-    await s.mark_click("laptop", "t2", TTL)
+    await seed_touch(s, "phone", touch("t1", "phone", 100), TTL)
+    await seed_touch(s, "laptop", touch("t2", "laptop", 200), TTL)
+    await seed_click(s, "laptop", "t2", TTL)
     await h.handle([login("l1", "phone", "alice"), login("l2", "laptop", "alice")])
     assert await journey(backend, "alice") == [("t1", False), ("t2", True)]
     assert await journey(backend, "d:phone") == await journey(backend, "d:laptop") == []
@@ -72,14 +73,14 @@ async def test_journeys_follow_merge_and_split_with_their_clicks(backend: Backen
     assert await who(backend, "phone") == ("alice", 1.0, 1)
     assert await journey(backend, "alice") == [("t1", False)]  # the laptop took its own touch back
     assert await journey(backend, "d:laptop") == [("t2", True)]
-    await s.upsert_touch("laptop", touch("t3", "laptop", 300), TTL)  # new touches go to the right person
+    await seed_touch(s, "laptop", touch("t3", "laptop", 300), TTL)  # new touches go to the right person
     assert [t for t, _ in await journey(backend, "d:laptop")] == ["t2", "t3"]
     assert await journey(backend, "alice") == [("t1", False)]
 
 
 async def test_device_matches_form_a_person_that_a_login_then_names(backend: Backend) -> None:
     h, s = handler(backend), backend.store
-    await s.upsert_touch("tv", touch("t1", "tv", 100), TTL)
+    await seed_touch(s, "tv", touch("t1", "tv", 100), TTL)
     await h.handle([match("m1", "tv", 0.95, other="tablet", ip="ip-home")])
     # No user key: the person is named by its smallest device (the graph's root).
     assert await who(backend, "tv") == ("d:tablet", 0.95, 2)
@@ -105,7 +106,7 @@ async def test_a_shared_ip_undoes_its_matches_and_moves_the_devices_out(backend:
     cfg = GaelpConfig().replace("identity", max_ip_devices=3)
     h, s = handler(backend, cfg), backend.store
     await h.handle([login("l1", "d1", "carol"), match("m1", "d2", 0.97, other="d1", ip="nat")])
-    await s.upsert_touch("d2", touch("t2", "d2", 100), TTL)
+    await seed_touch(s, "d2", touch("t2", "d2", 100), TTL)
     assert await who(backend, "d2") == ("carol", 0.97, 2)
     assert await journey(backend, "carol") == [("t2", False)]
     await h.handle([match("m2", "d3", 0.99, other="d4", ip="nat")])  # a 4th device behind the IP
@@ -119,7 +120,7 @@ async def test_a_shared_ip_undoes_its_matches_and_moves_the_devices_out(backend:
 async def test_redelivery_and_early_revocation_change_nothing(backend: Backend) -> None:
     h, s = handler(backend), backend.store
     for i, dev in enumerate(("p", "q", "r", "x")):
-        await s.upsert_touch(dev, touch(f"t{i}", dev, 100 + i), TTL)
+        await seed_touch(s, dev, touch(f"t{i}", dev, 100 + i), TTL)
     batch = [match("gone", "x", 0.99, person="dana", revoked=True),  # revoked before it arrives
              login("l1", "p", "dana"), match("m1", "q", 0.93, person="dana"), match("m2", "r", 0.96, other="q"),
              match("gone", "x", 0.99, person="dana")]

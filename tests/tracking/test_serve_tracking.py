@@ -27,6 +27,7 @@ from agent_service.warehouse import BatchConfig, BatchWriter
 from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 from simulators.basic import BasicWorld, BasicWorldParams
 from tests.serve_kit import SALT, TOPICS, await_join_records, serve_toml, start_serve
+from tests.store_probe import read_identity
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -76,7 +77,7 @@ async def test_serve_writes_the_warehouse_and_resolves_identity(tansu, service_r
         logged = [(p, d) for (p, d), on in world.logged_in.items() if on and (p, d) in world._seen_device]
         assert logged
         for person, d in logged:
-            ident = await store.resolve(ids(world.device_id(person, d)))
+            ident = await read_identity(store, ids(world.device_id(person, d)))
             assert ident.person_id == ids(world.user_id(person)) and ident.confidence == 1.0
 
         warehouse = DuckDBWarehouse(tmp_path / "serve.duckdb")

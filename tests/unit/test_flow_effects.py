@@ -24,6 +24,7 @@ from agent_service.contracts.events import (
 from agent_service.metrics import Metrics
 from agent_service.ports.store import StateStore
 from tests.flowkit import DAY, T0, FlowKit, bid_request
+from tests.store_probe import read_credits, read_identity, read_journey
 
 pytestmark = pytest.mark.services
 
@@ -79,7 +80,7 @@ async def test_auction_result_twice_settles_once(store: StateStore) -> None:
     out2 = await kit.handle(kit.topics.auction_results, res, res)
     ledger = await store.budget("c", T0 // DAY)
     assert (ledger.spent, ledger.reserved) == (1_234, 0)
-    assert len(await store.journey(_anon(kit, "dev1"), 0)) == 1
+    assert len(await read_journey(store, _anon(kit, "dev1"))) == 1
     assert {e.id for e in _experience(out1)} == {e.id for e in _experience(out2)} == {f"{dec.id}:outcome"}
     assert _experience(out1)[0] == _experience(out2)[0]
 
@@ -91,7 +92,7 @@ async def test_click_twice_counts_once(store: StateStore) -> None:
     out1 = await kit.handle(kit.topics.ad_events, click)
     out2 = await kit.handle(kit.topics.ad_events, click)
     assert [e.id for e in _experience(out1)] == [e.id for e in _experience(out2)] == [f"{dec.id}:click"]
-    assert [t.clicked for t in await store.journey(_anon(kit, "dev1"), 0)] == [True]
+    assert [t.clicked for t in await read_journey(store, _anon(kit, "dev1"))] == [True]
 
 
 async def test_conversion_twice_is_credited_once(store: StateStore) -> None:
@@ -101,7 +102,7 @@ async def test_conversion_twice_is_credited_once(store: StateStore) -> None:
     conv = Conversion(id="conv-1", event_time=T0 + 2 * DAY, value_micros=30_000_000, device_id="dev1")
     out1 = await kit.handle(kit.topics.conversions, conv)
     out2 = await kit.handle(kit.topics.conversions, conv, conv)
-    assert await store.credits(dec.id) == {"conv-1": 30_000_000}
+    assert await read_credits(store, dec.id) == {"conv-1": 30_000_000}
     credit_ids = {e.id for e in _experience(out1 + out2) if e.kind == "credit"}
     assert credit_ids == {f"{dec.id}:credit:conv-1"}
     assert Metrics.value(kit.metrics.conversions_joined) == 1
@@ -113,7 +114,7 @@ async def test_identity_link_twice_and_cross_device_join(store: StateStore) -> N
     link_a = IdentityLink(id="l1", event_time=T0 + 2_000, device_id="phone", person_id="alice")
     link_b = IdentityLink(id="l2", event_time=T0 + 3_000, device_id="laptop", person_id="alice")
     await kit.handle(kit.topics.identity_links, link_a, link_b, link_a)
-    assert (await store.resolve(kit.flow.decider.ids("laptop"))).device_count == 2
+    assert (await read_identity(store, kit.flow.decider.ids("laptop"))).device_count == 2
     statuses = kit.metrics.identity_links.collect()[0].samples
     assert {(s.labels["status"], s.value) for s in statuses if s.name.endswith("_total")} == {("merged", 3.0)}
     assert Metrics.value(kit.metrics.identity_reassigned) == 2  # both devices moved to alice, once
@@ -147,7 +148,7 @@ async def test_window_closes_after_14_days_and_late_conversion_is_not_credited(s
     late = Conversion(id="conv-late", event_time=T0 + 10 * DAY, value_micros=1_000_000, device_id="devw")
     assert _experience(await kit.handle(kit.topics.conversions, late)) == []
     assert Metrics.value(kit.metrics.conversions_late) == 1
-    assert await store.credits(dec.id) == {}
+    assert await read_credits(store, dec.id) == {}
 
 
 @pytest.mark.parametrize("topic_attr", ["auction_results", "ad_events", "conversions", "identity_links",
