@@ -212,6 +212,11 @@ class ServeConfig:
     """Kafka consumer group / Faust app id."""
     campaign: str = "default"
     """Campaign whose budget ledger this service spends."""
+    bid_rule: str = "agent"
+    """How the bid is set from the agent's value estimate v̂: ``agent`` — v̂ × the multiplier of the
+    dual level and the Q-network's per-slot offset; ``dual`` — v̂ / (1 + μ) with μ from dual-variable
+    pacing alone (Balseiro & Gur 2019), the agent's creative, channel and target choices kept: the
+    reference the agent's bidding is measured against on the service path."""
     shadow: bool = False
     """Shadow mode: decide and log, never bid, isolated from the live service (its own keys,
     consumer group and output topics; no budget, no weights: ``runtime/shadow.py``)."""
@@ -272,6 +277,7 @@ class ServeConfig:
         _require(1 <= self.max_passes <= 8, "serve.max_passes", "must be in [1, 8]")
         _require(0 <= self.batch_linger_ms <= 20, "serve.batch_linger_ms", "must be in [0, 20] ms")
         _require(self.event_loop in ("uvloop", "asyncio"), "serve.event_loop", "must be 'uvloop' or 'asyncio'")
+        _require(self.bid_rule in ("agent", "dual"), "serve.bid_rule", "must be 'agent' or 'dual'")
         _require(":" in self.kafka, "serve.kafka", "expected HOST:PORT")
         _require(self.redis.startswith(("redis://", "rediss://", "unix://")), "serve.redis",
                  "expected redis://HOST:PORT/DB")

@@ -42,7 +42,7 @@ def build_service(cfg: GaelpConfig, store: StateStore, registry: ModelRegistry, 
     :param seed: seed of the policy's sampling stream.
     :param catalogue: the creative catalogue (None: every creative slot, always).
     """
-    policy = AgentServer(cfg.hybrid, creatives, cfg.budget.daily_usd, registry, seed=seed)
+    policy = AgentServer(cfg.hybrid, creatives, cfg.budget.daily_usd, registry, seed=seed, bid_rule=cfg.serve.bid_rule)
     policy.catalogue = catalogue
     # The agent hashes (pseudonymised) person ids into A/B arms and journey keys, so an embedded
     # run without GAELP_ID_SALT uses a salt derived from its seed: the same seed, the same run.

@@ -41,7 +41,7 @@ from agent_service.agent.model.state import (
 from agent_service.agent.serving.hybrid import AgentActs, HybridAgent, HybridConfig, PreparedVersion, spec_of
 from agent_service.config import CHANNELS
 from agent_service.creatives import CatalogueFile
-from agent_service.pacing import SlotOutcome, SpendPlan, pacing_features
+from agent_service.pacing import DualPacer, SlotOutcome, SpendPlan, pacing_features
 from agent_service.ports.registry import ModelRegistry
 from agent_service.ports.store import DecideContext
 from agent_service.units import DAY_MS
@@ -70,7 +70,7 @@ class AgentServer:
     """
 
     def __init__(self, hybrid: HybridConfig, creatives: int, budget_usd: float, registry: ModelRegistry | None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, bid_rule: str = "agent") -> None:
         self.cfg = hybrid
         self.spec = spec_of(hybrid, creatives)
         # Decision batches are small: intra-op threads only add scheduling jitter (a 16-step LSTM
@@ -88,6 +88,11 @@ class AgentServer:
         self._counted = 0
         self.catalogue: CatalogueFile | None = None
         """The creative catalogue (reloaded when its file changes); None: every slot, always."""
+        self.dual = DualPacer() if bid_rule == "dual" else None
+        """``[serve] bid_rule = "dual"``: the multiplier is 1 / (1 + μ), μ paced per slot; the
+        Q-network neither offsets nor samples (the logged multiplier action is deterministic)."""
+        if self.dual is not None:
+            self.agent.dqn_offset = False
 
     @property
     def version(self) -> int:
@@ -130,9 +135,23 @@ class AgentServer:
             slot_plan_usd=budget * self.plan.slot_share(max(slot - 1, 0)), log_multiplier=self.agent.z_base,
             next_slot_share=self.plan.slot_share(slot), slots=T)
         self.agent.begin_slot(self._pacing)
+        if self.dual is not None:
+            self._dual_slot(period, slot, budget)
         self._z_period.append(self.agent.z_base)
         self._slot, self._slot_spent0, self._counted = (period, slot), spent_usd, n
         self._out = SlotOutcome()
+
+    def _dual_slot(self, period: int, slot: int, budget_usd: float) -> None:
+        """The dual reference: μ moves on the last slot's spend against its plan; z = −log(1 + μ)."""
+        assert self.dual is not None
+        if self._slot is not None and self._slot[0] == period:
+            self.dual.update(self._out.spend_usd, budget_usd * self.plan.slot_share(max(slot - 1, 0)))
+        elif self._slot is not None:
+            self.dual.start_period()
+        agent = self.agent
+        agent.z = agent.z_base = -math.log1p(self.dual.mu)
+        adjustments = self.cfg.dqn.adjustments
+        agent.mult_index, agent.slot_prob = adjustments.index(0.0) if 0.0 in adjustments else 0, 1.0
 
     def act_batch(self, opps: Sequence[Opportunity], ctxs: Sequence[DecideContext], devices: Sequence[str],
                   explore: bool = True) -> ServedBatch:
