@@ -11,7 +11,8 @@ __all__ = ["DESCRIPTION", "HELP", "add_arguments", "run"]
 HELP = "ingest a GA4 BigQuery export or an ad-platform performance report into warehouse tables"
 
 DESCRIPTION = """\
-Read analytics exports into the warehouse tables the discovery engine learns from.
+Read analytics exports into the warehouse tables the discovery engine learns from
+(ad-platform performance reports: gaelp ingest campaigns --help).
 
 gaelp ingest ga4 PATH|TABLE ... --warehouse FILE
   PATH: a GA4 export file — newline-delimited JSON as `bq extract` writes it (.gz too), a JSON
