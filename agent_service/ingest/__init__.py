@@ -5,5 +5,8 @@
 - :mod:`~agent_service.ingest.channels`: source/medium/campaign → GA4 channel group → GAELP channel;
 - :mod:`~agent_service.ingest.sources`: files (NDJSON, gzip, JSON arrays, Parquet);
   :mod:`~agent_service.ingest.bigquery_source`: a BigQuery table;
-- :mod:`~agent_service.ingest.store`: the ``ga4_*`` tables in a DuckDB file, idempotent per source.
+- :mod:`~agent_service.ingest.store`: the ``ga4_*`` tables in a DuckDB file, idempotent per source;
+- :mod:`~agent_service.ingest.campaigns`: ad-platform performance reports (Google Ads columns) → rows
+  and row errors (pure); :mod:`~agent_service.ingest.campaign_store`: the ``campaign_performance``
+  table and the CTR/CVR priors derived from it.
 """

@@ -1,0 +1,113 @@
+"""``gaelp ingest campaigns``: a Google Ads report (title lines, UI column names, Total rows, bad
+rows) into ``campaign_performance``; every malformed row reported with its line and field; the
+network mapped to GAELP channels by the GA4 group map; Beta CTR/CVR priors from the table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from agent_service.cli import main
+from agent_service.config.data import Ga4Config
+from agent_service.errors import DecodeError
+from agent_service.ingest.campaign_store import (
+    CampaignStore,
+    beta_prior,
+    calibration_channels,
+    campaign_priors,
+)
+from agent_service.ingest.campaigns import parse_report
+
+REPORT = """Ad performance report
+"January 1, 2024 - January 2, 2024"
+Campaign,Ad group,Ad ID,Device,"Network (with search partners)",Day,Impr.,Clicks,Cost,Conversions,Conv. value,Currency code
+Brand,Core,111,Mobile phones,Google search,2024-01-01,"1,000",50,25.50,2.00,80.00,USD
+Brand,Core,111,Computers,Search partners,2024-01-01,400,10,6.00,1.00,40.00,USD
+Brand,Core,222,Mobile phones,Google search,2024-01-02,600,12,7.20,0.00,0.00,USD
+Display,Retarget,333,Tablets,Display Network,2024-01-02,"20,000",40,12.00,--,--,USD
+Display,Retarget,333,Tablets,Display Network,2024-01-03,100,200,1.00,0,0,USD
+Display,Retarget,333,Tablets,Display Network,not-a-day,100,2,1.00,0,0,USD
+Brand,Core,111,Mobile phones,Google search,2024-01-03,abc,2,1.00,0,0,USD
+,Core,111,Mobile phones,Google search,2024-01-03,10,2,1.00,0,0,USD
+Brand,Core,111,Mobile phones,Google search,2024-01-03,10,2,-1.00,0,0,USD
+Brand,Core,111
+Video,Pre,444,TV screens,YouTube,2024-01-03,500,5,3.00,0.5,10.00,USD
+Total: Campaigns,,,,,,"22,700",117,55.70,3.50,130.00,
+Total: Account,,,,,,"22,700",117,55.70,3.50,130.00,
+"""
+BAD = {8: "clicks", 9: "day", 10: "impressions", 11: "campaign", 12: "cost", 13: "$"}
+
+
+def test_report_rows_errors_and_channels() -> None:
+    b = parse_report(REPORT.encode(), "report.csv")
+    assert {e.row: e.field for e in b.errors} == BAD  # every bad row, by line and field
+    assert len(b.rows) == 5 and b.totals == 2
+    assert b.columns["impressions"] == "Impr." and b.columns["network"] == "Network (with search partners)"
+    first = b.rows[0]
+    assert (first.row, first.day, first.ad, first.device, first.impressions, first.clicks) == (
+        4, dt.date(2024, 1, 1), "111", "mobile", 1000, 50)
+    assert (first.cost_micros, first.conversions, first.conversion_value_micros) == (25_500_000, 2.0, 80_000_000)
+    assert [r.channel for r in b.rows] == ["paid_search", "paid_search", "paid_search", "display", "paid_video"]
+    assert b.rows[3].conversions == 0 and b.rows[3].device == "tablet"  # "--" is Google Ads' zero
+    remapped = parse_report(REPORT.encode(), "r.csv", Ga4Config(group_channels={"Display": "social"}))
+    assert remapped.rows[3].channel == "social"
+
+
+def test_utf16_tab_separated_and_api_names() -> None:
+    text = ("campaign.name\tsegments.date\tmetrics.impressions\tmetrics.clicks\tmetrics.cost_micros\t"
+            "segments.ad_network_type\tsegments.device\nA\t2024-02-01\t100\t3\t1500000\tSEARCH\tDESKTOP\n")
+    b = parse_report(text.encode("utf-16"), "api.tsv")
+    (r,) = b.rows
+    assert (r.cost_micros, r.channel, r.device, r.ad) == (1_500_000, "paid_search", "desktop", "A")
+    assert not b.errors
+
+
+def test_missing_required_column_names_it() -> None:
+    with pytest.raises(DecodeError) as exc:
+        parse_report(b"Campaign,Day,Impressions,Cost\nA,2024-01-01,1,1\n", "x.csv")
+    assert exc.value.field == "x.csv: column clicks"
+
+
+def test_beta_prior_shrinks_thin_groups_and_caps_the_weight() -> None:
+    thin = beta_prior(1, 3, overall=0.02, strength=100, max_count=1000)
+    assert thin["rate"] == pytest.approx((1 + 2) / 103) and thin["alpha"] + thin["beta"] == pytest.approx(3)
+    rich = beta_prior(5000, 100_000, overall=0.02, strength=100, max_count=1000)
+    assert rich["rate"] == pytest.approx(0.05, abs=0.001) and rich["alpha"] + rich["beta"] == pytest.approx(1000)
+
+
+def test_cli_ingests_reports_errors_and_writes_priors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv_path, wh, out = tmp_path / "report.csv", tmp_path / "w.duckdb", tmp_path / "priors.json"
+    csv_path.write_text(REPORT)
+    for _ in range(2):  # re-ingesting the same file replaces its rows
+        rc = main(["ingest", "campaigns", str(csv_path), "--warehouse", str(wh), "--priors-out", str(out)])
+        assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["rows"], summary["errors"], summary["totals_skipped"]) == (5, 6, 2)
+    assert summary["errors_by_field"]["clicks"] == 1 and summary["warehouse"]["campaign_performance"] == 5
+    con = duckdb.connect(str(wh))
+    assert sorted(con.execute("SELECT row_number, field FROM campaign_ingest_errors").fetchall()) == sorted(BAD.items())
+    assert con.execute("SELECT sum(impressions), sum(clicks) FROM campaign_performance").fetchone() == (22_500, 117)
+    con.close()
+    priors = json.loads(out.read_text())
+    ctr0 = 117 / 22_500
+    assert priors["overall"]["ctr"] == pytest.approx(ctr0, rel=1e-6)
+    ad111 = priors["creative"]["111"]["ctr"]
+    assert ad111["rate"] == pytest.approx((60 + 100 * ctr0) / (1400 + 100), rel=1e-6)
+    assert ad111["alpha"] + ad111["beta"] == pytest.approx(1000)  # capped
+    assert set(priors["channel_device"]) == {"paid_search|mobile", "paid_search|desktop", "display|tablet",
+                                             "paid_video|tv"}
+    assert priors["calibration"]["channels"]["paid_search"]["base_ctr"] > priors["overall"]["ctr"]
+    assert main(["ingest", "campaigns", str(csv_path), "--warehouse", str(wh), "--strict"]) == 1
+    assert main(["ingest", "campaigns", str(tmp_path / "nope.csv"), "--warehouse", str(wh)]) == 1
+
+
+def test_calibration_channels_pool_devices_by_impressions(tmp_path: Path) -> None:
+    with CampaignStore(tmp_path / "w.duckdb") as store:
+        store.replace(parse_report(REPORT.encode(), "r.csv"))
+        priors = campaign_priors(store, strength=0.0)
+    cal = calibration_channels(priors)
+    assert cal == {"channels": {"paid_search": {"base_ctr": pytest.approx(72 / 2000)}}}
