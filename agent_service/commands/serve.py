@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from agent_service.commands.flags import add_flags
+
 HELP = "run the service on Kafka + Redis: bid endpoint, stream workers, learner, warehouse sink"
 DESCRIPTION = """\
 Run GAELP as a service. By default one process runs every role; each can run alone, so a
@@ -38,51 +40,29 @@ without ever bidding.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kafka", default=None, metavar="HOST:PORT", help="Kafka bootstrap servers (env GAELP_KAFKA)")
-    p.add_argument("--redis", default=None, metavar="URL", help="redis://HOST:PORT/DB (env GAELP_REDIS)")
-    p.add_argument("--http-port", type=int, default=None, metavar="P",
-                   help="port of the bid endpoint and /metrics (env GAELP_HTTP_PORT; 0 = any free port)")
+    add_flags(p, "serve", ["kafka", "redis", "http_port", "model_dir", "registry", "shadow", "candidate_version",
+                           "canary_share", "bid_rule"], rename={"canary_share": "canary"})
+    add_flags(p, "learner", ["ray_address"])
+    add_flags(p, "warehouse", ["backend", "duckdb_path"], rename={"backend": "warehouse", "duckdb_path": "warehouse-path"})
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p.add_argument("--roles", default="bidder,stream,learner,sink", metavar="LIST",
                    help="comma-separated roles this process runs (default: all four)")
-    p.add_argument("--model-dir", default=None, help="directory of the file registry and the learner's checkpoint")
-    p.add_argument("--registry", choices=("file", "redis"), default=None,
-                   help="model registry: files in --model-dir, or Redis ([serve] registry)")
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="Ray cluster of the learner role (env GAELP_RAY_ADDRESS; default: a local Ray)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="bidder processes sharing the HTTP port (SO_REUSEPORT) and one budget in Redis; worker k "
                         "also serves /metrics on HTTP port + 1 + k (default 1)")
-    p.add_argument("--shadow", action="store_true",
-                   help="decide and log only, never bid; isolated from the live service (own Redis keys, consumer "
-                        "group and <topic>.shadow outputs; no budget, no learner, no sink: runtime/shadow.py)")
     p.add_argument("--no-learner", action="store_true", help="drop the learner role (same as leaving it out of --roles)")
     p.add_argument("--creatives", type=int, default=None,
                    help="creative slots of the policy (default [creatives] capacity, 64; the catalogue fills them)")
-    p.add_argument("--warehouse", choices=("duckdb", "bigquery", "off"), default=None,
-                   help="where the warehouse sink writes (default duckdb; [warehouse] in the config; off drops the sink)")
-    p.add_argument("--warehouse-path", default=None, metavar="FILE",
-                   help="DuckDB file of the warehouse (env GAELP_WAREHOUSE_DUCKDB; default: beside --model-dir)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from agent_service.commands.flags import apply_flags
     from agent_service.config import load_config
     from agent_service.errors import ConfigError
     from agent_service.runtime import event_loop
     from agent_service.runtime.serve import ROLES, serve_forever
 
-    cfg = load_config(args.config)
-    changes = {k: v for k, v in (("kafka", args.kafka), ("redis", args.redis), ("http_port", args.http_port),
-                                 ("model_dir", args.model_dir), ("registry", args.registry)) if v is not None}
-    if args.shadow:
-        changes["shadow"] = True
-    if changes:
-        cfg = cfg.replace("serve", **changes)
-    if args.ray_address is not None:
-        cfg = cfg.replace("learner", ray_address=args.ray_address)
-    warehouse = {k: v for k, v in (("backend", args.warehouse), ("duckdb_path", args.warehouse_path)) if v is not None}
-    if warehouse:
-        cfg = cfg.replace("warehouse", **warehouse)
+    cfg = apply_flags(load_config(args.config), args)
     roles = {r.strip() for r in args.roles.split(",") if r.strip()}
     if not roles <= set(ROLES) or not roles:
         raise ConfigError("--roles", f"expected a comma-separated subset of {','.join(ROLES)}, got {args.roles!r}")

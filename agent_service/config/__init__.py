@@ -191,6 +191,8 @@ class TopicsConfig:
     """Rewarded experience for the learner."""
     dead_letters: str = "gaelp.dead-letters"
     """Records that failed to decode, with the reason."""
+    candidate_decisions: str = "gaelp.decisions.candidate"
+    """The candidate policy's decisions on the live policy's requests (logged, never sent)."""
     partitions: int = 4
     """Partitions per topic when GAELP creates them."""
 
@@ -212,6 +214,11 @@ class ServeConfig:
     """Kafka consumer group / Faust app id."""
     campaign: str = "default"
     """Campaign whose budget ledger this service spends."""
+    candidate_version: int = 0
+    """A registry version decided beside the live policy on the same requests, its decisions
+    logged on ``topics.candidate_decisions`` and never sent (0: none)."""
+    canary_share: float = 0.0
+    """Share of persons (hashed, identity-resolved) the candidate serves live instead (0: none)."""
     bid_rule: str = "agent"
     """How the bid is set from the agent's value estimate v̂: ``agent`` — v̂ × the multiplier of the
     dual level and the Q-network's per-slot offset; ``dual`` — v̂ / (1 + μ) with μ from dual-variable
@@ -278,6 +285,10 @@ class ServeConfig:
         _require(0 <= self.batch_linger_ms <= 20, "serve.batch_linger_ms", "must be in [0, 20] ms")
         _require(self.event_loop in ("uvloop", "asyncio"), "serve.event_loop", "must be 'uvloop' or 'asyncio'")
         _require(self.bid_rule in ("agent", "dual"), "serve.bid_rule", "must be 'agent' or 'dual'")
+        _require(self.candidate_version >= 0, "serve.candidate_version", "must be >= 0 (0: none)")
+        _require(0.0 <= self.canary_share < 1.0, "serve.canary_share", "must be in [0, 1)")
+        _require(self.canary_share == 0 or self.candidate_version > 0, "serve.canary_share",
+                 "needs serve.candidate_version")
         _require(":" in self.kafka, "serve.kafka", "expected HOST:PORT")
         _require(self.redis.startswith(("redis://", "rediss://", "unix://")), "serve.redis",
                  "expected redis://HOST:PORT/DB")

@@ -29,6 +29,7 @@ from agent_service.agent.serving.server import AgentServer, ServedBatch
 from agent_service.config import CHANNELS, GaelpConfig
 from agent_service.contracts.events import Action, Decision, encoded_state
 from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid
+from agent_service.experiments.assignment import bucket
 from agent_service.metrics import Metrics
 from agent_service.money import cpm_to_micros, floor_to_usd_micros, impression_cost_micros, usd_to_micros
 from agent_service.pacing import paced_out
@@ -107,6 +108,15 @@ class Decider:
         """Least wall time between registry checks (0: every batch, as simulations need)."""
         self.timer: Callable[[], float] = time.perf_counter
         """Seconds on the clock of the requests' deadlines (tests inject their own)."""
+        self.candidate: AgentServer | None = None
+        """A candidate policy decided beside the live one (``[serve] candidate_version``): on the
+        live policy's requests its decisions are logged, never sent (:meth:`decide_candidates`);
+        the canary share of persons it serves live."""
+        self.canary_share = 0.0
+        """Share of persons (hashed, identity-resolved: one person's devices stay together) whose
+        requests the candidate decides live."""
+        self.canary_salt = "canary"
+        self._candidate_slots: list[_Slot] = []
 
     # --- plumbing: one round trip to read, one to reserve and store (atomic per budget period) ----
     async def decide(self, items: Sequence[tuple[BidRequest, int]],
@@ -133,12 +143,8 @@ class Decider:
         slots = [self._slot(flat[i][1], flat[i][2], flat[i][3], devices[flat[i][0]], ctxs[i]) for i in fresh]
         decisions: list[Decision] = [c.existing for c in ctxs]  # type: ignore[misc]  # fresh ones filled below
         if slots:
-            served = self.policy.act_batch([s.opp for s in slots], [s.ctx for s in slots],
-                                           [s.device_id for s in slots])
-            # Encoded once here; the store, the decision log and the experience records copy the bytes.
-            logged = [encoded_state(row) for row in served.logged.tolist()]
-            drafts = [self._decide_one(k, s, served, logged[k]) for k, s in enumerate(slots)]
-            stored = await self._reserve_and_store(drafts, [flat[i][0] for i in fresh], served, deadlines)
+            drafts, profile = self._serve(slots)
+            stored = await self._reserve_and_store(drafts, [flat[i][0] for i in fresh], profile, deadlines)
             for i, d in zip(fresh, stored, strict=True):
                 decisions[i] = d
             self._count(stored)
@@ -155,7 +161,44 @@ class Decider:
                 self.metrics.decide_latency.observe(per_item)
         return results
 
-    async def _reserve_and_store(self, drafts: list[Decision], owners: list[int], served: ServedBatch,
+    def _serve(self, slots: list[_Slot]) -> tuple[list[Decision], list[tuple[int, bool]]]:
+        """Draft decisions of the slots, each by the policy serving its person (the candidate for
+        the canary share, else the live one), with each request's (context bucket, paid search
+        offered) for the person's profile."""
+        live = list(range(len(slots)))
+        canary: list[int] = []
+        if self.candidate is not None and self.canary_share > 0:
+            live, canary = [], []
+            for i, s in enumerate(slots):
+                (canary if bucket(s.ctx.identity.person_id, self.canary_salt) < self.canary_share else live).append(i)
+        drafts: dict[int, Decision] = {}
+        profile: dict[int, tuple[int, bool]] = {}
+        for policy, rows in ((self.policy, live), (self.candidate, canary)):
+            if not rows or policy is None:
+                continue
+            group = [slots[i] for i in rows]
+            served = policy.act_batch([s.opp for s in group], [s.ctx for s in group], [s.device_id for s in group])
+            # Encoded once here; the store, the decision log and the experience records copy the bytes.
+            logged = [encoded_state(row) for row in served.logged.tolist()]
+            for k, i in enumerate(rows):
+                drafts[i] = self._decide_one(k, slots[i], served, logged[k])
+                profile[i] = (int(served.context[k]), bool(served.search[k]))
+        if self.candidate is not None:
+            self._candidate_slots.extend(slots[i] for i in live)
+        return [drafts[i] for i in range(len(slots))], [profile[i] for i in range(len(slots))]
+
+    def decide_candidates(self) -> list[Decision]:
+        """The candidate's decisions on the requests the live policy decided since the last call:
+        with the candidate's propensity and version, marked shadow, never bid, stored nowhere (the
+        caller logs them on ``<decisions>.candidate``, after the live answers have gone)."""
+        slots, self._candidate_slots = self._candidate_slots, []
+        if not slots or self.candidate is None:
+            return []
+        served = self.candidate.act_batch([s.opp for s in slots], [s.ctx for s in slots], [s.device_id for s in slots])
+        logged = [encoded_state(row) for row in served.logged.tolist()]
+        return [self._decide_one(k, s, served, logged[k], shadow=True) for k, s in enumerate(slots)]
+
+    async def _reserve_and_store(self, drafts: list[Decision], owners: list[int], profile: list[tuple[int, bool]],
                                  deadlines: Sequence[float | None] | None) -> list[Decision]:
         """Reserve every bidding draft's worst-case cost and store the decisions, in ONE round
         trip (``DecideStore.reserve_and_put``: imps in request order, one atomic step per budget
@@ -168,14 +211,14 @@ class Decider:
         out: list[DecisionDraft] = []
         for k, d in enumerate(drafts):
             period = period_of(d.event_time)
-            bucket, search = int(served.context[k]), bool(served.search[k])
+            context, search = profile[k]
             if not d.bid or d.action.channel == "organic":
-                out.append(DecisionDraft(d, 0, period, context=bucket, search=search))
+                out.append(DecisionDraft(d, 0, period, context=context, search=search))
             elif owners[k] in late:
-                out.append(DecisionDraft(_no_bid(d, "tmax"), 0, period, context=bucket, search=search))
+                out.append(DecisionDraft(_no_bid(d, "tmax"), 0, period, context=context, search=search))
             else:
                 out.append(DecisionDraft(d, impression_cost_micros(d.action.bid_cpm_micros), period,
-                                         _no_bid(d, "budget"), context=bucket, search=search))
+                                         _no_bid(d, "budget"), context=context, search=search))
         stored = await self.store.reserve_and_put(self.campaign, out, self._decision_ttl_s)
         self._tail_s = 0.9 * self._tail_s + 0.1 * 2 * (self.timer() - begun)
         return stored
@@ -226,7 +269,7 @@ class Decider:
         opp = opportunity_of(req, imp, event_time, floor / 1e6 if reject is None else None)
         return _Slot(req, imp, opp, device, ctx, reject, floor)
 
-    def _decide_one(self, i: int, s: _Slot, served: ServedBatch, logged: list[float]) -> Decision:
+    def _decide_one(self, i: int, s: _Slot, served: ServedBatch, logged: list[float], shadow: bool = False) -> Decision:
         """The draft decision for slot ``i`` (reservation and storing are done by the plumbing).
 
         Logged with it: the vector the agent decided from (state ⊕ pacing features ⊕ touch
@@ -237,7 +280,8 @@ class Decider:
         value_usd = float(a.value_usd[i])
         bid_micros, reason = self._bid(s, channel, float(a.bid_cpm_usd[i]), int(a.no_bid[i]))
         decision_id = f"{s.req.id}:{s.imp.id}"
-        if reason is None and self.shadow:
+        shadow = shadow or self.shadow
+        if reason is None and shadow:
             reason = "shadow"
         return Decision(
             id=decision_id, event_time=s.opp.event_time, request_id=s.req.id, imp_id=s.imp.id,
@@ -246,7 +290,7 @@ class Decider:
             action=Action(bid_cpm_micros=bid_micros if reason is None else 0, creative=int(a.creative[i]),
                           channel=channel, segment=int(a.target[i]), multiplier=a.mult_index),
             value_estimate_micros=usd_to_micros(value_usd), bid=reason is None, no_bid_reason=reason,
-            shadow=self.shadow,
+            shadow=shadow,
         )
 
     def _bid(self, s: _Slot, channel: str, bid_cpm_usd: float, no_bid: int) -> tuple[int, str | None]:

@@ -48,8 +48,19 @@ def build_service(cfg: GaelpConfig, store: StateStore, registry: ModelRegistry, 
     # run without GAELP_ID_SALT uses a salt derived from its seed: the same seed, the same run.
     ids = Pseudonymizer.from_env() if os.environ.get(ENV_SALT) else Pseudonymizer(f"gaelp-embedded-seed-{seed}".encode())
     decider = Decider(cfg, store, policy, metrics, campaign=campaign, shadow=shadow, ids=ids)
+    if cfg.serve.candidate_version:
+        decider.candidate = pinned(cfg, creatives, registry, cfg.serve.candidate_version, seed + 1)
+        decider.candidate.catalogue = catalogue
+        decider.canary_share = cfg.serve.canary_share
     flow = Flow(cfg, store, decider, metrics, partitions=partitions, clock=clock)
     return Service(flow, decider, policy)
+
+
+def pinned(cfg: GaelpConfig, creatives: int, registry: ModelRegistry, version: int, seed: int) -> AgentServer:
+    """A policy serving one registry version, never swapped (the candidate beside the live one)."""
+    server = AgentServer(cfg.hybrid, creatives, cfg.budget.daily_usd, None, seed=seed, bid_rule=cfg.serve.bid_rule)
+    server.adopt(server.prepare(registry.load(version), version))
+    return server
 
 
 def build_learner(cfg: GaelpConfig, registry: ModelRegistry, creatives: int, seed: int) -> OnlineLearner:
