@@ -118,8 +118,10 @@ class RewardConfig:
     """α2: weight of attributed conversion value (multi-touch credit × value)."""
     alpha_delayed: float = 1.0
     """α3: weight of R_delayed, the delay model's expected conversion value still to come (replaced by credit later)."""
-    alpha_diversity: float = 0.0
-    """α4: weight of R_diversity, creative freshness × channel efficiency (a shaping term; 0 = off)."""
+    alpha_diversity: float = 0.1
+    """α4: weight of R_diversity, creative freshness × channel efficiency: a shaping term for creative
+    rotation, small beside conversion value (0.1 × 0.01 USD per fresh impression against a few cents
+    of value); ``bench/bench_reward_terms.py`` checks it does not lower conversion value (0 = off)."""
     click_value_usd: float = 0.0
     """Immediate value of a click, USD (0: a click is worth the conversions it brings, which R_delayed counts)."""
     shadow_price: bool = True

@@ -19,8 +19,8 @@
   decision time and *replaced* as credit arrives or the window closes (then it is 0).
 * ``R_diversity = creative_freshness × channel_efficiency × unit`` — ``freshness = 0.85^n``
   for a creative the person already saw ``n`` times; ``efficiency`` = the channel's value per
-  dollar relative to the campaign's, clipped to [0, 2] (organic, free, counts 2). Off by
-  default (α4 = 0); a shaping term for creative rotation.
+  dollar relative to the campaign's, clipped to [0, 2] (organic, free, counts 2). A shaping
+  term for creative rotation, weighted α4 = 0.1 by default (``RewardConfig.alpha_diversity``).
 
 Every function is pure and vectorised over numpy arrays.
 """
