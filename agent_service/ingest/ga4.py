@@ -37,7 +37,7 @@ from agent_service.config.data import Ga4Config
 from agent_service.ingest.channels import ChannelMapper
 from agent_service.ingest.ga4_schema import Event, Param, ParamValue
 
-__all__ = ["Conversion", "Ga4Batch", "Ga4Builder", "IngestStats", "RowError", "Session", "Touch"]
+__all__ = ["Conversion", "Ga4Batch", "Ga4Builder", "IngestStats", "RowError", "Session", "SessionTouch"]
 
 _MIN_US, _MAX_US = 946_684_800_000_000, 4_102_444_800_000_000  # 2000-01-01 .. 2100-01-01
 _EXCERPT = 200
@@ -96,7 +96,7 @@ class Session:
 
 
 @dataclass(frozen=True)
-class Touch:
+class SessionTouch:
     """A session's arrival through a channel."""
 
     user_pseudo_id: str
@@ -158,10 +158,10 @@ class Ga4Batch:
     stats: IngestStats
 
     @property
-    def touches(self) -> list[Touch]:
+    def touches(self) -> list[SessionTouch]:
         """One touch per session, at its start."""
-        return [Touch(s.user_pseudo_id, s.user_id, s.ga_session_id, s.start_ms, s.source, s.medium, s.campaign,
-                      s.channel_group, s.channel, s.device_category, s.country) for s in self.sessions]
+        return [SessionTouch(s.user_pseudo_id, s.user_id, s.ga_session_id, s.start_ms, s.source, s.medium, s.campaign,
+                             s.channel_group, s.channel, s.device_category, s.country) for s in self.sessions]
 
 
 @dataclass(slots=True)
