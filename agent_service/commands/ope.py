@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent_service.units import DAY_MS
+
 HELP = "estimate a candidate version's value from the logged live decisions (IPS, SNIPS, DR, Switch-DR)"
 DESCRIPTION = """\
 Off-policy evaluation over the bid-multiplier dimension, read from a DuckDB warehouse
@@ -26,8 +28,6 @@ experience (a lost auction, a no-bid) earns 0. Records without a propensity, wit
 outside (0, 1], from a version not in --known-versions / --registry, or with a multiplier
 outside --multipliers are refused and counted.
 """
-
-_MS_DAY = 86_400_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     known = _known_versions(args)
-    window_ms = int(args.window_days * _MS_DAY)
+    window_ms = int(args.window_days * DAY_MS)
     as_of = args.as_of if args.as_of is not None else int(time.time() * 1000)
     rows, outs = read_log(args.log, args.candidate)
     decisions, shadow = [], {}
