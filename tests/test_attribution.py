@@ -26,8 +26,8 @@ from agent_service.attribution import (
 )
 from agent_service.cli import main
 from agent_service.errors import ConfigError, DecodeError
+from agent_service.units import DAY_MS as DAY
 
-DAY = 86_400_000
 T0 = 1_700_000_000_000
 
 TOY = {
