@@ -135,8 +135,7 @@ class StreamAttribution:
     """An :class:`Attributor` shaped for the stream's ``attribution_port.AttributionModel``:
     ``credit`` returns ``(decision_id, fraction)`` pairs.
 
-    :param config: model and window (e.g. ``AttributionConfig(model=cfg.join.attribution,
-        window_days=cfg.join.window_days)``).
+    :param config: model, window and model parameters (the service's: ``GaelpConfig.attribution``).
     :param fitted: fitted weights for ``markov``/``shapley``.
     """
 

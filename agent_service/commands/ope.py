@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent_service.config import JoinConfig
 from agent_service.units import DAY_MS
 
 HELP = "estimate a candidate version's value from the logged live decisions (IPS, SNIPS, DR, Switch-DR)"
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rewards", choices=("closed", "delay-corrected"), default="closed")
     p.add_argument("--as-of", type=int, default=None, metavar="MS", help="evaluation time, ms since the epoch "
                    "(default: now)")
-    p.add_argument("--window-days", type=float, default=14.0)
+    p.add_argument("--window-days", type=float, default=JoinConfig.window_days)
     p.add_argument("--ci", choices=("bootstrap", "normal", "bernstein"), default="bootstrap")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
