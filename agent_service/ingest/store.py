@@ -22,7 +22,7 @@ import duckdb
 import msgspec
 
 from agent_service.errors import GaelpError
-from agent_service.ingest.ga4 import Conversion, Ga4Batch, RowError, Session
+from agent_service.ingest.ga4 import Ga4Batch, Ga4Conversion, RowError, Session
 from agent_service.ingest.tables import GA4_TABLES, GA4_VIEWS
 from agent_service.warehouse.schema import DUCKDB_TYPES
 
@@ -134,7 +134,7 @@ def _load_sql(table: str, record: type, exprs: dict[str, str]) -> str:
 _LOAD_SQL = {
     "ga4_session_parts": _load_sql("ga4_session_parts", Session, {
         "part_id": "$1 || '|' || user_pseudo_id || '|' || ga_session_id", "origin": "$1"}),
-    "ga4_conversions": _load_sql("ga4_conversions", Conversion, {"origin": "$1"}),
+    "ga4_conversions": _load_sql("ga4_conversions", Ga4Conversion, {"origin": "$1"}),
     "ga4_ingest_errors": _load_sql("ga4_ingest_errors", RowError, {
         "error_id": "$1 || '#' || row", "origin": "$1", "row_number": "row"}),
 }
