@@ -21,12 +21,12 @@ from typing import Any
 
 from agent_service.attribution.config import AttributionConfig, canonical_model
 from agent_service.config.agent import HybridConfig
+from agent_service.config.batch import BatchConfig
 from agent_service.config.data import DataConfig
 from agent_service.config.lab import EvalConfig, TrainConfig
 from agent_service.errors import ConfigError
 from agent_service.typed_mapping import from_mapping
 from agent_service.units import DAY_MS
-from agent_service.warehouse.batch import BatchConfig
 
 __all__ = [
     "AttributionConfig",
