@@ -13,6 +13,7 @@ import math
 from decimal import Decimal
 
 __all__ = [
+    "CPM_GRID_MICROS",
     "floor_to_usd_micros",
     "MICROS_PER_USD",
     "cpm_to_micros",
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 MICROS_PER_USD = 1_000_000
-_CPM_GRID_MICROS = 1_000  # 0.001 USD: keeps cpm/1000 an integer number of micros
+CPM_GRID_MICROS = 1_000  # 0.001 USD: keeps cpm/1000 an integer number of micros
 
 
 def usd_to_micros(usd: float) -> int:
@@ -57,11 +58,11 @@ def cpm_to_micros(cpm_usd: float) -> int:
     :param cpm_usd: price per thousand impressions in USD.
     """
     micros = usd_to_micros(cpm_usd)
-    return (micros // _CPM_GRID_MICROS) * _CPM_GRID_MICROS
+    return (micros // CPM_GRID_MICROS) * CPM_GRID_MICROS
 
 
 def impression_cost_micros(cpm_micros: int) -> int:
     """Exact cost of one impression bought at ``cpm_micros`` (a multiple of 1000)."""
-    if cpm_micros % _CPM_GRID_MICROS:
+    if cpm_micros % CPM_GRID_MICROS:
         raise ValueError(f"CPM price {cpm_micros} micros is off the 0.001 USD grid")
     return cpm_micros // 1000

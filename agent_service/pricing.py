@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from agent_service.money import cpm_to_micros
+from agent_service.money import CPM_GRID_MICROS, cpm_to_micros
 
 __all__ = ["BID", "BUDGET", "DEFAULT_LIMITS", "FLOOR", "NO_BID_REASONS", "ORGANIC", "BidLimits", "Priced", "price",
            "shade_first_price", "to_micros"]
@@ -29,10 +29,6 @@ __all__ = ["BID", "BUDGET", "DEFAULT_LIMITS", "FLOOR", "NO_BID_REASONS", "ORGANI
 BID, ORGANIC, FLOOR, BUDGET = 0, 1, 2, 3
 NO_BID_REASONS: tuple[str | None, ...] = (None, "organic", "floor", "budget")
 """Reason label of each code (None: a bid)."""
-
-_GRID = 1_000
-"""Micros of one step of the CPM grid (0.001 USD)."""
-
 
 class BidLimits(NamedTuple):
     """The lowest and highest bid, CPM USD."""
@@ -86,5 +82,5 @@ def to_micros(bid_cpm_usd: float, floor_micros: int, limits_micros: tuple[int, i
 def shade_first_price(bid_micros: int, floor_micros: int, min_micros: int, shade: float) -> int:
     """A first-price bid (the winner pays it): ``shade`` × the truthful bid, on the 0.001-USD grid,
     never under the floor (rounded up onto the grid) nor the minimum, never over the truthful bid."""
-    shaded = int(bid_micros * shade) // _GRID * _GRID
-    return min(bid_micros, max(-(-floor_micros // _GRID) * _GRID, min_micros, shaded))
+    shaded = int(bid_micros * shade) // CPM_GRID_MICROS * CPM_GRID_MICROS
+    return min(bid_micros, max(-(-floor_micros // CPM_GRID_MICROS) * CPM_GRID_MICROS, min_micros, shaded))

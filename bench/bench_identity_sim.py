@@ -48,7 +48,7 @@ from agent_service.pipeline.identity_links import IdentityLinks, graph_config
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.store import StateStore
 from agent_service.runtime.identity_eval import login_only_assignments, score_dict, store_assignments
-from simulators.engine import DAY_MS
+from agent_service.units import DAY_MS
 from simulators.gaelp_world import GaelpWorld
 
 

@@ -41,10 +41,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent_service.units import DAY_MS, HOUR_MS
 from simulators.auctions import second_price, to_ticks
 from simulators.batches import Actions, EngineConfig
 from simulators.calibration import load_calibration
-from simulators.engine import DAY_MS, HOUR_MS, Engine
+from simulators.engine import Engine
 from simulators.env_core import EnvConfig
 from simulators.vector_env import GaelpVectorEnv
 

@@ -68,10 +68,10 @@ from agent_service.ports.bus import TICK_HEADER
 from agent_service.ports.store import DecisionDraft
 from agent_service.runtime import event_loop
 from agent_service.runtime.assembly import build_learner, build_service
+from agent_service.units import DAY_MS as DAY
 from stream_apps.topology import build_app
 from tests.servers import RedisServer, TansuBroker
 
-DAY = 86_400_000
 T0 = 1_767_225_600_000
 
 

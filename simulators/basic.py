@@ -20,12 +20,11 @@ from agent_service.config import CHANNELS, SimulationConfig
 from agent_service.contracts.events import AdEvent, AuctionResult, Conversion, Decision, IdentityLink
 from agent_service.contracts.openrtb import BidRequest, Device, Imp, Site, User
 from agent_service.money import cpm_to_micros, impression_cost_micros, usd_to_micros
+from agent_service.units import DAY_MS, HOUR_MS
 from simulators.world import WorldEvent
 
 __all__ = ["BasicWorld", "BasicWorldParams"]
 
-_DAY_MS = 86_400_000
-_HOUR_MS = 3_600_000
 _CATEGORIES = ("IAB1", "IAB2", "IAB3", "IAB5", "IAB7", "IAB9", "IAB13", "IAB19")
 
 
@@ -109,8 +108,8 @@ class BasicWorld:
     # --- World -----------------------------------------------------------------------------------
     def requests(self, t0: int, t1: int) -> list[BidRequest]:
         rng, p = self.rng, self.p
-        hour = ((t0 - self.start_ms) % _DAY_MS) // _HOUR_MS
-        expected = self.sim.opportunities_per_day * self._hour_profile[hour] * (t1 - t0) / _HOUR_MS
+        hour = ((t0 - self.start_ms) % DAY_MS) // HOUR_MS
+        expected = self.sim.opportunities_per_day * self._hour_profile[hour] * (t1 - t0) / HOUR_MS
         count = int(rng.poisson(expected))
         times = np.sort(rng.integers(t0, t1, size=count))
         people = rng.integers(0, self.sim.users, size=count)
@@ -151,7 +150,7 @@ class BasicWorld:
             if not dec.bid or dec.action.channel not in offered:
                 continue
             ch = CHANNELS.index(dec.action.channel)
-            day = (t - self.start_ms) // _DAY_MS
+            day = (t - self.start_ms) // DAY_MS
             won, price = self._auction(ch, dec.action.bid_cpm_micros, day)
             t_res = t + 50
             events.append(WorldEvent("auction_results", dec.id, AuctionResult(
@@ -210,7 +209,7 @@ class BasicWorld:
     def _schedule_conversion(self, person: int, click_device: int, t_click: int, decision_id: str, day: int) -> None:
         p, rng = self.p, self.rng
         lo, shape, scale = p.delay_days
-        delay_ms = int((lo + rng.gamma(shape, scale)) * _DAY_MS)
+        delay_ms = int((lo + rng.gamma(shape, scale)) * DAY_MS)
         mean, sigma = p.value_usd
         value = usd_to_micros(float(mean * np.exp(rng.normal(-sigma**2 / 2, sigma))))
         d = int(rng.integers(0, self.n_devices[person]))
@@ -218,7 +217,7 @@ class BasicWorld:
         conv = Conversion(id=f"conv-{decision_id}", event_time=t, value_micros=value,
                           user_id=self.user_id(person) if self.logged_in[(person, d)] else None,
                           device_id=self.device_id(person, d))
-        in_window = delay_ms <= 14 * _DAY_MS
+        in_window = delay_ms <= 14 * DAY_MS
         # Joinable without probabilistic matching: same device, or logged in on both devices.
         joinable = d == click_device or (self.logged_in[(person, d)] and self.logged_in[(person, click_device)])
         self.conversion_log.append({"id": conv.id, "decision_id": decision_id, "value_micros": value,

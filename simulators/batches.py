@@ -14,7 +14,7 @@ import numpy as np
 
 from agent_service.errors import ConfigError
 
-__all__ = ["CHANNEL_INDEX", "Actions", "EngineConfig", "Opportunities", "Outcomes", "Truth", "concat", "take"]
+__all__ = ["CHANNEL_INDEX", "Actions", "EngineConfig", "Outcomes", "WorldOpportunities", "WorldTruth", "concat", "take"]
 
 CHANNEL_INDEX = {"organic": 0, "paid_search": 1, "social": 2}
 """Channel ids used in every array (the order of ``agent_service.config.CHANNELS``)."""
@@ -25,7 +25,7 @@ B = TypeVar("B", bound=tuple)  # type: ignore[type-arg]
 def take(batch: B, idx: np.ndarray | slice) -> B:
     """Rows ``idx`` of a batch.
 
-    :param batch: an ``Opportunities``, ``Actions``, ``Outcomes`` or ``Truth``.
+    :param batch: a ``WorldOpportunities``, ``Actions``, ``Outcomes`` or ``WorldTruth``.
     :param idx: row indices, boolean mask or slice.
     """
     return type(batch)(*(a[idx] for a in batch))
@@ -68,8 +68,8 @@ class EngineConfig:
             raise ConfigError("engine.start_ms", "must be >= 0 (ms since the Unix epoch)")
 
 
-class Opportunities(NamedTuple):
-    """Ad opportunities (one row each) in event-time order per lane."""
+class WorldOpportunities(NamedTuple):
+    """The world's ad opportunities (one row each, ground truth included) in event-time order per lane."""
 
     lane: np.ndarray
     """int16 lane (world) of the row."""
@@ -151,7 +151,7 @@ class Outcomes(NamedTuple):
     """bool: the conversion lands within the attribution window of its touch."""
 
 
-class Truth(NamedTuple):
+class WorldTruth(NamedTuple):
     """Ground truth beside each outcome — evaluation only, never in an observation."""
 
     person: np.ndarray

@@ -29,17 +29,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+from agent_service.units import DAY_MS, HOUR_MS
 from simulators.auctions import first_price, gsp_for, second_price, to_ticks
-from simulators.batches import Actions, EngineConfig, Opportunities, Outcomes, Truth
+from simulators.batches import Actions, EngineConfig, Outcomes, WorldOpportunities, WorldTruth
 from simulators.calibration.schema import Calibration
 from simulators.delays import DelayModel
 from simulators.model import WorldModel
 from simulators.population import Population
 
-__all__ = ["DAY_MS", "HOUR_MS", "Engine", "JourneyState"]
+__all__ = ["Engine", "JourneyState"]
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 _REBASE_DAYS = 30.0
 
 
@@ -162,7 +161,7 @@ class Engine:
     # ----------------------------------------------------------------------------------------
     # Opportunities
     # ----------------------------------------------------------------------------------------
-    def sample(self, lane: int, t0: int, t1: int) -> Opportunities:
+    def sample(self, lane: int, t0: int, t1: int) -> WorldOpportunities:
         """The opportunities of ``lane`` with event times in [t0, t1), in time order.
 
         :param lane: which world.
@@ -202,7 +201,7 @@ class Engine:
         comp_search = self._competitors(mkt, lane, 1, hour, self.k_search)
         # outcomes' luck, drawn for every row
         uo = out.random((n, 3))
-        return Opportunities(
+        return WorldOpportunities(
             lane=np.full(n, lane, dtype=np.int16), t=t, person=person, device=device.astype(np.int32),
             segment=seg, stage=stage, category=category, devtype=pop.dev_type[device],
             logged=pop.dev_logged[device], arm=pop.dev_arm[device], offered=offered, floor=floor,
@@ -218,7 +217,7 @@ class Engine:
     # ----------------------------------------------------------------------------------------
     # Resolution
     # ----------------------------------------------------------------------------------------
-    def resolve(self, opps: Opportunities, acts: Actions) -> tuple[Outcomes, Truth]:
+    def resolve(self, opps: WorldOpportunities, acts: Actions) -> tuple[Outcomes, WorldTruth]:
         """Run the auctions and people's responses for ``acts`` on ``opps``; update journeys.
 
         :param opps: opportunities from ``sample`` (rows of one lane in time order, or one row per lane).
@@ -286,11 +285,11 @@ class Engine:
         outcomes = Outcomes(eligible=eligible, won=won, price=price, position=position, click=click, conv=conv,
                             conv_time=conv_time, conv_value=conv_value, conv_device=conv_device.astype(np.int32),
                             in_window=in_window)
-        truth = Truth(person=p, segment=opps.segment, stage=stage.astype(np.int8), p_click=p_click, p_conv=p_conv,
+        truth = WorldTruth(person=p, segment=opps.segment, stage=stage.astype(np.int8), p_click=p_click, p_conv=p_conv,
                       p_view=p_view, expected_value=m.expected_value(p_click, p_conv, p_view, seg))
         return outcomes, truth
 
-    def _auction_social(self, opps: Opportunities, acts: Actions, idx: np.ndarray, won: np.ndarray,
+    def _auction_social(self, opps: WorldOpportunities, acts: Actions, idx: np.ndarray, won: np.ndarray,
                         price: np.ndarray, position: np.ndarray) -> None:
         if not idx.size:
             return
@@ -302,7 +301,7 @@ class Engine:
         ours = alloc.winner == 0
         won[idx], price[idx], position[idx] = ours, np.where(ours, alloc.price, 0), ours
 
-    def _organic(self, opps: Opportunities, idx: np.ndarray, won: np.ndarray, position: np.ndarray) -> None:
+    def _organic(self, opps: WorldOpportunities, idx: np.ndarray, won: np.ndarray, position: np.ndarray) -> None:
         """Organic placements: free, up to ``organic_cap`` per lane per day, first come first served."""
         if not idx.size:
             return
@@ -328,7 +327,7 @@ class Engine:
                 position[r[:k]] = 1
                 self._organic_used[ln] += k
 
-    def _adapt(self, opps: Opportunities, acts: Actions, eligible: np.ndarray, ch: np.ndarray) -> None:
+    def _adapt(self, opps: WorldOpportunities, acts: Actions, eligible: np.ndarray, ch: np.ndarray) -> None:
         """Adaptive competitors: log-multiplier += rate/1000 · (target win rate − won) per auction they enter."""
         c = self.cal.competitors
         step = c.adapt_rate / 1000.0

@@ -27,10 +27,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from agent_service.errors import ConfigError
+from agent_service.units import DAY_MS
 from simulators.auctions import to_ticks
-from simulators.batches import Actions, EngineConfig, Opportunities, concat
+from simulators.batches import Actions, EngineConfig, WorldOpportunities, concat
 from simulators.calibration import Calibration, load_calibration
-from simulators.engine import DAY_MS, Engine
+from simulators.engine import Engine
 from simulators.hindsight import HindsightResult, episode_options, hindsight_optimum
 from simulators.observation import ServiceInputs, ServiceView, feature_names
 
@@ -84,7 +85,7 @@ class EnvConfig:
 class EpisodeSummary(NamedTuple):
     """A finished episode of one lane (for evaluation)."""
 
-    opportunities: Opportunities
+    opportunities: WorldOpportunities
     """Every opportunity of the day (also those after a termination)."""
     spend_micros: int
     impressions: int
@@ -96,7 +97,7 @@ class EpisodeSummary(NamedTuple):
     """True expected in-window value of the ads shown (the low-variance score)."""
 
 
-_FIELDS = Opportunities._fields
+_FIELDS = WorldOpportunities._fields
 
 
 class EnvCore:
@@ -141,7 +142,7 @@ class EnvCore:
         self.size = np.zeros(L, dtype=np.int64)
         self.spent = np.zeros(L, dtype=np.int64)
         self.totals = np.zeros((L, 5))  # impressions, clicks, conversions, value, expected value
-        self.record: list[list[Opportunities]] = [[] for _ in range(L)]
+        self.record: list[list[WorldOpportunities]] = [[] for _ in range(L)]
         self._store: dict[str, np.ndarray] = {}
         self.last_episode = [None] * L
 
@@ -171,7 +172,7 @@ class EnvCore:
             self._write(ln, batch)
         return True
 
-    def _write(self, ln: int, batch: Opportunities) -> None:
+    def _write(self, ln: int, batch: WorldOpportunities) -> None:
         n = batch.t.size
         cap = next(iter(self._store.values())).shape[1] if self._store else 0
         if n > cap:
@@ -186,12 +187,12 @@ class EnvCore:
             self._store[f][ln, :n] = col
         self.ptr[ln], self.size[ln] = 0, n
 
-    def current(self, lanes: np.ndarray) -> Opportunities:
+    def current(self, lanes: np.ndarray) -> WorldOpportunities:
         """The current opportunity of each lane (one row per lane)."""
         at = self.ptr[lanes]
-        return Opportunities(*(self._store[f][lanes, at] for f in _FIELDS))
+        return WorldOpportunities(*(self._store[f][lanes, at] for f in _FIELDS))
 
-    def observe(self, lanes: np.ndarray, opps: Opportunities | None = None) -> np.ndarray:
+    def observe(self, lanes: np.ndarray, opps: WorldOpportunities | None = None) -> np.ndarray:
         """Observations of ``lanes`` (their current opportunities unless ``opps`` is given)."""
         rows = self.current(lanes) if opps is None else opps
         return self.view.observe(rows, self.spent[lanes].astype(np.float64), np.full(lanes.size, float(self.budget)),
@@ -277,5 +278,5 @@ class EnvCore:
         return hindsight_optimum(opts, self.budget, self.engine.organic_cap, exact=exact, mode=mode)
 
 
-def _rows(opps: Opportunities, mask: np.ndarray) -> Opportunities:
-    return Opportunities(*(a[mask] for a in opps))
+def _rows(opps: WorldOpportunities, mask: np.ndarray) -> WorldOpportunities:
+    return WorldOpportunities(*(a[mask] for a in opps))

@@ -35,9 +35,10 @@ import numpy as np
 from agent_service.config import CHANNELS, SimulationConfig
 from agent_service.contracts.events import AdEvent, AuctionResult, Conversion, Decision, IdentityLink
 from agent_service.contracts.openrtb import BidRequest, Device, Imp, Site, User
-from simulators.batches import Actions, EngineConfig, Opportunities, concat
+from agent_service.units import DAY_MS
+from simulators.batches import Actions, EngineConfig, WorldOpportunities, concat
 from simulators.calibration import Calibration, load_calibration
-from simulators.engine import DAY_MS, Engine
+from simulators.engine import Engine
 from simulators.hindsight import HindsightResult, episode_options, hindsight_optimum
 from simulators.world import WorldEvent
 
@@ -65,12 +66,12 @@ class GaelpWorld:
         pop = self.engine.pop
         self._dev_ids = [pop.device_id(d) for d in range(pop.dev_person.size)]
         self._seen = np.zeros(pop.dev_person.size, dtype=bool)
-        self._batch: Opportunities | None = None
+        self._batch: WorldOpportunities | None = None
         self._rows: dict[str, int] = {}
         self._pending: list[tuple[int, int, WorldEvent]] = []
         self._seq = 0
         self._n_requests = 0
-        self.batches: list[Opportunities] = []
+        self.batches: list[WorldOpportunities] = []
         """Every slot's opportunities (for the hindsight optimum)."""
         self.conversion_log: list[dict[str, Any]] = []
         """Per conversion: id, decision_id, value_micros, event_time, in_window, joinable (evaluation only)."""
@@ -196,7 +197,7 @@ class GaelpWorld:
                 self._conversion(opps, out, k, dec.id, day)
         return events
 
-    def _conversion(self, opps: Opportunities, out: Any, k: int, decision_id: str, day: int) -> None:
+    def _conversion(self, opps: WorldOpportunities, out: Any, k: int, decision_id: str, day: int) -> None:
         pop = self.engine.pop
         dev, touch_dev = int(out.conv_device[k]), int(opps.device[k])
         person, t = int(opps.person[k]), int(out.conv_time[k])

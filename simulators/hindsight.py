@@ -44,9 +44,10 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize, sparse
 
+from agent_service.units import DAY_MS, HOUR_MS
 from simulators.auctions import position_prices
-from simulators.batches import Opportunities
-from simulators.engine import DAY_MS, HOUR_MS, Engine
+from simulators.batches import WorldOpportunities
+from simulators.engine import Engine
 
 __all__ = ["OPTION_NAMES", "HindsightResult", "Options", "dual_bound", "episode_options", "hindsight_optimum",
            "knapsack_exact"]
@@ -86,7 +87,7 @@ class HindsightResult(NamedTuple):
     """Which values were used (see the module docstring)."""
 
 
-def episode_options(engine: Engine, opps: Opportunities, mode: str = "myopic") -> Options:
+def episode_options(engine: Engine, opps: WorldOpportunities, mode: str = "myopic") -> Options:
     """True values and hindsight costs of every option of ``opps``.
 
     :param engine: the engine that produced the opportunities (its calibration and people).

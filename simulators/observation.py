@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from simulators.batches import Opportunities, Outcomes
-from simulators.engine import DAY_MS, HOUR_MS
+from agent_service.units import DAY_MS, HOUR_MS
+from simulators.batches import Outcomes, WorldOpportunities
 from simulators.population import Population
 
 __all__ = ["BASE_FEATURES", "EXTRA_FEATURES", "ServiceInputs", "ServiceView", "feature_names"]
@@ -119,7 +119,7 @@ class ServiceView:
         """Journey key the service uses: the person for logged-in devices, else the device."""
         return np.where(self.pop.dev_logged[device], self.n_dev + self.pop.dev_person[device], device)
 
-    def observe(self, opps: Opportunities, spent: np.ndarray, budget: np.ndarray,
+    def observe(self, opps: WorldOpportunities, spent: np.ndarray, budget: np.ndarray,
                 period_start: np.ndarray) -> np.ndarray:
         """Observation rows (float32, (n, F)) for ``opps``; marks their devices as seen.
 
@@ -179,7 +179,7 @@ class ServiceView:
         out[np.arange(n), e + len(EXTRA_FEATURES) + opps.arm.astype(np.int64)] = 1.0
         return out
 
-    def inputs(self, opps: Opportunities, spent: np.ndarray, budget: np.ndarray, period_start: np.ndarray,
+    def inputs(self, opps: WorldOpportunities, spent: np.ndarray, budget: np.ndarray, period_start: np.ndarray,
                categories: tuple[str, ...]) -> ServiceInputs:
         """The service-visible inputs of ``opps`` (call ``observe`` first: it records first sightings).
 
@@ -206,7 +206,7 @@ class ServiceView:
             touch_clicked=np.take_along_axis(self.touch_clk[key], order, axis=1), touch_valid=valid,
             spent_micros=spent, budget_micros=budget, period_start=period_start, ab_arm=opps.arm)
 
-    def record(self, opps: Opportunities, outcomes: Outcomes, channel: np.ndarray, bid_placed: np.ndarray,
+    def record(self, opps: WorldOpportunities, outcomes: Outcomes, channel: np.ndarray, bid_placed: np.ndarray,
                creative: np.ndarray | None = None) -> None:
         """Remember what the service would: touches of shown ads (with clicks), win rate and prices.
 

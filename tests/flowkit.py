@@ -14,8 +14,8 @@ from agent_service.pipeline.flow import Flow
 from agent_service.ports.bus import TICK_HEADER, BusRecord
 from agent_service.ports.store import StateStore
 from agent_service.runtime.assembly import build_learner, build_service
+from agent_service.units import DAY_MS as DAY  # noqa: F401 (the flow tests take it from here)
 
-DAY = 86_400_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
 
 

@@ -15,19 +15,19 @@ from agent_service.attribution import (
     MODELS,
     AttributionConfig,
     Attributor,
+    JourneyTouch,
     MarkovModel,
     PathTable,
     ShapleyModel,
-    Touch,
     attribute_paths,
     credit,
+    credit_micros,
     parse_paths_csv,
-    split_micros,
 )
 from agent_service.cli import main
 from agent_service.errors import ConfigError, DecodeError
+from agent_service.units import DAY_MS as DAY
 
-DAY = 86_400_000
 T0 = 1_700_000_000_000
 
 TOY = {
@@ -42,9 +42,9 @@ def toy_table() -> PathTable:
     return PathTable.from_columns(TOY["path"], TOY["conv"], TOY["value"], TOY["null"])
 
 
-def journey(*channels: str, spacing_days: float = 1.0, end: int = T0) -> list[Touch]:
+def journey(*channels: str, spacing_days: float = 1.0, end: int = T0) -> list[JourneyTouch]:
     n = len(channels)
-    return [Touch(f"d{i}", end - int((n - 1 - i) * spacing_days * DAY), c) for i, c in enumerate(channels)]
+    return [JourneyTouch(f"d{i}", end - int((n - 1 - i) * spacing_days * DAY), c) for i, c in enumerate(channels)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def test_heuristic_fractions_per_touch() -> None:
 
 
 def test_time_decay_halves_weight_per_half_life() -> None:
-    touches = [Touch("old", T0 - 7 * DAY, "a"), Touch("new", T0, "b")]
+    touches = [JourneyTouch("old", T0 - 7 * DAY, "a"), JourneyTouch("new", T0, "b")]
     f = [c.fraction for c in credit(touches, T0, "time_decay")]
     assert f[1] == pytest.approx(2 * f[0])
     assert sum(f) == pytest.approx(1.0)
@@ -76,11 +76,11 @@ def test_time_decay_halves_weight_per_half_life() -> None:
 
 def test_window_order_duplicates_and_determinism() -> None:
     touches = [
-        Touch("late", T0 + 1, "a"),  # after the conversion: no credit
-        Touch("stale", T0 - 15 * DAY, "b"),  # outside the 14-day window
-        Touch("x", T0 - 2 * DAY, "c"),
-        Touch("y", T0 - 2 * DAY, "d"),  # same time as x: ordered by decision id
-        Touch("x", T0 - 1 * DAY, "c", clicked=True),  # duplicate of x: merged, keeps the earliest time
+        JourneyTouch("late", T0 + 1, "a"),  # after the conversion: no credit
+        JourneyTouch("stale", T0 - 15 * DAY, "b"),  # outside the 14-day window
+        JourneyTouch("x", T0 - 2 * DAY, "c"),
+        JourneyTouch("y", T0 - 2 * DAY, "d"),  # same time as x: ordered by decision id
+        JourneyTouch("x", T0 - 1 * DAY, "c", clicked=True),  # duplicate of x: merged, keeps the earliest time
     ]
     out = credit(touches, T0, "first")
     assert [(c.decision_id, c.fraction) for c in out] == [("x", 1.0), ("y", 0.0)]
@@ -89,15 +89,15 @@ def test_window_order_duplicates_and_determinism() -> None:
     for model in ("last", "linear", "time_decay", "position"):
         assert credit(touches, T0, model) == credit(shuffled, T0, model)
     assert credit([], T0, "last") == []
-    assert credit([Touch("late", T0 + 5, "a")], T0, "linear") == []
+    assert credit([JourneyTouch("late", T0 + 5, "a")], T0, "linear") == []
 
 
 def test_prefer_clicks_credits_clicked_touches_only() -> None:
-    touches = [Touch("v1", T0 - 3 * DAY, "display"), Touch("c1", T0 - 2 * DAY, "search", clicked=True),
-               Touch("v2", T0 - DAY, "social")]
+    touches = [JourneyTouch("v1", T0 - 3 * DAY, "display"), JourneyTouch("c1", T0 - 2 * DAY, "search", clicked=True),
+               JourneyTouch("v2", T0 - DAY, "social")]
     cfg = AttributionConfig(model="last", prefer_clicks=True)
     assert [(c.decision_id, c.fraction) for c in credit(touches, T0, config=cfg)] == [("c1", 1.0)]
-    views = [Touch("v1", T0 - DAY, "display")]
+    views = [JourneyTouch("v1", T0 - DAY, "display")]
     assert credit(views, T0, config=cfg)[0].fraction == 1.0  # no clicks: views count
 
 
@@ -145,16 +145,16 @@ def test_markov_and_shapley_per_conversion_use_fitted_weights() -> None:
     st.integers(0, 10**9),
 )
 def test_fractions_sum_to_one_and_micros_are_exact(raw, model, value_micros) -> None:
-    touches = [Touch(f"d{i}", T0 - age, ch, clicked) for i, (age, ch, clicked) in enumerate(raw)]
+    touches = [JourneyTouch(f"d{i}", T0 - age, ch, clicked) for i, (age, ch, clicked) in enumerate(raw)]
     out = credit(touches, T0, model)
     eligible = {t.decision_id for t in touches if T0 - 14 * DAY <= t.event_time <= T0}
     assert {c.decision_id for c in out} == eligible
     if out:
         assert math.fsum(c.fraction for c in out) == pytest.approx(1.0, abs=1e-12)
         assert all(0.0 <= c.fraction <= 1.0 for c in out)
-        micros = split_micros(out, value_micros)
+        micros = credit_micros(out, value_micros)
         assert sum(micros) == value_micros and all(m >= 0 for m in micros)
-        assert micros == split_micros(out, value_micros)
+        assert micros == credit_micros(out, value_micros)
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from agent_service.delay import (
     delayed_feedback_stream,
 )
 from agent_service.errors import ConfigError, DecodeError, ModelError
+from agent_service.units import DAY_MS
 
-DAY_MS = 86_400_000
 DAY_S = 86_400.0
 
 

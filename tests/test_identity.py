@@ -8,7 +8,7 @@ import random
 import pytest
 
 from agent_service.errors import ConfigError, DecodeError
-from agent_service.identity import IdentityConfig, IdentityLink, evaluate_identity, max_product_confidence
+from agent_service.identity import GraphLink, IdentityConfig, evaluate_identity, max_product_confidence
 
 
 @pytest.mark.parametrize(
@@ -24,14 +24,14 @@ from agent_service.identity import IdentityConfig, IdentityLink, evaluate_identi
 )
 def test_bad_links_name_the_field(kwargs, field) -> None:
     with pytest.raises(DecodeError) as err:
-        IdentityLink(**kwargs)
+        GraphLink(**kwargs)
     assert err.value.field == field
 
 
 def test_link_nodes_and_deterministic_score() -> None:
-    link = IdentityLink("x", "phone", "alice", "login", 0.2)
+    link = GraphLink("x", "phone", "alice", "login", 0.2)
     assert link.nodes == ("d:phone", "u:alice") and link.score == 1.0 and link.deterministic
-    prob = IdentityLink("y", "phone", "tablet", "co_occurrence", 0.7, "1.1.1.1")
+    prob = GraphLink("y", "phone", "tablet", "co_occurrence", 0.7, "1.1.1.1")
     assert prob.nodes == ("d:phone", "d:tablet") and prob.score == 0.7 and not prob.deterministic
 
 

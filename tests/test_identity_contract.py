@@ -18,8 +18,8 @@ import pytest
 
 from agent_service.adapters.redis_identity import RedisIdentityGraph
 from agent_service.identity import (
+    GraphLink,
     IdentityConfig,
-    IdentityLink,
     InMemoryIdentityGraph,
     LinkStatus,
     Resolution,
@@ -85,12 +85,12 @@ async def make_graph(request) -> AsyncIterator:
         await g.close()
 
 
-def login(i: str, device: str, user: str) -> IdentityLink:
-    return IdentityLink(i, device, user, "login")
+def login(i: str, device: str, user: str) -> GraphLink:
+    return GraphLink(i, device, user, "login")
 
 
-def match(i: str, a: str, b: str, score: float, ip: str = "", kind: str = "ip_ua") -> IdentityLink:
-    return IdentityLink(i, a, b, kind, score, ip)
+def match(i: str, a: str, b: str, score: float, ip: str = "", kind: str = "ip_ua") -> GraphLink:
+    return GraphLink(i, a, b, kind, score, ip)
 
 
 async def test_deterministic_links_merge_at_once(make_graph) -> None:
@@ -214,7 +214,7 @@ async def test_adapters_agree_on_a_random_history(redis_url) -> None:
     mem = InMemoryIdentityGraph(cfg)
     red = RedisIdentityGraph.from_url(redis_url, cfg, batch_size=7, pipeline_depth=3)
     devices = [f"dev{i}" for i in range(40)]
-    links: list[IdentityLink] = []
+    links: list[GraphLink] = []
     try:
         for step in range(12):
             batch = []

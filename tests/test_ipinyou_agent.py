@@ -10,16 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from agent_service.agent.learning.multiplier_dqn import (
-    BidMultiplierDQNConfig,
-    DQNLearner,
-    MultiplierPolicy,
-    Transition,
-)
+from agent_service.agent.learning.buffers import SlotTransition
+from agent_service.agent.learning.dqn import DQNLearner
 from agent_service.cli import main
 from agent_service.errors import ConfigError, ModelError
 from agent_service.lab.ipinyou.bidder import GaelpBidder, PriceModel, train_offline
 from agent_service.lab.ipinyou.config import AgentConfig
+from agent_service.lab.ipinyou.multiplier_policy import MultiplierPolicy
 from agent_service.lab.ipinyou.synthetic import Plan
 from simulators.ipinyou.data import AuctionLog, CampaignInfo
 from simulators.ipinyou.market import MarketConfig, SyntheticMarket
@@ -33,8 +30,8 @@ INFO = CampaignInfo(10_000, 400_000, 40, tuple([0] * 5 + [200] * 80 + [20] * 216
 TINY = AgentConfig(
     slot_length=10, z_grid=(-0.2, 0.0, 0.2), z_episodes=16, train_episodes=60, parallel_episodes=20,
     eval_episodes=16, finetune_after=(1, 2), finetune_episodes=20,
-    dqn=BidMultiplierDQNConfig(learning_starts=64, batch_size=32, buffer_size=2_000,
-                               eps_decay_transitions=300),
+    dqn=replace(AgentConfig().dqn, adjustments=(-0.15, -0.05, 0.0, 0.05, 0.15), learning_starts=64, batch_size=32,
+                buffer_size=2_000, eps_decay_transitions=300),
 )
 
 
@@ -102,28 +99,28 @@ def test_price_model_mixture_and_censoring() -> None:
 
 
 def test_dqn_learns_a_one_step_bandit_and_policy_syncs_by_version() -> None:
-    cfg = BidMultiplierDQNConfig(learning_starts=128, batch_size=64, lr=1e-2, updates_per_step=1.0)
+    cfg = replace(AgentConfig().dqn, learning_starts=128, batch_size=64, lr=1e-2, updates_per_transition=1.0)
     learner = DQNLearner(3, cfg, seed=0)
     rng = np.random.default_rng(0)
     for _ in range(30):
         obs = rng.normal(size=(64, 3)).astype(np.float32)
         act = rng.integers(0, cfg.n_actions, 64)
         reward = np.where(act == 3, 1.0, 0.0).astype(np.float32)
-        learner.observe(Transition(obs, act, reward, obs, np.ones(64, np.float32)))
+        learner.observe(SlotTransition(obs, act, reward, obs, np.ones(64, np.float32), np.zeros(64, np.float32)))
     policy = MultiplierPolicy(3, cfg)
-    assert policy.load(*learner.snapshot())
-    assert not policy.load(policy.version, learner.snapshot()[1])  # not newer: ignored
+    assert policy.load(learner.version, learner.weights())
+    assert not policy.load(policy.version, learner.weights())  # not newer: ignored
     assert (policy.actions(rng.normal(size=(32, 3)).astype(np.float32)) == 3).all()
     z = policy.next_z(np.array([0.95, -0.95]), np.array([4, 0]))
     np.testing.assert_allclose(z, [cfg.z_max, cfg.z_min])
-    bad = {k: v * float("nan") for k, v in learner.snapshot()[1].items()}
+    bad = {k: v * float("nan") for k, v in learner.weights().items()}
     with pytest.raises(ModelError):
         policy.load(learner.version + 1, bad)
 
 
 def test_configs_name_bad_keys() -> None:
     with pytest.raises(ConfigError, match="dqn.tau"):
-        BidMultiplierDQNConfig(tau=0.0)
+        replace(AgentConfig().dqn, tau=0.0)
     with pytest.raises(ConfigError, match="agent.z_grid"):
         replace(TINY, z_grid=(0.1,))
     with pytest.raises(ConfigError, match="market.pctr_log_sd"):

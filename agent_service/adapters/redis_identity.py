@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from agent_service.adapters.redis_pipeline import run_scripts
 from agent_service.errors import StoreError
 from agent_service.identity.config import IdentityConfig
-from agent_service.identity.model import IdentityLink, Resolution, device_node, max_product_confidence
+from agent_service.identity.model import GraphLink, Resolution, device_node, max_product_confidence
 
 __all__ = ["RedisIdentityGraph"]
 
@@ -205,7 +205,7 @@ class RedisIdentityGraph:
         return graph
 
     # ------------------------------------------------------------------------------------
-    async def add_links(self, links: Sequence[IdentityLink]) -> list[str]:
+    async def add_links(self, links: Sequence[GraphLink]) -> list[str]:
         """Apply ``links`` in order: ``batch_size`` links per atomic script call, and
         ``pipeline_depth`` calls per round trip."""
         cfg = self.config

@@ -5,7 +5,7 @@ removal effect, Shapley):
 
 - per conversion, in the stream: :func:`credit` / :class:`Attributor` split one conversion
   over one journey's touches (fractions summing to 1, deterministic) for R_attribution;
-  :func:`split_micros` turns fractions into exact integer micros;
+  :func:`credit_micros` turns fractions into exact integer micros;
 - in batch: :func:`attribute_paths` credits conversions and value per channel over a
   :class:`PathTable` (the ``channelattribution`` layout, read by :func:`read_paths_csv`);
   :class:`MarkovModel` and :class:`ShapleyModel` fitted there also serve as the channel
@@ -22,11 +22,11 @@ from agent_service.attribution.stream import (
     Attributor,
     Credit,
     FittedJourneyModel,
+    JourneyTouch,
     StreamAttribution,
-    Touch,
     TouchLike,
     credit,
-    split_micros,
+    credit_micros,
 )
 
 __all__ = [
@@ -38,19 +38,19 @@ __all__ = [
     "ChannelCredit",
     "Credit",
     "FittedJourneyModel",
+    "JourneyTouch",
     "MarkovModel",
     "PathTable",
     "ShapleyModel",
     "StreamAttribution",
-    "Touch",
     "TouchLike",
     "attribute_paths",
     "canonical_model",
     "credit",
+    "credit_micros",
     "fit_journey_model",
     "heuristic_credit",
     "journey_weights",
     "parse_paths_csv",
     "read_paths_csv",
-    "split_micros",
 ]

@@ -14,7 +14,7 @@ person's touches. Rules, in order:
    :class:`ShapleyModel`, passed as ``fitted``).
 
 The result is deterministic: the same touches (in any order) give the same credits.
-Fractions sum to 1 (up to float rounding); :func:`split_micros` turns them into integer
+Fractions sum to 1 (up to float rounding); :func:`credit_micros` turns them into integer
 micros that sum exactly to the conversion value.
 """
 
@@ -34,11 +34,11 @@ __all__ = [
     "Attributor",
     "Credit",
     "FittedJourneyModel",
+    "JourneyTouch",
     "StreamAttribution",
-    "Touch",
     "TouchLike",
     "credit",
-    "split_micros",
+    "credit_micros",
 ]
 
 
@@ -59,7 +59,7 @@ class TouchLike(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Touch:
+class JourneyTouch:
     """One ad touch of a journey.
 
     :param decision_id: id of the decision that produced the touch (the credit key).
@@ -135,8 +135,7 @@ class StreamAttribution:
     """An :class:`Attributor` shaped for the stream's ``attribution_port.AttributionModel``:
     ``credit`` returns ``(decision_id, fraction)`` pairs.
 
-    :param config: model and window (e.g. ``AttributionConfig(model=cfg.join.attribution,
-        window_days=cfg.join.window_days)``).
+    :param config: model, window and model parameters (the service's: ``GaelpConfig.attribution``).
     :param fitted: fitted weights for ``markov``/``shapley``.
     """
 
@@ -168,7 +167,7 @@ def credit(
     return Attributor(cfg, fitted).credit(touches, conversion_time_ms)
 
 
-def split_micros(credits: Sequence[Credit], value_micros: int) -> list[int]:
+def credit_micros(credits: Sequence[Credit], value_micros: int) -> list[int]:
     """Integer micros per credit that sum exactly to ``value_micros`` (largest remainder).
 
     Ties in the remainder go to the earlier touch, so the split is deterministic.
@@ -192,19 +191,19 @@ def split_micros(credits: Sequence[Credit], value_micros: int) -> list[int]:
     return base
 
 
-def _eligible(touches: Sequence[TouchLike], conversion_time_ms: int, config: AttributionConfig) -> list[Touch]:
+def _eligible(touches: Sequence[TouchLike], conversion_time_ms: int, config: AttributionConfig) -> list[JourneyTouch]:
     start = conversion_time_ms - config.window_ms
-    merged: dict[str, Touch] = {}
+    merged: dict[str, JourneyTouch] = {}
     for t in touches:
         if not start <= t.event_time <= conversion_time_ms:
             continue
         prev = merged.get(t.decision_id)
         if prev is None:
-            merged[t.decision_id] = Touch(t.decision_id, int(t.event_time), t.channel, bool(t.clicked))
+            merged[t.decision_id] = JourneyTouch(t.decision_id, int(t.event_time), t.channel, bool(t.clicked))
         else:
             first = prev if (prev.event_time, prev.channel) <= (t.event_time, t.channel) else t
-            merged[t.decision_id] = Touch(t.decision_id, int(first.event_time), first.channel,
-                                          prev.clicked or bool(t.clicked))
+            merged[t.decision_id] = JourneyTouch(t.decision_id, int(first.event_time), first.channel,
+                                                 prev.clicked or bool(t.clicked))
     journey = sorted(merged.values(), key=lambda t: (t.event_time, t.decision_id))
     if config.prefer_clicks and any(t.clicked for t in journey):
         journey = [t for t in journey if t.clicked]

@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent_service.config import JoinConfig
+from agent_service.units import DAY_MS
+
 HELP = "estimate a candidate version's value from the logged live decisions (IPS, SNIPS, DR, Switch-DR)"
 DESCRIPTION = """\
 Off-policy evaluation over the bid-multiplier dimension, read from a DuckDB warehouse
@@ -27,8 +30,6 @@ outside (0, 1], from a version not in --known-versions / --registry, or with a m
 outside --multipliers are refused and counted.
 """
 
-_MS_DAY = 86_400_000
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", required=True, type=Path, metavar="WAREHOUSE", help="DuckDB warehouse file")
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rewards", choices=("closed", "delay-corrected"), default="closed")
     p.add_argument("--as-of", type=int, default=None, metavar="MS", help="evaluation time, ms since the epoch "
                    "(default: now)")
-    p.add_argument("--window-days", type=float, default=14.0)
+    p.add_argument("--window-days", type=float, default=JoinConfig.window_days)
     p.add_argument("--ci", choices=("bootstrap", "normal", "bernstein"), default="bootstrap")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     known = _known_versions(args)
-    window_ms = int(args.window_days * _MS_DAY)
+    window_ms = int(args.window_days * DAY_MS)
     as_of = args.as_of if args.as_of is not None else int(time.time() * 1000)
     rows, outs = read_log(args.log, args.candidate)
     decisions, shadow = [], {}

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent_service.attribution.config import AttributionConfig, canonical_model
 from agent_service.config.agent import HybridConfig
+from agent_service.config.batch import BatchConfig
 from agent_service.config.data import DataConfig
 from agent_service.config.lab import EvalConfig, TrainConfig
 from agent_service.errors import ConfigError
@@ -27,6 +29,7 @@ from agent_service.typed_mapping import from_mapping
 from agent_service.units import DAY_MS
 
 __all__ = [
+    "AttributionConfig",
     "BudgetConfig",
     "CreativesConfig",
     "DataConfig",
@@ -370,10 +373,22 @@ class WarehouseConfig:
     """API endpoint override, e.g. a local emulator ("" = Google's)."""
     bigquery_anonymous: bool = False
     """Send no credentials (only for a local emulator at ``bigquery_api_endpoint``)."""
-    max_rows: int = 500
+    max_rows: int = BatchConfig.max_rows
     """Rows per insert request."""
-    retry_attempts: int = 8
+    retry_attempts: int = BatchConfig.max_attempts
     """Attempts of one batch (backoff with jitter) before the sink retries it on its next poll."""
+    max_delay_s: float = BatchConfig.max_delay_s
+    """Longest a buffered row waits before its table is flushed."""
+    max_buffered_rows: int = BatchConfig.max_buffered_rows
+    """Backpressure: the sink waits while more rows than this are buffered in total."""
+    backoff_initial_s: float = BatchConfig.backoff_initial_s
+    """First retry delay cap, seconds."""
+    backoff_max_s: float = BatchConfig.backoff_max_s
+    """Largest retry delay cap, seconds."""
+    backoff_multiplier: float = BatchConfig.backoff_multiplier
+    """Growth of the retry delay cap per attempt."""
+    recent_ids: int = BatchConfig.recent_ids
+    """Ids remembered per table after a write, to drop rows added again."""
 
     def __post_init__(self) -> None:
         _require(self.backend in ("duckdb", "bigquery", "off"), "warehouse.backend",
@@ -383,6 +398,14 @@ class WarehouseConfig:
                  "only with bigquery_api_endpoint (a local emulator)")
         _require(self.max_rows >= 2, "warehouse.max_rows", "must be >= 2")
         _require(self.retry_attempts > 0, "warehouse.retry_attempts", "must be > 0")
+        self.batch()
+
+    def batch(self, seed: int | None = None) -> BatchConfig:
+        """The batch writer's settings (``seed``: of the retry jitter; None: random)."""
+        return BatchConfig(max_rows=self.max_rows, max_delay_s=self.max_delay_s,
+                           max_buffered_rows=self.max_buffered_rows, max_attempts=self.retry_attempts,
+                           backoff_initial_s=self.backoff_initial_s, backoff_max_s=self.backoff_max_s,
+                           backoff_multiplier=self.backoff_multiplier, recent_ids=self.recent_ids, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -410,6 +433,8 @@ class GaelpConfig:
     """Budget and bid limits."""
     join: JoinConfig = field(default_factory=JoinConfig)
     """Delayed-conversion join and attribution."""
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    """The stream's attribution model parameters (its ``model`` and ``window_days`` follow ``join``)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """The multi-component reward."""
     hybrid: HybridConfig = field(default_factory=HybridConfig)
@@ -435,6 +460,14 @@ class GaelpConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     """``gaelp evaluate``: the held-out worlds."""
 
+    def __post_init__(self) -> None:
+        # One value per setting: these copies follow the key that owns them (see _FOLLOWERS).
+        j = self.join
+        object.__setattr__(self, "hybrid", dataclasses.replace(self.hybrid, window_days=j.window_days))
+        model = canonical_model(j.attribution, "join.attribution")
+        object.__setattr__(self, "attribution",
+                           dataclasses.replace(self.attribution, model=model, window_days=j.window_days))
+
     def replace(self, section: str, **changes: Any) -> GaelpConfig:
         """A copy with ``changes`` applied to one section (validated again)."""
         current = getattr(self, section)
@@ -457,6 +490,14 @@ _ENV_OVERRIDES = {
 }
 
 
+_FOLLOWERS = {
+    ("hybrid", "window_days"): "join.window_days",
+    ("attribution", "window_days"): "join.window_days",
+    ("attribution", "model"): "join.attribution",
+}
+"""Keys that copy another (``GaelpConfig.__post_init__``): refused in the file, set the owner."""
+
+
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> GaelpConfig:
     """Load the configuration: defaults, then the TOML file, then ``GAELP_*`` variables.
 
@@ -471,6 +512,9 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             raise ConfigError("--config", f"file {path} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+    for (section, name), owner in _FOLLOWERS.items():
+        if isinstance(data.get(section), dict) and name in data[section]:
+            raise ConfigError(f"{section}.{name}", f"follows {owner}: set that instead")
     cfg = from_mapping(GaelpConfig, data)
     source: Mapping[str, str] = os.environ if env is None else env
     for var, (section, name, tp) in _ENV_OVERRIDES.items():

@@ -209,11 +209,24 @@ class HybridConfig:
     """The conversion model's delay rate depends on the features (False: one shared rate; see
     ``DelayModelConfig.delay_by_features`` — on the simulator per-feature rates left p̂(conversion)
     uncorrelated with the truth and 2-3x too high)."""
+    conv_lr: float = DelayModelConfig.lr
+    """Adam learning rate of the conversion model's online steps."""
+    conv_beta1: float = DelayModelConfig.beta1
+    """Adam first-moment decay of the conversion model."""
+    conv_beta2: float = DelayModelConfig.beta2
+    """Adam second-moment decay of the conversion model."""
+    conv_l2: float = DelayModelConfig.l2
+    """L2 penalty on the conversion model's feature weights."""
+    conv_buffer_size: int = DelayModelConfig.buffer_size
+    """Clicks the conversion model's online learner keeps (oldest evicted first)."""
+    conv_batch_size: int = DelayModelConfig.batch_size
+    """Minibatch of one online step of the conversion model."""
     conv_refit_every: int = 20
     """Learner rounds between full-batch refits of the conversion model on every buffered click
     (about once a simulated day at the default volume); 0: minibatch steps only."""
     window_days: float = 14.0
-    """Attribution window: R_delayed only counts conversions inside it."""
+    """Attribution window: R_delayed only counts conversions inside it (in the service and the TOML
+    file it is ``join.window_days``)."""
     decision_window: int = 300_000
     """Decisions the learner keeps for their rewards to be completed (the keyed replay)."""
     update_every: int = 1024
@@ -236,6 +249,13 @@ class HybridConfig:
             raise ConfigError("hybrid.conv_prior_rate", "must be in (0, 1)")
         if self.conv_prior_delay_days <= 0 or self.window_days <= 0:
             raise ConfigError("hybrid.window_days", "window_days and conv_prior_delay_days must be > 0")
+        try:
+            self.delay_config()
+        except ConfigError as exc:  # name the key as it is written here
+            name = exc.key.removeprefix("delay.")
+            key = {"window_days": "window_days", "prior_mean_delay_days": "conv_prior_delay_days"}.get(
+                name, f"conv_{name}")
+            raise ConfigError(f"hybrid.{key}", exc.reason) from None
         if self.conv_refit_every < 0:
             raise ConfigError("hybrid.conv_refit_every", "must be >= 0")
         if self.segment_model not in ("learned", "simulator"):
@@ -244,5 +264,7 @@ class HybridConfig:
             raise ConfigError("hybrid.decision_window", "must be >= ppo.rollout")
 
     def delay_config(self, seed: int = 0) -> DelayModelConfig:
-        return DelayModelConfig(prior_rate=self.conv_prior_rate, prior_mean_delay_days=self.conv_prior_delay_days,
-                                delay_by_features=self.conv_delay_by_features, window_days=self.window_days, seed=seed)
+        return DelayModelConfig(lr=self.conv_lr, beta1=self.conv_beta1, beta2=self.conv_beta2, l2=self.conv_l2,
+                                prior_rate=self.conv_prior_rate, prior_mean_delay_days=self.conv_prior_delay_days,
+                                delay_by_features=self.conv_delay_by_features, window_days=self.window_days,
+                                buffer_size=self.conv_buffer_size, batch_size=self.conv_batch_size, seed=seed)

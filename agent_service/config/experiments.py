@@ -16,6 +16,7 @@ from typing import Any
 
 from agent_service.errors import ConfigError
 from agent_service.typed_mapping import from_mapping
+from agent_service.units import DAY_MS
 
 __all__ = [
     "ArmConfig",
@@ -115,7 +116,7 @@ class CanaryConfig:
     share before it grows again)."""
     max_persons: int = 10_000_000
     """Horizon in persons (both arms): with no decision by then the canary is held (share frozen)."""
-    max_duration_ms: int = 14 * 86_400_000
+    max_duration_ms: int = 14 * DAY_MS
     """Horizon in event time since the start: with no decision by then the canary is held."""
     test: SequentialConfig = field(default_factory=SequentialConfig)
     """The sequential test on conversion value per dollar."""

@@ -30,13 +30,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent_service.agent.model.state import JourneyArrays
+from agent_service.config import JoinConfig
 from agent_service.evaluation.market import Market, Opportunities, Plays, Results
 from agent_service.units import DAY_MS
 
 __all__ = ["CampaignPolicy", "DayStats", "HindsightRecord", "JourneyStore", "RunResult", "SlotContext", "run_campaign"]
 
-WINDOW_DAYS = 14
-"""The attribution window of a campaign run (``run_campaign(window_days=...)``; the service's is ``join.window_days``)."""
+WINDOW_DAYS = int(JoinConfig.window_days)
+"""The attribution window of a campaign run: ``join.window_days`` (``run_campaign(window_days=...)`` for another)."""
 
 
 @dataclass

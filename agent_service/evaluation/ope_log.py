@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from agent_service.config import JoinConfig
 from agent_service.contracts.events import Decision, state_values
 from agent_service.evaluation.ope import (
     CiMethod,
@@ -60,8 +61,8 @@ __all__ = [
     "refusals",
 ]
 
-WINDOW_MS = 14 * 86_400_000
-"""The attribution window (``join.window_days`` = 14)."""
+WINDOW_MS = JoinConfig().window_ms
+"""The attribution window (``join.window_days``)."""
 REFUSAL_REASONS = ("missing_propensity", "propensity_out_of_range", "unknown_model_version", "invalid_action")
 RewardMode = Literal["closed_windows", "delay_corrected"]
 

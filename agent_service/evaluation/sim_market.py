@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from agent_service.evaluation.market import ConversionQueue, Conversions, Opportunities, Plays, Results, Truth
-from simulators.batches import Actions, EngineConfig, concat
-from simulators.batches import Opportunities as SimOpps
+from agent_service.units import DAY_MS, HOUR_MS
+from simulators.batches import Actions, EngineConfig, WorldOpportunities, concat
 from simulators.calibration import Calibration, load_calibration
-from simulators.engine import DAY_MS, HOUR_MS, Engine
+from simulators.engine import Engine
 from simulators.hindsight import HindsightResult, dual_bound, episode_options, hindsight_optimum
 
 __all__ = ["SimMarket"]
@@ -68,10 +68,10 @@ class SimMarket:
         post = lik * m.seg_share[None, :]
         self._posterior = np.zeros((ncat, segments))
         self._posterior[:, :m.k] = post / post.sum(axis=1, keepdims=True)
-        self._raw: SimOpps | None = None
+        self._raw: WorldOpportunities | None = None
         self._pending = ConversionQueue()
         self.record = record
-        self.days: dict[int, list[SimOpps]] = {}
+        self.days: dict[int, list[WorldOpportunities]] = {}
 
     # ---------------------------------------------------------------- identity as the service sees it
     def _key(self, device: np.ndarray) -> np.ndarray:
@@ -96,7 +96,7 @@ class SimMarket:
             device_count=np.where(logged, self._logged_count[pop.dev_person[dev]], 1).astype(np.int64),
             context=raw.category.astype(np.int64))
 
-    def _check(self, opps: Opportunities) -> SimOpps:
+    def _check(self, opps: Opportunities) -> WorldOpportunities:
         raw = self._raw
         if raw is None or raw.t.size != len(opps.event_time):
             raise ValueError("resolve/truth must follow the opportunities() call they answer")

@@ -1,6 +1,6 @@
 """Cross-device identity resolution: which devices are the same person, and how sure we are.
 
-- :class:`IdentityLink` in, :class:`Resolution` (person id, confidence, device count) out;
+- :class:`GraphLink` in, :class:`Resolution` (person id, confidence, device count) out;
 - the port :class:`IdentityGraph` with two adapters, :class:`InMemoryIdentityGraph` and
   :class:`RedisIdentityGraph` (Lua, pipelined), giving identical results;
 - :func:`evaluate_identity`: pairwise precision / recall / F1 against ground truth;
@@ -14,7 +14,7 @@ from agent_service.identity.model import (
     DETERMINISTIC_KINDS,
     KINDS,
     PROBABILISTIC_KINDS,
-    IdentityLink,
+    GraphLink,
     IdentityScore,
     LinkStatus,
     Resolution,
@@ -29,9 +29,9 @@ __all__ = [
     "DETERMINISTIC_KINDS",
     "KINDS",
     "PROBABILISTIC_KINDS",
+    "GraphLink",
     "IdentityConfig",
     "IdentityGraph",
-    "IdentityLink",
     "IdentityScore",
     "IdentityWorld",
     "InMemoryIdentityGraph",

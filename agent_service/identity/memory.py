@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from agent_service.identity.config import IdentityConfig
 from agent_service.identity.model import (
     ACCEPTED,
-    IdentityLink,
+    GraphLink,
     LinkStatus,
     Resolution,
     device_node,
@@ -56,7 +56,7 @@ class InMemoryIdentityGraph:
     # ------------------------------------------------------------------------------------
     # Port
     # ------------------------------------------------------------------------------------
-    async def add_links(self, links: Sequence[IdentityLink]) -> list[str]:
+    async def add_links(self, links: Sequence[GraphLink]) -> list[str]:
         """Apply ``links`` in order (see the port for the rules)."""
         return [self.add_link(link) for link in links]
 
@@ -93,7 +93,7 @@ class InMemoryIdentityGraph:
     # ------------------------------------------------------------------------------------
     # Synchronous core (also used by the bench baseline)
     # ------------------------------------------------------------------------------------
-    def add_link(self, link: IdentityLink) -> str:
+    def add_link(self, link: GraphLink) -> str:
         """Apply one link; its status."""
         known = self._edges.get(link.link_id)
         if known is not None:

@@ -27,7 +27,7 @@ __all__ = [
     "DETERMINISTIC_KINDS",
     "KINDS",
     "PROBABILISTIC_KINDS",
-    "IdentityLink",
+    "GraphLink",
     "IdentityScore",
     "LinkStatus",
     "Resolution",
@@ -82,8 +82,9 @@ def root_preference(node: str) -> tuple[int, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class IdentityLink:
-    """One identity observation.
+class GraphLink:
+    """One identity observation as an edge of the identity graph (the pipeline builds it from the
+    contract's :class:`agent_service.contracts.events.IdentityLink`).
 
     :param link_id: unique id of the link (idempotency key; revocation names it).
     :param device_id: the device observed.

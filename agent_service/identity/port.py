@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from agent_service.identity.model import IdentityLink, Resolution
+from agent_service.identity.model import GraphLink, Resolution
 
 __all__ = ["IdentityGraph"]
 
@@ -31,7 +31,7 @@ __all__ = ["IdentityGraph"]
 class IdentityGraph(Protocol):
     """Device → person resolution over an edge log."""
 
-    async def add_links(self, links: Sequence[IdentityLink]) -> list[str]:
+    async def add_links(self, links: Sequence[GraphLink]) -> list[str]:
         """Apply links in order; the :class:`LinkStatus` of each (stored status for repeats)."""
         ...
 

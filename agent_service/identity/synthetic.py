@@ -2,7 +2,7 @@
 
 Stands in for the simulator's persons (1–3 devices each) until it is hooked up: the
 simulator only has to provide the same two things, a ``truth`` mapping device → person and
-a stream of :class:`~agent_service.identity.model.IdentityLink`, to be scored with
+a stream of :class:`~agent_service.identity.model.GraphLink`, to be scored with
 :func:`~agent_service.identity.model.evaluate_identity`.
 
 The world: persons live in households of 1–4 people sharing a home IP. Each device of a
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent_service.identity.model import IdentityLink
+from agent_service.identity.model import GraphLink
 
 __all__ = ["IdentityWorld", "generate_identity_world"]
 
@@ -31,7 +31,7 @@ class IdentityWorld:
 
     truth: dict[str, str]
     """Device id → true person id."""
-    links: list[IdentityLink]
+    links: list[GraphLink]
     """Identity links, shuffled (arrival order)."""
 
 
@@ -64,12 +64,12 @@ def generate_identity_world(
         for d in devs:
             truth[d] = f"person{p}"
         devices_of.append(devs)
-    links: list[IdentityLink] = []
+    links: list[GraphLink] = []
     n = 0
 
     def add(device: str, other: str, kind: str, score: float = 1.0, ip: str = "") -> None:
         nonlocal n
-        links.append(IdentityLink(f"l{n}", device, other, kind, round(float(score), 4), ip, n))
+        links.append(GraphLink(f"l{n}", device, other, kind, round(float(score), 4), ip, n))
         n += 1
 
     order = rng.permutation(n_persons)

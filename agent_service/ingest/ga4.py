@@ -37,7 +37,7 @@ from agent_service.config.data import Ga4Config
 from agent_service.ingest.channels import ChannelMapper
 from agent_service.ingest.ga4_schema import Event, Param, ParamValue
 
-__all__ = ["Conversion", "Ga4Batch", "Ga4Builder", "IngestStats", "RowError", "Session", "Touch"]
+__all__ = ["Ga4Batch", "Ga4Builder", "Ga4Conversion", "IngestStats", "RowError", "Session", "SessionTouch"]
 
 _MIN_US, _MAX_US = 946_684_800_000_000, 4_102_444_800_000_000  # 2000-01-01 .. 2100-01-01
 _EXCERPT = 200
@@ -96,7 +96,7 @@ class Session:
 
 
 @dataclass(frozen=True)
-class Touch:
+class SessionTouch:
     """A session's arrival through a channel."""
 
     user_pseudo_id: str
@@ -114,7 +114,7 @@ class Touch:
 
 
 @dataclass(frozen=True)
-class Conversion:
+class Ga4Conversion:
     """A conversion event."""
 
     conversion_id: str
@@ -153,15 +153,15 @@ class Ga4Batch:
     origin: str
     """File or table read."""
     sessions: list[Session]
-    conversions: list[Conversion]
+    conversions: list[Ga4Conversion]
     errors: list[RowError]
     stats: IngestStats
 
     @property
-    def touches(self) -> list[Touch]:
+    def touches(self) -> list[SessionTouch]:
         """One touch per session, at its start."""
-        return [Touch(s.user_pseudo_id, s.user_id, s.ga_session_id, s.start_ms, s.source, s.medium, s.campaign,
-                      s.channel_group, s.channel, s.device_category, s.country) for s in self.sessions]
+        return [SessionTouch(s.user_pseudo_id, s.user_id, s.ga_session_id, s.start_ms, s.source, s.medium, s.campaign,
+                             s.channel_group, s.channel, s.device_category, s.country) for s in self.sessions]
 
 
 @dataclass(slots=True)
@@ -214,7 +214,7 @@ class Ga4Builder:
         self._last_click = self.config.session_source == "last_click"
         self._seen: set[int] = set()
         self._parts: dict[tuple[str, int], _Part] = {}
-        self._conversions: list[Conversion] = []
+        self._conversions: list[Ga4Conversion] = []
 
     # -- input ---------------------------------------------------------------------------
     def add_json(self, row: int, raw: bytes) -> None:
@@ -452,7 +452,7 @@ def _micros(x: float | None) -> int | None:
     return None if x is None else round(x * 1_000_000)
 
 
-def _conversion(e: Event, session_id: int | None, p: _Params, raw: bytes) -> Conversion:
+def _conversion(e: Event, session_id: int | None, p: _Params, raw: bytes) -> Ga4Conversion:
     ec = e.ecommerce
     value = ec.purchase_revenue if ec is not None and ec.purchase_revenue is not None else p.value
     usd = ec.purchase_revenue_in_usd if ec is not None and ec.purchase_revenue_in_usd is not None else None
@@ -463,7 +463,7 @@ def _conversion(e: Event, session_id: int | None, p: _Params, raw: bytes) -> Con
     for part in (e.user_pseudo_id.encode(), str(e.event_timestamp).encode(), e.event_name.encode(), raw):
         h.update(part)
         h.update(b"\x00")
-    return Conversion(h.hexdigest(), e.user_pseudo_id, e.user_id or None, session_id, e.event_timestamp // 1000,
+    return Ga4Conversion(h.hexdigest(), e.user_pseudo_id, e.user_id or None, session_id, e.event_timestamp // 1000,
                       e.event_name, _micros(value), p.currency, _micros(usd), tid, len(e.items or ()))
 
 

@@ -22,12 +22,12 @@ import duckdb
 import msgspec
 
 from agent_service.errors import GaelpError
-from agent_service.ingest.ga4 import Conversion, Ga4Batch, RowError, Session
+from agent_service.ingest.ga4 import Ga4Batch, Ga4Conversion, RowError, Session
 from agent_service.ingest.tables import GA4_TABLES, GA4_VIEWS
+from agent_service.warehouse.schema import DUCKDB_TYPES
 
 __all__ = ["Ga4Store", "StoreWriteError"]
 
-_DUCK_TYPES = {"STRING": "VARCHAR", "INT64": "BIGINT", "FLOAT64": "DOUBLE", "BOOL": "BOOLEAN", "JSON": "JSON"}
 
 
 class StoreWriteError(GaelpError):
@@ -62,7 +62,7 @@ class Ga4Store:
         try:
             for s in GA4_TABLES.values():
                 cols = ", ".join(
-                    f"{c.name} {_DUCK_TYPES[c.type]}"
+                    f"{c.name} {DUCKDB_TYPES[c.type]}"
                     + (" PRIMARY KEY" if c.name == s.id_column and s.name != "ga4_session_parts"
                        else (" NOT NULL" if c.required else ""))
                     for c in s.columns)
@@ -122,7 +122,7 @@ _ENCODER = msgspec.json.Encoder()
 def _load_sql(table: str, record: type, exprs: dict[str, str]) -> str:
     """``INSERT INTO table SELECT ... FROM read_json($2)`` of ``record`` dataclasses ($1: the origin)."""
     schema = GA4_TABLES[table]
-    types = {c.name: _DUCK_TYPES[c.type] for c in schema.columns}
+    types = {c.name: DUCKDB_TYPES[c.type] for c in schema.columns}
     fields = {f.name: types.get(f.name, "BIGINT") for f in dataclasses.fields(record)}
     spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in fields.items()) + "}"
     select = ", ".join(exprs.get(c, c) for c in schema.column_names)
@@ -134,7 +134,7 @@ def _load_sql(table: str, record: type, exprs: dict[str, str]) -> str:
 _LOAD_SQL = {
     "ga4_session_parts": _load_sql("ga4_session_parts", Session, {
         "part_id": "$1 || '|' || user_pseudo_id || '|' || ga_session_id", "origin": "$1"}),
-    "ga4_conversions": _load_sql("ga4_conversions", Conversion, {"origin": "$1"}),
+    "ga4_conversions": _load_sql("ga4_conversions", Ga4Conversion, {"origin": "$1"}),
     "ga4_ingest_errors": _load_sql("ga4_ingest_errors", RowError, {
         "error_id": "$1 || '#' || row", "origin": "$1", "row_number": "row"}),
 }

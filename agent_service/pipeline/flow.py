@@ -209,12 +209,12 @@ def stream_attribution(cfg: GaelpConfig) -> AttributionModel:
     attribution package is absent."""
     try:
         from agent_service.attribution import StreamAttribution
-        from agent_service.attribution.config import HEURISTIC_MODELS, AttributionConfig, canonical_model
+        from agent_service.attribution.config import HEURISTIC_MODELS
         from agent_service.attribution.online import OnlineJourneyModel
     except ImportError:  # pragma: no cover - the package ships with GAELP
         return LastTouch()
     j = cfg.join
-    ac = AttributionConfig(model=canonical_model(j.attribution, "join.attribution"), window_days=j.window_days)
+    ac = cfg.attribution
     if ac.model in HEURISTIC_MODELS:
         return StreamAttribution(ac)
     return OnlineJourneyModel(ac, refit_every=j.attribution_refit_every, min_conversions=j.attribution_min_conversions)

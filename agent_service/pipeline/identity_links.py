@@ -45,13 +45,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from agent_service.config import GaelpConfig
 from agent_service.contracts.events import IdentityLink
 from agent_service.identity import (
+    GraphLink,
     IdentityConfig,
     IdentityGraph,
     InMemoryIdentityGraph,
     LinkStatus,
     Resolution,
 )
-from agent_service.identity import IdentityLink as GraphLink
 from agent_service.ports.store import IdentityAssignment, IdentityStore
 from agent_service.units import DAY_S
 

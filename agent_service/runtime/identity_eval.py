@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent_service.contracts.events import IdentityLink
-from agent_service.identity import IdentityLink as GraphLink
-from agent_service.identity import IdentityScore, InMemoryIdentityGraph, evaluate_identity
+from agent_service.identity import GraphLink, IdentityScore, InMemoryIdentityGraph, evaluate_identity
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.store import IdentityStore
 

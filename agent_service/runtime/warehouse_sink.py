@@ -337,4 +337,4 @@ async def run_sink(sink: WarehouseSink, metrics: Metrics) -> None:
 
 def batch_config(cfg: WarehouseConfig, seed: int | None = None) -> BatchConfig:
     """The batch writer's settings from the ``[warehouse]`` section."""
-    return BatchConfig(max_rows=cfg.max_rows, max_attempts=cfg.retry_attempts, seed=seed)
+    return cfg.batch(seed)

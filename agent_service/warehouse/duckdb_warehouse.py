@@ -21,13 +21,12 @@ from typing import Any, TypeVar
 import duckdb
 
 from agent_service.warehouse.port import InsertOutcome, PermanentWarehouseError, TransientWarehouseError
-from agent_service.warehouse.schema import TABLES, TableSchema
+from agent_service.warehouse.schema import DUCKDB_TYPES, TABLES, TableSchema
 
 __all__ = ["DuckDBWarehouse"]
 
 T = TypeVar("T")
 
-_DUCK_TYPES = {"STRING": "VARCHAR", "INT64": "BIGINT", "FLOAT64": "DOUBLE", "BOOL": "BOOLEAN", "JSON": "JSON"}
 _TRANSIENT = (duckdb.IOException, duckdb.TransactionException, duckdb.InterruptException)
 
 
@@ -63,7 +62,7 @@ class DuckDBWarehouse:
             con = self._connection()
             for s in self.schemas.values():
                 cols = ", ".join(
-                    f"{c.name} {_DUCK_TYPES[c.type]}"
+                    f"{c.name} {DUCKDB_TYPES[c.type]}"
                     + (" PRIMARY KEY" if c.name == s.id_column else (" NOT NULL" if c.required else ""))
                     for c in s.columns)
                 con.execute(f"CREATE TABLE IF NOT EXISTS {s.name} ({cols})")
@@ -101,7 +100,7 @@ class DuckDBWarehouse:
 def _insert_sql(schema: TableSchema) -> str:
     names = ", ".join(schema.column_names)
     values = ", ".join(
-        f"unnest(${i}::VARCHAR[])::JSON" if c.type == "JSON" else f"unnest(${i}::{_DUCK_TYPES[c.type]}[])"
+        f"unnest(${i}::VARCHAR[])::JSON" if c.type == "JSON" else f"unnest(${i}::{DUCKDB_TYPES[c.type]}[])"
         for i, c in enumerate(schema.columns, start=1))
     return f"INSERT INTO {schema.name} ({names}) SELECT {values} ON CONFLICT DO NOTHING"
 

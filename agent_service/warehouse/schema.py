@@ -22,9 +22,11 @@ from typing import Any
 
 from agent_service.errors import DecodeError
 
-__all__ = ["TABLES", "Column", "TableSchema"]
+__all__ = ["DUCKDB_TYPES", "TABLES", "Column", "TableSchema"]
 
 _TYPES = ("STRING", "INT64", "FLOAT64", "BOOL", "JSON")
+DUCKDB_TYPES = {"STRING": "VARCHAR", "INT64": "BIGINT", "FLOAT64": "DOUBLE", "BOOL": "BOOLEAN", "JSON": "JSON"}
+"""The DuckDB type of each column type."""
 
 
 @dataclass(frozen=True)

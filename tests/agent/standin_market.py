@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent_service.evaluation.market import ConversionQueue, Conversions, Opportunities, Plays, Results, Truth
-
-DAY_MS = 86_400_000
+from agent_service.units import DAY_MS
 
 
 @dataclass(frozen=True)

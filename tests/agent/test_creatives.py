@@ -17,8 +17,8 @@ from agent_service.config import RewardConfig
 from agent_service.config.agent import HybridConfig
 from agent_service.creatives import Catalogue, CatalogueFile
 from agent_service.errors import ConfigError
+from agent_service.units import DAY_MS as DAY
 
-DAY = 86_400_000
 T = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 

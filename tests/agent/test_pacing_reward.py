@@ -13,8 +13,7 @@ from agent_service.delay.learner import DelayedFeedbackLearner
 from agent_service.delay.model import DelayedConversionModel
 from agent_service.errors import ConfigError
 from agent_service.pacing import DualPacer, DualPacerConfig, SpendPlan, cap_bid, planned_fraction
-
-DAY = 86_400_000
+from agent_service.units import DAY_MS as DAY
 
 
 def test_the_plan_follows_the_traffic_profile() -> None:

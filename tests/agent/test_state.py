@@ -20,8 +20,8 @@ from agent_service.agent.model.state import (
 )
 from agent_service.contracts.events import Touch
 from agent_service.errors import ConfigError
+from agent_service.units import DAY_MS as DAY
 
-DAY = 86_400_000
 T0 = 1_767_225_600_000 + 14 * 3_600_000
 
 

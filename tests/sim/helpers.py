@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from simulators.batches import Actions, Opportunities
+from simulators.batches import Actions, WorldOpportunities
 from simulators.calibration import Calibration, load_calibration
 
 
@@ -25,7 +25,7 @@ def _replace(obj: Any, changes: dict[str, Any]) -> Any:
     return dataclasses.replace(obj, **kw)
 
 
-def actions(opps: Opportunities, bid_usd: float = 3.0, channel: int | None = None, creative: int = 0,
+def actions(opps: WorldOpportunities, bid_usd: float = 3.0, channel: int | None = None, creative: int = 0,
             target: int = 99) -> Actions:
     """Everyone bids ``bid_usd``: on paid search when offered (or ``channel``), else social."""
     n = opps.t.size

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from agent_service.errors import ConfigError
+from agent_service.units import DAY_MS
 from simulators.batches import EngineConfig
 from simulators.calibration import (
     calibration_from_mapping,
@@ -18,7 +19,7 @@ from simulators.calibration import (
     load_calibration,
 )
 from simulators.delays import DelayModel
-from simulators.engine import DAY_MS, Engine
+from simulators.engine import Engine
 from tests.sim.helpers import actions, calibration
 
 _SMALL = EngineConfig(persons=800, opportunities_per_day=4_000, seed=5)

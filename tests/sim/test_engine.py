@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from agent_service.units import DAY_MS
 from simulators.batches import Actions, EngineConfig, concat, take
 from simulators.calibration import load_calibration
-from simulators.engine import DAY_MS, Engine
+from simulators.engine import Engine
 from simulators.model import WorldModel
 from tests.sim.helpers import actions, calibration
 

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent_service.units import DAY_MS
 from simulators.batches import EngineConfig
 from simulators.calibration import load_calibration
-from simulators.engine import DAY_MS, Engine
+from simulators.engine import Engine
 from simulators.hindsight import Options, dual_bound, episode_options, hindsight_optimum, knapsack_exact
 from tests.sim.helpers import actions
 

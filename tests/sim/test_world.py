@@ -9,9 +9,9 @@ from agent_service.config import SimulationConfig
 from agent_service.contracts.codec import decode, encode
 from agent_service.contracts.events import Action, AdEvent, AuctionResult, Conversion, Decision, IdentityLink
 from agent_service.errors import ConfigError
+from agent_service.units import DAY_MS
 from simulators import build_world
 from simulators.basic import BasicWorld
-from simulators.engine import DAY_MS
 from simulators.gaelp_world import GaelpWorld
 from tests.sim.helpers import calibration
 

@@ -16,10 +16,10 @@ from agent_service.cli import main
 from agent_service.config.experiments import SequentialConfig
 from agent_service.errors import DecodeError
 from agent_service.experiments.sequential import RatioStats, compare
+from agent_service.units import DAY_MS as DAY
 from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 from agent_service.warehouse.experiment_arms import arm_rows, write_arm_batch
 
-DAY = 86_400_000
 NOW = 1_780_000_000_000
 CONFIG = f"""
 [budget]

@@ -12,10 +12,10 @@ import pytest
 from agent_service.cli import main
 from agent_service.contracts.events import Action, Decision
 from agent_service.runtime.warehouse_sink import _decision_row
+from agent_service.units import DAY_MS as DAY
 from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 from agent_service.warehouse.schema import TABLES
 
-DAY = 86_400_000
 T0 = 1_700_000_000_000
 MEAN = np.array([0.1, 0.3, 0.6, 0.2])  # expected reward of each multiplier
 LOGGER = np.array([0.4, 0.3, 0.2, 0.1])  # the live policy's multiplier probabilities

@@ -10,6 +10,8 @@ off, the offsets accumulate: DRLB's adjustments, Wu et al. 2018; see
 recent win rate, cost per unit of value, competition, ``z``); the reward is the value won in
 the slot divided by the period's budget; the episode is the budget period, and time left is
 part of the state, so the period's end is a true terminal (as is running out of budget).
+The iPinYou bidder (:mod:`agent_service.lab.ipinyou.bidder`) trains this same learner on its own
+pacing features and serves it through :class:`agent_service.lab.ipinyou.multiplier_policy.MultiplierPolicy`.
 
 Loss (double DQN, van Hasselt et al. 2016), per transition::
 
@@ -57,13 +59,14 @@ class DQNLearner:
     :param n_features: P, the pacing features.
     :param cfg: hyperparameters.
     :param seed: seeds initialisation, exploration and minibatch sampling.
+    :param init_seed: seeds the initialisation instead, if given.
     """
 
-    def __init__(self, n_features: int, cfg: DQNConfig, seed: int = 0) -> None:
+    def __init__(self, n_features: int, cfg: DQNConfig, seed: int = 0, *, init_seed: int | None = None) -> None:
         self.cfg = cfg
         self.n_features = n_features
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(seed if init_seed is None else init_seed)
             self.q = BidQNet(n_features, cfg.n_actions, cfg.hidden)
         self.target = copy.deepcopy(self.q)
         self.optim = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)

@@ -8,7 +8,7 @@ The bid (AGENT-DESIGN.md: learn the multiplier, not raw money)::
 ``V`` is RLB's value function from the training statistics (what budget is worth with ``n``
 auctions left). ``z0`` is an episode-level log multiplier (the dual variable) chosen on
 synthetic episodes; ``dz`` is moved at every slot of 100 auctions by a DQN over discrete
-adjustments (:mod:`agent_service.agent.learning.multiplier_dqn`, DRLB-style) from pacing features.
+adjustments (:mod:`agent_service.agent.learning.dqn`, DRLB-style) from pacing features.
 ``c`` is the pCTR recalibrated from past clicks (:mod:`simulators.ipinyou.calibration`; its
 shape only, the mean is kept; the identity until the first refit). ``z0 = dz = 0`` with
 ``theta_bar = theta_avg`` and ``c(p) = p`` is exactly RLB.
@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent_service.agent.learning.multiplier_dqn import DQNLearner, MultiplierPolicy
+from agent_service.agent.learning.dqn import DQNLearner
 from agent_service.lab.ipinyou.config import AgentConfig
+from agent_service.lab.ipinyou.multiplier_policy import MultiplierPolicy
 from agent_service.lab.ipinyou.synthetic import (
     N_FEATURES,
     Plan,
@@ -59,7 +60,7 @@ from simulators.ipinyou.replay import Observation, Outcome
 
 __all__ = ["GaelpBidder", "PriceModel", "TrainedAgent", "train_offline"]
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 """Bumped whenever the training code changes what a cached agent means."""
 
 
@@ -125,15 +126,12 @@ class TrainedAgent:
     def save(self, path: Path) -> None:
         """Write everything needed to continue exactly as if just trained."""
         lr = self.learner
-        buf = lr.buffer
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({
             "q": lr.q.state_dict(), "target": lr.target.state_dict(), "optim": lr.optim.state_dict(),
-            "version": lr.version, "transitions": lr.transitions, "owed": lr._owed,
+            "version": lr.version, "transitions": lr.transitions, "updates": lr.updates, "owed": lr._owed,
             "rng": json.dumps(lr.rng.bit_generator.state),
-            "buffer": {k: torch.from_numpy(getattr(buf, k)[: buf.size].copy())
-                       for k in ("obs", "next_obs", "action", "reward", "terminated")},
-            "buffer_pos": buf._pos, "z0": self.z0, "use_dqn": self.use_dqn,
+            "replay": lr.replay, "z0": self.z0, "use_dqn": self.use_dqn,
             "stats": dataclasses.asdict(self.stats), "z_scores": list(self.z_scores.items()),
             "gate_eval": list(self.gate_eval),
         }, path)
@@ -146,12 +144,9 @@ class TrainedAgent:
         lr.q.load_state_dict(d["q"])
         lr.target.load_state_dict(d["target"])
         lr.optim.load_state_dict(d["optim"])
-        lr.version, lr.transitions, lr._owed = d["version"], d["transitions"], d["owed"]
+        lr.version, lr.transitions, lr.updates, lr._owed = d["version"], d["transitions"], d["updates"], d["owed"]
         lr.rng.bit_generator.state = json.loads(d["rng"])
-        n = len(d["buffer"]["action"])
-        for k, v in d["buffer"].items():
-            getattr(lr.buffer, k)[:n] = v.numpy()
-        lr.buffer.size, lr.buffer._pos = n, d["buffer_pos"]
+        lr.replay = d["replay"]
         return cls(lr, d["z0"], d["use_dqn"], TrainStats(**d["stats"]),
                    {float(z): float(s) for z, s in d["z_scores"]}, tuple(d["gate_eval"]), True)
 
@@ -159,6 +154,12 @@ class TrainedAgent:
 def _cache_key(info: CampaignInfo, plan: Plan, cfg: AgentConfig, seed: int, episode_length: int) -> str:
     blob = repr((_CACHE_FORMAT, info, plan.budget, plan.max_bid, plan.value_ref, cfg, seed, episode_length))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _init_seed(seed: int) -> int:
+    """The network-initialisation seed the bidder has always drawn from ``seed`` (keeps the
+    figures in bench/README.md reproducible)."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(seed)))
 
 
 def train_offline(info: CampaignInfo, plan: Plan, cfg: AgentConfig, seed: int, *,
@@ -182,7 +183,7 @@ def train_offline(info: CampaignInfo, plan: Plan, cfg: AgentConfig, seed: int, *
     market = SyntheticMarket.from_info(info, cfg.market)
     theta = info.ctr
     z0, scores = best_multiplier(plan, market, theta, cfg, seed + 1, episode_length=episode_length)
-    learner = DQNLearner(N_FEATURES, cfg.dqn, seed=seed)
+    learner = DQNLearner(N_FEATURES, cfg.dqn, seed=seed, init_seed=_init_seed(seed))
     stats = train(learner, plan, market, theta, z0, cfg, cfg.train_episodes,
                   np.random.default_rng(seed + 2), episode_length=episode_length)
     gate = evaluate(learner, plan, market, theta, z0, cfg, cfg.eval_episodes, seed + 3,
@@ -214,7 +215,7 @@ class GaelpBidder:
         self.episode_length = episode_length
         self.rng = np.random.default_rng(seed + 10)
         self.policy = MultiplierPolicy(N_FEATURES, cfg.dqn)
-        self.policy.load(*agent.learner.snapshot())
+        self.policy.load(agent.learner.version, agent.learner.weights())
         self.z0 = agent.z0
         self.use_dqn = agent.use_dqn
         self.prices = PriceModel(info.price_pmf(1.0), cfg.price_prior_weight)
@@ -305,7 +306,7 @@ class GaelpBidder:
             train(self.agent.learner, self.plan, market, theta, self.z0, self.cfg,
                   self.cfg.finetune_episodes, self.rng, episode_length=self.episode_length,
                   eps=self.cfg.finetune_eps, stats=self.refit_stats)
-            self.policy.load(*self.agent.learner.snapshot())
+            self.policy.load(self.agent.learner.version, self.agent.learner.weights())
             gate = evaluate(self.agent.learner, self.plan, market, theta, self.z0, self.cfg,
                             self.cfg.eval_episodes, seed + 1, episode_length=self.episode_length)
             self.use_dqn = (not self.cfg.deploy_gate) or gate[1] > gate[0]

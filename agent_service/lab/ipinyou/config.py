@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent_service.agent.learning.multiplier_dqn import BidMultiplierDQNConfig
+from agent_service.config.agent import DQNConfig
 from agent_service.errors import ConfigError
 from simulators.ipinyou.market import MarketConfig
 
@@ -60,9 +60,11 @@ class AgentConfig:
     market: MarketConfig = field(default_factory=lambda: MarketConfig(
         pctr_log_sd=0.5, price_laplace=1.0, price_level_jitter=0.3, ctr_level_jitter=0.3))
     """Synthetic training market (domain randomisation: +-30% market and CTR levels)."""
-    dqn: BidMultiplierDQNConfig = field(default_factory=lambda: BidMultiplierDQNConfig(
-        adjustments=(-0.1, -0.03, 0.0, 0.03, 0.1), eps_decay_transitions=20_000))
-    """The slot-level multiplier DQN."""
+    dqn: DQNConfig = field(default_factory=lambda: DQNConfig(
+        adjustments=(-0.1, -0.03, 0.0, 0.03, 0.1), z_min=-1.0, z_max=1.0, lr=1e-3, buffer_size=100_000,
+        batch_size=128, learning_starts=1_000, updates_per_transition=0.25, eps_start=1.0, eps_end=0.05,
+        eps_decay_transitions=20_000))
+    """The slot-level multiplier DQN (the hybrid agent's; ``dual_step`` and ``z_init`` are unused here)."""
 
     def __post_init__(self) -> None:
         if self.slot_length <= 0:

@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from agent_service.agent.learning.multiplier_dqn import DQNLearner, Transition
+from agent_service.agent.learning.buffers import SlotTransition
+from agent_service.agent.learning.dqn import DQNLearner
 from agent_service.lab.ipinyou.config import AgentConfig
 from simulators.ipinyou.market import EpisodeBatch, SyntheticMarket
 from simulators.ipinyou.rlb import rlb_bids
@@ -86,7 +87,7 @@ class SimResult(NamedTuple):
     """Sum of the true click probabilities of won impressions."""
     cost: float
     """Total spend."""
-    transitions: Transition | None
+    transitions: SlotTransition | None
     """Slot transitions (None unless recording)."""
 
 
@@ -133,7 +134,7 @@ def simulate(plan: Plan, batch: EpisodeBatch, theta_bar: float, z0: float, cfg: 
         obs = slot_features(np.full(n_ep, length - start), b, dz, last_spend, last_wins, last_pctr,
                             first, **feat)
         if learner is not None:
-            act = learner.act(obs, eps, rng)
+            act, _ = learner.act(obs, eps, rng)
             dz = adj[act] if cfg.absolute_actions else np.clip(dz + adj[act], cfg.dqn.z_min, cfg.dqn.z_max)
         else:
             act = np.full(n_ep, keep)
@@ -159,10 +160,10 @@ def simulate(plan: Plan, batch: EpisodeBatch, theta_bar: float, z0: float, cfg: 
                                 first, **feat)
             reward = (value - base_value) * 10.0 / (theta_bar * k)
             parts.append((obs, act, reward.astype(np.float32), nxt,
-                          np.full(n_ep, float(stop >= length), np.float32)))
+                          np.full(n_ep, float(stop >= length), np.float32), np.zeros(n_ep, np.float32)))
     trans = None
     if record:
-        trans = Transition(*(np.concatenate(p) for p in zip(*parts, strict=True)))
+        trans = SlotTransition(*(np.concatenate(p) for p in zip(*parts, strict=True)))
         trans = trans._replace(action=trans.action.astype(np.int64))
     return SimResult(total, float(n_ep * plan.budget - b.sum()), trans)
 
@@ -219,7 +220,7 @@ def train(learner: DQNLearner, plan: Plan, market: SyntheticMarket, theta_bar: f
         stats.transitions += len(res.transitions.action)
         stats.updates += len(upd)
         if upd:
-            stats.last_td_loss = upd[-1]["td_loss"]
+            stats.last_td_loss = upd[-1].td_loss
         stats.sim_auctions += e * episode_length
         done += e
     stats.seconds += time.perf_counter() - t0
