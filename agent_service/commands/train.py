@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster for the runners (env GAELP_RAY_ADDRESS; default: a local Ray)")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory (default runs/train)")
+    p.add_argument("--calibration", type=Path, default=None, metavar="FILE",
+                   help="calibration of the training world (default simulators/calibration/default.toml; "
+                        "e.g. one written by `gaelp discover`)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -65,9 +68,12 @@ def run(args: argparse.Namespace) -> int:
 
     from agent_service.config import load_config
     from agent_service.lab.train import TrainConfig, train
+    from simulators.calibration import load_calibration
 
     cfg = load_config(args.config)
-    tc = TrainConfig(days=args.days, seed=args.seed, budget_usd=args.budget or cfg.budget.daily_usd,
+    if args.calibration is not None:
+        load_calibration(args.calibration)  # a bad file fails here, naming the key, before any training
+    tc = TrainConfig(calibration=str(args.calibration or ""), days=args.days, seed=args.seed, budget_usd=args.budget or cfg.budget.daily_usd,
                      persons=args.persons, opportunities_per_day=args.opportunities_per_day,
                      checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes,
                      baseline_days=args.baseline_days, runners=args.runners,

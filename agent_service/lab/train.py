@@ -31,6 +31,7 @@ from agent_service.evaluation.policies import BaselinePolicy, Bidder, DualPacing
 from agent_service.evaluation.sim_market import SimMarket
 from agent_service.lab.campaign import HybridCampaign
 from agent_service.pacing import DualPacerConfig
+from simulators.calibration import load_calibration
 
 __all__ = ["TrainConfig", "day_rows", "train", "tune_baselines"]
 
@@ -60,6 +61,9 @@ class TrainConfig:
     weights are averaged every day (``lab.parallel``); 0: one process, no Ray."""
     ray_address: str = ""
     """Ray cluster of the runners ("" = a local Ray)."""
+    calibration: str = ""
+    """Calibration file of the training world ("" = simulators/calibration/default.toml), e.g. one
+    written by ``gaelp discover``."""
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -106,7 +110,7 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
                 progress(day, {"z": float("nan"), "version": day + 1})
 
         run = train_parallel(cfg, tc.runners, tc.days, tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day,
-                             ray_address=tc.ray_address or None, on_day=on_round)
+                             ray_address=tc.ray_address or None, on_day=on_round, calibration=tc.calibration)
         result = merge_days([r.result for r in run["reports"]])
         ck = run["checkpoint"]
         torch.save(ck, out / "checkpoints" / f"day{len(result.days):04d}.pt")
@@ -119,7 +123,8 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
         rejected = sum(r.rejected for r in run["reports"])
         started += run["ray_start_seconds"] + run["runner_startup_seconds"]  # reported apart, not as training
     else:
-        market = SimMarket(tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
+        market = SimMarket(tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments,
+                         cal=load_calibration(tc.calibration or None))
         agent = HybridCampaign(market.creatives, cfg.hybrid, cfg.reward, seed=tc.seed)
         stop = [False]
 
@@ -173,7 +178,8 @@ def _json_default(x: Any) -> Any:
 def tune_baselines(cfg: GaelpConfig, tc: TrainConfig, out: Path) -> dict[str, Any]:
     """Warm the baselines' value model and pick their one parameter on the training world."""
     def market() -> SimMarket:
-        return SimMarket(tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
+        return SimMarket(tc.seed, tc.budget_usd, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments,
+                         cal=load_calibration(tc.calibration or None))
 
     warm = BaselinePolicy(DualPacing(DualPacerConfig(step=0.1)), "random", market(), seed=tc.seed)
     run_campaign(warm.market, warm, tc.baseline_days)
