@@ -11,7 +11,8 @@ clicks). The log-likelihood is Σ_j log(q Σ_i f(t_j − t_i) + γ) + Σ_i log(1
 c_i = data end − t_i is click i's follow-up: a click still inside its window is censored at
 c_i (it contributes "no conversion *yet*", 1 − q F(c_i)), never counted as "no conversion".
 EM alternates responsibilities r_ji ∝ q f(t_j − t_i) (background ∝ γ) with the M-step
-q = Σ r / Σ_i F(c_i) and θ = argmax Σ r log f − q Σ_i F(c_i; θ) (Nelder–Mead). γ is pinned by
+q, θ = argmax Σ r log(q f) + Σ_i (1 − R_i) log(1 − q F(c_i; θ)) (R_i: click i's attributed
+conversions; q by bisection, θ by Nelder–Mead). γ is pinned by
 the conversions that have no candidate at all (the visible part of the unlinked ones): the
 unlinked conversions that do find candidates are estimated as that count × p/(1 − p), p the
 share of time their persons have a click within ``max_days`` before. Alongside, a
@@ -112,6 +113,8 @@ def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 40, 
                         minlength=int(obs.c_unit.max(initial=0)) + 1)
     p_cand = float(np.clip(np.mean(cover[obs.c_unit] / max(span, 1e-9)), 0.0, 0.95)) if obs.c_unit.size else 0.0
     unlinked_with = (~has).sum() * p_cand / (1.0 - p_cand)
+    fu_cell = np.rint(fu * 100).astype(np.int64)
+    fu_grid = np.arange(fu_cell.max(initial=0) + 1) / 100.0
     theta = np.array([0.0, np.log(max(np.median(d), 0.5)) if d.size else 0.0, np.log(0.8)])
     q = has.sum() / max(clicks.size, 1)
     r = np.zeros(d.size)
@@ -122,8 +125,11 @@ def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 40, 
         gamma = _background(signal[has], unlinked_with)
         r = dens / (signal + gamma)[conv]
         bg = np.where(has, gamma / (signal + gamma), 0.0)
-        q = r.sum() / max(_dist(theta).cdf(np.maximum(fu - theta[0], 0.0)).sum(), 1e-12)
-        theta = _m_step(theta, d, r, fu, q)
+        alive = 1.0 - np.minimum(np.bincount(pair, weights=r, minlength=fu.size), 1.0)  # clicks not (yet) converted
+        # the censored clicks enter through their follow-up only: pooled on a 0.01-day grid
+        w_alive = np.bincount(fu_cell, weights=alive, minlength=fu_grid.size)
+        q = _q_step(r.sum(), w_alive, _dist(theta).cdf(np.maximum(fu_grid - theta[0], 0.0)))
+        theta = _m_step(theta, d, r, fu_grid, q, w_alive)
     dist = _dist(theta)
     comp = DelayComponent(family="lognormal", weight=1.0, shift_days=round(float(theta[0]), 4),
                           scale_days=round(float(np.exp(theta[1])), 4), shape=1.0,
@@ -143,7 +149,20 @@ def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 40, 
                         int((~has).sum()), int(obs.c_time.size), conversions, exposure)
 
 
-def _m_step(theta: np.ndarray, d: np.ndarray, r: np.ndarray, fu: np.ndarray, q: float) -> np.ndarray:
+def _q_step(converted: float, alive: np.ndarray, cdf: np.ndarray) -> float:
+    """q solving converted / q = Σ_i alive_i F_i / (1 − q F_i) (bisection)."""
+    if converted <= 0:
+        return 1e-9
+    lo, hi = 1e-9, 1.0 - 1e-9
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        grad = converted / mid - (alive * cdf / (1.0 - mid * cdf)).sum()
+        lo, hi = (mid, hi) if grad > 0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def _m_step(theta: np.ndarray, d: np.ndarray, r: np.ndarray, fu: np.ndarray, q: float,
+            alive: np.ndarray) -> np.ndarray:
     keep = r > 1e-9
     dk, rk = d[keep], r[keep]
 
@@ -151,7 +170,7 @@ def _m_step(theta: np.ndarray, d: np.ndarray, r: np.ndarray, fu: np.ndarray, q: 
         if th[0] < 0 or th[0] >= dk.min(initial=np.inf) or not -3 < th[2] < 1.5:
             return 1e18
         dist = _dist(th)
-        ll = (rk * dist.logpdf(dk - th[0])).sum() - q * dist.cdf(np.maximum(fu - th[0], 0.0)).sum()
+        ll = (rk * dist.logpdf(dk - th[0])).sum() + (alive * np.log1p(-q * dist.cdf(np.maximum(fu - th[0], 0.0)))).sum()
         return float(-ll)
 
     res = minimize(nll, theta, method="Nelder-Mead", options={"maxiter": 300, "xatol": 1e-4, "fatol": 1e-6})

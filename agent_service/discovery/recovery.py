@@ -119,6 +119,7 @@ def recovery_errors(true: Calibration, found: Calibration, f: Findings, true_ctr
         "matched": [[true.segments[r].name, found.segments[c].name] for r, c in zip(rows, cols, strict=True)],
         "share_true": [float(tshare[r]) for r in rows], "share_found": [float(seg.share[c]) for c in cols],
         "share_rel_err": [float(x) for x in share_rel], "value_rel_err": [float(x) for x in value_rel],
+        "value_conversions": [float(seg.conversions[c]) for c in cols],
         "delay_true_p50_p90": [t50, t90], "delay_found_p50_p90": [f50, f90],
         "delay_rel_err_p50": abs(f50 - t50) / t50, "delay_rel_err_p90": abs(f90 - t90) / t90,
         "naive_last_click_rel_err_p50": abs(d.naive_last_click["p50"] - t50) / t50,
