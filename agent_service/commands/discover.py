@@ -61,9 +61,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"segments: K={s['k']} (BIC), shares " + ", ".join(f"{x:.3f}" for x in s["share"])
           + ", values USD " + ", ".join("-" if v is None else f"{v:.2f}" for v in s["value_usd"]))
     q = d["quantiles_days"]
-    print(f"delay ({d['written']}): p10 {q['p10']:.2f} d, median {q['p50']:.2f} d, p90 {q['p90']:.2f} d "
-          f"(naive last click median {d['naive_last_click_days']['p50']:.2f} d), "
-          f"{d['conversions']} conversions")
+    if d["written"] == "fitted":
+        print(f"delay: p10 {q['p10']:.2f} d, median {q['p50']:.2f} d, p90 {q['p90']:.2f} d "
+              f"(naive last click median {d['naive_last_click_days']['p50']:.2f} d), {d['conversions']} conversions")
+    else:
+        print(f"delay: not fitted, the prior's kept: {d['written']}; {d['conversions']} conversions")
     print("CTR by channel: " + ", ".join(f"{n} {v:.4f}" for n, v in zip(c["names"], c["ctr"], strict=True)
                                         if v is not None))
     print(f"wrote {args.out}" + (f" and {args.report}" if args.report else "")

@@ -41,3 +41,23 @@ def test_simulate_rejects_a_bad_calibration(tmp_path: Path, capsys: pytest.Captu
     bad.write_text("[traffic]\nfloor_cpm = -1\n")
     assert main(["simulate", "--calibration", str(bad), "--days", "1", "--ga4-export", str(tmp_path / "g")]) == 2
     assert "floor_cpm" in capsys.readouterr().err
+
+
+def test_train_rejects_a_bad_calibration_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[segments]]\nname = \"a\"\nshare = 2.0\n")
+    assert main(["train", "--calibration", str(bad), "--runners", "0", "--days", "1", "--out", str(tmp_path / "t")]) == 2
+    assert "segments[0].share" in capsys.readouterr().err
+    assert not (tmp_path / "t" / "agent.pt").exists()
+
+
+def test_discover_on_the_real_ga4_rows_keeps_the_prior_where_data_is_thin(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    real = Path("/work/shared/reference/ga4")
+    if not real.is_dir():
+        pytest.skip("no real GA4 rows on this machine")
+    assert main(["ingest", "ga4", str(real), "--warehouse", str(tmp_path / "r.duckdb"), "--no-progress"]) == 0
+    out = tmp_path / "r.toml"
+    assert main(["discover", "--warehouse", str(tmp_path / "r.duckdb"), "--out", str(out)]) == 0
+    assert "not fitted, the prior's kept" in capsys.readouterr().out
+    assert load_calibration(out).delay == load_calibration().delay
