@@ -36,6 +36,7 @@ COMMANDS: tuple[str, ...] = (
     "bench",
     "attribute",
     "ingest",
+    "discover",
 )
 
 _EPILOG = """\
@@ -47,6 +48,7 @@ typical use:
   gaelp ope --log warehouse.duckdb --candidate 7 --known-versions 5,6,7
   gaelp experiments --config gaelp.toml --warehouse warehouse.duckdb
   gaelp ingest ga4 ../shared/reference/ga4 --warehouse runs/ga4.duckdb
+  gaelp discover --warehouse runs/ga4.duckdb --out runs/discovered.toml   learn a calibration from GA4 data
 
 Every command takes --config FILE (TOML, sections as in agent_service/config.py);
 `gaelp COMMAND --help` explains each one.

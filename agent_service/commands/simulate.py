@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent_service.config import SimulationConfig
 
 from agent_service.commands.flags import add_flags
 
@@ -20,15 +24,28 @@ model versions, per-day figures, learning curve, identity resolution scored agai
 simulator's truth) and two plots, learning_curve.png and spend_vs_plan.png. The same seed
 gives the same report. DIR/warehouse.duckdb holds the decisions, events, attributions and
 experience tables (query them with DuckDB, e.g. `duckdb DIR/warehouse.duckdb`).
+
+--calibration FILE runs the world of another calibration (e.g. one `gaelp discover` wrote).
+--ga4-export DIR runs no campaign: it writes --days of the world's traffic, shown by a blind
+exploration policy (uniform channel and creative, bids that always win), as a GA4 BigQuery export
+(simulators/ga4_export.py says what is recorded: sessions per impression, clicks as engaged
+sessions, purchases with value; no ground truth), for the discovery round trip:
+  gaelp simulate --days 28 --seed 1 --ga4-export runs/ga4
+  gaelp ingest ga4 runs/ga4 --warehouse runs/ga4.duckdb
+  gaelp discover --warehouse runs/ga4.duckdb --out runs/discovered.toml
+  gaelp simulate --calibration runs/discovered.toml --out runs/rediscovered
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_flags(p, "simulation", ["days", "seed", "opportunities_per_day", "drain_days", "world", "calibration"])
+    add_flags(p, "simulation", ["days", "seed", "opportunities_per_day", "users", "drain_days", "world", "calibration"])
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory (default runs/latest)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-warehouse", action="store_true", help="do not write DIR/warehouse.duckdb")
+    p.add_argument("--ga4-export", type=Path, default=None, metavar="DIR",
+                   help="instead of a campaign, write the world's traffic under a blind exploration policy as a "
+                        "GA4 export (DIR/events_YYYYMMDD.json) for `gaelp ingest ga4` and `gaelp discover`")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +55,24 @@ def run(args: argparse.Namespace) -> int:
     from agent_service.runtime.simulate import run_simulation
 
     cfg = apply_flags(load_config(args.config), args)
+    if args.ga4_export is not None:
+        return _ga4_export(cfg.simulation, args.ga4_export)
     result = asyncio.run(run_simulation(cfg, args.out, progress=not args.no_progress,
                                         warehouse=not args.no_warehouse))
     print(summary_text(build_report(result), args.out, result.wall_seconds))
+    return 0
+
+
+def _ga4_export(sim: SimulationConfig, out: Path) -> int:
+    import json
+
+    from simulators.calibration import load_calibration
+    from simulators.ga4_export import export_world
+
+    cal = load_calibration(sim.calibration or None)
+    s = export_world(cal, out, sim.users, sim.opportunities_per_day, sim.days, sim.seed)
+    print(f"wrote {len(s.files)} GA4 export files to {out}: {s.events} events, {s.sessions} sessions, {s.clicks} clicks, "
+          f"{s.conversions} purchases ({s.censored_conversions} after the export's end, not written) "
+          f"in {s.seconds:.1f} s")
+    print(json.dumps(s.to_json_obj()))
     return 0

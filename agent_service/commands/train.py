@@ -44,7 +44,8 @@ example:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, "train", ["days", "seed", "budget_usd", "persons", "opportunities_per_day", "checkpoint_every",
-                           "max_minutes", "baseline_days", "runners", "sync_slots"], rename={"budget_usd": "budget"})
+                           "max_minutes", "baseline_days", "runners", "sync_slots", "calibration"],
+              rename={"budget_usd": "budget"})
     add_flags(p, "learner", ["ray_address"])
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory (default runs/train)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
@@ -57,9 +58,12 @@ def run(args: argparse.Namespace) -> int:
     from agent_service.commands.flags import apply_flags
     from agent_service.config import load_config
     from agent_service.lab.train import train
+    from simulators.calibration import load_calibration
 
     cfg = apply_flags(load_config(args.config), args)
     tc = cfg.train
+    if tc.calibration:
+        load_calibration(tc.calibration)  # a bad file fails here, naming the key, before any training
     bar = tqdm(total=tc.days, desc="training", unit="day", disable=args.no_progress)
 
     def progress(day: int, info: dict[str, float]) -> None:

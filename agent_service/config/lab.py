@@ -35,6 +35,9 @@ class TrainConfig:
     (``lab.parallel``); 0: one process, no Ray."""
     sync_slots: int = 4
     """Budget slots between the runners' meetings: weights averaged, campaign statistics pooled."""
+    calibration: str = ""
+    """Calibration file of the training world ("" = simulators/calibration/default.toml), e.g. one
+    written by ``gaelp discover``."""
 
     def __post_init__(self) -> None:
         if self.days < 1:

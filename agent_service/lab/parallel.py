@@ -42,6 +42,7 @@ from agent_service.config import GaelpConfig
 from agent_service.evaluation.harness import DayStats, RunResult, run_campaign
 from agent_service.evaluation.sim_market import SimMarket
 from agent_service.lab.campaign import HybridCampaign
+from simulators.calibration import load_calibration
 
 __all__ = ["RunnerReport", "WorldShard", "average_weights", "load_weights", "merge_checkpoints", "merge_days", "train_parallel",
            "weights_of"]
@@ -56,10 +57,12 @@ class WorldShard:
     budget_usd: float
     persons: int
     opportunities_per_day: float
+    calibration: str = ""
+    """Calibration file of the world ("" = the default)."""
 
     def market(self, segments: int) -> SimMarket:
         return SimMarket(self.seed, self.budget_usd / self.n, max(1, self.persons // self.n),
-                         self.opportunities_per_day / self.n, segments)
+                         self.opportunities_per_day / self.n, segments, cal=load_calibration(self.calibration or None))
 
 
 # ------------------------------------------------------------------ the average (logic)
@@ -282,11 +285,12 @@ class _Averager:
 def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_usd: float, persons: int,
                    opportunities_per_day: float, ray_address: str | None = None, sync_slots: int = 4,
                    on_day: Callable[[int], None] | None = None,
-                   kill_runner_at_day: int | None = None) -> dict[str, Any]:
+                   kill_runner_at_day: int | None = None, calibration: str = "") -> dict[str, Any]:
     """Train with ``runners`` env-runner actors for ``days`` simulated days (see the module docstring).
 
     :param sync_slots: budget slots between meetings (and one at every day's end).
     :param kill_runner_at_day: a fault drill — kill runner 0 once this many rounds are done.
+    :param calibration: calibration file of the world ("" = the default).
     :returns: ``{"reports", "checkpoint", "ray_start_seconds", "train_seconds", "replaced"}``.
     """
     import ray
@@ -305,7 +309,7 @@ def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_
         averager = ray.remote(num_cpus=0)(_Averager).options(max_concurrency=max(4, runners + 2)).remote(set(range(runners)))
 
         def shard(i: int) -> WorldShard:
-            return WorldShard(seed + i, runners, budget_usd, persons, opportunities_per_day)
+            return WorldShard(seed + i, runners, budget_usd, persons, opportunities_per_day, calibration)
 
         actors = {i: Runner.remote(cfg, shard(i), i, None) for i in range(runners)}
         ray.get([a.ready.remote() for a in actors.values()])

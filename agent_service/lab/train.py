@@ -31,6 +31,7 @@ from agent_service.evaluation.policies import BaselinePolicy, Bidder, DualPacing
 from agent_service.evaluation.sim_market import SimMarket
 from agent_service.lab.campaign import HybridCampaign
 from agent_service.pacing import DualPacerConfig
+from simulators.calibration import load_calibration
 
 __all__ = ["TrainConfig", "day_rows", "train", "tune_baselines"]
 
@@ -73,7 +74,8 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
                 progress(day, {"z": float("nan"), "version": day + 1})
 
         run = train_parallel(cfg, tc.runners, tc.days, tc.seed, budget_of(cfg, tc), tc.persons, tc.opportunities_per_day,
-                             ray_address=cfg.learner.ray_address or None, sync_slots=tc.sync_slots, on_day=on_round)
+                             ray_address=cfg.learner.ray_address or None, sync_slots=tc.sync_slots, on_day=on_round,
+                             calibration=tc.calibration)
         result = merge_days([r.result for r in run["reports"]])
         ck = run["checkpoint"]
         torch.save(ck, out / "checkpoints" / f"day{len(result.days):04d}.pt")
@@ -86,7 +88,8 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
         rejected = sum(r.rejected for r in run["reports"])
         started += run["ray_start_seconds"] + run["runner_startup_seconds"]  # reported apart, not as training
     else:
-        market = SimMarket(tc.seed, budget_of(cfg, tc), tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
+        market = SimMarket(tc.seed, budget_of(cfg, tc), tc.persons, tc.opportunities_per_day, cfg.hybrid.segments,
+                           cal=load_calibration(tc.calibration or None))
         agent = HybridCampaign(market.creatives, cfg.hybrid, cfg.reward, seed=tc.seed)
         stop = [False]
 
@@ -142,7 +145,8 @@ def tune_baselines(cfg: GaelpConfig, tc: TrainConfig, out: Path) -> dict[str, An
     budget = budget_of(cfg, tc)
 
     def market() -> SimMarket:
-        return SimMarket(tc.seed, budget, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments)
+        return SimMarket(tc.seed, budget, tc.persons, tc.opportunities_per_day, cfg.hybrid.segments,
+                         cal=load_calibration(tc.calibration or None))
 
     warm = BaselinePolicy(DualPacing(DualPacerConfig(step=0.1)), "random", market(), seed=tc.seed)
     run_campaign(warm.market, warm, tc.baseline_days)

@@ -1,0 +1,108 @@
+"""Parts of the discovery engine on synthetic inputs with known answers, and the exporter's
+promise that nothing but what GA4 records reaches the export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent_service.config import GaelpConfig
+from agent_service.discovery.data import Observations, context_of, load_observations
+from agent_service.discovery.delays import discover_delays, lognormal_from_quantiles
+from agent_service.discovery.population import _fit
+from agent_service.errors import ConfigError
+from agent_service.ingest.runner import ingest_ga4
+from agent_service.ingest.store import Ga4Store
+from simulators.calibration import load_calibration
+from simulators.ga4_export import export_world
+
+DAY = 86_400_000
+
+
+def _synthetic(n_clicks: int, span_days: float, median: float, sigma: float, q: float, seed: int) -> Observations:
+    """One click per person, a conversion with probability q after a log-normal delay; only what
+    lands before the end is observed."""
+    rng = np.random.default_rng(seed)
+    start = 1_767_225_600_000
+    end = start + int(span_days * DAY)
+    t = start + rng.integers(0, end - start, n_clicks)
+    conv = rng.random(n_clicks) < q
+    delay = median * np.exp(sigma * rng.standard_normal(n_clicks))
+    tc = t + (delay * DAY).astype(np.int64)
+    seen = conv & (tc < end)
+    units = np.arange(n_clicks)
+    return Observations(
+        unit_names=[str(u) for u in units], contexts=["IAB1"], s_unit=units, s_pseudo=units,
+        s_logged=np.zeros(n_clicks, bool), s_time=t, s_channel=np.full(n_clicks, 2, np.int8),
+        s_device=np.zeros(n_clicks, np.int8), s_context=np.zeros(n_clicks, np.int32), s_click=np.ones(n_clicks, bool),
+        c_unit=units[seen], c_time=tc[seen], c_value=np.full(int(seen.sum()), 10.0), pseudo_user={}, pseudo_device={},
+        start_ms=start, end_ms=end)
+
+
+def test_delay_handles_right_censoring() -> None:
+    # median 8 days in 20 days of data: a third of the conversions are still to come at the end
+    obs = _synthetic(150_000, 20.0, 8.0, 0.5, 0.1, seed=4)
+    f = discover_delays(obs)
+    true_p90 = 8.0 * np.exp(0.5 * 1.2815515655446004)
+    assert abs(f.quantiles["p50"] - 8.0) / 8.0 < 0.04
+    assert abs(f.quantiles["p90"] - true_p90) / true_p90 < 0.08
+    assert abs(f.q - 0.1) / 0.1 < 0.08  # censored clicks are not counted as "no conversion"
+    # the naive estimate (observed delays only) is biased short: the test can tell the two apart
+    assert f.naive_uncensored["p50"] < 0.9 * 8.0
+
+
+def test_lognormal_from_quantiles_matches_them() -> None:
+    c = lognormal_from_quantiles(3.0, 6.0, 14.0)
+    from scipy import stats
+    d = stats.lognorm(c.sigma, scale=c.scale_days)
+    assert c.shift_days > 0
+    for p, x in ((0.1, 3.0), (0.5, 6.0), (0.9, 14.0)):
+        assert abs(c.shift_days + d.ppf(p) - x) < 0.02
+
+
+def test_devices_per_person_from_truncated_logins() -> None:
+    rng = np.random.default_rng(0)
+    p, r = np.array([0.45, 0.35, 0.20]), 0.5
+    n = rng.choice(3, size=200_000, p=p) + 1
+    m = rng.binomial(n, r)
+    counts = np.bincount(m[m > 0], minlength=4)[1:4].astype(np.float64)
+    est = _fit(counts, r)
+    assert np.max(np.abs(np.array(est) - p)) < 0.02
+
+
+def test_context_of_reads_iab_hosts_and_paths() -> None:
+    assert context_of("https://iab13.example/") == "IAB13"
+    assert context_of("https://shop.example.com/kids/toys") == "shop.example.com/kids"
+    assert context_of(None) == "(none)"
+
+
+def test_missing_warehouse_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_observations(tmp_path / "none.duckdb")
+    with Ga4Store(tmp_path / "empty.duckdb"):
+        pass
+    with pytest.raises(ConfigError, match="ga4_sessions is empty"):
+        load_observations(tmp_path / "empty.duckdb")
+
+
+def test_export_holds_only_what_ga4_records(tmp_path: Path) -> None:
+    cal = load_calibration()
+    summary = export_world(cal, tmp_path / "ga4", persons=300, opportunities_per_day=1_500, days=3, seed=5)
+    text = "".join(p.read_text() for p in sorted((tmp_path / "ga4").glob("events_*.json")))
+    for secret in [s.name for s in cal.segments] + ["dev-", "user-", "segment", "stage", "interest"]:
+        assert secret not in text, secret
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert {r["event_name"] for r in rows} <= {"session_start", "page_view", "ad_click", "purchase"}
+    assert all(len(r["event_timestamp"]) == 16 for r in rows)  # microseconds
+    assert {r["device"]["category"] for r in rows} <= {"mobile", "desktop", "tablet"}
+    assert len(rows) == summary.events
+    with Ga4Store(tmp_path / "w.duckdb") as store:
+        report = ingest_ga4([str(tmp_path / "ga4")], store, GaelpConfig())
+    obj = report.to_json_obj()
+    assert obj["errors"] == 0 and obj["events"] == summary.events and obj["sessions"] == summary.sessions
+    obs = load_observations(tmp_path / "w.duckdb")
+    assert int(obs.s_click.sum()) == summary.clicks
+    assert obs.c_time.size == summary.conversions
