@@ -36,6 +36,7 @@ COMMANDS: tuple[str, ...] = (
     "bench",
     "attribute",
     "ingest",
+    "users",
 )
 
 _EPILOG = """\
@@ -47,6 +48,7 @@ typical use:
   gaelp ope --log warehouse.duckdb --candidate 7 --known-versions 5,6,7
   gaelp experiments --config gaelp.toml --warehouse warehouse.duckdb
   gaelp ingest ga4 ../shared/reference/ga4 --warehouse runs/ga4.duckdb
+  gaelp users snapshot --warehouse runs/users.duckdb    (then `gaelp users restore` into a new store)
 
 Every command takes --config FILE (TOML, sections as in agent_service/config.py);
 `gaelp COMMAND --help` explains each one.
