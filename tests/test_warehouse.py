@@ -206,6 +206,32 @@ async def test_rows_added_during_a_flush_never_stall_the_writer() -> None:
     assert all(len(ids) <= 50 for _, ids in wh.requests)
 
 
+class GatedWarehouse(InMemoryWarehouse):
+    """Holds every insert until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def insert(self, table, rows):
+        self.entered.set()
+        await self.gate.wait()
+        return await super().insert(table, rows)
+
+
+async def test_closing_while_the_ticker_is_mid_request_keeps_and_writes_its_rows() -> None:
+    wh = GatedWarehouse()
+    w = BatchWriter(wh, BatchConfig(max_rows=500, max_delay_s=0.01))
+    await w.start()
+    await w.add_many("events", [event(i) for i in range(10)])
+    await asyncio.wait_for(wh.entered.wait(), timeout=10)  # the time trigger's request is in flight
+    closing = asyncio.create_task(w.close())
+    await asyncio.sleep(0)  # close() must not stop the ticker inside that request (its rows would be lost)
+    wh.gate.set()
+    await asyncio.wait_for(closing, timeout=10)
+    assert len(wh.tables["events"]) == 10 and w.pending == 0
+
+
 async def test_bad_rows_are_refused_when_added() -> None:
     w = BatchWriter(InMemoryWarehouse())
     with pytest.raises(DecodeError, match="events.cost_micros"):

@@ -464,11 +464,12 @@ class RedisStore:
 
     # --- persons: the warehouse user DB ---------------------------------------------------------
     async def export_profiles(self, cursor: str, limit: int) -> tuple[list[PersonProfile], str]:
-        # The cursor is "<phase>:<SCAN cursor>": one SCAN pass per key kind naming a person.
+        # The cursor is "<phase>:<SCAN cursor>": one SCAN pass per key kind naming a person. SCAN
+        # visits 10 keys per person asked for: a person has several keys, MATCH keeps one kind.
         phase, scan = (int(x) for x in cursor.split(":")) if cursor else (1, 0)
         head = self._p + _PERSON_KEYS[phase - 1]
         try:
-            scan, keys = await self.redis.scan(scan, match=_glob_escape(head) + "*", count=max(1, limit))
+            scan, keys = await self.redis.scan(scan, match=_glob_escape(head) + "*", count=10 * max(1, limit))
         except RedisError as exc:
             raise StoreError(f"scanning persons failed: {exc}") from exc
         persons = [cast(bytes, k).decode()[len(head):] for k in keys]
