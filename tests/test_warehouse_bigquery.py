@@ -184,3 +184,24 @@ async def test_permanent_http_error_is_not_retried(recorder) -> None:
     await writer.add("events", event(2))
     await writer.close()
     assert writer.retries == 0 and len(writer.dead_letters) == 1
+
+
+async def test_a_users_snapshot_streams_to_bigquery_and_its_rows_read_back_as_the_profiles(recorder) -> None:
+    from agent_service.adapters.memory_store import MemoryStore
+    from agent_service.contracts.events import Touch
+    from agent_service.ports.store import Activity, DeviceShare, PersonProfile
+    from agent_service.runtime.userdb import snapshot_users
+    from agent_service.warehouse.users import profile_of
+
+    rec, wh = recorder
+    touch = Touch(decision_id="r1:1", event_time=5, channel="social", creative=2, segment=1, device_id="a1")
+    profiles = [PersonProfile(f"u:{i}", ((f"a{i}", 0.875),), ((3, 2),), Activity(1.5, 0.25, 9),
+                              (DeviceShare(f"a{i}", ((3, 2),), Activity(1.5, 0.25, 9)),), (touch,) if i % 2 else (),
+                              ("r1:1",) if i % 3 == 0 else ()) for i in range(7)]
+    store = MemoryStore()
+    await store.import_profiles(profiles, 3600)
+    rec.statuses = [503]  # the first request fails transiently: retried
+    report = await snapshot_users(store, wh, "s1", 1_700_000_000_000, batch=3)
+    assert report.persons == 7 and set(rec.stored["users"]) == {f"s1:u:{i}" for i in range(7)}
+    sent = {r["insertId"]: r["json"] for b in rec.inserts() for r in b["rows"]}
+    assert [profile_of(sent[f"s1:u:{i}"]) for i in range(7)] == profiles
