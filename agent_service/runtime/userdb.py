@@ -10,6 +10,7 @@ number (1-based, person order) and field, and the rest is restored.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -73,15 +74,20 @@ async def snapshot_users(store: ProfileStore, warehouse: Warehouse, snapshot: st
     """
     t0 = time.perf_counter()
     persons = 0
-    cursor = ""
     async with BatchWriter(warehouse, BatchConfig(max_rows=batch, max_buffered_rows=4 * batch)) as writer:
         with tqdm(desc="snapshot", unit="person", disable=not progress, mininterval=0.5) as bar:
-            while True:
-                rows, cursor = await store.export_profiles(cursor, batch)
-                persons += await writer.add_many("users", [user_row(p, snapshot, started_ms) for p in rows])
-                bar.update(len(rows))
-                if not cursor:
-                    break
+            # The next batch is read while this one is turned into rows (Redis works meanwhile).
+            ahead: asyncio.Task[tuple[list[PersonProfile], str]] | None = asyncio.create_task(
+                store.export_profiles("", batch))
+            try:
+                while ahead is not None:
+                    rows, cursor = await ahead
+                    ahead = asyncio.create_task(store.export_profiles(cursor, batch)) if cursor else None
+                    persons += await writer.add_many("users", [user_row(p, snapshot, started_ms) for p in rows])
+                    bar.update(len(rows))
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
     return SnapshotReport(snapshot, persons, time.perf_counter() - t0)
 
 
@@ -97,21 +103,35 @@ async def restore_users(rows: AsyncIterator[Mapping[str, Any]], store: ProfileSt
     t0 = time.perf_counter()
     report = RestoreReport(snapshot)
     pending: list[PersonProfile] = []
+    # One batch is written while the next is read and checked.
+    writing: asyncio.Task[int] | None = None
+
+    async def written() -> None:
+        if writing is not None:
+            n = await writing
+            report.restored += n
+            bar.update(n)
+
     with tqdm(total=total, desc="restore", unit="person", disable=not progress, mininterval=0.5) as bar:
-        async for row in rows:
-            report.rows += 1
-            try:
-                pending.append(profile_of(row))
-            except DecodeError as exc:
-                report.errors_by_field[exc.field] += 1
-                if len(report.first_errors) < keep_errors:
-                    report.first_errors.append(RowError(report.rows, str(row.get("person_id")), exc.field, exc.reason))
-            if len(pending) >= batch:
-                report.restored += await store.import_profiles(pending, ttl_s)
-                bar.update(len(pending))
-                pending = []
-        report.restored += await store.import_profiles(pending, ttl_s)
-        bar.update(len(pending))
+        try:
+            async for row in rows:
+                report.rows += 1
+                try:
+                    pending.append(profile_of(row))
+                except DecodeError as exc:
+                    report.errors_by_field[exc.field] += 1
+                    if len(report.first_errors) < keep_errors:
+                        report.first_errors.append(RowError(report.rows, str(row.get("person_id")), exc.field,
+                                                            exc.reason))
+                if len(pending) >= batch:
+                    await written()
+                    writing, pending = asyncio.create_task(store.import_profiles(pending, ttl_s)), []
+            await written()
+            writing = asyncio.create_task(store.import_profiles(pending, ttl_s))
+            await written()
+        finally:
+            if writing is not None:
+                writing.cancel()
     report.seconds = time.perf_counter() - t0
     return report
 
