@@ -41,7 +41,7 @@ each. Hot paths cost a fixed number of round trips per batch, not per item:
 - stream batch: ``ADVANCE_WATERMARK`` ×partitions (pipelined), ``MGET`` of decisions,
   ``RECORD_RESULTS`` (settle + touch + window + claim, atomic per result, 50 per call),
   ``RECORD_CLICK`` / ``JOIN_CONTEXT`` / ``RECORD_JOIN`` / ``PARK`` pipelined;
-- user DB (``ProfileStore``): ``SCAN`` (``MATCH`` each key kind that names a person, ``COUNT``
+- user DB (``ProfileStore``): ``SCAN`` (``MATCH`` each key kind that names a person, ``COUNT`` 10 ×
   the batch size), then one read-only ``EXPORT_PROFILES`` per batch; ``IMPORT_PROFILES`` (100
   persons per call, pipelined), each person replaced in one atomic step;
 - identity-links batch (``pipeline.identity_links``): ``IDENTITY_PEERS``, ``IP_DEVICES``, then
