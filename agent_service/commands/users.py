@@ -21,6 +21,7 @@ gaelp users snapshot --warehouse FILE [--redis URL]
   snapshot is not a point-in-time copy). Without --warehouse, the [warehouse] config decides
   (DuckDB, or BigQuery through its settings).
 gaelp users restore --warehouse FILE [--snapshot ID] [--redis URL]
+  (without --warehouse: BigQuery, when the [warehouse] config says backend = "bigquery")
   write the snapshot's persons (default: the newest snapshot) into the store, each replacing
   what the store holds for that person, so a new campaign or a flushed store starts warm.
   Malformed rows are not restored: each is counted and reported with its row number (person
@@ -35,7 +36,7 @@ Exit status 0 (restore with --strict: 1 when any row was malformed).
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["snapshot", "restore"], help="what to do")
     p.add_argument("--warehouse", type=Path, default=None, metavar="FILE",
-                   help="DuckDB file (snapshot default: the [warehouse] config; restore: required)")
+                   help="DuckDB file (default: the [warehouse] config, DuckDB or BigQuery)")
     p.add_argument("--redis", default=None, metavar="URL", help="redis://HOST:PORT/DB (env GAELP_REDIS)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p.add_argument("--snapshot", default=None, metavar="ID", help="restore: the snapshot to read (default: newest)")
@@ -55,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise ConfigError("--batch", "must be >= 1")
-    if args.action == "restore" and args.warehouse is None:
-        raise ConfigError("--warehouse", "restore reads a DuckDB file: give --warehouse FILE")
     cfg = load_config(args.config)
     if args.redis:
         cfg = cfg.replace("serve", redis=args.redis)
@@ -96,26 +95,41 @@ async def _snapshot(cfg: Any, args: argparse.Namespace, progress: bool) -> dict[
 async def _restore(cfg: Any, args: argparse.Namespace, progress: bool) -> dict[str, Any]:
     from agent_service.adapters.redis_store import RedisStore
     from agent_service.errors import ConfigError
-    from agent_service.runtime.userdb import duckdb_user_rows, latest_snapshot, restore_users, snapshot_rows
+    from agent_service.runtime import userdb
     from agent_service.units import DAY_S
-    from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 
-    if not args.warehouse.exists():
-        raise ConfigError("--warehouse", f"{args.warehouse} does not exist")
-    warehouse = DuckDBWarehouse(args.warehouse)
+    warehouse: Any
+    latest: Any  # the backend's reads of the users table (userdb)
+    count: Any
+    rows: Any
+    if args.warehouse is not None:
+        from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
+
+        if not args.warehouse.exists():
+            raise ConfigError("--warehouse", f"{args.warehouse} does not exist")
+        duck = DuckDBWarehouse(args.warehouse)
+        await duck.ensure_tables()
+        warehouse = duck
+        latest, count, rows = userdb.latest_snapshot, userdb.snapshot_rows, userdb.duckdb_user_rows
+    elif cfg.warehouse.backend == "bigquery":
+        from agent_service.runtime.warehouse_sink import open_warehouse
+
+        warehouse = open_warehouse(cfg.warehouse)
+        latest, count, rows = userdb.bigquery_latest_snapshot, userdb.bigquery_snapshot_rows, userdb.bigquery_user_rows
+    else:
+        raise ConfigError("--warehouse", "give the DuckDB file to restore from (or [warehouse] backend = 'bigquery')")
     store = RedisStore(cfg.serve.redis, prefix=cfg.serve.key_prefix)
-    await store.start()
     try:
-        await warehouse.ensure_tables()
+        await store.start()
         if args.snapshot:
-            snapshot, total = args.snapshot, await snapshot_rows(warehouse, args.snapshot)
+            snapshot, total = args.snapshot, await count(warehouse, args.snapshot)
             if not total:
-                raise ConfigError("--snapshot", f"no rows of snapshot {snapshot!r} in {args.warehouse}")
+                raise ConfigError("--snapshot", f"no rows of snapshot {snapshot!r} in the warehouse")
         else:
-            snapshot, total = await latest_snapshot(warehouse)
+            snapshot, total = await latest(warehouse)
         ttl_s = int(cfg.join.window_days * DAY_S) + 2 * DAY_S  # as the decision path's writes
-        report = await restore_users(duckdb_user_rows(warehouse, snapshot, args.batch), store, snapshot, ttl_s,
-                                     args.batch, total, progress, args.show_errors)
+        report = await userdb.restore_users(rows(warehouse, snapshot, args.batch), store, snapshot, ttl_s,
+                                            args.batch, total, progress, args.show_errors)
     finally:
         await store.stop()
         await warehouse.close()

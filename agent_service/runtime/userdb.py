@@ -3,7 +3,7 @@ and restored from it (``gaelp users``), so a new campaign or a flushed store sta
 
 A snapshot pages through ``ProfileStore.export_profiles`` and writes the rows through a
 ``BatchWriter`` (any ``Warehouse``: DuckDB or BigQuery), all under one snapshot id. A restore
-reads one snapshot back from DuckDB in person order, checks each row (``warehouse.users.profile_of``)
+reads one snapshot back from DuckDB or BigQuery in person order (keyset pages), checks each row (``warehouse.users.profile_of``)
 and imports the good ones in batches; a malformed row is counted and reported with its row
 number (1-based, person order) and field, and the rest is restored.
 """
@@ -15,20 +15,24 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from agent_service.errors import ConfigError, DecodeError
 from agent_service.ports.store import PersonProfile, ProfileStore
 from agent_service.warehouse.batch import BatchConfig, BatchWriter
-from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 from agent_service.warehouse.port import Warehouse
 from agent_service.warehouse.schema import TABLES
 from agent_service.warehouse.users import profile_of, user_row
 
-__all__ = ["RestoreReport", "RowError", "SnapshotReport", "duckdb_user_rows", "latest_snapshot", "restore_users",
-           "snapshot_rows", "snapshot_users"]
+if TYPE_CHECKING:  # drivers are imported by whoever opens a warehouse, never here
+    from agent_service.warehouse.bigquery_warehouse import BigQueryWarehouse
+    from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
+
+__all__ = ["RestoreReport", "RowError", "SnapshotReport", "bigquery_latest_snapshot", "bigquery_snapshot_rows",
+           "bigquery_user_rows",
+           "duckdb_user_rows", "latest_snapshot", "restore_users", "snapshot_rows", "snapshot_users"]
 
 _USERS = TABLES["users"]
 
@@ -134,6 +138,37 @@ async def restore_users(rows: AsyncIterator[Mapping[str, Any]], store: ProfileSt
                 writing.cancel()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+async def bigquery_latest_snapshot(warehouse: BigQueryWarehouse) -> tuple[str, int]:
+    """The newest snapshot id in BigQuery's ``users`` and its row count; ConfigError when there is none."""
+    got = await warehouse.query(f"SELECT snapshot, count(*) AS n FROM `{warehouse.table_id('users')}` "
+                                "GROUP BY snapshot ORDER BY max(event_time) DESC, snapshot DESC LIMIT 1")
+    if not got:
+        raise ConfigError("--snapshot", f"{warehouse.table_id('users')} holds no users snapshot")
+    return str(got[0]["snapshot"]), int(got[0]["n"])
+
+
+async def bigquery_snapshot_rows(warehouse: BigQueryWarehouse, snapshot: str) -> int:
+    """Rows of ``snapshot`` in BigQuery's ``users``."""
+    got = await warehouse.query(f"SELECT count(*) AS n FROM `{warehouse.table_id('users')}` WHERE snapshot = @snapshot",
+                                {"snapshot": snapshot})
+    return int(got[0]["n"])
+
+
+async def bigquery_user_rows(warehouse: BigQueryWarehouse, snapshot: str, batch: int = 1_000
+                             ) -> AsyncIterator[dict[str, Any]]:
+    """The rows of ``snapshot`` in BigQuery, in person order, ``batch`` per query (keyset paging)."""
+    sql = (f"SELECT {', '.join(_USERS.column_names)} FROM `{warehouse.table_id('users')}` WHERE snapshot = @snapshot "
+           f"AND (@after IS NULL OR person_id > @after) ORDER BY person_id LIMIT {int(batch)}")
+    after: str | None = None
+    while True:
+        got = await warehouse.query(sql, {"snapshot": snapshot, "after": after})
+        for row in got:
+            yield row
+        if len(got) < batch:
+            return
+        after = str(got[-1]["person_id"])
 
 
 async def latest_snapshot(warehouse: DuckDBWarehouse) -> tuple[str, int]:
