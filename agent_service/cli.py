@@ -37,6 +37,7 @@ COMMANDS: tuple[str, ...] = (
     "attribute",
     "ingest",
     "discover",
+    "users",
 )
 
 _EPILOG = """\
@@ -49,6 +50,7 @@ typical use:
   gaelp experiments --config gaelp.toml --warehouse warehouse.duckdb
   gaelp ingest ga4 ../shared/reference/ga4 --warehouse runs/ga4.duckdb
   gaelp discover --warehouse runs/ga4.duckdb --out runs/discovered.toml   learn a calibration from GA4 data
+  gaelp users snapshot --warehouse runs/users.duckdb    (then `gaelp users restore` into a new store)
 
 Every command takes --config FILE (TOML, sections as in agent_service/config.py);
 `gaelp COMMAND --help` explains each one.

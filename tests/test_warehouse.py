@@ -60,7 +60,7 @@ def test_schema_validation_names_table_and_column() -> None:
         with pytest.raises(DecodeError) as err:
             events.validate(bad)
         assert err.value.field == field
-    assert set(TABLES) == {"decisions", "events", "attributions", "experience", "experiment_arms"}
+    assert set(TABLES) == {"decisions", "events", "attributions", "experience", "experiment_arms", "users"}
     for schema in TABLES.values():
         assert schema.columns[0].name == schema.id_column and schema.columns[0].required
         assert all(c.description for c in schema.columns)
@@ -204,6 +204,32 @@ async def test_rows_added_during_a_flush_never_stall_the_writer() -> None:
     await asyncio.wait_for(feed(), timeout=30)  # a deadlock would hang here
     assert len(wh.tables["events"]) == 2000 and max(wh.writes.values()) == 1
     assert all(len(ids) <= 50 for _, ids in wh.requests)
+
+
+class GatedWarehouse(InMemoryWarehouse):
+    """Holds every insert until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def insert(self, table, rows):
+        self.entered.set()
+        await self.gate.wait()
+        return await super().insert(table, rows)
+
+
+async def test_closing_while_the_ticker_is_mid_request_keeps_and_writes_its_rows() -> None:
+    wh = GatedWarehouse()
+    w = BatchWriter(wh, BatchConfig(max_rows=500, max_delay_s=0.01))
+    await w.start()
+    await w.add_many("events", [event(i) for i in range(10)])
+    await asyncio.wait_for(wh.entered.wait(), timeout=10)  # the time trigger's request is in flight
+    closing = asyncio.create_task(w.close())
+    await asyncio.sleep(0)  # close() must not stop the ticker inside that request (its rows would be lost)
+    wh.gate.set()
+    await asyncio.wait_for(closing, timeout=10)
+    assert len(wh.tables["events"]) == 10 and w.pending == 0
 
 
 async def test_bad_rows_are_refused_when_added() -> None:

@@ -184,3 +184,94 @@ async def test_permanent_http_error_is_not_retried(recorder) -> None:
     await writer.add("events", event(2))
     await writer.close()
     assert writer.retries == 0 and len(writer.dead_letters) == 1
+
+
+async def test_a_users_snapshot_streams_to_bigquery_and_its_rows_read_back_as_the_profiles(recorder) -> None:
+    from agent_service.adapters.memory_store import MemoryStore
+    from agent_service.contracts.events import Touch
+    from agent_service.ports.store import Activity, DeviceShare, PersonProfile
+    from agent_service.runtime.userdb import snapshot_users
+    from agent_service.warehouse.users import profile_of
+
+    rec, wh = recorder
+    touch = Touch(decision_id="r1:1", event_time=5, channel="social", creative=2, segment=1, device_id="a1")
+    profiles = [PersonProfile(f"u:{i}", ((f"a{i}", 0.875),), ((3, 2),), Activity(1.5, 0.25, 9),
+                              (DeviceShare(f"a{i}", ((3, 2),), Activity(1.5, 0.25, 9)),), (touch,) if i % 2 else (),
+                              ("r1:1",) if i % 3 == 0 else ()) for i in range(7)]
+    store = MemoryStore()
+    await store.import_profiles(profiles, 3600)
+    rec.statuses = [503]  # the first request fails transiently: retried
+    report = await snapshot_users(store, wh, "s1", 1_700_000_000_000, batch=3)
+    assert report.persons == 7 and set(rec.stored["users"]) == {f"s1:u:{i}" for i in range(7)}
+    sent = {r["insertId"]: r["json"] for b in rec.inserts() for r in b["rows"]}
+    assert [profile_of(sent[f"s1:u:{i}"]) for i in range(7)] == profiles
+
+
+class QueryingRecorder(Recorder):
+    """The recorder, also keeping the ``users`` rows and answering ``jobs.query`` the way the user DB
+    reads them (snapshot, person after a key, person order, LIMIT): BigQuery's REST answer, every
+    value a string as the API sends it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.users: dict[str, dict] = {}
+        self.queries: list[dict] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.method == "POST" and request.path.endswith(f"/projects/{PROJECT}/queries"):
+            return self.query(await request.json())
+        return await super().handle(request)
+
+    def insert_all(self, table: str, body: dict) -> web.Response:
+        if table == "users":
+            for r in body["rows"]:
+                self.users.setdefault(r["insertId"], r["json"])
+        return super().insert_all(table, body)
+
+    def query(self, body: dict) -> web.Response:
+        import re
+
+        self.queries.append(body)
+        params = {p["name"]: p["parameterValue"].get("value") for p in body["queryParameters"]}
+        rows = sorted((r for r in self.users.values() if r["snapshot"] == params["snapshot"]
+                       and (params["after"] is None or r["person_id"] > params["after"])), key=lambda r: r["person_id"])
+        rows = rows[:int(re.search(r"LIMIT (\d+)", body["query"]).group(1))]
+        cols = TABLES["users"].columns
+
+        def v(x):
+            return None if x is None else x if isinstance(x, str) else repr(x) if isinstance(x, float) else str(x)
+
+        return web.json_response({"kind": "bigquery#queryResponse", "jobComplete": True, "totalRows": str(len(rows)),
+                                  "schema": {"fields": [{"name": c.name, "type": c.type, "mode": "NULLABLE"}
+                                                        for c in cols]},
+                                  "rows": [{"f": [{"v": v(r.get(c.name))} for c in cols]} for r in rows]})
+
+
+async def test_a_users_snapshot_restores_from_bigquery_in_pages_with_bad_rows_reported() -> None:
+    from agent_service.adapters.memory_store import MemoryStore
+    from agent_service.contracts.events import Touch
+    from agent_service.ports.store import Activity, DeviceShare, PersonProfile
+    from agent_service.runtime.userdb import bigquery_user_rows, restore_users, snapshot_users
+
+    touch = Touch(decision_id="r1:1", event_time=5, channel="social", creative=2, segment=1, device_id="a1")
+    profiles = [PersonProfile(f"u:{i}", ((f"a{i}", 0.875),), ((3, 2),), Activity(1.5, 0.1 * i, 9),
+                              (DeviceShare(f"a{i}", ((3, 2),), Activity(1.5, 0.1 * i, 9)),), (touch,) if i % 2 else (),
+                              ()) for i in range(7)]
+    rec = QueryingRecorder()
+    async with rec.serving() as url:
+        wh = BigQueryWarehouse.connect(PROJECT, DATASET, api_endpoint=url, credentials=AnonymousCredentials(),
+                                       timeout_s=10)
+        try:
+            source = MemoryStore()
+            await source.import_profiles(profiles, 3600)
+            await snapshot_users(source, wh, "s1", 1_700_000_000_000, batch=3)
+            rec.users["s1:u:4"]["clicks"] = '[7]'  # a malformed row: reported, the rest restored
+            target = MemoryStore()
+            report = await restore_users(bigquery_user_rows(wh, "s1", batch=3), target, "s1", 3600, batch=2)
+        finally:
+            await wh.close()
+    assert (report.rows, report.restored, report.errors) == (7, 6, 1)
+    assert [(e.row, e.person_id, e.field) for e in report.first_errors] == [(5, "u:4", "users.clicks[0]")]
+    assert len(rec.queries) == 3  # pages of 3, 3, 1 rows
+    rows, _ = await target.export_profiles("", 100)
+    assert rows == [p for p in profiles if p.person_id != "u:4"]

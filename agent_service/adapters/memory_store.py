@@ -8,6 +8,7 @@ event-time work.
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import cast
@@ -18,16 +19,19 @@ from agent_service.adapters.memory_parts import DueIndex, Profile
 from agent_service.contracts.events import Decision, Touch, state_values
 from agent_service.errors import BudgetError
 from agent_service.ports.store import (
+    Activity,
     BudgetState,
     ClickEffect,
     ContextQuery,
     DecideContext,
     DecisionDraft,
+    DeviceShare,
     Identity,
     IdentityAssignment,
     JoinContext,
     JoinEffect,
     JoinQuery,
+    PersonProfile,
     ResultEffect,
     check_drafts,
 )
@@ -315,6 +319,67 @@ class MemoryStore:
 
     async def watermarks_many(self, topics: Sequence[str]) -> list[dict[int, int]]:
         return [dict(self._watermarks.get(t, {})) for t in topics]
+
+    # --- persons: the warehouse user DB ---------------------------------------------------------
+    async def export_profiles(self, cursor: str, limit: int) -> tuple[list[PersonProfile], str]:
+        # The cursor is the last person listed: persons in id order after it.
+        persons = sorted({*self._person_devices, *self._profiles, *(p for p, j in self._journeys.items() if j),
+                          *(p for p, c in self._clicks.items() if c)})
+        start = bisect.bisect_right(persons, cursor) if cursor else 0
+        batch = persons[start:start + max(1, limit)]
+        out = [self._export(p) for p in batch]
+        return out, (batch[-1] if start + len(batch) < len(persons) else "")
+
+    def _export(self, person: str) -> PersonProfile:
+        devices = sorted(self._person_devices.get(person, ()))
+        prof = self._profiles.get(person, Profile())
+        shares = [DeviceShare(d, tuple(sorted(s.counts.items())), s.activity)
+                  for d in _share_devices(person, devices) if (s := self._shares.get((person, d))) is not None]
+        return PersonProfile(person, tuple((d, self._device_person[d][1]) for d in devices),
+                             tuple(sorted(prof.counts.items())), prof.activity, tuple(shares),
+                             tuple(sorted(self._journeys.get(person, {}).values(), key=_touch_order)),
+                             tuple(sorted(self._clicks.get(person, ()))))
+
+    async def import_profiles(self, profiles: Sequence[PersonProfile], ttl_s: int) -> int:
+        for row in profiles:
+            person = row.person_id
+            old = self._person_devices.pop(person, set())
+            keep = {d for d, _ in row.devices}
+            for d in _share_devices(person, sorted(old | keep | {s.device_id for s in row.shares})):
+                self._shares.pop((person, d), None)
+            for d in old - keep:
+                self._device_person.pop(d, None)
+            for d, confidence in row.devices:
+                linked = self._device_person.get(d)
+                if linked and linked[0] != person and linked[0] in self._person_devices:
+                    self._person_devices[linked[0]].discard(d)
+                    if not self._person_devices[linked[0]]:
+                        del self._person_devices[linked[0]]
+                self._device_person[d] = (person, confidence)
+                self._person_devices[person].add(d)
+            self._profiles.pop(person, None)
+            if row.contexts:
+                self._profiles[person] = _profile(row.contexts, row.activity)
+            for share in row.shares:
+                if share.contexts:
+                    self._shares[(person, share.device_id)] = _profile(share.contexts, share.activity)
+            self._journeys[person] = {t.decision_id: t for t in row.journey}
+            self._clicks[person] = set(row.clicks)
+        return len(profiles)
+
+
+def _share_devices(person: str, devices: Sequence[str]) -> list[str]:
+    """The devices whose share of ``person``'s profile is kept: its linked ones, and its own
+    device for a ``d:<device>`` person."""
+    own = [person[2:]] if person.startswith("d:") else []
+    return sorted({*devices, *own})
+
+
+def _profile(contexts: Sequence[tuple[int, int]], activity: Activity) -> Profile:
+    prof = Profile()
+    prof.counts = dict(contexts)
+    prof.activity = activity
+    return prof
 
 
 def _touch_order(t: Touch) -> tuple[int, str]:

@@ -17,6 +17,8 @@ __all__ = [
     "RECORD_JOIN",
     "RECORD_RESULTS",
     "DECIDE_CONTEXTS",
+    "EXPORT_PROFILES",
+    "IMPORT_PROFILES",
     "RESERVE_AND_PUT",
     "SETTLE",
 ]
@@ -401,4 +403,121 @@ for i = 6, #ARGV, 2 do
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[5])
 return {1, ARGV[2]}
+"""
+
+# The user DB (``ProfileStore``); keys derived from the prefix. A person's share-holding devices:
+# those in its device set, and its own device for a ``d:<device>`` person.
+_SHARE_DEVICES = """
+local function share_devices(p, person)
+  local devs = redis.call('SMEMBERS', p .. 'id:person:' .. person)
+  if string.sub(person, 1, 2) == 'd:' then
+    local own = string.sub(person, 3)
+    local seen = false
+    for _, d in ipairs(devs) do if d == own then seen = true end end
+    if not seen then devs[#devs + 1] = own end
+  end
+  return devs
+end
+"""
+
+# Read only. ARGV: prefix, phase (1: persons found by their device set, 2: by their profile,
+# 3: by their journey, 4: by their clicks), then person ids. A person is listed in the first phase
+# that finds it (a later phase skips it when a key of an earlier one exists). Returns one msgpack
+# string: per person {person, {device, score, ...}, profile HGETALL, {touch json...} oldest first,
+# {clicked decision id...}, {device, share HGETALL, ...}}.
+EXPORT_PROFILES = _SHARE_DEVICES + """
+local p, phase = ARGV[1], tonumber(ARGV[2])
+local found = {'id:person:', 'ctx:', 'jidx:'}
+local out = {}
+for i = 3, #ARGV do
+  local person = ARGV[i]
+  local listed = false
+  for k = 1, phase - 1 do
+    if redis.call('EXISTS', p .. found[k] .. person) == 1 then listed = true end
+  end
+  if not listed then
+    local links = {}
+    for _, d in ipairs(redis.call('SMEMBERS', p .. 'id:person:' .. person)) do
+      links[#links + 1] = d
+      links[#links + 1] = redis.call('HGET', p .. 'id:dev:' .. d, 'score') or '1'
+    end
+    local shares = {}
+    for _, d in ipairs(share_devices(p, person)) do
+      local f = redis.call('HGETALL', p .. 'ctxdev:' .. d .. ':' .. person)
+      if #f > 0 then
+        shares[#shares + 1] = d
+        shares[#shares + 1] = f
+      end
+    end
+    local ids = redis.call('ZRANGE', p .. 'jidx:' .. person, 0, -1)
+    local touches = {}
+    for k = 1, #ids, 1000 do
+      local part = redis.call('HMGET', p .. 'jdata:' .. person, unpack(ids, k, math.min(k + 999, #ids)))
+      for j = 1, #part do
+        if part[j] then touches[#touches + 1] = part[j] end
+      end
+    end
+    out[#out + 1] = {person, links, redis.call('HGETALL', p .. 'ctx:' .. person), touches,
+                     redis.call('HKEYS', p .. 'jclick:' .. person), shares}
+  end
+end
+return cmsgpack.pack(out)
+"""
+
+# ARGV: prefix, identity ttl, journey ttl, then one msgpack row per person: {person, {{device,
+# confidence}...}, {{bucket, n}...}, {_n, _s, _t}, {{device, {{bucket, n}...}, _n, _s, _t}...},
+# {{decision id, event time, touch json}...}, {clicked decision id...}} (numbers as strings). Each
+# row, one atomic step, replaces the person's links (devices of its set not in the row unlinked; a
+# row's device linked elsewhere leaves that person's set), profile, shares, journey and clicks.
+# Returns how many rows were written.
+IMPORT_PROFILES = _SHARE_DEVICES + """
+local p, idttl, ttl = ARGV[1], ARGV[2], ARGV[3]
+local function put_profile(key, counts, n, s, t)
+  redis.call('DEL', key)
+  if #counts == 0 then return end
+  for _, c in ipairs(counts) do redis.call('HSET', key, c[1], c[2]) end
+  redis.call('HSET', key, '_n', n, '_s', s, '_t', t)
+  redis.call('EXPIRE', key, ttl)
+end
+for i = 4, #ARGV do
+  local r = cmsgpack.unpack(ARGV[i])
+  local person, links, counts, act, shares, touches, clicks = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+  local pset = p .. 'id:person:' .. person
+  local keep = {}
+  for _, l in ipairs(links) do keep[l[1]] = true end
+  for _, d in ipairs(share_devices(p, person)) do redis.call('DEL', p .. 'ctxdev:' .. d .. ':' .. person) end
+  for _, l in ipairs(links) do redis.call('DEL', p .. 'ctxdev:' .. l[1] .. ':' .. person) end
+  for _, d in ipairs(redis.call('SMEMBERS', pset)) do
+    if not keep[d] and redis.call('HGET', p .. 'id:dev:' .. d, 'person') == person then
+      redis.call('DEL', p .. 'id:dev:' .. d)
+    end
+  end
+  redis.call('DEL', pset)
+  for _, l in ipairs(links) do
+    local dkey = p .. 'id:dev:' .. l[1]
+    local was = redis.call('HGET', dkey, 'person')
+    if was and was ~= person then redis.call('SREM', p .. 'id:person:' .. was, l[1]) end
+    redis.call('HSET', dkey, 'person', person, 'score', l[2])
+    redis.call('EXPIRE', dkey, idttl)
+    redis.call('SADD', pset, l[1])
+  end
+  if #links > 0 then redis.call('EXPIRE', pset, idttl) end
+  put_profile(p .. 'ctx:' .. person, counts, act[1], act[2], act[3])
+  for _, sh in ipairs(shares) do
+    put_profile(p .. 'ctxdev:' .. sh[1] .. ':' .. person, sh[2], sh[3], sh[4], sh[5])
+  end
+  local idx, dat, cl = p .. 'jidx:' .. person, p .. 'jdata:' .. person, p .. 'jclick:' .. person
+  redis.call('DEL', idx, dat, cl)
+  for _, t in ipairs(touches) do
+    redis.call('ZADD', idx, t[2], t[1])
+    redis.call('HSET', dat, t[1], t[3])
+  end
+  if #touches > 0 then
+    redis.call('EXPIRE', idx, ttl)
+    redis.call('EXPIRE', dat, ttl)
+  end
+  for _, c in ipairs(clicks) do redis.call('HSET', cl, c, '1') end
+  if #clicks > 0 then redis.call('EXPIRE', cl, ttl) end
+end
+return #ARGV - 3
 """

@@ -41,6 +41,9 @@ each. Hot paths cost a fixed number of round trips per batch, not per item:
 - stream batch: ``ADVANCE_WATERMARK`` ×partitions (pipelined), ``MGET`` of decisions,
   ``RECORD_RESULTS`` (settle + touch + window + claim, atomic per result, 50 per call),
   ``RECORD_CLICK`` / ``JOIN_CONTEXT`` / ``RECORD_JOIN`` / ``PARK`` pipelined;
+- user DB (``ProfileStore``): ``SCAN`` (``MATCH`` each key kind that names a person, ``COUNT`` 10 ×
+  the batch size), then one read-only ``EXPORT_PROFILES`` per batch; ``IMPORT_PROFILES`` (100
+  persons per call, pipelined), each person replaced in one atomic step;
 - identity-links batch (``pipeline.identity_links``): ``IDENTITY_PEERS``, ``IP_DEVICES``, then
   ``ASSIGN_IDENTITIES`` (50 devices per call), each device's re-assignment and the move of its
   own touches and of its share of the profile one atomic step.
@@ -76,11 +79,13 @@ from agent_service.ports.store import (
     ContextQuery,
     DecideContext,
     DecisionDraft,
+    DeviceShare,
     Identity,
     IdentityAssignment,
     JoinContext,
     JoinEffect,
     JoinQuery,
+    PersonProfile,
     ResultEffect,
     check_drafts,
 )
@@ -93,6 +98,8 @@ _CHUNK = 50
 _CONTEXT_CHUNK = 1_000
 """Impressions per DECIDE_CONTEXTS call."""
 _touch_dec = msgspec.json.Decoder(Touch)
+_PERSON_KEYS = ("id:person:", "ctx:", "jidx:", "jclick:")
+"""Key kinds that name a person, scanned in this order (``EXPORT_PROFILES`` phases 1-4)."""
 
 
 class _EncodedStateDecision(Decision, frozen=True, kw_only=True):
@@ -454,6 +461,61 @@ class RedisStore:
     async def watermarks_many(self, topics: Sequence[str]) -> list[dict[int, int]]:
         raw = await self._read_each("hgetall", [f"{self._p}wm:{t}" for t in topics], "watermarks")
         return [{int(k): int(v) for k, v in r.items()} for r in raw]
+
+    # --- persons: the warehouse user DB ---------------------------------------------------------
+    async def export_profiles(self, cursor: str, limit: int) -> tuple[list[PersonProfile], str]:
+        # The cursor is "<phase>:<SCAN cursor>": one SCAN pass per key kind naming a person. SCAN
+        # visits 10 keys per person asked for: a person has several keys, MATCH keeps one kind.
+        phase, scan = (int(x) for x in cursor.split(":")) if cursor else (1, 0)
+        head = self._p + _PERSON_KEYS[phase - 1]
+        try:
+            scan, keys = await self.redis.scan(scan, match=_glob_escape(head) + "*", count=10 * max(1, limit))
+        except RedisError as exc:
+            raise StoreError(f"scanning persons failed: {exc}") from exc
+        persons = [cast(bytes, k).decode()[len(head):] for k in keys]
+        rows = []
+        if persons:
+            packed = await self._run("EXPORT_PROFILES", [], [self._p, phase, *persons])
+            rows = [_person_profile(r) for r in msgspec.msgpack.decode(packed)]
+        if scan == 0:
+            return rows, (f"{phase + 1}:0" if phase < len(_PERSON_KEYS) else "")
+        return rows, f"{phase}:{scan}"
+
+    async def import_profiles(self, profiles: Sequence[PersonProfile], ttl_s: int) -> int:
+        head: list[Any] = [self._p, self._identity_ttl, ttl_s]
+        calls: list[tuple[str, Sequence[str], Sequence[Any]]] = [
+            ("IMPORT_PROFILES", [], head + [_profile_enc.encode(_profile_args(r)) for r in profiles[k:k + 100]])
+            for k in range(0, len(profiles), 100)]
+        return sum(int(n) for n in await self._pipelined("import_profiles", calls))
+
+
+_profile_enc = msgspec.msgpack.Encoder()
+
+
+def _activity_args(a: Activity) -> list[str]:
+    return [repr(float(a.requests)), repr(float(a.search)), str(int(a.at_ms))]
+
+
+def _profile_args(r: PersonProfile) -> list[Any]:
+    """A profile as one ``IMPORT_PROFILES`` row (numbers as strings: Redis stores them as given)."""
+    return [r.person_id, [[d, repr(float(c))] for d, c in r.devices],
+            [[str(b), str(n)] for b, n in r.contexts], _activity_args(r.activity),
+            [[s.device_id, [[str(b), str(n)] for b, n in s.contexts], *_activity_args(s.activity)] for s in r.shares],
+            [[t.decision_id, str(t.event_time), _enc.encode(t).decode()] for t in r.journey], list(r.clicks)]
+
+
+def _person_profile(r: list[Any]) -> PersonProfile:
+    """An ``EXPORT_PROFILES`` entry as a ``PersonProfile``."""
+    person, links, prof, touches, clicks, shares = r
+    contexts, activity = _profile(prof)
+    own = [DeviceShare(shares[j], *_profile(shares[j + 1])) for j in range(0, len(shares), 2)]
+    journey = sorted((_touch_dec.decode(t) for t in touches), key=lambda t: (t.event_time, t.decision_id))
+    return PersonProfile(person, tuple(sorted((links[j], float(links[j + 1])) for j in range(0, len(links), 2))),
+                         contexts, activity, tuple(sorted(own)), tuple(journey), tuple(sorted(clicks)))
+
+
+def _glob_escape(s: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in s)
 
 
 def _profile(flat: list[Any]) -> tuple[tuple[tuple[int, int], ...], Activity]:

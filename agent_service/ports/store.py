@@ -11,6 +11,8 @@ port               what for                                              used by
                                                                          ``runtime.identity_eval``
 ``WindowStore``    event time: watermarks, parked conversions, windows   ``pipeline.flow.Flow``
 ``BudgetStore``    a period's ledger read and set (admin, reports)       ``runtime.serve``, ``.simulate``
+``ProfileStore``   every person's profile, links and journey, exported   ``runtime.userdb`` (``gaelp
+                   in batches and imported (the warehouse user DB)       users``)
 =================  ====================================================  ================================
 
 Consumers that hand the store on take a union: ``HandlerStore`` (outcomes and identity:
@@ -39,9 +41,9 @@ from agent_service.errors import BudgetError
 from agent_service.units import DAY_MS
 
 __all__ = ["ACTIVITY_HALF_LIFE_MS", "Activity", "BudgetState", "BudgetStore", "ClickEffect", "ContextQuery", "DecideContext",
-           "DecideStore", "DecisionDraft", "HandlerStore", "Identity", "IdentityAssignment", "IdentityStore", "JoinContext",
-           "JoinEffect", "JoinQuery", "OutcomeStore", "RecordReader", "ResultEffect", "StateStore", "StreamStore",
-           "WindowStore", "check_drafts"]
+           "DecideStore", "DecisionDraft", "DeviceShare", "HandlerStore", "Identity", "IdentityAssignment", "IdentityStore",
+           "JoinContext", "JoinEffect", "JoinQuery", "OutcomeStore", "PersonProfile", "ProfileStore", "RecordReader",
+           "ResultEffect", "StateStore", "StreamStore", "WindowStore", "check_drafts"]
 
 
 class BudgetState(NamedTuple):
@@ -401,6 +403,56 @@ class BudgetStore(Protocol):
         ...
 
 
+class DeviceShare(NamedTuple):
+    """One device's share of its person's context profile and activity (what moves with it)."""
+
+    device_id: str
+    contexts: tuple[tuple[int, int], ...]
+    """(context bucket, requests), sorted by bucket."""
+    activity: Activity
+
+
+class PersonProfile(NamedTuple):
+    """Everything the store keeps about one person that the decision path reads back: a row of
+    the warehouse user DB (``ProfileStore``)."""
+
+    person_id: str
+    devices: tuple[tuple[str, float], ...]
+    """Devices linked to the person, with the identity graph's confidence, sorted (empty for a
+    ``d:<device>`` person known by its one unlinked device)."""
+    contexts: tuple[tuple[int, int], ...]
+    """The context profile (``DecideContext.contexts``)."""
+    activity: Activity
+    """Recent activity (``DecideContext.activity``)."""
+    shares: tuple[DeviceShare, ...]
+    """Its devices' shares of ``contexts`` and ``activity``, sorted by device."""
+    journey: tuple[Touch, ...]
+    """Touches still held (within the attribution window + slack), oldest first (time, decision id)."""
+    clicks: tuple[str, ...]
+    """Decision ids clicked, sorted (a click may be held before its touch arrives)."""
+
+
+class ProfileStore(Protocol):
+    """The persons the store holds, exported in batches and imported: the warehouse user DB
+    (``runtime.userdb``) that lets a new campaign or a flushed store start warm."""
+
+    async def export_profiles(self, cursor: str, limit: int) -> tuple[list[PersonProfile], str]:
+        """About ``limit`` persons from ``cursor`` ("" : the start) and the cursor to go on from;
+        "" when every person was listed. A batch may be empty before the end (keep going until
+        the cursor is ""). Each batch is read atomically, the whole is not a point-in-time
+        copy; a person may come twice (the rows are equal unless it changed in between)."""
+        ...
+
+    async def import_profiles(self, profiles: Sequence[PersonProfile], ttl_s: int) -> int:
+        """Write each profile as its person's whole state, replacing what the store held for it:
+        its links (devices linked to it but not in the profile are unlinked; a device linked to
+        another person moves to this one), context profile and devices' shares, journey and
+        clicks. Importing the same profiles again changes nothing. Returns how many were written.
+
+        :param ttl_s: expiry of the journey and profile keys written (window + slack)."""
+        ...
+
+
 class HandlerStore(OutcomeStore, IdentityStore, Protocol):
     """What the handlers after the decision use (``Outcomes`` and its identity-links handler)."""
 
@@ -409,7 +461,7 @@ class StreamStore(HandlerStore, WindowStore, Protocol):
     """What the streaming flow uses (its handlers and the event-time gating)."""
 
 
-class StateStore(StreamStore, DecideStore, BudgetStore, Protocol):
+class StateStore(StreamStore, DecideStore, BudgetStore, ProfileStore, Protocol):
     """Durable state of the streaming service: every port, with a lifecycle (both adapters)."""
 
     async def start(self) -> None: ...

@@ -113,7 +113,12 @@ class BatchWriter:
     async def close(self) -> None:
         """Stop the time trigger and flush everything; raises if rows remain unwritten."""
         if self._ticker is not None:
-            self._ticker.cancel()
+            # Stopped while it holds no table's lock: a batch it has taken out of the buffer is
+            # written (or put back) before it stops, never dropped with it.
+            async with contextlib.AsyncExitStack() as held:
+                for t in self._tables.values():
+                    await held.enter_async_context(t.lock)
+                self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None

@@ -119,6 +119,18 @@ class BigQueryWarehouse:
                 rejected[i] = "; ".join(f"{e.get('reason', '')}: {e.get('message', '')}" for e in err.get("errors", []))
         return InsertOutcome(tuple(sorted(retry)), rejected)
 
+    async def query(self, sql: str, params: Mapping[str, str | int | None] | None = None) -> list[dict[str, Any]]:
+        """Run a read query (``jobs.query``; the client's own retries) and return its rows.
+
+        :param sql: GoogleSQL naming tables as ``table_id`` gives them, parameters as ``@name``.
+        :param params: STRING or INT64 query parameters (None: a NULL STRING).
+        """
+        config = bigquery.QueryJobConfig(query_parameters=[
+            bigquery.ScalarQueryParameter(k, "INT64" if isinstance(v, int) else "STRING", v)
+            for k, v in (params or {}).items()])
+        return await self._call(lambda: [dict(r.items()) for r in self.client.query_and_wait(
+            sql, job_config=config, api_timeout=self.timeout_s)])
+
     async def close(self) -> None:
         """Close the client's HTTP session."""
         await asyncio.to_thread(self.client.close)

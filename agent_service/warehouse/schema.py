@@ -1,4 +1,4 @@
-"""The warehouse tables: decisions, events, attributions, experience, experiment_arms.
+"""The warehouse tables: decisions, events, attributions, experience, experiment_arms, users.
 
 Every table has an id column that is also the insert id (BigQuery ``insertId``, DuckDB
 primary key), so a row written twice — a retried batch, a redelivered event — is stored
@@ -187,6 +187,24 @@ TABLES: dict[str, TableSchema] = {
            C("value_sq", "FLOAT64", True, "Sum of squared per-person value."),
            C("spend_sq", "FLOAT64", True, "Sum of squared per-person spend."),
            C("value_spend", "FLOAT64", True, "Sum of per-person value times spend.")),
+        # The user DB (``warehouse.users``): a snapshot is a set of rows, never an update, so inserts stay
+        # append-only and idempotent; a restore reads one snapshot (the latest by default).
+        _t("users", "row_id", "One person of a state-store snapshot: links, context profile and journey.",
+           C("row_id", "STRING", True, "snapshot:person (insert id)."),
+           C("event_time", "INT64", True, "When the snapshot was started, ms since the epoch."),
+           C("snapshot", "STRING", True, "Snapshot id."),
+           C("person_id", "STRING", True, "Pseudonymised person (u:... or d:<device>)."),
+           C("device_count", "INT64", True, "Devices linked to the person (0: known by one unlinked device)."),
+           C("devices", "JSON", True, "[[device, confidence], ...] of the linked devices."),
+           C("contexts", "JSON", True, "[[context bucket, requests], ...]: the person's context profile."),
+           C("activity_requests", "FLOAT64", True, "Recent requests, time-weighted (Activity.requests)."),
+           C("activity_search", "FLOAT64", True, "Of those, the ones offering paid search (Activity.search)."),
+           C("activity_at_ms", "INT64", True, "Time the activity is weighted as of, ms."),
+           C("shares", "JSON", True, "[{device, contexts, requests, search, at_ms}, ...]: each device's share."),
+           C("touches", "INT64", True, "Touches in the journey."),
+           C("last_touch_ms", "INT64", False, "Event time of the latest touch, ms."),
+           C("journey", "JSON", True, "Touches held (within the attribution window), oldest first."),
+           C("clicks", "JSON", True, "Decision ids clicked.")),
     )
 }
 """The tables by name."""

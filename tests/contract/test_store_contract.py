@@ -1,6 +1,6 @@
 """One contract for every StateStore adapter: in-memory and Redis run the same tests, grouped by
 use-case port (``DecideStore``, ``RecordReader``, ``OutcomeStore``, ``WindowStore``,
-``IdentityStore``, ``BudgetStore``). A test seeds and reads state only through port methods."""
+``IdentityStore``, ``BudgetStore``, ``ProfileStore``). A test seeds and reads state only through port methods."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from agent_service.ports.store import (
     IdentityAssignment,
     JoinEffect,
     JoinQuery,
+    PersonProfile,
     ResultEffect,
     StateStore,
 )
@@ -43,6 +44,20 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
     else:
         server = request.getfixturevalue("redis_server")
         s = RedisStore(server.url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+@pytest.fixture
+async def twin(store: StateStore, request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    """A second, empty store of the same adapter (what a restore starts from)."""
+    if isinstance(store, MemoryStore):
+        s: StateStore = MemoryStore()
+    else:
+        s = RedisStore(request.getfixturevalue("redis_server").url, prefix=f"t{uuid.uuid4().hex[:8]}:")
     await s.start()
     try:
         yield s
@@ -440,6 +455,74 @@ async def test_redelivered_decision_counts_once_and_moves_with_its_device(store:
     assert (await _seen_person(store, "d:rA")).contexts == ()
     assert await store.assign_identities([IdentityAssignment("rA", None, 1.0)], TTL) == 1
     assert (await _seen(store, "rA")).contexts == ((6, 1),) and (await _seen_person(store, "pr")).contexts == ()
+
+
+# --- ProfileStore ---------------------------------------------------------------------------------
+async def _export_all(store: StateStore, limit: int = 2) -> dict[str, PersonProfile]:
+    """Every person, batch by batch until the cursor is "" (a person listed twice must come equal)."""
+    out: dict[str, PersonProfile] = {}
+    cursor, calls = "", 0
+    while True:
+        rows, cursor = await store.export_profiles(cursor, limit)
+        calls += 1
+        for r in rows:
+            assert out.setdefault(r.person_id, r) == r
+        if not cursor:
+            return out
+        assert calls < 10_000
+
+
+async def _populate(store: StateStore) -> None:
+    """Linked and unlinked persons with profiles, shares, journeys, clicks (one before its touch)
+    and a split: every kind of state a person has."""
+    await store.reserve_and_put("c", [_counted("u1", "uA", "d:uA", 1, _T0, True), _counted("u2", "uB", "d:uB", 2, _T0 + _H),
+                                      _counted("u3", "uC", "d:uC", 3, _T0 + 2 * _H, True)], TTL)
+    await store.record_results([_won("j1", "uA", 10), _won("j2", "uB", 20), _won("j3", "uC", 30), _won("j4", "uD", 40)],
+                               TTL)
+    await store.record_clicks([ClickEffect("click:j1", b"C", "uA", "j1"), ClickEffect("click:j9", b"C", "uE", "j9")], TTL)
+    await store.assign_identities([IdentityAssignment("uA", "una", 1.0), IdentityAssignment("uB", "una", 0.75),
+                                   IdentityAssignment("uC", "una", 0.6), IdentityAssignment("uF", "fay", 0.9)], TTL)
+    await store.reserve_and_put("c", [_counted("u4", "uA", "una", 1, _T0 + 3 * _H)], TTL)
+    await store.assign_identities([IdentityAssignment("uC", None, 1.0)], TTL)
+
+
+async def test_profiles_export_every_person_and_import_into_an_empty_store_as_they_were(store: StateStore,
+                                                                                       twin: StateStore) -> None:
+    await _populate(store)
+    rows = await _export_all(store)
+    assert set(rows) == {"una", "fay", "d:uC", "d:uD", "d:uE"}
+    una = rows["una"]
+    assert [d for d, _ in una.devices] == ["uA", "uB"] and dict(una.devices)["uB"] == pytest.approx(0.75)
+    assert una.contexts == ((1, 2), (2, 1)) and [s.device_id for s in una.shares] == ["uA", "uB"]
+    assert [t.decision_id for t in una.journey] == ["j1", "j2"] and una.clicks == ("j1",)
+    assert rows["d:uC"].devices == () and [s.device_id for s in rows["d:uC"].shares] == ["uC"]
+    assert rows["d:uE"].journey == () and rows["d:uE"].clicks == ("j9",)  # a click held before its touch
+    assert rows["fay"].contexts == () and rows["fay"].journey == () and rows["fay"].devices == (("uF", 0.9),)
+    assert await twin.import_profiles(list(rows.values()), TTL) == len(rows)
+    assert await _export_all(twin, limit=100) == rows
+    devices = ["uA", "uB", "uC", "uD", "uE", "uF", "uZ"]
+    queries = [ContextQuery(d, f"q:{d}", "c", 4) for d in devices]
+    assert await twin.decide_contexts(queries, 8) == await store.decide_contexts(queries, 8)
+    # the restored shares move with their devices as the originals do
+    for s in (store, twin):
+        await s.assign_identities([IdentityAssignment("uB", None, 1.0)], TTL)
+    assert await _export_all(twin) == await _export_all(store)
+    assert (await _seen(twin, "uB")).contexts == ((2, 1),) and (await _seen(twin, "uA")).contexts == ((1, 2),)
+
+
+async def test_import_replaces_a_person_relinks_its_devices_and_is_idempotent(store: StateStore) -> None:
+    await _populate(store)
+    rows = await _export_all(store)
+    una = rows["una"]
+    moved = una._replace(devices=(("uA", 1.0), ("uF", 0.5)), shares=una.shares[:1], journey=una.journey[:1], clicks=())
+    for _ in range(2):
+        assert await store.import_profiles([moved], TTL) == 1
+        again = await _export_all(store)
+        assert again["una"] == moved
+        assert (await _seen(store, "uB")).identity == ("d:uB", 1.0, 1)  # dropped from the person: unlinked
+        assert (await _seen(store, "uF")).identity.person_id == "una"
+        assert "fay" not in again  # its only device moved to the imported person
+    assert await store.import_profiles([], TTL) == 0
 
 
 # --- Redis only -----------------------------------------------------------------------------------
