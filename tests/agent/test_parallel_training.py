@@ -120,3 +120,14 @@ def test_pooled_deltas_equal_one_learner_counting_every_shard() -> None:
     for k, v in one.state().items():
         assert np.allclose(np.asarray(pooled[k], float), np.asarray(v, float)), k
     assert not np.allclose(runners[0].impressions, one.impressions)  # a shard alone holds fewer
+
+
+def test_a_runner_does_its_share_of_each_update_with_as_many_gradient_steps() -> None:
+    from agent_service.lab.parallel import runner_config
+
+    h = HybridConfig()
+    assert runner_config(h, 1) == h
+    r = runner_config(h, 16)
+    assert r.update_every * 16 == h.update_every  # all runners update at the single learner's moments
+    assert r.ppo.rollout * 16 == h.ppo.rollout and r.ppo.minibatch * 16 == h.ppo.minibatch
+    assert r.ppo.rollout // r.ppo.minibatch == h.ppo.rollout // h.ppo.minibatch and r.ppo.epochs == h.ppo.epochs
