@@ -44,8 +44,9 @@ from agent_service.runtime.learner_service import LearnerService
 from agent_service.runtime.report import write_report
 from agent_service.runtime.warehouse_sink import WarehouseSink, batch_config
 from agent_service.runtime.worker import BusWorker
-from agent_service.warehouse import TABLES, BatchWriter
+from agent_service.warehouse import BatchWriter
 from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
+from agent_service.warehouse.schema import STREAM_TABLES
 from simulators import build_world
 
 __all__ = ["WAREHOUSE_FILE", "SimulationRun", "run_simulation"]
@@ -202,7 +203,7 @@ async def _close_sink(sink: WarehouseSink) -> dict[str, Any]:
     try:
         await sink.stop()
         assert isinstance(wh, DuckDBWarehouse)
-        rows = {name: int((await wh.query(f"SELECT count(*) FROM {name}"))[0][0]) for name in TABLES}
+        rows = {name: int((await wh.query(f"SELECT count(*) FROM {name}"))[0][0]) for name in STREAM_TABLES}
     finally:
         await wh.close()
     return {"file": WAREHOUSE_FILE, "rows": rows, "skipped": dict(sorted(sink.skipped.items()))}

@@ -22,7 +22,7 @@ from typing import Any
 
 from agent_service.errors import DecodeError
 
-__all__ = ["DUCKDB_TYPES", "TABLES", "Column", "TableSchema"]
+__all__ = ["STREAM_TABLES", "DUCKDB_TYPES", "TABLES", "Column", "TableSchema"]
 
 _TYPES = ("STRING", "INT64", "FLOAT64", "BOOL", "JSON")
 DUCKDB_TYPES = {"STRING": "VARCHAR", "INT64": "BIGINT", "FLOAT64": "DOUBLE", "BOOL": "BOOLEAN", "JSON": "JSON"}
@@ -208,3 +208,7 @@ TABLES: dict[str, TableSchema] = {
     )
 }
 """The tables by name."""
+
+STREAM_TABLES = ("decisions", "events", "attributions", "experience")
+"""The tables the warehouse sink fills from the streams (the others are written by commands:
+``experiment_arms``, ``users``)."""

@@ -122,7 +122,7 @@ async def test_commit_only_after_the_rows_are_written_and_no_duplicates() -> Non
     await second.drain()
     await second.stop()
     assert bus.lag("gaelp-warehouse", kit.topics.experience) == 0
-    assert {n: len(rows) for n, rows in wh.tables.items()} == {"decisions": 2, "events": 6, "attributions": 2,
+    assert {n: len(rows) for n, rows in wh.tables.items() if rows} == {"decisions": 2, "events": 6, "attributions": 2,
                                                                "experience": 5}
     assert set(wh.writes.values()) == {1}  # each id written once
 
@@ -143,7 +143,7 @@ async def test_bigquery_sink_against_the_recorder() -> None:
             await sink.start()
             await sink.drain()
             await sink.stop()
-            assert {t: len(c) for t, c in rec.stored.items()} == {"decisions": 2, "events": 6, "attributions": 2,
+            assert {t: len(c) for t, c in rec.stored.items() if c} == {"decisions": 2, "events": 6, "attributions": 2,
                                                                   "experience": 5}
             assert all(n == 1 for c in rec.stored.values() for n in c.values()) and rec.resent_after_ack == []
             for body in rec.inserts():
