@@ -52,6 +52,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopback only (adapters/ray_env.py)
 
 from agent_service.config import GaelpConfig
+from agent_service.config.lab import TrainConfig
 from tests.servers import RedisServer, TansuBroker, free_port
 
 SALT = "bench-salt-0123456789abcdef"
@@ -94,7 +95,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     startup: dict[str, float] = {}
     for n in args.runners:
-        run = train_parallel(cfg, n, args.speed_days, 100, **world)
+        run = train_parallel(cfg, n, args.speed_days, 100, **world, sync_slots=args.sync_slots)
         decisions = sum(rep.decisions for rep in run["reports"])
         rates[str(n)] = decisions / run["train_seconds"]
         seconds[str(n)] = round(run["train_seconds"], 1)
@@ -130,13 +131,14 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from agent_service.lab.evaluate import interval
-    from agent_service.lab.train import TrainConfig, train
+    from agent_service.lab.train import train
 
     cfg = GaelpConfig()
     work = Path(tempfile.mkdtemp(prefix="gaelp-bench-ray-"))
     runs: dict[str, dict[str, Any]] = {}
     for name, runners in (("single_process", 0), ("runners_16", 16)):
-        tc = TrainConfig(days=args.quality_days, seed=100, runners=runners, baseline_days=0, max_minutes=600)
+        tc = TrainConfig(days=args.quality_days, seed=100, runners=runners, baseline_days=0, max_minutes=600,
+                         sync_slots=args.sync_slots)
         t0 = time.perf_counter()
         summary = train(cfg, tc, work / name)
         ck = torch.load(work / name / "agent.pt", weights_only=False)
@@ -322,6 +324,8 @@ def main() -> None:
     ap.add_argument("--persons", type=int, default=4_000, help="people in the speed runs' world")
     ap.add_argument("--opportunities", type=float, default=8_000.0, help="opportunities per day of the speed runs")
     ap.add_argument("--quality-days", type=int, default=20, help="simulated days of the quality runs")
+    ap.add_argument("--sync-slots", type=int, default=TrainConfig.sync_slots,
+                    help="budget slots between the runners' meetings (96: once a day)")
     ap.add_argument("--publishes", type=int, default=50, help="versions published in the swap run")
     ap.add_argument("--publish-gap", type=float, default=0.2, help="seconds between publishes")
     ap.add_argument("--rate", type=float, default=2000.0, help="offered requests/s of the latency run")
