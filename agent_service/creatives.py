@@ -232,3 +232,43 @@ class CatalogueFile:
         except (OSError, ConfigError) as exc:
             self.error = str(exc)
         return self.catalogue
+
+
+def load_priors(path: str) -> dict[str, Any] | None:
+    """The ``[creatives] priors`` file, or None when unset.
+
+    :raises ConfigError: naming ``creatives.priors`` when the file is missing or not such a JSON.
+    """
+    if not path:
+        return None
+    import json
+
+    try:
+        priors = json.loads(Path(path).read_text())
+        for p in priors["creative"].values():
+            float(p["ctr"]["alpha"]) + float(p["ctr"]["beta"]) + float(p["cvr"]["rate"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError("creatives.priors", f"{path}: not a priors file of `gaelp ingest campaigns "
+                                              f"--priors-out` ({type(exc).__name__}: {exc})") from exc
+    return priors  # type: ignore[no-any-return]
+
+
+def creative_priors(catalogue: Catalogue, priors: dict[str, Any], capacity: int) -> tuple[np.ndarray, ...]:
+    """Per-slot pseudo-counts (impressions, clicks, conversions) of the catalogue's creatives
+    whose ids a campaign report covers (``gaelp ingest campaigns --priors-out``: Beta α/β of CTR
+    and CVR per ad id, ``agent_service/ingest/campaign_store.py``); zeros elsewhere.
+
+    :param catalogue: the catalogue in force (its ids name the report's ads).
+    :param priors: the priors file's JSON object.
+    :param capacity: creative slots of the policy.
+    """
+    imps, clicks, convs = np.zeros(capacity), np.zeros(capacity), np.zeros(capacity)
+    for ad, p in priors.get("creative", {}).items():
+        if ad not in catalogue._index or catalogue._index[ad] >= capacity:
+            continue
+        k = catalogue._index[ad]
+        ctr, cvr = p["ctr"], p["cvr"]
+        imps[k], clicks[k] = ctr["alpha"] + ctr["beta"], ctr["alpha"]
+        # the CVR prior's trials are clicks: rescaled to the CTR prior's clicks so the two agree
+        convs[k] = cvr["rate"] * clicks[k]
+    return imps, clicks, convs

@@ -32,7 +32,7 @@ from agent_service.agent.learning.backend import CheckpointStore, LearnerBackend
 from agent_service.agent.learning.learner import LearnerStats
 from agent_service.agent.learning.online import OnlineLearner, TrainReport
 from agent_service.config import GaelpConfig
-from agent_service.creatives import CatalogueFile
+from agent_service.creatives import CatalogueFile, load_priors
 from agent_service.errors import BusError
 from agent_service.metrics import Metrics
 from agent_service.pipeline.records import HandleResult, dead_letter, publish_result
@@ -62,6 +62,7 @@ def _build(cfg: GaelpConfig, creatives: int, seed: int) -> tuple[OnlineLearner, 
     learner = build_learner(cfg, model_registry(cfg), creatives, seed)
     c = cfg.creatives
     learner.catalogue = CatalogueFile(c.catalogue, c.count, creatives, c.reload_s)
+    learner.creative_priors = load_priors(c.priors)
     return learner, _checkpoints(cfg)
 
 

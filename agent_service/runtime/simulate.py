@@ -31,7 +31,7 @@ from agent_service.adapters.registry import MemoryRegistry
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode
 from agent_service.contracts.events import IdentityLink
-from agent_service.creatives import CatalogueFile
+from agent_service.creatives import CatalogueFile, load_priors
 from agent_service.metrics import Metrics
 from agent_service.pacing import planned_fraction
 from agent_service.pipeline.decide import DAY_MS, period_of
@@ -97,6 +97,7 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     catalogue = CatalogueFile(cfg.creatives.catalogue, world.creatives, cfg.creatives.capacity, cfg.creatives.reload_s)
     learner = build_learner(cfg, registry, cfg.creatives.capacity, seed=sim.seed)
     learner.catalogue = catalogue
+    learner.creative_priors = load_priors(cfg.creatives.priors)
     t = cfg.topics
     inputs = [t.bid_requests, t.identity_links, t.auction_results, t.ad_events, t.conversions]
     flow, _, policy = build_service(cfg, store, registry, metrics, dict.fromkeys(inputs, 1),

@@ -111,3 +111,33 @@ def test_calibration_channels_pool_devices_by_impressions(tmp_path: Path) -> Non
         priors = campaign_priors(store, strength=0.0)
     cal = calibration_channels(priors)
     assert cal == {"channels": {"paid_search": {"base_ctr": pytest.approx(72 / 2000)}}}
+
+
+def test_a_reports_priors_reach_the_agents_creative_statistics(tmp_path: Path) -> None:
+    """Report → `--priors-out` → `[creatives] priors`: the catalogue's creatives with the report's
+    ad ids start from its CTR; the others from the campaign prior; a bad file names the key."""
+    from agent_service.adapters.registry import MemoryRegistry
+    from agent_service.agent.learning.online import OnlineLearner
+    from agent_service.config import RewardConfig
+    from agent_service.config.agent import HybridConfig
+    from agent_service.creatives import CatalogueFile, load_priors
+    from agent_service.errors import ConfigError
+
+    csv_path, wh, out = tmp_path / "report.csv", tmp_path / "w.duckdb", tmp_path / "priors.json"
+    csv_path.write_text(REPORT)
+    assert main(["ingest", "campaigns", str(csv_path), "--warehouse", str(wh), "--priors-out", str(out)]) == 0
+    catalogue = tmp_path / "catalogue.toml"
+    catalogue.write_text("".join(f'[[creative]]\nid = "{i}"\n' for i in ("111", "222", "999")))
+    learner = OnlineLearner(HybridConfig(lstm_hidden=8, hidden=16), RewardConfig(), 4, 15.0, MemoryRegistry(), seed=0)
+    learner.catalogue = CatalogueFile(str(catalogue), 3, 4)
+    learner.creative_priors = load_priors(str(out))
+    learner.train_records([])  # the catalogue is taken up (and the priors with it) before any record
+    ctr = learner.learner.stats.ctr()
+    want = json.loads(out.read_text())["creative"]
+    assert ctr[0] == pytest.approx(want["111"]["ctr"]["rate"], rel=0.1)  # 1,000 report impressions outweigh 50
+    assert ctr[1] == pytest.approx(want["222"]["ctr"]["rate"], rel=0.15)
+    assert ctr[2] == pytest.approx(learner.learner.stats.prior_ctr)  # no report for "999": the campaign prior
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"creative": {"1": {}}}')
+    with pytest.raises(ConfigError, match="creatives.priors"):
+        load_priors(str(bad))

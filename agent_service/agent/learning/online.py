@@ -21,7 +21,7 @@ import math
 import pickle
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from agent_service.agent.serving.hybrid import HybridConfig, spec_of
 from agent_service.config import CHANNELS, RewardConfig
 from agent_service.contracts.codec import decode
 from agent_service.contracts.events import Experience
-from agent_service.creatives import CatalogueFile
+from agent_service.creatives import CatalogueFile, creative_priors
 from agent_service.errors import DecodeError, ModelError
 from agent_service.ports.registry import ModelRegistry
 from agent_service.units import DAY_MS
@@ -86,6 +86,8 @@ class OnlineLearner:
         """Each person's context counts (from the decisions' logged person key and context bucket)
         and the segment model fitted on them, published with the weights."""
         self._segment_rows: dict[int, int] = {}
+        self.creative_priors: dict[str, Any] | None = None
+        """CTR/CVR priors per creative id (``[creatives] priors``), applied whenever the catalogue changes."""
         self.catalogue: CatalogueFile | None = None
         """The creative catalogue (reloaded when its file changes); None: every slot, always."""
 
@@ -213,6 +215,8 @@ class OnlineLearner:
             cat = self.catalogue.current(self._now)
             if cat is not self.learner.catalogue:
                 self.learner.set_catalogue(cat)  # new creatives start from the others' mean
+                if self.creative_priors is not None:  # ... or from a report's counts when one covers them
+                    self.learner.stats.set_priors(*creative_priors(cat, self.creative_priors, self.spec.creatives))
         new = dup = 0
         updates: list[LearnerStats] = []
         dead: list[tuple[int, str, str]] = []

@@ -59,6 +59,11 @@ class CampaignStats:
     segment_weight: np.ndarray = field(init=False)
     segment_impressions: np.ndarray = field(init=False)
     """[K, C] impressions per segment and creative, each weighted by the decision's posterior."""
+    prior_impressions: np.ndarray = field(init=False)
+    """[C] pseudo-impressions of each creative from an ad platform's report (``set_priors``; never
+    decayed: the report is the prior, what the campaign sees moves away from it)."""
+    prior_clicks: np.ndarray = field(init=False)
+    prior_conversions: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self._derived: _Derived | None = None
@@ -71,15 +76,27 @@ class CampaignStats:
         self.ab_impressions = np.zeros(self.ab_variants)
         self.ab_clicks = np.zeros(self.ab_variants)
         self.channel_bids, self.channel_wins, self.channel_paid_micros = np.zeros(3), np.zeros(3), np.zeros(3)
+        self.prior_impressions = np.zeros(self.creatives)
+        self.prior_clicks = np.zeros(self.creatives)
+        self.prior_conversions = np.zeros(self.creatives)
 
     # --- reading -----------------------------------------------------------------------------
     def ctr(self) -> np.ndarray:
-        """Posterior-mean CTR per creative."""
-        return (self.clicks + self.prior * self.prior_ctr) / (self.impressions + self.prior)
+        """Posterior-mean CTR per creative (campaign prior, the report's prior, then what was seen)."""
+        return ((self.clicks + self.prior_clicks + self.prior * self.prior_ctr)
+                / (self.impressions + self.prior_impressions + self.prior))
 
     def cvr(self) -> np.ndarray:
         """Posterior-mean conversions per click per creative."""
-        return (self.conversions + self.prior * self.prior_cvr) / (self.clicks + self.prior)
+        return ((self.conversions + self.prior_conversions + self.prior * self.prior_cvr)
+                / (self.clicks + self.prior_clicks + self.prior))
+
+    def set_priors(self, impressions: np.ndarray, clicks: np.ndarray, conversions: np.ndarray) -> None:
+        """Per-creative pseudo-counts (Beta priors of CTR and CVR) from a performance report."""
+        self._derived = None
+        self.prior_impressions = np.asarray(impressions, np.float64).copy()
+        self.prior_clicks = np.asarray(clicks, np.float64).copy()
+        self.prior_conversions = np.asarray(conversions, np.float64).copy()
 
     def campaign_ctr(self) -> float:
         return float((self.clicks.sum() + self.prior * self.prior_ctr) / (self.impressions.sum() + self.prior))
