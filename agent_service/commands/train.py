@@ -31,9 +31,10 @@ Writes into --out:
                           figures, per-update statistics
 By default 16 env runners on Ray (a local Ray, or a cluster with --ray-address) each run a
 shard of the world — 1/16 of its people, traffic and budget — with a copy of the agent that
-learns online; every --sync-slots budget slots (4 of the day's 96 by default) and at every day's
-end they meet: weights are averaged, the campaign statistics each counted are pooled, and every
-runner continues from there (lab/parallel.py). --runners 0 trains in this one process without Ray.
+learns online; as often as one learner on the whole market would update (or every --sync-slots
+budget slots) and at every day's end they meet: each updates on its share of the batch, the
+weights are averaged, the campaign statistics each counted are pooled, and every runner
+continues from there (lab/parallel.py). --runners 0 trains in this one process without Ray.
 The single-process run stops after the day in which --max-minutes passes. Evaluate with `gaelp evaluate
 --checkpoint DIR` on other seeds.
 

@@ -33,8 +33,9 @@ class TrainConfig:
     runners: int = 16
     """Env runners on Ray, each a shard of the world with 1/N of its people, traffic and budget
     (``lab.parallel``); 0: one process, no Ray."""
-    sync_slots: int = 4
-    """Budget slots between the runners' meetings: weights averaged, campaign statistics pooled."""
+    sync_slots: int = 0
+    """Budget slots between the runners' meetings, where each updates and the weights are averaged
+    and the campaign statistics pooled (0: as often as one learner on the whole market updates)."""
     calibration: str = ""
     """Calibration file of the training world ("" = simulators/calibration/default.toml), e.g. one
     written by ``gaelp discover``."""
@@ -48,8 +49,8 @@ class TrainConfig:
             raise ConfigError("train.checkpoint_every", "must be >= 1")
         if self.max_minutes <= 0:
             raise ConfigError("train.max_minutes", "must be > 0")
-        if self.sync_slots < 1:
-            raise ConfigError("train.sync_slots", "must be >= 1")
+        if self.sync_slots < 0:
+            raise ConfigError("train.sync_slots", "must be >= 0 (0: the single learner's update cadence)")
         if self.runners < 0:
             raise ConfigError("train.runners", "must be >= 0 (0: one process without Ray)")
 

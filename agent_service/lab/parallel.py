@@ -53,7 +53,7 @@ from agent_service.evaluation.sim_market import SimMarket
 from agent_service.lab.campaign import HybridCampaign
 from simulators.calibration import load_calibration
 
-__all__ = ["RunnerReport", "runner_config", "WorldShard", "average_weights", "load_weights", "merge_checkpoints", "merge_days", "train_parallel",
+__all__ = ["RunnerReport", "meeting_slots", "runner_config", "WorldShard", "average_weights", "load_weights", "merge_checkpoints", "merge_days", "train_parallel",
            "weights_of"]
 
 
@@ -84,20 +84,29 @@ def weights_of(agent: HybridCampaign, segments: bool = True) -> dict[str, Any]:
             "segment_fit": agent.segment_learner.fit if segments else None}
 
 
+_NEVER = 2**62  # a runner's learner updates when the runners meet, not by its own count
+
+
 def runner_config(h: HybridConfig, n: int) -> HybridConfig:
-    """A runner's share of the single learner's work. It sees 1/n of the traffic, so it updates
-    after 1/n of the new decisions — all runners update at the same simulated moments, as often
-    as one learner on the whole market (updating after ``update_every`` of its own decisions, 16
-    runners made 1/16 of the steps: undertrained) — and each update takes 1/n of the rollout in
-    minibatches of 1/n: as many gradient steps as the single learner, each on 1/n of its batch.
-    Averaged at the next meeting, the runners' steps approximate the single learner's on the whole
-    batch (local SGD), at 1/n of its compute per runner: n runners on n cores go n times as fast.
-    (Full-size updates on every runner matched the quality at n times the compute: 16 runners
-    took 760 s to the single process's 106 s, and 2 runners ran at 0.88 times 1.)"""
+    """A runner's share of the single learner's work. Every runner updates at every meeting —
+    which come as often as the single learner's updates (:func:`meeting_slots`) — so all update
+    in the same interval and none waits for another's update at the barrier; each update takes
+    1/n of the rollout in minibatches of 1/n: as many gradient steps as the single learner, each
+    on 1/n of its batch. Averaged right after, the runners' steps approximate the single
+    learner's on the whole batch (local SGD) at 1/n of its compute per runner. (Updating after
+    ``update_every`` of its own decisions, 16 runners made 1/16 of the steps: undertrained;
+    full-size updates on every runner matched the quality at n times the compute: 2 runners
+    ran at 0.88 times 1.)"""
     if n <= 1:
         return h
     ppo = replace(h.ppo, rollout=max(64, h.ppo.rollout // n), minibatch=max(16, h.ppo.minibatch // n))
-    return replace(h, update_every=max(1, h.update_every // n), ppo=ppo)
+    return replace(h, update_every=_NEVER, ppo=ppo)
+
+
+def meeting_slots(h: HybridConfig, opportunities_per_day: float, slots: int = 96) -> int:
+    """Budget slots between meetings: the single learner's update cadence (``update_every``
+    decisions of the whole market)."""
+    return max(1, round(h.update_every * slots / max(opportunities_per_day, 1.0)))
 
 
 _STAT_SETTINGS = ("creatives", "ab_variants", "prior", "prior_ctr", "prior_cvr", "decay", "segments")
@@ -223,8 +232,11 @@ class _Runner:
         started = time.perf_counter()
         base = self.agent.learner.stats.state()
 
-        def sync(key: tuple[int, int], day_end: bool) -> None:
+        def sync(key: tuple[int, int], day_end: bool, now_ms: int) -> None:
             nonlocal base
+            learner = self.agent.learner
+            if learner._new > 0 and len(learner.table) >= learner.cfg.ppo.minibatch:
+                self.agent.updates.append(learner.update(now_ms))  # every runner, same interval
             if day_end:  # the period's decay applies to the common base as to every runner's counts
                 decayed = CampaignStats.from_state(base)
                 decayed.end_period()
@@ -235,12 +247,15 @@ class _Runner:
             load_weights(self.agent, avg)
             base = avg["stats"]
 
+        last = [0]
+
         def on_slot(ctx: Any) -> None:
+            last[0] = ctx.t1
             if (ctx.slot + 1) % sync_slots == 0 and ctx.slot + 1 < ctx.slots:
-                sync((first_day + ctx.day, ctx.slot), False)
+                sync((first_day + ctx.day, ctx.slot), False, ctx.t1)
 
         result = run_campaign(self.market, self.agent, days, on_slot=on_slot,
-                              progress=lambda day: sync((first_day + day, -1), True))
+                              progress=lambda day: sync((first_day + day, -1), True, last[0]))
         L = self.agent.learner
         return RunnerReport(self.index, self.shard.seed, result, sum(d.opportunities for d in result.days),
                             L.transitions_trained, time.perf_counter() - started, L.history, L.dqn.transitions,
@@ -305,12 +320,13 @@ class _Averager:
 
 
 def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_usd: float, persons: int,
-                   opportunities_per_day: float, ray_address: str | None = None, sync_slots: int = 4,
+                   opportunities_per_day: float, ray_address: str | None = None, sync_slots: int = 0,
                    on_day: Callable[[int], None] | None = None,
                    kill_runner_at_day: int | None = None, calibration: str = "") -> dict[str, Any]:
     """Train with ``runners`` env-runner actors for ``days`` simulated days (see the module docstring).
 
-    :param sync_slots: budget slots between meetings (and one at every day's end).
+    :param sync_slots: budget slots between meetings (and one at every day's end); 0: the single
+        learner's update cadence (:func:`meeting_slots`).
     :param kill_runner_at_day: a fault drill — kill runner 0 once this many rounds are done.
     :param calibration: calibration file of the world ("" = the default).
     :returns: ``{"reports", "checkpoint", "ray_start_seconds", "train_seconds", "replaced"}``.
@@ -319,6 +335,7 @@ def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_
 
     from agent_service.adapters.ray_learner import ensure_ray
 
+    sync_slots = sync_slots or meeting_slots(cfg.hybrid, opportunities_per_day)
     t0 = time.perf_counter()
     owns = ensure_ray(ray_address, num_cpus=None)
     ray_start_s = time.perf_counter() - t0

@@ -123,11 +123,12 @@ def test_pooled_deltas_equal_one_learner_counting_every_shard() -> None:
 
 
 def test_a_runner_does_its_share_of_each_update_with_as_many_gradient_steps() -> None:
-    from agent_service.lab.parallel import runner_config
+    from agent_service.lab.parallel import meeting_slots, runner_config
 
     h = HybridConfig()
     assert runner_config(h, 1) == h
     r = runner_config(h, 16)
-    assert r.update_every * 16 == h.update_every  # all runners update at the single learner's moments
+    assert r.update_every > 10**9  # runners update at the meetings, which come at the single learner's cadence
+    assert meeting_slots(h, 20_000.0) == 5 and meeting_slots(h, 8_000.0) == 12  # 1,024 decisions of 208 / 83 a slot
     assert r.ppo.rollout * 16 == h.ppo.rollout and r.ppo.minibatch * 16 == h.ppo.minibatch
     assert r.ppo.rollout // r.ppo.minibatch == h.ppo.rollout // h.ppo.minibatch and r.ppo.epochs == h.ppo.epochs
