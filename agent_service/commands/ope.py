@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ci", choices=("bootstrap", "normal", "bernstein"), default="bootstrap")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--config", type=Path, default=None, help="TOML configuration file (the agent's state layout)")
+    p.add_argument("--creatives", type=int, default=None,
+                   help="creative slots of the logged policy (default [creatives] capacity): the state layout")
 
 
 def _known_versions(args: argparse.Namespace) -> set[int]:
@@ -105,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
         evaluate,
     )
 
+    from agent_service.agent.serving.hybrid import spec_of
+    from agent_service.config import load_config
+
+    cfg = load_config(args.config)
+    spec = spec_of(cfg.hybrid, args.creatives or cfg.creatives.capacity)
+    slot_col = spec.index["slot_action_prob"]
     known = _known_versions(args)
     window_ms = int(args.window_days * DAY_MS)
     as_of = args.as_of if args.as_of is not None else int(time.time() * 1000)
@@ -113,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     for did, t, prop, version, mult, state, cand in rows:
         if args.propensity == "slot":
             values = json.loads(state) if state else []
-            prop = float(values[-2]) if len(values) >= 2 else None  # the log columns end the state vector
+            # the multiplier's own probability, a log column of the state; another layout: no propensity
+            prop = float(values[slot_col]) if len(values) == spec.logged_dim else None
         decisions.append(LoggedDecision(did, int(t), -1 if mult is None else int(mult), prop, version))
         shadow[did] = cand
     unpaired = sum(1 for d in decisions if shadow[d.decision_id] is None)

@@ -128,7 +128,8 @@ class ServeRuntime:
         if self._needs_store:
             await self.store.start()
         await self.bus.start()
-        await self.bus.create_topics([*self._inputs, t.decisions, t.experience, t.dead_letters], t.partitions)
+        await self.bus.create_topics([*self._inputs, t.decisions, t.candidate_decisions, t.experience, t.dead_letters],
+                                     t.partitions)
         if "learner" in self.roles:
             self.learner = LearnerService(cfg, self.bus, learner_backend(cfg, self.creatives, cfg.simulation.seed),
                                           self.metrics)

@@ -8,7 +8,7 @@ either. What it changes in the configuration it is given:
   ``<request id>:<imp id>``: shared keys would collide);
 - its own consumer group (``<group_id>-shadow``): it reads every record of the input topics
   instead of taking partitions away from the live stream workers;
-- its own output topics (``<topic>.shadow`` for decisions, experience and dead letters): nothing
+- its own output topics (``<topic>.shadow`` for decisions, candidate decisions, experience and dead letters): nothing
   the live service, its learner or ``gaelp feed`` read;
 - no budget: a shadow decision never reserves (``Decider`` with ``shadow``);
 - no weights: it serves the live registry's versions and never publishes — the learner role is
@@ -45,7 +45,8 @@ def shadow_config(cfg: GaelpConfig) -> GaelpConfig:
                           model_dir=str(Path(s.model_dir) / _SUFFIX))
     out = out.replace("identity", key_prefix=f"{cfg.identity.key_prefix}{_SUFFIX}:")
     return out.replace("topics", decisions=f"{t.decisions}.{_SUFFIX}", experience=f"{t.experience}.{_SUFFIX}",
-                       dead_letters=f"{t.dead_letters}.{_SUFFIX}")
+                       dead_letters=f"{t.dead_letters}.{_SUFFIX}",
+                       candidate_decisions=f"{t.candidate_decisions}.{_SUFFIX}")
 
 
 def shadow_roles(cfg: GaelpConfig, roles: Collection[str]) -> set[str]:

@@ -103,7 +103,8 @@ class WarehouseSink:
         self.topics = topics
         self.max_records = max_records
         self._consumer: Consumer = bus.consumer(
-            [topics.decisions, topics.auction_results, topics.ad_events, topics.conversions, topics.experience], group)
+            [topics.decisions, topics.candidate_decisions, topics.auction_results, topics.ad_events, topics.conversions,
+             topics.experience], group)
         self.rows: Counter[str] = Counter()
         """New rows handed to the writer, per table."""
         self.skipped: Counter[str] = Counter()
@@ -172,16 +173,20 @@ class WarehouseSink:
     # --- records → rows ------------------------------------------------------------------------
     async def _rows(self, records: Sequence[BusRecord]) -> dict[str, list[dict[str, Any]]]:
         t = self.topics
-        kinds: dict[str, type[Any]] = {t.decisions: Decision, t.auction_results: AuctionResult, t.ad_events: AdEvent,
+        kinds: dict[str, type[Any]] = {t.decisions: Decision, t.candidate_decisions: Decision,
+                                       t.auction_results: AuctionResult, t.ad_events: AdEvent,
                                        t.conversions: Conversion, t.experience: _ExperienceRow}
         decoded: list[Any] = []
+        candidates: list[Decision] = []
         for rec in records:
             if rec.is_tick:
                 continue
             try:
-                decoded.append(decode(rec.value, kinds[rec.topic]))
+                x = decode(rec.value, kinds[rec.topic])
             except DecodeError:
                 self.skipped["undecodable"] += 1  # the flow dead-letters it with the reason
+                continue
+            (candidates if rec.topic == t.candidate_decisions else decoded).append(x)
         decisions = {d.id: d for d in decoded if isinstance(d, Decision)}
         wanted = {x.decision_id for x in decoded if isinstance(x, AuctionResult | AdEvent)} - decisions.keys()
         decisions.update(await self.store.get_decisions(sorted(wanted)))
@@ -189,6 +194,8 @@ class WarehouseSink:
         attributions = await self._attributions(credits, decisions)
         out: dict[str, list[dict[str, Any]]] = {"decisions": [], "events": [], "attributions": attributions,
                                                 "experience": []}
+        for c in candidates:  # the candidate's shadow row beside the live one of the same request and imp
+            out["decisions"].append({**_decision_row(c), "decision_id": f"{c.id}@v{c.model_version}"})
         for x in decoded:
             if isinstance(x, Decision):
                 out["decisions"].append(_decision_row(x))

@@ -64,3 +64,29 @@ async def test_the_bid_endpoint_logs_the_candidates_decisions_after_answering() 
     shadow = [decode(r.value, Decision) for part in bus._topic(cfg.topics.candidate_decisions) for r in part]
     assert sorted(d.id for d in shadow) == sorted(d.id for d in logged) and len(shadow) == 5
     assert all(d.shadow and not d.bid and d.model_version == 1 for d in shadow)
+
+
+async def test_shadow_candidate_through_the_warehouse_into_ope(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """gaelp simulate with a candidate → the warehouse holds its shadow rows beside the live ones →
+    `gaelp ope` pairs every live decision with the candidate's and uses them (slot propensities
+    read at the state layout's own column)."""
+    import json as _json
+
+    import duckdb
+
+    from agent_service.cli import main
+    from agent_service.runtime.simulate import run_simulation
+
+    cfg = GaelpConfig().replace("serve", candidate_version=1).replace(
+        "simulation", days=0.2, opportunities_per_day=3_000, users=500, drain_days=15)
+    await run_simulation(cfg, tmp_path, progress=False)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    rows = dict(con.execute("SELECT shadow, count(*) FROM decisions GROUP BY 1").fetchall())
+    con.close()
+    assert rows[True] == rows[False] > 0
+    capsys.readouterr()
+    assert main(["ope", "--log", str(tmp_path / "warehouse.duckdb"), "--candidate", "1", "--known-versions",
+                 ",".join(str(v) for v in range(1, 60)), "--json"]) == 0
+    report = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    v = report["validation"]
+    assert v["n_used"] > 0 and not v["refused"].get("propensity_out_of_range")

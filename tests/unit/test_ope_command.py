@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent_service.agent.serving.hybrid import spec_of
 from agent_service.cli import main
+from agent_service.config import GaelpConfig
 from agent_service.contracts.events import Action, Decision
 from agent_service.runtime.warehouse_sink import _decision_row
 from agent_service.units import DAY_MS as DAY
@@ -22,9 +24,19 @@ LOGGER = np.array([0.4, 0.3, 0.2, 0.1])  # the live policy's multiplier probabil
 CANDIDATE = 2  # the shadow version always picks multiplier 2: its value is MEAN[2]
 
 
+SPEC = spec_of(GaelpConfig().hybrid, GaelpConfig().creatives.capacity)  # the layout `gaelp ope` reads by default
+
+
+def _state(slot_p: float) -> list[float]:
+    """A logged vector of the service's layout whose slot_action_prob log column is ``slot_p``."""
+    x = np.zeros(SPEC.logged_dim)
+    x[SPEC.index["slot_action_prob"]] = slot_p
+    return x.tolist()
+
+
 def _decision(i: int, mult: int, slot_p: float, version: int, shadow: bool) -> Decision:
     return Decision(id=f"r{i}:1" + (":shadow" if shadow else ""), event_time=T0 + i * 1000, request_id=f"r{i}",
-                    imp_id="1", person_id=f"p{i}", device_id=f"d{i}", campaign="c", state=[0.5, slot_p, 7.0],
+                    imp_id="1", person_id=f"p{i}", device_id=f"d{i}", campaign="c", state=_state(slot_p),
                     propensity=slot_p * 0.5, model_version=version, shadow=shadow, bid=not shadow,
                     action=Action(bid_cpm_micros=1_000_000, creative=0, channel="display", segment=0,
                                   multiplier=mult))
