@@ -100,6 +100,8 @@ def read_log(path: Path, candidate: int) -> tuple[list[tuple[Any, ...]], dict[st
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from agent_service.agent.serving.hybrid import spec_of
+    from agent_service.config import load_config
     from agent_service.evaluation.ope_log import (
         JoinedOutcome,
         LoggedDecision,
@@ -107,9 +109,6 @@ def run(args: argparse.Namespace) -> int:
         build_feedback,
         evaluate,
     )
-
-    from agent_service.agent.serving.hybrid import spec_of
-    from agent_service.config import load_config
 
     cfg = load_config(args.config)
     spec = spec_of(cfg.hybrid, args.creatives or cfg.creatives.capacity)
