@@ -320,6 +320,10 @@ class LearnerConfig:
     """CPUs a local Ray instance may use (0 = all of this machine's)."""
     actor_cpus: float = 1.0
     """CPUs reserved for the learner actor (its torch threads)."""
+    nice: int = 10
+    """Niceness a process running the learner role without the bidder role adds to itself before
+    it starts Ray (Ray's processes inherit it): on a machine shared with bidders the kernel gives
+    their bid paths the CPU first (0: equal footing)."""
     checkpoint_every_s: float = 30.0
     """Seconds between learner checkpoints; experience offsets are committed right after each one."""
     checkpoint_every_records: int = 50_000
@@ -328,6 +332,7 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         _require(self.backend in ("ray", "thread"), "learner.backend", "must be 'ray' or 'thread'")
         _require(self.ray_num_cpus >= 0, "learner.ray_num_cpus", "must be >= 0 (0: all CPUs)")
+        _require(0 <= self.nice <= 19, "learner.nice", "must be in [0, 19]")
         _require(self.actor_cpus > 0, "learner.actor_cpus", "must be > 0")
         _require(self.checkpoint_every_s > 0, "learner.checkpoint_every_s", "must be > 0 s")
         _require(self.checkpoint_every_records > 0, "learner.checkpoint_every_records", "must be > 0")

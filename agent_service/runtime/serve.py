@@ -312,9 +312,20 @@ def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
     return run
 
 
+def yield_cpu(cfg: GaelpConfig, roles: Collection[str]) -> int:
+    """A learner process beside no bid path lowers its priority (``[learner] nice``) before Ray
+    starts, so Ray's raylet, workers and the learner actor inherit it; returns the niceness added."""
+    if "learner" not in roles or "bidder" in roles or not cfg.learner.nice:
+        return 0
+    os.nice(cfg.learner.nice)
+    log.info("learner process niced by %d: bid paths on this machine come first", cfg.learner.nice)
+    return cfg.learner.nice
+
+
 async def serve_forever(cfg: GaelpConfig, creatives: int = 12, roles: Collection[str] = ROLES,
                         reuse_port: bool = False, metrics_port: int | None = None) -> None:
     """Run the service until SIGINT or SIGTERM."""
+    yield_cpu(cfg, roles)
     runtime = ServeRuntime(cfg, creatives=creatives, roles=roles, reuse_port=reuse_port, metrics_port=metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

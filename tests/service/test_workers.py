@@ -78,3 +78,19 @@ async def test_two_bidder_processes_never_spend_past_one_budget(tansu, service_r
     assert sum(resv) == ledger["reserved"]  # the ledger matches its reservations
     assert ledger["reserved"] == sum(round(p * 1e6) // 1000 for p in bids)  # each bid reserved its worst case
     assert len(bids) > 0 and ledger["reserved"] > budget * 0.5  # the budget ran short, and was used
+
+
+def test_a_learner_process_without_a_bid_path_yields_the_cpu(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`[learner] nice` is added by a process that runs the learner but no bidder (before Ray starts,
+    so Ray's processes inherit it); a process with a bid path, or nice = 0, keeps its priority."""
+    import os
+
+    from agent_service.config import GaelpConfig
+    from agent_service.runtime.serve import yield_cpu
+
+    calls: list[int] = []
+    monkeypatch.setattr(os, "nice", lambda n: calls.append(n) or n)
+    cfg = GaelpConfig()
+    assert yield_cpu(cfg, {"learner"}) == 10 and calls == [10]
+    assert yield_cpu(cfg, {"bidder", "learner"}) == 0 and yield_cpu(cfg, {"stream"}) == 0
+    assert yield_cpu(cfg.replace("learner", nice=0), {"learner"}) == 0 and calls == [10]
