@@ -7,6 +7,7 @@ per field, ``__post_init__`` naming the bad key).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +36,10 @@ FEEDBACK_MODES: tuple[str, ...] = ("full", "won")
 
 
 def default_data_dir() -> Path:
-    """``../shared/data/ipinyou-2997`` relative to the repository root (found from this file)."""
-    repo_root = Path(__file__).resolve().parents[2]
-    return repo_root.parent / "shared" / "data" / "ipinyou-2997"
+    """``../shared/data/ipinyou-2997`` relative to the repository root (found from this file), or
+    under ``$GAELP_SHARED`` when set (a checkout elsewhere, as the tests' conftest allows)."""
+    shared = os.environ.get("GAELP_SHARED") or Path(__file__).resolve().parents[3] / "shared"
+    return Path(shared) / "data" / "ipinyou-2997"
 
 
 @dataclass(frozen=True)
