@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent_service.config import GaelpConfig
-from tests.servers import RedisServer, TansuBroker, free_port
+from tests.servers import RedisServer, TansuBroker, free_port, free_ports
 
 _LUA = r"""
 local counter = 0
@@ -275,7 +275,7 @@ campaign = "bench"
                "GAELP_ID_SALT": "bench-salt-0123456789abcdef"}
 
         def start(workers: int) -> tuple[subprocess.Popen[bytes], int]:
-            port = free_port()
+            port = free_ports(workers + 1 if workers > 1 else 1)  # worker k's metrics on port + 1 + k
             proc = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "serve", "--config", str(config),
                                      "--roles", "bidder", "--workers", str(workers)], cwd=ROOT,
                                     env={**env, "GAELP_HTTP_PORT": str(port)}, stdout=subprocess.DEVNULL)
