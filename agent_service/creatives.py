@@ -264,9 +264,12 @@ def creative_priors(catalogue: Catalogue, priors: dict[str, Any], capacity: int)
     """
     imps, clicks, convs = np.zeros(capacity), np.zeros(capacity), np.zeros(capacity)
     for ad, p in priors.get("creative", {}).items():
-        if ad not in catalogue._index or catalogue._index[ad] >= capacity:
+        try:
+            k = catalogue.slot(ad)
+        except KeyError:  # an ad the catalogue does not hold
             continue
-        k = catalogue._index[ad]
+        if k >= capacity:
+            continue
         ctr, cvr = p["ctr"], p["cvr"]
         imps[k], clicks[k] = ctr["alpha"] + ctr["beta"], ctr["alpha"]
         # the CVR prior's trials are clicks: rescaled to the CTR prior's clicks so the two agree

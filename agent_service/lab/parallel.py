@@ -235,8 +235,9 @@ class _Runner:
         def sync(key: tuple[int, int], day_end: bool, now_ms: int) -> None:
             nonlocal base
             learner = self.agent.learner
-            if learner._new > 0 and len(learner.table) >= learner.cfg.ppo.minibatch:
-                self.agent.updates.append(learner.update(now_ms))  # every runner, same interval
+            stats = learner.maybe_update(now_ms, at_least=1)  # every runner, same interval
+            if stats is not None:
+                self.agent.updates.append(stats)
             if day_end:  # the period's decay applies to the common base as to every runner's counts
                 decayed = CampaignStats.from_state(base)
                 decayed.end_period()

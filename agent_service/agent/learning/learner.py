@@ -240,9 +240,11 @@ class HybridLearner:
         self.table.update([k for k in keys if self.table.has(k)], "diversity", div.astype(np.float32))
 
     # ================================================================ training (logic)
-    def maybe_update(self, now_ms: int) -> LearnerStats | None:
-        """Update and publish when ``update_every`` new decisions arrived since the last update."""
-        if self._new < self.cfg.update_every or len(self.table) < self.cfg.ppo.minibatch:
+    def maybe_update(self, now_ms: int, at_least: int | None = None) -> LearnerStats | None:
+        """Update and publish when ``at_least`` (default ``update_every``) new decisions arrived
+        since the last update and the table holds a minibatch."""
+        if self._new < (self.cfg.update_every if at_least is None else at_least) \
+                or len(self.table) < self.cfg.ppo.minibatch:
             return None
         return self.update(now_ms)
 
