@@ -324,6 +324,10 @@ class LearnerConfig:
     """Niceness a process running the learner role without the bidder role adds to itself before
     it starts Ray (Ray's processes inherit it): on a machine shared with bidders the kernel gives
     their bid paths the CPU first (0: equal footing)."""
+    sched_idle: bool = True
+    """Such a process also takes Linux's SCHED_IDLE policy (inherited like the niceness): it runs
+    only on CPU time no normal process wants, so a bid path on the same cores preempts it at once
+    (niceness alone still gives it a share of a busy core)."""
     checkpoint_every_s: float = 30.0
     """Seconds between learner checkpoints; experience offsets are committed right after each one."""
     checkpoint_every_records: int = 50_000

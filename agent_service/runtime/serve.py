@@ -313,12 +313,19 @@ def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
 
 
 def yield_cpu(cfg: GaelpConfig, roles: Collection[str]) -> int:
-    """A learner process beside no bid path lowers its priority (``[learner] nice``) before Ray
-    starts, so Ray's raylet, workers and the learner actor inherit it; returns the niceness added."""
-    if "learner" not in roles or "bidder" in roles or not cfg.learner.nice:
+    """A learner process beside no bid path lowers its priority (``[learner] nice``, and
+    ``sched_idle``) before Ray starts, so Ray's raylet, workers and the learner actor inherit it;
+    returns the niceness added."""
+    if "learner" not in roles or "bidder" in roles:
         return 0
-    os.nice(cfg.learner.nice)
-    log.info("learner process niced by %d: bid paths on this machine come first", cfg.learner.nice)
+    if cfg.learner.sched_idle and hasattr(os, "SCHED_IDLE"):
+        # Every thread already running (the policy is per thread); threads started later inherit it.
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))
+        log.info("learner process on SCHED_IDLE: bid paths on this machine come first")
+    if cfg.learner.nice:
+        os.nice(cfg.learner.nice)
+        log.info("learner process niced by %d", cfg.learner.nice)
     return cfg.learner.nice
 
 

@@ -81,7 +81,7 @@ async def test_two_bidder_processes_never_spend_past_one_budget(tansu, service_r
 
 
 def test_a_learner_process_without_a_bid_path_yields_the_cpu(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """`[learner] nice` is added by a process that runs the learner but no bidder (before Ray starts,
+    """`[learner] nice` and SCHED_IDLE are taken by a process that runs the learner but no bidder (before Ray starts,
     so Ray's processes inherit it); a process with a bid path, or nice = 0, keeps its priority."""
     import os
 
@@ -89,8 +89,13 @@ def test_a_learner_process_without_a_bid_path_yields_the_cpu(monkeypatch) -> Non
     from agent_service.runtime.serve import yield_cpu
 
     calls: list[int] = []
+    idle: list[int] = []
     monkeypatch.setattr(os, "nice", lambda n: calls.append(n) or n)
+    monkeypatch.setattr(os, "sched_setscheduler", lambda tid, policy, _: idle.append(policy))
     cfg = GaelpConfig()
     assert yield_cpu(cfg, {"learner"}) == 10 and calls == [10]
+    assert idle and set(idle) == {os.SCHED_IDLE}  # every thread of the process
     assert yield_cpu(cfg, {"bidder", "learner"}) == 0 and yield_cpu(cfg, {"stream"}) == 0
-    assert yield_cpu(cfg.replace("learner", nice=0), {"learner"}) == 0 and calls == [10]
+    n = len(idle)
+    assert yield_cpu(cfg.replace("learner", nice=0, sched_idle=False), {"learner"}) == 0
+    assert calls == [10] and len(idle) == n
