@@ -17,7 +17,10 @@ Sections (``--only`` picks some; all by default):
    serve it (``/healthz``): ``hot_swap_p99_s``.
 4. ``latency`` — one bidder at a paced 2,000 requests/s (wrk) with the learner (``gaelp learner``,
    a Ray actor) idle, then training at full speed on a topic filled with experience:
-   ``bid_p99_ms_learner_idle`` / ``_training`` and their ratio.
+   ``bid_p99_ms_learner_idle`` / ``_training`` and their ratio. Between the two, a reference
+   contender: one SCHED_IDLE busy loop per core (``bid_p99_ms_spin``) — what any CPU-bound work
+   at the learner's priority costs the bid path on this machine, with nothing else of the
+   learner's (its Kafka fetches, its memory traffic).
 
 Everything runs on loopback (throwaway redis-server and tansu, tests/servers.py). Last stdout
 line: one JSON object.
@@ -255,6 +258,23 @@ async def _experience(cfg: GaelpConfig, n: int) -> list[tuple[bytes, bytes]]:
     return out[:n]
 
 
+class _spinners:
+    """``n`` busy-loop processes on SCHED_IDLE (the learner's policy) for the ``with`` block."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> None:
+        code = "import os; os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nwhile True: pass"
+        self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(self.n)]
+
+    def __exit__(self, *_: object) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
 def latency(args: argparse.Namespace) -> dict[str, Any]:
     from bench_serve import _paced, _wait_http, ensure_wrk
 
@@ -277,6 +297,8 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
             _wait_http(f"http://127.0.0.1:{port}/healthz", bidder)
             _paced(port, args.rate, 3, work)  # warm-up
             idle = [_paced(port, args.rate, args.seconds, work) for _ in range(args.repeat)]
+            with _spinners(os.cpu_count() or 1):
+                spin = [_paced(port, args.rate, args.seconds, work) for _ in range(args.repeat)]
             records = asyncio.run(_experience(GaelpConfig(), args.experience))
 
             async def fill() -> None:
@@ -308,8 +330,10 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
                     proc.wait(60)
     p_idle = statistics.median(r["p99_us"] for r in idle) / 1000
     p_busy = statistics.median(r["p99_us"] for r in busy) / 1000
+    p_spin = statistics.median(r["p99_us"] for r in spin) / 1000
     out.update({"bid_p99_ms_learner_idle": round(p_idle, 3), "bid_p99_ms_learner_training": round(p_busy, 3),
                 "bid_p99_training_over_idle": round(p_busy / p_idle, 3),
+                "bid_p99_ms_spin": round(p_spin, 3), "bid_p99_spin_over_idle": round(p_spin / p_idle, 3),
                 "paced_rps_idle": round(statistics.median(r["rps"] for r in idle), 1),
                 "paced_rps_training": round(statistics.median(r["rps"] for r in busy), 1),
                 "experience_trained_during_measurement": during, "rate": args.rate})
