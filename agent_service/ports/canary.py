@@ -57,8 +57,9 @@ class CanaryPlan(msgspec.Struct, frozen=True):
 
     @property
     def routing(self) -> bool:
-        """True while bidders route the share to the candidate and outcomes are tallied."""
-        return self.state == "running" and self.share > 0
+        """True while bidders route the share to the candidate and outcomes are tallied (running, or
+        held with the share frozen)."""
+        return self.state in ("running", "held") and self.share > 0
 
 
 class ArmTally(msgspec.Struct, frozen=True):
