@@ -34,7 +34,7 @@ __all__ = ["RedisCanaryStore"]
 _ADD = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 local p = ARGV[2]
-local fields = {FIELDS}
+local fields = {FIELDS_}
 local i = 3
 while i <= #ARGV do
   local arm, person = ARGV[i], ARGV[i + 1]
@@ -45,7 +45,7 @@ while i <= #ARGV do
   i = i + 2 + #fields
 end
 return 1
-""".replace("{FIELDS}", ", ".join(f"'{f}'" for f in FIELDS))
+""".replace("FIELDS_", ", ".join(f"'{f}'" for f in FIELDS))
 
 _plan_dec = msgspec.json.Decoder(CanaryPlan)
 
