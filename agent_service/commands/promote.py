@@ -40,7 +40,7 @@ back, 4 held.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_flags(p, "serve", ["redis", "registry"])
+    add_flags(p, "serve", ["redis", "registry", "model_dir"])
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
                    help="TOML configuration ([canary], [canary.test], [canary.guardrails], [serve])")
     p.add_argument("--candidate", type=int, default=None, metavar="VERSION", help="registry version to canary")

@@ -12,7 +12,7 @@ from agent_service.adapters.memory_canary import MemoryCanaryStore
 from agent_service.adapters.registry import MemoryRegistry
 from agent_service.config.experiments import CanaryConfig, GuardrailConfig, SequentialConfig
 from agent_service.errors import ConfigError
-from agent_service.ports.canary import ArmTally
+from agent_service.ports.canary import ArmTally, CanaryPlan
 
 CFG = CanaryConfig(share=0.1, ramp=(0.5,), stage_min_persons=50, max_persons=1_000_000, max_duration_ms=3_600_000,
                    test=SequentialConfig(min_persons=50, min_conversions=20),
@@ -25,6 +25,12 @@ class Clock:
 
     def __call__(self) -> int:
         return self.ms
+
+
+async def _plan(store: MemoryCanaryStore) -> CanaryPlan:
+    plan = await store.plan()
+    assert plan is not None
+    return plan
 
 
 def _registry() -> MemoryRegistry:
@@ -57,16 +63,16 @@ async def test_a_better_candidate_ramps_then_is_promoted_as_the_live_version() -
     store, reg, clock, rng = MemoryCanaryStore(), _registry(), Clock(), np.random.default_rng(1)
     ctl = _controller(store, reg, clock)
     [started] = await ctl.start(1, "better")
-    assert started.kind == "started" and (await store.plan()).share == 0.1
+    assert started.kind == "started" and (await _plan(store)).share == 0.1
     kinds: list[str] = []
     for rnd in range(40):
         await _traffic(store, "better", rnd, 40, rng, {"control": 1.0, "candidate": 1.6})
         clock.ms += 60_000
         kinds += [e.kind for e in await ctl.step()]
-        if (await store.plan()).state != "running":
+        if (await _plan(store)).state != "running":
             break
     assert "stage_advanced" in kinds and kinds[-1] == "promoted"
-    plan = await store.plan()
+    plan = await _plan(store)
     assert plan.state == "promoted" and plan.share == 0.0 and not plan.routing
     live = reg.load(reg.latest_version())
     assert reg.latest_version() == 3 and live["name"] == "candidate" and live["promoted_from"] == 1
@@ -85,7 +91,7 @@ async def test_a_spend_guardrail_rolls_back_and_leaves_the_live_version() -> Non
         if events[-1].kind == "rolled_back":
             break
     assert events[-1].kind == "rolled_back" and "spend_rate" in events[-1].reason
-    plan = await store.plan()
+    plan = await _plan(store)
     assert plan.state == "rolled_back" and plan.share == 0.0 and reg.latest_version() == 2
 
 
@@ -96,7 +102,7 @@ async def test_an_a_a_candidate_is_neither_rolled_back_nor_promoted() -> None:
     for rnd in range(20):
         await _traffic(store, "aa", rnd, 40, rng, {"control": 1.0, "candidate": 1.0})
         assert {e.kind for e in await ctl.step()} == {"evaluated"}
-    plan = await store.plan()
+    plan = await _plan(store)
     assert plan.state == "running" and plan.share == 0.1 and reg.latest_version() == 2
 
 
@@ -108,7 +114,7 @@ async def test_each_step_continues_the_stored_canary_and_the_horizon_holds_it() 
         clock.ms += 1_200_000
         seqs += [e.seq for e in await _controller(store, reg, clock).step()]
     assert seqs == [2, 3, 4, 5]  # the third step passed the one-hour horizon: evaluated, then held
-    plan = await store.plan()
+    plan = await _plan(store)
     assert plan.state == "held" and plan.share == 0.1 and plan.routing  # frozen until an operator acts
     ended = await _controller(store, reg, clock).abort()
     assert ended is not None and ended.state == "rolled_back" and ended.share == 0.0
@@ -147,3 +153,28 @@ def test_the_share_flag_takes_percent_or_fraction_and_names_itself_when_bad() ->
     for bad in ("0", "150%", "x"):
         with pytest.raises(argparse.ArgumentTypeError, match="--canary"):
             parse_share(bad)
+
+
+def test_gaelp_promote_once_starts_and_steps_then_status_and_abort(service_redis_url, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The command on Redis and a file registry: --once starts the canary and evaluates once
+    (cron), --status changes nothing, --abort ends it with share 0."""
+    import json
+
+    from agent_service.adapters.registry import FileRegistry
+    from agent_service.cli import main
+
+    reg = FileRegistry(tmp_path / "models")
+    reg.publish({"w": torch.zeros(2)})
+    reg.publish({"w": torch.ones(2)})
+    base = ["promote", "--redis", service_redis_url, "--registry", "file", "--model-dir", str(tmp_path / "models")]
+    capsys.readouterr()
+    assert main([*base, "--candidate", "1", "--canary", "5%", "--once", "--experiment", "cli"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["plan"]["state"] == "running" and out["plan"]["share"] == 0.05 and out["plan"]["seq"] == 2
+    assert main([*base, "--status"]) == 0
+    assert json.loads(capsys.readouterr().out.strip())["plan"]["seq"] == 2
+    assert main([*base, "--candidate", "2", "--once"]) == 2  # another candidate while one runs: refused
+    assert "--candidate" in capsys.readouterr().err
+    assert main([*base, "--abort"]) == 0
+    out = json.loads(capsys.readouterr().out.strip())
+    assert out["plan"]["state"] == "rolled_back" and out["plan"]["share"] == 0.0

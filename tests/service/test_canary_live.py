@@ -91,5 +91,5 @@ async def test_an_a_a_candidate_is_not_rolled_back() -> None:
     kinds, decisions, ctl, _ = await _canary(candidate_price_factor=1, rounds=8)
     assert set(kinds) == {"evaluated"}
     plan = await ctl.store.plan()
-    assert plan.state == "running" and plan.share == 0.5
+    assert plan is not None and plan.state == "running" and plan.share == 0.5
     assert {d.model_version for d in decisions} == {1, 2}  # both arms still serve
