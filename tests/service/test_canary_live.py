@@ -93,3 +93,39 @@ async def test_an_a_a_candidate_is_not_rolled_back() -> None:
     plan = await ctl.store.plan()
     assert plan is not None and plan.state == "running" and plan.share == 0.5
     assert {d.model_version for d in decisions} == {1, 2}  # both arms still serve
+
+
+async def test_a_running_watcher_applies_each_plan_change_without_a_restart() -> None:
+    """The bidder's poll picks up a new plan (share, then rollback); a candidate version that cannot
+    be loaded is never routed to."""
+    import asyncio
+
+    from agent_service.ports.canary import CanaryPlan
+
+    cfg = GaelpConfig()
+    kit = FlowKit(MemoryStore(), cfg)
+    store = MemoryCanaryStore()
+    d = kit.flow.decider
+    watcher = CanaryWatcher(store, d, CanaryTally(store), candidate_loader(cfg, 4, kit.registry, 5), kit.metrics,
+                            poll_s=0.01)
+    await watcher.start()
+
+    async def applied(share: float) -> None:
+        for _ in range(500):
+            if d.canary_share == share:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"share {share} not applied (now {d.canary_share})")
+    try:
+        await store.put_plan(CanaryPlan("w", 1, 0.25, "running"))
+        await applied(0.25)
+        assert d.candidate is not None and d.candidate.version == 1 and d.canary_salt == "canary:w"
+        assert not d.shadow_candidate
+        await store.put_plan(CanaryPlan("w", 1, 0.0, "rolled_back"))
+        await applied(0.0)
+        assert d.candidate is None and d.shadow_candidate
+        await store.put_plan(CanaryPlan("w2", 99, 0.5, "running"))  # no such version
+        await asyncio.sleep(0.1)
+        assert d.canary_share == 0.0 and d.candidate is None and watcher.tally.plan is None
+    finally:
+        await watcher.stop()
