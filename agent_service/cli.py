@@ -33,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
     "evaluate",
     "ope",
     "experiments",
+    "promote",
     "bench",
     "attribute",
     "ingest",

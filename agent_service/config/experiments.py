@@ -118,12 +118,16 @@ class CanaryConfig:
     """Horizon in persons (both arms): with no decision by then the canary is held (share frozen)."""
     max_duration_ms: int = 14 * DAY_MS
     """Horizon in event time since the start: with no decision by then the canary is held."""
+    evaluate_every_s: float = 60.0
+    """Wall seconds between the evaluations of ``gaelp promote`` (each reads the per-arm totals from Redis)."""
     test: SequentialConfig = field(default_factory=SequentialConfig)
     """The sequential test on conversion value per dollar."""
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
     """Spend rate, no-bid rate and error rate limits."""
 
     def __post_init__(self) -> None:
+        _need(_finite(self.evaluate_every_s) and self.evaluate_every_s > 0, "canary.evaluate_every_s",
+              "must be > 0 seconds")
         _need(_finite(self.share) and 0 < self.share <= 1, "canary.share", "must be in (0, 1], e.g. 0.05")
         prev = self.share
         for i, s in enumerate(self.ramp):

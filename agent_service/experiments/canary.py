@@ -96,6 +96,30 @@ class Canary:
         self._start_ms = 0
         self._stage_start_persons = 0
 
+    def restore(self, state: CanaryState, stage: int, seq: int, start_ms: int, stage_start_persons: int) -> None:
+        """Continue a canary saved elsewhere (``gaelp promote`` keeps it in the canary store between steps).
+
+        Observations are not restored: the caller observes every person's totals again, then evaluates.
+        """
+        if not 0 <= stage < len(self.config.stages):
+            raise ValueError(f"stage {stage} outside the ramp's {len(self.config.stages)} stages")
+        self.state, self.stage, self._seq = state, stage, seq
+        self._start_ms, self._stage_start_persons = start_ms, stage_start_persons
+
+    @property
+    def seq(self) -> int:
+        """Events of this canary so far."""
+        return self._seq
+
+    @property
+    def start_ms(self) -> int:
+        return self._start_ms
+
+    @property
+    def stage_start_persons(self) -> int:
+        """Candidate persons observed when the current stage began."""
+        return self._stage_start_persons
+
     # ---------------------------------------------------------------- assignment
     @property
     def share(self) -> float:

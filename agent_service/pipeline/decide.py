@@ -116,6 +116,11 @@ class Decider:
         """Share of persons (hashed, identity-resolved: one person's devices stay together) whose
         requests the candidate decides live."""
         self.canary_salt = "canary"
+        self.shadow_candidate = True
+        """Also decide the live policy's requests with the candidate, for the shadow log (off while
+        ``gaelp promote`` runs a canary: its candidate serves its share, nothing more)."""
+        self.on_decided: Callable[[list[Decision]], None] | None = None
+        """Called with each batch's newly stored decisions (the canary's per-arm request counts)."""
         self._candidate_slots: list[_Slot] = []
 
     # --- plumbing: one round trip to read, one to reserve and store (atomic per budget period) ----
@@ -148,6 +153,8 @@ class Decider:
             for i, d in zip(fresh, stored, strict=True):
                 decisions[i] = d
             self._count(stored)
+            if self.on_decided is not None:
+                self.on_decided(stored)
         self.metrics.model_version.set(self.policy.version)
         results: list[DecideResult] = []
         pos = 0
@@ -183,7 +190,7 @@ class Decider:
             for k, i in enumerate(rows):
                 drafts[i] = self._decide_one(k, slots[i], served, logged[k])
                 profile[i] = (int(served.context[k]), bool(served.search[k]))
-        if self.candidate is not None:
+        if self.candidate is not None and self.shadow_candidate:
             self._candidate_slots.extend(slots[i] for i in live)
         return [drafts[i] for i in range(len(slots))], [profile[i] for i in range(len(slots))]
 

@@ -31,6 +31,7 @@ from agent_service.contracts.events import (
 )
 from agent_service.identity import IdentityGraph
 from agent_service.metrics import Metrics
+from agent_service.pipeline.canary_tally import CanaryTally
 from agent_service.pipeline.decide import period_of
 from agent_service.pipeline.identity_links import IdentityLinks
 from agent_service.pipeline.pseudonym import Pseudonymizer
@@ -68,6 +69,8 @@ class Outcomes:
         self._rw = cfg.reward
         self.identity = IdentityLinks(cfg, store, identity_graph)
         """The identity-links handler; ``gaelp serve`` sets ``identity.graph`` to the Redis graph."""
+        self.canary: CanaryTally | None = None
+        """Per-arm spend and credited value of a running canary (``gaelp serve`` sets it)."""
 
     def _experience(self, dec: Decision, kind: str, suffix: str, event_time: int, parts: RewardParts,
                     won: bool = False, done: bool = False, position: int | None = None) -> Experience:
@@ -109,6 +112,8 @@ class Outcomes:
                 self.metrics.wins.labels(dec.action.channel).inc()
                 self.metrics.spend.inc(res.price_paid_micros / 1e6)
             outputs.append(self._out(dec.id, got))
+        if self.canary is not None:  # keyed by decision: a redelivered result adds nothing
+            await self.canary.spent([(dec, res.price_paid_micros) for dec, res in order if res.won])
         return outputs
 
     def _result_effect(self, dec: Decision, res: AuctionResult) -> ResultEffect:
@@ -184,6 +189,9 @@ class Outcomes:
                                    }.values(), key=lambda t: (t.event_time, t.decision_id))
                     learner.observe_conversion([t.channel for t in path], conv.value_micros / 1e6)
         decisions = await self.store.get_decisions(list({d for r in records for d, _ in r.credits}), state_encoded=True)
+        if self.canary is not None:  # keyed by conversion and decision: a redelivery adds nothing
+            await self.canary.credited([(r.conversion_id, decisions[d], micros) for r in records
+                                        for d, micros in r.credits if d in decisions])
         outputs = []
         for conv, record in zip(convs, records, strict=True):
             for decision_id, micros in record.credits:

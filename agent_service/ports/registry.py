@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from agent_service.errors import CorruptModelError, ModelError
 
-__all__ = ["ModelRegistry", "VersionNotices", "checksum", "rollback", "verified"]
+__all__ = ["ModelRegistry", "VersionNotices", "checksum", "promote", "rollback", "verified"]
 
 
 class ModelRegistry(Protocol):
@@ -90,3 +90,16 @@ def rollback(registry: ModelRegistry) -> int:
         raise ModelError("nothing to roll back to: fewer than two versions published")
     # Marked, so a learner in any process adopts these weights (``OnlineLearner.follow_rollback``).
     return registry.publish({**registry.load(versions[-2]), "rolled_back_from": versions[-1]})
+
+
+def promote(registry: ModelRegistry, version: int) -> int:
+    """Make ``version``'s weights the live ones: republish them as a new, higher version (bidders
+    serve the newest, so every bidder moves to it the way it follows a rollback); return its number.
+
+    Marked like a rollback, so a learner in any process trains on from the promoted weights
+    (``OnlineLearner.follow_rollback``) instead of publishing its own line over them.
+    """
+    latest = registry.latest_version()
+    if version == latest:
+        return latest
+    return registry.publish({**registry.load(version), "rolled_back_from": latest, "promoted_from": version})

@@ -22,7 +22,7 @@ from agent_service.pipeline.pseudonym import ENV_SALT, Pseudonymizer
 from agent_service.ports.registry import ModelRegistry
 from agent_service.ports.store import StateStore
 
-__all__ = ["Service", "build_learner", "build_service"]
+__all__ = ["Service", "build_learner", "build_service", "candidate_loader", "pinned"]
 
 
 class Service(NamedTuple):
@@ -54,6 +54,16 @@ def build_service(cfg: GaelpConfig, store: StateStore, registry: ModelRegistry, 
         decider.canary_share = cfg.serve.canary_share
     flow = Flow(cfg, store, decider, metrics, partitions=partitions, clock=clock)
     return Service(flow, decider, policy)
+
+
+def candidate_loader(cfg: GaelpConfig, creatives: int, registry: ModelRegistry, seed: int,
+                     catalogue: CatalogueFile | None = None) -> Callable[[int], AgentServer]:
+    """Builds the pinned policy of a registry version (the canary's candidate; blocking)."""
+    def load(version: int) -> AgentServer:
+        server = pinned(cfg, creatives, registry, version, seed)
+        server.catalogue = catalogue
+        return server
+    return load
 
 
 def pinned(cfg: GaelpConfig, creatives: int, registry: ModelRegistry, version: int, seed: int) -> AgentServer:

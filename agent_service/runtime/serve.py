@@ -41,6 +41,7 @@ from aiohttp import web
 from agent_service.adapters.kafka_bus import KafkaBus
 from agent_service.adapters.model_lineage import Lineage
 from agent_service.adapters.record_spill import RecordSpill
+from agent_service.adapters.redis_canary import RedisCanaryStore
 from agent_service.adapters.redis_identity import RedisIdentityGraph
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.config import GaelpConfig
@@ -50,11 +51,13 @@ from agent_service.http.admin import parse_budget_change
 from agent_service.http.app import build_http_app, build_metrics_app
 from agent_service.metrics import Metrics
 from agent_service.pacing import planned_spend
+from agent_service.pipeline.canary_tally import CanaryTally
 from agent_service.pipeline.decide import DAY_MS, period_of
 from agent_service.pipeline.identity_links import graph_config
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.pipeline.records import publish_result
-from agent_service.runtime.assembly import Service, build_service
+from agent_service.runtime.assembly import Service, build_service, candidate_loader
+from agent_service.runtime.canary_watch import CanaryWatcher
 from agent_service.runtime.learner_service import LearnerService, learner_backend, model_registry
 from agent_service.runtime.model_watch import ModelWatcher
 from agent_service.runtime.shadow import shadow_config, shadow_roles
@@ -112,6 +115,8 @@ class ServeRuntime:
         self._needs_store = bool(self.roles & {"bidder", "stream", "sink"})
         self.service: Service | None = None
         self.watcher: ModelWatcher | None = None
+        self.canary_store: RedisCanaryStore | None = None
+        self.canary_watch: CanaryWatcher | None = None
         self.learner: LearnerService | None = None
         self.sink: WarehouseSink | None = None
         self.identity_graph: RedisIdentityGraph | None = None
@@ -169,6 +174,18 @@ class ServeRuntime:
         self.watcher = ModelWatcher(self.registry, self.service.policy, self.metrics, poll_s=cfg.serve.model_poll_s)
         await self.watcher.start()
         self._stops.append(self.watcher.stop)
+        # The canary of `gaelp promote`: its plan polled off the bid path, per-arm outcomes tallied.
+        self.canary_store = RedisCanaryStore(cfg.serve.redis, prefix=f"{cfg.serve.key_prefix}canary:")
+        await self.canary_store.start()
+        self._stops.append(self.canary_store.stop)
+        tally = CanaryTally(self.canary_store)
+        self.service.flow.outcomes.canary = tally
+        self.canary_watch = CanaryWatcher(
+            self.canary_store, self.service.decider, tally,
+            candidate_loader(cfg, self.creatives, self.registry, cfg.simulation.seed + 8, self.service.policy.catalogue),
+            self.metrics, poll_s=cfg.serve.model_poll_s)
+        await self.canary_watch.start()
+        self._stops.append(self.canary_watch.stop)
 
     async def _start_stream(self) -> None:
         assert self.service is not None
