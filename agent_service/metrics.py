@@ -64,6 +64,7 @@ NAMES = {
     "learner_checkpoints": "gaelp_learner_checkpoints_total",
     "learner_checkpoint_duration": "gaelp_learner_checkpoint_duration_seconds",
     "learner_train_duration": "gaelp_learner_batch_duration_seconds",
+    "candidate_decisions": "gaelp_candidate_decisions_total",
     "ope_evaluations": "gaelp_ope_evaluations_total",
     "ope_value": "gaelp_ope_value",
     "ope_value_lower": "gaelp_ope_value_lower",
@@ -177,6 +178,8 @@ class Metrics:
                                                 "Time to train one batch of experience records",
                                                 buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10), registry=r)
 
+        self.candidate_decisions = Counter(n["candidate_decisions"][:-6], "Decisions of the shadow candidate "
+                                           "([serve] candidate_version), logged and never sent", registry=r)
         # Shadow vs live: the last off-policy evaluation of the candidate on the live log.
         self.ope_evaluations = Counter(n["ope_evaluations"][:-6], "Off-policy evaluations of a candidate", registry=r)
         self.ope_value = Gauge(n["ope_value"], "Candidate's estimated value per logged decision, by estimator",

@@ -196,11 +196,13 @@ class BidBatcher:
 
     def _decide_candidates(self) -> None:
         try:
-            self._candidate_log += self.decider.decide_candidates()
+            decided = self.decider.decide_candidates()
         except Exception as exc:  # the candidate never costs the live path anything
             self.metrics.errors.labels("candidate").inc()
             log.warning("the candidate policy failed: %s", exc)
             return
+        self._candidate_log += decided
+        self.metrics.candidate_decisions.inc(len(decided))
         self._log_wake.set()
 
     async def _publish_log(self) -> None:

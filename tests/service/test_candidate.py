@@ -64,6 +64,7 @@ async def test_the_bid_endpoint_logs_the_candidates_decisions_after_answering() 
     shadow = [decode(r.value, Decision) for part in bus._topic(cfg.topics.candidate_decisions) for r in part]
     assert sorted(d.id for d in shadow) == sorted(d.id for d in logged) and len(shadow) == 5
     assert all(d.shadow and not d.bid and d.model_version == 1 for d in shadow)
+    assert kit.metrics.candidate_decisions._value.get() == 5  # gaelp_candidate_decisions_total
 
 
 async def test_shadow_candidate_through_the_warehouse_into_ope(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

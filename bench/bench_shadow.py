@@ -1,0 +1,126 @@
+"""What a shadow candidate costs the bid path: p99 at a paced 2,000 requests/s with and without a
+candidate policy deciding beside the live one (``[serve] candidate_version``), in one run.
+
+Two versions are published to a Redis registry (two differently seeded initial policies of the
+default agent: 64 creative slots). Two bidder processes (``gaelp serve --roles bidder``) run
+side by side on one throwaway redis-server and tansu: ``live`` serves the newest version alone;
+``shadow`` serves it too and decides every request a second time with version 1, after the
+answer has gone, logging the candidate's decisions (never sent). wrk paces each in turn,
+interleaved over ``--repeat`` rounds (the machine's speed drifts between minutes); medians
+reported. Floor (issue 20): shadow p99 ≤ 1.2 × live p99.
+
+    .venv/bin/python bench/bench_shadow.py [--rate 2000] [--seconds 10] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one math thread, before numpy loads
+    os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_serve import _paced, _wait_http, ensure_wrk  # noqa: E402
+
+from agent_service.config import GaelpConfig  # noqa: E402
+from tests.servers import RedisServer, TansuBroker, free_port  # noqa: E402
+
+SALT = "bench-salt-0123456789abcdef"
+
+
+def _config(workdir: Path, name: str, extra: str) -> Path:
+    path = workdir / f"{name}.toml"
+    prefix = f"sh{os.getpid()}{name}"
+    topics = "\n".join(f'{k} = "{prefix}.{k.replace("_", "-")}"' for k in (
+        "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links", "experience",
+        "dead_letters", "candidate_decisions"))
+    path.write_text(f"""
+[budget]
+daily_usd = 1000000.0
+pacing_slack = 1.0
+[topics]
+{topics}
+partitions = 2
+[serve]
+group_id = "{prefix}"
+session_timeout_s = 2.0
+model_dir = "{workdir / 'models'}"
+spill_dir = "{workdir / name / 'spill'}"
+campaign = "bench-{name}"
+registry = "redis"
+{extra}
+""")
+    return path
+
+
+def main() -> None:
+    from agent_service.adapters.redis_registry import RedisRegistry
+    from agent_service.agent.learning.learner import HybridLearner
+    from agent_service.agent.serving.hybrid import spec_of
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=2000.0, help="offered requests/s")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each paced run")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians reported")
+    args = ap.parse_args()
+    installed = ["wrk"] if ensure_wrk() else []
+    cfg = GaelpConfig()
+    slots = cfg.creatives.capacity
+    work = Path(tempfile.mkdtemp(prefix="gaelp-bench-shadow-"))
+    runs: dict[str, list[dict[str, float]]] = {"live": [], "shadow": []}
+    with RedisServer() as redis, TansuBroker() as broker:
+        registry = RedisRegistry(redis.url)
+        for seed in (0, 1):  # version 1: the candidate; version 2: live
+            HybridLearner(spec_of(cfg.hybrid, slots), cfg.hybrid, cfg.reward, registry, seed=seed).publish()
+        registry.close()
+        env = {**os.environ, "GAELP_KAFKA": broker.bootstrap, "GAELP_REDIS": redis.url, "GAELP_ID_SALT": SALT}
+        procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        try:
+            for name, extra in (("live", ""), ("shadow", "candidate_version = 1")):
+                port = free_port()
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "agent_service.cli", "serve", "--config", str(_config(work, name, extra)),
+                     "--roles", "bidder"], cwd=ROOT, env={**env, "GAELP_HTTP_PORT": str(port)},
+                    stdout=subprocess.DEVNULL)
+                procs[name] = (proc, port)
+                _wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+                _paced(port, args.rate, 3, work)  # warm-up
+            for _ in range(args.repeat):
+                for name, (_, port) in procs.items():
+                    runs[name].append(_paced(port, args.rate, args.seconds, work))
+            text = urllib.request.urlopen(f"http://127.0.0.1:{procs['shadow'][1]}/metrics", timeout=5).read().decode()
+            candidate = sum(float(x.split()[-1]) for x in text.splitlines()
+                            if x.startswith("gaelp_candidate_decisions_total "))
+        finally:
+            for proc, _ in procs.values():
+                proc.terminate()
+                proc.wait(30)
+    shutil.rmtree(work, ignore_errors=True)
+    p99 = {k: statistics.median(r["p99_us"] for r in v) / 1000 for k, v in runs.items()}
+    rps = {k: statistics.median(r["rps"] for r in v) for k, v in runs.items()}
+    print(f"live   p99 {p99['live']:.2f} ms at {rps['live']:.0f} req/s\n"
+          f"shadow p99 {p99['shadow']:.2f} ms at {rps['shadow']:.0f} req/s (candidate decisions {candidate:.0f})",
+          file=sys.stderr)
+    print(json.dumps({"bench": "shadow", "rate": args.rate, "installed": installed,
+                      "live_p99_ms": round(p99["live"], 3), "shadow_p99_ms": round(p99["shadow"], 3),
+                      "shadow_over_live_p99": round(p99["shadow"] / p99["live"], 3),
+                      "live_rps": round(rps["live"], 1), "shadow_rps": round(rps["shadow"], 1),
+                      "candidate_decisions": candidate, "floor_met": bool(p99["shadow"] <= 1.2 * p99["live"]),
+                      "runs": runs}))
+
+
+if __name__ == "__main__":
+    main()
