@@ -33,6 +33,7 @@ from agent_service.contracts.codec import decode
 from agent_service.contracts.events import IdentityLink
 from agent_service.creatives import CatalogueFile, load_priors
 from agent_service.metrics import Metrics
+from agent_service.money import micros_to_usd
 from agent_service.pacing import planned_fraction
 from agent_service.pipeline.decide import period_of
 from agent_service.pipeline.flow import Flow
@@ -242,6 +243,6 @@ async def _record_slot(run: SimulationRun, store: BudgetStore, world: Any, decis
         "clicks": now.get("clicks", 0) - before.get("clicks", 0),
         "cost_micros": now.get("cost_micros", 0) - before.get("cost_micros", 0),
         "expected_value_micros": now.get("expected_value_micros", 0) - before.get("expected_value_micros", 0),
-        "spend_usd": ledger.spent / 1e6, "budget_usd": ledger.budget / 1e6,
-        "plan_usd": ledger.budget / 1e6 * planned_fraction(elapsed),
+        "spend_usd": micros_to_usd(ledger.spent), "budget_usd": micros_to_usd(ledger.budget),
+        "plan_usd": micros_to_usd(ledger.budget) * planned_fraction(elapsed),
     })
