@@ -24,16 +24,18 @@ WORLDS: tuple[str, ...] = ("gaelp", "basic")
 """Names accepted by ``simulation.world``."""
 
 
-def build_world(sim: SimulationConfig) -> World:
+def build_world(sim: SimulationConfig, window_days: float | None = None) -> World:
     """The stream world of a run: ``GaelpWorld`` (calibrated) or ``BasicWorld`` (skeleton).
 
     :param sim: the ``[simulation]`` settings (``world``, ``calibration``, seed, size).
+    :param window_days: the service's ``join.window_days``, which ``BasicWorld`` labels its
+        conversions by (None: its default); the calibrated world has a window of its own.
     """
     name = getattr(sim, "world", "gaelp")
     if name == "basic":
-        from simulators.basic import BasicWorld
+        from simulators.basic import BasicWorld, BasicWorldParams
 
-        return BasicWorld(sim)
+        return BasicWorld(sim, BasicWorldParams() if window_days is None else BasicWorldParams(window_days=window_days))
     if name == "gaelp":
         from simulators.calibration import load_calibration
         from simulators.gaelp_world import GaelpWorld

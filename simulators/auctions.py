@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from agent_service.money import MICROS_PER_USD
+
 __all__ = [
     "NO_WINNER",
     "Allocation",
@@ -61,7 +63,7 @@ def to_ticks(cpm_usd: np.ndarray | float) -> np.ndarray:
 
     :param cpm_usd: prices, USD CPM (negative values become 0).
     """
-    micros = np.rint(np.maximum(np.asarray(cpm_usd, dtype=np.float64), 0.0) * 1e6).astype(np.int64)
+    micros = np.rint(np.maximum(np.asarray(cpm_usd, dtype=np.float64), 0.0) * MICROS_PER_USD).astype(np.int64)
     return np.minimum(micros // 1000, _BIG).astype(np.int32)
 
 

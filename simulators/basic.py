@@ -20,7 +20,7 @@ from agent_service.config import CHANNELS, SimulationConfig
 from agent_service.contracts.events import AdEvent, AuctionResult, Conversion, Decision, IdentityLink
 from agent_service.contracts.openrtb import BidRequest, Device, Imp, Site, User
 from agent_service.money import cpm_to_micros, impression_cost_micros, usd_to_micros
-from agent_service.units import DAY_MS, HOUR_MS
+from agent_service.units import DAY_MS, HOUR_MS, WINDOW_DAYS
 from simulators.world import WorldEvent
 
 __all__ = ["BasicWorld", "BasicWorldParams"]
@@ -43,7 +43,7 @@ class BasicWorldParams:
     cvr: float = 0.05
     """Conversion probability after a click."""
     delay_days: tuple[float, float, float] = (3.0, 2.0, 2.5)
-    """Conversion delay: min days + Gamma(shape, scale) days; some land past 14 days."""
+    """Conversion delay: min days + Gamma(shape, scale) days; some land past the window."""
     value_usd: tuple[float, float] = (30.0, 0.4)
     """Conversion value: log-normal with this mean (USD) and σ."""
     competitor_cpm: tuple[float, float, float] = (0.0, 6.0, 4.0)
@@ -57,6 +57,9 @@ class BasicWorldParams:
     """Probability that an opportunity offers each channel."""
     login_rate: float = 0.5
     """Share of devices on which the person is logged in (a deterministic identity link)."""
+    window_days: float = WINDOW_DAYS
+    """The attribution window the conversion log labels by (``in_window``): the service's
+    ``join.window_days`` default, so the labels say what a default service can join."""
 
 
 class BasicWorld:
@@ -217,7 +220,7 @@ class BasicWorld:
         conv = Conversion(id=f"conv-{decision_id}", event_time=t, value_micros=value,
                           user_id=self.user_id(person) if self.logged_in[(person, d)] else None,
                           device_id=self.device_id(person, d))
-        in_window = delay_ms <= 14 * DAY_MS
+        in_window = delay_ms <= p.window_days * DAY_MS
         # Joinable without probabilistic matching: same device, or logged in on both devices.
         joinable = d == click_device or (self.logged_in[(person, d)] and self.logged_in[(person, click_device)])
         self.conversion_log.append({"id": conv.id, "decision_id": decision_id, "value_micros": value,

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from agent_service.errors import ConfigError
+from agent_service.money import MICROS_PER_USD, usd_to_micros
 from agent_service.units import DAY_MS
 from simulators.auctions import to_ticks
 from simulators.batches import Actions, EngineConfig, WorldOpportunities, concat
@@ -119,7 +120,7 @@ class EnvCore:
         self.n_creatives = n_creatives
         self.n_segments = self.cal.n_segments
         self.feature_names = feature_names(self.cal.creatives.ab_arms)
-        self.budget = int(round(cfg.budget_usd * 1e6))
+        self.budget = usd_to_micros(cfg.budget_usd)
         self.bid_min = int(to_ticks(cfg.bid_min_usd))
         self.bid_max = int(to_ticks(cfg.bid_max_usd))
         self._window_share = 1.0
@@ -223,14 +224,14 @@ class EnvCore:
         out, truth = self.engine.resolve(opps, acts)
         cost = out.price.astype(np.int64)
         self.spent[lanes] += cost
-        value = np.where(out.in_window, out.conv_value, 0) / 1e6
+        value = np.where(out.in_window, out.conv_value, 0) / MICROS_PER_USD
         ev = np.where(out.won, truth.expected_value, 0.0) * self._window_share
         if self.cfg.reward == "value":
             reward = value
         elif self.cfg.reward == "expected_value":
             reward = ev
         else:
-            reward = value - cost / 1e6
+            reward = value - cost / MICROS_PER_USD
         self.totals[lanes] += np.stack([out.won, out.click, out.conv & out.in_window, value, ev], axis=1)
         self.view.record(opps, out, channel, out.eligible & (channel != 0), cr)
         self.ptr[lanes] += 1
@@ -251,9 +252,9 @@ class EnvCore:
             obs[done] = self.observe(lanes[done], _rows(opps, done))
         delay = np.where(out.conv, (out.conv_time - opps.t) / DAY_MS, -1.0)  # -1: no conversion
         info: dict[str, Any] = {
-            "won": out.won, "eligible": out.eligible, "cost_usd": cost / 1e6, "click": out.click,
-            "position": out.position, "creative_shown": cr, "conversion_value_usd": out.conv_value / 1e6,
-            "conversion_delay_days": delay, "in_window": out.in_window, "budget_left_usd": (self.budget - self.spent[lanes]) / 1e6,
+            "won": out.won, "eligible": out.eligible, "cost_usd": cost / MICROS_PER_USD, "click": out.click,
+            "position": out.position, "creative_shown": cr, "conversion_value_usd": out.conv_value / MICROS_PER_USD,
+            "conversion_delay_days": delay, "in_window": out.in_window, "budget_left_usd": (self.budget - self.spent[lanes]) / MICROS_PER_USD,
             "event_time": opps.t,
         }
         if self.cfg.expose_truth:

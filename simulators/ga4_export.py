@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from agent_service.money import micros_to_usd
 from simulators.batches import Actions, Outcomes, WorldOpportunities
 from simulators.calibration.schema import Calibration
 from simulators.engine import DAY_MS
@@ -161,7 +162,7 @@ class Ga4Exporter:
         sid, num = self._session(dev, t)
         self._conv_seq += 1
         self.summary.conversions += 1
-        usd = value_micros / 1e6
+        usd = micros_to_usd(value_micros)
         tid = f"T{self._conv_seq:08d}-{self._pseudo[dev][:6]}"
         base = f'{_p_int("ga_session_id", sid)},{_p_int("ga_session_number", num)}'
         f = self._file(t)

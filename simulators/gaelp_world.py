@@ -35,6 +35,7 @@ import numpy as np
 from agent_service.config import CHANNELS, SimulationConfig
 from agent_service.contracts.events import AdEvent, AuctionResult, Conversion, Decision, IdentityLink
 from agent_service.contracts.openrtb import BidRequest, Device, Imp, Site, User
+from agent_service.money import usd_to_micros
 from agent_service.units import DAY_MS
 from simulators.batches import Actions, EngineConfig, WorldOpportunities, concat
 from simulators.calibration import Calibration, load_calibration
@@ -186,7 +187,7 @@ class GaelpWorld:
                 continue
             # Ground truth of what was bought: its expected conversion value (evaluation only).
             self._count(day, impressions=1, cost_micros=paid,
-                        expected_value_micros=round(float(truth.expected_value[k]) * 1e6))
+                        expected_value_micros=usd_to_micros(float(truth.expected_value[k])))
             events.append(WorldEvent("ad_events", dec.id, AdEvent(
                 id=f"imp-{dec.id}", event_time=t + 60, decision_id=dec.id, kind="impression")))
             if out.click[k]:

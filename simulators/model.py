@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from agent_service.money import MICROS_PER_USD
 from simulators.calibration.schema import Calibration
 from simulators.creatives import build_appeal
 
@@ -128,4 +129,4 @@ class WorldModel:
     def value_micros(self, segment: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Conversion values (log-normal with the segment's mean), integer micros."""
         s = self.value_sigma[segment]
-        return np.asarray(np.rint(self.value_mean[segment] * np.exp(s * z - s * s / 2) * 1e6), dtype=np.int64)
+        return np.asarray(np.rint(self.value_mean[segment] * np.exp(s * z - s * s / 2) * MICROS_PER_USD), dtype=np.int64)

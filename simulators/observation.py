@@ -5,8 +5,8 @@
 budget, channels offered, floor, page context), computed here — vectorised — from the same
 information the service would have: the request (time, device type, page category, channels,
 floor, logged-in user id), the journeys the service would have recorded (its own touches, keyed
-by the person for logged-in devices and by the device otherwise, the last 16 within the 14-day
-window) and the budget ledger. ``EXTRA_FEATURES`` add what an environment episode knows:
+by the person for logged-in devices and by the device otherwise, the last 16 within the attribution
+window, ``join.window_days``'s default) and the budget ledger. ``EXTRA_FEATURES`` add what an environment episode knows:
 budget and time left, the recent win rate and price level of the lane's own bids, and the A/B
 arm of the device. Ground truth (segment, stage, person, true probabilities) never enters.
 
@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from agent_service.units import DAY_MS, HOUR_MS
+from agent_service.units import DAY_MS, HOUR_MS, WINDOW_DAYS
 from simulators.batches import Outcomes, WorldOpportunities
 from simulators.population import Population
 
@@ -37,7 +37,7 @@ BASE_FEATURES: tuple[str, ...] = (
 EXTRA_FEATURES: tuple[str, ...] = ("budget_left", "time_left", "win_rate", "price_level")
 """Environment-only features; followed by ``ab_arm_0..ab_arm_{arms-1}``."""
 _MAX_TOUCHES = 16
-_WINDOW_MS = 14 * DAY_MS
+_WINDOW_MS = int(WINDOW_DAYS * DAY_MS)  # the service's journey window (join.window_days), not the world's
 _EMA = 0.02
 
 
@@ -74,7 +74,7 @@ class ServiceInputs(NamedTuple):
     touch_clicked: np.ndarray
     """bool (n, 16) clicked."""
     touch_valid: np.ndarray
-    """bool (n, 16) the slot holds a touch within the 14-day window."""
+    """bool (n, 16) the slot holds a touch within the attribution window."""
     spent_micros: np.ndarray
     """Spent in the budget period so far."""
     budget_micros: np.ndarray

@@ -109,14 +109,23 @@ async def test_time_trigger_flushes_old_rows_only() -> None:
 
 
 async def test_background_ticker_applies_the_time_trigger() -> None:
-    wh = InMemoryWarehouse()
-    async with BatchWriter(wh, BatchConfig(max_rows=1000, max_delay_s=0.02)) as w:
+    wh, t = InMemoryWarehouse(), FakeTime()
+    flushed_at: list[float] = []
+
+    async def tick(s: float) -> None:  # each tick advances the injected clock and lets the loop run
+        t.now += s
+        if wh.requests and not flushed_at:
+            flushed_at.append(t.now - s)
+        await asyncio.sleep(0)
+
+    async with BatchWriter(wh, BatchConfig(max_rows=1000, max_delay_s=2.0), clock=t.clock, tick=tick) as w:
         await w.add("events", event(1))
-        for _ in range(500):  # behaviour, not timing: wait until the ticker flushed
-            if wh.requests:
+        for _ in range(100):
+            if flushed_at:
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
         assert wh.requests == [("events", ["e1"])]
+        assert flushed_at == [2.0]  # on the first tick at which the row had waited max_delay_s
 
 
 async def test_transient_failures_are_retried_with_backoff_and_nothing_is_lost() -> None:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from agent_service.errors import ConfigError
-from agent_service.units import DAY_MS
+from agent_service.units import DAY_MS, WINDOW_DAYS
 
 __all__ = ["HEURISTIC_MODELS", "MODELS", "AttributionConfig", "canonical_model"]
 
@@ -66,7 +66,7 @@ class AttributionConfig:
     """Position-based: share of the first touch (journeys of 3 or more touches)."""
     position_last: float = 0.4
     """Position-based: share of the last touch; the rest is spread evenly over the middle."""
-    window_days: float = 14.0
+    window_days: float = WINDOW_DAYS
     """Lookback window: touches older than this (event time) before the conversion get no credit."""
     prefer_clicks: bool = False
     """Click-through attribution: when a journey has clicked touches, only those are credited."""

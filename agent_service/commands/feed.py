@@ -47,7 +47,7 @@ async def _feed(cfg, args):  # type: ignore[no-untyped-def]
 
     bus = KafkaBus(cfg.serve.kafka, session_timeout_s=cfg.serve.session_timeout_s)
     await bus.start()
-    driver = SimDriver(build_world(cfg.simulation), bus, cfg.topics, group=f"{cfg.serve.group_id}-feed")
+    driver = SimDriver(build_world(cfg.simulation, cfg.join.window_days), bus, cfg.topics, group=f"{cfg.serve.group_id}-feed")
     await driver.start()
     try:
         return await feed(driver, args.days, args.drain_days, realtime_factor=args.realtime_factor, progress=True)

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from agent_service.money import micros_to_usd
+
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "run"]
 
 HELP = "ingest a GA4 BigQuery export or an ad-platform performance report into warehouse tables"
@@ -177,7 +179,7 @@ def _run_campaigns(args: argparse.Namespace) -> int:
     obj: dict[str, Any] = {"origins": len(batches), "rows": len(rows), "errors": sum(len(b.errors) for b in batches),
            "totals_skipped": sum(b.totals for b in batches), "errors_by_field": dict(by_field.most_common()),
            "impressions": sum(r.impressions for r in rows), "clicks": sum(r.clicks for r in rows),
-           "cost": round(sum(r.cost_micros for r in rows) / 1e6, 2),
+           "cost": round(micros_to_usd(sum(r.cost_micros for r in rows)), 2),
            "conversions": round(sum(r.conversions for r in rows), 3), "channels": dict(channels.most_common()),
            "warehouse": warehouse}
     for b in batches:

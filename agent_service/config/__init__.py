@@ -26,7 +26,7 @@ from agent_service.config.data import DataConfig
 from agent_service.config.lab import EvalConfig, TrainConfig
 from agent_service.errors import ConfigError
 from agent_service.typed_mapping import from_mapping
-from agent_service.units import DAY_MS
+from agent_service.units import DAY_MS, WINDOW_DAYS
 
 __all__ = [
     "AttributionConfig",
@@ -78,7 +78,7 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class JoinConfig:
-    window_days: float = 14.0
+    window_days: float = WINDOW_DAYS
     """Attribution window: a conversion credits touches at most this old (event time)."""
     allowed_lateness_s: int = 6 * 3600
     """How far behind the watermark an event may arrive and still be joined."""

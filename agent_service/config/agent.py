@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from agent_service.delay.config import DelayModelConfig
 from agent_service.errors import ConfigError
+from agent_service.units import WINDOW_DAYS
 
 __all__ = ["DQNConfig", "HybridConfig", "PPOConfig"]
 
@@ -224,7 +225,7 @@ class HybridConfig:
     conv_refit_every: int = 20
     """Learner rounds between full-batch refits of the conversion model on every buffered click
     (about once a simulated day at the default volume); 0: minibatch steps only."""
-    window_days: float = 14.0
+    window_days: float = WINDOW_DAYS
     """Attribution window: R_delayed only counts conversions inside it (in the service and the TOML
     file it is ``join.window_days``)."""
     decision_window: int = 300_000

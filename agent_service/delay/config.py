@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from agent_service.errors import ConfigError
-from agent_service.units import DAY_S
+from agent_service.units import DAY_S, WINDOW_DAYS
 
 __all__ = ["DelayModelConfig"]
 
@@ -32,7 +32,7 @@ class DelayModelConfig:
     touches. With few conversions and delays that are not exponential, per-feature rates trade
     off against the conversion probability (a slow rate excuses a high probability) and the
     probabilities stop ranking touches; a shared rate keeps them identifiable."""
-    window_days: float = 14.0
+    window_days: float = WINDOW_DAYS
     """Attribution window: conversions later than this are never joined (censoring time cap)."""
     buffer_size: int = 200_000
     """Touches kept by the online learner (oldest evicted first)."""

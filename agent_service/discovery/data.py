@@ -20,6 +20,7 @@ import duckdb
 import numpy as np
 
 from agent_service.errors import ConfigError
+from agent_service.money import micros_to_usd
 
 __all__ = ["AD_CHANNELS", "DEVICES", "Observations", "context_of", "load_observations"]
 
@@ -146,7 +147,7 @@ def load_observations(path: str | Path) -> Observations:
         end = max(end, t)
         key = user or pseudo_user.get(pseudo) or pseudo
         u = units.setdefault(key, len(units))
-        c_rows.append((u, t, value / 1e6 if value is not None else np.nan))
+        c_rows.append((u, t, micros_to_usd(value) if value is not None else np.nan))
     cc = list(zip(*c_rows, strict=True)) if c_rows else [(), (), ()]
     return Observations(
         unit_names=list(units), contexts=list(contexts),

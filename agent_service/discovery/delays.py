@@ -38,11 +38,11 @@ from scipy.optimize import minimize
 from scipy.special import ndtr
 
 from agent_service.discovery.data import Observations
+from agent_service.units import DAY_MS
 from simulators.calibration.schema import DelayComponent
 
 __all__ = ["DelayFinding", "discover_delays", "lognormal_from_quantiles"]
 
-_DAY_MS = 86_400_000
 _Z90 = 1.2815515655446004
 
 
@@ -90,7 +90,7 @@ def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 40, 
     :param iters: EM iterations.
     :param bin_days: bin width of the Kaplan–Meier check, days.
     """
-    span = (obs.end_ms - obs.start_ms) / _DAY_MS
+    span = (obs.end_ms - obs.start_ms) / DAY_MS
     horizon = min(max_days, span)
     clicks = np.flatnonzero(obs.s_click)
     order = np.lexsort((obs.s_time[clicks], obs.s_unit[clicks]))
@@ -98,18 +98,18 @@ def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 40, 
     cu, ct = obs.s_unit[clicks], obs.s_time[clicks]
     t0 = int(min(obs.start_ms, ct.min() if ct.size else obs.start_ms))
     key = (cu << 41) | (ct - t0)
-    h_ms = int(horizon * _DAY_MS)
+    h_ms = int(horizon * DAY_MS)
     lo = np.searchsorted(key, (obs.c_unit << 41) | np.maximum(obs.c_time - h_ms - t0, 0), side="left")
     hi = np.searchsorted(key, (obs.c_unit << 41) | np.maximum(obs.c_time - t0, 0), side="left")
     n_cand = hi - lo
     has = n_cand > 0
     conv = np.repeat(np.arange(obs.c_time.size), n_cand)
     pair = np.repeat(lo, n_cand) + np.arange(n_cand.sum()) - np.repeat(np.cumsum(n_cand) - n_cand, n_cand)
-    d = (obs.c_time[conv] - ct[pair]) / _DAY_MS
-    fu = np.minimum((obs.end_ms - ct) / _DAY_MS, horizon)
+    d = (obs.c_time[conv] - ct[pair]) / DAY_MS
+    fu = np.minimum((obs.end_ms - ct) / DAY_MS, horizon)
     # the time in which an unlinked conversion would meet candidates
     same_next = np.r_[cu[1:] == cu[:-1], False]
-    gap = np.where(same_next, np.r_[ct[1:] - ct[:-1], 0] / _DAY_MS, np.inf)
+    gap = np.where(same_next, np.r_[ct[1:] - ct[:-1], 0] / DAY_MS, np.inf)
     cover = np.bincount(cu, weights=np.minimum(np.minimum(gap, horizon), fu),
                         minlength=int(obs.c_unit.max(initial=0)) + 1)
     p_cand = float(np.clip(np.mean(cover[obs.c_unit] / max(span, 1e-9)), 0.0, 0.95)) if obs.c_unit.size else 0.0
@@ -141,7 +141,7 @@ def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 40, 
                           sigma=round(float(np.exp(theta[2])), 4))
     quant = {f"p{p}": float(theta[0] + dist.ppf(p / 100)) for p in (10, 50, 90)}
     km = _kaplan_meier(d, r, fu, horizon, bin_days)
-    last = (obs.c_time[has] - ct[hi[has] - 1]) / _DAY_MS
+    last = (obs.c_time[has] - ct[hi[has] - 1]) / DAY_MS
     naive_last = {"p50": float(np.median(last)) if last.size else float("nan"),
                   "p90": float(np.quantile(last, 0.9)) if last.size else float("nan")}
     naive_unc = {f"p{p}": _wquantile(d, r, p / 100) for p in (50, 90)}

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent_service.discovery.data import Observations
+from agent_service.units import DAY_MS
 
 __all__ = ["JourneyFinding", "discover_journeys"]
 
-_DAY_MS = 86_400_000
 
 
 def _q(x: np.ndarray) -> dict[str, float]:
@@ -52,12 +52,12 @@ def discover_journeys(obs: Observations, lookback_days: float = 30.0) -> Journey
     order = np.lexsort((obs.s_time, obs.s_unit))
     key = (obs.s_unit[order] << 41) | (obs.s_time[order] - obs.start_ms)
     cum_click = np.r_[0.0, np.cumsum(obs.s_click[order])]
-    look = int(lookback_days * _DAY_MS)
+    look = int(lookback_days * DAY_MS)
     lo = np.searchsorted(key, (obs.c_unit << 41) | np.maximum(obs.c_time - look - obs.start_ms, 0))
     hi = np.searchsorted(key, (obs.c_unit << 41) | np.maximum(obs.c_time - obs.start_ms, 0))
     n = hi - lo
     any_ = n > 0
     first = obs.s_time[order][np.minimum(lo, order.size - 1)]
-    days = (obs.c_time - first)[any_] / _DAY_MS
+    days = (obs.c_time - first)[any_] / DAY_MS
     return JourneyFinding(_q(touches[seen].astype(np.float64)), _q(clicks[seen]), _q(n.astype(np.float64)),
                           _q(cum_click[hi] - cum_click[lo]), _q(days))

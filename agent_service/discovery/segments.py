@@ -33,6 +33,7 @@ import numpy as np
 
 from agent_service.agent.model.segment_em import MixtureFit, select_k
 from agent_service.discovery.data import Observations
+from agent_service.units import HOUR_MS
 
 __all__ = ["SegmentFinding", "discover_segments"]
 
@@ -85,7 +86,7 @@ def discover_segments(obs: Observations, k_max: int = 6, seed: int = 0, restarts
     col = np.full(n_ctx, keep.size, dtype=np.int64)
     col[keep] = np.arange(keep.size)
     c = keep.size + 1
-    hour = (obs.s_time // 3_600_000) % 24
+    hour = (obs.s_time // HOUR_MS) % 24
     x = np.zeros((obs.n_units, c + 24))
     np.add.at(x, (obs.s_unit, col[obs.s_context]), 1.0)
     np.add.at(x, (obs.s_unit, c + hour), 1.0)

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent_service.discovery.data import Observations
+from agent_service.units import DAY_MS, HOUR_MS
 
 __all__ = ["TemporalFinding", "discover_temporal"]
 
-_HOUR_MS = 3_600_000
-_DAY_MS = 86_400_000
 _EPOCH_DOW = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
 
@@ -44,19 +43,19 @@ def discover_temporal(obs: Observations) -> TemporalFinding:
     t = obs.s_time
     paid = obs.s_channel > 0
     src = t[paid] if paid.sum() >= 24 * 20 else t
-    hourly = np.bincount((src // _HOUR_MS) % 24, minlength=24).astype(np.float64)
+    hourly = np.bincount((src // HOUR_MS) % 24, minlength=24).astype(np.float64)
     hourly = hourly / max(hourly.mean(), 1e-12)
     # exposure per weekday in days (partial first/last days as fractions)
-    span_days = np.arange(obs.start_ms // _DAY_MS, obs.end_ms // _DAY_MS + 1)
-    cover = np.clip((np.minimum((span_days + 1) * _DAY_MS, obs.end_ms)
-                     - np.maximum(span_days * _DAY_MS, obs.start_ms)) / _DAY_MS, 0.0, 1.0)
+    span_days = np.arange(obs.start_ms // DAY_MS, obs.end_ms // DAY_MS + 1)
+    cover = np.clip((np.minimum((span_days + 1) * DAY_MS, obs.end_ms)
+                     - np.maximum(span_days * DAY_MS, obs.start_ms)) / DAY_MS, 0.0, 1.0)
     exposure = np.bincount((span_days + _EPOCH_DOW) % 7, weights=cover, minlength=7)
-    counts = np.bincount(((t // _DAY_MS) + _EPOCH_DOW) % 7, minlength=7).astype(np.float64)
+    counts = np.bincount(((t // DAY_MS) + _EPOCH_DOW) % 7, minlength=7).astype(np.float64)
     daily = np.where(exposure > 0, counts / np.maximum(exposure, 1e-12), np.nan)
     daily = np.where(np.isfinite(daily), daily, np.nanmean(daily))
     daily = daily / daily.mean()
-    week = (t - obs.start_ms) // (7 * _DAY_MS)
-    full = int((obs.end_ms - obs.start_ms) // (7 * _DAY_MS))
+    week = (t - obs.start_ms) // (7 * DAY_MS)
+    full = int((obs.end_ms - obs.start_ms) // (7 * DAY_MS))
     trend = None
     if full >= 2:
         per = np.bincount(week, minlength=full + 1)[:full]

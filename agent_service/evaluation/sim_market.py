@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent_service.evaluation.market import ConversionQueue, Conversions, Opportunities, Plays, Results, Truth
+from agent_service.money import MICROS_PER_USD, usd_to_micros
 from agent_service.units import DAY_MS, HOUR_MS
 from simulators.batches import Actions, EngineConfig, WorldOpportunities, concat
 from simulators.calibration import Calibration, load_calibration
@@ -134,7 +135,7 @@ class SimMarket:
         out, truth = self.engine.resolve(raw, acts)
         conv = out.conv
         if conv.any():
-            self._pending.schedule(self._key(out.conv_device[conv]), out.conv_time[conv], out.conv_value[conv] / 1e6)
+            self._pending.schedule(self._key(out.conv_device[conv]), out.conv_time[conv], out.conv_value[conv] / MICROS_PER_USD)
         ev = np.where(out.won, truth.expected_value, 0.0)
         return Results(out.won.copy(), out.price / 1000.0, out.click.copy(), out.position.astype(np.int64), ev)
 
@@ -146,7 +147,7 @@ class SimMarket:
         """The LP value of a recorded day by its Lagrangian dual (``simulators.hindsight.dual_bound``):
         in ``upper`` mode no policy can win more expected value on these opportunities."""
         opps = concat(self.days[day])
-        return dual_bound(episode_options(self.engine, opps, mode=mode), int(round(self.budget_usd * 1e6)),
+        return dual_bound(episode_options(self.engine, opps, mode=mode), usd_to_micros(self.budget_usd),
                           organic_cap=self.engine.organic_cap)
 
     def upper_bound(self, day: int) -> float:
@@ -157,5 +158,5 @@ class SimMarket:
         """The hindsight optimum of a recorded day with this campaign's budget (``simulators.hindsight``)."""
         opps = concat(self.days[day])
         options = episode_options(self.engine, opps, mode=mode)
-        return hindsight_optimum(options, int(round(self.budget_usd * 1e6)), organic_cap=self.engine.organic_cap,
+        return hindsight_optimum(options, usd_to_micros(self.budget_usd), organic_cap=self.engine.organic_cap,
                                  mode=mode)

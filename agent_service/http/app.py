@@ -80,12 +80,14 @@ class BidBatcher:
     :param spill: where decision-log records go while the bus is down and more than
         ``max_log_backlog`` wait (None: they are dropped and counted).
     :param max_log_backlog: decision-log records kept in memory while the bus is down.
+    :param linger: async sleep of the linger (a test holds it open until its requests queued).
     """
 
     def __init__(self, decider: Decider, bus: EventBus, decisions_topic: str, metrics: Metrics,
                  max_batch: int = 256, linger_s: float = 0.0, max_passes: int = 2,
                  spill: RecordSpill | None = None, max_log_backlog: int = _MAX_LOG_BACKLOG,
-                 candidate_topic: str | None = None) -> None:
+                 candidate_topic: str | None = None,
+                 linger: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.decider, self.bus, self.topic, self.metrics = decider, bus, decisions_topic, metrics
         self.candidate_topic = candidate_topic
         self._candidate_log: list[Decision] = []
@@ -93,6 +95,7 @@ class BidBatcher:
         self.max_batch = max_batch
         self.max_passes = max_passes
         self.linger_s = linger_s
+        self._linger = linger
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -150,7 +153,7 @@ class BidBatcher:
                 self._wake.clear()
                 while self._queue:
                     if self.linger_s > 0 and len(self._queue) < self.max_batch:
-                        await asyncio.sleep(self.linger_s)  # let concurrent requests join this pass
+                        await self._linger(self.linger_s)  # let concurrent requests join this pass
                     batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
                     passes.add(task := asyncio.create_task(self._decide(batch)))
                     task.add_done_callback(passes.discard)

@@ -32,6 +32,7 @@ from agent_service.config.data import Ga4Config
 from agent_service.errors import DecodeError
 from agent_service.ingest.channels import snake
 from agent_service.ingest.ga4 import RowError
+from agent_service.money import usd_to_micros
 
 __all__ = [
     "COLUMNS",
@@ -225,8 +226,8 @@ def _row(lineno: int, cells: list[str], index: Mapping[str, int], groups: Mappin
         row=lineno, day=day, campaign=campaign, ad_group=cell("ad_group"),
         ad=cell("ad") or cell("ad_group") or campaign, device=DEVICES.get(device, device), network=network,
         channel_group=group, channel=groups.get(group) or snake(group), impressions=impressions, clicks=clicks,
-        cost_micros=round(cost if micros_cost else cost * 1e6), conversions=conversions,
-        conversion_value_micros=round(value * 1e6), currency=cell("currency"))
+        cost_micros=round(cost) if micros_cost else usd_to_micros(cost), conversions=conversions,
+        conversion_value_micros=usd_to_micros(value), currency=cell("currency"))
 
 
 def _number(name: str, raw: str, integer: bool = False) -> float:

@@ -36,6 +36,7 @@ import msgspec
 from agent_service.config.data import Ga4Config
 from agent_service.ingest.channels import ChannelMapper
 from agent_service.ingest.ga4_schema import Event, Param, ParamValue
+from agent_service.money import usd_to_micros
 
 __all__ = ["Ga4Batch", "Ga4Builder", "Ga4Conversion", "IngestStats", "RowError", "Session", "SessionTouch"]
 
@@ -449,7 +450,7 @@ def _as_float(v: Any) -> float | None:
 
 
 def _micros(x: float | None) -> int | None:
-    return None if x is None else round(x * 1_000_000)
+    return None if x is None else usd_to_micros(x)
 
 
 def _conversion(e: Event, session_id: int | None, p: _Params, raw: bytes) -> Ga4Conversion:

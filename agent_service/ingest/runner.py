@@ -17,6 +17,7 @@ from agent_service.ingest.channels import ChannelMapper
 from agent_service.ingest.ga4 import Ga4Batch, Ga4Builder, RowError
 from agent_service.ingest.sources import expand, is_table, read_file, size_hint
 from agent_service.ingest.store import Ga4Store
+from agent_service.money import micros_to_usd
 
 __all__ = ["IngestReport", "OriginReport", "ingest_ga4"]
 
@@ -121,7 +122,7 @@ def _bar(enabled: bool, desc: str, total: int | None, unit: str) -> tqdm[Any]:
 def _write(batch: Ga4Batch, store: Ga4Store, report: IngestReport, keep_errors: int) -> None:
     store.replace(batch)
     st = batch.stats
-    usd = sum(c.value_usd_micros or 0 for c in batch.conversions) / 1e6
+    usd = micros_to_usd(sum(c.value_usd_micros or 0 for c in batch.conversions))
     report.origins.append(OriginReport(batch.origin, st.rows, st.events, st.duplicates, st.without_session,
                                        len(batch.errors), len(batch.sessions), len(batch.touches),
                                        len(batch.conversions), usd))

@@ -31,7 +31,13 @@ from agent_service.contracts.events import Action, Decision, encoded_state
 from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid
 from agent_service.experiments.assignment import bucket
 from agent_service.metrics import Metrics
-from agent_service.money import cpm_to_micros, floor_to_usd_micros, impression_cost_micros, usd_to_micros
+from agent_service.money import (
+    cpm_to_micros,
+    floor_to_usd_micros,
+    impression_cost_micros,
+    micros_to_usd,
+    usd_to_micros,
+)
 from agent_service.pacing import paced_out
 from agent_service.pipeline.opportunity import device_id_of, opportunity_of
 from agent_service.pipeline.pseudonym import Pseudonymizer
@@ -273,7 +279,7 @@ class Decider:
             floor = floor_to_usd_micros(imp.bidfloor, self._usd_per_unit[imp.bidfloorcur])
         else:
             reject = "floor_currency"
-        opp = opportunity_of(req, imp, event_time, floor / 1e6 if reject is None else None)
+        opp = opportunity_of(req, imp, event_time, micros_to_usd(floor) if reject is None else None)
         return _Slot(req, imp, opp, device, ctx, reject, floor)
 
     def _decide_one(self, i: int, s: _Slot, served: ServedBatch, logged: list[float], shadow: bool = False) -> Decision:
@@ -317,8 +323,8 @@ class Decider:
         planned = int(budget.budget * self.policy.plan.fraction(elapsed))  # pacing.planned_spend, from the cached plan
         if paced_out(budget.spent + budget.reserved, budget.budget, planned, self.cfg.budget.pacing_slack):
             return 0, "pacing"
-        self.metrics.budget.set(budget.budget / 1e6)
-        self.metrics.planned_spend.set(planned / 1e6)
+        self.metrics.budget.set(micros_to_usd(budget.budget))
+        self.metrics.planned_spend.set(micros_to_usd(planned))
         if no_bid != BID:
             return 0, NO_BID_REASONS[no_bid]
         bid = to_micros(bid_cpm_usd, s.floor_micros, (self._bid_min, self._bid_max))
@@ -328,7 +334,7 @@ class Decider:
 
     def _response(self, req: BidRequest, decisions: list[Decision]) -> BidResponse | None:
         bids = [
-            Bid(id=d.id, impid=d.imp_id, price=d.action.bid_cpm_micros / 1e6, crid=f"cr-{d.action.creative}",
+            Bid(id=d.id, impid=d.imp_id, price=micros_to_usd(d.action.bid_cpm_micros), crid=f"cr-{d.action.creative}",
                 cid=self.campaign, ext={"channel": d.action.channel, "model_version": d.model_version})
             for d in decisions if d.bid and d.action.channel != "organic"
         ]

@@ -31,6 +31,7 @@ from agent_service.contracts.events import (
 )
 from agent_service.identity import IdentityGraph
 from agent_service.metrics import Metrics
+from agent_service.money import micros_to_usd
 from agent_service.pipeline.canary_tally import CanaryTally
 from agent_service.pipeline.decide import period_of
 from agent_service.pipeline.identity_links import IdentityLinks
@@ -110,7 +111,7 @@ class Outcomes:
         for (dec, res), (applied, got) in zip(order, stored, strict=True):
             if applied and res.won:  # counted once, not on redelivery
                 self.metrics.wins.labels(dec.action.channel).inc()
-                self.metrics.spend.inc(res.price_paid_micros / 1e6)
+                self.metrics.spend.inc(micros_to_usd(res.price_paid_micros))
             outputs.append(self._out(dec.id, got))
         if self.canary is not None:  # keyed by decision: a redelivered result adds nothing
             await self.canary.spent([(dec, res.price_paid_micros) for dec, res in order if res.won])
@@ -124,8 +125,8 @@ class Outcomes:
                           creative=dec.action.creative, segment=dec.action.segment, device_id=dec.device_id,
                           cost_micros=cost)
         position = res.position if res.won else None
-        parts = RewardParts(immediate=slot_value_usd(self._rw, position) - cost / 1e6,
-                            delayed=dec.value_estimate_micros / 1e6 if res.won else 0.0)
+        parts = RewardParts(immediate=slot_value_usd(self._rw, position) - micros_to_usd(cost),
+                            delayed=micros_to_usd(dec.value_estimate_micros) if res.won else 0.0)
         exp = self._experience(dec, "outcome", "outcome", res.event_time, parts, won=res.won, position=position)
         return ResultEffect(f"outcome:{dec.id}", encode(exp), dec.campaign, period_of(dec.event_time), dec.id,
                             cost, dec.device_id, touch, res.event_time + self.cfg.join.window_ms)
@@ -187,7 +188,7 @@ class Outcomes:
                     lo = conv.event_time - self.cfg.join.window_ms
                     path = sorted({t.decision_id: t for t in ctx.journey if lo <= t.event_time <= conv.event_time
                                    }.values(), key=lambda t: (t.event_time, t.decision_id))
-                    learner.observe_conversion([t.channel for t in path], conv.value_micros / 1e6)
+                    learner.observe_conversion([t.channel for t in path], micros_to_usd(conv.value_micros))
         decisions = await self.store.get_decisions(list({d for r in records for d, _ in r.credits}), state_encoded=True)
         if self.canary is not None:  # keyed by conversion and decision: a redelivery adds nothing
             await self.canary.credited([(r.conversion_id, decisions[d], micros) for r in records
@@ -198,7 +199,7 @@ class Outcomes:
                 dec = decisions.get(decision_id)
                 if dec is not None:
                     exp = self._experience(dec, "credit", f"credit:{conv.id}", conv.event_time,
-                                           RewardParts(attribution=micros / 1e6))
+                                           RewardParts(attribution=micros_to_usd(micros)))
                     outputs.append(self._out(dec.id, encode(exp)))
         return outputs
 
@@ -242,7 +243,7 @@ class Outcomes:
             if won:
                 touched.add(decision_id)
             final = self._experience(dec, "final", "final", dec.event_time + self.cfg.join.window_ms,
-                                     RewardParts(immediate=immediate, attribution=sum(credits[k].values()) / 1e6),
+                                     RewardParts(immediate=immediate, attribution=micros_to_usd(sum(credits[k].values()))),
                                      won=won, done=True)
             claims.append((f"final:{decision_id}", encode(final)))
         claimed = dict(zip(todo, await self.store.claim_many(claims, self._ttl), strict=True))

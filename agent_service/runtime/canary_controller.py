@@ -38,6 +38,7 @@ from agent_service.errors import ConfigError
 from agent_service.experiments.canary import Canary, CanaryEvent, CanaryState
 from agent_service.experiments.sequential import Arm
 from agent_service.metrics import Metrics
+from agent_service.money import MICROS_PER_USD, micros_to_usd
 from agent_service.ports.canary import ArmTotals, CanaryPlan, CanaryStore
 from agent_service.ports.registry import ModelRegistry, promote
 
@@ -169,12 +170,12 @@ class CanaryController:
 
 def _observe(canary: Canary, arm: Arm, t: ArmTotals) -> None:
     if t.persons:
-        canary.observe_many(arm, t.value_micros / 1e6, t.spend_micros / 1e6, t.requests, t.no_bids, t.errors)
+        canary.observe_many(arm, t.value_micros / MICROS_PER_USD, t.spend_micros / MICROS_PER_USD, t.requests, t.no_bids, t.errors)
 
 
 def summarise(t: ArmTotals) -> dict[str, float]:
     """An arm's totals in a few numbers (persons, requests, spend, value, value per dollar, rates)."""
-    requests, spend, value = int(t.requests.sum()), float(t.spend_micros.sum()) / 1e6, float(t.value_micros.sum()) / 1e6
+    requests, spend, value = int(t.requests.sum()), micros_to_usd(int(t.spend_micros.sum())), micros_to_usd(int(t.value_micros.sum()))
     return {"persons": len(t.persons), "converting_persons": int((t.value_micros > 0).sum()), "requests": requests,
             "spend_usd": spend, "value_usd": value, "value_per_dollar": value / spend if spend > 0 else math.nan,
             "no_bid_rate": int(t.no_bids.sum()) / requests if requests else math.nan,

@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent_service.money import micros_to_usd
+
 if TYPE_CHECKING:
     from agent_service.runtime.simulate import SimulationRun
 
@@ -27,26 +29,26 @@ def build_report(run: SimulationRun) -> dict[str, Any]:
     truth = run.world_truth.get("totals", {})
     daily_truth = run.world_truth.get("daily", {})
     days = sorted(run.ledgers)
-    per_day = []
+    per_day: list[dict[str, Any]] = []
     for day in days:
         budget, spent, reserved = run.ledgers[day]
         t = daily_truth.get(day, {})
         per_day.append({
             "day": day,
             "date": (dt.date(2026, 1, 1) + dt.timedelta(days=day)).isoformat(),
-            "budget": budget / 1e6, "spend": spent / 1e6, "unsettled_reservations": reserved / 1e6,
+            "budget": micros_to_usd(budget), "spend": micros_to_usd(spent), "unsettled_reservations": micros_to_usd(reserved),
             "decisions": run.daily_decisions.get(day, 0), "bids": run.daily_bids.get(day, 0),
             "impressions": int(t.get("impressions", 0)), "clicks": int(t.get("clicks", 0)),
             "conversions": int(t.get("conversions", 0)),
             "conversions_in_window": int(t.get("conversions_in_window", 0)),
-            "conversion_value": round(t.get("conversion_value_micros", 0) / 1e6, 2),
-            "expected_conversion_value": round(t.get("expected_value_micros", 0) / 1e6, 2),
+            "conversion_value": round(micros_to_usd(t.get("conversion_value_micros", 0)), 2),
+            "expected_conversion_value": round(micros_to_usd(t.get("expected_value_micros", 0)), 2),
         })
     spend = sum(d["spend"] for d in per_day)
     impressions = int(truth.get("impressions", 0))
     clicks = int(truth.get("clicks", 0))
     conversions = int(truth.get("conversions", 0))
-    value = truth.get("conversion_value_micros", 0) / 1e6
+    value = micros_to_usd(truth.get("conversion_value_micros", 0))
     served = sorted(run.versions_served)
     return {
         "seed": sim.seed, "days": sim.days, "opportunities": int(truth.get("opportunities", 0)),
@@ -55,7 +57,7 @@ def build_report(run: SimulationRun) -> dict[str, Any]:
         "conversions_in_window": int(truth.get("conversions_in_window", 0)),
         "conversions_after_window": int(truth.get("conversions_late", 0)),
         "conversion_value": round(value, 2),
-        "expected_conversion_value": round(truth.get("expected_value_micros", 0) / 1e6, 2),
+        "expected_conversion_value": round(micros_to_usd(truth.get("expected_value_micros", 0)), 2),
         "ctr": round(clicks / impressions, 6) if impressions else 0.0,
         "cpa": round(spend / conversions, 4) if conversions else None,
         "roas": round(value / spend, 4) if spend else None,

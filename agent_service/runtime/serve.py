@@ -50,6 +50,7 @@ from agent_service.errors import BusError, ConfigError, StoreError
 from agent_service.http.admin import parse_budget_change
 from agent_service.http.app import build_http_app, build_metrics_app
 from agent_service.metrics import Metrics
+from agent_service.money import micros_to_usd
 from agent_service.pacing import planned_spend
 from agent_service.pipeline.canary_tally import CanaryTally
 from agent_service.pipeline.decide import DAY_MS, period_of
@@ -294,10 +295,10 @@ class ServeRuntime:
         if "bidder" in self.roles:
             now = _wall_ms()
             ledger = await self.store.budget(self.cfg.serve.campaign, period_of(now))
-            self.metrics.budget.set(ledger.budget / 1e6)
-            self.metrics.planned_spend.set(planned_spend(ledger.budget, (now % DAY_MS) / DAY_MS) / 1e6)
-            self.metrics.period_spend.labels("spent").set(ledger.spent / 1e6)
-            self.metrics.period_spend.labels("reserved").set(ledger.reserved / 1e6)
+            self.metrics.budget.set(micros_to_usd(ledger.budget))
+            self.metrics.planned_spend.set(micros_to_usd(planned_spend(ledger.budget, (now % DAY_MS) / DAY_MS)))
+            self.metrics.period_spend.labels("spent").set(micros_to_usd(ledger.spent))
+            self.metrics.period_spend.labels("reserved").set(micros_to_usd(ledger.reserved))
 
     # --- admin actions ---------------------------------------------------------------------
     async def _rollback(self, _: dict[str, object]) -> dict[str, object]:
@@ -310,7 +311,7 @@ class ServeRuntime:
         change = parse_budget_change(body, period_of(_wall_ms()))
         await self.store.set_budget(self.cfg.serve.campaign, change.period, change.budget_micros)
         state = await self.store.budget(self.cfg.serve.campaign, change.period)
-        return {"period": change.period, "budget_usd": state.budget / 1e6, "spent_usd": state.spent / 1e6}
+        return {"period": change.period, "budget_usd": micros_to_usd(state.budget), "spent_usd": micros_to_usd(state.spent)}
 
 
 async def _watch_loop_lag(metrics: Metrics, every_s: float = 0.01) -> None:

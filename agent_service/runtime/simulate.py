@@ -33,8 +33,9 @@ from agent_service.contracts.codec import decode
 from agent_service.contracts.events import IdentityLink
 from agent_service.creatives import CatalogueFile, load_priors
 from agent_service.metrics import Metrics
+from agent_service.money import micros_to_usd
 from agent_service.pacing import planned_fraction
-from agent_service.pipeline.decide import DAY_MS, period_of
+from agent_service.pipeline.decide import period_of
 from agent_service.pipeline.flow import Flow
 from agent_service.ports.store import BudgetStore, RecordReader
 from agent_service.runtime.assembly import build_learner, build_service
@@ -44,6 +45,7 @@ from agent_service.runtime.learner_service import LearnerService
 from agent_service.runtime.report import write_report
 from agent_service.runtime.warehouse_sink import WarehouseSink, batch_config
 from agent_service.runtime.worker import BusWorker
+from agent_service.units import DAY_MS, HOUR_MS
 from agent_service.warehouse import BatchWriter
 from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 from agent_service.warehouse.schema import STREAM_TABLES
@@ -54,7 +56,7 @@ __all__ = ["WAREHOUSE_FILE", "SimulationRun", "run_simulation"]
 CAMPAIGN = "sim"
 WAREHOUSE_FILE = "warehouse.duckdb"
 """The warehouse tables of a run, beside report.json (query them with DuckDB)."""
-_DRAIN_SLOT_MS = 3_600_000
+_DRAIN_SLOT_MS = HOUR_MS
 
 
 @dataclass
@@ -91,7 +93,7 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     sim = cfg.simulation
     run = SimulationRun(cfg)
     bus, store, registry, metrics = MemoryBus(), MemoryStore(), MemoryRegistry(), Metrics()
-    world = build_world(sim)
+    world = build_world(sim, cfg.join.window_days)
     # The agent `gaelp serve` runs: the policy has [creatives] capacity slots, the catalogue holds
     # the world's creatives (60 in the calibrated world) and masks the rest.
     catalogue = CatalogueFile(cfg.creatives.catalogue, world.creatives, cfg.creatives.capacity, cfg.creatives.reload_s)
@@ -235,12 +237,12 @@ async def _record_slot(run: SimulationRun, store: BudgetStore, world: Any, decis
     elapsed = ((t1 - world.start_ms) % DAY_MS or DAY_MS) / DAY_MS
     now = world.counts
     run.slots.append({
-        "t": t0, "day": int(day), "hour": round(((t0 - world.start_ms) % DAY_MS) / 3_600_000, 2),
+        "t": t0, "day": int(day), "hour": round(((t0 - world.start_ms) % DAY_MS) / HOUR_MS, 2),
         "decisions": len(decisions), "model_version": version,
         "impressions": now.get("impressions", 0) - before.get("impressions", 0),
         "clicks": now.get("clicks", 0) - before.get("clicks", 0),
         "cost_micros": now.get("cost_micros", 0) - before.get("cost_micros", 0),
         "expected_value_micros": now.get("expected_value_micros", 0) - before.get("expected_value_micros", 0),
-        "spend_usd": ledger.spent / 1e6, "budget_usd": ledger.budget / 1e6,
-        "plan_usd": ledger.budget / 1e6 * planned_fraction(elapsed),
+        "spend_usd": micros_to_usd(ledger.spent), "budget_usd": micros_to_usd(ledger.budget),
+        "plan_usd": micros_to_usd(ledger.budget) * planned_fraction(elapsed),
     })

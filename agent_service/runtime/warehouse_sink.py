@@ -329,10 +329,20 @@ async def stop_sink(sink: WarehouseSink) -> None:
 
 
 async def run_sink(sink: WarehouseSink, metrics: Metrics) -> None:
-    """Write what the stream produced, forever; offsets are committed only after rows are written."""
+    """Write what the stream produced, forever; offsets are committed only after rows are written.
+
+    Each time the sink catches up (a poll finds nothing after one that wrote), it logs the rows
+    written so far per table (INFO): how an operator, or a test, sees it has written everything.
+    """
+    caught_up = True
     while True:
         try:
-            await sink.poll(timeout_ms=500)
+            if await sink.poll(timeout_ms=500):
+                caught_up = False
+            elif not caught_up:
+                caught_up = True
+                log.info("warehouse sink caught up; rows written: %s",
+                         " ".join(f"{table}={n}" for table, n in sorted(sink.rows.items())))
         except (WarehouseError, BusError, StoreError) as exc:
             log.warning("warehouse sink: %s", exc)
             await asyncio.sleep(1.0)

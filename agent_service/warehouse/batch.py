@@ -16,7 +16,7 @@ A batch stays owned by the writer until the warehouse acknowledges it:
   buffers or wrote recently, so no row is sent twice after success and a resent batch is
   deduplicated by the warehouse.
 
-Batching uses wall-clock time (an injected ``clock``): it is I/O pacing, not event logic.
+Batching uses wall-clock time (an injected ``clock`` and ``tick``): it is I/O pacing, not event logic.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class BatchWriter:
     :param tables: table schemas (default: ``schema.TABLES``).
     :param sleep: async sleep used for backoff (inject a fake in tests).
     :param clock: monotonic clock in seconds used for the time trigger.
+    :param tick: async sleep between the time trigger's checks (a test steps it with its clock).
     :param on_dead_letter: called with each permanently rejected row.
     """
 
@@ -85,6 +86,7 @@ class BatchWriter:
         tables: Mapping[str, TableSchema] | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        tick: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         on_dead_letter: Callable[[DeadLetter], None] | None = None,
     ) -> None:
         self.warehouse = warehouse
@@ -92,6 +94,7 @@ class BatchWriter:
         self._tables = {name: _Table(s) for name, s in (tables or TABLES).items()}
         self._sleep = sleep
         self._clock = clock
+        self._tick = tick
         self._rng = random.Random(self.config.seed)
         self._on_dead_letter = on_dead_letter
         self._ticker: asyncio.Task[None] | None = None
@@ -218,7 +221,7 @@ class BatchWriter:
     async def _tick_loop(self) -> None:
         period = max(self.config.max_delay_s / 4, 0.005)
         while True:
-            await asyncio.sleep(period)
+            await self._tick(period)
             try:
                 await self.flush_due()
             except WarehouseError as exc:  # rows are kept; surfaced by close()

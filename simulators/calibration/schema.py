@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 from agent_service.errors import ConfigError
+from agent_service.units import WINDOW_DAYS
 
 __all__ = [
     "AUCTIONS",
@@ -263,8 +264,10 @@ class ConversionCal:
     """Touches over which the lift saturates."""
     hourly: tuple[float, ...] = ()
     """Conversion propensity multiplier per hour of day of the touch (24 values; empty = flat)."""
-    window_days: float = 14.0
-    """Attribution window; conversions later than this after their touch are lost (counted, not hidden)."""
+    window_days: float = WINDOW_DAYS
+    """Attribution window; conversions later than this after their touch are lost (counted, not hidden).
+    The world's own parameter (the platform's window, read from the calibration file); its default
+    is the service's ``join.window_days`` default, so the two agree unless a calibration says not."""
 
     def __post_init__(self) -> None:
         _req(self.touch_lift >= 0, "touch_lift", "must be >= 0")

@@ -114,7 +114,12 @@ def test_redis_keeps_the_newest_versions_and_announces_each_publish(redis_server
         seen: list[int] = []
         stream = reg.notices()
         first = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0.2)  # subscribed before the publishes
+        probe = redis.Redis.from_url(redis_server.url)
+        for _ in range(500):  # subscribed before the publishes
+            if probe.pubsub_numsub(f"{reg.prefix}published")[0][1]:
+                break
+            await asyncio.sleep(0.01)
+        probe.close()
         for i in range(5):
             await asyncio.to_thread(reg.publish, _state(float(i)))
         seen.append(await asyncio.wait_for(first, 5))

@@ -11,11 +11,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from agent_service.adapters.memory_bus import MemoryBus
 from agent_service.adapters.memory_store import MemoryStore
 from agent_service.config import GaelpConfig
-from agent_service.contracts.codec import decode
+from agent_service.contracts.codec import decode, decode_bid_request
 from agent_service.contracts.events import Decision
 from agent_service.contracts.openrtb import BidResponse
 from agent_service.errors import StoreError
-from agent_service.http.app import build_http_app
+from agent_service.http.app import BidBatcher, build_http_app
+from agent_service.pipeline.decide import DecideResult
 from tests.flowkit import T0, FlowKit
 
 NOON = T0 + 12 * 3_600_000
@@ -60,7 +61,7 @@ async def test_concurrent_requests_are_decided_in_batches() -> None:
 
 
 async def test_requests_arriving_within_the_linger_share_one_pass() -> None:
-    async def passes(linger_ms: float) -> list[int]:
+    async def passes(linger_s: float) -> list[int]:
         kit = FlowKit(MemoryStore(), GaelpConfig().replace("budget", daily_usd=1000.0))
         calls: list[int] = []
         decide = kit.flow.decider.decide
@@ -69,19 +70,37 @@ async def test_requests_arriving_within_the_linger_share_one_pass() -> None:
             calls.append(len(items))
             return await decide(items, deadlines)
 
+        lingering, release = asyncio.Event(), asyncio.Event()
+
+        async def linger(_: float) -> None:  # held open until the test's requests have queued
+            lingering.set()
+            await release.wait()
+
         kit.flow.decider.decide = counting  # type: ignore[method-assign]
-        client = await _client(kit, batch_linger_ms=linger_ms)
+        batcher = BidBatcher(kit.flow.decider, MemoryBus(), kit.topics.decisions, kit.metrics, linger_s=linger_s,
+                             linger=linger)
+        await batcher.start()
+        reqs = [decode_bid_request(json.dumps(_body(f"l{i}")).encode()) for i in range(3)]
+
+        def ask(i: int) -> asyncio.Task[DecideResult]:
+            return asyncio.create_task(batcher.decide(reqs[i], NOON, kit.flow.decider.timer() + 10.0))
         try:
-            async def later(i: int) -> int:
-                await asyncio.sleep(0.03 * i)  # three requests 30 ms apart
-                return (await client.post("/openrtb2/bid", json=_body(f"l{i}"))).status
-            assert set(await asyncio.gather(*(later(i) for i in range(3)))) <= {200, 204}
+            if linger_s == 0:
+                for i in range(3):  # one after another: each is decided before the next arrives
+                    await ask(i)
+            else:
+                first = ask(0)
+                await asyncio.wait_for(lingering.wait(), 10)  # the first request's batch is filling
+                rest = [ask(1), ask(2)]
+                await asyncio.sleep(0)  # the two join the queue
+                release.set()
+                await asyncio.gather(first, *rest)
         finally:
-            await client.close()
+            await batcher.stop()
         return calls
 
     assert await passes(0.0) == [1, 1, 1]  # decided as they come
-    assert await passes(500.0) == [3]  # one pass for all three
+    assert await passes(0.5) == [3]  # one pass for all three
 
 
 async def test_several_imps_answered_in_one_response() -> None:

@@ -12,17 +12,29 @@ from agent_service.adapters.memory_bus import MemoryBus
 from agent_service.adapters.memory_store import MemoryStore
 from agent_service.contracts.codec import decode, encode
 from agent_service.contracts.events import AuctionResult, DeadLetter, Decision, Experience
+from agent_service.ports.bus import BusRecord
 from agent_service.ports.store import StateStore
 from stream_apps.topology import build_app
 from tests.flowkit import T0, FlowKit, bid_request
 
 
-async def _agent_run(app, topic: str, values: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+async def _agent_run(app, topic: str, values: list[bytes], bus: MemoryBus, outputs: list[str],  # type: ignore[no-untyped-def]
+                     expected: int) -> list[BusRecord]:
+    """Put ``values`` on the agent of ``topic`` and collect what it publishes on ``outputs`` until
+    ``expected`` records came (the agent handles them in a batch once take_events' window passes)."""
     agent = app.agents[f"gaelp.{topic}"]
+    reader = bus.consumer(outputs, "check")
+    await reader.start()
+    records: list[BusRecord] = []
     async with agent.test_context() as ctx:
         for v in values:
             await ctx.put(v, key=b"k")
-        await asyncio.sleep(0.1)  # take_events' window (10 ms) elapses and the batch is handled
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while len(records) < expected and asyncio.get_running_loop().time() < deadline:
+            records += await reader.getmany(timeout_ms=0, max_records=100)
+            await asyncio.sleep(0.005)
+    await reader.stop()
+    return records
 
 
 @pytest.fixture
@@ -43,10 +55,8 @@ async def test_every_input_topic_has_one_agent(world) -> None:  # type: ignore[n
 async def test_bid_request_agent_decides_and_logs(world) -> None:  # type: ignore[no-untyped-def]
     kit, bus, _ = world
     app = build_app(kit.cfg, kit.flow, bus, kit.metrics)
-    await _agent_run(app, kit.topics.bid_requests, [encode(bid_request("r1", "dev1", T0 + 10)), b"{bad"])
-    reader = bus.consumer([kit.topics.decisions, kit.topics.dead_letters], "check")
-    await reader.start()
-    records = await reader.getmany(timeout_ms=0, max_records=100)
+    records = await _agent_run(app, kit.topics.bid_requests, [encode(bid_request("r1", "dev1", T0 + 10)), b"{bad"],
+                               bus, [kit.topics.decisions, kit.topics.dead_letters], expected=2)
     [dec] = [decode(r.value, Decision) for r in records if r.topic == kit.topics.decisions]
     [letter] = [decode(r.value, DeadLetter) for r in records if r.topic == kit.topics.dead_letters]
     assert dec.id == "r1:1" and dec.device_id != "dev1"  # pseudonymised before it leaves
@@ -60,10 +70,8 @@ async def test_auction_result_agent_settles_once_and_emits_experience(world) -> 
     dec = decode(out.value, Decision)
     app = build_app(kit.cfg, kit.flow, bus, kit.metrics)
     res = encode(AuctionResult(id="res-2", event_time=T0 + 60, decision_id=dec.id, won=True, price_paid_micros=777))
-    await _agent_run(app, kit.topics.auction_results, [res, res])
+    records = await _agent_run(app, kit.topics.auction_results, [res, res], bus, [kit.topics.experience], expected=2)
     ledger = await store.budget("c", T0 // 86_400_000)
     assert (ledger.spent, ledger.reserved) == (777, 0)
-    reader = bus.consumer([kit.topics.experience], "check")
-    await reader.start()
-    exps = [decode(r.value, Experience) for r in await reader.getmany(timeout_ms=0, max_records=100)]
+    exps = [decode(r.value, Experience) for r in records]
     assert {e.id for e in exps} == {f"{dec.id}:outcome"} and len(exps) == 2 and exps[0] == exps[1]

@@ -10,6 +10,7 @@ user's pseudonym in Redis.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from pathlib import Path
@@ -85,12 +86,25 @@ async def test_serve_writes_the_warehouse_and_resolves_identity(tansu, service_r
         assert before > 0  # the service wrote as it went
         sink = WarehouseSink(bus, topics, BatchWriter(warehouse, BatchConfig(max_rows=200, seed=0)), store, ids,
                              "last_touch", group=f"{prefix}-warehouse")
-        await sink.start()
-        idle = 0
-        while idle < 4:  # catch up from the committed offsets (group join takes a moment on tansu)
-            idle = 0 if await sink.poll(timeout_ms=1_000) else idle + 1
-        await sink.stop()
         q = warehouse.query
+        events = driver.published["auction_results"] + driver.published["ad_events"] + driver.published["conversions"]
+        joined = {c: r for c, r in joins.items() if r.status == "joined"}
+
+        async def complete() -> bool:
+            """Every decision, every event and every joined conversion's credit is in the file."""
+            return ((await q("SELECT count(*) FROM decisions"))[0][0] == stats.decisions
+                    and (await q("SELECT count(*) FROM events"))[0][0] == events
+                    and {r[0] for r in await q("SELECT DISTINCT conversion_id FROM attributions")} >= set(joined))
+
+        await sink.start()
+        loop = asyncio.get_running_loop()
+        last_progress = loop.time()
+        # catch up from the committed offsets until the file is complete (the group join takes
+        # seconds on tansu); give up only after a minute without a record
+        while not await complete() and loop.time() - last_progress < 60.0:
+            if await sink.poll(timeout_ms=1_000):
+                last_progress = loop.time()
+        await sink.stop()
         assert (await q("SELECT count(*) FROM decisions"))[0][0] == stats.decisions
         kinds = dict(await q("SELECT kind, count(*) FROM events GROUP BY kind"))
         assert kinds.get("win", 0) + kinds.get("loss", 0) == driver.published["auction_results"]
@@ -98,7 +112,6 @@ async def test_serve_writes_the_warehouse_and_resolves_identity(tansu, service_r
         assert kinds.get("conversion", 0) == driver.published["conversions"]
         credited = dict(await q("SELECT conversion_id, sum(credit_micros) FROM attributions GROUP BY 1"))
         fractions = dict(await q("SELECT conversion_id, sum(fraction) FROM attributions GROUP BY 1"))
-        joined = {c: r for c, r in joins.items() if r.status == "joined"}
         assert joined and set(credited) == set(joined)
         for c, r in joined.items():
             assert credited[c] == sum(m for _, m in r.credits) and fractions[c] == pytest.approx(1.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -32,7 +33,7 @@ async def test_warehouse_process_writes_what_serve_decides(tansu, service_redis_
     serve, _ = await start_serve(config, tansu.bootstrap, service_redis_url)
     path = tmp_path / "separate.duckdb"
     env = {**os.environ, "GAELP_KAFKA": tansu.bootstrap, "GAELP_REDIS": service_redis_url, "GAELP_ID_SALT": SALT}
-    sink = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "warehouse", "--config", str(config),
+    sink = subprocess.Popen([sys.executable, "-m", "agent_service.cli", "-v", "warehouse", "--config", str(config),
                              "--warehouse", "duckdb", "--warehouse-path", str(path)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     topics = TopicsConfig(**{k: f"{prefix}.{k.replace('_', '-')}" for k in TOPICS}, partitions=2)
@@ -44,7 +45,8 @@ async def test_warehouse_process_writes_what_serve_decides(tansu, service_redis_
     try:
         stats = await feed(driver, days=0.25, drain_days=0)
         assert stats.decisions > 0
-        await asyncio.sleep(6.0)  # the sink's group join and a poll or two
+        seen = await _caught_up(sink, stats.decisions)
+        assert seen == stats.decisions, f"the sink caught up at {seen} of {stats.decisions} decisions"
     finally:
         await driver.stop()
         await bus.stop()
@@ -61,3 +63,25 @@ async def test_warehouse_process_writes_what_serve_decides(tansu, service_redis_
         assert rows[0] == (stats.decisions, stats.decisions)
     finally:
         await warehouse.close()
+
+
+async def _caught_up(sink: subprocess.Popen[str], decisions: int, patience_s: float = 120.0) -> int | None:
+    """Read the sink's log until it reports having written ``decisions`` decision rows (its
+    "caught up" line); the last count seen if it does not within ``patience_s`` (a loaded machine
+    is slow, not stuck: the sink's group join on tansu takes seconds)."""
+    assert sink.stdout is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience_s
+    seen = None
+    while (left := deadline - loop.time()) > 0:
+        try:
+            line = await asyncio.wait_for(loop.run_in_executor(None, sink.stdout.readline), left)
+        except TimeoutError:
+            break
+        if not line:
+            break  # the sink exited: its output is checked by the caller
+        if match := re.search(r"caught up; rows written: .*\bdecisions=(\d+)", line):
+            seen = int(match.group(1))
+            if seen >= decisions:
+                break
+    return seen

@@ -206,10 +206,11 @@ async def test_watermark_moves_only_after_the_batch_effects_are_stored() -> None
     for topic in (kit.topics.identity_links, kit.topics.ad_events):
         await kit.flow.handle(topic, [kit.tick(topic, T0 + 2 * DAY)])
     [dec] = _decisions(await kit.handle(kit.topics.bid_requests, bid_request("rr", "devr", T0 + 10)))
-    release = asyncio.Event()
+    release, writing = asyncio.Event(), asyncio.Event()
     record = store.record_results
 
     async def slow_results(effects, ttl_s):  # type: ignore[no-untyped-def]
+        writing.set()
         await release.wait()
         return await record(effects, ttl_s)
 
@@ -219,7 +220,7 @@ async def test_watermark_moves_only_after_the_batch_effects_are_stored() -> None
         kit.record(t, AuctionResult(id="res-r", event_time=T0 + 60, decision_id=dec.id, won=True,
                                     price_paid_micros=900)),
         kit.tick(t, T0 + 2 * DAY)]))
-    await asyncio.sleep(0.01)  # the results batch is stuck writing its effects
+    await asyncio.wait_for(writing.wait(), 10)  # the results batch is stuck writing its effects
     conv = Conversion(id="conv-r", event_time=T0 + DAY, value_micros=3_000_000, device_id="devr")
     assert _experience(await kit.handle(kit.topics.conversions, conv)) == []  # parked, not joined
     release.set()

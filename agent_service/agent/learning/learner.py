@@ -52,6 +52,7 @@ from agent_service.creatives import Catalogue
 from agent_service.delay.learner import DelayedFeedbackLearner
 from agent_service.delay.model import DelayedConversionModel
 from agent_service.errors import ModelError
+from agent_service.money import MICROS_PER_USD
 from agent_service.pacing import PACING_FEATURES
 from agent_service.ports.registry import ModelRegistry
 from agent_service.units import DAY_S
@@ -164,7 +165,7 @@ class HybridLearner:
         self.table.update(keys, "clicked", clicked)
         held = self.table.slots(keys) if len(keys) else np.zeros(0, np.int64)
         channel = self.table.column("channel", held) if len(held) == len(keys) else None
-        self.stats.observe(creative, variant, bid, won, np.where(won, cost_usd * 1e6, 0.0), clicked, channel)
+        self.stats.observe(creative, variant, bid, won, np.where(won, cost_usd * MICROS_PER_USD, 0.0), clicked, channel)
         if len(held) == len(keys) and won.any():
             seg = self.table.column("state", held[won])[:, self.spec.cols("segment_")]
             self.stats.observe_segment_impressions(creative[won], seg)

@@ -31,7 +31,7 @@ from agent_service.agent.model.stats import CampaignStats
 from agent_service.config import CHANNELS
 from agent_service.contracts.events import Touch
 from agent_service.errors import ConfigError
-from agent_service.units import DAY_MS, HOUR_MS
+from agent_service.units import DAY_MS, HOUR_MS, WINDOW_DAYS
 
 __all__ = [
     "LOG_COLUMNS",
@@ -89,7 +89,7 @@ class StateSpec:
     segments: int = 8
     max_touches: int = 16
     ab_variants: int = 4
-    window_days: float = 14.0
+    window_days: float = WINDOW_DAYS
 
     def __post_init__(self) -> None:
         for name in ("creatives", "segments", "max_touches", "ab_variants"):

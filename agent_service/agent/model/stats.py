@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from agent_service.money import MICROS_PER_USD
+
 __all__ = ["CampaignStats"]
 
 
@@ -123,7 +125,7 @@ class CampaignStats:
 
     def channel_price_usd(self) -> np.ndarray:
         """Mean price of a won impression per channel, USD [3] (organic: 0; prior $2 CPM)."""
-        p = (self.channel_paid_micros / 1e6 + 5.0 * 0.002) / (self.channel_wins + 5.0)
+        p = (self.channel_paid_micros / MICROS_PER_USD + 5.0 * 0.002) / (self.channel_wins + 5.0)
         p[0] = 0.0
         return p
 

@@ -41,6 +41,7 @@ from agent_service.agent.model.state import (
 from agent_service.agent.serving.hybrid import AgentActs, HybridAgent, HybridConfig, PreparedVersion, spec_of
 from agent_service.config import CHANNELS
 from agent_service.creatives import CatalogueFile
+from agent_service.money import micros_to_usd
 from agent_service.pacing import DualPacer, SlotOutcome, SpendPlan, pacing_features
 from agent_service.ports.registry import ModelRegistry
 from agent_service.ports.store import DecideContext
@@ -163,7 +164,7 @@ class AgentServer:
         B = len(opps)
         spec = self.spec
         first = ctxs[0].budget
-        self._enter_slot(opps[0].event_time, first.budget / 1e6, first.spent / 1e6, first.reserved / 1e6, B)
+        self._enter_slot(opps[0].event_time, micros_to_usd(first.budget), micros_to_usd(first.spent), micros_to_usd(first.reserved), B)
         t = np.array([o.event_time for o in opps], np.int64)
         devclass = np.array([0 if o.devicetype in (1, 4, 5) else 1 if o.devicetype == 2 else 2 for o in opps])
         mask = np.array([[c in o.channels for c in CHANNELS] for o in opps], bool)
@@ -186,15 +187,15 @@ class AgentServer:
         journeys = [[x for x in c.journey if o.event_time - window <= x.event_time <= o.event_time]
                     for o, c in zip(opps, ctxs, strict=True)]
         jr = journey_arrays(journeys, list(devices), spec.max_touches)
-        budget = max(first.budget / 1e6, 1e-9)
+        budget = max(micros_to_usd(first.budget), 1e-9)
         slot = self._slot[1] if self._slot else 0
         T = self.cfg.slots_per_period
-        pacing = PacingInputs(budget, first.spent / 1e6, first.reserved / 1e6, (t[0] % DAY_MS) / DAY_MS,
+        pacing = PacingInputs(budget, micros_to_usd(first.spent), micros_to_usd(first.reserved), (t[0] % DAY_MS) / DAY_MS,
                               self.plan.fraction(slot / T), self._out.spend_usd,
                               budget * self.plan.slot_share(max(slot - 1, 0)), self.agent.z, self.agent.slot_prob,
                               1.0)
         batch = build_states(spec, opp, jr, pacing, self.agent.stats)
-        left = np.array([c.budget.remaining / 1e6 for c in ctxs])
+        left = np.array([micros_to_usd(c.budget.remaining) for c in ctxs])
         eligible = None
         if self.catalogue is not None:
             cat = self.catalogue.current(int(t[0]))
