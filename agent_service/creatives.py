@@ -40,7 +40,7 @@ import numpy as np
 from agent_service.config import CHANNELS
 from agent_service.errors import ConfigError
 
-__all__ = ["Catalogue", "Creative"]
+__all__ = ["Catalogue", "Creative", "channel_priors", "creative_priors", "load_priors"]
 
 _NEVER = 2**62
 
@@ -245,7 +245,7 @@ def load_priors(path: str) -> dict[str, Any] | None:
 
     try:
         priors = json.loads(Path(path).read_text())
-        for p in priors["creative"].values():
+        for p in (*priors["creative"].values(), *priors.get("channel_device", {}).values()):
             float(p["ctr"]["alpha"]) + float(p["ctr"]["beta"]) + float(p["cvr"]["rate"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError("creatives.priors", f"{path}: not a priors file of `gaelp ingest campaigns "
@@ -274,4 +274,31 @@ def creative_priors(catalogue: Catalogue, priors: dict[str, Any], capacity: int)
         imps[k], clicks[k] = ctr["alpha"] + ctr["beta"], ctr["alpha"]
         # the CVR prior's trials are clicks: rescaled to the CTR prior's clicks so the two agree
         convs[k] = cvr["rate"] * clicks[k]
+    return imps, clicks, convs
+
+
+_DEVICE_CLASS = {"mobile": 0, "tablet": 0, "desktop": 1}
+"""A report's device (``ingest/campaigns.py`` DEVICES) → the agent's device class (phones and
+tablets are mobile, as the state's ``device_mobile``); any other device is class 2."""
+
+
+def channel_priors(priors: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    """Pseudo-counts (impressions, clicks, conversions) [3 channels, 3 device classes] from the
+    report's ``channel_device`` priors (``"paid_search|mobile"``: Beta α/β of CTR and CVR); the
+    report's devices are summed into the agent's classes, channels other than ``CHANNELS`` (a
+    network the GA4 group map does not send to a GAELP channel) are left out.
+
+    :param priors: the priors file's JSON object.
+    """
+    imps, clicks, convs = np.zeros((3, 3)), np.zeros((3, 3)), np.zeros((3, 3))
+    for key, p in priors.get("channel_device", {}).items():
+        channel, _, device = str(key).partition("|")
+        if channel not in CHANNELS:
+            continue
+        i, j = CHANNELS.index(channel), _DEVICE_CLASS.get(device, 2)
+        ctr, cvr = p["ctr"], p["cvr"]
+        n, c = float(ctr["alpha"]) + float(ctr["beta"]), float(ctr["alpha"])
+        imps[i, j] += n
+        clicks[i, j] += c
+        convs[i, j] += float(cvr["rate"]) * c  # the CVR prior rescaled to the CTR prior's clicks, as per creative
     return imps, clicks, convs

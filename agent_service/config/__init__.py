@@ -430,8 +430,9 @@ class CreativesConfig:
     reload_s: float = 5.0
     """Seconds between checks of the catalogue file for changes (no restart needed)."""
     priors: str = ""
-    """JSON of CTR/CVR priors per creative id from an ad platform's report (``gaelp ingest campaigns
-    --priors-out``); the catalogue's creatives with those ids start from them ("" = none)."""
+    """JSON of CTR/CVR priors per creative id and per channel × device from an ad platform's report
+    (``gaelp ingest campaigns --priors-out``); the catalogue's creatives with those ids, and the
+    agent's channel × device rates, start from them ("" = none)."""
 
     def __post_init__(self) -> None:
         _require(self.capacity >= 1, "creatives.capacity", "must be >= 1")

@@ -188,6 +188,10 @@ class HybridConfig:
     person's context counts, K by BIC, refitted every period (``agent/model/segment_em.py``);
     ``simulator`` — a labelled reference for evaluation only: the simulator's own Bayes table,
     indexed by the true segment ids (no real bidder has it)."""
+    landscape: bool = True
+    """The state carries the competitor landscape of the request's context (median price to beat,
+    win rate at a few bids per paid channel, learned online from won prices and lost bids;
+    ``agent/model/stats.py``); False: the state layout without those columns."""
     max_touches: int = 16
     """Touches the LSTM reads (L)."""
     ab_variants: int = 4

@@ -12,9 +12,9 @@ with ``strength`` pseudo-trials (so a creative with 3 impressions is near the av
 because a report is another period and audience: it should start the agent warm, not outweigh
 what the agent sees itself. Conversions above clicks (view-through, several per click) are capped
 at the clicks. A Beta prior is a rate ``alpha / (alpha + beta)`` with a weight ``alpha + beta``:
-the agent's :class:`~agent_service.agent.model.stats.CampaignStats` takes one such prior today
-(``prior_ctr``, ``prior_cvr``, weight ``prior``: the ``overall`` rates fill them); the per-creative
-and per channel × device priors are for it to start each creative / channel from (not wired yet).
+the agent's :class:`~agent_service.agent.model.stats.CampaignStats` starts each creative
+(``creative_priors``) and each channel × device (``channel_priors``, ``agent_service/creatives.py``)
+from them, through ``[creatives] priors``.
 The calibration's ``channels.<name>.base_ctr`` is the channel's CTR (:func:`calibration_channels`).
 """
 

@@ -211,7 +211,7 @@ class HybridCampaign:
         self.learner.add_decisions(skeys, rows)
         self.learner.add_outcomes(skeys, results.won, results.price_cpm_usd / 1000, results.clicked,
                                   np.full(len(keys), acts.multiplier), opps.event_time, acts.creative,
-                                  self._variant, plays.bid_cpm_usd > 0,
+                                  self._variant, plays.bid_cpm_usd,
                                   np.where(plays.channel == 1, results.position, 0))  # paid search is positional
 
     def credit(self, keys: np.ndarray, credit_usd: np.ndarray, time_ms: np.ndarray) -> None:

@@ -45,7 +45,7 @@ import torch
 
 from agent_service.agent.learning.learner import LearnerStats
 from agent_service.agent.model.segment_em import average_fits
-from agent_service.agent.model.stats import CampaignStats
+from agent_service.agent.model.stats import STAT_SETTINGS, CampaignStats
 from agent_service.config import GaelpConfig
 from agent_service.config.agent import HybridConfig
 from agent_service.evaluation.harness import DayStats, RunResult, run_campaign
@@ -109,14 +109,11 @@ def meeting_slots(h: HybridConfig, opportunities_per_day: float, slots: int = 96
     return max(1, round(h.update_every * slots / max(opportunities_per_day, 1.0)))
 
 
-_STAT_SETTINGS = ("creatives", "ab_variants", "prior", "prior_ctr", "prior_cvr", "decay", "segments")
-
-
 def stats_delta(now: dict[str, Any], base: dict[str, Any]) -> dict[str, np.ndarray]:
     """What a runner counted since ``base`` (both :meth:`CampaignStats.state`; every count is
     linear, decay included, so deltas add up over runners)."""
     return {k: np.asarray(v, np.float64) - np.asarray(base[k], np.float64) for k, v in now.items()
-            if k not in _STAT_SETTINGS}
+            if k not in STAT_SETTINGS}
 
 
 def pool_stats(base: dict[str, Any], deltas: list[dict[str, np.ndarray]]) -> dict[str, Any]:

@@ -111,15 +111,18 @@ def test_pooled_deltas_equal_one_learner_counting_every_shard() -> None:
     for r in runners:
         b, segs = batch(30), rng.dirichlet(np.ones(3), 4)
         creatives, values = rng.integers(0, 5, 4), rng.random(4) * 50
+        auctions = (rng.integers(-1, 36, 30), rng.random(30) * 5, rng.random(30) < 0.4, rng.random(30) * 5)
         for s in (r, one):
             s.observe(*b)
             s.observe_conversions(creatives, values, segs)
+            s.observe_auctions(*auctions)  # the landscape's counts pool as deltas too
     for s in (one, *runners, base):
         s.end_period()
     pooled = pool_stats(base.state(), [stats_delta(r.state(), base.state()) for r in runners])
     for k, v in one.state().items():
         assert np.allclose(np.asarray(pooled[k], float), np.asarray(v, float)), k
     assert not np.allclose(runners[0].impressions, one.impressions)  # a shard alone holds fewer
+    assert one.ls_won.sum() > 0 and one.ls_lost.sum() > 0
 
 
 def test_a_runner_does_its_share_of_each_update_with_as_many_gradient_steps() -> None:

@@ -141,3 +141,47 @@ def test_a_reports_priors_reach_the_agents_creative_statistics(tmp_path: Path) -
     bad.write_text('{"creative": {"1": {}}}')
     with pytest.raises(ConfigError, match="creatives.priors"):
         load_priors(str(bad))
+
+
+def test_a_reports_channel_device_priors_reach_the_agents_state(tmp_path: Path) -> None:
+    """Report → `--priors-out` → `[creatives] priors`: the learner's CTR per channel × device starts
+    from the report's (mobile and tablet are the agent's mobile class; networks that are not a GAELP
+    channel are left out), the version it publishes carries them and a bidder's state reads them."""
+    import numpy as np
+
+    from agent_service.adapters.registry import MemoryRegistry
+    from agent_service.agent.learning.online import OnlineLearner
+    from agent_service.agent.model.state import JourneyArrays, OpportunityArrays, PacingInputs, build_states
+    from agent_service.agent.serving.hybrid import HybridAgent
+    from agent_service.config import RewardConfig
+    from agent_service.config.agent import HybridConfig
+    from agent_service.creatives import channel_priors, load_priors
+
+    csv_path, wh, out = tmp_path / "report.csv", tmp_path / "w.duckdb", tmp_path / "priors.json"
+    csv_path.write_text(REPORT)
+    assert main(["ingest", "campaigns", str(csv_path), "--warehouse", str(wh), "--priors-out", str(out)]) == 0
+    cfg, registry = HybridConfig(lstm_hidden=8, hidden=16), MemoryRegistry()
+    learner = OnlineLearner(cfg, RewardConfig(), 4, 15.0, registry, seed=0)
+    learner.creative_priors = load_priors(str(out))
+    learner.train_records([])
+    stats = learner.learner.stats
+    want = json.loads(out.read_text())["channel_device"]
+    ctr = stats.channel_device_ctr()
+    assert ctr[1, 0] == pytest.approx(want["paid_search|mobile"]["ctr"]["rate"], rel=0.05)  # 1,000 vs 50 pseudo
+    assert ctr[1, 1] == pytest.approx(want["paid_search|desktop"]["ctr"]["rate"], rel=0.15)
+    assert np.allclose(ctr[[0, 2]], stats.prior_ctr)  # no organic or social rows: the campaign prior
+    imps, _, _ = channel_priors(learner.creative_priors)
+    assert imps.sum() == pytest.approx(1000 + 400)  # display and video are not GAELP channels here
+    learner.learner.publish()
+    agent = HybridAgent(learner.spec, cfg, registry, seed=0)
+    assert agent.sync() == 1
+    n = 2
+    opp = OpportunityArrays(np.full(n, 1_767_225_600_000), np.array([0, 1]), np.ones((n, 3), bool), np.full(n, 0.2),
+                            np.full((n, cfg.segments), 1 / cfg.segments), np.ones(n), np.ones(n, np.int64),
+                            np.zeros(n, np.int64), np.zeros(n), np.arange(n))
+    row = build_states(learner.spec, opp, JourneyArrays.empty(n, cfg.max_touches), PacingInputs(15, 3, 0, 0.4, 0.4),
+                       agent.stats).state
+    col = learner.spec.index["chdev_ctr_paid_search"]
+    assert row[0, col] == pytest.approx(min(1.0, ctr[1, 0] / (2 * stats.campaign_ctr())), rel=1e-5)  # mobile
+    assert row[1, col] == pytest.approx(ctr[1, 1] / (2 * stats.campaign_ctr()), rel=1e-5)  # desktop
+    assert row[0, learner.spec.index["chdev_ctr_social"]] == pytest.approx(0.5, rel=1e-5)  # the campaign average

@@ -131,3 +131,29 @@ def test_competitor_section_recovers_lognormal_competitors_per_channel_and_hour(
     assert social["competitor_cpm"] == pytest.approx(cpm * np.where(np.arange(24) >= 18, 1.3, 1.0).mean(), rel=0.08)
     with pytest.raises(ValueError, match=r"^competitors\.social:"):
         competitor_section(land, {"social": 0}, channel_of=lambda c: c[0])
+
+
+def test_the_agents_grid_estimator_is_the_landscapes_on_the_same_grid() -> None:
+    """``grid_win_curves`` (the agent's dense counts) gives PriceLandscape's curves (tail off) at
+    every grid level, per context and pooled, with thin and rich contexts."""
+    from agent_service.agent.model.landscape import grid_win_curves
+
+    rng, step, J = np.random.default_rng(7), 0.1, 41
+    land = PriceLandscape(prior_strength=20.0, resolution=step, tail=False)
+    won, lost = np.zeros((3, J)), np.zeros((3, J))
+    for k, n in enumerate((3000, 200, 15)):
+        prices = np.minimum(np.exp(np.log(1.0 + 0.5 * k) + 0.5 * rng.standard_normal(n)), 4.0)
+        bids = np.round(rng.uniform(0.3, 4.0, n) / step) * step
+        prices = np.round(prices / step) * step
+        for b, p in zip(bids.tolist(), prices.tolist(), strict=True):
+            w = b >= p
+            land.observe(k, b, w, p if w else None)
+            (won if w else lost)[k, int(round((p if w else b) / step))] += 1
+    grid = grid_win_curves(won, lost, 20.0)
+    levels = np.arange(J) * step
+    for k in range(3):
+        assert np.allclose(grid[k], land.curve(k).at(levels + 1e-9), atol=1e-9), k
+    assert np.allclose(grid_win_curves(won.sum(0, keepdims=True), lost.sum(0, keepdims=True), 0.0)[0],
+                       land.curve(None).at(levels + 1e-9), atol=1e-9)
+    with pytest.raises(ValueError, match="censored"):
+        grid_win_curves(won, lost[:2], 1.0)

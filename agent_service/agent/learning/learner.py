@@ -40,18 +40,20 @@ from agent_service.agent.learning.ppo import (
 from agent_service.agent.model.conversion import ConversionEstimate
 from agent_service.agent.model.networks import HybridNet
 from agent_service.agent.model.state import CampaignStats, StateSpec
+from agent_service.agent.model.stats import landscape_context
 from agent_service.agent.serving.hybrid import (
     STATE_FORMAT,
     HybridConfig,
+    check_layout,
     conv_features,
     n_conv_features,
     net_dims,
+    stats_of,
 )
 from agent_service.config import RewardConfig
 from agent_service.creatives import Catalogue
 from agent_service.delay.learner import DelayedFeedbackLearner
 from agent_service.delay.model import DelayedConversionModel
-from agent_service.errors import ModelError
 from agent_service.money import MICROS_PER_USD
 from agent_service.pacing import PACING_FEATURES
 from agent_service.ports.registry import ModelRegistry
@@ -128,8 +130,7 @@ class HybridLearner:
         self.conv_learner = DelayedFeedbackLearner(self.conv)
         self.conv_est = ConversionEstimate(self.conv, cfg.conv_prior_rate, cfg.conv_prior_delay_days,
                                            cfg.conv_prior_strength)
-        self.stats = CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate,
-                                   segments=spec.segments)
+        self.stats = stats_of(spec, cfg)
         self.table = DecisionTable(cfg.decision_window)
         self.rng = np.random.default_rng(seed + 4)
         self.reward_std = _RunningStd()
@@ -155,6 +156,8 @@ class HybridLearner:
                      variant: np.ndarray, bid: np.ndarray, position: np.ndarray | None = None) -> None:
         """Auction results and clicks of logged decisions: R_immediate, statistics, delay touches.
 
+        :param bid: the bid sent [N], CPM USD (0: none; organic); the landscape learns from it
+            (a win reveals ``cost_usd``, a loss only that the price was above the bid).
         :param position: slot won [N] (1 = top; 0 where none or lost); None: no positions known."""
         won = won.astype(bool)
         clicked = clicked.astype(bool) & won
@@ -165,7 +168,12 @@ class HybridLearner:
         self.table.update(keys, "clicked", clicked)
         held = self.table.slots(keys) if len(keys) else np.zeros(0, np.int64)
         channel = self.table.column("channel", held) if len(held) == len(keys) else None
-        self.stats.observe(creative, variant, bid, won, np.where(won, cost_usd * MICROS_PER_USD, 0.0), clicked, channel)
+        device = self._device(held) if channel is not None else None
+        self.stats.observe(creative, variant, bid, won, np.where(won, cost_usd * MICROS_PER_USD, 0.0), clicked, channel,
+                           device)
+        if channel is not None and device is not None:
+            self.stats.observe_auctions(landscape_context(channel, device, event_time_ms), bid, won,
+                                        np.asarray(cost_usd, np.float64) * 1000.0)  # CPM USD
         if len(held) == len(keys) and won.any():
             seg = self.table.column("state", held[won])[:, self.spec.cols("segment_")]
             self.stats.observe_segment_impressions(creative[won], seg)
@@ -192,7 +200,7 @@ class HybridLearner:
         ks = [k for k, f in zip(ks, fresh, strict=True) if f]
         self.table.update(ks, "clicked", np.ones(len(ks), bool))
         self.table.update(ks, "immediate", np.full(len(ks), self.reward_cfg.click_value_usd, np.float32), add=True)
-        self.stats.observe_clicks(rows.creative[fresh])
+        self.stats.observe_clicks(rows.creative[fresh], rows.channel[fresh], self._device_of(rows.state[fresh]))
         x = conv_features(self.spec, rows.state[fresh], rows.channel[fresh])
         times = np.asarray(event_time_ms)[held][fresh]
         for j, k in enumerate(ks):
@@ -214,7 +222,8 @@ class HybridLearner:
             creative = self.table.column("creative", slots)
             segments = self.table.column("state", slots)[:, self.spec.cols("segment_")]
             vals = np.asarray(value_usd if value_usd is not None else credit_usd, dtype=np.float64)[held]
-            self.stats.observe_conversions(creative, vals, segments)
+            self.stats.observe_conversions(creative, vals, segments, self.table.column("channel", slots),
+                                           self._device(slots))
 
     def finalise(self, keys: list[str]) -> None:
         """Windows closed: the reward is realised, nothing more is expected."""
@@ -227,6 +236,14 @@ class HybridLearner:
 
     def end_period(self) -> None:
         self.stats.end_period()
+
+    def _device(self, slots: np.ndarray) -> np.ndarray:
+        """Device class of held decisions (from their logged state)."""
+        return self._device_of(self.table.column("state", slots))
+
+    def _device_of(self, state: np.ndarray) -> np.ndarray:
+        ix = self.spec.index
+        return np.asarray(state[:, ix["device_mobile"]:ix["device_other"] + 1].argmax(1), np.int64)
 
     def _diversity(self, keys: list[str], won: np.ndarray, cost_usd: np.ndarray) -> None:
         slots = self.table.slots(keys)
@@ -371,7 +388,8 @@ class HybridLearner:
     # ================================================================ weights out (plumbing)
     def state(self) -> dict[str, Any]:
         """Everything a :class:`~agent_service.agent.serving.hybrid.HybridAgent` serves, as one state dict."""
-        return {"format": STATE_FORMAT, "dims": self.dims, "net": copy.deepcopy(self.net.state_dict()),
+        return {"format": STATE_FORMAT, "dims": self.dims, "layout": self.spec.layout_id,
+                "net": copy.deepcopy(self.net.state_dict()),
                 "q": self.dqn.weights(), "conv": self.conv_est.state(), "stats": self.stats.state(),
                 "dqn_eps": self.cfg.dqn.epsilon(self.dqn.transitions), "segments": self.segment_fit}
 
@@ -385,8 +403,7 @@ class HybridLearner:
 
     def load_checkpoint(self, ck: dict[str, Any]) -> None:
         """Resume from :meth:`checkpoint` (weights, optimisers, statistics, version)."""
-        if ck.get("format") != STATE_FORMAT or tuple(ck["dims"]) != self.dims:
-            raise ModelError(f"checkpoint layout {ck.get('dims')} does not match this learner {self.dims}")
+        check_layout(self.spec, self.dims, ck, "checkpoint")
         self.net.load_state_dict(ck["net"])
         self.dqn.load_weights(ck["q"])
         self.dqn.target.load_state_dict(ck["target_q"])
@@ -406,8 +423,7 @@ class HybridLearner:
         version grows from the restored model rather than the one rolled back from. Optimiser
         moments are reset (they belong to the abandoned trajectory); the decision table, replay
         buffer and campaign statistics are observations, not the bad model, and are kept."""
-        if state.get("format") != STATE_FORMAT or tuple(state["dims"]) != self.dims:
-            raise ModelError(f"published layout {state.get('dims')} does not match this learner {self.dims}")
+        check_layout(self.spec, self.dims, state, "published version")
         self.net.load_state_dict(state["net"])
         self.dqn.load_weights(state["q"])
         self.segment_fit = state.get("segments", self.segment_fit)

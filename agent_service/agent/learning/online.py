@@ -36,7 +36,7 @@ from agent_service.agent.serving.hybrid import HybridConfig, spec_of
 from agent_service.config import CHANNELS, RewardConfig
 from agent_service.contracts.codec import decode
 from agent_service.contracts.events import Experience
-from agent_service.creatives import CatalogueFile, creative_priors
+from agent_service.creatives import CatalogueFile, channel_priors, creative_priors
 from agent_service.errors import DecodeError, ModelError
 from agent_service.ports.registry import ModelRegistry
 from agent_service.units import DAY_MS
@@ -87,7 +87,8 @@ class OnlineLearner:
         and the segment model fitted on them, published with the weights."""
         self._segment_rows: dict[int, int] = {}
         self.creative_priors: dict[str, Any] | None = None
-        """CTR/CVR priors per creative id (``[creatives] priors``), applied whenever the catalogue changes."""
+        """A report's CTR/CVR priors (``[creatives] priors``): per creative id, applied whenever the
+        catalogue changes, and per channel × device, applied once."""
         self.catalogue: CatalogueFile | None = None
         """The creative catalogue (reloaded when its file changes); None: every slot, always."""
 
@@ -170,7 +171,7 @@ class OnlineLearner:
         variant = np.array([int(np.argmax(batch.state[0, spec.cols("ab_variant_")]))])
         self.learner.add_outcomes(key, np.array([exp.won]), np.array([cost]), np.zeros(1, bool), np.array([m]),
                                   np.array([exp.event_time]), rows.creative, variant,
-                                  np.array([a.bid_cpm_micros > 0]), np.array([exp.position or 0]))
+                                  np.array([a.bid_cpm_micros / 1e6]), np.array([exp.position or 0]))
         self._slot_step(exp, pacing[0], a.multiplier, exp.parts.delayed if exp.won and channel > 0 else 0.0)
 
     def _count_context(self, state: np.ndarray) -> None:
@@ -211,6 +212,9 @@ class OnlineLearner:
         A record that does not decode is reported in ``dead`` (the caller dead-letters it), never used.
         """
         self.follow_rollback()
+        if self.creative_priors is not None and not self.learner.stats.prior_cd_impressions.any():
+            # the report's channel × device rates (priors are published with the statistics: set once)
+            self.learner.stats.set_channel_priors(*channel_priors(self.creative_priors))
         if self.catalogue is not None:
             cat = self.catalogue.current(self._now)
             if cat is not self.learner.catalogue:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-__all__ = ["Curve", "PriceLandscape", "competitor_section"]
+__all__ = ["Curve", "PriceLandscape", "competitor_section", "grid_win_curves"]
 
 
 @dataclass(frozen=True)
@@ -244,6 +244,47 @@ class PriceLandscape:
         except ValueError:  # too few identified levels: stay flat
             return curve
         return Curve(levels, win, self._max_seen, (mu, sigma))
+
+
+def grid_win_curves(events: np.ndarray, censored: np.ndarray, prior_strength: float,
+                    groups: np.ndarray | None = None) -> np.ndarray:
+    """The estimator of :class:`PriceLandscape` (``tail=False``) on a fixed price grid, for every
+    context at once: the agent keeps its landscape as dense counts (linear, so they decay and
+    add up over parallel runners like its other statistics) and reads it per request.
+
+    :param events: float [K, J] won auctions (decayed counts) per context and revealed price level.
+    :param censored: float [K, J] lost auctions per context and bid level (the price was above it).
+    :param prior_strength: m, the pull of each context's hazard to the pooled one.
+    :param groups: int [K] a group per context (e.g. its channel): a context is pulled to its
+        group's hazard, itself pulled to the pooled one with the same m (None: one group).
+    :returns: float64 [K, J] ``P(price ≤ level j)`` per context; flat (a lower bound) past the
+        highest level observed.
+    """
+    d = np.asarray(events, np.float64)
+    c = np.asarray(censored, np.float64)
+    if d.shape != c.shape or d.ndim != 2:
+        raise ValueError(f"censored: shape {c.shape} must equal events' {d.shape} ([contexts, levels])")
+    # at risk at level j: revealed prices and censored bids at levels >= j (ties: censored ones are at risk)
+    n = np.flip(np.cumsum(np.flip(d + c, axis=1), axis=1), axis=1)
+    d0, n0 = d.sum(0), n.sum(0)
+    pooled = np.where(n0 > 0, d0 / np.maximum(n0, 1e-12), 0.0)
+    m = float(prior_strength)
+
+    def shrunk(dk: np.ndarray, nk: np.ndarray, target: np.ndarray) -> np.ndarray:
+        return np.where(nk + m > 0, (dk + m * target) / np.maximum(nk + m, 1e-12), target)
+
+    if groups is not None:
+        g = np.asarray(groups, np.int64)
+        if g.shape != (d.shape[0],):
+            raise ValueError(f"groups: shape {g.shape}, expected ({d.shape[0]},) (one per context)")
+        dg, ng = np.zeros((g.max() + 1, d.shape[1])), np.zeros((g.max() + 1, d.shape[1]))
+        np.add.at(dg, g, d)
+        np.add.at(ng, g, n)
+        target = shrunk(dg, ng, pooled)[g]
+    else:
+        target = np.broadcast_to(pooled, d.shape)
+    hazard = shrunk(d, n, target)
+    return np.maximum.accumulate(1.0 - np.cumprod(1.0 - np.clip(hazard, 0.0, 1.0), axis=1), axis=1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,13 @@ from typing import NamedTuple
 import numpy as np
 
 from agent_service.agent.model.opportunity import CONTEXT_BUCKETS
-from agent_service.agent.model.stats import CampaignStats
+from agent_service.agent.model.stats import (
+    DEVICE_CLASSES,
+    LANDSCAPE_BIDS_CPM,
+    LANDSCAPE_CHANNELS,
+    LANDSCAPE_HOURS,
+    CampaignStats,
+)
 from agent_service.config import CHANNELS
 from agent_service.contracts.events import Touch
 from agent_service.errors import ConfigError
@@ -83,6 +89,7 @@ class StateSpec:
     :param ab_variants: A/B test arms a person is hashed into (V).
     :param window_days: the attribution window (the journey's horizon: recency and age features are
         scaled by it).
+    :param landscape: the market-context group carries the competitor landscape's columns.
     """
 
     creatives: int
@@ -90,6 +97,7 @@ class StateSpec:
     max_touches: int = 16
     ab_variants: int = 4
     window_days: float = WINDOW_DAYS
+    landscape: bool = True
 
     def __post_init__(self) -> None:
         for name in ("creatives", "segments", "max_touches", "ab_variants"):
@@ -146,6 +154,8 @@ class StateSpec:
             ("win_rate", "campaign win rate of its recent bids (smoothed)"),
             ("clearing_price", "mean price paid, CPM USD / 10, capped at 1"),
             ("floor", "this impression's floor, CPM USD / 10, capped at 1"),
+            # -- market context: campaign statistics of this request's device (and hour band) per channel
+            *self._market_context,
             # -- budget pacing status
             ("budget_left", "(budget - spent - reserved) / budget of the period"),
             ("time_left", "fraction of the budget period still to come"),
@@ -165,6 +175,29 @@ class StateSpec:
                                      "learner fits the segment model on them)") for i in range(CONTEXT_BUCKETS)),
         ]
         return tuple(groups)
+
+    @cached_property
+    def _market_context(self) -> tuple[tuple[str, str], ...]:
+        """The market-context group (``CampaignStats``: channel × device rates, the landscape)."""
+        out = [*((f"chdev_ctr_{ch}", f"CTR of {ch} on this request's device class / (2 x campaign CTR), capped at 1 "
+                                     "(a report's channel|device prior, then what the campaign saw)") for ch in CHANNELS),
+               *((f"chdev_cvr_{ch}", f"conversions per click of {ch} on this device class / (2 x campaign rate), "
+                                     "capped at 1") for ch in CHANNELS)]
+        if self.landscape:
+            for ch in LANDSCAPE_CHANNELS:
+                out.append((f"ls_{ch}_p50", f"median price to beat on {ch} for this device and 4-hour band (Kaplan-"
+                                            "Meier from won prices and lost bids), CPM USD / 10, capped at 1"))
+                out += [(f"ls_{ch}_win{b:g}", f"estimated win rate of a {b:g} USD CPM bid on {ch} in this context")
+                        for b in LANDSCAPE_BIDS_CPM]
+                out.append((f"ls_{ch}_seen", f"log1p(auctions seen on {ch} in this context, decayed) / log1p(1000), "
+                                             "capped at 1"))
+        return tuple(out)
+
+    @cached_property
+    def layout_id(self) -> str:
+        """Fingerprint of the layout (the feature names in order): a published model carries it,
+        and a model of another layout is refused even when its widths happen to agree."""
+        return f"{zlib.crc32(chr(10).join(name for name, _ in self.features).encode()):08x}"
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -432,6 +465,13 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     )
     out[:, _SCALAR_COLS[spec]] = scalars
     out[:, ix["floor"]] = np.minimum(1.0, np.asarray(opp.floor_cpm_usd, np.float64) / 10)
+    # market context: the rates of the request's device per channel, the landscape of its device and hour band
+    dev = np.minimum(np.maximum(np.asarray(opp.device_class, np.int64), 0), DEVICE_CLASSES - 1)
+    out[:, spec.cols("chdev_ctr_")] = np.minimum(1.0, d.chdev_ctr_rel[:, dev].T)
+    out[:, spec.cols("chdev_cvr_")] = np.minimum(1.0, d.chdev_cvr_rel[:, dev].T)
+    if spec.landscape:
+        band = (t % DAY_MS) // (DAY_MS // LANDSCAPE_HOURS)
+        out[:, spec.cols("ls_")] = d.landscape[:, dev, band].transpose(1, 0, 2).reshape(B, -1)
     # identity, A/B arm, person key
     out[:, ix["identity_confidence"]] = opp.identity_confidence
     out[:, ix["device_count"]] = np.minimum(1.0, np.asarray(opp.device_count, np.float64) / 3)

@@ -45,7 +45,8 @@ from agent_service.pacing import PACING_FEATURES
 from agent_service.ports.registry import ModelRegistry
 from agent_service.pricing import BidLimits, price
 
-__all__ = ["STATE_FORMAT", "AgentActs", "HybridAgent", "HybridConfig", "PreparedVersion", "conv_features", "n_conv_features"]
+__all__ = ["STATE_FORMAT", "AgentActs", "HybridAgent", "HybridConfig", "PreparedVersion", "check_layout", "conv_features",
+           "n_conv_features", "stats_of"]
 
 STATE_FORMAT = 1
 """Version of the published state dict's layout."""
@@ -134,8 +135,7 @@ class HybridAgent:
             self.net = HybridNet(*self.dims).eval()
             self.q = BidQNet(len(PACING_FEATURES), cfg.dqn.n_actions, cfg.dqn.hidden).eval()
         self.conv = self._conv_estimate(DelayedConversionModel(n_conv_features(spec), cfg.delay_config()), 0.0)
-        self.stats = CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate,
-                                   segments=spec.segments)
+        self.stats = stats_of(spec, cfg)
         self.version = 0
         self.dqn_eps = cfg.dqn.eps_start
         self.segment_model = SegmentModel.uniform(CONTEXT_BUCKETS, spec.segments)
@@ -173,8 +173,7 @@ class HybridAgent:
 
         :raises ModelError: the layout differs from the one served, or a weight is not finite.
         """
-        if state.get("format") != STATE_FORMAT or tuple(state["dims"]) != self.dims:
-            raise ModelError(f"model version {version} has layout {state.get('dims')}, serving {self.dims}")
+        check_layout(self.spec, self.dims, state, f"model version {version}")
         for part in ("net", "q"):
             for name, w in state[part].items():
                 if not torch.isfinite(w).all():
@@ -194,8 +193,9 @@ class HybridAgent:
         if segments is not None and segments.contexts != CONTEXT_BUCKETS:
             raise ModelError(f"model version {version} has a segment model of {segments.contexts} contexts, "
                              f"serving {CONTEXT_BUCKETS}")
-        return PreparedVersion(version, net, q, conv, CampaignStats.from_state(state["stats"]),
-                               float(state.get("dqn_eps", self.dqn_eps)), segments)
+        stats = CampaignStats.from_state(state["stats"])
+        stats.derived()  # the state's figures (the landscape's curves) off the bid path
+        return PreparedVersion(version, net, q, conv, stats, float(state.get("dqn_eps", self.dqn_eps)), segments)
 
     def adopt(self, prepared: PreparedVersion) -> bool:
         """Serve a prepared version if it is newer than the one served; True if swapped."""
@@ -313,7 +313,25 @@ class HybridAgent:
 
 def spec_of(cfg: HybridConfig, creatives: int) -> StateSpec:
     """The state layout of an agent with ``creatives`` creatives."""
-    return StateSpec(creatives, cfg.segments, cfg.max_touches, cfg.ab_variants, cfg.window_days)
+    return StateSpec(creatives, cfg.segments, cfg.max_touches, cfg.ab_variants, cfg.window_days, cfg.landscape)
+
+
+def stats_of(spec: StateSpec, cfg: HybridConfig) -> CampaignStats:
+    """Fresh campaign statistics of an agent (the landscape's price grid spans its bid range)."""
+    return CampaignStats(spec.creatives, spec.ab_variants, prior_cvr=cfg.conv_prior_rate, segments=spec.segments,
+                         price_levels=math.ceil(cfg.bid_max_usd / CampaignStats.price_step - 1e-9) + 1)
+
+
+def check_layout(spec: StateSpec, dims: tuple[int, ...], state: dict[str, Any], what: str) -> None:
+    """Refuse a published state (or checkpoint) of another layout, naming both.
+
+    :raises ModelError: another format, other network widths, or another feature layout (states
+        published before the fingerprint are checked by their widths alone).
+    """
+    layout = state.get("layout", spec.layout_id)
+    if state.get("format") != STATE_FORMAT or tuple(state["dims"]) != dims or layout != spec.layout_id:
+        raise ModelError(f"{what} has layout {state.get('dims')} (features {layout}), "
+                         f"this agent {dims} (features {spec.layout_id})")
 
 
 def net_dims(spec: StateSpec, cfg: HybridConfig) -> tuple[int, ...]:
