@@ -12,6 +12,7 @@ trips (decisions read, effects applied — pipelined), not a few per event.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -38,6 +39,9 @@ from agent_service.pipeline.records import Output, dead_letter
 from agent_service.ports.bus import BusRecord
 from agent_service.ports.store import ClickEffect, HandlerStore, JoinEffect, JoinQuery, ResultEffect
 from agent_service.units import DAY_S
+
+if TYPE_CHECKING:
+    from agent_service.pipeline.experiments import LiveExperiments
 
 __all__ = ["JoinRecord", "Outcomes"]
 
@@ -68,6 +72,8 @@ class Outcomes:
         self._rw = cfg.reward
         self.identity = IdentityLinks(cfg, store, identity_graph)
         """The identity-links handler; ``gaelp serve`` sets ``identity.graph`` to the Redis graph."""
+        self.experiments: LiveExperiments | None = None
+        """Running creative experiments: wins and credits add to their persons' arm results."""
 
     def _experience(self, dec: Decision, kind: str, suffix: str, event_time: int, parts: RewardParts,
                     won: bool = False, done: bool = False, position: int | None = None) -> Experience:
@@ -109,6 +115,8 @@ class Outcomes:
                 self.metrics.wins.labels(dec.action.channel).inc()
                 self.metrics.spend.inc(res.price_paid_micros / 1e6)
             outputs.append(self._out(dec.id, got))
+        if self.experiments is not None:  # idempotent by decision id, applied or redelivered alike
+            await self.experiments.results(order)
         return outputs
 
     def _result_effect(self, dec: Decision, res: AuctionResult) -> ResultEffect:
@@ -185,6 +193,9 @@ class Outcomes:
                     learner.observe_conversion([t.channel for t in path], conv.value_micros / 1e6)
         decisions = await self.store.get_decisions(list({d for r in records for d, _ in r.credits}), state_encoded=True)
         outputs = []
+        if self.experiments is not None:  # idempotent by conversion and decision id
+            await self.experiments.credited([(decisions[d], conv.id, micros) for conv, r in zip(convs, records, strict=True)
+                                             for d, micros in r.credits if d in decisions])
         for conv, record in zip(convs, records, strict=True):
             for decision_id, micros in record.credits:
                 dec = decisions.get(decision_id)

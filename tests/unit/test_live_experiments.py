@@ -1,0 +1,160 @@
+"""Creative A/B experiments on the live path: stable hashed assignment, creatives restricted to the
+arm (and the learner replaying that mask), exposure logged once under redelivery, per-arm results
+exactly once, ``experiment_arms`` rows and ``gaelp experiments`` estimates."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from agent_service.adapters.memory_experiments import MemoryExperimentStore
+from agent_service.adapters.memory_store import MemoryStore
+from agent_service.agent.learning.learner import HybridLearner
+from agent_service.agent.model.state import arm_mask
+from agent_service.agent.serving.hybrid import spec_of
+from agent_service.commands.experiments import list_experiments
+from agent_service.config import CHANNELS, GaelpConfig
+from agent_service.config.agent import HybridConfig
+from agent_service.config.experiments import ArmConfig, ExperimentConfig, SequentialConfig
+from agent_service.contracts.codec import decode
+from agent_service.contracts.events import AuctionResult, Conversion, Decision, state_values
+from agent_service.creatives import CatalogueFile
+from agent_service.metrics import Metrics
+from agent_service.pipeline.experiments import LiveExperiments
+from agent_service.units import DAY_MS
+from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
+from tests.flowkit import T0, FlowKit, bid_request
+
+HYB = HybridConfig(lstm_hidden=16, hidden=32)
+EXP = ExperimentConfig("hero", (ArmConfig("control", ("c00",)), ArmConfig("bold", ("c02", "c03"))),
+                       start_ms=T0, stop_ms=T0 + 30 * DAY_MS, test=SequentialConfig(min_persons=2, min_conversions=2))
+SLOTS = {"control": [True, False, False, False], "bold": [False, False, True, True]}
+
+
+def _kit() -> tuple[FlowKit, LiveExperiments, MemoryExperimentStore]:
+    kit = FlowKit(MemoryStore(), dataclasses.replace(GaelpConfig(), hybrid=HYB))
+    store = MemoryExperimentStore()
+    live = LiveExperiments([EXP], store, CatalogueFile("", 4, 4), kit.metrics)
+    live.refresh_every_s = 0.0
+    kit.flow.use_experiments(live)
+    return kit, live, store
+
+
+def _exposures(metrics: Metrics) -> float:
+    return Metrics.value(metrics.experiment_exposures)
+
+
+async def test_a_configured_experiment_runs_end_to_end_exactly_once(tmp_path: Path) -> None:
+    kit, live, store = _kit()
+    t = kit.topics
+    reqs = [bid_request(f"r{i}", f"dev{i % 30}", T0 + 9 * 3_600_000 + 60_000 * i) for i in range(90)]
+    out = await kit.handle(t.bid_requests, *reqs)
+    decisions = [decode(o.value, Decision) for o in out if o.topic == t.decisions]
+    assert len(decisions) == 90
+    spec = spec_of(HYB, 4)
+    arm_of: dict[str, str] = {}
+    for d in decisions:
+        got = live.assignment(d.person_id, d.event_time)
+        assert got is not None
+        arm = EXP.arms[got[1]].name
+        assert arm_of.setdefault(d.person_id, arm) == arm  # stable per person across requests
+        assert SLOTS[arm][d.action.creative], (arm, d.action.creative)  # only the arm's creatives
+        state = np.asarray(state_values(d), np.float32)[None, :spec.dim]
+        assert state[0, spec.index["exp_in"]] == 1.0
+        assert state[0, spec.index["exp_control"]] == float(arm == "control")
+        logged = arm_mask(spec, state)
+        assert logged is not None and logged[0].tolist() == SLOTS[arm]
+    assert set(arm_of.values()) == {"control", "bold"}  # 30 persons: both arms get some
+    # the learner re-evaluates each decision under the mask it was sampled with
+    states = np.stack([np.asarray(state_values(d), np.float32)[:spec.dim] for d in decisions])
+    learner = HybridLearner(spec, HYB, GaelpConfig().reward)
+    masks = learner._creative_mask(np.array([d.event_time for d in decisions]),
+                                   np.array([CHANNELS.index(d.action.channel) for d in decisions]), states)
+    assert masks.tolist() == [SLOTS[arm_of[d.person_id]] for d in decisions]
+
+    bidders = {d.person_id for d in decisions if d.bid}
+    assert bidders and _exposures(kit.metrics) == len(bidders)  # once per person, not per bid
+    # redelivery: the stored decisions come back, no exposure is counted again
+    again = await kit.handle(t.bid_requests, *reqs)
+    assert [decode(o.value, Decision).id for o in again if o.topic == t.decisions] == [d.id for d in decisions]
+    assert await live.decided(decisions) == 0 and _exposures(kit.metrics) == len(bidders)
+
+    # wins and credited conversions, each delivered twice
+    won = [d for d in decisions if d.bid]
+    results = [AuctionResult(id=f"res-{d.id}", event_time=d.event_time + 50, decision_id=d.id, won=True,
+                             price_paid_micros=2_000) for d in won]
+    await kit.handle(t.auction_results, *results)
+    await kit.handle(t.auction_results, *results)
+    converters = sorted({d.device_id: d for d in won}.values(), key=lambda d: d.id)[::3]
+    convs = [Conversion(id=f"conv-{d.id}", event_time=d.event_time + 3_600_000, value_micros=40_000_000,
+                        device_id=d.device_id) for d in converters]
+    await kit.flow.outcomes.join_many(convs)
+    await kit.flow.outcomes.join_many(convs)
+
+    totals = await store.arm_totals("hero")
+    spend = {a: sum(2_000 / 1e6 for d in won if arm_of[d.person_id] == a) for a in SLOTS}
+    value = {a: sum(40.0 for d in converters if arm_of[d.person_id] == a) for a in SLOTS}
+    for arm in SLOTS:
+        persons = {p for p in bidders if arm_of[p] == arm}
+        assert totals[arm].exposed == totals[arm].stats.n == len(persons)
+        assert np.isclose(totals[arm].stats.sum_y, spend[arm]) and np.isclose(totals[arm].stats.sum_x, value[arm])
+    summaries = await live.refresh(T0 + DAY_MS)
+    assert str(summaries[0].status) == "running"
+    assert kit.metrics.experiment_status.labels("hero", "running")._value.get() == 1.0
+
+    # the warehouse gets the sums once; `gaelp experiments` reads them back
+    path = tmp_path / "wh.duckdb"
+    wh = DuckDBWarehouse(path)
+    await wh.ensure_tables()
+    assert await live.flush(wh, T0 + DAY_MS) == 2
+    assert await live.flush(wh, T0 + DAY_MS) == 0  # nothing new
+    await wh.close()
+    listed, notes = list_experiments((EXP,), T0 + DAY_MS, path)
+    assert notes == []
+    by_arm = {a.name: a for a in listed[0].arms}
+    for arm in SLOTS:
+        assert by_arm[arm].exposed == totals[arm].exposed
+        assert np.isclose(by_arm[arm].value, value[arm]) and np.isclose(by_arm[arm].spend, spend[arm])
+
+
+async def test_a_flush_interrupted_after_the_write_is_written_once(tmp_path: Path) -> None:
+    kit, live, store = _kit()
+    await kit.handle(kit.topics.bid_requests, *[bid_request(f"r{i}", f"dev{i}", T0 + 60_000 * i) for i in range(20)])
+    path = tmp_path / "wh.duckdb"
+    wh = DuckDBWarehouse(path)
+    await wh.ensure_tables()
+    checkpoint = None
+
+    async def lose_the_checkpoint(experiment: str, state: bytes) -> None:
+        nonlocal checkpoint
+        if b'"pending": null' not in state:
+            checkpoint = state  # the pending batch is fixed before the write
+            await MemoryExperimentStore.set_flush_state(store, experiment, state)
+        # ... and the process dies before recording that the batch was written
+
+    store.set_flush_state = lose_the_checkpoint  # type: ignore[method-assign]
+    await live.flush(wh, T0 + DAY_MS)
+    del store.set_flush_state
+    await kit.handle(kit.topics.bid_requests, *[bid_request(f"s{i}", f"dew{i}", T0 + 60_000 * i) for i in range(20)])
+    await live.flush(wh, T0 + DAY_MS)  # rewrites the same batch (kept once), then the newer growth
+    await wh.close()
+    listed, _ = list_experiments((EXP,), T0 + DAY_MS, path)
+    totals = await store.arm_totals("hero")
+    assert checkpoint is not None
+    assert {a.name: a.exposed for a in listed[0].arms} == {a: totals[a].exposed for a in SLOTS}
+    assert sum(t.exposed for t in totals.values()) > 0
+
+
+async def test_outside_a_running_experiment_nothing_is_restricted_or_logged() -> None:
+    kit, live, store = _kit()
+    before = T0 - DAY_MS  # scheduled, not running
+    out = await kit.handle(kit.topics.bid_requests, *[bid_request(f"r{i}", f"dev{i}", before + i) for i in range(12)])
+    decisions = [decode(o.value, Decision) for o in out if o.topic == kit.topics.decisions]
+    spec = spec_of(HYB, 4)
+    for d in decisions:
+        state = np.asarray(state_values(d), np.float32)[None, :spec.dim]
+        assert state[0, spec.index["exp_in"]] == 0.0 and state[0, spec.index["exp_arm_value"]] == 0.5
+        assert arm_mask(spec, state) is None
+    assert await store.arm_totals("hero") == {} and _exposures(kit.metrics) == 0
