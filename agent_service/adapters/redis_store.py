@@ -177,6 +177,11 @@ class RedisStore:
             self._r = None
 
     @property
+    def prefix(self) -> str:
+        """Prefix of every key (adapters sharing the connection use it too)."""
+        return self._p
+
+    @property
     def redis(self) -> aioredis.Redis:
         if self._r is None:
             raise StoreError("RedisStore used before start()")

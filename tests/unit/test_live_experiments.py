@@ -158,3 +158,28 @@ async def test_outside_a_running_experiment_nothing_is_restricted_or_logged() ->
         assert state[0, spec.index["exp_in"]] == 0.0 and state[0, spec.index["exp_arm_value"]] == 0.5
         assert arm_mask(spec, state) is None
     assert await store.arm_totals("hero") == {} and _exposures(kit.metrics) == 0
+
+
+async def test_gaelp_simulate_runs_the_configured_experiments_into_the_warehouse(tmp_path: Path) -> None:
+    """The embedded defaults: `gaelp simulate` with [[experiments]] serves them and its sink writes
+    experiment_arms, which `gaelp experiments --warehouse` reads."""
+    import duckdb
+
+    from agent_service.runtime.simulate import run_simulation
+
+    exp = ExperimentConfig("sim", (ArmConfig("control", ("c00", "c01")), ArmConfig("other", ("c02",))),
+                           start_ms=0, stop_ms=T0 + 365 * DAY_MS)
+    cfg = dataclasses.replace(GaelpConfig(), experiments=(exp,)).replace(
+        "simulation", days=0.2, opportunities_per_day=3_000, users=500, drain_days=15)
+    await run_simulation(cfg, tmp_path, progress=False)
+    path = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(path), read_only=True)
+    rows = con.execute("SELECT arm, sum(exposed), sum(persons), sum(spend) FROM experiment_arms GROUP BY 1").fetchall()
+    creatives = {c for (c,) in con.execute("SELECT DISTINCT creative FROM decisions").fetchall()}
+    con.close()
+    assert creatives and creatives <= {0, 1, 2}  # every person is in an arm: 3 of the world's 60 creatives
+    got = {arm: (int(e), int(n), float(s)) for arm, e, n, s in rows}
+    assert set(got) == {"control", "other"}
+    assert all(e > 0 and n >= e and s > 0 for e, n, s in got.values()), got
+    listed, _ = list_experiments((exp,), T0 + DAY_MS, path)
+    assert {a.name: a.exposed for a in listed[0].arms} == {a: e for a, (e, _, _) in got.items()}
