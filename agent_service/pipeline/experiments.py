@@ -47,6 +47,10 @@ _PRIOR_PERSONS = 20.0
 """Pseudo-persons at the experiment's mean value that shrink a young arm's value feature."""
 
 
+_SENT_CAP = 200_000
+"""Exposure keys remembered per process (about 20 MB at most)."""
+
+
 class _Catalogues(Protocol):
     def current(self, now_ms: int) -> Catalogue: ...
 
@@ -73,6 +77,8 @@ class LiveExperiments:
         self.timer: Callable[[], float] = time.monotonic
         self._refreshed = -1e18
         self._value: dict[tuple[str, str], float] = {}
+        self._sent: dict[str, None] = {}
+        """Exposure keys this process sent (bounded; the store's claim is what makes them count once)."""
         self._slots: dict[tuple[str, str], tuple[Catalogue, np.ndarray]] = {}
         now = catalogue.current(0)
         for c in configs:
@@ -136,10 +142,15 @@ class LiveExperiments:
             if got is None:
                 continue
             exp, i = got
+            key = f"expose:{exp.config.id}:{d.person_id}"
+            if key in self._sent:  # this process logged it already: no store round trip on the bid path
+                continue
+            self._sent[key] = None
             arm = exp.config.arms[i]
-            effects.append(ArmEffect(f"expose:{exp.config.id}:{d.person_id}", exp.config.id, arm.name, d.person_id,
-                                     True))
+            effects.append(ArmEffect(key, exp.config.id, arm.name, d.person_id, True))
             exposures.append(Exposure(exp.config.id, d.person_id, arm.name, arm.creatives, True, d.event_time))
+        while len(self._sent) > _SENT_CAP:  # oldest first (dicts keep insertion order)
+            del self._sent[next(iter(self._sent))]
         applied = await self._record(effects)
         for e, ok in zip(exposures, applied, strict=True):
             if ok:

@@ -161,7 +161,7 @@ def test_clock_and_pacing_columns_by_hand() -> None:
     spec, rng = StateSpec(creatives=12), np.random.default_rng(1)
     opp = _opps(2, spec, rng)
     six_am = 1_767_225_600_000 + 6 * 3_600_000  # 2026-01-01 (a Thursday) 06:00 UTC
-    opp = OpportunityArrays(np.array([six_am, six_am + 3 * DAY]), *list(opp)[1:])
+    opp = opp._replace(event_time=np.array([six_am, six_am + 3 * DAY]))
     pacing = PacingInputs(20.0, 5.0, 1.0, 0.25, 0.5, 0.3, 0.2, -0.6, 0.7, 2.0)
     b = build_states(spec, opp, JourneyArrays.empty(2, spec.max_touches), pacing, CampaignStats(12))
     ix = spec.index

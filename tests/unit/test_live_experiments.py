@@ -80,6 +80,8 @@ async def test_a_configured_experiment_runs_end_to_end_exactly_once(tmp_path: Pa
     again = await kit.handle(t.bid_requests, *reqs)
     assert [decode(o.value, Decision).id for o in again if o.topic == t.decisions] == [d.id for d in decisions]
     assert await live.decided(decisions) == 0 and _exposures(kit.metrics) == len(bidders)
+    live._sent.clear()  # another bidder process (or a restart) sends them again: the store still counts once
+    assert await live.decided(decisions) == 0 and _exposures(kit.metrics) == len(bidders)
 
     # wins and credited conversions, each delivered twice
     won = [d for d in decisions if d.bid]
@@ -183,3 +185,45 @@ async def test_gaelp_simulate_runs_the_configured_experiments_into_the_warehouse
     assert all(e > 0 and n >= e and s > 0 for e, n, s in got.values()), got
     listed, _ = list_experiments((exp,), T0 + DAY_MS, path)
     assert {a.name: a.exposed for a in listed[0].arms} == {a: e for a, (e, _, _) in got.items()}
+
+
+async def test_the_logged_propensity_is_the_masked_one_the_learner_recomputes() -> None:
+    """PPO's ratio at the behaviour policy is 1 only if the learner re-evaluates each logged decision
+    under the arm's mask: with the catalogue's mask alone it is not."""
+    import torch
+
+    from agent_service.agent.learning.ppo import creative_bonus, policy_dists
+    from agent_service.agent.model.state import CampaignStats
+
+    kit, _, _ = _kit()
+    out = await kit.handle(kit.topics.bid_requests,
+                           *[bid_request(f"r{i}", f"dev{i % 25}", T0 + 60_000 * i) for i in range(50)])
+    decisions = [decode(o.value, Decision) for o in out if o.topic == kit.topics.decisions]
+    spec = spec_of(HYB, 4)
+    published = kit.registry.load(1)
+    learner = HybridLearner(spec, HYB, GaelpConfig().reward)
+    learner.adopt(published)
+    stats = CampaignStats.from_state(published["stats"])  # what the server priced and sampled with
+    batch, _ = spec.unpack(np.stack([np.asarray(state_values(d), np.float32) for d in decisions]))
+    segments = batch.state[:, spec.cols("segment_")]
+    bonus = torch.as_tensor(creative_bonus(stats.impressions_for(segments), stats.campaign_ctr(),
+                                           HYB.ppo.creative_optimism), dtype=torch.float32)
+    creative = np.array([d.action.creative for d in decisions])
+    channel = np.array([CHANNELS.index(d.action.channel) for d in decisions])
+    target = np.array([d.action.segment for d in decisions])
+    logged = np.log([d.propensity / batch.state[k, spec.index["slot_action_prob"]] for k, d in enumerate(decisions)])
+    with torch.no_grad():
+        net_out = learner.net(torch.as_tensor(batch.state), torch.as_tensor(batch.touches),
+                              torch.as_tensor(batch.touch_creatives))
+    channels = torch.as_tensor(batch.state[:, spec.cols("avail_")] > 0.5)
+    times = np.array([d.event_time for d in decisions])
+    rows = np.arange(len(decisions))
+
+    def logp(mask: np.ndarray) -> np.ndarray:
+        pc, pch, pk = policy_dists(net_out, channels, HYB.ppo, bonus, torch.as_tensor(mask))
+        return (np.log(pc.numpy()[rows, creative]) + np.log(pch.numpy()[rows, channel])
+                + np.log(pk.numpy()[rows, target]))
+
+    replayed = logp(learner._creative_mask(times, channel, batch.state))
+    assert np.allclose(replayed, logged, atol=1e-4)
+    assert not np.allclose(logp(np.ones((len(decisions), 4), bool)), logged, atol=1e-4)
