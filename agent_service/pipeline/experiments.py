@@ -47,6 +47,8 @@ _PRIOR_PERSONS = 20.0
 """Pseudo-persons at the experiment's mean value that shrink a young arm's value feature."""
 
 
+_MAX_RUN_S = 400 * DAY_S
+"""Longest run kept in the store's keys (a stop far in the future must not overflow Redis' expiry)."""
 _SENT_CAP = 200_000
 """Exposure keys remembered per process (about 20 MB at most)."""
 
@@ -181,7 +183,7 @@ class LiveExperiments:
         if not effects:
             return []
         stop = max(e.config.stop_ms for e in self.experiments)
-        ttl = max(0, stop // 1000 - int(time.time())) + self._slack_s
+        ttl = min(max(0, stop // 1000 - int(time.time())), _MAX_RUN_S) + self._slack_s
         return await self.store.record_arm_effects(effects, ttl)
 
     # ---------------------------------------------------------------- statistics, metrics, warehouse

@@ -227,3 +227,13 @@ async def test_the_logged_propensity_is_the_masked_one_the_learner_recomputes() 
     replayed = logp(learner._creative_mask(times, channel, batch.state))
     assert np.allclose(replayed, logged, atol=1e-4)
     assert not np.allclose(logp(np.ones((len(decisions), 4), bool)), logged, atol=1e-4)
+
+
+def test_an_arm_naming_a_creative_outside_the_catalogue_is_refused_by_key() -> None:
+    import pytest
+
+    from agent_service.errors import ConfigError
+
+    bad = dataclasses.replace(EXP, arms=(EXP.arms[0], ArmConfig("typo", ("c09",))))
+    with pytest.raises(ConfigError, match=r"experiments\.hero\.arms\[1\]\.creatives"):
+        LiveExperiments([bad], MemoryExperimentStore(), CatalogueFile("", 4, 4), Metrics())
