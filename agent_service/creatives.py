@@ -40,9 +40,25 @@ import numpy as np
 from agent_service.config import CHANNELS
 from agent_service.errors import ConfigError
 
-__all__ = ["Catalogue", "Creative", "channel_priors", "creative_priors", "load_priors"]
+__all__ = ["Catalogue", "Creative", "channel_priors", "creative_priors", "load_priors", "restrict_to_arms"]
 
 _NEVER = 2**62
+
+
+def restrict_to_arms(eligible: np.ndarray, arms: np.ndarray | None) -> np.ndarray:
+    """The creative mask of the decision and of the learner's replay: the catalogue's eligible slots
+    within each person's experiment arm (``agent_service.pipeline.experiments``).
+
+    :param eligible: bool [B, C] the catalogue's mask.
+    :param arms: bool [B, C] the arm's slots, a row all False for a person in no experiment (None: nobody).
+    :returns: ``eligible & arm`` on rows with an arm; where that is empty (no arm creative fits the
+        channel or is live) the arm alone, as the experiment decides what the person is shown.
+    """
+    if arms is None or not arms.any():
+        return eligible
+    both = eligible & arms
+    mine = np.where(both.any(axis=1, keepdims=True), both, arms)
+    return np.where(arms.any(axis=1, keepdims=True), mine, eligible)
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,9 @@ class Catalogue:
 
     def __len__(self) -> int:
         return len(self.creatives)
+
+    def __contains__(self, creative_id: object) -> bool:
+        return creative_id in self._index
 
     def slot(self, creative_id: str) -> int:
         """The slot of a creative id (KeyError if unknown)."""

@@ -32,6 +32,9 @@ key                            type    content                                  
 {p}wm:{topic}                  hash    partition → max event time seen (ms)                none
 =============================  ======  ==================================================  =================
 
+Creative experiments' results share the connection and prefix (``{p}x…`` keys; see
+``adapters.redis_experiments``).
+
 Budget, journey, identity and park updates are Lua scripts (``redis_lua``): one atomic step
 each. Hot paths cost a fixed number of round trips per batch, not per item:
 
@@ -175,6 +178,11 @@ class RedisStore:
         if self._r is not None:
             await self._r.aclose()
             self._r = None
+
+    @property
+    def prefix(self) -> str:
+        """Prefix of every key (adapters sharing the connection use it too)."""
+        return self._p
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -21,8 +21,9 @@ DESCRIPTION = """\
 Lists the experiments of the config's [[experiments]] tables: status by start/stop against
 --now (scheduled, running, stopped), arms with their creatives and allocation share.
 
-With --warehouse (a DuckDB file whose experiment_arms table holds per-arm sums; see
-agent_service/warehouse/experiment_arms.py) each arm also shows its exposures, persons observed,
+With --warehouse (a DuckDB file whose experiment_arms table holds per-arm sums, written by the
+warehouse sink of `gaelp serve` / `gaelp simulate` while they run the experiments; see
+agent_service/pipeline/experiments.py and agent_service/warehouse/experiment_arms.py) each arm also shows its exposures, persons observed,
 conversion value per dollar and, for each challenger, the lift over the control with its
 always-valid interval (mSPRT confidence sequence at alpha / (arms - 1)) and the test's decision
 on those totals now (promote / hold / rollback, decided only while the experiment runs; an

@@ -23,6 +23,7 @@ from agent_service.attribution.config import AttributionConfig, canonical_model
 from agent_service.config.agent import HybridConfig
 from agent_service.config.batch import BatchConfig
 from agent_service.config.data import DataConfig
+from agent_service.config.experiments import ExperimentConfig
 from agent_service.config.lab import EvalConfig, TrainConfig
 from agent_service.errors import ConfigError
 from agent_service.typed_mapping import from_mapping
@@ -472,8 +473,13 @@ class GaelpConfig:
     """``gaelp train``: the training world and the Ray runners."""
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     """``gaelp evaluate``: the held-out worlds."""
+    experiments: tuple[ExperimentConfig, ...] = ()
+    """Creative A/B experiments (``[[experiments]]``): the decision path serves them (pipeline/experiments.py)."""
 
     def __post_init__(self) -> None:
+        ids = [e.id for e in self.experiments]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("experiments", "experiment ids must be unique")
         # One value per setting: these copies follow the key that owns them (see _FOLLOWERS).
         j = self.join
         object.__setattr__(self, "hybrid", dataclasses.replace(self.hybrid, window_days=j.window_days))

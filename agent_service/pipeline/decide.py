@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
@@ -44,6 +44,9 @@ from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.store import ContextQuery, DecideContext, DecideStore, DecisionDraft
 from agent_service.pricing import BID, NO_BID_REASONS, shade_first_price, to_micros
 from agent_service.units import DAY_MS, DAY_S
+
+if TYPE_CHECKING:
+    from agent_service.pipeline.experiments import LiveExperiments
 
 __all__ = ["DAY_MS", "DecideResult", "Decider", "period_of"]
 
@@ -128,6 +131,16 @@ class Decider:
         self.on_decided: Callable[[list[Decision]], None] | None = None
         """Called with each batch's newly stored decisions (the canary's per-arm request counts)."""
         self._candidate_slots: list[_Slot] = []
+        self.experiments: LiveExperiments | None = None
+        """Running creative A/B experiments (:meth:`use_experiments`); None: none."""
+
+    def use_experiments(self, live: LiveExperiments | None) -> None:
+        """Run creative experiments: the policies restrict persons in an arm to its creatives, and
+        each decided batch logs its first exposures (``pipeline/experiments.py``)."""
+        self.experiments = live
+        for policy in (self.policy, self.candidate):
+            if policy is not None:
+                policy.experiments = live
 
     # --- plumbing: one round trip to read, one to reserve and store (atomic per budget period) ----
     async def decide(self, items: Sequence[tuple[BidRequest, int]],
@@ -146,6 +159,8 @@ class Decider:
         for period in {period_of(t) for _, _, _, t in flat} - self._periods:
             await self.store.init_budget(self.campaign, period, self._budget_micros)
             self._periods.add(period)
+        if self.experiments is not None and flat:  # statistics and the state's arm values, every refresh_every_s
+            await self.experiments.maybe_refresh(max(t for *_, t in flat))
         devices = [self.ids(device_id_of(req)) for req, _ in items]
         ctxs = await self.store.decide_contexts(
             [ContextQuery(devices[r], f"{req.id}:{imp.id}", self.campaign, period_of(t)) for r, req, imp, t in flat],
@@ -161,6 +176,8 @@ class Decider:
             self._count(stored)
             if self.on_decided is not None:
                 self.on_decided(stored)
+            if self.experiments is not None:
+                await self.experiments.decided(stored)
         self.metrics.model_version.set(self.policy.version)
         results: list[DecideResult] = []
         pos = 0

@@ -18,7 +18,7 @@ replaced.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -34,6 +34,9 @@ from agent_service.pipeline.outcomes import Outcomes
 from agent_service.pipeline.records import HandleResult, Output, dead_letter
 from agent_service.ports.bus import BusRecord
 from agent_service.ports.store import StreamStore
+
+if TYPE_CHECKING:
+    from agent_service.pipeline.experiments import LiveExperiments
 
 __all__ = ["Flow", "HandleResult", "Output", "stream_attribution"]
 
@@ -75,6 +78,12 @@ class Flow:
             t.conversions: Conversion, t.identity_links: IdentityLink,
         }
         self._gating = (t.auction_results, t.ad_events, t.identity_links)
+
+    def use_experiments(self, live: LiveExperiments | None) -> None:
+        """Run creative experiments: decisions restricted to and exposures logged per arm, wins and
+        credits added to the arms' results (``pipeline/experiments.py``)."""
+        self.decider.use_experiments(live)
+        self.outcomes.experiments = live
 
     @property
     def input_topics(self) -> list[str]:

@@ -12,6 +12,7 @@ trips (decisions read, effects applied — pipelined), not a few per event.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -40,6 +41,9 @@ from agent_service.pipeline.records import Output, dead_letter
 from agent_service.ports.bus import BusRecord
 from agent_service.ports.store import ClickEffect, HandlerStore, JoinEffect, JoinQuery, ResultEffect
 from agent_service.units import DAY_S
+
+if TYPE_CHECKING:
+    from agent_service.pipeline.experiments import LiveExperiments
 
 __all__ = ["JoinRecord", "Outcomes"]
 
@@ -72,6 +76,8 @@ class Outcomes:
         """The identity-links handler; ``gaelp serve`` sets ``identity.graph`` to the Redis graph."""
         self.canary: CanaryTally | None = None
         """Per-arm spend and credited value of a running canary (``gaelp serve`` sets it)."""
+        self.experiments: LiveExperiments | None = None
+        """Running creative experiments: wins and credits add to their persons' arm results."""
 
     def _experience(self, dec: Decision, kind: str, suffix: str, event_time: int, parts: RewardParts,
                     won: bool = False, done: bool = False, position: int | None = None) -> Experience:
@@ -115,6 +121,8 @@ class Outcomes:
             outputs.append(self._out(dec.id, got))
         if self.canary is not None:  # keyed by decision: a redelivered result adds nothing
             await self.canary.spent([(dec, res.price_paid_micros) for dec, res in order if res.won])
+        if self.experiments is not None:  # idempotent by decision id, applied or redelivered alike
+            await self.experiments.results(order)
         return outputs
 
     def _result_effect(self, dec: Decision, res: AuctionResult) -> ResultEffect:
@@ -194,6 +202,9 @@ class Outcomes:
             await self.canary.credited([(r.conversion_id, decisions[d], micros) for r in records
                                         for d, micros in r.credits if d in decisions])
         outputs = []
+        if self.experiments is not None:  # idempotent by conversion and decision id
+            await self.experiments.credited([(decisions[d], conv.id, micros) for conv, r in zip(convs, records, strict=True)
+                                             for d, micros in r.credits if d in decisions])
         for conv, record in zip(convs, records, strict=True):
             for decision_id, micros in record.credits:
                 dec = decisions.get(decision_id)

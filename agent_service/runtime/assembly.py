@@ -17,12 +17,14 @@ from agent_service.config import GaelpConfig
 from agent_service.creatives import CatalogueFile
 from agent_service.metrics import Metrics
 from agent_service.pipeline.decide import Decider
+from agent_service.pipeline.experiments import LiveExperiments
 from agent_service.pipeline.flow import Flow
 from agent_service.pipeline.pseudonym import ENV_SALT, Pseudonymizer
+from agent_service.ports.experiments import ExperimentStore
 from agent_service.ports.registry import ModelRegistry
 from agent_service.ports.store import StateStore
 
-__all__ = ["Service", "build_learner", "build_service", "candidate_loader", "pinned"]
+__all__ = ["Service", "build_learner", "build_service", "candidate_loader", "live_experiments", "pinned"]
 
 
 class Service(NamedTuple):
@@ -53,6 +55,8 @@ def build_service(cfg: GaelpConfig, store: StateStore, registry: ModelRegistry, 
         decider.candidate.catalogue = catalogue
         decider.canary_share = cfg.serve.canary_share
     flow = Flow(cfg, store, decider, metrics, partitions=partitions, clock=clock)
+    if cfg.experiments:
+        flow.use_experiments(live_experiments(cfg, store, metrics, catalogue or CatalogueFile("", creatives, creatives)))
     return Service(flow, decider, policy)
 
 
@@ -64,6 +68,17 @@ def candidate_loader(cfg: GaelpConfig, creatives: int, registry: ModelRegistry, 
         server.catalogue = catalogue
         return server
     return load
+
+
+def live_experiments(cfg: GaelpConfig, store: object, metrics: Metrics, catalogue: CatalogueFile) -> LiveExperiments:
+    """The ``[[experiments]]`` over the state store's connection (Redis) or in memory (embedded runs)."""
+    from agent_service.adapters.memory_experiments import MemoryExperimentStore
+    from agent_service.adapters.redis_experiments import RedisExperimentStore
+    from agent_service.adapters.redis_store import RedisStore
+
+    results: ExperimentStore = (RedisExperimentStore(store, store.prefix) if isinstance(store, RedisStore)
+                                else MemoryExperimentStore())
+    return LiveExperiments(cfg.experiments, results, catalogue, metrics, cfg.join.window_days)
 
 
 def pinned(cfg: GaelpConfig, creatives: int, registry: ModelRegistry, version: int, seed: int) -> AgentServer:

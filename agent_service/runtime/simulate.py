@@ -196,6 +196,7 @@ async def _open_sink(cfg: GaelpConfig, out_dir: Path, bus: MemoryBus, store: Rec
     await wh.ensure_tables()
     writer = BatchWriter(wh, batch_config(cfg.warehouse, seed=cfg.simulation.seed))
     sink = WarehouseSink(bus, cfg.topics, writer, store, flow.decider.ids, cfg.join.attribution)
+    sink.experiments = flow.outcomes.experiments  # the run's [[experiments]] results, into experiment_arms
     await sink.start()
     return sink
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgspec import Struct, field
 
@@ -58,6 +59,9 @@ from agent_service.warehouse import (
     Warehouse,
     WarehouseError,
 )
+
+if TYPE_CHECKING:
+    from agent_service.pipeline.experiments import LiveExperiments
 
 __all__ = ["WarehouseSink", "batch_config", "open_warehouse", "run_sink", "start_sink", "stop_sink"]
 
@@ -109,13 +113,26 @@ class WarehouseSink:
         """New rows handed to the writer, per table."""
         self.skipped: Counter[str] = Counter()
         """Records or rows left out, by reason."""
+        self.experiments: LiveExperiments | None = None
+        """Creative experiments whose per-arm results go to ``experiment_arms`` (from the store, not the bus)."""
+        self.experiments_every_s = 10.0
+        """Least wall time between two writes of the experiments' results."""
+        self._experiments_at = time.monotonic()
 
     async def start(self) -> None:
         await self._consumer.start()
 
+    async def flush_experiments(self) -> int:
+        """Append the experiments' per-arm growth to ``experiment_arms`` now (exactly once; rows sent)."""
+        self._experiments_at = time.monotonic()
+        if self.experiments is None:
+            return 0
+        return await self.experiments.flush(self.writer.warehouse, int(time.time() * 1000))
+
     async def stop(self) -> None:
         """Flush and close the writer, then leave the group (uncommitted records come again)."""
         try:
+            await self.flush_experiments()
             await self.writer.close()
         finally:
             await self._consumer.stop()
@@ -126,6 +143,8 @@ class WarehouseSink:
         :raises TransientWarehouseError: rows could not be written (nothing committed; the
             rows stay buffered and the records will come again after a restart).
         """
+        if self.experiments is not None and time.monotonic() - self._experiments_at >= self.experiments_every_s:
+            await self.flush_experiments()
         records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
         if not records:
             if self.writer.pending:
@@ -314,6 +333,12 @@ async def start_sink(cfg: GaelpConfig, bus: EventBus, store: RecordReader, ids: 
         raise
     sink = WarehouseSink(bus, cfg.topics, BatchWriter(warehouse, batch_config(cfg.warehouse)), store, ids,
                          cfg.join.attribution, group=f"{cfg.serve.group_id}-warehouse")
+    if cfg.experiments:
+        from agent_service.creatives import CatalogueFile
+        from agent_service.runtime.assembly import live_experiments
+
+        c = cfg.creatives
+        sink.experiments = live_experiments(cfg, store, Metrics(), CatalogueFile(c.catalogue, c.count, c.capacity))
     await sink.start()
     return sink
 

@@ -97,7 +97,8 @@ def test_the_learner_masks_as_the_server_did_and_a_new_creative_starts_from_the_
         learner.net.creative_bias.copy_(torch.tensor([0.5, -0.5, 9.0, 9.0]))
     old = Catalogue.generated(2)
     learner.set_catalogue(old)
-    assert learner._creative_mask(np.array([0]), np.array([1])).tolist() == [[True, True, False, False]]
+    assert learner._creative_mask(np.array([0]), np.array([1]), np.zeros((1, spec.dim))).tolist() == [
+        [True, True, False, False]]
     new = old.merged(Catalogue.from_entries([{"id": "c00"}, {"id": "c01"}, {"id": "fresh"}]), T)
     assert learner.set_catalogue(new) == [2]
     assert float(learner.net.creative_bias[2].detach()) == pytest.approx(0.0)  # the mean of 0.5 and -0.5, not 9

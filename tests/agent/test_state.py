@@ -56,7 +56,9 @@ def test_every_feature_is_documented_and_the_layout_adds_up() -> None:
     for name in ("fatigue", "td_credit_share", "p_conv_journey", "win_rate", "auction_density", "budget_left",
                  "pace", "identity_confidence", "device_count", "ab_lift"):
         assert name in spec.index
-    assert spec.net_dim == spec.dim - len(LOG_COLUMNS) and len(TOUCH_FEATURES) == spec.touch_dim
+    assert spec.net_dim == spec.dim - len(LOG_COLUMNS) - spec.arm_columns and len(TOUCH_FEATURES) == spec.touch_dim
+    assert all(meaning.startswith("LOG:") for _, meaning in spec.features[spec.net_dim:])
+    assert {"exp_in", "exp_control", "exp_arm_value"} <= set(names[:spec.net_dim])
 
 
 def test_states_are_bounded_and_consistent() -> None:
@@ -159,7 +161,7 @@ def test_clock_and_pacing_columns_by_hand() -> None:
     spec, rng = StateSpec(creatives=12), np.random.default_rng(1)
     opp = _opps(2, spec, rng)
     six_am = 1_767_225_600_000 + 6 * 3_600_000  # 2026-01-01 (a Thursday) 06:00 UTC
-    opp = OpportunityArrays(np.array([six_am, six_am + 3 * DAY]), *list(opp)[1:])
+    opp = opp._replace(event_time=np.array([six_am, six_am + 3 * DAY]))
     pacing = PacingInputs(20.0, 5.0, 1.0, 0.25, 0.5, 0.3, 0.2, -0.6, 0.7, 2.0)
     b = build_states(spec, opp, JourneyArrays.empty(2, spec.max_touches), pacing, CampaignStats(12))
     ix = spec.index
@@ -215,3 +217,43 @@ def test_conversion_value_is_learnt_per_segment_and_shrunk_to_the_campaign_mean(
     for k in ("segments", "segment_value_usd", "segment_weight"):  # a checkpoint from before per-segment values
         old.pop(k)
     assert CampaignStats.from_state(old).value_by_segment(30.0).shape == (8,)
+
+
+def test_the_arm_slots_are_logged_exactly_and_restrict_the_catalogue_mask() -> None:
+    from agent_service.agent.model.state import ArmInputs, arm_bits, arm_mask
+    from agent_service.creatives import restrict_to_arms
+
+    spec = StateSpec(creatives=64)
+    assert spec.arm_columns == 3
+    rng = np.random.default_rng(0)
+    slots = rng.random((5, 64)) < 0.3
+    slots[0] = False  # a person in no experiment
+    slots[1] = False
+    slots[1, 63] = True  # the highest bit of the last column
+    bits = arm_bits(slots)
+    assert bits.dtype == np.float32 and float(bits.max()) < 2**24
+    state = np.zeros((5, spec.dim), np.float32)
+    first = spec.index["exp_slots_0"]
+    state[:, first:first + 3] = bits
+    got = arm_mask(spec, state)
+    assert got is not None and (got == slots).all()
+    assert arm_mask(spec, np.zeros((2, spec.dim), np.float32)) is None
+    eligible = np.ones((5, 64), bool)
+    eligible[:, 63] = False  # not on this channel
+    mask = restrict_to_arms(eligible, slots)
+    assert (mask[0] == eligible[0]).all()  # no arm: the catalogue decides
+    assert mask[1].tolist() == slots[1].tolist()  # the arm's only creative is ineligible: the arm still decides
+    assert (mask[2:] == (slots[2:] & eligible[2:])).all()
+    # build_states writes the group from ArmInputs
+    B = 2
+    arms = ArmInputs(np.array([[True] + [False] * 63, [False] * 64]), np.array([True, False]), np.array([3.0, 9.0]))
+    opp = OpportunityArrays(np.full(B, T0), np.zeros(B, np.int64), np.ones((B, 3), bool), np.zeros(B),
+                            np.full((B, spec.segments), 1 / spec.segments), np.ones(B), np.ones(B), np.zeros(B, np.int64),
+                            np.zeros(B), np.zeros(B, np.int64), arms=arms)
+    b = build_states(spec, opp, JourneyArrays.empty(B, spec.max_touches), PacingInputs(100.0, 0.0, 0.0, 0.5, 0.5),
+                     CampaignStats(64))
+    ix = spec.index
+    assert b.state[:, ix["exp_in"]].tolist() == [1.0, 0.0] and b.state[:, ix["exp_control"]].tolist() == [1.0, 0.0]
+    assert b.state[:, ix["exp_arm_value"]].tolist() == [1.0, 0.5]  # capped; 0.5 outside an experiment
+    logged = arm_mask(spec, b.state)
+    assert logged is not None and logged[0, 0] and not logged[1].any()

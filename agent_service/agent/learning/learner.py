@@ -39,7 +39,7 @@ from agent_service.agent.learning.ppo import (
 )
 from agent_service.agent.model.conversion import ConversionEstimate
 from agent_service.agent.model.networks import HybridNet
-from agent_service.agent.model.state import CampaignStats, StateSpec
+from agent_service.agent.model.state import CampaignStats, StateSpec, arm_mask
 from agent_service.agent.model.stats import landscape_context
 from agent_service.agent.serving.hybrid import (
     STATE_FORMAT,
@@ -51,7 +51,7 @@ from agent_service.agent.serving.hybrid import (
     stats_of,
 )
 from agent_service.config import RewardConfig
-from agent_service.creatives import Catalogue
+from agent_service.creatives import Catalogue, restrict_to_arms
 from agent_service.delay.learner import DelayedFeedbackLearner
 from agent_service.delay.model import DelayedConversionModel
 from agent_service.money import MICROS_PER_USD
@@ -358,7 +358,7 @@ class HybridLearner:
                             torch.as_tensor(scale, dtype=torch.float32), torch.as_tensor(trust, dtype=torch.float32),
                             torch.as_tensor(win, dtype=torch.float32), torch.as_tensor(cost, dtype=torch.float32),
                             torch.as_tensor(bonus, dtype=torch.float32),
-                            torch.as_tensor(self._creative_mask(rows.time_ms, rows.channel)))
+                            torch.as_tensor(self._creative_mask(rows.time_ms, rows.channel, rows.state)))
         return batch, len(r), float(np.mean(r) * self.reward_std.std)
 
     @staticmethod
@@ -366,11 +366,12 @@ class HybridLearner:
         return (torch.as_tensor(rows.state, dtype=torch.float32), torch.as_tensor(rows.touches, dtype=torch.float32),
                 torch.as_tensor(rows.touch_creatives), torch.as_tensor(rows.channel_mask))
 
-    def _creative_mask(self, time_ms: np.ndarray, channel: np.ndarray) -> np.ndarray:
+    def _creative_mask(self, time_ms: np.ndarray, channel: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """The creative mask each decision was sampled under: the catalogue's, within the person's
+        experiment arm as logged in the state (so the PPO ratio compares like with like)."""
         C = self.spec.creatives
-        if self.catalogue is None:
-            return np.ones((len(time_ms), C), bool)
-        return self.catalogue.mask(time_ms, channel, C)
+        eligible = np.ones((len(time_ms), C), bool) if self.catalogue is None else self.catalogue.mask(time_ms, channel, C)
+        return restrict_to_arms(eligible, arm_mask(self.spec, state))
 
     def set_catalogue(self, catalogue: Catalogue) -> list[int]:
         """Use ``catalogue`` from now on; creatives new to it start their click model from the mean

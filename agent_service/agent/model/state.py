@@ -11,8 +11,9 @@ Everything is computed from what the service knows at decision time — the requ
 person's journey and identity from the store, the budget ledger and the campaign statistics
 the learner publishes with the weights (:class:`CampaignStats`) — never from ground truth, so
 the decision path and the training harness build it through the same function,
-:func:`build_states`, vectorised over a batch. The last ``LOG_COLUMNS`` of the vector are
-not features: they carry what the learner needs to split the logged propensity.
+:func:`build_states`, vectorised over a batch. The last columns of the vector (``LOG_COLUMNS``
+and the ``exp_slots_`` bit sets) are not features: they carry what the learner needs to split
+the logged propensity and to mask the creative policy as the decision did.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ from agent_service.errors import ConfigError
 from agent_service.units import DAY_MS, HOUR_MS, WINDOW_DAYS
 
 __all__ = [
+    "ARM_BITS",
     "LOG_COLUMNS",
     "N_PACING",
     "STAGES",
     "TOUCH_FEATURES",
+    "ArmInputs",
     "CampaignStats",
     "JourneyArrays",
     "OpportunityArrays",
@@ -51,6 +54,8 @@ __all__ = [
     "StateBatch",
     "StateSpec",
     "ab_variant",
+    "arm_bits",
+    "arm_mask",
     "build_states",
     "journey_arrays",
     "person_key",
@@ -61,6 +66,8 @@ STAGES = ("awareness", "consideration", "decision")
 LOG_COLUMNS = ("slot_action_prob", "person_key", *(f"context_count_{i}" for i in range(CONTEXT_BUCKETS)))
 PERSON_KEY_MOD = 2**24
 """Person keys are logged modulo this (exact in float32)."""
+ARM_BITS = 24
+"""Creative slots per ``exp_slots_`` log column (a bit set below 2^24 is exact in float32)."""
 N_PACING = 9
 """Length of ``agent_service.pacing.PACING_FEATURES`` (logged beside the state)."""
 """Trailing columns that are logged but not fed to the networks."""
@@ -168,11 +175,19 @@ class StateSpec:
             # -- A/B assignment
             *((f"ab_variant_{i}", f"the person is hashed into A/B arm {i}") for i in range(v)),
             ("ab_lift", "CTR of the person's arm / campaign CTR, / 2 capped at 1 (0.5 = no lift)"),
+            # -- creative experiment (``[[experiments]]``, pipeline/experiments.py)
+            ("exp_in", "the person is assigned to an arm of a running creative experiment (its creatives only)"),
+            ("exp_control", "that arm is the experiment's control"),
+            ("exp_arm_value", "the arm's credited conversion value per exposed person / the experiment's, / 2 "
+                              "capped at 1 (0.5 = average, or no experiment)"),
             # -- log columns (not fed to the networks)
             ("slot_action_prob", "LOG: probability of the slot's bid-multiplier action (splits the propensity)"),
             ("person_key", "LOG: hash of the person, < 2^24 (the journey id GAE groups decisions by)"),
             *((f"context_count_{i}", f"LOG: the person's requests in context bucket {i}, this one included (the "
                                      "learner fits the segment model on them)") for i in range(CONTEXT_BUCKETS)),
+            *((f"exp_slots_{j}", f"LOG: bit set of the experiment arm's creative slots {ARM_BITS * j}.."
+                                 f"{ARM_BITS * (j + 1) - 1} (all 0: no arm; the learner masks the creative "
+                                 "policy with it as the decision did)") for j in range(self.arm_columns)),
         ]
         return tuple(groups)
 
@@ -210,9 +225,14 @@ class StateSpec:
         return len(self.features)
 
     @property
+    def arm_columns(self) -> int:
+        """``exp_slots_`` log columns: enough bits for every creative slot."""
+        return -(-self.creatives // ARM_BITS)
+
+    @property
     def net_dim(self) -> int:
-        """Columns fed to the networks."""
-        return self.dim - len(LOG_COLUMNS)
+        """Columns fed to the networks (the log columns are last)."""
+        return self.dim - len(LOG_COLUMNS) - self.arm_columns
 
     @property
     def touch_dim(self) -> int:
@@ -310,6 +330,19 @@ class OpportunityArrays(NamedTuple):
     context_counts: np.ndarray | None = None
     """float [B, CONTEXT_BUCKETS] the person's requests per context bucket, this one included
     (logged only; None: not kept)."""
+    arms: ArmInputs | None = None
+    """Each person's creative experiment arm (None: nobody is in an experiment)."""
+
+
+class ArmInputs(NamedTuple):
+    """B persons' creative-experiment arms (``agent_service.pipeline.experiments``)."""
+
+    slots: np.ndarray
+    """bool [B, C] the arm's creative slots; all False for a person in no running experiment."""
+    control: np.ndarray
+    """bool [B] the arm is its experiment's control."""
+    value: np.ndarray
+    """float [B] the arm's credited value per exposed person / the experiment's (1 = average)."""
 
 
 class PacingInputs(NamedTuple):
@@ -344,6 +377,27 @@ class StateBatch(NamedTuple):
 def ab_variant(person_id: str, variants: int) -> int:
     """Stable A/B arm of a person."""
     return zlib.crc32(person_id.encode()) % variants
+
+
+def arm_bits(slots: np.ndarray) -> np.ndarray:
+    """float32 [B, ceil(C / ARM_BITS)]: the ``exp_slots_`` log columns of bool [B, C] arm slots."""
+    B, C = slots.shape
+    cols = -(-C // ARM_BITS)
+    padded = np.zeros((B, cols * ARM_BITS), np.int64)
+    padded[:, :C] = slots
+    weights = np.int64(1) << np.arange(ARM_BITS, dtype=np.int64)
+    return (padded.reshape(B, cols, ARM_BITS) @ weights).astype(np.float32)
+
+
+def arm_mask(spec: StateSpec, state: np.ndarray) -> np.ndarray | None:
+    """bool [N, C]: the arm slots logged in ``state`` [N, D] (all False where no arm); None when no row has one."""
+    first = spec.index["exp_slots_0"]
+    bits = np.rint(np.asarray(state)[:, first:first + spec.arm_columns]).astype(np.int64)
+    if not bits.any():
+        return None
+    shifts = np.arange(ARM_BITS, dtype=np.int64)
+    mask = ((bits[:, :, None] >> shifts) & 1).astype(bool).reshape(len(bits), -1)
+    return mask[:, :spec.creatives]
 
 
 def person_key(person_id: str) -> int:
@@ -478,6 +532,14 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     arm = np.asarray(opp.ab_variant) % spec.ab_variants
     out[rows, ix["ab_variant_0"] + arm] = 1.0
     out[:, ix["ab_lift"]] = np.minimum(1.0, d.ab_lift[arm] / 2)
+    out[:, ix["exp_arm_value"]] = 0.5
+    if opp.arms is not None:
+        inside = opp.arms.slots.any(1)
+        out[:, ix["exp_in"]] = inside
+        out[:, ix["exp_control"]] = inside & opp.arms.control
+        out[:, ix["exp_arm_value"]] = np.where(inside, np.minimum(1.0, np.maximum(opp.arms.value, 0.0) / 2), 0.5)
+        first = ix["exp_slots_0"]
+        out[:, first:first + spec.arm_columns] = arm_bits(opp.arms.slots)
     out[:, ix["person_key"]] = np.asarray(opp.person_key, np.int64) % PERSON_KEY_MOD
     if opp.context_counts is not None:
         out[:, ix["context_count_0"]:ix["context_count_0"] + CONTEXT_BUCKETS] = opp.context_counts

@@ -22,8 +22,8 @@ share offering paid search: people search more deeper in a journey) comes from t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ import torch
 from agent_service.agent.model.opportunity import CONTEXT_BUCKETS, Opportunity, context_bucket
 from agent_service.agent.model.segments import counts_matrix
 from agent_service.agent.model.state import (
+    ArmInputs,
     OpportunityArrays,
     PacingInputs,
     ab_variant,
@@ -40,15 +41,22 @@ from agent_service.agent.model.state import (
 )
 from agent_service.agent.serving.hybrid import AgentActs, HybridAgent, HybridConfig, PreparedVersion, spec_of
 from agent_service.config import CHANNELS
-from agent_service.creatives import CatalogueFile
+from agent_service.creatives import CatalogueFile, restrict_to_arms
 from agent_service.money import micros_to_usd
 from agent_service.pacing import DualPacer, SlotOutcome, SpendPlan, pacing_features
 from agent_service.ports.registry import ModelRegistry
 from agent_service.ports.store import DecideContext
 from agent_service.units import DAY_MS
 
-__all__ = ["AgentServer", "ServedBatch"]
+__all__ = ["AgentServer", "ArmSource", "ServedBatch"]
 
+
+class ArmSource(Protocol):
+    """Where the persons' creative-experiment arms come from (``pipeline.experiments.LiveExperiments``)."""
+
+    def arms(self, person_ids: Sequence[str], t_ms: np.ndarray, creatives: int) -> ArmInputs | None:
+        """Each person's arm at event time ``t_ms`` [B] over ``creatives`` slots; None: nobody is in one."""
+        ...
 
 
 class ServedBatch(NamedTuple):
@@ -89,6 +97,8 @@ class AgentServer:
         self._counted = 0
         self.catalogue: CatalogueFile | None = None
         """The creative catalogue (reloaded when its file changes); None: every slot, always."""
+        self.experiments: ArmSource | None = None
+        """Running creative experiments: a person in an arm is shown its creatives only; None: none."""
         self.dual = DualPacer() if bid_rule == "dual" else None
         """``[serve] bid_rule = "dual"``: the multiplier is 1 / (1 + μ), μ paced per slot; the
         Q-network neither offsets nor samples (the logged multiplier action is deterministic)."""
@@ -182,7 +192,9 @@ class AgentServer:
             t, devclass, mask, floor, seg, np.array([c.identity.confidence for c in ctxs]),
             np.array([c.identity.device_count for c in ctxs]),
             np.array([ab_variant(c.identity.person_id, spec.ab_variants) for c in ctxs]), np.zeros(B),
-            np.array([person_key(c.identity.person_id) for c in ctxs]), activity[:, 0], activity[:, 1], counts)
+            np.array([person_key(c.identity.person_id) for c in ctxs]), activity[:, 0], activity[:, 1], counts,
+            None if self.experiments is None
+            else self.experiments.arms([c.identity.person_id for c in ctxs], t, spec.creatives))
         window = int(self.cfg.window_days * DAY_MS)
         journeys = [[x for x in c.journey if o.event_time - window <= x.event_time <= o.event_time]
                     for o, c in zip(opps, ctxs, strict=True)]
@@ -196,10 +208,14 @@ class AgentServer:
                               1.0)
         batch = build_states(spec, opp, jr, pacing, self.agent.stats)
         left = np.array([micros_to_usd(c.budget.remaining) for c in ctxs])
-        eligible = None
-        if self.catalogue is not None:
-            cat = self.catalogue.current(int(t[0]))
-            eligible = lambda ch: cat.mask(t, ch, spec.creatives)  # noqa: E731  (the channel is chosen first)
+        arms = None if opp.arms is None else opp.arms.slots
+        cat = None if self.catalogue is None else self.catalogue.current(int(t[0]))
+        eligible: Callable[[np.ndarray], np.ndarray] | None = None
+        if cat is not None or arms is not None:
+            def eligible(ch: np.ndarray) -> np.ndarray:  # the channel is chosen first
+                # the learner replays the same two masks (creatives.restrict_to_arms)
+                every = np.ones((B, spec.creatives), bool) if cat is None else cat.mask(t, ch, spec.creatives)
+                return restrict_to_arms(every, arms)
         acts = self.agent.act(batch, mask, floor, left, explore=explore, creative_mask=eligible)
         self._out.bids += int((acts.bid_cpm_usd > 0).sum())
         return ServedBatch(acts, spec.pack(batch, self._pacing), bucket, search)
