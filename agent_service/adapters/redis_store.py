@@ -68,7 +68,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent_service.adapters import redis_lua
-from agent_service.adapters.redis_pipeline import run_scripts
+from agent_service.adapters.redis_pipeline import HiredisPackConnection, run_scripts
 from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError, StoreError
 from agent_service.ports.store import (
@@ -163,7 +163,7 @@ class RedisStore:
             pool = aioredis.BlockingConnectionPool.from_url(
                 self._url, max_connections=self._max_connections, timeout=10, health_check_interval=10,
                 retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 4),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError])
+                retry_on_error=[RedisConnectionError, RedisTimeoutError], connection_class=HiredisPackConnection)
             self._r = aioredis.Redis(connection_pool=pool, decode_responses=False)
             await self._r.ping()
         except RedisError as exc:
