@@ -4,6 +4,10 @@ A script registered on a redis-py pipeline (``script(keys, args, client=pipe)``)
 ``execute`` send SCRIPT EXISTS first: a second round trip per batch. Here EVALSHA is queued
 directly. A call answered NOSCRIPT (Redis restarted and lost its script cache) did not run; its
 script is loaded and only those calls are sent again, so no effect runs twice.
+
+``HiredisPackConnection`` packs commands with hiredis's C packer: redis-py's synchronous client
+does so when hiredis is installed, its asyncio client packs in Python — a third of a stream
+worker's time (a batch's script calls carry ~11 arguments per event; ``bench/README.md``).
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from hiredis import pack_command as _hiredis_pack  # a pinned dependency (pyproject.toml)
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-__all__ = ["run_scripts"]
+__all__ = ["HiredisPackConnection", "run_scripts"]
 
 ScriptCall = tuple[AsyncScript, Sequence[Any], Sequence[Any]]
 """(registered script, keys, args)."""
@@ -46,3 +51,18 @@ async def _evalsha_all(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> l
         for script, keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         return list(await pipe.execute(raise_on_error=False))
+
+
+class HiredisPackConnection(aioredis.Connection):
+    """An asyncio connection that packs commands in C (see the module docstring); anything hiredis
+    does not pack the same way (a command name with a space, a type it rejects) goes through
+    redis-py's own packer, which also raises its usual errors."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        head = args[0] if args else None
+        if not (isinstance(head, str) and " " not in head or isinstance(head, bytes) and b" " not in head):
+            return super().pack_command(*args)  # redis-py splits "CONFIG GET"-style names
+        try:
+            return [_hiredis_pack(args)]
+        except TypeError:
+            return super().pack_command(*args)

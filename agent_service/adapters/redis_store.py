@@ -71,7 +71,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent_service.adapters import redis_lua
-from agent_service.adapters.redis_pipeline import run_scripts
+from agent_service.adapters.redis_pipeline import HiredisPackConnection, run_scripts
 from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError, StoreError
 from agent_service.ports.store import (
@@ -166,7 +166,7 @@ class RedisStore:
             pool = aioredis.BlockingConnectionPool.from_url(
                 self._url, max_connections=self._max_connections, timeout=10, health_check_interval=10,
                 retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 4),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError])
+                retry_on_error=[RedisConnectionError, RedisTimeoutError], connection_class=HiredisPackConnection)
             self._r = aioredis.Redis(connection_pool=pool, decode_responses=False)
             await self._r.ping()
         except RedisError as exc:
@@ -360,13 +360,15 @@ class RedisStore:
                          b"0" if t is None else b"%d" % (t.event_time - ttl_s * 1000), b"%d" % e.window_close_ms]
             calls.append(("RECORD_RESULTS", [], args))
         flat = [x for chunk in await self._pipelined("record_results", calls) for x in chunk]
-        return [(bool(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)]
+        # applied: the script stored our payload and did not echo it back (redis_lua)
+        return [(True, e.payload) if flat[2 * k] else (False, bytes(flat[2 * k + 1])) for k, e in enumerate(effects)]
 
     async def record_clicks(self, effects: Sequence[ClickEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
         p = self._p
-        return [(bool(a), bytes(x)) for a, x in await self._pipelined("record_clicks", [
+        res = await self._pipelined("record_clicks", [
             ("RECORD_CLICK", [f"{p}claim:{e.claim_key}", f"{p}id:dev:{e.device_id}"],
-             [p, e.device_id, e.decision_id, e.payload, ttl_s]) for e in effects])]
+             [p, e.device_id, e.decision_id, e.payload, ttl_s]) for e in effects])
+        return [(True, e.payload) if a else (False, bytes(x)) for e, (a, x) in zip(effects, res, strict=True)]
 
     async def join_contexts(self, queries: Sequence[JoinQuery]) -> list[JoinContext]:
         p = self._p

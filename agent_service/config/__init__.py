@@ -277,6 +277,10 @@ class ServeConfig:
     event_loop: str = "uvloop"
     """Event loop of ``gaelp serve`` and ``gaelp warehouse``: "uvloop" (libuv; less overhead per
     socket event, the bid path's largest cost) or "asyncio" (the standard loop)."""
+    stream_runtime: str = "faust"
+    """What drives the stream topology (``stream_apps.topology``): "faust" (one Faust agent per
+    input topic) or "batch" (one aiokafka group member handing each fetched batch to the same
+    handlers; no per-event Faust machinery, several times the events per second)."""
 
     def __post_init__(self) -> None:
         _require(0 < self.first_price_shade <= 1, "serve.first_price_shade", "must be in (0, 1]")
@@ -290,6 +294,7 @@ class ServeConfig:
         _require(1 <= self.max_passes <= 8, "serve.max_passes", "must be in [1, 8]")
         _require(0 <= self.batch_linger_ms <= 20, "serve.batch_linger_ms", "must be in [0, 20] ms")
         _require(self.event_loop in ("uvloop", "asyncio"), "serve.event_loop", "must be 'uvloop' or 'asyncio'")
+        _require(self.stream_runtime in ("faust", "batch"), "serve.stream_runtime", "must be 'faust' or 'batch'")
         _require(self.bid_rule in ("agent", "dual"), "serve.bid_rule", "must be 'agent' or 'dual'")
         _require(self.candidate_version >= 0, "serve.candidate_version", "must be >= 0 (0: none)")
         _require(0.0 <= self.canary_share < 1.0, "serve.canary_share", "must be in [0, 1)")

@@ -6,9 +6,10 @@ Roles (``--roles``; all four by default, for one machine):
   (new versions swapped in by ``model_watch``), reserves budget atomically, logs every decision
   to Kafka. Never trains, never writes the warehouse; scale it out (``--scale bidder=N``):
   every bidder shares the budget in Redis and the model registry.
-- ``stream`` — the Faust topology (``stream_apps.topology``): auction results, ad events,
-  identity links, conversions and bid requests from Kafka; Kafka spreads partitions over the
-  stream workers of the consumer group.
+- ``stream`` — the stream topology (``stream_apps.topology``; Faust agents, or with
+  ``serve.stream_runtime = "batch"`` its batch worker): auction results, ad events, identity
+  links, conversions and bid requests from Kafka; Kafka spreads partitions over the stream
+  workers of the consumer group.
 - ``learner`` — the learner service (``runtime.learner_service``): experience topic in,
   versioned weights out, on a Ray actor (``[learner] backend``), checkpointed, offsets committed
   after each checkpoint. Run one.
@@ -63,7 +64,7 @@ from agent_service.runtime.learner_service import LearnerService, learner_backen
 from agent_service.runtime.model_watch import ModelWatcher
 from agent_service.runtime.shadow import shadow_config, shadow_roles
 from agent_service.runtime.warehouse_sink import WarehouseSink, run_sink, start_sink, stop_sink
-from stream_apps.topology import build_app
+from stream_apps.topology import BatchWorker, build_app
 
 __all__ = ["ROLES", "ServeRuntime", "serve_forever"]
 
@@ -194,9 +195,10 @@ class ServeRuntime:
         # Identity links feed the Redis identity graph (its own key prefix on the same Redis).
         self.identity_graph = RedisIdentityGraph.from_url(cfg.serve.redis, graph_config(cfg))
         self.service.flow.outcomes.identity.graph = self.identity_graph
-        faust_app = build_app(cfg, self.service.flow, self.bus, self.metrics)
-        await faust_app.start()
-        self._stops.append(faust_app.stop)
+        runner = (BatchWorker(cfg, self.service.flow, self.bus, self.metrics) if cfg.serve.stream_runtime == "batch"
+                  else build_app(cfg, self.service.flow, self.bus, self.metrics))
+        await runner.start()
+        self._stops.append(runner.stop)
         self._tasks.append(asyncio.create_task(self._advance_loop()))
 
     async def _start_http(self) -> None:

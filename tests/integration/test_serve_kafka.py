@@ -29,15 +29,16 @@ from tests.store_probe import read_credits
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-def _config(tmp: Path, prefix: str) -> Path:
+def _config(tmp: Path, prefix: str, extra: str = "") -> Path:
     path = tmp / "gaelp.toml"
-    path.write_text(serve_toml(prefix, tmp, budget_usd=4.0, campaign="it"))
+    path.write_text(serve_toml(prefix, tmp, budget_usd=4.0, campaign="it", extra=extra))
     return path
 
 
-async def test_simulated_stream_through_kafka_into_serve(tansu, service_redis_url, tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", ["faust", "batch"])
+async def test_simulated_stream_through_kafka_into_serve(tansu, service_redis_url, tmp_path: Path, runtime: str) -> None:
     prefix = f"it{uuid.uuid4().hex[:6]}"
-    config = _config(tmp_path, prefix)
+    config = _config(tmp_path, prefix, extra=f'stream_runtime = "{runtime}"\n')
     proc, _port = await start_serve(config, tansu.bootstrap, service_redis_url)
     topics = TopicsConfig(**{k: f"{prefix}.{k.replace('_', '-')}" for k in (
         "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",

@@ -14,7 +14,7 @@ from agent_service.contracts.codec import decode, encode
 from agent_service.contracts.events import AuctionResult, DeadLetter, Decision, Experience
 from agent_service.ports.bus import BusRecord
 from agent_service.ports.store import StateStore
-from stream_apps.topology import build_app
+from stream_apps.topology import BatchWorker, build_app
 from tests.flowkit import T0, FlowKit, bid_request
 
 
@@ -75,3 +75,41 @@ async def test_auction_result_agent_settles_once_and_emits_experience(world) -> 
     assert (ledger.spent, ledger.reserved) == (777, 0)
     exps = [decode(r.value, Experience) for r in records]
     assert {e.id for e in exps} == {f"{dec.id}:outcome"} and len(exps) == 2 and exps[0] == exps[1]
+
+
+async def test_batch_worker_commits_each_batch_only_after_its_effects(world) -> None:  # type: ignore[no-untyped-def]
+    kit, bus, store = world
+    [out] = [o for o in await kit.handle(kit.topics.bid_requests, bid_request("r3", "dev3", T0 + 10))
+             if o.topic == kit.topics.decisions]
+    dec = decode(out.value, Decision)
+    t = kit.topics
+    res = encode(AuctionResult(id="res-3", event_time=T0 + 60, decision_id=dec.id, won=True, price_paid_micros=555))
+    for value in (res, b"{bad", res):  # a redelivered result and a poison record
+        await bus.publish(t.auction_results, b"k", value)
+    uncommitted_while_handled: list[int] = []
+    handle = kit.flow.handle
+
+    async def watched(topic, records):  # type: ignore[no-untyped-def]
+        uncommitted_while_handled.append(bus.lag(kit.cfg.serve.group_id, topic))
+        return await handle(topic, records)
+    kit.flow.handle = watched  # type: ignore[method-assign]
+    worker = BatchWorker(kit.cfg, kit.flow, bus, kit.metrics)
+    await worker.start()
+    try:
+        for _ in range(200):
+            if bus.lag(kit.cfg.serve.group_id, t.auction_results) == 0:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await worker.stop()
+    assert uncommitted_while_handled == [3]  # one batch, none of it committed before it was handled
+    assert bus.lag(kit.cfg.serve.group_id, t.auction_results) == 0
+    ledger = await store.budget("c", T0 // 86_400_000)
+    assert (ledger.spent, ledger.reserved) == (555, 0)
+    reader = bus.consumer([t.experience, t.dead_letters], "check")
+    await reader.start()
+    records = await reader.getmany(timeout_ms=0, max_records=100)
+    exps = [decode(r.value, Experience) for r in records if r.topic == t.experience]
+    [letter] = [decode(r.value, DeadLetter) for r in records if r.topic == t.dead_letters]
+    assert [e.id for e in exps] == [f"{dec.id}:outcome"] * 2 and exps[0] == exps[1]
+    assert letter.field == "$" and letter.reason
