@@ -41,7 +41,7 @@ without ever bidding.
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, "serve", ["kafka", "redis", "http_port", "model_dir", "registry", "shadow", "candidate_version",
-                           "canary_share", "bid_rule"], rename={"canary_share": "canary"})
+                           "candidate_sample", "canary_share", "bid_rule"], rename={"canary_share": "canary"})
     add_flags(p, "learner", ["ray_address"])
     add_flags(p, "warehouse", ["backend", "duckdb_path"], rename={"backend": "warehouse", "duckdb_path": "warehouse-path"})
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")

@@ -223,6 +223,11 @@ class ServeConfig:
     candidate_version: int = 0
     """A registry version decided beside the live policy on the same requests, its decisions
     logged on ``topics.candidate_decisions`` and never sent (0: none)."""
+    candidate_sample: float = 0.25
+    """Share of the live requests the candidate also decides for the shadow log (hashed on the
+    request and imp ids, so independent of the outcome: off-policy estimates stay unbiased, on
+    fewer records). Each shadowed request costs a second inference on the bidder's CPU; at 1.0
+    a 2,000 req/s bidder on 2 cores loses tail latency (``bench/bench_shadow.py``)."""
     canary_share: float = 0.0
     """Share of persons (hashed, identity-resolved) the candidate serves live instead (0: none)."""
     bid_rule: str = "agent"
@@ -298,6 +303,7 @@ class ServeConfig:
         _require(self.bid_rule in ("agent", "dual"), "serve.bid_rule", "must be 'agent' or 'dual'")
         _require(self.candidate_version >= 0, "serve.candidate_version", "must be >= 0 (0: none)")
         _require(0.0 <= self.canary_share < 1.0, "serve.canary_share", "must be in [0, 1)")
+        _require(0.0 < self.candidate_sample <= 1.0, "serve.candidate_sample", "must be in (0, 1]")
         _require(self.canary_share == 0 or self.candidate_version > 0, "serve.canary_share",
                  "needs serve.candidate_version")
         _require(":" in self.kafka, "serve.kafka", "expected HOST:PORT")

@@ -126,6 +126,9 @@ class Decider:
         requests the candidate decides live."""
         self.canary_salt = "canary"
         self.shadow_candidate = True
+        self.candidate_sample = 1.0
+        """Share of the live requests also decided by the candidate for the shadow log (hashed on
+        request and imp ids; ``[serve] candidate_sample``)."""
         """Also decide the live policy's requests with the candidate, for the shadow log (off while
         ``gaelp promote`` runs a canary: its candidate serves its share, nothing more)."""
         self.on_decided: Callable[[list[Decision]], None] | None = None
@@ -214,7 +217,9 @@ class Decider:
                 drafts[i] = self._decide_one(k, slots[i], served, logged[k])
                 profile[i] = (int(served.context[k]), bool(served.search[k]))
         if self.candidate is not None and self.shadow_candidate:
-            self._candidate_slots.extend(slots[i] for i in live)
+            sample = self.candidate_sample
+            self._candidate_slots.extend(slots[i] for i in live if sample >= 1.0 or bucket(
+                f"{slots[i].req.id}\x00{slots[i].imp.id}", "shadow") < sample)
         return [drafts[i] for i in range(len(slots))], [profile[i] for i in range(len(slots))]
 
     def decide_candidates(self) -> list[Decision]:

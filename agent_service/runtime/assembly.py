@@ -53,6 +53,7 @@ def build_service(cfg: GaelpConfig, store: StateStore, registry: ModelRegistry, 
     if cfg.serve.candidate_version:
         decider.candidate = pinned(cfg, creatives, registry, cfg.serve.candidate_version, seed + 1)
         decider.candidate.catalogue = catalogue
+        decider.candidate_sample = cfg.serve.candidate_sample
         decider.canary_share = cfg.serve.canary_share
     flow = Flow(cfg, store, decider, metrics, partitions=partitions, clock=clock)
     if cfg.experiments:

@@ -10,8 +10,9 @@ from agent_service.experiments.assignment import bucket
 from tests.flowkit import T0, FlowKit, bid_request
 
 
-async def _decide(share: float) -> tuple[list[Decision], list[Decision]]:
-    cfg = GaelpConfig().replace("budget", daily_usd=1000.0).replace("serve", candidate_version=1, canary_share=share)
+async def _decide(share: float, sample: float = 1.0) -> tuple[list[Decision], list[Decision]]:
+    cfg = GaelpConfig().replace("budget", daily_usd=1000.0).replace("serve", candidate_version=1, canary_share=share,
+                                                                     candidate_sample=sample)
     kit = FlowKit(MemoryStore(), cfg)
     assert kit.registry.publish(kit.registry.load(1)) == 2  # live serves the newest version, 2
     reqs = [bid_request(f"r{i}", f"dev{i}", T0 + 9 * 3_600_000 + 1_000 * i) for i in range(60)]
@@ -30,6 +31,16 @@ async def test_the_candidate_decides_every_live_request_beside_it_and_never_bids
     assert any(d.bid for d in live)
 
 
+async def test_the_candidate_shadows_a_hashed_sample_of_the_live_requests() -> None:
+    """`[serve] candidate_sample`: a share of the requests, chosen by hashing request and imp ids
+    (independent of outcomes), is decided a second time; the rest only live."""
+    live, shadow = await _decide(0.0, sample=0.25)
+    assert len(live) == 60 and 0 < len(shadow) < 30
+    picked = {d.id for d in live if bucket(f"{d.request_id}\x00{d.imp_id}", "shadow") < 0.25}
+    assert {d.id for d in shadow} == picked
+    assert (await _decide(0.0, sample=0.25))[1] == shadow  # the same requests every time
+
+
 async def test_the_canary_share_of_persons_is_served_live_by_the_candidate() -> None:
     live, shadow = await _decide(0.5)
     canary = {d.id for d in live if d.model_version == 1}
@@ -46,7 +57,7 @@ async def test_the_bid_endpoint_logs_the_candidates_decisions_after_answering() 
     from agent_service.adapters.memory_bus import MemoryBus
     from agent_service.http.app import build_http_app
 
-    cfg = GaelpConfig().replace("budget", daily_usd=1000.0).replace("serve", candidate_version=1)
+    cfg = GaelpConfig().replace("budget", daily_usd=1000.0).replace("serve", candidate_version=1, candidate_sample=1.0)
     kit = FlowKit(MemoryStore(), cfg)
     bus = MemoryBus()
     app = build_http_app(kit.flow.decider, bus, cfg.topics.decisions, kit.metrics, clock=lambda: T0 + 9 * 3_600_000,
@@ -78,7 +89,7 @@ async def test_shadow_candidate_through_the_warehouse_into_ope(tmp_path, capsys)
     from agent_service.cli import main
     from agent_service.runtime.simulate import run_simulation
 
-    cfg = GaelpConfig().replace("serve", candidate_version=1).replace(
+    cfg = GaelpConfig().replace("serve", candidate_version=1, candidate_sample=1.0).replace(
         "simulation", days=0.2, opportunities_per_day=3_000, users=500, drain_days=15)
     await run_simulation(cfg, tmp_path, progress=False)
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
