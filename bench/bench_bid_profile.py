@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_serve import _service_metrics, _wait_http, _wrk  # noqa: E402
+from bench_serve import _batch_mean, _service_metrics, _wait_http, _wrk  # noqa: E402
 
 from tests.servers import RedisServer, TansuBroker, free_port  # noqa: E402
 
@@ -56,7 +56,7 @@ PIECES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("redis write", ("reserve_and_put", "_reserve_and_store")),
     ("state build", ("build_states", "segments.py", "counts_matrix")),
     ("model", ("HybridAgent.act", "serve_np", "encode_np", "begin_slot")),
-    ("encode", ("_response", "encoded_state", "codec.py")),
+    ("encode", ("Decider._response", "encoded_state", "codec.py")),  # not aiohttp's finish_response
     ("decision log", ("_publish_log", "_drain_log", "publish_many", "aiokafka")),
     ("decide rest", ("Decider.decide", "act_batch")),
     ("http", ("aiohttp",)),
@@ -73,9 +73,16 @@ def _piece(stack: str) -> str:
     return "other"
 
 
+def _py_spy() -> str:
+    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise SystemExit("py-spy not found: `pip install py-spy` (PyPI; a binary wheel) and run again")
+    return found
+
+
 def _profile(port: int, pid: int, seconds: float, connections: int, work: Path) -> dict[str, object]:
     out = work / f"prof-{connections}.txt"
-    spy = subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record",
+    spy = subprocess.Popen([_py_spy(), "record",
                             "--pid", str(pid), "--rate", "1000", "--duration", str(int(seconds)), "--format", "raw",
                             "--output", str(out), "--nonblocking"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -98,7 +105,7 @@ def _profile(port: int, pid: int, seconds: float, connections: int, work: Path) 
     busy = sum(counts.values())
     per_req = {k: round(v / 1000 / max(requests, 1) * 1e6, 1) for k, v in counts.most_common()}
     return {"connections": connections, "requests": requests, "bid_share": round(bids / max(requests, 1), 3),
-            "rps": round(run["rps"], 1), "p50_ms": run["p50_us"] / 1000, "p99_ms": run["p99_us"] / 1000,
+            "batch_mean": _batch_mean(before, after), "rps": round(run["rps"], 1), "p50_ms": run["p50_us"] / 1000, "p99_ms": run["p99_us"] / 1000,
             "us_per_request": per_req, "share": {k: round(v / max(busy, 1), 3) for k, v in counts.items()},
             "samples": busy}
 
@@ -146,7 +153,7 @@ campaign = "bench"
                                    for r in results))
     for r in results:
         print(f"c={r['connections']}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-              f"{r['bid_share']:.0%} of requests bid")
+              f"{r['bid_share']:.0%} of requests bid, {r['batch_mean']:.1f} requests per pass")
     print(json.dumps({"bench": "bid_profile", "runs": results}))
     urllib.request.urlcleanup()
 

@@ -174,7 +174,8 @@ def _service_metrics(port: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in text.splitlines():
         for name in ("gaelp_bidder_requests_total", "gaelp_bidder_bids_total", "gaelp_bidder_model_version",
-                     "gaelp_errors_total", "gaelp_event_loop_lag_seconds_bucket", "gaelp_event_loop_lag_seconds_count"):
+                     "gaelp_errors_total", "gaelp_event_loop_lag_seconds_bucket", "gaelp_event_loop_lag_seconds_count",
+                     "gaelp_bidder_batch_requests_sum", "gaelp_bidder_batch_requests_count"):
             if line.startswith(name) and not line.startswith(name + "_created"):
                 out[line.split(" ")[0]] = float(line.split(" ")[-1])
     return out
@@ -197,6 +198,13 @@ def _bids(m: dict[str, float]) -> tuple[float, float]:
     """(requests, bids) from the service's counters."""
     return (m.get("gaelp_bidder_requests_total", 0.0),
             sum(v for k, v in m.items() if k.startswith("gaelp_bidder_bids_total")))
+
+
+def _batch_mean(before: dict[str, float], after: dict[str, float]) -> float:
+    """Mean requests per decided pass between two scrapes (how much batching the load reached)."""
+    n = after.get("gaelp_bidder_batch_requests_count", 0.0) - before.get("gaelp_bidder_batch_requests_count", 0.0)
+    total = after.get("gaelp_bidder_batch_requests_sum", 0.0) - before.get("gaelp_bidder_batch_requests_sum", 0.0)
+    return round(total / n, 2) if n > 0 else 0.0
 
 
 def _loop_lag(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -298,6 +306,7 @@ campaign = "bench"
             (r0, b0), (r1, b1) = _bids(before), _bids(after)
             run["bid_share"] = round((b1 - b0) / max(r1 - r0, 1), 4)
             run["loop_lag"] = _loop_lag(before, after)
+            run["batch_mean"] = _batch_mean(before, after)
             return run
 
         proc, port = start(1)
@@ -332,19 +341,20 @@ campaign = "bench"
     def median(run: str, key: str) -> float:
         return float(statistics.median(float(r[run][key]) for r in rounds))
 
-    row = "{:<36} {:>9} {:>9} {:>9} {:>9} {:>7}"
-    print(row.format("run (median of rounds)", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "bids"))
+    row = "{:<36} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7}"
+    print(row.format("run (median of rounds)", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "bids", "batch"))
     for name, run in (("bare aiohttp ceiling (c=32)", "bare"), ("service, one connection", "one_connection"),
                       (f"service paced at {args.rate:.0f}/s", "paced"), ("service closed loop (c=32)", "closed"),
                       ("two bidder processes (c=32)", "two_workers")):
         share = f"{median(run, 'bid_share'):.0%}" if "bid_share" in rounds[0][run] else ""
+        batch = f"{median(run, 'batch_mean'):.1f}" if "batch_mean" in rounds[0][run] else ""
         print(row.format(name, f"{median(run, 'rps'):.0f}", f"{median(run, 'p50_us') / 1000:.2f}",
-                         f"{median(run, 'p99_us') / 1000:.2f}", f"{median(run, 'p999_us') / 1000:.2f}", share))
+                         f"{median(run, 'p99_us') / 1000:.2f}", f"{median(run, 'p999_us') / 1000:.2f}", share, batch))
     keys = ("rps", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "errors_status", "errors_timeout")
     results.update({
         "bench": "serve",
         "target_rps": args.rate,
-        "rounds": [{run: {k: v for k, v in r[run].items() if k in keys or k in ("bid_share", "loop_lag", "cpu_s")}
+        "rounds": [{run: {k: v for k, v in r[run].items() if k in keys or k in ("bid_share", "loop_lag", "cpu_s", "batch_mean")}
                     for run in r} for r in rounds],
         "one_connection_p99_ms": median("one_connection", "p99_us") / 1000,
         "paced_p99_ms": median("paced", "p99_us") / 1000,
