@@ -7,6 +7,7 @@ Names follow ../shared/REFERENCE.md: base units, counters end in ``_total``, lat
 
 from __future__ import annotations
 
+import bisect
 import time
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from agent_service.experiments.ab import ExperimentSummary, Exposure
     from agent_service.experiments.canary import CanaryEvent
 
-__all__ = ["Metrics", "NAMES"]
+__all__ = ["BatchHistogram", "Metrics", "NAMES"]
 
 NAMES = {
     "bid_requests": "gaelp_bidder_requests_total",
@@ -104,6 +105,20 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 _DAY_BUCKETS = tuple(d * float(DAY_S) for d in (0.5, 1, 2, 3, 5, 7, 10, 14, 21))
 
 
+class BatchHistogram(Histogram):
+    """A histogram that can count one value ``n`` times in one step (the bid path observes the
+    same per-item time for every item of a batch: one bucket lookup and two increments per
+    batch instead of ``n`` observations, each with its lock)."""
+
+    def observe_n(self, amount: float, n: int) -> None:
+        """:param amount: the value. :param n: how many observations of it (>= 0)."""
+        if n <= 0:
+            return
+        self._raise_if_not_observable()
+        self._sum.inc(amount * n)
+        self._buckets[bisect.bisect_left(self._upper_bounds, amount)].inc(n)  # first bound >= amount
+
+
 class Metrics:
     """The service's metrics, in a registry of their own."""
 
@@ -113,7 +128,7 @@ class Metrics:
         self.bid_requests = Counter(n["bid_requests"][:-6], "OpenRTB impressions offered", registry=r)
         self.bids = Counter(n["bids"][:-6], "Bids sent", ["channel"], registry=r)
         self.no_bids = Counter(n["no_bids"][:-6], "Impressions not bid on, by reason", ["reason"], registry=r)
-        self.decide_latency = Histogram(n["decide_latency"], "Decision time per batch item",
+        self.decide_latency = BatchHistogram(n["decide_latency"], "Decision time per batch item",
                                         buckets=_LATENCY_BUCKETS, registry=r)
         self.request_latency = Histogram(n["request_latency"], "Bid endpoint time per HTTP request",
                                          buckets=_LATENCY_BUCKETS, registry=r)

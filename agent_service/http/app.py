@@ -13,7 +13,9 @@ the other's Redis round trips. Each request's time budget is ``tmax`` (or the
 configured default) minus the network allowance: past it before the reservation the answer is
 a no-bid; a bid decided after the whole ``tmax`` is withdrawn before it is answered or logged
 (reservation freed, a 204, logged as a no-bid ``tmax_late``).
-Decisions are published to the decision log after the answer is sent; while the bus is down
+Decisions are published to the decision log after the answer is sent, gathered for up to
+``log_linger_ms`` first (one produce request for many passes: at a few requests per pass, a
+produce request per pass cost the bidder more CPU than the agent's model); while the bus is down
 they wait in memory and, past a bound, in a local spill file (``RecordSpill``), published oldest
 first when the bus is back.
 
@@ -81,12 +83,14 @@ class BidBatcher:
         ``max_log_backlog`` wait (None: they are dropped and counted).
     :param max_log_backlog: decision-log records kept in memory while the bus is down.
     :param linger: async sleep of the linger (a test holds it open until its requests queued).
+    :param log_linger_s: how long decisions gather before they are published (0: after each
+        pass); a full chunk is published at once.
     """
 
     def __init__(self, decider: Decider, bus: EventBus, decisions_topic: str, metrics: Metrics,
                  max_batch: int = 256, linger_s: float = 0.0, max_passes: int = 2,
                  spill: RecordSpill | None = None, max_log_backlog: int = _MAX_LOG_BACKLOG,
-                 candidate_topic: str | None = None,
+                 candidate_topic: str | None = None, log_linger_s: float = 0.0,
                  linger: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.decider, self.bus, self.topic, self.metrics = decider, bus, decisions_topic, metrics
         self.candidate_topic = candidate_topic
@@ -96,6 +100,7 @@ class BidBatcher:
         self.max_passes = max_passes
         self.linger_s = linger_s
         self._linger = linger
+        self.log_linger_s = log_linger_s
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -212,6 +217,8 @@ class BidBatcher:
         """Publish decisions to the decision log off the answer path (the decider has stored them)."""
         while True:
             await self._log_wake.wait()
+            if self.log_linger_s > 0 and len(self._log) < _LOG_CHUNK:
+                await asyncio.sleep(self.log_linger_s)  # let more passes join this produce request
             self._log_wake.clear()
             try:
                 await self._drain_log()
@@ -258,7 +265,8 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
                    admin_actions: dict[str, Callable[[dict[str, object]], Awaitable[dict[str, object]]]] | None = None,
                    tmax_default_ms: int = 100, network_allowance_ms: int = 20, max_batch: int = 256,
                    batch_linger_ms: float = 0.0, max_passes: int = 2, spill: RecordSpill | None = None,
-                   max_log_backlog: int = _MAX_LOG_BACKLOG, candidate_topic: str | None = None) -> web.Application:
+                   max_log_backlog: int = _MAX_LOG_BACKLOG, candidate_topic: str | None = None,
+                   log_linger_ms: float = 0.0) -> web.Application:
     """The service's HTTP application.
 
     :param decider: the decision path.
@@ -276,11 +284,12 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
     :param spill: where the decision log overflows to while the bus is down (None: dropped, counted).
     :param max_log_backlog: decision-log records held in memory while the bus is down.
     :param candidate_topic: where the candidate policy's decisions go (``decider.candidate``).
+    :param log_linger_ms: how long decisions gather before they are published to the decision log.
     """
     actions = admin_actions or {}
     batcher = BidBatcher(decider, bus, decisions_topic, metrics, max_batch=max_batch, linger_s=batch_linger_ms / 1000,
                          max_passes=max_passes, spill=spill, max_log_backlog=max_log_backlog,
-                         candidate_topic=candidate_topic)
+                         candidate_topic=candidate_topic, log_linger_s=log_linger_ms / 1000)
 
     async def bid(request: web.Request) -> web.Response:
         started = decider.timer()

@@ -134,6 +134,7 @@ class Decider:
         self.on_decided: Callable[[list[Decision]], None] | None = None
         """Called with each batch's newly stored decisions (the canary's per-arm request counts)."""
         self._candidate_slots: list[_Slot] = []
+        self._gauges: tuple[float, float] | None = None  # (budget, planned spend) USD of the batch's last bid
         self.experiments: LiveExperiments | None = None
         """Running creative A/B experiments (:meth:`use_experiments`); None: none."""
 
@@ -188,10 +189,12 @@ class Decider:
             mine = decisions[pos:pos + len(req.imp)]
             pos += len(req.imp)
             results.append(DecideResult(self._response(req, mine), mine))
+        if self._gauges is not None:  # the ledger's figures, once per batch (not per bid)
+            self.metrics.budget.set(self._gauges[0])
+            self.metrics.planned_spend.set(self._gauges[1])
+            self._gauges = None
         if flat:
-            per_item = (self.timer() - started) / len(flat)
-            for _ in flat:
-                self.metrics.decide_latency.observe(per_item)
+            self.metrics.decide_latency.observe_n((self.timer() - started) / len(flat), len(flat))
         return results
 
     def _serve(self, slots: list[_Slot]) -> tuple[list[Decision], list[tuple[int, bool]]]:
@@ -345,8 +348,7 @@ class Decider:
         planned = int(budget.budget * self.policy.plan.fraction(elapsed))  # pacing.planned_spend, from the cached plan
         if paced_out(budget.spent + budget.reserved, budget.budget, planned, self.cfg.budget.pacing_slack):
             return 0, "pacing"
-        self.metrics.budget.set(micros_to_usd(budget.budget))
-        self.metrics.planned_spend.set(micros_to_usd(planned))
+        self._gauges = (micros_to_usd(budget.budget), micros_to_usd(planned))  # exported by decide(), once per batch
         if no_bid != BID:
             return 0, NO_BID_REASONS[no_bid]
         bid = to_micros(bid_cpm_usd, s.floor_micros, (self._bid_min, self._bid_max))

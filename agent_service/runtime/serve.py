@@ -213,7 +213,8 @@ class ServeRuntime:
                                   tmax_default_ms=cfg.serve.tmax_default_ms,
                                   network_allowance_ms=cfg.serve.network_allowance_ms, max_batch=cfg.serve.max_batch,
                                   batch_linger_ms=cfg.serve.batch_linger_ms, max_passes=cfg.serve.max_passes,
-                                  spill=spill, candidate_topic=cfg.topics.candidate_decisions)
+                                  spill=spill, candidate_topic=cfg.topics.candidate_decisions,
+                                  log_linger_ms=cfg.serve.decision_log_linger_ms)
             self._tasks.append(asyncio.create_task(self._flush_loop()))
         else:
             http = build_metrics_app(self.metrics, lambda: {"roles": sorted(self.roles),

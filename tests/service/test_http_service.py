@@ -217,3 +217,35 @@ async def test_store_failure_and_internal_errors_are_204_never_5xx() -> None:
         assert json.loads(await (await client.post("/openrtb2/bid", data=b"{")).read())["field"] == "$"
     finally:
         await client.close()
+
+
+async def test_the_decision_log_gathers_passes_for_its_linger_and_loses_none() -> None:
+    async def produce_requests(linger_ms: float) -> tuple[int, list[str]]:
+        kit = FlowKit(MemoryStore(), GaelpConfig().replace("budget", daily_usd=1000.0))
+        bus = MemoryBus()
+        calls: list[int] = []
+        publish_many = bus.publish_many
+
+        async def counting(topic, records):  # type: ignore[no-untyped-def]
+            calls.append(len(records))
+            await publish_many(topic, records)
+
+        bus.publish_many = counting  # type: ignore[method-assign]
+        app = build_http_app(kit.flow.decider, bus, kit.topics.decisions, kit.metrics, clock=lambda: NOON,
+                             admin_token="t", log_linger_ms=linger_ms)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            for i in range(6):  # one at a time: six passes
+                assert (await client.post("/openrtb2/bid", json=_body(f"g{i}"))).status in (200, 204)
+            await asyncio.sleep(0.05)  # past the linger, before the batcher stops (which drains anyway)
+        finally:
+            await client.close()
+        logged = [decode(r.value, Decision).id for part in bus._topic(kit.topics.decisions) for r in part]
+        return len(calls), sorted(logged)
+
+    every_pass, logged = await produce_requests(0.0)
+    assert logged == sorted(f"g{i}:i0" for i in range(6))
+    gathered, logged_lingering = await produce_requests(1000.0)  # a linger longer than the requests take
+    assert logged_lingering == logged  # nothing lost: stopping publishes what waits
+    assert gathered == 1 < every_pass  # one produce request for the six passes

@@ -1,0 +1,17 @@
+"""The bus's key hash places every key where Kafka's default partitioner (and aiokafka's) does."""
+
+from __future__ import annotations
+
+import random
+
+from aiokafka.partitioner import murmur2 as reference
+
+from agent_service.adapters.kafka_bus import murmur2
+
+
+def test_murmur2_equals_kafkas_on_every_length_and_byte() -> None:
+    rng = random.Random(7)
+    keys = [bytes(rng.randrange(256) for _ in range(n)) for n in range(0, 41) for _ in range(25)]
+    keys += [b"", b"\x00", b"\xff\xff\xff", b"b123456-98765:1", "décision:é".encode(), bytes(range(256)) * 2]  # past the cached word counts
+    for key in keys:
+        assert murmur2(key) == reference(key), key
