@@ -257,3 +257,24 @@ def test_the_arm_slots_are_logged_exactly_and_restrict_the_catalogue_mask() -> N
     assert b.state[:, ix["exp_arm_value"]].tolist() == [1.0, 0.5]  # capped; 0.5 outside an experiment
     logged = arm_mask(spec, b.state)
     assert logged is not None and logged[0, 0] and not logged[1].any()
+
+
+def test_a_batch_without_touches_gets_the_journey_columns_the_full_path_computes() -> None:
+    # The no-touch batch takes constants; in a batch where someone has a touch, the same rows go
+    # through the full computation: both must give the same bits.
+    spec, rng = StateSpec(creatives=12), np.random.default_rng(5)
+    pacing = PacingInputs(1000.0, 300.0, 20.0, 0.4, 0.5, 12.0, 10.0, 0.2, 0.9, 1.1)
+    stats = CampaignStats(12)
+    stats.impressions[:], stats.clicks[:], stats.conversions[:] = 100.0, rng.uniform(0, 5, 12), rng.uniform(0, 1, 12)
+    n = 9
+    opp = _opps(n, spec, rng)
+    mixed = _journeys(n, spec, rng)
+    mixed.channel[1:] = -1  # only row 0 has touches
+    mixed.channel[0, -1] = 1
+    full = build_states(spec, opp, mixed, pacing, stats)
+    alone = build_states(spec, OpportunityArrays(*(None if a is None else a[1:] for a in opp)),
+                         JourneyArrays(*(a[1:] for a in mixed)), pacing, stats)
+    assert not (alone.touches != 0).any()
+    np.testing.assert_array_equal(alone.state, full.state[1:])
+    np.testing.assert_array_equal(alone.touches, full.touches[1:])
+    np.testing.assert_array_equal(alone.touch_creatives, full.touch_creatives[1:])

@@ -447,28 +447,20 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     """The enriched state and the touch sequence of B opportunities (see ``spec.features``).
 
     Columns are written in place into one float32 array (a decision is latency-bound: a few
-    dozen small numpy operations, no per-group concatenation)."""
-    window_h = spec.window_days * 24.0
+    dozen small numpy operations, no per-group concatenation). A batch in which nobody has a
+    touch (most bid requests) takes the journey columns' constants instead of computing them
+    (the same values: :func:`_journey_columns` on an empty journey)."""
     B, L = journey.channel.shape
     ix = spec.index
     out = np.zeros((B, spec.dim), np.float32)
     t = np.asarray(opp.event_time, np.int64)
     present = journey.channel >= 0
-    n_touch = present.sum(1)
-    has = n_touch > 0
-    clicked = journey.clicked & present
-    n_click = clicked.sum(1)
-    age_h = np.maximum((t[:, None] - journey.time_ms) / HOUR_MS, 0.0)
-    age_h[~present] = np.inf
     rows = np.arange(B)
-    # journey stage
-    stage = np.where(n_click > 0, 2, np.where(has, 1, 0))
-    out[rows, ix["stage_awareness"] + stage] = 1.0
-    out[:, ix["touches"]] = np.minimum(1.0, np.log1p(n_touch) / math.log1p(spec.max_touches))
-    out[:, ix["clicks"]] = np.minimum(1.0, np.log1p(n_click) / math.log1p(8))
-    out[:, ix["recency"]] = np.where(has, np.minimum(1.0, age_h[:, -1] / window_h), 1.0)
-    first = age_h[rows, np.minimum(L - n_touch, L - 1)]
-    out[:, ix["journey_age"]] = np.where(has, np.minimum(1.0, first / window_h), 0.0)
+    d = stats.derived()
+    if present.any():
+        touches, tcreat = _journey_columns(spec, out, journey, present, t, rows, stats)
+    else:
+        touches, tcreat = _no_journey_columns(spec, out, B, L)
     # segment, device, channels
     out[:, spec.cols("segment_")] = opp.segment_probs
     n_req = np.ones(B) if opp.recent_requests is None else np.maximum(opp.recent_requests, 0.0)
@@ -478,24 +470,8 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     # np.minimum/np.maximum, not np.clip: on arrays of a few elements clip costs several times more
     out[rows, ix["device_mobile"] + np.minimum(np.maximum(opp.device_class, 0), 2)] = 1.0
     out[:, ix["avail_organic"]:ix["avail_social"] + 1] = opp.channel_mask
-    last_ch = journey.channel[:, -1]
-    out[rows[has], ix["last_organic"] + last_ch[has]] = 1.0
-    # creative history
-    d = stats.derived()
-    last_cr = np.minimum(np.maximum(journey.creative[:, -1], 0), spec.creatives - 1)
-    out[:, ix["last_creative_ctr"]] = np.where(has, np.minimum(1.0, d.ctr_rel[last_cr]), 0.5)
-    out[:, ix["last_creative_cvr"]] = np.where(has, np.minimum(1.0, d.cvr_rel[last_cr]), 0.5)
-    exposures = np.zeros((B, spec.creatives), np.int64)
-    pr, pc = np.nonzero(present)
-    np.add.at(exposures, (pr, journey.creative[pr, pc]), 1)
-    out[:, ix["fatigue"]] = np.where(has, 1.0 - 0.85 ** exposures[rows, last_cr], 0.0)
-    out[:, ix["distinct_creatives"]] = np.minimum(1.0, (exposures > 0).sum(1) / spec.max_touches)
-    out[:, spec.cols("exposures_")] = np.minimum(1.0, np.log1p(exposures) / math.log1p(spec.max_touches))
     # attribution
-    decay = (0.5 ** (np.minimum(age_h, 1e6) / _HALF_LIFE_H)).sum(1)
-    out[:, ix["td_credit_share"]] = 1.0 / (1.0 + decay)
     out[:, ix["credited_value"]] = np.minimum(1.0, np.log1p(np.maximum(opp.credited_usd, 0.0)) / math.log1p(100))
-    out[:, ix["p_conv_journey"]] = np.minimum(1.0, 5 * (1.0 - (1.0 - d.campaign_cvr) ** n_click))
     # temporal
     day = t // DAY_MS
     ang = np.empty((B, 3))  # hour of day, weekday, day of year: one sin and one cos for the three
@@ -543,6 +519,47 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     out[:, ix["person_key"]] = np.asarray(opp.person_key, np.int64) % PERSON_KEY_MOD
     if opp.context_counts is not None:
         out[:, ix["context_count_0"]:ix["context_count_0"] + CONTEXT_BUCKETS] = opp.context_counts
+    return StateBatch(out, touches, tcreat)
+
+
+def _journey_columns(spec: StateSpec, out: np.ndarray, journey: JourneyArrays, present: np.ndarray, t: np.ndarray,
+                     rows: np.ndarray, stats: CampaignStats) -> tuple[np.ndarray, np.ndarray]:
+    """Write the journey's columns of ``out`` (stage, depth, last touch, creative history, time-decay
+    credit) and return the touch sequence and its creatives."""
+    d = stats.derived()
+    window_h = spec.window_days * 24.0
+    B, L = journey.channel.shape
+    ix = spec.index
+    n_touch = present.sum(1)
+    has = n_touch > 0
+    clicked = journey.clicked & present
+    n_click = clicked.sum(1)
+    age_h = np.maximum((t[:, None] - journey.time_ms) / HOUR_MS, 0.0)
+    age_h[~present] = np.inf
+    # journey stage
+    stage = np.where(n_click > 0, 2, np.where(has, 1, 0))
+    out[rows, ix["stage_awareness"] + stage] = 1.0
+    out[:, ix["touches"]] = np.minimum(1.0, np.log1p(n_touch) / math.log1p(spec.max_touches))
+    out[:, ix["clicks"]] = np.minimum(1.0, np.log1p(n_click) / math.log1p(8))
+    out[:, ix["recency"]] = np.where(has, np.minimum(1.0, age_h[:, -1] / window_h), 1.0)
+    first = age_h[rows, np.minimum(L - n_touch, L - 1)]
+    out[:, ix["journey_age"]] = np.where(has, np.minimum(1.0, first / window_h), 0.0)
+    last_ch = journey.channel[:, -1]
+    out[rows[has], ix["last_organic"] + last_ch[has]] = 1.0
+    # creative history
+    last_cr = np.minimum(np.maximum(journey.creative[:, -1], 0), spec.creatives - 1)
+    out[:, ix["last_creative_ctr"]] = np.where(has, np.minimum(1.0, d.ctr_rel[last_cr]), 0.5)
+    out[:, ix["last_creative_cvr"]] = np.where(has, np.minimum(1.0, d.cvr_rel[last_cr]), 0.5)
+    exposures = np.zeros((B, spec.creatives), np.int64)
+    pr, pc = np.nonzero(present)
+    np.add.at(exposures, (pr, journey.creative[pr, pc]), 1)
+    out[:, ix["fatigue"]] = np.where(has, 1.0 - 0.85 ** exposures[rows, last_cr], 0.0)
+    out[:, ix["distinct_creatives"]] = np.minimum(1.0, (exposures > 0).sum(1) / spec.max_touches)
+    out[:, spec.cols("exposures_")] = np.minimum(1.0, np.log1p(exposures) / math.log1p(spec.max_touches))
+    # attribution
+    decay = (0.5 ** (np.minimum(age_h, 1e6) / _HALF_LIFE_H)).sum(1)
+    out[:, ix["td_credit_share"]] = 1.0 / (1.0 + decay)
+    out[:, ix["p_conv_journey"]] = np.minimum(1.0, 5 * (1.0 - (1.0 - d.campaign_cvr) ** n_click))
     # touch sequence (TOUCH_FEATURES)
     touches = np.zeros((B, L, len(TOUCH_FEATURES)), np.float32)
     norm = math.log1p(window_h)
@@ -559,4 +576,17 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     touches[:, :, 8] = journey.other_device & present
     tcreat = np.where(present, np.minimum(np.maximum(journey.creative, 0), spec.creatives - 1),
                       spec.creatives).astype(np.int64)
-    return StateBatch(out, touches, tcreat)
+    return touches, tcreat
+
+
+def _no_journey_columns(spec: StateSpec, out: np.ndarray, B: int, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_journey_columns` of a batch without a single touch, as constants: awareness stage,
+    recency 1 (none yet), no credit taken by earlier touches (share 1), neutral creative history
+    (0.5); every other journey column 0, the touch sequence all padding."""
+    ix = spec.index
+    out[:, ix["stage_awareness"]] = 1.0
+    out[:, ix["recency"]] = 1.0
+    out[:, ix["last_creative_ctr"]] = 0.5
+    out[:, ix["last_creative_cvr"]] = 0.5
+    out[:, ix["td_credit_share"]] = 1.0
+    return np.zeros((B, L, len(TOUCH_FEATURES)), np.float32), np.full((B, L), spec.creatives, np.int64)
