@@ -358,4 +358,4 @@ def _mixed(logits: np.ndarray, eps: float, mask: np.ndarray | None) -> np.ndarra
 def _sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cdf = np.cumsum(probs, axis=1)
     u = rng.random((probs.shape[0], 1)) * cdf[:, -1:]
-    return np.minimum(np.count_nonzero(u > cdf, axis=1), probs.shape[1] - 1)
+    return np.minimum((u > cdf).sum(axis=1), probs.shape[1] - 1)
