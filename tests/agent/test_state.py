@@ -272,8 +272,8 @@ def test_a_batch_without_touches_gets_the_journey_columns_the_full_path_computes
     mixed.channel[1:] = -1  # only row 0 has touches
     mixed.channel[0, -1] = 1
     full = build_states(spec, opp, mixed, pacing, stats)
-    alone = build_states(spec, OpportunityArrays(*(None if a is None else a[1:] for a in opp)),
-                         JourneyArrays(*(a[1:] for a in mixed)), pacing, stats)
+    alone = build_states(spec, OpportunityArrays._make(None if a is None else a[1:] for a in opp),
+                         JourneyArrays._make(a[1:] for a in mixed), pacing, stats)
     assert not (alone.touches != 0).any()
     np.testing.assert_array_equal(alone.state, full.state[1:])
     np.testing.assert_array_equal(alone.touches, full.touches[1:])
