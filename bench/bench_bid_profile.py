@@ -76,7 +76,7 @@ def _piece(stack: str) -> str:
 def _py_spy() -> str:
     found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if found is None:
-        raise SystemExit("py-spy not found: `pip install py-spy` (PyPI; a binary wheel) and run again")
+        raise SystemExit("py-spy not found: `pip install -e '.[bench]'` (py-spy, pinned in pyproject.toml) and run again")
     return found
 
 
