@@ -30,15 +30,28 @@ def _worker(cfg: GaelpConfig, creatives: int, roles: frozenset[str], metrics_por
                    cfg.serve.event_loop)
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def _free_block(host: str, n: int, tries: int = 100) -> int:
+    """A port P with P .. P + n − 1 all free now (the HTTP port and the workers' metrics ports):
+    one free port alone left a worker to crash on a taken P + 1 + k."""
+    for _ in range(tries):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port + n - 1 > 65535:
+            continue
+        try:
+            for q in range(port, port + n):
+                with socket.socket() as s:
+                    s.bind((host, q))
+        except OSError:
+            continue
+        return port
+    raise OSError(f"no block of {n} free ports on {host} after {tries} tries")
 
 
 def run_workers(cfg: GaelpConfig, creatives: int, roles: Collection[str], workers: int) -> int:
     """Run ``workers`` processes until a signal; the exit code is the first worker's."""
-    port = cfg.serve.http_port or _free_port(cfg.serve.http_host)
+    port = cfg.serve.http_port or _free_block(cfg.serve.http_host, workers + 1)
     cfg = cfg.replace("serve", http_port=port)
     ctx = mp.get_context("spawn")  # a fresh interpreter each: no inherited event loop, torch or sockets
     procs = [ctx.Process(target=_worker, args=(cfg, creatives, frozenset(roles) if k == 0 else frozenset({"bidder"}),
