@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+from agent_service.ports.store import StateStore  # noqa: E402
 from tests.servers import RedisServer, TansuBroker  # noqa: E402
 
 SHARED = Path(os.environ.get("GAELP_SHARED") or ROOT.parent / "shared")  # env: a checkout elsewhere (a worktree)
@@ -41,6 +43,24 @@ def service_redis_url(redis_server: RedisServer) -> str:
     the service keys under the default prefix, so two tests on one database would read each
     other's records (the simulators reuse ids such as ``conv-<decision id>``)."""
     return redis_server.db_url(next(_service_dbs))
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    """A started state store of each adapter (Redis: the session server, a key prefix of its own);
+    a module that needs another kind of store defines its own ``store``."""
+    from agent_service.adapters.memory_store import MemoryStore
+    from agent_service.adapters.redis_store import RedisStore
+
+    if request.param == "memory":
+        s: StateStore = MemoryStore()
+    else:
+        s = RedisStore(request.getfixturevalue("redis_server").url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
 
 
 @pytest.fixture(scope="session")

@@ -37,19 +37,6 @@ pytestmark = pytest.mark.services
 TTL = 3600
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
-    if request.param == "memory":
-        s: StateStore = MemoryStore()
-    else:
-        server = request.getfixturevalue("redis_server")
-        s = RedisStore(server.url, prefix=f"t{uuid.uuid4().hex[:8]}:")
-    await s.start()
-    try:
-        yield s
-    finally:
-        await s.stop()
-
 
 @pytest.fixture
 async def twin(store: StateStore, request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
