@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -49,18 +48,10 @@ def service_redis_url(redis_server: RedisServer) -> str:
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
     """A started state store of each adapter (Redis: the session server, a key prefix of its own);
     a module that needs another kind of store defines its own ``store``."""
-    from agent_service.adapters.memory_store import MemoryStore
-    from agent_service.adapters.redis_store import RedisStore
+    from tests.store_probe import started_store
 
-    if request.param == "memory":
-        s: StateStore = MemoryStore()
-    else:
-        s = RedisStore(request.getfixturevalue("redis_server").url, prefix=f"t{uuid.uuid4().hex[:8]}:")
-    await s.start()
-    try:
+    async with started_store(request.param, request) as s:
         yield s
-    finally:
-        await s.stop()
 
 
 @pytest.fixture(scope="session")
