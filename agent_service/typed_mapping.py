@@ -12,15 +12,31 @@ float (ints are accepted), str and bool.
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 from agent_service.errors import ConfigError
 
-__all__ = ["from_mapping"]
+__all__ = ["from_mapping", "read_toml"]
 
 T = TypeVar("T")
+
+
+def read_toml(path: str | Path, key: str) -> dict[str, Any]:
+    """The parsed TOML file at ``path``; a missing or malformed file raises ConfigError naming ``key``.
+
+    :param path: the file.
+    :param key: the setting or flag that named the file (``--config``, ``simulation.calibration``).
+    """
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(key, f"file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(key, f"{path} is not valid TOML: {exc}") from exc
 
 
 def from_mapping(cls: type[T], data: Any, prefix: str = "") -> T:

@@ -23,12 +23,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # o
 import argparse
 import asyncio
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,38 +37,7 @@ from agent_service.identity import (
     evaluate_identity,
     generate_identity_world,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Redis:
-    def __enter__(self) -> str:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise SystemExit("redis-server not found (apt-get install redis-server)")
-        self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="gaelp-bench-identity-")
-        self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return f"redis://127.0.0.1:{self.port}/0"
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+from tests.servers import RedisServer
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -80,7 +45,8 @@ async def run(args: argparse.Namespace) -> dict:
     links = world.links
     cfg = IdentityConfig()
     mem_rates, redis_rates = [], []
-    with _Redis() as url:
+    with RedisServer() as server:
+        url = server.url
         for rep in range(args.repeats):
             mem = InMemoryIdentityGraph(cfg)
             t0 = time.perf_counter()

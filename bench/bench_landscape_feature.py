@@ -25,27 +25,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 from agent_service.threads import limit_math_threads  # noqa: E402
 
 limit_math_threads()
 
+from bench_ray_training import _evaluate  # noqa: E402
+
 from agent_service.config import GaelpConfig  # noqa: E402
 from agent_service.config.lab import TrainConfig  # noqa: E402
-
-
-def _evaluate(cfg: GaelpConfig, ck: dict[str, Any], seeds: list[int]) -> list[float]:
-    from agent_service.evaluation.harness import run_campaign
-    from agent_service.evaluation.sim_market import SimMarket
-    from agent_service.lab.campaign import HybridCampaign
-
-    out = []
-    for seed in seeds:
-        market = SimMarket(seed, 15.0, 5_000, 20_000.0, cfg.hybrid.segments)
-        agent = HybridCampaign(market.creatives, cfg.hybrid, cfg.reward, seed=seed)
-        agent.restore(ck)
-        r = run_campaign(market, agent, 5)
-        out.append(sum(d.expected_value_usd for d in r.days[2:]))
-    return out
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+from agent_service.ports.store import StateStore  # noqa: E402
 from tests.servers import RedisServer, TansuBroker  # noqa: E402
 
 SHARED = Path(os.environ.get("GAELP_SHARED") or ROOT.parent / "shared")  # env: a checkout elsewhere (a worktree)
@@ -41,6 +42,16 @@ def service_redis_url(redis_server: RedisServer) -> str:
     the service keys under the default prefix, so two tests on one database would read each
     other's records (the simulators reuse ids such as ``conv-<decision id>``)."""
     return redis_server.db_url(next(_service_dbs))
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    """A started state store of each adapter (Redis: the session server, a key prefix of its own);
+    a module that needs another kind of store defines its own ``store``."""
+    from tests.store_probe import started_store
+
+    async with started_store(request.param, request) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 __all__ = ["RedisServer", "TansuBroker", "free_port", "tansu_binary"]
 
@@ -69,7 +70,35 @@ def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait()
 
 
-class RedisServer:
+class _ServerProcess:
+    """A server subprocess listening on ``self.port``: ``start`` launches it, ``stop`` ends it, and
+    ``with`` runs it for the block (``cleanup`` also removes what it left on disk)."""
+
+    port: int
+    proc: subprocess.Popen[bytes] | None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _launch(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, self.proc)
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+class RedisServer(_ServerProcess):
     """A redis-server on a free loopback port; ``aof=True`` keeps an append-only file."""
 
     def __init__(self, aof: bool = False, port: int | None = None, workdir: str | None = None) -> None:
@@ -99,24 +128,13 @@ class RedisServer:
                 "--dir", self.dir, "--databases", str(self.DATABASES), "--appendonly", "yes" if self.aof else "no", "--loglevel", "warning"]
         if self.aof:
             args += ["--appendfsync", "always"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port, self.proc)
+        self._launch(args)
         return self
-
-    def stop(self) -> None:
-        _terminate(self.proc)
-        self.proc = None
 
     def cleanup(self) -> None:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
 
 
 def tansu_binary() -> str:
@@ -131,7 +149,7 @@ def tansu_binary() -> str:
     return str(path)
 
 
-class TansuBroker:
+class TansuBroker(_ServerProcess):
     """A Kafka-compatible tansu broker with memory storage on a free loopback port."""
 
     def __init__(self, port: int | None = None) -> None:
@@ -144,20 +162,6 @@ class TansuBroker:
 
     def start(self) -> TansuBroker:
         url = f"tcp://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        _wait_port(self.port, self.proc)
+        self._launch([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                      "--storage-engine", "memory://tansu/"])
         return self
-
-    def stop(self) -> None:
-        _terminate(self.proc)
-        self.proc = None
-
-    def __enter__(self) -> TansuBroker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -1,9 +1,17 @@
 """Seed and read a state store through its production ports, for tests beyond the contract suite
 (the ports carry no test-only methods): what a won auction result and a click store, what the
-conversion join, the decision path and the window close read."""
+conversion join, the decision path and the window close read; and start a store of either adapter."""
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent_service.adapters.memory_store import MemoryStore
+from agent_service.adapters.redis_store import RedisStore
 from agent_service.contracts.events import Touch
 from agent_service.ports.store import (
     ClickEffect,
@@ -14,9 +22,24 @@ from agent_service.ports.store import (
     OutcomeStore,
     RecordReader,
     ResultEffect,
+    StateStore,
 )
 
-__all__ = ["read_claim", "read_credits", "read_identity", "read_journey", "seed_click", "seed_touch"]
+__all__ = ["read_claim", "read_credits", "read_identity", "read_journey", "seed_click", "seed_touch", "started_store"]
+
+
+@contextlib.asynccontextmanager
+async def started_store(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    """A started, empty store: ``"memory"``, or ``"redis"`` on the session server under a fresh key prefix."""
+    if kind == "memory":
+        s: StateStore = MemoryStore()
+    else:
+        s = RedisStore(request.getfixturevalue("redis_server").url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
 
 
 async def seed_touch(store: OutcomeStore, device: str, touch: Touch, ttl_s: int) -> None:

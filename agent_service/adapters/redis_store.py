@@ -283,18 +283,17 @@ class RedisStore:
                 f"{self._p}settled:{campaign}:{period}"]
 
     async def set_budget(self, campaign: str, period: int, budget_micros: int) -> None:
-        if budget_micros < 0:
-            raise BudgetError(f"budget must be >= 0 micros, got {budget_micros}")
-        try:
-            await self.redis.hset(self._budget_key(campaign, period), "budget", int(budget_micros))
-        except RedisError as exc:
-            raise StoreError(f"setting budget failed: {exc}") from exc
+        await self._write_budget(campaign, period, budget_micros, only_if_unset=False)
 
     async def init_budget(self, campaign: str, period: int, budget_micros: int) -> None:
+        await self._write_budget(campaign, period, budget_micros, only_if_unset=True)
+
+    async def _write_budget(self, campaign: str, period: int, budget_micros: int, *, only_if_unset: bool) -> None:
         if budget_micros < 0:
             raise BudgetError(f"budget must be >= 0 micros, got {budget_micros}")
+        write = self.redis.hsetnx if only_if_unset else self.redis.hset
         try:
-            await self.redis.hsetnx(self._budget_key(campaign, period), "budget", int(budget_micros))
+            await write(self._budget_key(campaign, period), "budget", int(budget_micros))
         except RedisError as exc:
             raise StoreError(f"setting budget failed: {exc}") from exc
 

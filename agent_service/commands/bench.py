@@ -90,20 +90,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ipinyou_config(args: argparse.Namespace) -> Any:
-    import tomllib
 
-    from agent_service.errors import ConfigError
-    from agent_service.typed_mapping import from_mapping
+    from agent_service.typed_mapping import from_mapping, read_toml
     from simulators.ipinyou.config import IPinYouConfig
 
-    section: dict[str, Any] = {}
-    if args.config:
-        try:
-            section = tomllib.loads(Path(args.config).read_text()).get("ipinyou", {})
-        except FileNotFoundError as exc:
-            raise ConfigError("--config", f"file {args.config} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{args.config} is not valid TOML: {exc}") from exc
+    section: dict[str, Any] = read_toml(args.config, "--config").get("ipinyou", {}) if args.config else {}
     for key, value in (("data_dir", args.data), ("c0", args.c0), ("feedback", args.feedback)):
         if value is not None:
             section[key] = value

@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import time
-import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,17 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _configured(path: Path | None) -> tuple[ExperimentConfig, ...]:
     """The experiments of a config file; its other sections are checked as ``gaelp`` config."""
     from agent_service.config import GaelpConfig
-    from agent_service.errors import ConfigError
-    from agent_service.typed_mapping import from_mapping
+    from agent_service.typed_mapping import from_mapping, read_toml
 
     if path is None:
         return ()
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError("--config", f"file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+    data = read_toml(path, "--config")
     ours: dict[str, Any] = {k: data.pop(k) for k in ("canary", "experiments") if k in data}
     from_mapping(GaelpConfig, data)  # a typo in another section is still an error
     return load_experiments(ours).experiments

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +72,9 @@ def _load(path: Path | None) -> tuple[Any, Any]:
     """(GaelpConfig, CanaryConfig) of a TOML file ([canary] is read apart from the other sections)."""
     from agent_service.config import GaelpConfig
     from agent_service.config.experiments import load_experiments
-    from agent_service.errors import ConfigError
-    from agent_service.typed_mapping import from_mapping
+    from agent_service.typed_mapping import from_mapping, read_toml
 
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError("--config", f"file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+    data = {} if path is None else read_toml(path, "--config")
     ours: dict[str, Any] = {k: data.pop(k) for k in ("canary", "experiments") if k in data}
     return from_mapping(GaelpConfig, data), load_experiments(ours).canary
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from agent_service.config.data import DataConfig
 from agent_service.config.experiments import ExperimentConfig
 from agent_service.config.lab import EvalConfig, TrainConfig
 from agent_service.errors import ConfigError
-from agent_service.typed_mapping import from_mapping
+from agent_service.typed_mapping import from_mapping, read_toml
 from agent_service.units import DAY_MS, WINDOW_DAYS
 
 __all__ = [
@@ -539,14 +538,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     :param path: a TOML file, or None for the defaults.
     :param env: environment to read overrides from (default ``os.environ``).
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError("--config", f"file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+    data = {} if path is None else read_toml(path, "--config")
     for (section, name), owner in _FOLLOWERS.items():
         if isinstance(data.get(section), dict) and name in data[section]:
             raise ConfigError(f"{section}.{name}", f"follows {owner}: set that instead")

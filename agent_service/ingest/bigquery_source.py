@@ -19,7 +19,7 @@ from google.cloud import bigquery
 from agent_service.config import WarehouseConfig
 from agent_service.ingest.ga4 import Ga4Builder
 from agent_service.ingest.sources import BQ_PREFIX as PREFIX
-from agent_service.ingest.sources import Progress, SourceError, is_table
+from agent_service.ingest.sources import Progress, SourceError, feed_mappings, is_table
 
 __all__ = ["PREFIX", "client_for", "is_table", "open_table", "read_table", "resolve_tables"]
 
@@ -81,14 +81,7 @@ def read_table(client: bigquery.Client, table: bigquery.Table, builder: Ga4Build
     :param page_size: rows per ``tabledata.list`` page.
     """
     try:
-        step = 0
-        for n, row in enumerate(client.list_rows(table, page_size=page_size), start=1):
-            builder.add_mapping(n, dict(row.items()))
-            step += 1
-            if progress is not None and step == 4096:
-                progress(step)
-                step = 0
-        if progress is not None and step:
-            progress(step)
+        rows = client.list_rows(table, page_size=page_size)
+        feed_mappings(((n, dict(row.items())) for n, row in enumerate(rows, start=1)), builder, progress)
     except (gexc.GoogleAPICallError, OSError) as exc:
         raise SourceError(f"{table.project}.{table.dataset_id}.{table.table_id}: cannot read: {exc}") from exc

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,31 +220,24 @@ class Ga4Builder:
     # -- input ---------------------------------------------------------------------------
     def add_json(self, row: int, raw: bytes) -> None:
         """One row as JSON text (an NDJSON line, an element of a JSON array)."""
-        self.stats.rows += 1
-        digest = hash(raw)
-        if digest in self._seen:
-            self.stats.duplicates += 1
-            return
-        try:
-            event = _DECODER.decode(raw)
-        except msgspec.DecodeError as exc:
-            self._error(row, *_field_of(str(exc)), raw)
-            return
-        self._seen.add(digest)
-        self._add(row, event, raw)
+        self._take(row, raw, lambda: _DECODER.decode(raw))
 
     def add_mapping(self, row: int, data: Mapping[str, Any]) -> None:
         """One row already parsed (Parquet via DuckDB, the BigQuery API): nested records as
         mappings, repeated fields as lists."""
         raw = msgspec.json.encode(data, enc_hook=str)
+        self._take(row, raw, lambda: msgspec.convert(data, Event, strict=False))
+
+    def _take(self, row: int, raw: bytes, parse: Callable[[], Event]) -> None:
+        """Count the row, skip an exact duplicate, else parse it (a bad row is an error) and add it."""
         self.stats.rows += 1
         digest = hash(raw)
         if digest in self._seen:
             self.stats.duplicates += 1
             return
         try:
-            event = msgspec.convert(data, Event, strict=False)
-        except msgspec.ValidationError as exc:
+            event = parse()
+        except msgspec.DecodeError as exc:  # msgspec.ValidationError (convert) is a DecodeError
             self._error(row, *_field_of(str(exc)), raw)
             return
         self._seen.add(digest)

@@ -13,16 +13,16 @@ import contextlib
 import gzip
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import msgspec
 
 from agent_service.errors import GaelpError
 from agent_service.ingest.ga4 import Ga4Builder
 
-__all__ = ["BQ_PREFIX", "FILE_SUFFIXES", "Progress", "SourceError", "expand", "is_table", "read_file", "size_hint"]
+__all__ = ["BQ_PREFIX", "FILE_SUFFIXES", "Progress", "SourceError", "expand", "feed_mappings", "is_table", "read_file", "size_hint"]
 
 Progress = Callable[[int], None]
 """Called with the units (bytes or rows) done since the last call."""
@@ -185,8 +185,19 @@ def _parquet_rows(path: Path, batch: int = 2048) -> Iterator[tuple[int, dict[str
 
 
 def _read_parquet(path: Path, builder: Ga4Builder, progress: Progress | None) -> None:
+    feed_mappings(_parquet_rows(path), builder, progress)
+
+
+def feed_mappings(rows: Iterable[tuple[int, Mapping[str, Any]]], builder: Ga4Builder,
+                  progress: Progress | None = None) -> None:
+    """Feed numbered rows (Parquet, a BigQuery table) to ``builder``, reporting progress in rows.
+
+    :param rows: (row number, row) pairs; nested records as mappings, repeated fields as lists.
+    :param builder: receives the rows.
+    :param progress: optional callback (rows), called every 4096 rows and at the end.
+    """
     step = 0
-    for n, row in _parquet_rows(path):
+    for n, row in rows:
         builder.add_mapping(n, row)
         step += 1
         if progress is not None and step == 4096:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -174,33 +174,35 @@ def tune_baselines(cfg: GaelpConfig, tc: TrainConfig, out: Path) -> dict[str, An
 
 
 def _plots(summary: dict[str, Any], out: Path) -> list[str]:
+    days = summary["per_day"]
+    x = [d["day"] for d in days]
+    curve = _figure(out / "learning_curve.png", (2, 2), (11, 7), "day", dict(marker="."), [
+        (title, x, [d[key] for d in days]) for key, title in (
+            ("expected_value_usd", "expected conversion value won per day (USD)"),
+            ("creative_regret", "creative regret vs the best creative for each impression"),
+            ("spend_usd", "spend per day (USD)"),
+            ("conversion_value_usd", "realised conversion value per day (USD)"))])
+    ups = summary["updates"]
+    stats = _figure(out / "learner_stats.png", (2, 3), (13, 6), "update", dict(lw=0.8), [
+        (key, range(len(ups)), [u[key] for u in ups])
+        for key in ("policy_loss", "value_loss", "click_loss", "entropy", "approx_kl", "dqn_td_loss")])
+    return [curve, stats]
+
+
+def _figure(path: Path, grid: tuple[int, int], size: tuple[float, float], xlabel: str, style: dict[str, Any],
+            panels: list[tuple[str, Sequence[float], list[float]]]) -> str:
+    """One PNG of line panels (title, x, y), filled row by row; returns its file name."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    days = summary["per_day"]
-    x = [d["day"] for d in days]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    for ax, key, title in ((axes[0, 0], "expected_value_usd", "expected conversion value won per day (USD)"),
-                           (axes[0, 1], "creative_regret", "creative regret vs the best creative for each impression"),
-                           (axes[1, 0], "spend_usd", "spend per day (USD)"),
-                           (axes[1, 1], "conversion_value_usd", "realised conversion value per day (USD)")):
-        ax.plot(x, [d[key] for d in days], marker=".")
+    fig, axes = plt.subplots(*grid, figsize=size)
+    for ax, (title, x, y) in zip(axes.flat, panels, strict=True):
+        ax.plot(x, y, **style)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("day")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "learning_curve.png", dpi=90)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
-    ups = summary["updates"]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6))
-    for ax, key in zip(axes.flat, ("policy_loss", "value_loss", "click_loss", "entropy", "approx_kl",
-                                   "dqn_td_loss"), strict=True):
-        ax.plot([u[key] for u in ups], lw=0.8)
-        ax.set_title(key, fontsize=10)
-        ax.set_xlabel("update")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "learner_stats.png", dpi=90)
-    plt.close(fig)
-    return ["learning_curve.png", "learner_stats.png"]
+    return path.name

@@ -25,6 +25,7 @@ from agent_service.metrics import Metrics
 from agent_service.pipeline.canary_tally import CanaryTally
 from agent_service.pipeline.decide import Decider
 from agent_service.ports.canary import CanaryPlan, CanaryStore
+from agent_service.runtime.event_loop import cancel_all
 
 __all__ = ["CanaryWatcher"]
 
@@ -59,9 +60,7 @@ class CanaryWatcher:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_all([self._task])
             self._task = None
         with contextlib.suppress(StoreError):
             await self.tally.flush()

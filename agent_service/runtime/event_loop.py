@@ -9,10 +9,11 @@ selects the standard loop (e.g. to rule the loop out when debugging).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["run"]
+__all__ = ["cancel_all", "run"]
 
 T = TypeVar("T")
 
@@ -27,3 +28,13 @@ def run(main: Coroutine[Any, Any, T], kind: str = "uvloop") -> T:
     if kind != "asyncio":
         raise ValueError(f"unknown event loop {kind!r} (expected 'uvloop' or 'asyncio')")
     return asyncio.run(main)
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel the background tasks, then wait until each has ended (its cancellation swallowed)."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

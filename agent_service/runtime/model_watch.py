@@ -15,7 +15,6 @@ immutable), and the bidder keeps serving the last good one. A registry that cann
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Protocol
@@ -24,6 +23,7 @@ from agent_service.agent.serving.hybrid import PreparedVersion
 from agent_service.errors import CorruptModelError, ModelError, StoreError
 from agent_service.metrics import Metrics
 from agent_service.ports.registry import ModelRegistry, VersionNotices
+from agent_service.runtime.event_loop import cancel_all
 
 __all__ = ["ModelWatcher"]
 
@@ -61,11 +61,7 @@ class ModelWatcher:
             self._tasks.append(asyncio.create_task(self._listen(self.registry)))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks.clear()
 
     async def check(self) -> int:

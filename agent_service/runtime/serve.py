@@ -26,7 +26,6 @@ checkpoint and commits). Secrets come only from the environment: ``GAELP_ID_SALT
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -60,6 +59,7 @@ from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.pipeline.records import publish_result
 from agent_service.runtime.assembly import Service, build_service, candidate_loader
 from agent_service.runtime.canary_watch import CanaryWatcher
+from agent_service.runtime.event_loop import cancel_all
 from agent_service.runtime.learner_service import LearnerService, learner_backend, model_registry
 from agent_service.runtime.model_watch import ModelWatcher
 from agent_service.runtime.shadow import shadow_config, shadow_roles
@@ -234,11 +234,7 @@ class ServeRuntime:
             self._stops.append(own.cleanup)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         for step in reversed(self._stops):
             await step()
         if self.sink is not None:

@@ -36,7 +36,12 @@ import requests
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from agent_service.warehouse.port import InsertOutcome, PermanentWarehouseError, TransientWarehouseError
+from agent_service.warehouse.port import (
+    InsertOutcome,
+    PermanentWarehouseError,
+    TransientWarehouseError,
+    table_schema,
+)
 from agent_service.warehouse.schema import TABLES, TableSchema
 
 __all__ = ["BigQueryWarehouse"]
@@ -98,9 +103,7 @@ class BigQueryWarehouse:
 
     async def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> InsertOutcome:
         """``insertAll`` the rows with their ids as insert ids; per-row errors in the outcome."""
-        schema = self.schemas.get(table)
-        if schema is None:
-            raise PermanentWarehouseError(f"no table {table!r}")
+        schema = table_schema(self.schemas, table)
         if not rows:
             return InsertOutcome()
         payload = [{k: v for k, v in r.items() if v is not None} for r in rows]

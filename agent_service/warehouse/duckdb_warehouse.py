@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from agent_service.warehouse.port import InsertOutcome, PermanentWarehouseError, TransientWarehouseError
+from agent_service.warehouse.port import (
+    InsertOutcome,
+    PermanentWarehouseError,
+    TransientWarehouseError,
+    table_schema,
+)
 from agent_service.warehouse.schema import DUCKDB_TYPES, TABLES, TableSchema
 
 __all__ = ["DuckDBWarehouse"]
@@ -71,9 +76,7 @@ class DuckDBWarehouse:
 
     async def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> InsertOutcome:
         """Insert new ids of ``rows`` in one statement; known ids are skipped."""
-        schema = self.schemas.get(table)
-        if schema is None:
-            raise PermanentWarehouseError(f"no table {table!r}")
+        schema = table_schema(self.schemas, table)
         if not rows:
             return InsertOutcome()
         params = [[r.get(c) for r in rows] for c in schema.column_names]

@@ -12,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent_service.warehouse.port import InsertOutcome, PermanentWarehouseError, TransientWarehouseError
+from agent_service.warehouse.port import (
+    InsertOutcome,
+    PermanentWarehouseError,
+    TransientWarehouseError,
+    table_schema,
+)
 from agent_service.warehouse.schema import TABLES, TableSchema
 
 __all__ = ["InMemoryWarehouse"]
@@ -47,9 +52,7 @@ class InMemoryWarehouse:
 
     async def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> InsertOutcome:
         """Write new ids, skip known ones; apply scripted failures."""
-        if table not in self.schemas:
-            raise PermanentWarehouseError(f"no table {table!r}")
-        id_col = self.schemas[table].id_column
+        id_col = table_schema(self.schemas, table).id_column
         self.requests.append((table, [r[id_col] for r in rows]))
         store = self.tables[table]
         if self._failures:

@@ -27,11 +27,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent_service.errors import GaelpError
 
-__all__ = ["InsertOutcome", "PermanentWarehouseError", "TransientWarehouseError", "Warehouse", "WarehouseError"]
+if TYPE_CHECKING:
+    from agent_service.warehouse.schema import TableSchema
+
+__all__ = ["InsertOutcome", "PermanentWarehouseError", "TransientWarehouseError", "Warehouse", "WarehouseError",
+           "table_schema"]
 
 
 class WarehouseError(GaelpError):
@@ -59,6 +63,14 @@ class InsertOutcome:
     def ok(self) -> bool:
         """True when every row was written (or already present)."""
         return not self.retry and not self.rejected
+
+
+def table_schema(schemas: Mapping[str, TableSchema], table: str) -> TableSchema:
+    """The schema of ``table``; an unknown table is a :class:`PermanentWarehouseError` (no retry helps)."""
+    schema = schemas.get(table)
+    if schema is None:
+        raise PermanentWarehouseError(f"no table {table!r}")
+    return schema
 
 
 class Warehouse(Protocol):

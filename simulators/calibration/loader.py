@@ -10,12 +10,10 @@ calibration back as TOML in the same format (the discovery engine's output path)
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from agent_service.errors import ConfigError
-from agent_service.typed_mapping import from_mapping
+from agent_service.typed_mapping import from_mapping, read_toml
 from simulators.calibration.schema import Calibration
 
 __all__ = ["calibration_from_mapping", "default_calibration_path", "dump_calibration", "load_calibration"]
@@ -34,13 +32,7 @@ def load_calibration(path: str | Path | None = None) -> Calibration:
     :param path: a TOML calibration file; None or "" for the default.
     """
     p = Path(path) if path else _DEFAULT
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError("simulation.calibration", f"file {p} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("simulation.calibration", f"{p} is not valid TOML: {exc}") from exc
-    return calibration_from_mapping(data)
+    return calibration_from_mapping(read_toml(p, "simulation.calibration"))
 
 
 def calibration_from_mapping(data: dict[str, Any]) -> Calibration:

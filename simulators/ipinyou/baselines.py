@@ -16,7 +16,7 @@ import numpy as np
 
 from agent_service.errors import ConfigError
 from simulators.ipinyou.data import AuctionLog, CampaignInfo
-from simulators.ipinyou.market import MarketConfig, SyntheticMarket
+from simulators.ipinyou.market import EpisodeBatch, MarketConfig, SyntheticMarket
 from simulators.ipinyou.replay import Observation, Outcome
 
 __all__ = [
@@ -113,6 +113,13 @@ def _best(b0s: np.ndarray, totals: np.ndarray) -> float:
     return float(b0s[best])
 
 
+def _synthetic_episodes(info: CampaignInfo, market: MarketConfig | None, episodes: int, episode_length: int,
+                        seed: int, max_bid: int) -> EpisodeBatch:
+    """Seeded synthetic episodes drawn from the training statistics (the tuners' only data)."""
+    sim = SyntheticMarket.from_info(info, market)
+    return sim.sample(episodes, episode_length, np.random.default_rng(seed), max_price=max_bid)
+
+
 def tune_b0_simulated(info: CampaignInfo, budget: int, *, episode_length: int = 1000,
                       episodes: int = 200, seed: int = 0, market: MarketConfig | None = None,
                       max_bid: int = 300) -> float:
@@ -126,8 +133,7 @@ def tune_b0_simulated(info: CampaignInfo, budget: int, *, episode_length: int = 
     :param market: synthetic market settings (default: lognormal pCTR prior, log-sd 0.5).
     :param max_bid: bid cap.
     """
-    sim = SyntheticMarket.from_info(info, market)
-    batch = sim.sample(episodes, episode_length, np.random.default_rng(seed), max_price=max_bid)
+    batch = _synthetic_episodes(info, market, episodes, episode_length, seed, max_bid)
     b0s = np.arange(1, max_bid + 1, dtype=np.float64)
     totals = lin_grid_values(batch.price, batch.pctr, batch.ctr, budget, b0s, info.ctr, max_bid)
     return _best(b0s, totals)
@@ -136,18 +142,9 @@ def tune_b0_simulated(info: CampaignInfo, budget: int, *, episode_length: int = 
 def tune_const_simulated(info: CampaignInfo, budget: int, *, episode_length: int = 1000,
                          episodes: int = 200, seed: int = 0, market: MarketConfig | None = None,
                          max_bid: int = 300) -> int:
-    """The constant bid maximising expected clicks on synthetic training episodes.
-
-    :param info: training statistics (the only data used).
-    :param budget: per-episode budget B.
-    :param episode_length: N.
-    :param episodes: synthetic episodes to average over.
-    :param seed: seed of the synthetic episodes.
-    :param market: synthetic market settings.
-    :param max_bid: bid cap.
-    """
-    sim = SyntheticMarket.from_info(info, market)
-    batch = sim.sample(episodes, episode_length, np.random.default_rng(seed), max_price=max_bid)
+    """The constant bid maximising expected clicks on synthetic training episodes (the parameters
+    are :func:`tune_b0_simulated`'s)."""
+    batch = _synthetic_episodes(info, market, episodes, episode_length, seed, max_bid)
     bids = np.arange(0, max_bid + 1, dtype=np.float64)
     ones = np.ones(batch.pctr.shape)  # pCTR 1 with avg 1: the "linear" bid is exactly b0
     totals = lin_grid_values(batch.price, ones, batch.ctr, budget, bids, 1.0, max_bid)

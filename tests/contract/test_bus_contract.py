@@ -37,6 +37,22 @@ async def _drain(c: Consumer, n: int, timeout_s: float = 20.0) -> list[BusRecord
     return out
 
 
+async def _consume_all(bus: EventBus, topic: str, group: str, n: int) -> list[BusRecord]:
+    """The first ``n`` records a fresh consumer of ``group`` reads (it stops without committing)."""
+    c = bus.consumer([topic], group)
+    await c.start()
+    try:
+        return await _drain(c, n)
+    finally:
+        await c.stop()
+
+
+def _assert_in_order_per_key(got: list[BusRecord], keys: set[bytes]) -> None:
+    for k in keys:
+        vals = [int(r.value) for r in got if r.key == k]
+        assert vals == sorted(vals)
+
+
 async def _publish(bus: EventBus, topic: str, n: int) -> None:
     for i in range(n):
         await bus.publish(topic, f"k{i % 3}".encode(), f"{i}".encode())
@@ -48,16 +64,9 @@ async def test_per_key_order_and_all_records(bus: EventBus) -> None:
     await bus.create_topics([topic], partitions=2)
     assert await bus.partitions(topic) == 2
     await _publish(bus, topic, 30)
-    c = bus.consumer([topic], "g1")
-    await c.start()
-    try:
-        got = await _drain(c, 30)
-    finally:
-        await c.stop()
+    got = await _consume_all(bus, topic, "g1", 30)
     assert sorted(int(r.value) for r in got) == list(range(30))
-    for k in (b"k0", b"k1", b"k2"):
-        vals = [int(r.value) for r in got if r.key == k]
-        assert vals == sorted(vals)
+    _assert_in_order_per_key(got, {b"k0", b"k1", b"k2"})
 
 
 async def test_publish_many_delivers_everything_in_order_on_the_keys_partitions(bus: EventBus) -> None:
@@ -69,21 +78,14 @@ async def test_publish_many_delivers_everything_in_order_on_the_keys_partitions(
     await bus.publish_many(topic, [(keys[i], f"{i}".encode()) for i in range(20, 30)])
     await bus.publish_many(topic, [(keys[i], f"{i}".encode()) for i in range(30, 40)])
     await bus.flush()
-    c = bus.consumer([topic], "g-many")
-    await c.start()
-    try:
-        got = await _drain(c, 40)
-    finally:
-        await c.stop()
+    got = await _consume_all(bus, topic, "g-many", 40)
     assert sorted(int(r.value) for r in got) == list(range(40))
     partition_of: dict[bytes | None, set[int]] = {}
     for r in got:
         partition_of.setdefault(r.key, set()).add(r.partition)
     assert all(len(parts) == 1 for parts in partition_of.values())  # a key's records share one partition
     assert len(set().union(*partition_of.values())) > 1  # and keys spread over partitions
-    for k in set(keys):
-        vals = [int(r.value) for r in got if r.key == k]
-        assert vals == sorted(vals)
+    _assert_in_order_per_key(got, set(keys))
 
 
 async def test_uncommitted_records_are_redelivered(bus: EventBus) -> None:
@@ -116,10 +118,7 @@ async def test_groups_are_independent_and_headers_survive(bus: EventBus) -> None
     await bus.publish(topic, b"k", b"x")
     await bus.flush()
     for group in ("a", "b"):
-        c = bus.consumer([topic], group)
-        await c.start()
-        got = await _drain(c, 2)
-        await c.stop()
+        got = await _consume_all(bus, topic, group, 2)
         assert [r.is_tick for r in got] == [True, False]
 
 

@@ -31,38 +31,19 @@ from agent_service.ports.store import (
     ResultEffect,
     StateStore,
 )
+from tests.store_probe import started_store
 
 pytestmark = pytest.mark.services
 
 TTL = 3600
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
-    if request.param == "memory":
-        s: StateStore = MemoryStore()
-    else:
-        server = request.getfixturevalue("redis_server")
-        s = RedisStore(server.url, prefix=f"t{uuid.uuid4().hex[:8]}:")
-    await s.start()
-    try:
-        yield s
-    finally:
-        await s.stop()
-
 
 @pytest.fixture
 async def twin(store: StateStore, request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
     """A second, empty store of the same adapter (what a restore starts from)."""
-    if isinstance(store, MemoryStore):
-        s: StateStore = MemoryStore()
-    else:
-        s = RedisStore(request.getfixturevalue("redis_server").url, prefix=f"t{uuid.uuid4().hex[:8]}:")
-    await s.start()
-    try:
+    async with started_store("memory" if isinstance(store, MemoryStore) else "redis", request) as s:
         yield s
-    finally:
-        await s.stop()
 
 
 def _touch(decision_id: str, t: int, device: str = "dev1") -> Touch:

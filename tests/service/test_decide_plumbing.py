@@ -4,13 +4,9 @@ first-price shading, the tmax deadline, currencies, redelivered requests, pseudo
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from agent_service.adapters.memory_store import MemoryStore
-from agent_service.adapters.redis_store import RedisStore
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode, encode
 from agent_service.contracts.events import Conversion, DeadLetter, IdentityLink
@@ -22,16 +18,6 @@ from tests.store_probe import read_claim, read_identity
 
 pytestmark = pytest.mark.services
 
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
-    if request.param == "memory":
-        s: StateStore = MemoryStore()
-    else:
-        s = RedisStore(request.getfixturevalue("redis_server").url, prefix=f"p{uuid.uuid4().hex[:8]}:")
-    await s.start()
-    yield s
-    await s.stop()
 
 
 def _req(rid: str, imps: int = 1, floor: float = 0.5, **kw: object) -> BidRequest:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -55,16 +57,25 @@ async def _until(cond, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def _watched(registry) -> AsyncIterator[tuple[HybridLearner, AgentServer, Metrics]]:
+    """A learner that has published v1, and a bidder whose watcher polls ``registry`` while the block runs."""
+    learner = HybridLearner(AgentServer(CFG, 6, 15.0, None).spec, CFG, RewardConfig(), registry, seed=0)
+    learner.publish()
+    bidder, metrics = AgentServer(CFG, 6, 15.0, registry, seed=1), Metrics()
+    watcher = ModelWatcher(registry, bidder, metrics, poll_s=0.02)
+    await watcher.start()
+    try:
+        yield learner, bidder, metrics
+    finally:
+        await watcher.stop()
+
+
 @pytest.mark.parametrize("kind", ["memory", "file", "redis"])
 async def test_new_versions_are_served_and_bad_ones_refused(kind: str, tmp_path: Path,
                                                             request: pytest.FixtureRequest) -> None:
     registry = _registry(kind, tmp_path, request)
-    learner = HybridLearner(AgentServer(CFG, 6, 15.0, None).spec, CFG, RewardConfig(), registry, seed=0)
-    learner.publish()
-    server, metrics = AgentServer(CFG, 6, 15.0, registry, seed=1), Metrics()
-    watcher = ModelWatcher(registry, server, metrics, poll_s=0.02)
-    await watcher.start()
-    try:
+    async with _watched(registry) as (learner, server, metrics):
         assert server.version == 1
         with torch.no_grad():
             learner.net.creative_bias[:] = torch.tensor([6.0, 0, 0, 0, 0, 0])
@@ -87,8 +98,6 @@ async def test_new_versions_are_served_and_bad_ones_refused(kind: str, tmp_path:
         await _until(lambda: server.version == 5)
         assert _rejected(metrics, "corrupt") == 1 and _rejected(metrics, "invalid") == 1  # never retried
         assert metrics.registry.get_sample_value("gaelp_bidder_model_version") == 5
-    finally:
-        await watcher.stop()
 
 
 async def test_a_redis_registry_away_keeps_the_bidder_serving(tmp_path: Path,
@@ -96,17 +105,10 @@ async def test_a_redis_registry_away_keeps_the_bidder_serving(tmp_path: Path,
     (tmp_path / "r").mkdir()
     with RedisServer(aof=True, workdir=str(tmp_path / "r")) as server:
         registry = RedisRegistry(server.url, prefix="w:")
-        learner = HybridLearner(AgentServer(CFG, 6, 15.0, None).spec, CFG, RewardConfig(), registry, seed=0)
-        learner.publish()
-        bidder, metrics = AgentServer(CFG, 6, 15.0, registry, seed=1), Metrics()
-        watcher = ModelWatcher(registry, bidder, metrics, poll_s=0.02)
-        await watcher.start()
-        try:
+        async with _watched(registry) as (learner, bidder, _):
             server.stop()
             await _until(lambda: sum("registry unreachable" in r.getMessage() for r in caplog.records) >= 3)
             assert bidder.version == 1
             server.start()
             await asyncio.to_thread(learner.publish)
             await _until(lambda: bidder.version == 2)
-        finally:
-            await watcher.stop()

@@ -3,13 +3,9 @@ bad records, event-time joins with parking, window closing, and the hard budget.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import pytest
 
 from agent_service.adapters.memory_store import MemoryStore
-from agent_service.adapters.redis_store import RedisStore
 from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode
 from agent_service.contracts.events import (
@@ -28,16 +24,6 @@ from tests.store_probe import read_credits, read_identity, read_journey
 
 pytestmark = pytest.mark.services
 
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
-    if request.param == "memory":
-        s: StateStore = MemoryStore()
-    else:
-        s = RedisStore(request.getfixturevalue("redis_server").url, prefix=f"f{uuid.uuid4().hex[:8]}:")
-    await s.start()
-    yield s
-    await s.stop()
 
 
 def _anon(kit: FlowKit, device: str) -> str:
