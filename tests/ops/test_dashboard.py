@@ -48,12 +48,14 @@ def defined_series() -> dict[str, str]:
     out: dict[str, str] = {}
     for f in sorted((ROOT / "agent_service").rglob("*.py")):
         tree = ast.parse(f.read_text(), str(f))
-        imported = {a.asname or a.name for node in ast.walk(tree)
+        imported = {a.asname or a.name: a.name for node in ast.walk(tree)
                     if isinstance(node, ast.ImportFrom) and node.module == "prometheus_client"
                     for a in node.names if a.name in _CONSTRUCTORS}
+        imported |= {node.name: imported[b.id] for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                     for b in node.bases if isinstance(b, ast.Name) and b.id in imported}  # e.g. BatchHistogram
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in imported:
-                kind = node.func.id
+                kind = imported[node.func.id]
                 base = _name_of(node.args[0], f"{f.relative_to(ROOT)}:{node.lineno}")
                 if kind == "Counter":
                     base = base.removesuffix("_total")
