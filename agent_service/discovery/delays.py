@@ -54,17 +54,19 @@ __all__ = ["DelayFinding", "discover_delays", "lognormal_from_quantiles"]
 _Z90 = 1.2815515655446004
 _LOG2PI = float(np.log(2 * np.pi))
 _SPREAD = 0.6
+"""How far apart (in the one-component fit's sigmas) the quantile start puts K components."""
 _GRID = 0.05
 """Days per cell of the grid the M-step pools lags and follow-ups on."""
 _BURN = 25
+"""EM iterations each start of a K > 1 fit gets before the best goes on."""
 _NM_ITERS = 40
 """Nelder–Mead iterations per M-step (warm-started: each EM step needs an improvement, not the optimum)."""
-_LOG_SIGMA = (-3.0, 0.5)
-"""Bounds of a component's log sigma: wider than e^0.5 ≈ 1.65 (an exponential's log-delay has
-sd 1.28) a component turns into a second, flat background."""
+_LOG_SIGMA_MIN = -3.0
+_LOG_SIGMA_MAX = (1.5, 0.5)
+"""Largest log sigma of a lone component, and of a mixture's: in a mixture a component wider than
+e^0.5 ≈ 1.65 (an exponential's log-delay has sd 1.28) turns into a second, flat background."""
 _LOG_MEDIAN_MIN = float(np.log(0.05))
 """A component's median (above its shift) is at least one grid cell."""
-"""EM iterations each start of a K > 1 fit gets before the best goes on."""
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,7 @@ def _em(theta: np.ndarray, pi: np.ndarray, q: float, data: _Pairs, iters: int, t
         pi = n_k / max(n_k.sum(), 1e-300)
         for k in range(pi.size):
             rest = f - pi[k] * fk[k] if pi.size > 1 else np.zeros_like(f)
-            theta[k] = _m_step(theta[k], data.d_grid, w_lag[k], data.fu_grid, w_alive, q, pi[k], rest)
+            theta[k] = _m_step(theta[k], data, w_lag[k], w_alive, q, pi[k], rest, _LOG_SIGMA_MAX[pi.size > 1])
             fk[k] = _comp_cdf(data.fu_grid, theta[k:k + 1])[0]
             f = pi @ fk
     return _Fit(theta, pi, q, r, np.where(data.has, gamma / (signal + gamma), 0.0), ll)
@@ -324,17 +326,17 @@ def _q_step(converted: float, alive: np.ndarray, cdf: np.ndarray) -> float:
     return 0.5 * (lo + hi)
 
 
-def _m_step(th0: np.ndarray, d_grid: np.ndarray, w: np.ndarray, fu_grid: np.ndarray, alive: np.ndarray,
-            q: float, pi_k: float, rest: np.ndarray) -> np.ndarray:
+def _m_step(th0: np.ndarray, data: _Pairs, w: np.ndarray, alive: np.ndarray, q: float, pi_k: float,
+            rest: np.ndarray, sig_max: float) -> np.ndarray:
     """θ_k maximising Σ w log f_k(lag) + Σ alive log(1 − q (π_k F_k(c) + Σ_{l≠k} π_l F_l(c))) (Nelder–Mead)."""
     keep = w > 1e-12
-    dk, wk = d_grid[keep], w[keep]
+    dk, wk = data.d_grid[keep], w[keep]
     on = alive > 0
-    fg, al, rs = fu_grid[on], alive[on], rest[on]
+    fg, al, rs = data.fu_grid[on], alive[on], rest[on]
     dmin = dk.min(initial=np.inf)
 
     def nll(th: np.ndarray) -> float:
-        if th[0] < 0 or th[0] >= dmin or not _LOG_SIGMA[0] < th[2] < _LOG_SIGMA[1] or th[1] < _LOG_MEDIAN_MIN:
+        if th[0] < 0 or th[0] >= dmin or not _LOG_SIGMA_MIN < th[2] < sig_max or th[1] < _LOG_MEDIAN_MIN:
             return 1e18
         t = th[None, :]
         ll = (wk * _logpdf_k((dk - th[0])[None, :], t)[0]).sum()
@@ -345,8 +347,8 @@ def _m_step(th0: np.ndarray, d_grid: np.ndarray, w: np.ndarray, fu_grid: np.ndar
         return th0
     # scipy's default simplex steps a zero shift by 0.00025 days: it would never leave 0
     step = np.diag([min(0.25, 0.5 * max(dmin - th0[0], 0.0)), 0.1, 0.1])
-    res = minimize(nll, th0, method="Nelder-Mead",
-                   options={"maxiter": _NM_ITERS, "xatol": 1e-4, "fatol": 1e-6, "initial_simplex": np.vstack([th0, th0 + step])})
+    res = minimize(nll, th0, method="Nelder-Mead", options={"maxiter": _NM_ITERS, "xatol": 1e-4, "fatol": 1e-6,
+                                                            "initial_simplex": np.vstack([th0, th0 + step])})
     return np.asarray(res.x) if res.fun < nll(th0) else th0
 
 
