@@ -17,9 +17,13 @@ click i is r_ji ρ_jik), and the M-step: q by bisection on Σ r log q + Σ_i (1 
 (R_i: click i's attributed conversions); π_k from the attributed lags' component shares plus
 the censored clicks' expected later conversions by component, q π_k (1 − F_k(c)) / (1 − q F(c));
 θ_k by Nelder–Mead on Σ r ρ_k log f_k + Σ_i (1 − R_i) log(1 − q F(c_i)), the other components
-held (lags and follow-ups pooled on a 0.01-day grid). K = 1, 2, 3 are fitted (K > 1 started
-from the one-component fit, its quantiles spread over the components) and the lowest BIC,
-−2 log L + 4K log(conversions with candidates), is written. γ is pinned by
+held (lags and follow-ups pooled on a 0.05-day grid; in a mixture a component's sigma is at most
+e^0.5, wider ones turn into a second flat background). K grows from 1 to ``max_components`` (3)
+while the BIC, −2 log L + 4K log(conversions with candidates), falls, and the lowest is written;
+a K > 1 fit tries starts made from the one-component fit (its quantiles spread over K
+components, and a quick head / body / late tail), 25 EM iterations each, and the best goes on
+(mixture likelihoods have saddles EM sits in for a hundred iterations). K > 1 needs 40K
+conversions with candidates. γ is pinned by
 the conversions that have no candidate at all (the visible part of the unlinked ones): the
 unlinked conversions that do find candidates are estimated as that count × p/(1 − p), p the
 share of time their persons have a click within ``max_days`` before. Alongside, a
@@ -119,11 +123,11 @@ class _Pairs:
     unlinked_with: float
     """Expected unlinked conversions that still meet candidates (pins the background γ)."""
     fu_cell: np.ndarray
-    """[clicks] follow-up's cell on the 0.01-day grid."""
+    """[clicks] follow-up's cell on the ``_GRID`` grid."""
     fu_grid: np.ndarray
     """[cells] follow-up grid, days."""
     d_cell: np.ndarray
-    """[pairs] lag's cell on the 0.01-day grid (the M-step pools the lags there)."""
+    """[pairs] lag's cell on the ``_GRID`` grid (the M-step pools the lags there)."""
     d_grid: np.ndarray
     """[cells] lag cell centres, days."""
 
@@ -237,7 +241,7 @@ def _em(theta: np.ndarray, pi: np.ndarray, q: float, data: _Pairs, iters: int, t
         gamma = _background(signal[data.has], data.unlinked_with)
         r = dens / (signal + gamma)[data.conv]
         alive = 1.0 - np.minimum(np.bincount(data.click, weights=r, minlength=data.n_clicks), 1.0)
-        # the censored clicks enter through their follow-up only: pooled on a 0.01-day grid
+        # the censored clicks enter through their follow-up only: pooled on the grid
         w_alive = np.bincount(data.fu_cell, weights=alive, minlength=data.fu_grid.size)
         fk = _comp_cdf(data.fu_grid, theta)  # [K, cells]
         ll = float(np.log(signal[data.has] + gamma).sum() + (w_alive * np.log1p(-q * (pi @ fk))).sum())
