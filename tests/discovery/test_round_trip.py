@@ -15,8 +15,9 @@ conversions each). Tolerances, stated here and in agent_service/discovery/*'s do
   its mass in a late log-normal tail (from day 10, median ~18 d); 28 days of these worlds give it
   ~50 conversions, too few for BIC to pay for a second component (fewer than 80 are not even
   tried), and its p90 from ~50 censored lags is under-estimated by 20–25 % on these seeds.
-  At 1 M events (bench/bench_discover.py, ~520 conversions) the mixture's p90 is 13.7 % under
-  the truth; that is a known gap, not hidden by the tolerance;
+  At 1 M events (bench/bench_discover.py, 524 conversions) BIC picks two components and the
+  p90 is 13.6 % under the truth (a three-component fit gets 3.8 % but does not pay for itself
+  on that data); that is a known gap, not hidden by the tolerance;
 - segment mean values within 25 % (perturbed) / 40 % (default) for the segments with at least
   15 (responsibility-weighted) conversions; a default world's casual segment has a handful, and
   two misattributed conversions move its mean by half.
