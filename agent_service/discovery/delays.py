@@ -3,16 +3,27 @@
 GA4 records a purchase, not which earlier click caused it, and a click near the end of the data
 may still convert after it. Both are handled by one censored likelihood fitted by EM:
 
-**Method.** Every click converts with probability q after a delay with density f (the
-simulator's family: a shifted log-normal, parameters θ = shift, median, sigma); a conversion's
-cause is latent among its person's clicks in the ``max_days`` before it, or a background
-(a conversion on a device not linked to its click, which may meet that device's unrelated
-clicks). The log-likelihood is Σ_j log(q Σ_i f(t_j − t_i) + γ) + Σ_i log(1 − q F(c_i)), where
-c_i = data end − t_i is click i's follow-up: a click still inside its window is censored at
-c_i (it contributes "no conversion *yet*", 1 − q F(c_i)), never counted as "no conversion".
-EM alternates responsibilities r_ji ∝ q f(t_j − t_i) (background ∝ γ) with the M-step
-q, θ = argmax Σ r log(q f) + Σ_i (1 − R_i) log(1 − q F(c_i; θ)) (R_i: click i's attributed
-conversions; q by bisection, θ by Nelder–Mead). γ is pinned by
+**Method.** Every click converts with probability q after a delay with density
+f = Σ_k π_k f_k, a mixture of K shifted log-normals (θ_k = shift, median, sigma; the simulator's
+mixture families are approximated, not assumed); a conversion's cause is latent among its
+person's clicks in the ``max_days`` before it, or a background (a conversion on a device not
+linked to its click, which may meet that device's unrelated clicks). The log-likelihood is
+Σ_j log(q Σ_i f(t_j − t_i) + γ) + Σ_i log(1 − q F(c_i)), where c_i = data end − t_i is click i's
+follow-up: a click still inside its window is censored at c_i (it contributes "no conversion
+*yet*", 1 − q F(c_i)), never counted as "no conversion". EM alternates the cause
+responsibilities r_ji ∝ q f(t_j − t_i) (background ∝ γ), with the component responsibilities
+nested inside them (ρ_jik ∝ π_k f_k(t_j − t_i), so conversion j's share of component k through
+click i is r_ji ρ_jik), and the M-step: q by bisection on Σ r log q + Σ_i (1 − R_i) log(1 − q F(c_i))
+(R_i: click i's attributed conversions); π_k from the attributed lags' component shares plus
+the censored clicks' expected later conversions by component, q π_k (1 − F_k(c)) / (1 − q F(c));
+θ_k by Nelder–Mead on Σ r ρ_k log f_k + Σ_i (1 − R_i) log(1 − q F(c_i)), the other components
+held (lags and follow-ups pooled on a 0.05-day grid; in a mixture a component's sigma is at most
+e^0.5, wider ones turn into a second flat background). K grows from 1 to ``max_components`` (3)
+while the BIC, −2 log L + 4K log(conversions with candidates), falls, and the lowest is written;
+a K > 1 fit tries starts made from the one-component fit (its quantiles spread over K
+components, and a quick head / body / late tail), 25 EM iterations each, and the best goes on
+(mixture likelihoods have saddles EM sits in for a hundred iterations). K > 1 needs 40K
+conversions with candidates. γ is pinned by
 the conversions that have no candidate at all (the visible part of the unlinked ones): the
 unlinked conversions that do find candidates are estimated as that count × p/(1 − p), p the
 share of time their persons have a click within ``max_days`` before. Alongside, a
@@ -25,7 +36,8 @@ a group's clicks divided by the clicks' expected observable share F(c_i).
 
 **Check.** Round trip (tests/discovery): median and 90th percentile within the stated relative
 tolerance of the generating mixture's; the bench prints two naive estimates beside it (the last
-click before each conversion, and the responsibilities' lags without the censoring correction).
+click before each conversion, and the responsibilities' lags without the censoring correction),
+and the Kaplan–Meier quantiles are in the report beside the mixture's.
 """
 
 from __future__ import annotations
@@ -44,20 +56,37 @@ from simulators.calibration.schema import DelayComponent
 __all__ = ["DelayFinding", "discover_delays", "lognormal_from_quantiles"]
 
 _Z90 = 1.2815515655446004
+_LOG2PI = float(np.log(2 * np.pi))
+_SPREAD = 0.6
+"""How far apart (in the one-component fit's sigmas) the quantile start puts K components."""
+_GRID = 0.05
+"""Days per cell of the grid the M-step pools lags and follow-ups on."""
+_BURN = 25
+"""EM iterations each start of a K > 1 fit gets before the best goes on."""
+_NM_ITERS = 40
+"""Nelder–Mead iterations per M-step (warm-started: each EM step needs an improvement, not the optimum)."""
+_LOG_SIGMA_MIN = -3.0
+_LOG_SIGMA_MAX = (1.5, 0.5)
+"""Largest log sigma of a lone component, and of a mixture's: in a mixture a component wider than
+e^0.5 ≈ 1.65 (an exponential's log-delay has sd 1.28) turns into a second, flat background."""
+_LOG_MEDIAN_MIN = float(np.log(0.05))
+"""A component's median (above its shift) is at least one grid cell."""
 
 
 @dataclass(frozen=True)
 class DelayFinding:
     quantiles: dict[str, float]
-    """p10, p50, p90 of the fitted (censoring-corrected) delay, days."""
+    """p10, p50, p90 of the fitted (censoring-corrected) delay mixture, days."""
     km_quantiles: dict[str, float]
     """p10, p50, p90 of the nonparametric Kaplan–Meier estimate with the same attribution."""
     naive_last_click: dict[str, float]
     """p50, p90 of conversion time − last earlier click (no attribution, no censoring)."""
     naive_uncensored: dict[str, float]
     """p50, p90 of the attributed lags without the censoring correction."""
-    component: DelayComponent
-    """The fitted shifted log-normal."""
+    components: tuple[DelayComponent, ...]
+    """The fitted mixture of shifted log-normals (weights sum to 1), by increasing median delay."""
+    bic: dict[int, float]
+    """BIC of the fit with K components for each K tried; the lowest is written."""
     q: float
     """Per-click conversion probability."""
     background_share: float
@@ -78,18 +107,57 @@ class DelayFinding:
         return np.asarray(self.click_conversions @ weights)
 
 
-def _dist(theta: np.ndarray) -> stats.rv_continuous:
-    return stats.lognorm(np.exp(theta[2]), scale=np.exp(theta[1]))
+@dataclass(frozen=True)
+class _Pairs:
+    """Conversion × candidate-click pairs and the clicks' follow-ups (what every EM step reads)."""
+
+    d: np.ndarray
+    """[pairs] lag, days."""
+    conv: np.ndarray
+    """[pairs] conversion index."""
+    click: np.ndarray
+    """[pairs] click index."""
+    has: np.ndarray
+    """[conversions] bool: at least one candidate."""
+    n_clicks: int
+    unlinked_with: float
+    """Expected unlinked conversions that still meet candidates (pins the background γ)."""
+    fu_cell: np.ndarray
+    """[clicks] follow-up's cell on the ``_GRID`` grid."""
+    fu_grid: np.ndarray
+    """[cells] follow-up grid, days."""
+    d_cell: np.ndarray
+    """[pairs] lag's cell on the ``_GRID`` grid (the M-step pools the lags there)."""
+    d_grid: np.ndarray
+    """[cells] lag cell centres, days."""
 
 
-def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 40, bin_days: float = 0.25) -> DelayFinding:
+@dataclass(frozen=True)
+class _Fit:
+    theta: np.ndarray
+    """[K, 3] shift (days), log median and log sigma of each component."""
+    pi: np.ndarray
+    """[K] component weights."""
+    q: float
+    r: np.ndarray
+    """[pairs] responsibility of the click for the conversion."""
+    bg: np.ndarray
+    """[conversions] background responsibility."""
+    loglik: float
+
+
+def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 150, bin_days: float = 0.25,
+                    max_components: int = 3) -> DelayFinding:
     """Fit the delay distribution (see the module docstring).
 
     :param obs: the ingested sessions and conversions.
     :param max_days: longest delay considered (also capped by the data's span).
-    :param iters: EM iterations.
+    :param iters: most EM iterations per K.
     :param bin_days: bin width of the Kaplan–Meier check, days.
+    :param max_components: most mixture components tried (K = 1..max_components, chosen by BIC).
     """
+    if max_components < 1:
+        raise ValueError(f"max_components must be >= 1, got {max_components}")
     span = (obs.end_ms - obs.start_ms) / DAY_MS
     horizon = min(max_days, span)
     clicks = np.flatnonzero(obs.s_click)
@@ -113,33 +181,34 @@ def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 40, 
     cover = np.bincount(cu, weights=np.minimum(np.minimum(gap, horizon), fu),
                         minlength=int(obs.c_unit.max(initial=0)) + 1)
     p_cand = float(np.clip(np.mean(cover[obs.c_unit] / max(span, 1e-9)), 0.0, 0.95)) if obs.c_unit.size else 0.0
-    unlinked_with = (~has).sum() * p_cand / (1.0 - p_cand)
-    fu_cell = np.rint(fu * 100).astype(np.int64)
-    fu_grid = np.arange(fu_cell.max(initial=0) + 1) / 100.0
-    theta = np.array([0.0, np.log(max(np.median(d), 0.5)) if d.size else 0.0, np.log(0.8)])
-    q = has.sum() / max(clicks.size, 1)
-    r = np.zeros(d.size)
-    bg = np.zeros(obs.c_time.size)
-    for _ in range(iters):
-        dens = q * _dist(theta).pdf(np.maximum(d - theta[0], 0.0)) + 1e-300
-        signal = np.bincount(conv, weights=dens, minlength=obs.c_time.size)
-        gamma = _background(signal[has], unlinked_with)
-        r = dens / (signal + gamma)[conv]
-        bg = np.where(has, gamma / (signal + gamma), 0.0)
-        alive = 1.0 - np.minimum(np.bincount(pair, weights=r, minlength=fu.size), 1.0)  # clicks not (yet) converted
-        # the censored clicks enter through their follow-up only: pooled on a 0.01-day grid
-        w_alive = np.bincount(fu_cell, weights=alive, minlength=fu_grid.size)
-        q = _q_step(r.sum(), w_alive, _dist(theta).cdf(np.maximum(fu_grid - theta[0], 0.0)))
-        new = _m_step(theta, d, r, fu_grid, q, w_alive)
-        done = bool(np.max(np.abs(new - theta)) < 1e-5)
-        theta = new
-        if done:
+    fu_cell = np.rint(fu / _GRID).astype(np.int64)
+    d_cell = np.floor(d / _GRID).astype(np.int64)
+    data = _Pairs(d=d, conv=conv, click=pair, has=has, n_clicks=clicks.size,
+                  unlinked_with=float((~has).sum() * p_cand / (1.0 - p_cand)), fu_cell=fu_cell,
+                  fu_grid=np.arange(fu_cell.max(initial=0) + 1) * _GRID, d_cell=d_cell,
+                  d_grid=(np.arange(d_cell.max(initial=0) + 1) + 0.5) * _GRID)
+    q0 = has.sum() / max(clicks.size, 1)
+    fits = [_em(np.array([[0.0, np.log(max(np.median(d), 0.5)) if d.size else 0.0, np.log(0.8)]]),
+                np.ones(1), q0, data, iters)]
+    log_n = float(np.log(max(int(has.sum()), 2)))
+    bic = {1: -2.0 * fits[0].loglik + 4 * log_n}
+    for k in range(2, max_components + 1):
+        if has.sum() < 10 * 4 * k:  # too few conversions to tell K components apart
             break
-    dist = _dist(theta)
-    comp = DelayComponent(family="lognormal", weight=1.0, shift_days=round(float(theta[0]), 4),
-                          scale_days=round(float(np.exp(theta[1])), 4), shape=1.0,
-                          sigma=round(float(np.exp(theta[2])), 4))
-    quant = {f"p{p}": float(theta[0] + dist.ppf(p / 100)) for p in (10, 50, 90)}
+        # mixture likelihoods have saddles: a few short starts, the best one goes on
+        tries = [_em(th, pi, fits[0].q, data, _BURN) for th, pi in _starts(fits[0], k)]
+        best_try = max(tries, key=lambda f: f.loglik)
+        fits.append(_em(best_try.theta, best_try.pi, best_try.q, data, iters))
+        bic[k] = -2.0 * fits[-1].loglik + 4 * k * log_n
+        if bic[k] >= bic[k - 1]:  # a component that does not pay for itself: more will not either
+            break
+    best = fits[min(bic, key=bic.__getitem__) - 1]
+    theta, pi, r = best.theta, best.pi, best.r
+    order_k = np.argsort(theta[:, 0] + np.exp(theta[:, 1]))
+    comps = tuple(DelayComponent(family="lognormal", weight=round(max(float(pi[i]), 1e-4), 4),
+                                 shift_days=round(float(theta[i, 0]), 4), scale_days=round(float(np.exp(theta[i, 1])), 4),
+                                 shape=1.0, sigma=round(float(np.exp(theta[i, 2])), 4)) for i in order_k)
+    quant = dict(zip(("p10", "p50", "p90"), _mix_quantiles(theta, pi, (0.1, 0.5, 0.9)), strict=True))
     km = _kaplan_meier(d, r, fu, horizon, bin_days)
     last = (obs.c_time[has] - ct[hi[has] - 1]) / DAY_MS
     naive_last = {"p50": float(np.median(last)) if last.size else float("nan"),
@@ -149,20 +218,104 @@ def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 40, 
     conversions = np.zeros(obs.s_time.size)
     conversions[clicks] = per_click
     exposure = np.zeros(obs.s_time.size)
-    exposure[clicks] = dist.cdf(np.maximum(fu - theta[0], 0.0))
-    return DelayFinding(quant, km, naive_last, naive_unc, comp, float(q), float(bg.sum() / max(has.sum(), 1)),
-                        int((~has).sum()), int(obs.c_time.size), conversions, exposure)
+    exposure[clicks] = pi @ _comp_cdf(fu, theta)
+    return DelayFinding(quant, km, naive_last, naive_unc, comps, bic, float(best.q),
+                        float(best.bg.sum() / max(has.sum(), 1)), int((~has).sum()), int(obs.c_time.size),
+                        conversions, exposure)
 
 
-def _logpdf(x: np.ndarray, th: np.ndarray) -> np.ndarray:
-    """Log-normal log density (median e^th[1], sigma e^th[2]) of x > 0 (scipy.stats' frozen objects cost ms a call)."""
-    sig = np.exp(th[2])
-    lx = np.log(np.maximum(x, 1e-300))
-    return np.asarray(-lx - th[2] - 0.5 * np.log(2 * np.pi) - (lx - th[1]) ** 2 / (2 * sig * sig))
+# ---------------------------------------------------------------- the EM
 
 
-def _cdf(x: np.ndarray, th: np.ndarray) -> np.ndarray:
-    return np.asarray(ndtr((np.log(np.maximum(x, 1e-300)) - th[1]) / np.exp(th[2])))
+def _em(theta: np.ndarray, pi: np.ndarray, q: float, data: _Pairs, iters: int, tol: float = 0.01) -> _Fit:
+    """EM for K = len(pi) components from (theta, pi, q): causes, then components within causes."""
+    theta, pi = theta.copy(), pi.copy()
+    n_conv = data.has.size
+    prev = -np.inf
+    for it in range(iters):
+        # ---- E-step: which click (or the background) caused each conversion, and which component
+        cd = pi[:, None] * _comp_pdf(data.d, theta)  # [K, pairs]
+        mix = cd.sum(axis=0)
+        dens = q * mix + 1e-300
+        signal = np.bincount(data.conv, weights=dens, minlength=n_conv)
+        gamma = _background(signal[data.has], data.unlinked_with)
+        r = dens / (signal + gamma)[data.conv]
+        alive = 1.0 - np.minimum(np.bincount(data.click, weights=r, minlength=data.n_clicks), 1.0)
+        # the censored clicks enter through their follow-up only: pooled on the grid
+        w_alive = np.bincount(data.fu_cell, weights=alive, minlength=data.fu_grid.size)
+        fk = _comp_cdf(data.fu_grid, theta)  # [K, cells]
+        ll = float(np.log(signal[data.has] + gamma).sum() + (w_alive * np.log1p(-q * (pi @ fk))).sum())
+        if abs(ll - prev) < tol or it == iters - 1:  # (the fit returned is the one ll belongs to)
+            break
+        prev = ll
+        # ---- M-step: q, then the weights (a censored click may still convert, by component), then each θ_k
+        rho = cd / np.maximum(mix, 1e-300)
+        q = _q_step(float(r.sum()), w_alive, pi @ fk)
+        f = pi @ fk
+        later = w_alive * q * pi[:, None] * (1.0 - fk) / (1.0 - q * f)  # [K, cells]
+        w_lag = np.stack([np.bincount(data.d_cell, weights=r * rho[k], minlength=data.d_grid.size)
+                          for k in range(pi.size)])  # [K, lag cells]
+        n_k = w_lag.sum(axis=1) + later.sum(axis=1)
+        pi = n_k / max(n_k.sum(), 1e-300)
+        for k in range(pi.size):
+            rest = f - pi[k] * fk[k] if pi.size > 1 else np.zeros_like(f)
+            theta[k] = _m_step(theta[k], data, w_lag[k], w_alive, q, pi[k], rest, _LOG_SIGMA_MAX[pi.size > 1])
+            fk[k] = _comp_cdf(data.fu_grid, theta[k:k + 1])[0]
+            f = pi @ fk
+    return _Fit(theta, pi, q, r, np.where(data.has, gamma / (signal + gamma), 0.0), ll)
+
+
+def _starts(one: _Fit, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Starts of a K-component fit, from the one-component fit (quantile function Q): its
+    quantiles (j + ½)/K spread over K narrower components, and the shapes delays take — a quick
+    head (shift 0 at Q(0.05)), the body (the one-component fit, narrower) and a late tail
+    (shifted to Q(0.7), median at Q(0.95))."""
+    s, mu, ls = one.theta[0]
+    sig = np.exp(ls)
+
+    def qf(p: float) -> float:
+        return float(s + np.exp(mu + sig * stats.norm.ppf(p)))
+
+    z = stats.norm.ppf((np.arange(k) + 0.5) / k)
+    inner = sig * np.sqrt(max(1.0 - _SPREAD * _SPREAD * float(np.mean(z * z)), 0.05))
+    out = [(np.stack([np.full(k, s), mu + _SPREAD * sig * z, np.full(k, np.log(inner))], axis=1), np.full(k, 1.0 / k))]
+    head = (np.array([0.0, np.log(max(qf(0.05), 0.05)), 0.0]), 0.1)
+    body = (np.array([s, mu, ls + np.log(0.8)]), 0.0)
+    tail = (np.array([qf(0.7), np.log(max(qf(0.95) - qf(0.7), 0.05)), np.log(0.5)]), 0.15)
+    shapes = [[head, body, tail]] if k == 3 else [[body, tail], [head, body]] if k == 2 else []
+    for parts in shapes:
+        theta = np.stack([p[0] for p in parts])
+        pi = np.array([p[1] for p in parts])
+        pi[pi == 0] = 1.0 - pi.sum()
+        out.append((theta, pi))
+    return out
+
+
+def _comp_pdf(x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """[K, n] component densities at delays x (0 at and below a component's shift)."""
+    y = x[None, :] - theta[:, :1]
+    return np.where(y > 0, np.exp(_logpdf_k(y, theta)), 0.0)
+
+
+def _logpdf_k(y: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    sig = np.exp(theta[:, 2:3])
+    ly = np.log(np.maximum(y, 1e-300))
+    return np.asarray(-ly - theta[:, 2:3] - 0.5 * _LOG2PI - (ly - theta[:, 1:2]) ** 2 / (2 * sig * sig))
+
+
+def _comp_cdf(x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """[K, n] component distribution functions at delays x."""
+    y = x[None, :] - theta[:, :1]
+    return np.asarray(ndtr((np.log(np.maximum(y, 1e-300)) - theta[:, 1:2]) / np.exp(theta[:, 2:3])))
+
+
+def _mix_quantiles(theta: np.ndarray, pi: np.ndarray, ps: tuple[float, ...]) -> list[float]:
+    lo, hi = np.zeros(len(ps)), np.full(len(ps), 2000.0)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        below = pi @ _comp_cdf(mid, theta) < np.asarray(ps)
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return [float(v) for v in 0.5 * (lo + hi)]
 
 
 def _q_step(converted: float, alive: np.ndarray, cdf: np.ndarray) -> float:
@@ -177,19 +330,30 @@ def _q_step(converted: float, alive: np.ndarray, cdf: np.ndarray) -> float:
     return 0.5 * (lo + hi)
 
 
-def _m_step(theta: np.ndarray, d: np.ndarray, r: np.ndarray, fu: np.ndarray, q: float,
-            alive: np.ndarray) -> np.ndarray:
-    keep = r > 1e-9
-    dk, rk = d[keep], r[keep]
+def _m_step(th0: np.ndarray, data: _Pairs, w: np.ndarray, alive: np.ndarray, q: float, pi_k: float,
+            rest: np.ndarray, sig_max: float) -> np.ndarray:
+    """θ_k maximising Σ w log f_k(lag) + Σ alive log(1 − q (π_k F_k(c) + Σ_{l≠k} π_l F_l(c))) (Nelder–Mead)."""
+    keep = w > 1e-12
+    dk, wk = data.d_grid[keep], w[keep]
+    on = alive > 0
+    fg, al, rs = data.fu_grid[on], alive[on], rest[on]
+    dmin = dk.min(initial=np.inf)
 
     def nll(th: np.ndarray) -> float:
-        if th[0] < 0 or th[0] >= dk.min(initial=np.inf) or not -3 < th[2] < 1.5:
+        if th[0] < 0 or th[0] >= dmin or not _LOG_SIGMA_MIN < th[2] < sig_max or th[1] < _LOG_MEDIAN_MIN:
             return 1e18
-        ll = (rk * _logpdf(dk - th[0], th)).sum() + (alive * np.log1p(-q * _cdf(fu - th[0], th))).sum()
+        t = th[None, :]
+        ll = (wk * _logpdf_k((dk - th[0])[None, :], t)[0]).sum()
+        ll += (al * np.log1p(-q * (rs + pi_k * _comp_cdf(fg, t)[0]))).sum()
         return float(-ll)
 
-    res = minimize(nll, theta, method="Nelder-Mead", options={"maxiter": 300, "xatol": 1e-4, "fatol": 1e-6})
-    return np.asarray(res.x) if res.fun < nll(theta) else theta
+    if not wk.size:
+        return th0
+    # scipy's default simplex steps a zero shift by 0.00025 days: it would never leave 0
+    step = np.diag([min(0.25, 0.5 * max(dmin - th0[0], 0.0)), 0.1, 0.1])
+    res = minimize(nll, th0, method="Nelder-Mead", options={"maxiter": _NM_ITERS, "xatol": 1e-4, "fatol": 1e-6,
+                                                            "initial_simplex": np.vstack([th0, th0 + step])})
+    return np.asarray(res.x) if res.fun < nll(th0) else th0
 
 
 def _background(signal: np.ndarray, target: float) -> float:

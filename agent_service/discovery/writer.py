@@ -9,7 +9,7 @@ which:
   categories, hourly, value and its sigma, CTR logit, CVR multiplier); ``channels.*.base_ctr``
   (observed top-position CTR of the export's creative mix) and ``cvr_click_by_stage`` (the
   channel's censoring-corrected CVR, the same for every stage: stages are not observable in
-  GA4); ``delay`` (one shifted log-normal);
+  GA4); ``delay`` (a mixture of 1–3 shifted log-normals, K by BIC);
 - from the prior: journey dynamics, segment interest (the prior's share-weighted mean), the
   offer and auction landscape, conversion touch lift and hourly propensity, creatives,
   competitors, targeting. Creative appeal rows are dropped when K changes. With fewer than
@@ -117,7 +117,7 @@ def build_calibration(f: Findings, prior: Calibration, name: str = "discovered")
             f"from the prior '{prior.meta.name}'")),
         population=pop, traffic=traffic, segments=tuple(segments),
         channels=dataclasses.replace(prior.channels, **chans),
-        delay=DelayCal(components=(f.delays.component,)) if delay_fitted(f) else prior.delay,
+        delay=DelayCal(components=f.delays.components) if delay_fitted(f) else prior.delay,
         creatives=dataclasses.replace(prior.creatives, appeal=appeal))
 
 
@@ -142,7 +142,9 @@ def report_of(f: Findings) -> dict[str, Any]:
                   f"prior (under {MIN_DELAY_CONVERSIONS} conversions with a candidate click)",
                   "quantiles_days": _r(d.quantiles, 3), "naive_last_click_days": _r(d.naive_last_click, 3),
                   "naive_uncensored_days": _r(d.naive_uncensored, 3),
-                  "component": dataclasses.asdict(d.component), "kaplan_meier_days": _r(d.km_quantiles, 3), "q": _r(d.q), "background_share": _r(d.background_share, 4),
+                  "components": [dataclasses.asdict(c) for c in d.components],
+                  "bic": {str(k): round(v, 2) for k, v in d.bic.items()},
+                  "kaplan_meier_days": _r(d.km_quantiles, 3), "q": _r(d.q), "background_share": _r(d.background_share, 4),
                   "conversions": d.conversions, "conversions_without_candidates": d.without_candidates},
         "channels": {"names": ["organic", "paid_search", "social"], "sessions": _r(c.sessions), "mix": _r(c.mix, 4),
                      "ctr": _r(c.ctr), "ctr_se": _r(c.ctr_se), "ctr_by_device": _r(c.ctr_by_device),

@@ -13,24 +13,29 @@ from agent_service.config import GaelpConfig
 from agent_service.discovery.data import Observations, context_of, load_observations
 from agent_service.discovery.delays import discover_delays, lognormal_from_quantiles
 from agent_service.discovery.population import _fit
+from agent_service.discovery.recovery import delay_quantiles
 from agent_service.errors import ConfigError
 from agent_service.ingest.runner import ingest_ga4
 from agent_service.ingest.store import Ga4Store
 from simulators.calibration import load_calibration
+from simulators.calibration.schema import DelayCal, DelayComponent
+from simulators.delays import DelayModel
 from simulators.ga4_export import export_world
 
 DAY = 86_400_000
 
 
-def _synthetic(n_clicks: int, span_days: float, median: float, sigma: float, q: float, seed: int) -> Observations:
-    """One click per person, a conversion with probability q after a log-normal delay; only what
-    lands before the end is observed."""
+def _synthetic(n_clicks: int, span_days: float, median: float, sigma: float, q: float, seed: int,
+               mixture: DelayCal | None = None) -> Observations:
+    """One click per person, a conversion with probability q after a log-normal delay (or one drawn
+    from ``mixture``); only what lands before the end is observed."""
     rng = np.random.default_rng(seed)
     start = 1_767_225_600_000
     end = start + int(span_days * DAY)
     t = start + rng.integers(0, end - start, n_clicks)
     conv = rng.random(n_clicks) < q
-    delay = median * np.exp(sigma * rng.standard_normal(n_clicks))
+    delay = median * np.exp(sigma * rng.standard_normal(n_clicks)) if mixture is None else \
+        DelayModel(mixture).sample(rng, n_clicks)
     tc = t + (delay * DAY).astype(np.int64)
     seen = conv & (tc < end)
     units = np.arange(n_clicks)
@@ -52,6 +57,24 @@ def test_delay_handles_right_censoring() -> None:
     assert abs(f.q - 0.1) / 0.1 < 0.08  # censored clicks are not counted as "no conversion"
     # the naive estimate (observed delays only) is biased short: the test can tell the two apart
     assert f.naive_uncensored["p50"] < 0.9 * 8.0
+    assert len(f.components) == 1, f.bic  # BIC keeps one component when one generated the data
+
+
+def test_delay_mixture_follows_a_late_tail_one_log_normal_misses() -> None:
+    # 85 % a few days after the click, 15 % a late tail from day 10, in 35 days of data
+    tail = DelayCal(components=(DelayComponent("lognormal", 0.85, 1.0, 4.0, 1.0, 0.5),
+                                DelayComponent("lognormal", 0.15, 10.0, 8.0, 1.0, 0.4)))
+    obs = _synthetic(200_000, 35.0, 0.0, 0.0, 0.05, seed=3, mixture=tail)
+    t50, t90 = delay_quantiles(tail)
+    mix, one = discover_delays(obs), discover_delays(obs, max_components=1)
+    assert len(mix.components) >= 2, mix.bic
+    assert abs(sum(c.weight for c in mix.components) - 1.0) < 1e-3
+    assert abs(mix.quantiles["p50"] - t50) / t50 < 0.03
+    assert abs(mix.quantiles["p90"] - t90) / t90 < 0.05
+    assert abs(one.quantiles["p90"] - t90) / t90 > 0.15  # what the single log-normal gets wrong
+    assert abs(mix.q - 0.05) / 0.05 < 0.05
+    with pytest.raises(ValueError, match="max_components"):
+        discover_delays(obs, max_components=0)
 
 
 def test_lognormal_from_quantiles_matches_them() -> None:

@@ -9,12 +9,15 @@ conversions each). Tolerances, stated here and in agent_service/discovery/*'s do
 - channel CTR within max(10 %, 3 binomial standard errors) relative of the generating world's
   expected CTR on the exported impressions;
 - devices per person within 0.08 absolute, login rate within 0.03;
-- delay median within 12 % (perturbed) / 20 % (default) and p90 within 12 % (perturbed) /
-  45 % (default), and the median closer than the naive last-click estimate. The default's
-  delay is a three-component mixture with 10 % of its mass in a long log-normal tail that one
-  fitted shifted log-normal cannot follow and 28 days of ~70 conversions barely see: its p90 is
-  under-estimated (bench/bench_discover.py reports it at 1 M events). That is a known gap, not
-  hidden by the tolerance;
+- delay median within 10 % (perturbed) / 15 % (default) and p90 within 10 % (perturbed) /
+  30 % (default), and the median closer than the naive last-click estimate; the calibration
+  holds every fitted component. The default's delay is a three-component mixture with 10 % of
+  its mass in a late log-normal tail (from day 10, median ~18 d); 28 days of these worlds give it
+  ~50 conversions, too few for BIC to pay for a second component (fewer than 80 are not even
+  tried), and its p90 from ~50 censored lags is under-estimated by 20–25 % on these seeds.
+  At 1 M events (bench/bench_discover.py, 524 conversions) BIC picks two components and the
+  p90 is 13.6 % under the truth (a three-component fit gets 3.8 % but does not pay for itself
+  on that data); that is a known gap, not hidden by the tolerance;
 - segment mean values within 25 % (perturbed) / 40 % (default) for the segments with at least
   15 (responsibility-weighted) conversions; a default world's casual segment has a handful, and
   two misattributed conversions move its mean by half.
@@ -32,8 +35,8 @@ from simulators.calibration import load_calibration
 
 PERTURBED = Path(__file__).with_name("perturbed.toml")
 TOL = {  # name: (delay p50, delay p90, segment value)
-    "default": (0.20, 0.45, 0.40),
-    "perturbed": (0.12, 0.12, 0.25),
+    "default": (0.15, 0.30, 0.40),
+    "perturbed": (0.10, 0.10, 0.25),
 }
 
 
@@ -56,6 +59,7 @@ def test_round_trip_recovers_calibration(tmp_path: Path, which: str, seed: int) 
     assert e["delay_rel_err_p50"] <= d50, (e["delay_found_p50_p90"], e["delay_true_p50_p90"])
     assert e["delay_rel_err_p90"] <= d90, (e["delay_found_p50_p90"], e["delay_true_p50_p90"])
     assert e["delay_rel_err_p50"] < e["naive_last_click_rel_err_p50"]
+    assert rt["calibration"].delay.components == rt["findings"].delays.components
     enough = np.asarray(e["value_conversions"]) >= 15
     assert enough.any()
     assert np.all(np.asarray(e["value_rel_err"])[enough] <= val), (e["value_rel_err"], e["value_conversions"])
