@@ -138,6 +138,13 @@ class Decider:
         self.experiments: LiveExperiments | None = None
         """Running creative A/B experiments (:meth:`use_experiments`); None: none."""
 
+    def use_candidate(self, policy: AgentServer | None) -> None:
+        """Serve ``policy`` as the candidate (shadow and canary); it follows the running creative
+        experiments, so a person keeps their arm whichever policy decides."""
+        if policy is not None:
+            policy.experiments = self.experiments
+        self.candidate = policy
+
     def use_experiments(self, live: LiveExperiments | None) -> None:
         """Run creative experiments: the policies restrict persons in an arm to its creatives, and
         each decided batch logs its first exposures (``pipeline/experiments.py``)."""

@@ -84,8 +84,8 @@ class CanaryWatcher:
                 self._route_none(plan)
                 self.tally.plan = None  # nothing is served by the candidate: nothing to compare
                 return self.applied
-            server.experiments = d.experiments  # persons in a creative experiment keep their arm
-            d.candidate, d.shadow_candidate = server, False
+            d.use_candidate(server)
+            d.shadow_candidate = False
             d.canary_salt, d.canary_share = f"canary:{plan.experiment_id}", plan.share
             self.tally.plan = plan
         else:
