@@ -34,37 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_ray_training import SALT, _config  # noqa: E402
 from bench_serve import _paced, _wait_http, ensure_wrk  # noqa: E402
 
 from agent_service.config import GaelpConfig  # noqa: E402
 from tests.servers import RedisServer, TansuBroker, free_port  # noqa: E402
-
-SALT = "bench-salt-0123456789abcdef"
-
-
-def _config(workdir: Path, name: str, extra: str) -> Path:
-    path = workdir / f"{name}.toml"
-    prefix = f"sh{os.getpid()}{name}"
-    topics = "\n".join(f'{k} = "{prefix}.{k.replace("_", "-")}"' for k in (
-        "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links", "experience",
-        "dead_letters", "candidate_decisions"))
-    path.write_text(f"""
-[budget]
-daily_usd = 1000000.0
-pacing_slack = 1.0
-[topics]
-{topics}
-partitions = 2
-[serve]
-group_id = "{prefix}"
-session_timeout_s = 2.0
-model_dir = "{workdir / 'models'}"
-spill_dir = "{workdir / name / 'spill'}"
-campaign = "bench-{name}"
-registry = "redis"
-{extra}
-""")
-    return path
 
 
 def main() -> None:
@@ -95,10 +69,11 @@ def main() -> None:
         env = {**os.environ, "GAELP_KAFKA": broker.bootstrap, "GAELP_REDIS": redis.url, "GAELP_ID_SALT": SALT}
         procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         try:
-            for name, extra in arms.items():
+            for k, (name, extra) in enumerate(arms.items()):
                 port = free_port()
+                config = _config(work, f"sh{os.getpid()}-{k}", extra)  # its own topics and consumer group
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "agent_service.cli", "serve", "--config", str(_config(work, name, extra)),
+                    [sys.executable, "-m", "agent_service.cli", "serve", "--config", str(config),
                      "--roles", "bidder"], cwd=ROOT, env={**env, "GAELP_HTTP_PORT": str(port)},
                     stdout=subprocess.DEVNULL)
                 procs[name] = (proc, port)
