@@ -126,11 +126,11 @@ class Decider:
         requests the candidate decides live."""
         self.canary_salt = "canary"
         self.shadow_candidate = True
+        """Also decide the live policy's requests with the candidate, for the shadow log (off while
+        ``gaelp promote`` runs a canary: its candidate serves its share, nothing more)."""
         self.candidate_sample = 1.0
         """Share of the live requests also decided by the candidate for the shadow log (hashed on
         request and imp ids; ``[serve] candidate_sample``)."""
-        """Also decide the live policy's requests with the candidate, for the shadow log (off while
-        ``gaelp promote`` runs a canary: its candidate serves its share, nothing more)."""
         self.on_decided: Callable[[list[Decision]], None] | None = None
         """Called with each batch's newly stored decisions (the canary's per-arm request counts)."""
         self._candidate_slots: list[_Slot] = []
