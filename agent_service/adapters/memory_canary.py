@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent_service.ports.canary import ARMS, FIELDS, ArmTally, ArmTotals, CanaryPlan
+from agent_service.ports.canary import ARMS, FIELDS, ArmSummary, ArmTally, ArmTotals, CanaryPlan
 
 __all__ = ["MemoryCanaryStore"]
 
 
 class MemoryCanaryStore:
-    """Plan and tallies in dicts."""
+    """Plan and tallies in dicts; ``summary`` reduces the per-person totals when asked (the Redis
+    adapter keeps the sums up to date as tallies arrive instead)."""
 
     def __init__(self) -> None:
         self._plan: CanaryPlan | None = None
@@ -41,3 +42,8 @@ class MemoryCanaryStore:
 
     async def totals(self, experiment_id: str) -> dict[str, ArmTotals]:
         return {arm: ArmTotals.from_rows(self._rows.get((experiment_id, arm), {})) for arm in ARMS}
+
+    async def summary(self, experiment_id: str) -> dict[str, ArmSummary]:
+        t = await self.totals(experiment_id)
+        cand = t["candidate"]
+        return {"control": ArmSummary.of(t["control"].without(set(cand.persons))), "candidate": ArmSummary.of(cand)}

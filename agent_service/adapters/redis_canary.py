@@ -7,11 +7,14 @@ key                                type    content                              
 =================================  ======  ===================================================  ==========
 {p}plan                            string  the :class:`CanaryPlan`, JSON                        none
 {p}{exp}:{arm}:{field}             hash    person → integer total (``FIELDS``: requests, ...)   none
+{p}{exp}:{arm}:sum                hash    the arm's ``ArmSummary``: n, s{i}, p{i}_{j}, pos{i}    none
 {p}{exp}:done:{key}                string  a tally batch already applied (exactly once)         retention
 =================================  ======  ===================================================  ==========
 
 ``ADD`` (Lua) claims the batch's key and applies its increments in one atomic step, so a
-redelivered or retried batch changes nothing. Bidders read the plan with one ``GET`` per poll,
+redelivered or retried batch changes nothing. The same step moves the arm's sums by the difference a
+person's new totals make (a person's first candidate tally takes their control totals out of the
+control sums), so ``summary`` reads two small hashes whatever the number of persons. Bidders read the plan with one ``GET`` per poll,
 never per request. Library errors become :class:`~agent_service.errors.StoreError`.
 """
 
@@ -21,12 +24,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from agent_service.adapters.redis_pipeline import run_scripts
 from agent_service.errors import StoreError
-from agent_service.ports.canary import ARMS, FIELDS, ArmTally, ArmTotals, CanaryPlan
+from agent_service.ports.canary import ARMS, FIELDS, SCALE, ArmSummary, ArmTally, ArmTotals, CanaryPlan
 from agent_service.units import DAY_S
 
 __all__ = ["RedisCanaryStore"]
@@ -35,17 +39,54 @@ _ADD = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 local p = ARGV[2]
 local fields = {FIELDS_}
+local scale = {SCALE_}
+local F = #fields
+local function totals(arm, person)
+  local v = {}
+  for j = 1, F do v[j] = tonumber(redis.call('HGET', p .. arm .. ':' .. fields[j], person)) or 0 end
+  return v
+end
+local function present(arm, person)
+  return redis.call('HEXISTS', p .. arm .. ':' .. fields[1], person) == 1
+end
+local function fmt(x) return string.format('%.17g', x) end
+-- the arm's sums move from a person's old totals to the new ones (dn: persons joining or leaving)
+local function shift(arm, old, new, dn)
+  local k = p .. arm .. ':sum'
+  if dn ~= 0 then redis.call('HINCRBY', k, 'n', dn) end
+  for i = 1, F do
+    local o, w = old[i] * scale[i], new[i] * scale[i]
+    if w ~= o then redis.call('HINCRBYFLOAT', k, 's' .. i, fmt(w - o)) end
+    if (o > 0) ~= (w > 0) then redis.call('HINCRBY', k, 'pos' .. i, (w > 0) and 1 or -1) end
+    for j = i, F do
+      local d = w * new[j] * scale[j] - o * old[j] * scale[j]
+      if d ~= 0 then redis.call('HINCRBYFLOAT', k, 'p' .. i .. '_' .. j, fmt(d)) end
+    end
+  end
+end
+local zero = {}
+for j = 1, F do zero[j] = 0 end
 local i = 3
 while i <= #ARGV do
   local arm, person = ARGV[i], ARGV[i + 1]
-  for j = 1, #fields do
+  local was = present(arm, person)
+  local old = was and totals(arm, person) or zero
+  local new = {}
+  for j = 1, F do
     local v = tonumber(ARGV[i + 1 + j])
-    if v ~= 0 then redis.call('HINCRBY', p .. arm .. ':' .. fields[j], person, v) end
+    new[j] = old[j] + v
+    if v ~= 0 or j == 1 then redis.call('HINCRBY', p .. arm .. ':' .. fields[j], person, v) end
   end
-  i = i + 2 + #fields
+  if arm == 'candidate' then
+    if not was and present('control', person) then shift('control', totals('control', person), zero, -1) end
+    shift('candidate', old, new, was and 0 or 1)
+  elseif not present('candidate', person) then
+    shift('control', old, new, was and 0 or 1)
+  end
+  i = i + 2 + F
 end
 return 1
-""".replace("FIELDS_", ", ".join(f"'{f}'" for f in FIELDS))
+""".replace("FIELDS_", ", ".join(f"'{f}'" for f in FIELDS)).replace("SCALE_", ", ".join(repr(x) for x in SCALE))
 
 _plan_dec = msgspec.json.Decoder(CanaryPlan)
 
@@ -135,4 +176,25 @@ class RedisCanaryStore:
                 for person, v in got[a * len(FIELDS) + j].items():
                     rows.setdefault(person.decode(), [0] * len(FIELDS))[j] = int(v)
             out[arm] = ArmTotals.from_rows(rows)
+        return out
+
+    async def summary(self, experiment_id: str) -> dict[str, ArmSummary]:
+        exp = f"{self.prefix}{experiment_id}:"
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for arm in ARMS:
+                    pipe.hgetall(f"{exp}{arm}:sum")
+                got = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"canary store at {self.url}: reading the sums failed: {exc}") from exc
+        F = len(FIELDS)
+        out = {}
+        for arm, raw in zip(ARMS, got, strict=True):
+            h = {k.decode(): float(v) for k, v in raw.items()}
+            products = np.zeros((F, F))
+            for i in range(F):
+                for j in range(i, F):
+                    products[i, j] = products[j, i] = h.get(f"p{i + 1}_{j + 1}", 0.0)
+            out[arm] = ArmSummary(int(h.get("n", 0)), np.array([h.get(f"s{i + 1}", 0.0) for i in range(F)]), products,
+                                  np.array([int(h.get(f"pos{i + 1}", 0)) for i in range(F)]))
         return out

@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike
 from agent_service.config.experiments import CanaryConfig
 from agent_service.experiments.assignment import bucket
 from agent_service.experiments.guardrails import GuardrailStats, check_guardrails
-from agent_service.experiments.sequential import Arm, Decision, SequentialTest, TestResult
+from agent_service.experiments.sequential import Arm, Decision, RatioStats, SequentialTest, TestResult
 
 __all__ = ["Canary", "CanaryEvent", "CanaryState"]
 
@@ -152,6 +152,14 @@ class Canary:
         self.test.observe_many(arm, v, s)
         self.guards[Arm(arm)].add_many(zero if requests is None else requests, zero if no_bids is None else no_bids,
                                        zero if errors is None else errors, s)
+
+    def add_stats(self, arm: Arm, main: RatioStats, guards: GuardrailStats) -> None:
+        """An arm's persons already reduced to their sums (value over spend; the guardrails' ratios)."""
+        self.test.add_stats(arm, main)
+        g = self.guards[Arm(arm)]
+        g.spend.merge(guards.spend)
+        g.no_bids.merge(guards.no_bids)
+        g.errors.merge(guards.errors)
 
     # ---------------------------------------------------------------- state machine
     def start(self, now_ms: int) -> CanaryEvent:

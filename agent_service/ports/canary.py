@@ -11,6 +11,9 @@ Rules every adapter keeps (``tests/contract/test_canary_contract.py`` runs one s
 - ``add`` applies each keyed batch of tallies exactly once: a batch whose key was applied before
   (a redelivered auction result, a retried flush) changes nothing and reports False.
 - ``totals`` sums every applied tally of one experiment per arm and person.
+- ``summary`` gives each arm's sums over its persons (what the controller reads at every step, so a
+  step costs the same at a thousand persons or ten million); a person with any candidate tally
+  counts in the candidate arm only (control before a ramp stage moved them over).
 
 Adapters: :mod:`agent_service.adapters.memory_canary` (embedded default, tests) and
 :mod:`agent_service.adapters.redis_canary` (every bidder and stream worker on every host).
@@ -25,11 +28,17 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
-__all__ = ["ARMS", "FIELDS", "ArmTally", "ArmTotals", "CanaryPlan", "CanaryStore"]
+from agent_service.experiments.guardrails import GuardrailStats
+from agent_service.experiments.sequential import RatioStats
+
+__all__ = ["ARMS", "FIELDS", "SCALE", "ArmSummary", "ArmTally", "ArmTotals", "CanaryPlan", "CanaryStore"]
 
 ARMS: tuple[str, ...] = ("control", "candidate")
 FIELDS: tuple[str, ...] = ("requests", "no_bids", "errors", "spend_micros", "value_micros")
 """What is tallied per person: decided requests, no-bids, failed requests, spend and credited value."""
+SCALE: tuple[float, ...] = (1.0, 1.0, 1.0, 1e-6, 1e-6)
+"""Per field, its unit in :class:`ArmSummary`: counts as they are, money in USD (the sums of products
+stay small enough for a double's 53 bits)."""
 
 
 class CanaryPlan(msgspec.Struct, frozen=True):
@@ -100,6 +109,38 @@ class ArmTotals:
                          *(getattr(self, f)[keep] for f in FIELDS))
 
 
+@dataclass(frozen=True)
+class ArmSummary:
+    """One arm's sums over its persons: everything the sequential test and the guardrails need.
+
+    With ``f`` a person's totals in :data:`FIELDS` order, scaled by :data:`SCALE`: ``sums = Σ f``,
+    ``products = Σ f fᵀ`` and ``positive`` the persons with each field above 0.
+    """
+
+    persons: int
+    sums: np.ndarray
+    products: np.ndarray
+    positive: np.ndarray
+
+    @classmethod
+    def of(cls, t: ArmTotals) -> ArmSummary:
+        """The summary of per-person totals (what every adapter's ``summary`` must equal)."""
+        m = np.column_stack([getattr(t, f) for f in FIELDS]).astype(np.float64) * np.array(SCALE)
+        return cls(len(t.persons), m.sum(0), m.T @ m, (m > 0).sum(0))
+
+    def ratio(self, x: str, y: str) -> RatioStats:
+        """Per-person sums of the ratio Σx / Σy (fields of :data:`FIELDS`)."""
+        i, j = FIELDS.index(x), FIELDS.index(y)
+        p = self.products
+        return RatioStats(self.persons, float(self.sums[i]), float(self.sums[j]), float(p[i, i]), float(p[j, j]),
+                          float(p[i, j]), int(self.positive[i]))
+
+    def guardrails(self) -> GuardrailStats:
+        """Spend, no-bids and errors per request."""
+        return GuardrailStats(self.ratio("spend_micros", "requests"), self.ratio("no_bids", "requests"),
+                              self.ratio("errors", "requests"))
+
+
 class CanaryStore(Protocol):
     async def put_plan(self, plan: CanaryPlan) -> None:
         """Replace the plan (bidders pick it up at their next poll)."""
@@ -115,4 +156,8 @@ class CanaryStore(Protocol):
 
     async def totals(self, experiment_id: str) -> dict[str, ArmTotals]:
         """Per-person totals of each arm in :data:`ARMS` (empty arrays for an arm with none)."""
+        ...
+
+    async def summary(self, experiment_id: str) -> dict[str, ArmSummary]:
+        """Each arm's sums over its persons, a person in both arms in the candidate's only."""
         ...

@@ -1,10 +1,11 @@
 """The controller of ``gaelp promote``: starts a canary, evaluates it from the live per-arm totals,
 moves it along the ramp, promotes or rolls back — and writes each step where bidders read it.
 
-One step (:meth:`CanaryController.step`): read the plan and the per-arm, per-person totals from the
-canary store; rebuild the :class:`~agent_service.experiments.canary.Canary` at the plan's state
-and observe every person's totals (value per dollar for the sequential test; requests, no-bids,
-errors and spend for the guardrails); evaluate; apply the outcome:
+One step (:meth:`CanaryController.step`): read the plan and each arm's sums over its persons from
+the canary store (:class:`~agent_service.ports.canary.ArmSummary`: a constant-size read however many
+persons there are); rebuild the :class:`~agent_service.experiments.canary.Canary` at the plan's
+state and give it those sums (value per dollar for the sequential test; requests, no-bids, errors
+and spend for the guardrails); evaluate; apply the outcome:
 
 - ``stage_advanced``: the plan's share grows (nested buckets: candidate persons stay candidates);
 - ``promoted``: the registry's live version becomes the candidate's weights (republished as the
@@ -18,7 +19,7 @@ Every event is one structured log line (``canary {json}``) and updates the ``gae
 metrics. State lives only in the store, so ``--once`` steps from cron continue the same canary.
 
 Persons in both arms (control before a ramp stage moved them to the candidate) count in the
-candidate arm only. Totals are cumulative and re-observed at every step, so the test sees each
+candidate arm only. The sums are over each person's cumulative totals, so every step sees each
 person once with their totals so far.
 """
 
@@ -38,8 +39,7 @@ from agent_service.errors import ConfigError
 from agent_service.experiments.canary import Canary, CanaryEvent, CanaryState
 from agent_service.experiments.sequential import Arm
 from agent_service.metrics import Metrics
-from agent_service.money import MICROS_PER_USD, micros_to_usd
-from agent_service.ports.canary import ArmTotals, CanaryPlan, CanaryStore
+from agent_service.ports.canary import FIELDS, ArmSummary, CanaryPlan, CanaryStore
 from agent_service.ports.registry import ModelRegistry, promote
 
 __all__ = ["CanaryController", "summarise"]
@@ -95,10 +95,8 @@ class CanaryController:
         if plan is None or plan.state != CanaryState.RUNNING:
             return []
         canary = self._resume(plan)
-        totals = await self.store.totals(plan.experiment_id)
-        cand = totals["candidate"]
-        for arm, t in ((Arm.CONTROL, totals["control"].without(set(cand.persons))), (Arm.CANDIDATE, cand)):
-            _observe(canary, arm, t)
+        for arm, sums in (await self.store.summary(plan.experiment_id)).items():
+            canary.add_stats(Arm(arm), sums.ratio("value_micros", "spend_micros"), sums.guardrails())
         now = self.clock()
         events = canary.evaluate(now)
         if not events:
@@ -148,9 +146,9 @@ class CanaryController:
         plan = await self.store.plan()
         if plan is None:
             return {"plan": None}
-        totals = await self.store.totals(plan.experiment_id)
+        sums = await self.store.summary(plan.experiment_id)
         return {"plan": {f: getattr(plan, f) for f in plan.__struct_fields__},
-                "arms": {arm: summarise(t) for arm, t in totals.items()}}
+                "arms": {arm: summarise(s) for arm, s in sums.items()}}
 
     # --- plumbing ----------------------------------------------------------------------------
     def _resume(self, plan: CanaryPlan) -> Canary:
@@ -168,15 +166,14 @@ class CanaryController:
             self.metrics.record_canary(event)
 
 
-def _observe(canary: Canary, arm: Arm, t: ArmTotals) -> None:
-    if t.persons:
-        canary.observe_many(arm, t.value_micros / MICROS_PER_USD, t.spend_micros / MICROS_PER_USD, t.requests, t.no_bids, t.errors)
+def summarise(s: ArmSummary) -> dict[str, float]:
+    """An arm in a few numbers (persons, requests, spend, value, value per dollar, rates)."""
+    def total(f: str) -> float:
+        return float(s.sums[FIELDS.index(f)])
 
-
-def summarise(t: ArmTotals) -> dict[str, float]:
-    """An arm's totals in a few numbers (persons, requests, spend, value, value per dollar, rates)."""
-    requests, spend, value = int(t.requests.sum()), micros_to_usd(int(t.spend_micros.sum())), micros_to_usd(int(t.value_micros.sum()))
-    return {"persons": len(t.persons), "converting_persons": int((t.value_micros > 0).sum()), "requests": requests,
-            "spend_usd": spend, "value_usd": value, "value_per_dollar": value / spend if spend > 0 else math.nan,
-            "no_bid_rate": int(t.no_bids.sum()) / requests if requests else math.nan,
-            "error_rate": int(t.errors.sum()) / requests if requests else math.nan}
+    requests, spend, value = int(round(total("requests"))), total("spend_micros"), total("value_micros")
+    return {"persons": s.persons, "converting_persons": int(s.positive[FIELDS.index("value_micros")]),
+            "requests": requests, "spend_usd": round(spend, 6), "value_usd": round(value, 6),
+            "value_per_dollar": value / spend if spend > 0 else math.nan,
+            "no_bid_rate": total("no_bids") / requests if requests else math.nan,
+            "error_rate": total("errors") / requests if requests else math.nan}

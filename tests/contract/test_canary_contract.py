@@ -5,12 +5,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 
 from agent_service.adapters.memory_canary import MemoryCanaryStore
 from agent_service.adapters.redis_canary import RedisCanaryStore
 from agent_service.errors import StoreError
-from agent_service.ports.canary import ARMS, ArmTally, CanaryPlan
+from agent_service.ports.canary import ARMS, ArmSummary, ArmTally, CanaryPlan
 
 _prefixes = itertools.count()
 
@@ -62,3 +63,33 @@ async def test_redis_unreachable_is_a_store_error() -> None:
     s = RedisCanaryStore("redis://127.0.0.1:1/0")
     with pytest.raises(StoreError, match="cannot reach"):
         await s.start()
+
+
+async def test_the_summary_is_each_arms_sums_with_a_crossed_person_in_the_candidate_arm_only(store) -> None:
+    rng = np.random.default_rng(3)
+    persons = [f"p{i}" for i in range(40)]
+    key = itertools.count()
+    for _ in range(30):  # random batches; persons p0-p9 move to the candidate half-way (a ramp stage)
+        batch = []
+        for person in rng.choice(persons, 8):
+            arm = "candidate" if (person in persons[:10] and rng.random() < 0.5) or person in persons[30:] else "control"
+            batch.append(ArmTally(arm, str(person), requests=int(rng.integers(0, 4)), no_bids=int(rng.integers(0, 2)),
+                                  errors=int(rng.integers(0, 2)), spend_micros=int(rng.integers(0, 3_000_000)),
+                                  value_micros=int(rng.integers(0, 2) * rng.integers(0, 90_000_000))))
+        k = f"b{next(key)}"
+        assert await store.add("e1", [(k, batch)]) == [True]
+        assert await store.add("e1", [(k, batch)]) == [False]  # a redelivery moves no sum
+    t = await store.totals("e1")
+    cand = t["candidate"]
+    want = {"control": ArmSummary.of(t["control"].without(set(cand.persons))), "candidate": ArmSummary.of(cand)}
+    got = await store.summary("e1")
+    assert 0 < got["candidate"].persons < len(persons) and got["control"].persons > 0
+    assert set(cand.persons) & set(t["control"].persons)  # some persons did cross
+    for arm in ARMS:
+        assert got[arm].persons == want[arm].persons
+        np.testing.assert_allclose(got[arm].sums, want[arm].sums, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(got[arm].products, want[arm].products, rtol=1e-12, atol=1e-9)
+        assert got[arm].positive.tolist() == want[arm].positive.tolist()
+    main = got["candidate"].ratio("value_micros", "spend_micros")
+    assert main.n == len(cand.persons) and main.sum_x == pytest.approx(cand.value_micros.sum() / 1e6)
+    assert (await store.summary("nothing"))["control"].persons == 0
