@@ -18,7 +18,8 @@ Start a canary: every bidder of `gaelp serve` (same Redis) routes a stable hashe
 persons (identity-resolved: a person's devices stay together) to the candidate registry version
 within about a second, without a restart. Bidders and stream workers tally, per arm and person,
 requests, no-bids, errors, spend and credited conversion value in Redis (exactly once under
-redelivery). Every --every seconds ([canary] evaluate_every_s) the controller reads those totals and
+redelivery), and each arm's sums over its persons as they go. Every --every seconds ([canary]
+evaluate_every_s) the controller reads those sums (a constant-size read at any number of persons) and
 runs the always-valid test on conversion value per dollar and the guardrails (spend rate, no-bid
 rate, error rate) of [canary]:
 
