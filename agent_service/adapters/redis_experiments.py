@@ -6,8 +6,11 @@ Key layout (``{p}`` is the state store's prefix, default ``gaelp:``):
 key                            type    content                                             expiry
 =============================  ======  ==================================================  =================
 {p}xclaim:{effect key}         string  1: the effect was applied (dedupe)                  ttl of the call
-{p}xp:{experiment}:{person}    hash    arm, e (exposed), x (value USD), y (spend USD)      ttl of the call
-{p}xa:{experiment}:{arm}       hash    exposed, n, npos, sx, sy, sxx, syy, sxy             none (audit)
+{p}xp:{experiment}:{person}    hash    arm, e (exposed), x (value USD), y (spend USD),     ttl of the call
+                                       r (requests), nb (no-bids), er (errors)
+{p}xa:{experiment}:{arm}       hash    exposed, n, then per ratio (``''`` value/spend;     none (audit)
+                                       ``gs_``, ``gn_``, ``ge_``: spend, no-bids, errors
+                                       per request) its npos, sx, sy, sxx, syy, sxy
 {p}xarms:{experiment}          set     arms with results                                   none
 {p}xflush:{experiment}         string  the warehouse flush's checkpoint                    none
 =============================  ======  ==================================================  =================
@@ -24,23 +27,40 @@ from redis.exceptions import RedisError
 
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.errors import StoreError
+from agent_service.experiments.guardrails import GuardrailStats
 from agent_service.experiments.sequential import RatioStats
 from agent_service.ports.experiments import ArmEffect, ArmRunning
 
 __all__ = ["RECORD_ARM_EFFECTS", "RedisExperimentStore"]
 
-# ARGV: prefix, ttl, then per effect: key, experiment, arm, person, exposed (0/1), spend, value.
-# Lua numbers reach Redis as %.17g strings: the float sums round-trip exactly.
+# ARGV: prefix, ttl, then per effect: key, experiment, arm, person, exposed (0/1), spend, value,
+# requests, no-bids, errors. Lua numbers reach Redis as %.17g strings: the float sums round-trip exactly.
 RECORD_ARM_EFFECTS = """
 local p, ttl = ARGV[1], tonumber(ARGV[2])
+local function fmt(v) return string.format('%.17g', v) end
+-- one ratio's sums move as the person's totals go from (x, y) to (x + dx, y + dy)
+local function fold(ak, tag, x, y, dx, dy)
+  local nx, ny = x + dx, y + dy
+  if dx ~= 0 then
+    redis.call('HINCRBYFLOAT', ak, tag .. 'sx', fmt(dx))
+    redis.call('HINCRBYFLOAT', ak, tag .. 'sxx', fmt(nx * nx - x * x))
+  end
+  if dy ~= 0 then
+    redis.call('HINCRBYFLOAT', ak, tag .. 'sy', fmt(dy))
+    redis.call('HINCRBYFLOAT', ak, tag .. 'syy', fmt(ny * ny - y * y))
+  end
+  if dx ~= 0 or dy ~= 0 then redis.call('HINCRBYFLOAT', ak, tag .. 'sxy', fmt(nx * ny - x * y)) end
+  if x <= 0 and nx > 0 then redis.call('HINCRBY', ak, tag .. 'npos', 1) end
+end
 local out = {}
-for i = 3, #ARGV, 7 do
+for i = 3, #ARGV, 10 do
   local exp, person = ARGV[i + 1], ARGV[i + 3]
   if redis.call('SET', p .. 'xclaim:' .. ARGV[i], '1', 'NX', 'EX', ttl) then
     local pk = p .. 'xp:' .. exp .. ':' .. person
-    local cur = redis.call('HMGET', pk, 'arm', 'e', 'x', 'y')
+    local cur = redis.call('HMGET', pk, 'arm', 'e', 'x', 'y', 'r', 'nb', 'er')
     local arm = cur[1]
     local x, y = tonumber(cur[3]) or 0, tonumber(cur[4]) or 0
+    local r, nb, er = tonumber(cur[5]) or 0, tonumber(cur[6]) or 0, tonumber(cur[7]) or 0
     local ak
     if not arm then
       arm = ARGV[i + 2]
@@ -56,15 +76,13 @@ for i = 3, #ARGV, 7 do
       redis.call('HINCRBY', ak, 'exposed', 1)
     end
     local dy, dx = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
-    local nx, ny = x + dx, y + dy
-    redis.call('HSET', pk, 'x', string.format('%.17g', nx), 'y', string.format('%.17g', ny))
+    local dr, dnb, der = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9])
+    fold(ak, '', x, y, dx, dy)
+    fold(ak, 'gs_', y, r, dy, dr)
+    fold(ak, 'gn_', nb, r, dnb, dr)
+    fold(ak, 'ge_', er, r, der, dr)
+    redis.call('HSET', pk, 'x', fmt(x + dx), 'y', fmt(y + dy), 'r', r + dr, 'nb', nb + dnb, 'er', er + der)
     redis.call('EXPIRE', pk, ttl)
-    redis.call('HINCRBYFLOAT', ak, 'sx', string.format('%.17g', dx))
-    redis.call('HINCRBYFLOAT', ak, 'sy', string.format('%.17g', dy))
-    redis.call('HINCRBYFLOAT', ak, 'sxx', string.format('%.17g', nx * nx - x * x))
-    redis.call('HINCRBYFLOAT', ak, 'syy', string.format('%.17g', ny * ny - y * y))
-    redis.call('HINCRBYFLOAT', ak, 'sxy', string.format('%.17g', nx * ny - x * y))
-    if x <= 0 and nx > 0 then redis.call('HINCRBY', ak, 'npos', 1) end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
@@ -96,7 +114,7 @@ class RedisExperimentStore:
             args: list[Any] = [self._p, max(1, int(ttl_s))]
             for e in effects[k:k + _CHUNK]:
                 args += [e.key, e.experiment, e.arm, e.person_id, int(e.exposed), repr(float(e.spend_usd)),
-                         repr(float(e.value_usd))]
+                         repr(float(e.value_usd)), int(e.requests), int(e.no_bids), int(e.errors)]
             try:
                 res = await self._script(keys=[], args=args)
             except RedisError as exc:
@@ -117,10 +135,14 @@ class RedisExperimentStore:
         out = {}
         for arm, raw in zip(arms, rows, strict=True):
             h = {k.decode(): v for k, v in raw.items()}
-            stats = RatioStats(int(h.get("n", 0)), float(h.get("sx", 0)), float(h.get("sy", 0)),
-                               float(h.get("sxx", 0)), float(h.get("syy", 0)), float(h.get("sxy", 0)),
-                               int(h.get("npos", 0)))
-            out[arm] = ArmRunning(int(h.get("exposed", 0)), stats)
+            n = int(h.get("n", 0))
+
+            def ratio(tag: str, h: dict[str, Any] = h, n: int = n) -> RatioStats:
+                sx, sy, sxx, syy, sxy = (float(h.get(f"{tag}{f}", 0)) for f in ("sx", "sy", "sxx", "syy", "sxy"))
+                return RatioStats(n, sx, sy, sxx, syy, sxy, int(h.get(f"{tag}npos", 0)))
+
+            out[arm] = ArmRunning(int(h.get("exposed", 0)), ratio(""),
+                                  GuardrailStats(ratio("gs_"), ratio("gn_"), ratio("ge_")))
         return out
 
     async def flush_state(self, experiment: str) -> bytes | None:

@@ -12,9 +12,13 @@
   (``expose:<exp>:<person>``), a won impression adds its price to the person's spend
   (``won:<exp>:<decision>``), a credited conversion its credit to their value
   (``credit:<exp>:<conv>:<decision>``); the store applies each key once (redelivery changes
-  nothing) and keeps every arm's per-person sums (``ports.experiments``).
-- **Statistics.** :meth:`LiveExperiments.refresh` reads the sums, runs the always-valid test
-  (a rolled-back arm's persons are then served the control) and exports the metrics;
+  nothing) and keeps every arm's per-person sums (``ports.experiments``). The bidder counts each
+  person's requests, no-bids and failed requests in memory and writes them with the next refresh,
+  off the bid path, as one keyed batch (``req:<exp>:<flush>:<person>``; a failed write is retried
+  with the same keys): the guardrails' denominators.
+- **Statistics.** :meth:`LiveExperiments.refresh` reads the sums, runs the always-valid test and
+  the guardrails (spend, no-bid and error rate per request against the control; a rolled-back
+  arm's persons are then served the control) and exports the metrics;
   :meth:`LiveExperiments.flush` appends the sums' growth since the last flush to the warehouse's
   ``experiment_arms`` table, exactly once (a checkpoint in the store names the batch; one flusher).
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -34,8 +39,10 @@ from agent_service.contracts.events import AuctionResult, Decision
 from agent_service.creatives import Catalogue
 from agent_service.errors import ConfigError
 from agent_service.experiments.ab import Experiment, ExperimentStatus, ExperimentSummary, Exposure
+from agent_service.experiments.guardrails import GuardrailStats
 from agent_service.experiments.sequential import RatioStats
 from agent_service.metrics import Metrics
+from agent_service.pipeline.canary_tally import ERROR_REASONS
 from agent_service.ports.experiments import ArmEffect, ArmRunning, ExperimentStore
 from agent_service.units import DAY_S
 from agent_service.warehouse.experiment_arms import write_arm_batch
@@ -82,6 +89,10 @@ class LiveExperiments:
         self._sent: dict[str, None] = {}
         """Exposure keys this process sent (bounded; the store's claim is what makes them count once)."""
         self._slots: dict[tuple[str, str], tuple[Catalogue, np.ndarray]] = {}
+        self._requests: dict[tuple[str, str, str], list[int]] = {}
+        """(experiment, arm, person) → [requests, no-bids, errors] decided since the last write."""
+        self._unsent: list[ArmEffect] = []
+        """Request counts of a write not yet acknowledged: retried as they are."""
         now = catalogue.current(0)
         for c in configs:
             for i, a in enumerate(c.arms):
@@ -138,12 +149,18 @@ class LiveExperiments:
         """
         effects, exposures = [], []
         for d in decisions:
-            if not d.bid or d.shadow:
+            if d.shadow:
                 continue
             got = self.assignment(d.person_id, d.event_time)
             if got is None:
                 continue
             exp, i = got
+            row = self._requests.setdefault((exp.config.id, exp.config.arms[i].name, d.person_id), [0, 0, 0])
+            row[0] += 1
+            if not d.bid:
+                row[1] += 1
+                row[2] += d.no_bid_reason in ERROR_REASONS
+                continue
             key = f"expose:{exp.config.id}:{d.person_id}"
             if key in self._sent:  # this process logged it already: no store round trip on the bid path
                 continue
@@ -194,19 +211,31 @@ class LiveExperiments:
         return await self.refresh(now_ms)
 
     async def refresh(self, now_ms: int) -> list[ExperimentSummary]:
-        """Read every experiment's running results, update its decisions and export its metrics."""
+        """Write the request counts, read every experiment's running results, update its decisions
+        and export its metrics."""
         self._refreshed = self.timer()
+        await self._write_requests()
         out = []
         for exp in self.experiments:
             totals = await self.store.arm_totals(exp.config.id)
             for i, arm in enumerate(exp.config.arms):
-                got = totals.get(arm.name, ArmRunning(0, RatioStats()))
-                exp.stats[i], exp.exposed[i] = got.stats, got.exposed
+                got = totals.get(arm.name) or ArmRunning(0, RatioStats(), GuardrailStats())
+                exp.stats[i], exp.guards[i], exp.exposed[i] = got.stats, got.guards, got.exposed
             summary = exp.evaluate(now_ms)
             self.metrics.record_experiment(summary)
             self._set_values(exp)
             out.append(summary)
         return out
+
+    async def _write_requests(self) -> None:
+        if not self._unsent and self._requests:
+            flush = uuid.uuid4().hex
+            self._unsent = [ArmEffect(f"req:{eid}:{flush}:{person}", eid, arm, person, False, requests=r, no_bids=n,
+                                      errors=e) for (eid, arm, person), (r, n, e) in self._requests.items()]
+            self._requests = {}
+        if self._unsent:
+            await self._record(self._unsent)
+            self._unsent = []
 
     def _set_values(self, exp: Experiment) -> None:
         """Each arm's value per person over the experiment's, shrunk towards 1 while the arm is young."""

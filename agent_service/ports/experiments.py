@@ -5,7 +5,8 @@ person's running totals into their arm's :class:`~agent_service.experiments.sequ
 the person is the unit, counted in the arm of their first effect (intention to treat: a person
 stays in the arm they were randomised to even after it is rolled back), and the arm's sums of
 x², y² and xy move by the difference of the person's squares, so they stay exact per-person
-sums whatever the order of the effects. :class:`~agent_service.adapters.memory_experiments.MemoryExperimentStore`
+sums whatever the order of the effects. The guardrails' ratios (spend, no-bids and failed requests
+per bid request) are kept the same way from each person's request counts. :class:`~agent_service.adapters.memory_experiments.MemoryExperimentStore`
 is the test fake, :class:`~agent_service.adapters.redis_experiments.RedisExperimentStore` production.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
+from agent_service.experiments.guardrails import GuardrailStats
 from agent_service.experiments.sequential import RatioStats
 
 __all__ = ["ArmEffect", "ArmRunning", "ExperimentStore"]
@@ -23,7 +25,8 @@ class ArmEffect(NamedTuple):
     """One event's contribution to a person's totals in an experiment."""
 
     key: str
-    """Idempotency key: ``expose:<exp>:<person>``, ``won:<exp>:<decision>``, ``credit:<exp>:<conv>:<decision>``."""
+    """Idempotency key: ``expose:<exp>:<person>``, ``won:<exp>:<decision>``, ``credit:<exp>:<conv>:<decision>``,
+    ``req:<exp>:<flush>:<person>`` (a bidder's request counts since its last flush)."""
     experiment: str
     arm: str
     """The person's arm now (ignored once the person has one)."""
@@ -33,6 +36,11 @@ class ArmEffect(NamedTuple):
     spend_usd: float = 0.0
     value_usd: float = 0.0
     """Conversion value credited to the person's touches."""
+    requests: int = 0
+    """Bid requests decided for the person under the experiment (the guardrails' denominator)."""
+    no_bids: int = 0
+    errors: int = 0
+    """Of those requests: answered without a bid, failed (the bidder missed the deadline)."""
 
 
 class ArmRunning(NamedTuple):
@@ -42,6 +50,8 @@ class ArmRunning(NamedTuple):
     """Persons exposed (once each)."""
     stats: RatioStats
     """Per-person sums of credited value (x) over spend (y), every person with an effect counted."""
+    guards: GuardrailStats
+    """Per-person sums of spend, no-bids and errors over requests, the same persons."""
 
 
 class ExperimentStore(Protocol):

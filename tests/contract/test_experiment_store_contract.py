@@ -74,3 +74,24 @@ async def test_the_flush_checkpoint_round_trips(store: ExperimentStore) -> None:
     await store.set_flush_state("e", b'{"batch": 1}')
     assert await store.flush_state("e") == b'{"batch": 1}'
     assert await store.flush_state("f") is None
+
+
+async def test_request_counts_keep_the_guardrails_per_person_sums(store: ExperimentStore) -> None:
+    effects = [
+        ArmEffect("req:e:f1:p1", "e", "a", "p1", False, requests=4, no_bids=1),
+        ArmEffect("won:e:d1", "e", "a", "p1", False, spend_usd=0.5),
+        ArmEffect("req:e:f2:p1", "e", "a", "p1", False, requests=2, no_bids=2, errors=1),
+        ArmEffect("req:e:f1:p2", "e", "a", "p2", False, requests=3),
+        ArmEffect("won:e:d2", "e", "a", "p2", False, spend_usd=0.25),
+    ]
+    assert await store.record_arm_effects(effects, TTL) == [True] * len(effects)
+    assert await store.record_arm_effects(effects[:3], TTL) == [False] * 3  # a retried write moves nothing
+    g = (await store.arm_totals("e"))["a"].guards
+    persons = [(6, 3, 1, 0.5), (3, 0, 0, 0.25)]  # requests, no-bids, errors, spend per person
+    for got, col in ((g.spend, 3), (g.no_bids, 1), (g.errors, 2)):
+        want = RatioStats()
+        for p in persons:
+            want.add(p[col], p[0])
+        assert (got.n, got.n_pos) == (want.n, want.n_pos)
+        assert np.allclose([got.sum_x, got.sum_y, got.sum_xx, got.sum_yy, got.sum_xy],
+                           [want.sum_x, want.sum_y, want.sum_xx, want.sum_yy, want.sum_xy], rtol=1e-12)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from agent_service.adapters.memory_experiments import MemoryExperimentStore
@@ -17,7 +18,7 @@ from agent_service.agent.serving.hybrid import spec_of
 from agent_service.commands.experiments import list_experiments
 from agent_service.config import CHANNELS, GaelpConfig
 from agent_service.config.agent import HybridConfig
-from agent_service.config.experiments import ArmConfig, ExperimentConfig, SequentialConfig
+from agent_service.config.experiments import ArmConfig, ExperimentConfig, GuardrailConfig, SequentialConfig
 from agent_service.contracts.codec import decode
 from agent_service.contracts.events import AuctionResult, Conversion, Decision, state_values
 from agent_service.creatives import CatalogueFile
@@ -237,3 +238,31 @@ def test_an_arm_naming_a_creative_outside_the_catalogue_is_refused_by_key() -> N
     bad = dataclasses.replace(EXP, arms=(EXP.arms[0], ArmConfig("typo", ("c09",))))
     with pytest.raises(ConfigError, match=r"experiments\.hero\.arms\[1\]\.creatives"):
         LiveExperiments([bad], MemoryExperimentStore(), CatalogueFile("", 4, 4), Metrics())
+
+
+async def test_an_arm_failing_requests_is_stopped_by_the_error_guardrail_fed_from_the_bid_path() -> None:
+    cfg = dataclasses.replace(EXP, guardrails=GuardrailConfig(min_requests=200))
+    store = MemoryExperimentStore()
+    live = LiveExperiments([cfg], store, CatalogueFile("", 4, 4), Metrics())
+    kit, _, _ = _kit()
+    t = kit.topics
+    out = await kit.handle(t.bid_requests, *[bid_request(f"r{i}", f"dev{i}", T0 + 60_000 * i) for i in range(60)])
+    template = [decode(o.value, Decision) for o in out if o.topic == t.decisions]
+    decided: list[Decision] = []
+    for k in range(12):  # every person asks 12 times; the bold arm misses the deadline on a third
+        for d in template:
+            arm = cfg.arms[live.assignment(d.person_id, d.event_time)[1]].name
+            fails = arm == "bold" and k % 3 == 0
+            decided.append(msgspec.structs.replace(d, id=f"{d.id}:{k}", bid=not fails,
+                                                   no_bid_reason="tmax" if fails else None))
+    await live.decided(decided)
+    assert await store.arm_totals("hero") and all(t.guards.requests == 0 for t in (await store.arm_totals("hero")).values())
+    summary = (await live.refresh(T0 + DAY_MS))[0]  # the counts are written off the bid path, then judged
+    totals = await store.arm_totals("hero")
+    requests = {a: totals[a].guards.requests for a in SLOTS}
+    assert sum(requests.values()) == len(decided)
+    assert totals["bold"].guards.errors.sum_x == sum(d.no_bid_reason == "tmax" for d in decided)
+    bold = next(a for a in summary.arms if a.name == "bold")
+    assert bold.decision == "rollback" and "error_rate" in bold.reason
+    await live.refresh(T0 + DAY_MS)  # nothing new: the same totals
+    assert {a: (await store.arm_totals("hero"))[a].guards.requests for a in SLOTS} == requests
