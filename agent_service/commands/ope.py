@@ -14,7 +14,7 @@ from agent_service.units import DAY_MS
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from agent_service.evaluation.ope_log import JoinedOutcome
+    from agent_service.evaluation.ope_log import JoinedOutcome  # noqa: F401 (the annotation's)
 
 HELP = "estimate a candidate version's value from the logged live decisions (IPS, SNIPS, DR, Switch-DR)"
 DESCRIPTION = """\
@@ -85,12 +85,18 @@ def _known_versions(args: argparse.Namespace) -> set[int]:
                       "unknown versions are refused, so OPE needs to know which are known")
 
 
-_OUTCOMES = """SELECT decision_id,
-                      max(CASE WHEN final THEN reward END), max(CASE WHEN final THEN event_time END),
+# A lost auction opens no window, so it never gets a final record: its outcome record is all
+# it will ever earn (no touch, so no click or credit can follow). `lost` marks such decisions.
+_OUTCOMES = """SELECT x.decision_id,
+                      max(CASE WHEN final THEN reward END), max(CASE WHEN final THEN x.event_time END),
                       sum(CASE WHEN NOT final THEN coalesce(r_immediate, 0) + coalesce(r_attribution, 0)
                                                   + coalesce(r_diversity, 0) ELSE 0 END),
-                      sum(CASE WHEN NOT final THEN coalesce(r_delayed, 0) ELSE 0 END)
-               FROM experience GROUP BY decision_id"""
+                      sum(CASE WHEN NOT final THEN coalesce(r_delayed, 0) ELSE 0 END),
+                      coalesce(bool_and(e.lost), false)
+               FROM experience x LEFT JOIN (SELECT decision_id, bool_or(kind = 'loss') AND NOT bool_or(kind = 'win')
+                                                   AS lost FROM events WHERE decision_id IS NOT NULL GROUP BY 1) e
+                 ON e.decision_id = x.decision_id
+               GROUP BY x.decision_id"""
 _OUTSIDE = """SELECT o.decision_id, o.event_time, o.propensity, o.bid_micros, CAST(o.features AS VARCHAR),
                      CAST(json_extract(s.action, '$.bid_cpm_micros') AS BIGINT),
                      json_extract_string(s.action, '$.no_bid_reason'), CAST(s.state AS VARCHAR)
@@ -135,16 +141,19 @@ def _outcomes(con: Any) -> dict[str, tuple[Any, ...]]:
 
 def joined_outcomes(decisions: Sequence[tuple[str, int]], outs: dict[str, tuple[Any, ...]], window_ms: int
                     ) -> dict[str, JoinedOutcome]:
-    """The joined outcome of each (decision id, event time) that has experience records."""
+    """The joined outcome of each (decision id, event time) that has experience records; a lost
+    auction's is final at once (see ``_OUTCOMES``)."""
+    from agent_service.evaluation.ope_log import JoinedOutcome
+
     out = {}
     for did, t in decisions:
         o = outs.get(did)
         if o is None:
             continue
-        final_reward, final_time, realised, pending = o
-        closes = int(final_time) if final_time is not None else t + window_ms
+        final_reward, final_time, realised, pending, lost = o
+        closes = int(final_time) if final_time is not None else t if lost else t + window_ms
         out[did] = JoinedOutcome(did, float(final_reward if final_reward is not None else realised or 0.0),
-                                 final_reward is not None, closes, float(pending or 0.0))
+                                 final_reward is not None or bool(lost), closes, float(pending or 0.0))
     return out
 
 

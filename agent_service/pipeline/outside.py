@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from agent_service.contracts.events import Action, Decision
 from agent_service.contracts.outside import OutsideDecision
-from agent_service.identity.model import device_node, user_node
+from agent_service.identity.model import device_node
 from agent_service.pipeline.decide import period_of
 from agent_service.ports.store import DecideStore, DecisionDraft
 
@@ -37,7 +37,7 @@ def as_decision(d: OutsideDecision) -> Decision:
     p = d.propensity
     return Decision(
         id=d.id, event_time=d.event_time, request_id=d.request_id, imp_id=d.imp_id,
-        person_id=user_node(d.user_id) if d.user_id else device_node(d.device_id), device_id=d.device_id,
+        person_id=d.user_id or device_node(d.device_id), device_id=d.device_id,
         campaign=OUTSIDE_CAMPAIGN + d.bidder, state=list(d.features or ()),
         action=Action(bid_cpm_micros=d.bid_cpm_micros, creative=d.creative or 0, channel=d.channel or "display",
                       segment=0),

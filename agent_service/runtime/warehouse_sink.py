@@ -49,7 +49,7 @@ from agent_service.contracts.events import (
 )
 from agent_service.contracts.outside import OutsideDecision
 from agent_service.errors import BusError, ConfigError, DecodeError, StoreError
-from agent_service.identity.model import device_node, user_node
+from agent_service.identity.model import device_node
 from agent_service.metrics import Metrics
 from agent_service.pipeline.outcomes import JoinRecord
 from agent_service.pipeline.pseudonym import Pseudonymizer
@@ -239,7 +239,7 @@ class WarehouseSink:
                 "value_micros": conv.value_micros}
 
     def _outside_row(self, d: OutsideDecision) -> dict[str, Any]:
-        person = user_node(self.ids(d.user_id)) if d.user_id else device_node(self.ids(d.device_id))
+        person = self.ids(d.user_id) if d.user_id else device_node(self.ids(d.device_id))
         return {"decision_id": d.id, "event_time": d.event_time, "request_id": d.request_id, "imp_id": d.imp_id,
                 "person_id": person, "device_id": self.ids(d.device_id), "bidder": d.bidder,
                 "bidder_version": d.bidder_version, "bid_micros": d.bid_cpm_micros, "channel": d.channel,

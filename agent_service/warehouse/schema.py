@@ -141,7 +141,7 @@ TABLES: dict[str, TableSchema] = {
            C("event_time", "INT64", True, "Event time of the bid request, ms since the epoch."),
            C("request_id", "STRING", True, "OpenRTB BidRequest.id (pairs it with GAELP's candidate)."),
            C("imp_id", "STRING", True, "OpenRTB Imp.id."),
-           C("person_id", "STRING", False, "Pseudonymised user (u:...) or device (d:...)."),
+           C("person_id", "STRING", False, "Pseudonymised user, or d:<device> when none is logged."),
            C("device_id", "STRING", False, "Pseudonymised device of the request."),
            C("bidder", "STRING", True, "The outside bidder's name."),
            C("bidder_version", "STRING", False, "Its version label."),
