@@ -9,7 +9,7 @@ definition for both. What keeps it apart from GAELP's own decisions:
 - put if absent (``reserve_and_put`` reserving nothing): a GAELP decision already stored under
   the same id is never overwritten;
 - its campaign is ``outside:<bidder>``: nothing of it reaches GAELP's budget ledger (a win
-  settles no reservation of GAELP's);
+  settles no reservation of GAELP's), nor a canary's or an experiment's arms, nor the win and spend metrics (:func:`is_outside`);
 - its state is the bidder's features (usually none): never the agent's layout, so the learner
   skips its experience (``agent/learning/online.py`` replays only its own layout);
 - its propensity is the logged one when it lies in (0, 1], else 1.0 — a placeholder the
@@ -26,7 +26,7 @@ from agent_service.identity.model import device_node
 from agent_service.pipeline.decide import period_of
 from agent_service.ports.store import DecideStore, DecisionDraft
 
-__all__ = ["OUTSIDE_CAMPAIGN", "as_decision", "store_outside"]
+__all__ = ["OUTSIDE_CAMPAIGN", "as_decision", "is_outside", "store_outside"]
 
 OUTSIDE_CAMPAIGN = "outside:"
 """Prefix of the campaign an outside bidder's decisions are stored under."""
@@ -43,6 +43,11 @@ def as_decision(d: OutsideDecision) -> Decision:
                       segment=0),
         propensity=p if p is not None and 0.0 < p <= 1.0 else 1.0, model_version=0, bid=d.bid_cpm_micros > 0,
         no_bid_reason=None if d.bid_cpm_micros > 0 else "outside")
+
+
+def is_outside(d: Decision) -> bool:
+    """Whether ``d`` is an outside bidder's (its spend and credit count in no canary or experiment arm)."""
+    return d.campaign.startswith(OUTSIDE_CAMPAIGN)
 
 
 async def store_outside(store: DecideStore, records: Sequence[OutsideDecision], ttl_s: int) -> int:

@@ -223,6 +223,6 @@ TABLES: dict[str, TableSchema] = {
 }
 """The tables by name."""
 
-STREAM_TABLES = ("decisions", "events", "attributions", "experience", "outside_decisions")
-"""The tables the warehouse sink fills from the streams (the others are written by commands:
-``experiment_arms``, ``users``)."""
+STREAM_TABLES = ("decisions", "events", "attributions", "experience")
+"""The tables the warehouse sink fills from GAELP's own streams (it fills ``outside_decisions`` too when an
+outside bidder logs; the others are written by commands: ``experiment_arms``, ``users``)."""

@@ -127,6 +127,7 @@ async def test_outcomes_join_to_an_outside_decision_and_never_overwrite_gaelps_o
     [exp] = [decode(o.value, Experience) for o in out if o.topic == t.experience]
     assert exp.decision_id == "acme-r1:1" and exp.won and exp.reward == pytest.approx(-0.0012)
     assert exp.state == []  # not the agent's layout: the learner does not replay it
+    assert kit.metrics.spend._value.get() == 0  # GAELP's spend metric counts GAELP's wins only
     await kit.handle(t.conversions, Conversion(id="c1", event_time=T0 + 60_000, value_micros=5_000,
                                                device_id="dev-acme-1"))
     finals = [decode(o.value, Experience) for o in await kit.ticks(T0 + 16 * DAY) if o.topic == t.experience]
