@@ -225,7 +225,13 @@ def run_outside(args: argparse.Namespace) -> int:
         raise ConfigError("--bid-edges", f"comma-separated CPM USD amounts: {exc}") from exc
     window_ms = int(args.window_days * DAY_MS)
     as_of = args.as_of if args.as_of is not None else int(time.time() * 1000)
-    raw, outs = read_log(args.log, args.candidate, outside=name)
+    import duckdb
+
+    try:
+        raw, outs = read_log(args.log, args.candidate, outside=name)
+    except duckdb.CatalogException as exc:  # a warehouse from before outside bidders
+        raise ConfigError("--log", f"{args.log} has no outside_decisions table: no outside bidder was logged "
+                          "there") from exc
     rows = [OutsideRow(did, int(t), p, int(bid), json.loads(f) if f else None, cbid if cbid is None else int(cbid),
                        reason, json.loads(state) if state else []) for did, t, p, bid, f, cbid, reason, state in raw]
     outcomes = joined_outcomes([(r.decision_id, r.event_time) for r in rows], outs, window_ms)
