@@ -131,7 +131,7 @@ def build_app(cfg: GaelpConfig, flow: Flow, bus: EventBus, metrics: Metrics) -> 
 def input_topics(cfg: GaelpConfig) -> list[str]:
     """The topics the stream consumes, in the order a batch visits them (touches before conversions)."""
     t = cfg.topics
-    return [t.bid_requests, t.auction_results, t.ad_events, t.identity_links, t.conversions]
+    return [t.bid_requests, t.outside_decisions, t.auction_results, t.ad_events, t.identity_links, t.conversions]
 
 
 class BatchWorker:

@@ -60,7 +60,8 @@ def test_schema_validation_names_table_and_column() -> None:
         with pytest.raises(DecodeError) as err:
             events.validate(bad)
         assert err.value.field == field
-    assert set(TABLES) == {"decisions", "events", "attributions", "experience", "experiment_arms", "users"}
+    assert set(TABLES) == {"decisions", "events", "attributions", "experience", "experiment_arms", "users",
+                           "outside_decisions"}
     for schema in TABLES.values():
         assert schema.columns[0].name == schema.id_column and schema.columns[0].required
         assert all(c.description for c in schema.columns)

@@ -198,6 +198,8 @@ class TopicsConfig:
     """Records that failed to decode, with the reason."""
     candidate_decisions: str = "gaelp.decisions.candidate"
     """The candidate policy's decisions on the live policy's requests (logged, never sent)."""
+    outside_decisions: str = "gaelp.decisions.outside"
+    """An outside bidder's decisions, with their propensities when it logs them (``contracts/outside.py``)."""
     partitions: int = 4
     """Partitions per topic when GAELP creates them."""
 

@@ -15,6 +15,7 @@ from agent_service.contracts.events import (
     Touch,
 )
 from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid
+from agent_service.contracts.outside import OutsideDecision
 
 __all__ = [
     "Action",
@@ -29,6 +30,7 @@ __all__ = [
     "Experience",
     "IdentityLink",
     "Imp",
+    "OutsideDecision",
     "RewardParts",
     "SeatBid",
     "Tick",

@@ -27,13 +27,16 @@ from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode, decode_bid_request, encode
 from agent_service.contracts.events import AdEvent, AuctionResult, Conversion, IdentityLink, Tick
 from agent_service.contracts.openrtb import BidRequest
+from agent_service.contracts.outside import OutsideDecision
 from agent_service.errors import DecodeError
 from agent_service.metrics import Metrics
 from agent_service.pipeline.decide import Decider
 from agent_service.pipeline.outcomes import Outcomes
+from agent_service.pipeline.outside import store_outside
 from agent_service.pipeline.records import HandleResult, Output, dead_letter
 from agent_service.ports.bus import BusRecord
 from agent_service.ports.store import StreamStore
+from agent_service.units import DAY_S
 
 if TYPE_CHECKING:
     from agent_service.pipeline.experiments import LiveExperiments
@@ -68,13 +71,14 @@ class Flow:
         t = cfg.topics
         self.outcomes = Outcomes(cfg, store, metrics, attribution or stream_attribution(cfg), decider.ids)
         self._handlers: dict[str, Callable[[list[tuple[BusRecord, Any]]], Awaitable[list[Output]]]] = {
+            t.outside_decisions: self._outside_decisions,  # before the results that name them
             t.auction_results: self.outcomes.auction_results,
             t.ad_events: self.outcomes.ad_events,
             t.conversions: self._conversions,
             t.identity_links: self.outcomes.identity_links,
         }
         self._types: dict[str, type[Any]] = {
-            t.auction_results: AuctionResult, t.ad_events: AdEvent,
+            t.outside_decisions: OutsideDecision, t.auction_results: AuctionResult, t.ad_events: AdEvent,
             t.conversions: Conversion, t.identity_links: IdentityLink,
         }
         self._gating = (t.auction_results, t.ad_events, t.identity_links)
@@ -164,6 +168,12 @@ class Flow:
         outputs += [Output(candidates, d.id.encode(), encode(d)) for d in self.decider.decide_candidates()]
         return outputs
 
+    async def _outside_decisions(self, items: list[tuple[BusRecord, OutsideDecision]]) -> list[Output]:
+        """An outside bidder's decisions, stored for the joins (``pipeline/outside.py``); nothing to publish."""
+        ttl = int(self.cfg.join.window_days * DAY_S) + 2 * DAY_S
+        await store_outside(self.decider.store, [d for _, d in items], ttl)
+        return []
+
     async def _conversions(self, items: list[tuple[BusRecord, Conversion]]) -> list[Output]:
         ready = await self.watermark(*self._gating)
         now = [conv for _, conv in items if conv.event_time <= ready]
@@ -199,6 +209,9 @@ class Flow:
         if isinstance(obj, Conversion):
             return msgspec.structs.replace(obj, user_id=ids(obj.user_id) if obj.user_id else None,
                                            device_id=ids(obj.device_id) if obj.device_id else None)
+        if isinstance(obj, OutsideDecision):
+            return msgspec.structs.replace(obj, device_id=ids(obj.device_id),
+                                           user_id=ids(obj.user_id) if obj.user_id else None)
         if isinstance(obj, IdentityLink):
             return msgspec.structs.replace(
                 obj, device_id=ids(obj.device_id), person_id=ids(obj.person_id) if obj.person_id else "",

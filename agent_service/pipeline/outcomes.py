@@ -36,6 +36,7 @@ from agent_service.money import micros_to_usd
 from agent_service.pipeline.canary_tally import CanaryTally
 from agent_service.pipeline.decide import period_of
 from agent_service.pipeline.identity_links import IdentityLinks
+from agent_service.pipeline.outside import is_outside
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.pipeline.records import Output, dead_letter
 from agent_service.ports.bus import BusRecord
@@ -115,10 +116,11 @@ class Outcomes:
             order.append((dec, res))
         stored = await self.store.record_results(effects, self._ttl)
         for (dec, res), (applied, got) in zip(order, stored, strict=True):
-            if applied and res.won:  # counted once, not on redelivery
+            if applied and res.won and not is_outside(dec):  # counted once, not on redelivery; GAELP's only
                 self.metrics.wins.labels(dec.action.channel).inc()
                 self.metrics.spend.inc(micros_to_usd(res.price_paid_micros))
             outputs.append(self._out(dec.id, got))
+        order = [(dec, res) for dec, res in order if not is_outside(dec)]  # GAELP's arms only from here
         if self.canary is not None:  # keyed by decision: a redelivered result adds nothing
             await self.canary.spent([(dec, res.price_paid_micros) for dec, res in order if res.won])
         if self.experiments is not None:  # idempotent by decision id, applied or redelivered alike
@@ -198,13 +200,14 @@ class Outcomes:
                                    }.values(), key=lambda t: (t.event_time, t.decision_id))
                     learner.observe_conversion([t.channel for t in path], micros_to_usd(conv.value_micros))
         decisions = await self.store.get_decisions(list({d for r in records for d, _ in r.credits}), state_encoded=True)
+        own = {d for d, dec in decisions.items() if not is_outside(dec)}  # an outside bidder's credit is no arm's
         if self.canary is not None:  # keyed by conversion and decision: a redelivery adds nothing
             await self.canary.credited([(r.conversion_id, decisions[d], micros) for r in records
-                                        for d, micros in r.credits if d in decisions])
+                                        for d, micros in r.credits if d in own])
         outputs = []
         if self.experiments is not None:  # idempotent by conversion and decision id
             await self.experiments.credited([(decisions[d], conv.id, micros) for conv, r in zip(convs, records, strict=True)
-                                             for d, micros in r.credits if d in decisions])
+                                             for d, micros in r.credits if d in own])
         for conv, record in zip(convs, records, strict=True):
             for decision_id, micros in record.credits:
                 dec = decisions.get(decision_id)

@@ -110,7 +110,8 @@ class ServeRuntime:
         # With the Redis registry the rollback bookkeeping stays with the process that rolls back.
         self.lineage = Lineage(self.registry, model_dir / "LINEAGE.json" if cfg.serve.registry == "file" else None)
         t = cfg.topics
-        self._inputs = [t.bid_requests, t.auction_results, t.ad_events, t.conversions, t.identity_links]
+        self._inputs = [t.bid_requests, t.outside_decisions, t.auction_results, t.ad_events, t.conversions,
+                        t.identity_links]
         """The topics the stream worker consumes."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stops: list[Callable[[], Awaitable[None]]] = []

@@ -1,7 +1,7 @@
 """The warehouse sink: what the stream produced, from the bus into the warehouse tables.
 
-A consumer in its own group reads the decisions, auction-results, ad-events, conversions and
-experience topics and turns each record into rows of ``warehouse.schema.TABLES``:
+A consumer in its own group reads the decisions, auction-results, ad-events, conversions,
+experience and outside-decisions topics and turns each record into rows of ``warehouse.schema.TABLES``:
 
 ==================  =====================================================================
 table               rows
@@ -12,6 +12,7 @@ attributions        one per credited (conversion, decision): model, fraction, mi
                     from the stored join of the conversion when its first credit record passes
 experience          one per experience record (outcome, click, credit, final); the state is
                     left out (join ``decisions`` on ``decision_id``)
+outside_decisions   one per outside bidder's decision (``contracts/outside.py``), ids pseudonymised
 ==================  =====================================================================
 
 Rows go through :class:`~agent_service.warehouse.BatchWriter` (batched, retried with
@@ -46,7 +47,9 @@ from agent_service.contracts.events import (
     RewardParts,
     state_values,
 )
+from agent_service.contracts.outside import OutsideDecision
 from agent_service.errors import BusError, ConfigError, DecodeError, StoreError
+from agent_service.identity.model import device_node
 from agent_service.metrics import Metrics
 from agent_service.pipeline.outcomes import JoinRecord
 from agent_service.pipeline.pseudonym import Pseudonymizer
@@ -108,7 +111,7 @@ class WarehouseSink:
         self.max_records = max_records
         self._consumer: Consumer = bus.consumer(
             [topics.decisions, topics.candidate_decisions, topics.auction_results, topics.ad_events, topics.conversions,
-             topics.experience], group)
+             topics.experience, topics.outside_decisions], group)
         self.rows: Counter[str] = Counter()
         """New rows handed to the writer, per table."""
         self.skipped: Counter[str] = Counter()
@@ -194,7 +197,8 @@ class WarehouseSink:
         t = self.topics
         kinds: dict[str, type[Any]] = {t.decisions: Decision, t.candidate_decisions: Decision,
                                        t.auction_results: AuctionResult, t.ad_events: AdEvent,
-                                       t.conversions: Conversion, t.experience: _ExperienceRow}
+                                       t.conversions: Conversion, t.experience: _ExperienceRow,
+                                       t.outside_decisions: OutsideDecision}
         decoded: list[Any] = []
         candidates: list[Decision] = []
         for rec in records:
@@ -222,6 +226,8 @@ class WarehouseSink:
                 out["events"].append(_event_row(x, decisions.get(x.decision_id)))
             elif isinstance(x, Conversion):
                 out["events"].append(self._conversion_row(x))
+            elif isinstance(x, OutsideDecision):
+                out.setdefault("outside_decisions", []).append(self._outside_row(x))
             else:
                 out["experience"].append(_experience_row(x))
         return {k: v for k, v in out.items() if v}
@@ -231,6 +237,13 @@ class WarehouseSink:
                 "person_id": self.ids(conv.user_id) if conv.user_id else None,
                 "device_id": self.ids(conv.device_id) if conv.device_id else None,
                 "value_micros": conv.value_micros}
+
+    def _outside_row(self, d: OutsideDecision) -> dict[str, Any]:
+        person = self.ids(d.user_id) if d.user_id else device_node(self.ids(d.device_id))
+        return {"decision_id": d.id, "event_time": d.event_time, "request_id": d.request_id, "imp_id": d.imp_id,
+                "person_id": person, "device_id": self.ids(d.device_id), "bidder": d.bidder,
+                "bidder_version": d.bidder_version, "bid_micros": d.bid_cpm_micros, "channel": d.channel,
+                "creative": d.creative, "propensity": d.propensity, "features": d.features}
 
     async def _attributions(self, credits: Sequence[_ExperienceRow], decisions: dict[str, Decision]
                             ) -> list[dict[str, Any]]:

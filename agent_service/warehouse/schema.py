@@ -1,4 +1,4 @@
-"""The warehouse tables: decisions, events, attributions, experience, experiment_arms, users.
+"""The warehouse tables: decisions, outside_decisions, events, attributions, experience, experiment_arms, users.
 
 Every table has an id column that is also the insert id (BigQuery ``insertId``, DuckDB
 primary key), so a row written twice — a retried batch, a redelivered event — is stored
@@ -136,6 +136,20 @@ TABLES: dict[str, TableSchema] = {
            C("shadow", "BOOL", False, "Decided in shadow mode (never bid)."),
            C("state", "JSON", False, "State vector / features the policy saw."),
            C("action", "JSON", False, "Full action (bid multiplier, creative, channel, segment).")),
+        _t("outside_decisions", "decision_id", "One decision of an outside bidder (contracts/outside.py).",
+           C("decision_id", "STRING", True, "Id its auction results and ad events name (insert id)."),
+           C("event_time", "INT64", True, "Event time of the bid request, ms since the epoch."),
+           C("request_id", "STRING", True, "OpenRTB BidRequest.id (pairs it with GAELP's candidate)."),
+           C("imp_id", "STRING", True, "OpenRTB Imp.id."),
+           C("person_id", "STRING", False, "Pseudonymised user, or d:<device> when none is logged."),
+           C("device_id", "STRING", False, "Pseudonymised device of the request."),
+           C("bidder", "STRING", True, "The outside bidder's name."),
+           C("bidder_version", "STRING", False, "Its version label."),
+           C("bid_micros", "INT64", True, "Bid sent (CPM, micros); 0 for a no-bid."),
+           C("channel", "STRING", False, "Channel, if it logs one."),
+           C("creative", "INT64", False, "Creative, if it logs one."),
+           C("propensity", "FLOAT64", False, "Logged probability of the bid (None: not logged; any value kept)."),
+           C("features", "JSON", False, "Context features it decided from, if it shares them.")),
         _t("events", "event_id", "Auction results, impressions, clicks and conversions.",
            C("event_id", "STRING", True, "Id of the event (insert id)."),
            C("event_time", "INT64", True, "Event time, ms since the epoch."),
@@ -210,5 +224,5 @@ TABLES: dict[str, TableSchema] = {
 """The tables by name."""
 
 STREAM_TABLES = ("decisions", "events", "attributions", "experience")
-"""The tables the warehouse sink fills from the streams (the others are written by commands:
-``experiment_arms``, ``users``)."""
+"""The tables the warehouse sink fills from GAELP's own streams (it fills ``outside_decisions`` too when an
+outside bidder logs; the others are written by commands: ``experiment_arms``, ``users``)."""

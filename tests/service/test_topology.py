@@ -48,8 +48,8 @@ async def test_every_input_topic_has_one_agent(world) -> None:  # type: ignore[n
     kit, bus, _ = world
     app = build_app(kit.cfg, kit.flow, bus, kit.metrics)
     t = kit.topics
-    assert set(app.agents) == {f"gaelp.{n}" for n in (t.bid_requests, t.auction_results, t.ad_events,
-                                                       t.identity_links, t.conversions)}
+    assert set(app.agents) == {f"gaelp.{n}" for n in (t.bid_requests, t.outside_decisions, t.auction_results,
+                                                       t.ad_events, t.identity_links, t.conversions)}
 
 
 async def test_bid_request_agent_decides_and_logs(world) -> None:  # type: ignore[no-untyped-def]
