@@ -175,6 +175,10 @@ class BatchWorker:
             self._task = None
             await self._consumer.stop()
 
+    def assigned(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this worker's group member holds now."""
+        return self._consumer.assigned()
+
     async def _run(self) -> None:
         delay = 0.1
         while not self._stopping.is_set():
