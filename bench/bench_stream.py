@@ -170,7 +170,7 @@ async def main(n: int, runtime: str) -> dict[str, object]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--decisions", type=int, default=10_000)
-    ap.add_argument("--runtime", choices=("faust", "batch"), default="faust",
+    ap.add_argument("--runtime", choices=("faust", "batch"), default=GaelpConfig().serve.stream_runtime,
                     help="the stream runtime measured (serve.stream_runtime)")
     ap.add_argument("--profile", action="store_true", help="cProfile the worker (to stderr)")
     ap.add_argument("--profile-out", metavar="PATH", help="with --profile: also dump the stats to PATH")

@@ -1,4 +1,4 @@
-"""GAELP's stream topology on Faust: every topic, its consumer and what it produces.
+"""GAELP's stream topology: every topic, its consumer and what it produces.
 
     gaelp.bid-requests    ──► decide            ──► gaelp.decisions
     gaelp.auction-results ──► record_outcomes   ──► gaelp.experience   (spend settled, touch stored)
@@ -24,10 +24,11 @@ that were never handed to an agent (unacked, so the next owner gets them again) 
 would still be acked, which is why an unexpected error does not escape: the batch is retried
 a few times, then its records go to the dead-letter topic (nothing is dropped silently).
 
-``BatchWorker`` runs the same agents without Faust's per-event machinery (``serve.stream_runtime
-= "batch"``): Faust hands every record through its conductor, a channel queue and the stream's
-processors — about 130 µs of CPU per event before a handler runs (``bench/bench_stream.py`` with
-a no-op handler), a ceiling near 7k events/s. The batch worker is one aiokafka group member over
+``BatchWorker`` (the default, ``serve.stream_runtime = "batch"``; ``"faust"`` runs the agents
+above) runs the same agents without Faust's per-event machinery: Faust hands every record
+through its conductor, a channel queue and the stream's processors — about 130 µs of CPU per
+event before a handler runs (``bench/bench_stream.py`` with a no-op handler), a ceiling near 7k
+events/s. The batch worker is one aiokafka group member over
 every input topic: each fetched batch is split by topic (in the order of the graph above), each
 part goes through ``handle_batch``, and only then are the batch's positions committed. When a
 rebalance is about to take the partitions (the consumer's revoke hook), the batch in hand is let
