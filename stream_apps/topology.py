@@ -1,4 +1,4 @@
-"""GAELP's stream topology on Faust: every topic, its consumer and what it produces.
+"""GAELP's stream topology: every topic, its consumer and what it produces.
 
     gaelp.bid-requests    ──► decide            ──► gaelp.decisions
     gaelp.auction-results ──► record_outcomes   ──► gaelp.experience   (spend settled, touch stored)
@@ -24,14 +24,18 @@ that were never handed to an agent (unacked, so the next owner gets them again) 
 would still be acked, which is why an unexpected error does not escape: the batch is retried
 a few times, then its records go to the dead-letter topic (nothing is dropped silently).
 
-``BatchWorker`` runs the same agents without Faust's per-event machinery (``serve.stream_runtime
-= "batch"``): Faust hands every record through its conductor, a channel queue and the stream's
-processors — about 130 µs of CPU per event before a handler runs (``bench/bench_stream.py`` with
-a no-op handler), a ceiling near 7k events/s. The batch worker is one aiokafka group member over
+``BatchWorker`` (the default, ``serve.stream_runtime = "batch"``; ``"faust"`` runs the agents
+above) runs the same agents without Faust's per-event machinery: Faust hands every record
+through its conductor, a channel queue and the stream's processors — about 130 µs of CPU per
+event before a handler runs (``bench/bench_stream.py`` with a no-op handler), a ceiling near 7k
+events/s. The batch worker is one aiokafka group member over
 every input topic: each fetched batch is split by topic (in the order of the graph above), each
-part goes through ``handle_batch``, and only then are the fetched positions committed. A commit
-that fails (a rebalance moved the partitions) leaves the records to their next owner, whose
-effects are the same ones again (idempotent by event id).
+part goes through ``handle_batch``, and only then are the batch's positions committed. When a
+rebalance is about to take the partitions (the consumer's revoke hook), the batch in hand is let
+finish and commit first, so the next owner starts after it; a batch that cannot finish within
+``REVOKE_WAIT_S`` (its store is down) is not waited for and commits only partitions this worker
+still holds once it is done. A batch whose effects did not complete is never committed: its
+records go to the next owner again, whose effects are the same ones (idempotent by event id).
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ WITHIN_S = 0.05
 """How long an agent waits to fill a batch (a handler call costs a fixed number of round trips)."""
 POISON_TRIES = 3
 """Attempts of a batch that fails unexpectedly before its records are dead-lettered."""
+REVOKE_WAIT_S = 5.0
+"""How long a rebalance waits for the batch in hand (it is under aiokafka's rebalance timeout,
+beyond which the group would drop this member anyway)."""
 
 
 def to_records(topic: str, events: Iterable[Any]) -> list[BusRecord]:
@@ -148,6 +155,11 @@ class BatchWorker:
         self.flow, self.bus, self.metrics = flow, bus, metrics
         self.order = input_topics(cfg)
         self._consumer: Consumer = bus.consumer(self.order, cfg.serve.group_id)
+        self._consumer.on_revoke(self._finish_in_hand)
+        self._in_hand = asyncio.Lock()
+        """Held from a fetch's return until its batch is handled and committed."""
+        self._done: dict[tuple[str, int], int] = {}
+        """Positions after handled records, not committed yet."""
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -164,6 +176,10 @@ class BatchWorker:
             self._task = None
             await self._consumer.stop()
 
+    def assigned(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this worker's group member holds now."""
+        return self._consumer.assigned()
+
     async def _run(self) -> None:
         delay = 0.1
         while not self._stopping.is_set():
@@ -176,16 +192,39 @@ class BatchWorker:
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
-            if not records:
-                continue
-            by_topic: dict[str, list[BusRecord]] = {}
-            for rec in records:
-                by_topic.setdefault(rec.topic, []).append(rec)
-            for name in self.order:
-                if name in by_topic:
-                    await handle_batch(self.flow, self.bus, self.metrics, name, by_topic[name])
-            try:
-                await self._consumer.commit()  # only now: every fetched record's effects are stored
-            except BusError as exc:
-                self.metrics.errors.labels("bus").inc()
-                log.warning("commit failed (%s); the next owner gets these records again", exc)
+            if records:
+                async with self._in_hand:
+                    await self._handle(records)
+                    await self._commit()
+
+    async def _handle(self, records: list[BusRecord]) -> None:
+        by_topic: dict[str, list[BusRecord]] = {}
+        for rec in records:
+            by_topic.setdefault(rec.topic, []).append(rec)
+        for name in self.order:
+            if name in by_topic:
+                await handle_batch(self.flow, self.bus, self.metrics, name, by_topic[name])
+        for rec in records:  # only now: every record's effects are stored
+            self._done[(rec.topic, rec.partition)] = rec.offset + 1
+
+    async def _commit(self) -> None:
+        done, self._done = self._done, {}
+        try:
+            await self._consumer.commit(done)
+        except BusError as exc:  # kept for the next commit, unless the partition moves on meanwhile
+            self.metrics.errors.labels("bus").inc()
+            log.warning("commit failed (%s); retried with the next batch", exc)
+            for tp, pos in done.items():
+                self._done.setdefault(tp, pos)
+
+    async def _finish_in_hand(self) -> None:
+        """Revoke hook: the partitions' next owner should start after the batch in hand."""
+        try:
+            await asyncio.wait_for(self._in_hand.acquire(), REVOKE_WAIT_S)
+        except TimeoutError:
+            log.warning("batch in hand not done after %.0fs; its records go to the next owner again", REVOKE_WAIT_S)
+            return
+        try:
+            await self._commit()
+        finally:
+            self._in_hand.release()

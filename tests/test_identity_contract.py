@@ -86,6 +86,17 @@ async def test_probabilistic_links_merge_only_above_threshold(make_graph) -> Non
     assert await g.link_status("p1") == LinkStatus.BELOW_THRESHOLD
 
 
+async def test_resolving_many_devices_at_once_equals_resolving_each(make_graph) -> None:
+    """More devices than one resolve call takes, persons spanning the calls' boundaries."""
+    g = await make_graph(merge_threshold=0.8)
+    devices = [f"dv{i}" for i in range(1_300)]
+    await g.add_links([login(f"l{i}", d, f"u{i % 400}") for i, d in enumerate(devices) if i % 3]
+                      + [match(f"m{i}", devices[i], devices[i + 601], 0.9) for i in range(0, 600, 9)])
+    many = await g.resolve_many(devices)
+    assert many == {d: await g.resolve(d) for d in devices}
+    assert len({r.person_id for r in many.values()}) < len(devices) and any(r.device_count > 3 for r in many.values())
+
+
 async def test_confidence_is_best_product_of_scores_to_the_root(make_graph) -> None:
     g = await make_graph(merge_threshold=0.8)
     await g.add_links([login("l1", "d1", "u"), match("p1", "d1", "d2", 0.9), match("p2", "d2", "d3", 0.9),

@@ -1,6 +1,10 @@
 """Kafka event bus on aiokafka: the production adapter behind ``ports.bus.EventBus``.
 
-Auto-commit is off: ``commit`` runs after the records' effects are stored. Producers use
+Auto-commit is off: ``commit`` runs after the records' effects are stored; a consumer's
+``on_revoke`` hooks run in aiokafka's ``ConsumerRebalanceListener.on_partitions_revoked``, which
+the group coordinator awaits before it rejoins (still in the old generation, so a commit there
+counts; after the consumer stopped fetching), so every member's hooks have run before any
+member is given partitions. Producers use
 ``acks=all`` without idempotence (tansu, the test broker, cannot do idempotent producers;
 redelivery is harmless because every effect is keyed by event id). Library errors become
 ``BusError``.
@@ -9,17 +13,20 @@ redelivery is harmless because every effect is keyed by event id). Library error
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from agent_service.errors import BusError
-from agent_service.ports.bus import BusRecord
+from agent_service.ports.bus import BusRecord, Positions
 
 __all__ = ["KafkaBus", "KafkaConsumer", "murmur2"]
+
+log = logging.getLogger(__name__)
 
 _M, _MASK = 0x5BD1E995, 0xFFFFFFFF
 _WORDS = [struct.Struct(f"<{n}I") for n in range(64)]  # little-endian 32-bit words, by count
@@ -197,6 +204,25 @@ class KafkaBus:
         return KafkaConsumer(self, list(topics), group)
 
 
+class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Runs a consumer's revoke hooks (aiokafka awaits a coroutine listener before rejoining)."""
+
+    def __init__(self) -> None:
+        self.hooks: list[Callable[[], Awaitable[None]]] = []
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if not revoked:  # the first join: nothing held yet
+            return
+        for hook in self.hooks:
+            try:
+                await hook()
+            except Exception:  # aiokafka would log and go on; say whose hook it was
+                log.exception("revoke hook %r failed", hook)
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        return None
+
+
 class KafkaConsumer:
     """A group member with manual commits (see ``ports.bus.Consumer``)."""
 
@@ -204,10 +230,18 @@ class KafkaConsumer:
         self.topics = topics
         session_ms = int(bus.session_timeout_s * 1000)
         self._c = AIOKafkaConsumer(
-            *topics, bootstrap_servers=bus.bootstrap, group_id=group, enable_auto_commit=False,
+            bootstrap_servers=bus.bootstrap, group_id=group, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(100, session_ms // 5), rebalance_timeout_ms=max(session_ms, 1000),
         )
+        self._revocations = _Revocations()
+        self._c.subscribe(topics, listener=self._revocations)
+
+    def on_revoke(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._revocations.hooks.append(hook)
+
+    def assigned(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self._c.assignment()}
 
     async def start(self) -> None:
         try:
@@ -230,8 +264,14 @@ class KafkaConsumer:
                        for m in msgs)
         return out
 
-    async def commit(self) -> None:
+    async def commit(self, positions: Positions | None = None) -> None:
         try:
-            await self._c.commit()
+            if positions is None:
+                await self._c.commit()
+            else:
+                held = self._c.assignment()
+                offsets = {tp: pos for (t, p), pos in positions.items() if (tp := TopicPartition(t, p)) in held}
+                if offsets:
+                    await self._c.commit(offsets)
         except KafkaError as exc:
             raise BusError(f"commit failed: {exc}") from exc

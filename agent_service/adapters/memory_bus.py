@@ -2,7 +2,8 @@
 
 Topics are lists of partitions held in memory; consumer groups keep committed offsets, so a
 consumer that stops without committing leaves its records to the next member, exactly as
-with Kafka. Partitions are assigned round-robin among the group's running members.
+with Kafka. Partitions are assigned round-robin among the group's running members; a member
+joining or leaving first awaits the other members' revoke hooks, as a Kafka rebalance does.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from agent_service.errors import BusError
-from agent_service.ports.bus import BusRecord
+from agent_service.ports.bus import BusRecord, Positions
 
 __all__ = ["MemoryBus", "MemoryConsumer"]
 
@@ -90,13 +91,20 @@ class MemoryBus:
                    for p, log in enumerate(self._topic(topic)))
 
     # --- group membership (used by MemoryConsumer) ------------------------------------------
-    def _join(self, member: MemoryConsumer) -> None:
+    async def _join(self, member: MemoryConsumer) -> None:
+        await self._revoke(member.group)
         self._members[member.group].append(member)
         self._rebalance(member.group)
 
-    def _leave(self, member: MemoryConsumer) -> None:
+    async def _leave(self, member: MemoryConsumer) -> None:
         self._members[member.group].remove(member)
+        await self._revoke(member.group)
         self._rebalance(member.group)
+
+    async def _revoke(self, group: str) -> None:
+        for m in list(self._members[group]):
+            for hook in m._revoke_hooks:
+                await hook()
 
     def _rebalance(self, group: str) -> None:
         members = self._members[group]
@@ -124,6 +132,13 @@ class MemoryConsumer:
         self._assigned: list[tuple[str, int]] = []
         self._positions: dict[tuple[str, int], int] = {}
         self._running = False
+        self._revoke_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    def on_revoke(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._revoke_hooks.append(hook)
+
+    def assigned(self) -> set[tuple[str, int]]:
+        return set(self._assigned)
 
     def _assign(self, tps: list[tuple[str, int]]) -> None:
         tps = list(tps)
@@ -132,12 +147,12 @@ class MemoryConsumer:
 
     async def start(self) -> None:
         self._running = True
-        self.bus._join(self)
+        await self.bus._join(self)
 
     async def stop(self) -> None:
         if self._running:
             self._running = False
-            self.bus._leave(self)
+            await self.bus._leave(self)
 
     def _take(self, max_records: int) -> list[BusRecord]:
         out: list[BusRecord] = []
@@ -165,6 +180,8 @@ class MemoryConsumer:
             return []
         return self._take(max_records)
 
-    async def commit(self) -> None:
-        for (topic, p), pos in self._positions.items():
+    async def commit(self, positions: Positions | None = None) -> None:
+        chosen = self._positions if positions is None else {tp: pos for tp, pos in positions.items()
+                                                            if tp in self._positions}
+        for (topic, p), pos in chosen.items():
             self.bus._committed[(self.group, topic, p)] = pos

@@ -37,6 +37,9 @@ from agent_service.identity.model import GraphLink, Resolution, device_node, max
 
 __all__ = ["RedisIdentityGraph"]
 
+_RESOLVE_CHUNK = 500
+"""Devices per resolve script call."""
+
 _LIB = r"""
 local P = KEYS[1]
 local function pref(n) if string.sub(n, 1, 2) == 'u:' then return '0' .. n end return '1' .. n end
@@ -173,6 +176,28 @@ return was
 """
 
 
+# Read only: the components of many nodes in one call (a command per member from the client cost
+# more than the graph work). KEYS: prefix. ARGV: nodes. Returns {root or false per node, {per
+# distinct root: {root, member, {its adjacency values}, member, ...}}}.
+_RESOLVE = r"""
+local P = KEYS[1]
+local roots, comps, seen = {}, {}, {}
+for i, n in ipairs(ARGV) do
+  local r = redis.call('HGET', P .. 'root', n)
+  roots[i] = r
+  if r and not seen[r] then
+    seen[r] = true
+    local comp = {r}
+    for _, m in ipairs(redis.call('SMEMBERS', P .. 'mem:' .. r)) do
+      comp[#comp + 1] = m
+      comp[#comp + 1] = redis.call('HVALS', P .. 'adj:' .. m)
+    end
+    comps[#comps + 1] = comp
+  end
+end
+return {roots, comps}
+"""
+
 class RedisIdentityGraph:
     """Identity graph in Redis (see the module docstring for the key layout).
 
@@ -194,6 +219,7 @@ class RedisIdentityGraph:
         self._pipeline_depth = pipeline_depth
         self._add = client.register_script(_ADD)
         self._revoke = client.register_script(_REVOKE)
+        self._resolve = client.register_script(_RESOLVE)
         self._owned = False
 
     @classmethod
@@ -242,23 +268,23 @@ class RedisIdentityGraph:
         return (await self.resolve_many([device_id]))[device_id]
 
     async def resolve_many(self, device_ids: Sequence[str]) -> dict[str, Resolution]:
-        """Persons of many devices: roots, then members, then adjacency (three round trips)."""
-        p = self._p
+        """Persons of many devices: roots, members and their adjacency in one read-only script
+        call per ``_RESOLVE_CHUNK`` devices, the calls pipelined (one round trip)."""
+        nodes = [device_node(d) for d in device_ids]
+        chunks = [nodes[k:k + _RESOLVE_CHUNK] for k in range(0, len(nodes), _RESOLVE_CHUNK)]
         try:
-            nodes = [device_node(d) for d in device_ids]
-            roots = await self._r.hmget(p + "root", nodes) if nodes else []
-            linked = sorted({_text(r) for r in roots if r is not None})
-            pipe = self._r.pipeline(transaction=False)
-            for r in linked:
-                pipe.smembers(p + "mem:" + r)
-            member_sets = dict(zip(linked, [{_text(m) for m in ms} for ms in await pipe.execute()], strict=True))
-            pipe = self._r.pipeline(transaction=False)
-            every = sorted(set().union(*member_sets.values())) if member_sets else []
-            for m in every:
-                pipe.hvals(p + "adj:" + m)
-            adjacency = dict(zip(every, await pipe.execute(), strict=True))
+            replies = await run_scripts(self._r, [(self._resolve, [self._p], chunk) for chunk in chunks])
         except RedisError as exc:
             raise StoreError(f"identity resolve failed: {exc}") from exc
+        roots: list[Any] = []
+        member_sets: dict[str, set[str]] = {}
+        adjacency: dict[str, list[Any]] = {}
+        for chunk_roots, comps in replies:
+            roots += chunk_roots
+            for comp in comps:
+                members = {_text(m) for m in comp[1::2]}
+                member_sets[_text(comp[0])] = members
+                adjacency.update(zip((_text(m) for m in comp[1::2]), comp[2::2], strict=True))
         confidences: dict[str, dict[str, float]] = {}
         for r, members in member_sets.items():
             edges = []

@@ -11,10 +11,10 @@ __all__ = [
     "ASSIGN_IDENTITIES",
     "IDENTITY_PEERS",
     "IP_DEVICES",
-    "JOIN_CONTEXT",
+    "JOIN_CONTEXTS",
     "PARK",
     "RECORD_CLICK",
-    "RECORD_JOIN",
+    "RECORD_JOINS",
     "RECORD_RESULTS",
     "DECIDE_CONTEXTS",
     "EXPORT_PROFILES",
@@ -373,38 +373,72 @@ redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[5])
 return {1, ''}
 """
 
-# KEYS: claim key. ARGV: prefix, user id ('' if none), device id ('' if none), since_ms.
-# Returns {stored join or false, person, {touch json...}, {click flag...}}.
-JOIN_CONTEXT = """
-local stored = redis.call('GET', KEYS[1])
-local person = ARGV[2]
-if person == '' and ARGV[3] ~= '' then
-  person = redis.call('HGET', ARGV[1] .. 'id:dev:' .. ARGV[3], 'person') or ('d:' .. ARGV[3])
-end
-if stored or person == '' then return {stored or false, person, {}, {}} end
-local ids = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'jidx:' .. person, ARGV[4], '+inf')
-if #ids == 0 then return {false, person, {}, {}} end
-return {false, person, redis.call('HMGET', ARGV[1] .. 'jdata:' .. person, unpack(ids)),
-        redis.call('HMGET', ARGV[1] .. 'jclick:' .. person, unpack(ids))}
-"""
-
-# KEYS: claim key. ARGV: prefix, payload, late payload, conversion id, ttl, then (decision, micros) pairs.
-RECORD_JOIN = """
-local stored = redis.call('GET', KEYS[1])
-if stored then return {0, stored} end
-for i = 6, #ARGV, 2 do
-  if redis.call('EXISTS', ARGV[1] .. 'claim:final:' .. ARGV[i]) == 1 then
-    redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[5])
-    return {1, ARGV[3]}
+# Conversions' join contexts, a chunk per call (as RECORD_RESULTS: the client's per-command cost
+# dominates). Read only. ARGV: prefix, then per conversion 4 fields: claim key, user id ('' if
+# none), device id ('' if none), since_ms. Returns per conversion {stored join or false, person,
+# {touch json...}, {click flag...}}.
+JOIN_CONTEXTS = """
+local p = ARGV[1]
+local out = {}
+for i = 2, #ARGV, 4 do
+  local stored = redis.call('GET', p .. 'claim:' .. ARGV[i])
+  local person = ARGV[i + 1]
+  if person == '' and ARGV[i + 2] ~= '' then
+    person = redis.call('HGET', p .. 'id:dev:' .. ARGV[i + 2], 'person') or ('d:' .. ARGV[i + 2])
+  end
+  local ids = {}
+  if not stored and person ~= '' then
+    ids = redis.call('ZRANGEBYSCORE', p .. 'jidx:' .. person, ARGV[i + 3], '+inf')
+  end
+  if #ids == 0 then
+    out[#out + 1] = {stored or false, person, {}, {}}
+  else
+    out[#out + 1] = {false, person, redis.call('HMGET', p .. 'jdata:' .. person, unpack(ids)),
+                     redis.call('HMGET', p .. 'jclick:' .. person, unpack(ids))}
   end
 end
-for i = 6, #ARGV, 2 do
-  local key = ARGV[1] .. 'credit:' .. ARGV[i]
-  redis.call('HSET', key, ARGV[4], ARGV[i + 1])
-  redis.call('EXPIRE', key, ARGV[5])
+return out
+"""
+
+# Conversions' join records, a chunk per call, each in one step: a conversion already claimed
+# returns its stored record; one crediting a decision whose window is final is claimed late;
+# otherwise its credits are stored under its id, then claimed. ARGV: prefix, ttl, then per
+# conversion: claim key, payload, late payload, conversion id, credit count n, n (decision,
+# micros) pairs. Returns {applied, payload, ...} (the payload empty when it was ours).
+RECORD_JOINS = """
+local p, ttl = ARGV[1], ARGV[2]
+local out = {}
+local i = 3
+while i <= #ARGV do
+  local claim, conv, n = p .. 'claim:' .. ARGV[i], ARGV[i + 3], tonumber(ARGV[i + 4])
+  local first, last = i + 5, i + 4 + 2 * n
+  local stored = redis.call('GET', claim)
+  if stored then
+    out[#out + 1] = 0
+    out[#out + 1] = stored
+  else
+    local late = false
+    for k = first, last, 2 do
+      if redis.call('EXISTS', p .. 'claim:final:' .. ARGV[k]) == 1 then late = true break end
+    end
+    if late then
+      redis.call('SET', claim, ARGV[i + 2], 'EX', ttl)
+      out[#out + 1] = 1
+      out[#out + 1] = ARGV[i + 2]
+    else
+      for k = first, last, 2 do
+        local key = p .. 'credit:' .. ARGV[k]
+        redis.call('HSET', key, conv, ARGV[k + 1])
+        redis.call('EXPIRE', key, ttl)
+      end
+      redis.call('SET', claim, ARGV[i + 1], 'EX', ttl)
+      out[#out + 1] = 1
+      out[#out + 1] = ''
+    end
+  end
+  i = last + 1
 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[5])
-return {1, ARGV[2]}
+return out
 """
 
 # The user DB (``ProfileStore``); keys derived from the prefix. A person's share-holding devices:

@@ -43,7 +43,7 @@ each. Hot paths cost a fixed number of round trips per batch, not per item:
   greedy in order: a request's imps share one check; each decision stored with its reservation);
 - stream batch: ``ADVANCE_WATERMARK`` ×partitions (pipelined), ``MGET`` of decisions,
   ``RECORD_RESULTS`` (settle + touch + window + claim, atomic per result, 50 per call),
-  ``RECORD_CLICK`` / ``JOIN_CONTEXT`` / ``RECORD_JOIN`` / ``PARK`` pipelined;
+  ``JOIN_CONTEXTS`` / ``RECORD_JOINS`` (50 per call), ``RECORD_CLICK`` / ``PARK`` pipelined;
 - user DB (``ProfileStore``): ``SCAN`` (``MATCH`` each key kind that names a person, ``COUNT`` 10 ×
   the batch size), then one read-only ``EXPORT_PROFILES`` per batch; ``IMPORT_PROFILES`` (100
   persons per call, pipelined), each person replaced in one atomic step;
@@ -370,21 +370,31 @@ class RedisStore:
         return [(True, e.payload) if a else (False, bytes(x)) for e, (a, x) in zip(effects, res, strict=True)]
 
     async def join_contexts(self, queries: Sequence[JoinQuery]) -> list[JoinContext]:
-        p = self._p
-        res = await self._pipelined("join_contexts", [
-            ("JOIN_CONTEXT", [f"{p}claim:{q.claim_key}"], [p, q.user_id or "", q.device_id or "", q.since_ms])
-            for q in queries])
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        for k in range(0, len(queries), _CHUNK):
+            args: list[Any] = [self._p.encode()]
+            for q in queries[k:k + _CHUNK]:
+                args += [q.claim_key.encode(), (q.user_id or "").encode(), (q.device_id or "").encode(),
+                         b"%d" % q.since_ms]
+            calls.append(("JOIN_CONTEXTS", [], args))
+        res = [c for chunk in await self._pipelined("join_contexts", calls) for c in chunk]
         return [JoinContext(bytes(stored) if stored else None, person.decode(), _touches(touches, clicks))
                 for stored, person, touches, clicks in res]
 
     async def record_joins(self, effects: Sequence[JoinEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
-        p, calls = self._p, []
-        for e in effects:
-            args: list[Any] = [p, e.payload, e.late_payload, e.conversion_id, ttl_s]
-            for d, micros in e.credits:
-                args += [d, int(micros)]
-            calls.append(("RECORD_JOIN", [f"{p}claim:{e.claim_key}"], args))
-        return [(bool(a), bytes(x)) for a, x in await self._pipelined("record_joins", calls)]
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        for k in range(0, len(effects), _CHUNK):
+            args: list[Any] = [self._p.encode(), b"%d" % ttl_s]
+            for e in effects[k:k + _CHUNK]:
+                args += [e.claim_key.encode(), e.payload, e.late_payload, e.conversion_id.encode(),
+                         b"%d" % len(e.credits)]
+                for d, micros in e.credits:
+                    args += [d.encode(), b"%d" % int(micros)]
+            calls.append(("RECORD_JOINS", [], args))
+        flat = [x for chunk in await self._pipelined("record_joins", calls) for x in chunk]
+        # applied with an empty reply: the script stored our payload (see redis_lua)
+        return [(True, e.payload) if flat[2 * k] and not flat[2 * k + 1]
+                else (bool(flat[2 * k]), bytes(flat[2 * k + 1])) for k, e in enumerate(effects)]
 
     async def peek_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:

@@ -3,8 +3,10 @@
 Semantics every adapter honours (tests/contract/test_bus_contract.py checks them):
 - records with the same key go to the same partition and are read in the order published;
 - a consumer in a group reads from the group's committed position; ``commit`` stores the
-  position after every record ``getmany`` has returned so far (commit only after processing:
-  at-least-once delivery);
+  position after every record ``getmany`` has returned so far, or given positions (commit only
+  after processing: at-least-once delivery);
+- before a group rebalance takes a member's partitions, its ``on_revoke`` hook is awaited: work
+  in hand can finish and commit before the next owner reads from the group's position;
 - records not committed are delivered again to the next consumer of the group;
 - different groups each read every record.
 Headers carry the record kind (``gaelp-kind: tick`` marks an event-time heartbeat).
@@ -12,10 +14,10 @@ Headers carry the record kind (``gaelp-kind: tick`` marks an event-time heartbea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
-__all__ = ["BusRecord", "Consumer", "EventBus", "TICK_HEADER"]
+__all__ = ["BusRecord", "Consumer", "EventBus", "Positions", "TICK_HEADER"]
 
 TICK_HEADER = ("gaelp-kind", b"tick")
 """Header of an event-time heartbeat record (value: ``{"id":..., "event_time":...}``)."""
@@ -37,6 +39,10 @@ class BusRecord(NamedTuple):
         return TICK_HEADER in self.headers
 
 
+Positions = Mapping[tuple[str, int], int]
+"""(topic, partition) → offset of the next record to read there (what a commit stores)."""
+
+
 class Consumer(Protocol):
     """A member of a consumer group reading some topics."""
 
@@ -48,8 +54,18 @@ class Consumer(Protocol):
         """Up to ``max_records`` records, waiting at most ``timeout_ms`` for the first."""
         ...
 
-    async def commit(self) -> None:
-        """Commit the position after every record returned so far."""
+    async def commit(self, positions: Positions | None = None) -> None:
+        """Commit the position after every record returned so far, or ``positions`` (those of
+        partitions this member no longer holds are skipped: their owner commits them)."""
+        ...
+
+    def assigned(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this member holds now."""
+        ...
+
+    def on_revoke(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Await ``hook`` whenever a rebalance is about to take this member's partitions (not on
+        ``stop``), before any other member is given them."""
         ...
 
 

@@ -6,8 +6,8 @@ Roles (``--roles``; all four by default, for one machine):
   (new versions swapped in by ``model_watch``), reserves budget atomically, logs every decision
   to Kafka. Never trains, never writes the warehouse; scale it out (``--scale bidder=N``):
   every bidder shares the budget in Redis and the model registry.
-- ``stream`` — the stream topology (``stream_apps.topology``; Faust agents, or with
-  ``serve.stream_runtime = "batch"`` its batch worker): auction results, ad events, identity
+- ``stream`` — the stream topology (``stream_apps.topology``; its batch worker, or with
+  ``serve.stream_runtime = "faust"`` Faust agents): auction results, ad events, identity
   links, conversions and bid requests from Kafka; Kafka spreads partitions over the stream
   workers of the consumer group.
 - ``learner`` — the learner service (``runtime.learner_service``): experience topic in,

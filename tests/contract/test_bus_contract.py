@@ -111,6 +111,39 @@ async def test_uncommitted_records_are_redelivered(bus: EventBus) -> None:
     assert [int(r.value) for r in rest] == [0, 1]  # only what was published after the commit
 
 
+async def test_revoke_hook_commits_before_a_joining_member_reads(bus: EventBus) -> None:
+    """A member's revoke hook runs before its partitions move, and what it commits there is where
+    every member resumes; positions of partitions the member no longer holds are skipped."""
+    topic, group = f"t-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:6]}"
+    await bus.create_topics([topic], partitions=2)
+    for i in range(8):
+        await bus.publish(topic, None, str(i).encode(), partition=i % 2)
+    await bus.flush()
+    c1 = bus.consumer([topic], group)
+    held_at_revoke: list[set[tuple[str, int]]] = []
+
+    async def hook() -> None:  # as if only each partition's first record were processed
+        held_at_revoke.append(c1.assigned())
+        await c1.commit({(topic, 0): 1, (topic, 1): 1})
+    c1.on_revoke(hook)
+    await c1.start()
+    assert len(await _drain(c1, 8)) == 8
+    c2 = bus.consumer([topic], group)
+    await c2.start()
+    again: list[BusRecord] = []
+    deadline = asyncio.get_running_loop().time() + 30.0
+    while len(again) < 6 and asyncio.get_running_loop().time() < deadline:  # both poll: the group rebalances
+        again += await c1.getmany(timeout_ms=100) + await c2.getmany(timeout_ms=100)
+    assert held_at_revoke and held_at_revoke[0] == {(topic, 0), (topic, 1)}
+    assert sorted((r.partition, r.offset) for r in again) == [(p, o) for p in (0, 1) for o in (1, 2, 3)]
+    assert c1.assigned() | c2.assigned() == {(topic, 0), (topic, 1)} and not c1.assigned() & c2.assigned()
+    gone = (topic, 0) if (topic, 0) not in c1.assigned() else (topic, 1)
+    await c1.commit({gone: 4})  # no longer c1's: skipped
+    await c1.stop()
+    await c2.stop()
+    assert (await bus.group_lag(group, [topic]))[topic] == 6
+
+
 async def test_groups_are_independent_and_headers_survive(bus: EventBus) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     await bus.create_topics([topic], partitions=1)

@@ -286,6 +286,21 @@ async def test_joins_apply_once_with_their_credits_and_late_ones_credit_nothing(
     assert user == (None, "alice", [])
 
 
+async def test_many_joins_in_one_call_each_keep_their_own_context_and_credits(store: StateStore) -> None:
+    """More joins than one script call takes, with 0–3 credits each, some of them twice."""
+    await store.record_results([_won(f"tm{i}", f"devM{i}", i + 1) for i in range(0, 120, 7)], TTL)
+    ctxs = await store.join_contexts([JoinQuery(f"conv:m{i}", None, f"devM{i}", 0) for i in range(120)])
+    assert [(c.person_id, [t.decision_id for t in c.journey]) for c in ctxs] == [
+        (f"d:devM{i}", [f"tm{i}"] if i % 7 == 0 else []) for i in range(120)]
+    effects = [JoinEffect(f"conv:m{i}", b"J%d" % i, b"LATE", f"m{i}", [(f"dm{i}-{k}", 10 * i + k) for k in range(i % 4)])
+               for i in range(120)]
+    got = await store.record_joins([*effects, effects[1], effects[118]], TTL)
+    assert got == [(True, b"J%d" % i) for i in range(120)] + [(False, b"J1"), (False, b"J118")]
+    assert await store.credits_many(["dm3-0", "dm3-2", "dm118-1", "dm4-0"]) == [{"m3": 30}, {"m3": 32}, {"m118": 1181}, {}]
+    assert [c.stored for c in await store.join_contexts([JoinQuery(f"conv:m{i}", None, None, 0) for i in (0, 77)])] == [
+        b"J0", b"J77"]
+
+
 # --- WindowStore ----------------------------------------------------------------------------------
 async def test_windows_come_due_in_close_order_until_dropped(store: StateStore) -> None:
     await store.record_results([_won("w1", "devW", 1, close_ms=300), _won("w2", "devW", 2, close_ms=100),

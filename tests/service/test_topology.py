@@ -113,3 +113,39 @@ async def test_batch_worker_commits_each_batch_only_after_its_effects(world) -> 
     [letter] = [decode(r.value, DeadLetter) for r in records if r.topic == t.dead_letters]
     assert [e.id for e in exps] == [f"{dec.id}:outcome"] * 2 and exps[0] == exps[1]
     assert letter.field == "$" and letter.reason
+
+
+async def test_batch_worker_lets_the_batch_in_hand_finish_and_commit_before_a_rebalance(world) -> None:  # type: ignore[no-untyped-def]
+    kit, bus, store = world
+    t = kit.topics
+    [out] = [o for o in await kit.handle(t.bid_requests, bid_request("r4", "dev4", T0 + 10))
+             if o.topic == t.decisions]
+    dec = decode(out.value, Decision)
+    await bus.publish(t.auction_results, b"k", encode(AuctionResult(
+        id="res-4", event_time=T0 + 60, decision_id=dec.id, won=True, price_paid_micros=444)))
+    handled: list[tuple[str, int, int]] = []
+    in_hand, release = asyncio.Event(), asyncio.Event()
+    handle = kit.flow.handle
+
+    async def held(topic, records):  # type: ignore[no-untyped-def]
+        handled.extend((r.topic, r.partition, r.offset) for r in records)
+        in_hand.set()
+        await release.wait()
+        return await handle(topic, records)
+    kit.flow.handle = held  # type: ignore[method-assign]
+    first, second = (BatchWorker(kit.cfg, kit.flow, bus, kit.metrics) for _ in range(2))
+    await first.start()
+    await asyncio.wait_for(in_hand.wait(), 10)
+    joining = asyncio.create_task(second.start())  # the rebalance awaits the first worker's revoke hook
+    await asyncio.sleep(0.05)
+    assert not joining.done() and bus.lag(kit.cfg.serve.group_id, t.auction_results) == 1
+    release.set()
+    await asyncio.wait_for(joining, 10)
+    assert bus.lag(kit.cfg.serve.group_id, t.auction_results) == 0  # committed before the partitions moved
+    for _ in range(20):  # both poll a while: nobody may get the record again
+        await asyncio.sleep(0.01)
+    await first.stop()
+    await second.stop()
+    assert handled == [(t.auction_results, 0, 0)]
+    ledger = await store.budget("c", T0 // 86_400_000)
+    assert (ledger.spent, ledger.reserved) == (444, 0)
