@@ -37,6 +37,7 @@ from agent_service.ports.bus import TICK_HEADER, EventBus
 from agent_service.ports.store import DecisionDraft, StateStore
 from agent_service.runtime.assembly import Service, build_learner, build_service
 from agent_service.units import DAY_MS as DAY
+from stream_apps.topology import input_topics
 
 T0 = 1_767_225_600_000
 CAMPAIGN = "b"
@@ -46,16 +47,11 @@ SALT = b"bench-stream-salt-0123456789"
 def stream_config(prefix: str, bootstrap: str, redis_url: str, partitions: int) -> GaelpConfig:
     """A configuration whose topics and consumer group carry ``prefix``."""
     topics = TopicsConfig(**{k: f"{prefix}.{k.replace('_', '-')}" for k in (
-        "bid_requests", "decisions", "auction_results", "ad_events", "conversions", "identity_links",
-        "experience", "dead_letters")}, partitions=partitions)
+        "bid_requests", "decisions", "outside_decisions", "auction_results", "ad_events", "conversions",
+        "identity_links", "experience", "dead_letters")}, partitions=partitions)
     cfg = GaelpConfig().replace("serve", kafka=bootstrap, redis=redis_url, group_id=prefix,
                                 session_timeout_s=2.0, campaign=CAMPAIGN)
     return GaelpConfig(**{**cfg.__dict__, "topics": topics})
-
-
-def input_topics(cfg: GaelpConfig) -> list[str]:
-    t = cfg.topics
-    return [t.bid_requests, t.auction_results, t.ad_events, t.conversions, t.identity_links]
 
 
 @dataclass
