@@ -160,8 +160,6 @@ class Flow:
         topic = self.cfg.topics.decisions
         for result in await self.decider.decide(items):
             outputs += [Output(topic, d.id.encode(), encode(d)) for d in result.decisions]
-        candidates = self.cfg.topics.candidate_decisions
-        outputs += [Output(candidates, d.id.encode(), encode(d)) for d in self.decider.decide_candidates()]
         return outputs
 
     async def _conversions(self, items: list[tuple[BusRecord, Conversion]]) -> list[Output]:
