@@ -83,6 +83,10 @@ class CandidateWorker:
             except BusError as exc:
                 log.warning("candidate decisions not published (retried): %s", exc)
                 await asyncio.sleep(1.0)
+            except Exception:  # a background loop must outlive a bug: count it, log it, go on
+                self.scorer.metrics.errors.labels("candidate").inc()
+                log.exception("candidate worker")
+                await asyncio.sleep(1.0)
 
 
 async def load_candidate(cfg: GaelpConfig, registry: ModelRegistry, metrics: Metrics, creatives: int, seed: int,

@@ -12,7 +12,7 @@ from agent_service.adapters.memory_bus import MemoryBus
 from agent_service.adapters.memory_store import MemoryStore
 from agent_service.agent.serving.hybrid import HybridAgent
 from agent_service.config import GaelpConfig
-from agent_service.contracts.codec import decode
+from agent_service.contracts.codec import decode, encode
 from agent_service.contracts.events import Decision, state_values
 from agent_service.experiments.assignment import bucket
 from agent_service.pipeline.candidate import CandidateScorer
@@ -179,3 +179,45 @@ async def test_shadow_candidate_through_the_warehouse_into_ope(tmp_path, capsys)
     report = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     v = report["validation"]
     assert v["n_used"] > 0 and not v["refused"].get("propensity_out_of_range")
+
+
+async def test_the_candidate_role_scores_the_kafka_decision_log(tansu, service_redis_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`gaelp serve --roles candidate` on Kafka: the live decisions published on the decisions topic
+    come back on the candidate topic as the candidate's, one per decision, keyed by its id."""
+    import asyncio
+    import uuid
+
+    from agent_service.adapters.kafka_bus import KafkaBus
+    from agent_service.adapters.registry import FileRegistry
+    from agent_service.runtime.assembly import build_learner
+    from agent_service.runtime.serve import ServeRuntime
+
+    _, live, _ = await _bid(0.0)
+    prefix = f"cand{uuid.uuid4().hex[:6]}"
+    cfg = _cfg().replace("serve", kafka=tansu.bootstrap, redis=service_redis_url, registry="file", http_port=0,
+                         model_dir=str(tmp_path / "models"), group_id=prefix, spill_dir=str(tmp_path / "spill")
+                         ).replace("topics", decisions=f"{prefix}.decisions", candidate_decisions=f"{prefix}.cand")
+    build_learner(cfg, FileRegistry(tmp_path / "models"), creatives=4, seed=0)  # v1, the candidate
+    bus = KafkaBus(tansu.bootstrap)
+    await bus.start()
+    runtime = ServeRuntime(cfg, creatives=4, roles={"candidate"})
+    await runtime.start()
+    reader = bus.consumer([cfg.topics.candidate_decisions], f"{prefix}-reader")
+    await reader.start()
+    try:
+        await bus.publish_many(cfg.topics.decisions, [(d.id.encode(), encode(d)) for d in live])
+        await bus.flush()
+        got: dict[bytes, Decision] = {}
+        for _ in range(300):
+            for rec in await reader.getmany(timeout_ms=100, max_records=1000):
+                got[rec.key] = decode(rec.value, Decision)
+            if len(got) == len(live):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await reader.stop()
+        await runtime.stop()
+        await bus.stop()
+    assert sorted(got) == sorted(d.id.encode() for d in live)
+    assert all(d.shadow and not d.bid and d.model_version == 1 for d in got.values())
+    assert runtime.metrics.candidate_decisions._value.get() == len(live)
