@@ -54,7 +54,7 @@ def shadowed(d: Decision, sample: float) -> bool:
 class CandidateScorer:
     """Decides logged live decisions again with the candidate (see the module docstring).
 
-    :param cfg: configuration (``serve.candidate_sample``, the budget, ``hybrid.segment_profile``).
+    :param cfg: configuration (``serve.candidate_sample`` and ``canary_share``, the daily budget).
     :param candidate: the pinned candidate policy.
     :param metrics: ``gaelp_candidate_decisions_total``; refusals in ``gaelp_errors_total``.
     """
