@@ -303,8 +303,7 @@ class Decider:
         value_usd = float(a.value_usd[i])
         bid_micros, reason = self._bid(s, channel, float(a.bid_cpm_usd[i]), int(a.no_bid[i]))
         decision_id = f"{s.req.id}:{s.imp.id}"
-        shadow = self.shadow
-        if reason is None and shadow:
+        if reason is None and self.shadow:
             reason = "shadow"
         return Decision(
             id=decision_id, event_time=s.opp.event_time, request_id=s.req.id, imp_id=s.imp.id,
@@ -313,7 +312,7 @@ class Decider:
             action=Action(bid_cpm_micros=bid_micros if reason is None else 0, creative=int(a.creative[i]),
                           channel=channel, segment=int(a.target[i]), multiplier=a.mult_index),
             value_estimate_micros=usd_to_micros(value_usd), bid=reason is None, no_bid_reason=reason,
-            shadow=shadow,
+            shadow=self.shadow,
         )
 
     def _bid(self, s: _Slot, channel: str, bid_cpm_usd: float, no_bid: int) -> tuple[int, str | None]:
