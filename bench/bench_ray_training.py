@@ -164,7 +164,7 @@ def _config(workdir: Path, prefix: str, extra: str = "") -> Path:
     path = workdir / f"{prefix}.toml"
     topics = {k: f"{prefix}.{k.replace('_', '-')}" for k in ("bid_requests", "decisions", "auction_results",
                                                              "ad_events", "conversions", "identity_links",
-                                                             "experience", "dead_letters")}
+                                                             "experience", "dead_letters", "candidate_decisions")}
     path.write_text(f"""
 [budget]
 daily_usd = 1000000.0

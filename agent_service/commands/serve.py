@@ -27,6 +27,9 @@ deployment scales the parts it needs (docker-compose.yml runs them as separate s
            after each checkpoint. Run one.
   sink     the warehouse sink: decisions, events, attributions, experience to a DuckDB file
            (--warehouse-path) or BigQuery ([warehouse] backend = "bigquery").
+  candidate  with --candidate-version V: decides a hashed sample (--candidate-sample) of the
+           decision log again with version V and logs those decisions (never sent) for
+           `gaelp ope`; the bidders never run V. Idle without --candidate-version.
 
 Every process serves GET /metrics (Prometheus, gaelp_* names) and GET /healthz. The model
 registry is a directory (--registry file, one host or a shared volume) or Redis (--registry
@@ -45,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, "learner", ["ray_address"])
     add_flags(p, "warehouse", ["backend", "duckdb_path"], rename={"backend": "warehouse", "duckdb_path": "warehouse-path"})
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
-    p.add_argument("--roles", default="bidder,stream,learner,sink", metavar="LIST",
-                   help="comma-separated roles this process runs (default: all four)")
+    p.add_argument("--roles", default="bidder,stream,learner,sink,candidate", metavar="LIST",
+                   help="comma-separated roles this process runs (default: all five)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="bidder processes sharing the HTTP port (SO_REUSEPORT) and one budget in Redis; worker k "
                         "also serves /metrics on HTTP port + 1 + k (default 1)")

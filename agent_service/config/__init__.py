@@ -223,12 +223,13 @@ class ServeConfig:
     """Campaign whose budget ledger this service spends."""
     candidate_version: int = 0
     """A registry version decided beside the live policy on the same requests, its decisions
-    logged on ``topics.candidate_decisions`` and never sent (0: none)."""
+    logged on ``topics.candidate_decisions`` and never sent (0: none). The ``candidate`` role
+    decides them from the decision log (``pipeline/candidate.py``); the bidders never run it."""
     candidate_sample: float = 0.25
     """Share of the live requests the candidate also decides for the shadow log (hashed on the
     request and imp ids, so independent of the outcome: off-policy estimates stay unbiased, on
-    fewer records). Each shadowed request costs a second inference on the bidder's CPU; at 1.0
-    a 2,000 req/s bidder on 2 cores loses tail latency (``bench/bench_shadow.py``)."""
+    fewer records). The cost is the candidate role's CPU, not the bid path's
+    (``bench/bench_shadow.py``)."""
     canary_share: float = 0.0
     """Share of persons (hashed, identity-resolved) the candidate serves live instead (0: none)."""
     bid_rule: str = "agent"
@@ -339,8 +340,8 @@ class LearnerConfig:
     actor_cpus: float = 1.0
     """CPUs reserved for the learner actor (its torch threads)."""
     nice: int = 10
-    """Niceness a process running the learner role without the bidder role adds to itself before
-    it starts Ray (Ray's processes inherit it): on a machine shared with bidders the kernel gives
+    """Niceness a process running the learner (or the shadow ``candidate``) role without the bidder
+    role adds to itself before it starts Ray (Ray's processes inherit it): on a machine shared with bidders the kernel gives
     their bid paths the CPU first (0: equal footing)."""
     sched_idle: bool = True
     """Such a process also takes Linux's SCHED_IDLE policy (inherited like the niceness): it runs

@@ -90,11 +90,9 @@ class BidBatcher:
     def __init__(self, decider: Decider, bus: EventBus, decisions_topic: str, metrics: Metrics,
                  max_batch: int = 256, linger_s: float = 0.0, max_passes: int = 2,
                  spill: RecordSpill | None = None, max_log_backlog: int = _MAX_LOG_BACKLOG,
-                 candidate_topic: str | None = None, log_linger_s: float = 0.0,
+                 log_linger_s: float = 0.0,
                  linger: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.decider, self.bus, self.topic, self.metrics = decider, bus, decisions_topic, metrics
-        self.candidate_topic = candidate_topic
-        self._candidate_log: list[Decision] = []
         self.spill, self.max_log_backlog = spill, max_log_backlog
         self.max_batch = max_batch
         self.max_passes = max_passes
@@ -191,26 +189,12 @@ class BidBatcher:
             if not p.future.done():
                 p.future.set_result(result)
             self._log.extend(result.decisions)
-        if self.decider.candidate is not None and self.candidate_topic:
-            # after the answers: the handlers woken above write them first
-            asyncio.get_running_loop().call_soon(self._decide_candidates)
         if len(self._log) > self.max_log_backlog:  # the bus is down: keep bidding; the oldest go to disk
             excess = [self._log.popleft() for _ in range(len(self._log) - self.max_log_backlog)]
             if self._spill_to_disk(excess):
                 self.metrics.errors.labels("decision_log_spilled").inc(len(excess))
             else:
                 self.metrics.errors.labels("decision_log_dropped").inc(len(excess))
-        self._log_wake.set()
-
-    def _decide_candidates(self) -> None:
-        try:
-            decided = self.decider.decide_candidates()
-        except Exception as exc:  # the candidate never costs the live path anything
-            self.metrics.errors.labels("candidate").inc()
-            log.warning("the candidate policy failed: %s", exc)
-            return
-        self._candidate_log += decided
-        self.metrics.candidate_decisions.inc(len(decided))
         self._log_wake.set()
 
     async def _publish_log(self) -> None:
@@ -243,9 +227,6 @@ class BidBatcher:
         while self.spill is not None and self.spill.count:  # the oldest first
             await self.bus.publish_many(self.topic, self.spill.peek(_LOG_CHUNK))
             self.spill.pop()
-        if self._candidate_log and self.candidate_topic:  # best effort: never spilled, dropped on failure
-            chunk, self._candidate_log = self._candidate_log, []
-            await self.bus.publish_many(self.candidate_topic, _log_records(chunk))
         while self._log:
             chunk = [self._log[i] for i in range(min(len(self._log), _LOG_CHUNK))]
             await self.bus.publish_many(self.topic, _log_records(chunk))
@@ -265,7 +246,7 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
                    admin_actions: dict[str, Callable[[dict[str, object]], Awaitable[dict[str, object]]]] | None = None,
                    tmax_default_ms: int = 100, network_allowance_ms: int = 20, max_batch: int = 256,
                    batch_linger_ms: float = 0.0, max_passes: int = 2, spill: RecordSpill | None = None,
-                   max_log_backlog: int = _MAX_LOG_BACKLOG, candidate_topic: str | None = None,
+                   max_log_backlog: int = _MAX_LOG_BACKLOG,
                    log_linger_ms: float = 0.0) -> web.Application:
     """The service's HTTP application.
 
@@ -283,13 +264,12 @@ def build_http_app(decider: Decider, bus: EventBus, decisions_topic: str, metric
     :param max_passes: batches decided at once.
     :param spill: where the decision log overflows to while the bus is down (None: dropped, counted).
     :param max_log_backlog: decision-log records held in memory while the bus is down.
-    :param candidate_topic: where the candidate policy's decisions go (``decider.candidate``).
     :param log_linger_ms: how long decisions gather before they are published to the decision log.
     """
     actions = admin_actions or {}
     batcher = BidBatcher(decider, bus, decisions_topic, metrics, max_batch=max_batch, linger_s=batch_linger_ms / 1000,
                          max_passes=max_passes, spill=spill, max_log_backlog=max_log_backlog,
-                         candidate_topic=candidate_topic, log_linger_s=log_linger_ms / 1000)
+                         log_linger_s=log_linger_ms / 1000)
 
     async def bid(request: web.Request) -> web.Response:
         started = decider.timer()

@@ -118,28 +118,21 @@ class Decider:
         self.timer: Callable[[], float] = time.perf_counter
         """Seconds on the clock of the requests' deadlines (tests inject their own)."""
         self.candidate: AgentServer | None = None
-        """A candidate policy decided beside the live one (``[serve] candidate_version``): on the
-        live policy's requests its decisions are logged, never sent (:meth:`decide_candidates`);
-        the canary share of persons it serves live."""
+        """The canary's candidate policy (``gaelp promote``, ``[serve] canary_share``): it serves its
+        share of persons live. The shadow candidate is not decided here: the ``candidate`` role
+        replays the decision log (``pipeline/candidate.py``), off the bid path."""
         self.canary_share = 0.0
         """Share of persons (hashed, identity-resolved: one person's devices stay together) whose
         requests the candidate decides live."""
         self.canary_salt = "canary"
-        self.shadow_candidate = True
-        """Also decide the live policy's requests with the candidate, for the shadow log (off while
-        ``gaelp promote`` runs a canary: its candidate serves its share, nothing more)."""
-        self.candidate_sample = 1.0
-        """Share of the live requests also decided by the candidate for the shadow log (hashed on
-        request and imp ids; ``[serve] candidate_sample``)."""
         self.on_decided: Callable[[list[Decision]], None] | None = None
         """Called with each batch's newly stored decisions (the canary's per-arm request counts)."""
-        self._candidate_slots: list[_Slot] = []
         self._gauges: tuple[float, float] | None = None  # (budget, planned spend) USD of the batch's last bid
         self.experiments: LiveExperiments | None = None
         """Running creative A/B experiments (:meth:`use_experiments`); None: none."""
 
     def use_candidate(self, policy: AgentServer | None) -> None:
-        """Serve ``policy`` as the candidate (shadow and canary); it follows the running creative
+        """Serve ``policy`` as the canary's candidate; it follows the running creative
         experiments, so a person keeps their arm whichever policy decides."""
         if policy is not None:
             policy.experiments = self.experiments
@@ -226,22 +219,7 @@ class Decider:
             for k, i in enumerate(rows):
                 drafts[i] = self._decide_one(k, slots[i], served, logged[k])
                 profile[i] = (int(served.context[k]), bool(served.search[k]))
-        if self.candidate is not None and self.shadow_candidate:
-            sample = self.candidate_sample
-            self._candidate_slots.extend(slots[i] for i in live if sample >= 1.0 or bucket(
-                f"{slots[i].req.id}\x00{slots[i].imp.id}", "shadow") < sample)
         return [drafts[i] for i in range(len(slots))], [profile[i] for i in range(len(slots))]
-
-    def decide_candidates(self) -> list[Decision]:
-        """The candidate's decisions on the requests the live policy decided since the last call:
-        with the candidate's propensity and version, marked shadow, never bid, stored nowhere (the
-        caller logs them on ``<decisions>.candidate``, after the live answers have gone)."""
-        slots, self._candidate_slots = self._candidate_slots, []
-        if not slots or self.candidate is None:
-            return []
-        served = self.candidate.act_batch([s.opp for s in slots], [s.ctx for s in slots], [s.device_id for s in slots])
-        logged = [encoded_state(row) for row in served.logged.tolist()]
-        return [self._decide_one(k, s, served, logged[k], shadow=True) for k, s in enumerate(slots)]
 
     async def _reserve_and_store(self, drafts: list[Decision], owners: list[int], profile: list[tuple[int, bool]],
                                  deadlines: Sequence[float | None] | None) -> list[Decision]:
@@ -314,7 +292,7 @@ class Decider:
         opp = opportunity_of(req, imp, event_time, micros_to_usd(floor) if reject is None else None)
         return _Slot(req, imp, opp, device, ctx, reject, floor)
 
-    def _decide_one(self, i: int, s: _Slot, served: ServedBatch, logged: list[float], shadow: bool = False) -> Decision:
+    def _decide_one(self, i: int, s: _Slot, served: ServedBatch, logged: list[float]) -> Decision:
         """The draft decision for slot ``i`` (reservation and storing are done by the plumbing).
 
         Logged with it: the vector the agent decided from (state ⊕ pacing features ⊕ touch
@@ -325,8 +303,7 @@ class Decider:
         value_usd = float(a.value_usd[i])
         bid_micros, reason = self._bid(s, channel, float(a.bid_cpm_usd[i]), int(a.no_bid[i]))
         decision_id = f"{s.req.id}:{s.imp.id}"
-        shadow = shadow or self.shadow
-        if reason is None and shadow:
+        if reason is None and self.shadow:
             reason = "shadow"
         return Decision(
             id=decision_id, event_time=s.opp.event_time, request_id=s.req.id, imp_id=s.imp.id,
@@ -335,7 +312,7 @@ class Decider:
             action=Action(bid_cpm_micros=bid_micros if reason is None else 0, creative=int(a.creative[i]),
                           channel=channel, segment=int(a.target[i]), multiplier=a.mult_index),
             value_estimate_micros=usd_to_micros(value_usd), bid=reason is None, no_bid_reason=reason,
-            shadow=shadow,
+            shadow=self.shadow,
         )
 
     def _bid(self, s: _Slot, channel: str, bid_cpm_usd: float, no_bid: int) -> tuple[int, str | None]:

@@ -164,8 +164,6 @@ class Flow:
         topic = self.cfg.topics.decisions
         for result in await self.decider.decide(items):
             outputs += [Output(topic, d.id.encode(), encode(d)) for d in result.decisions]
-        candidates = self.cfg.topics.candidate_decisions
-        outputs += [Output(candidates, d.id.encode(), encode(d)) for d in self.decider.decide_candidates()]
         return outputs
 
     async def _outside_decisions(self, items: list[tuple[BusRecord, OutsideDecision]]) -> list[Output]:

@@ -50,10 +50,9 @@ def build_service(cfg: GaelpConfig, store: StateStore, registry: ModelRegistry, 
     # run without GAELP_ID_SALT uses a salt derived from its seed: the same seed, the same run.
     ids = Pseudonymizer.from_env() if os.environ.get(ENV_SALT) else Pseudonymizer(f"gaelp-embedded-seed-{seed}".encode())
     decider = Decider(cfg, store, policy, metrics, campaign=campaign, shadow=shadow, ids=ids)
-    if cfg.serve.candidate_version:
+    if cfg.serve.candidate_version and cfg.serve.canary_share > 0:  # the shadow alone: the candidate role's
         decider.candidate = pinned(cfg, creatives, registry, cfg.serve.candidate_version, seed + 1)
         decider.candidate.catalogue = catalogue
-        decider.candidate_sample = cfg.serve.candidate_sample
         decider.canary_share = cfg.serve.canary_share
     flow = Flow(cfg, store, decider, metrics, partitions=partitions, clock=clock)
     if cfg.experiments:
@@ -83,7 +82,7 @@ def live_experiments(cfg: GaelpConfig, store: object, metrics: Metrics, catalogu
 
 
 def pinned(cfg: GaelpConfig, creatives: int, registry: ModelRegistry, version: int, seed: int) -> AgentServer:
-    """A policy serving one registry version, never swapped (the candidate beside the live one)."""
+    """A policy serving one registry version, never swapped (a candidate beside the live one)."""
     server = AgentServer(cfg.hybrid, creatives, cfg.budget.daily_usd, None, seed=seed, bid_rule=cfg.serve.bid_rule)
     server.adopt(server.prepare(registry.load(version), version))
     return server

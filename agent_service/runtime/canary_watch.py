@@ -49,7 +49,7 @@ class CanaryWatcher:
         self.metrics, self.poll_s = metrics, poll_s
         self.applied: CanaryPlan | None = None
         self._static = (decider.candidate, decider.canary_share, decider.canary_salt)
-        """A ``[serve] candidate_version`` shadow, restored when no canary routes."""
+        """The ``[serve] canary_share`` routing of the configuration, restored when no canary routes."""
         self._loaded: tuple[int, AgentServer] | None = None
         self._task: asyncio.Task[None] | None = None
         decider.on_decided = tally.decided
@@ -85,7 +85,6 @@ class CanaryWatcher:
                 self.tally.plan = None  # nothing is served by the candidate: nothing to compare
                 return self.applied
             d.use_candidate(server)
-            d.shadow_candidate = False
             d.canary_salt, d.canary_share = f"canary:{plan.experiment_id}", plan.share
             self.tally.plan = plan
         else:
@@ -100,7 +99,6 @@ class CanaryWatcher:
     def _route_none(self, plan: CanaryPlan | None) -> None:
         d = self.decider
         d.candidate, d.canary_share, d.canary_salt = self._static
-        d.shadow_candidate = True
         self.tally.plan = plan
         self.applied = plan
 

@@ -1,6 +1,6 @@
 """``gaelp serve``: the service on Kafka + Redis, all of it or the roles asked for.
 
-Roles (``--roles``; all four by default, for one machine):
+Roles (``--roles``; all five by default, for one machine):
 
 - ``bidder`` — the OpenRTB bid endpoint: decides from Redis state with the model it serves
   (new versions swapped in by ``model_watch``), reserves budget atomically, logs every decision
@@ -14,6 +14,9 @@ Roles (``--roles``; all four by default, for one machine):
   versioned weights out, on a Ray actor (``[learner] backend``), checkpointed, offsets committed
   after each checkpoint. Run one.
 - ``sink`` — the warehouse sink (its own consumer group; DuckDB file or BigQuery).
+- ``candidate`` — the shadow candidate (``[serve] candidate_version``; idle without one):
+  decides a sample of the decision log again with that version and logs its decisions
+  (``runtime.candidate_worker``), so the bidders never run a second model.
 
 Every process serves ``GET /metrics`` and ``GET /healthz``; a bidder also ``POST
 /openrtb2/bid`` and the admin actions. Start order: the id salt check (``GAELP_ID_SALT``),
@@ -59,6 +62,7 @@ from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.pipeline.records import publish_result
 from agent_service.runtime.assembly import Service, build_service, candidate_loader
 from agent_service.runtime.canary_watch import CanaryWatcher
+from agent_service.runtime.candidate_worker import CandidateWorker, load_candidate
 from agent_service.runtime.event_loop import cancel_all
 from agent_service.runtime.learner_service import LearnerService, learner_backend, model_registry
 from agent_service.runtime.model_watch import ModelWatcher
@@ -69,7 +73,7 @@ from stream_apps.topology import BatchWorker, build_app
 __all__ = ["ROLES", "ServeRuntime", "serve_forever"]
 
 log = logging.getLogger(__name__)
-ROLES: tuple[str, ...] = ("bidder", "stream", "learner", "sink")
+ROLES: tuple[str, ...] = ("bidder", "stream", "learner", "sink", "candidate")
 _ADVANCE_EVERY_S = 1.0
 _FLUSH_EVERY_S = 0.2
 _GAUGES_EVERY_S = 2.0
@@ -149,6 +153,8 @@ class ServeRuntime:
             await self._start_decider()
         if "stream" in self.roles:
             await self._start_stream()
+        if "candidate" in self.roles:
+            await self._start_candidate()
         if "sink" in self.roles:
             assert ids is not None
             self.sink = await start_sink(cfg, self.bus, self.store, ids)
@@ -190,6 +196,18 @@ class ServeRuntime:
         await self.canary_watch.start()
         self._stops.append(self.canary_watch.stop)
 
+    async def _start_candidate(self) -> None:
+        cfg = self.cfg
+        catalogue = CatalogueFile(cfg.creatives.catalogue, cfg.creatives.count, self.creatives, cfg.creatives.reload_s)
+        scorer = await load_candidate(cfg, self.registry, self.metrics, self.creatives, cfg.simulation.seed + 8,
+                                      catalogue)
+        if scorer is None:
+            return
+        worker = CandidateWorker(scorer, self.bus, cfg)
+        await worker.start()
+        self._stops.append(worker.stop)
+        self._tasks.append(asyncio.create_task(worker.run()))
+
     async def _start_stream(self) -> None:
         assert self.service is not None
         cfg = self.cfg
@@ -214,8 +232,7 @@ class ServeRuntime:
                                   tmax_default_ms=cfg.serve.tmax_default_ms,
                                   network_allowance_ms=cfg.serve.network_allowance_ms, max_batch=cfg.serve.max_batch,
                                   batch_linger_ms=cfg.serve.batch_linger_ms, max_passes=cfg.serve.max_passes,
-                                  spill=spill, candidate_topic=cfg.topics.candidate_decisions,
-                                  log_linger_ms=cfg.serve.decision_log_linger_ms)
+                                  spill=spill, log_linger_ms=cfg.serve.decision_log_linger_ms)
             self._tasks.append(asyncio.create_task(self._flush_loop()))
         else:
             http = build_metrics_app(self.metrics, lambda: {"roles": sorted(self.roles),
@@ -331,19 +348,20 @@ def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
 
 
 def yield_cpu(cfg: GaelpConfig, roles: Collection[str]) -> int:
-    """A learner process beside no bid path lowers its priority (``[learner] nice``, and
-    ``sched_idle``) before Ray starts, so Ray's raylet, workers and the learner actor inherit it;
-    returns the niceness added."""
-    if "learner" not in roles or "bidder" in roles:
+    """A learner or shadow-candidate process beside no bid path lowers its priority (``[learner]
+    nice``, and ``sched_idle``) before Ray starts, so Ray's raylet, workers and the learner actor
+    inherit it; returns the niceness added. Both are background work: a candidate that falls
+    behind catches up from the decision log."""
+    if not {"learner", "candidate"} & set(roles) or "bidder" in roles:
         return 0
     if cfg.learner.sched_idle and hasattr(os, "SCHED_IDLE"):
         # Every thread already running (the policy is per thread); threads started later inherit it.
         for tid in os.listdir("/proc/self/task"):
             os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))
-        log.info("learner process on SCHED_IDLE: bid paths on this machine come first")
+        log.info("%s process on SCHED_IDLE: bid paths on this machine come first", "+".join(sorted(roles)))
     if cfg.learner.nice:
         os.nice(cfg.learner.nice)
-        log.info("learner process niced by %d", cfg.learner.nice)
+        log.info("%s process niced by %d", "+".join(sorted(roles)), cfg.learner.nice)
     return cfg.learner.nice
 
 

@@ -39,6 +39,7 @@ from agent_service.pipeline.decide import period_of
 from agent_service.pipeline.flow import Flow
 from agent_service.ports.store import BudgetStore, RecordReader
 from agent_service.runtime.assembly import build_learner, build_service
+from agent_service.runtime.candidate_worker import CandidateWorker, load_candidate
 from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.identity_eval import identity_report
 from agent_service.runtime.learner_service import LearnerService
@@ -109,8 +110,12 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     driver = SimDriver(world, bus, t)
     trainer = LearnerService(cfg, bus, ThreadLearner(lambda: (learner, NoCheckpoints())), metrics, durable=False,
                              group="gaelp-learner")
+    # [serve] candidate_version: the shadow candidate decides from the decision log, as `gaelp serve`'s candidate role
+    scorer = await load_candidate(cfg, registry, metrics, cfg.creatives.capacity, sim.seed + 8, catalogue)
+    shadow = CandidateWorker(scorer, bus, cfg, group="gaelp-candidate") if scorer is not None else None
     sink = await _open_sink(cfg, out_dir, bus, store, flow) if warehouse and out_dir is not None else None
-    for c in (worker, driver, trainer):
+    parts = (worker, driver, trainer) if shadow is None else (worker, driver, trainer, shadow)
+    for c in parts:
         await c.start()
     try:
         slot_ms = DAY_MS // sim.slots_per_day
@@ -131,6 +136,8 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
             await driver.publish_outcomes(decisions, t0, t1)
             await worker.drain()
             await trainer.drain()
+            if shadow is not None:
+                await shadow.drain()
             if sink is not None:
                 await sink.drain()
             if traffic:
@@ -142,11 +149,13 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
         await driver.tick(drain_end + cfg.join.allowed_lateness_ms + 1)
         await worker.drain()
         await trainer.drain()
+        if shadow is not None:
+            await shadow.drain()
         if sink is not None:
             await sink.drain()
         bar.close()
     finally:
-        for c in (worker, driver, trainer):
+        for c in parts:
             await c.stop()
         if sink is not None:
             run.warehouse = await _close_sink(sink)

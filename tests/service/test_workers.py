@@ -96,6 +96,8 @@ def test_a_learner_process_without_a_bid_path_yields_the_cpu(monkeypatch) -> Non
     assert yield_cpu(cfg, {"learner"}) == 10 and calls == [10]
     assert idle and set(idle) == {os.SCHED_IDLE}  # every thread of the process
     assert yield_cpu(cfg, {"bidder", "learner"}) == 0 and yield_cpu(cfg, {"stream"}) == 0
+    assert yield_cpu(cfg, {"candidate"}) == 10 and calls == [10, 10]  # the shadow candidate: background too
+    assert yield_cpu(cfg, {"bidder", "candidate"}) == 0
     n = len(idle)
     assert yield_cpu(cfg.replace("learner", nice=0, sched_idle=False), {"learner"}) == 0
-    assert calls == [10] and len(idle) == n
+    assert calls == [10, 10] and len(idle) == n
