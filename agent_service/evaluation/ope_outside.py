@@ -10,7 +10,7 @@ bid (a candidate row of ``decisions``, paired on request and imp id): its action
 of the bid it would have sent, one draw standing in for its distribution as in ``gaelp ope``.
 A candidate row that said no for a reason of its own (floor, budget, pacing, organic) is bucket
 0; one that would have bid but logged no price (``no_bid_reason = 'shadow'`` with price 0) has
-no known action and is left out with a count.
+no known action (a log from before candidate rows carried the price) and is left out with a count.
 
 The logging propensity is the bidder's own (``propensity``: the probability of the bid's
 bucket) or, when it logs none, the estimate of :mod:`agent_service.evaluation.outside_propensity`

@@ -155,9 +155,12 @@ class CandidateScorer:
                 reason = "pacing"
             else:
                 reason = NO_BID_REASONS[int(acts.no_bid[k])] if int(acts.no_bid[k]) != BID else None
+            # The price it would have bid is logged (never sent: bid=False, shadow=True), so an outside
+            # bidder's log can be compared with it by bid bucket (evaluation/ope_outside.py).
+            price = usd_to_micros(float(acts.bid_cpm_usd[k])) if reason is None and channel != "organic" else 0
             out.append(msgspec.structs.replace(
                 d, state=encoded_state(vectors[k]), propensity=float(acts.propensity[k]), model_version=acts.version,
-                action=Action(bid_cpm_micros=0, creative=int(acts.creative[k]), channel=channel,
+                action=Action(bid_cpm_micros=price, creative=int(acts.creative[k]), channel=channel,
                               segment=int(acts.target[k]), multiplier=acts.mult_index),
                 value_estimate_micros=usd_to_micros(float(acts.value_usd[k])), bid=False,
                 no_bid_reason=reason or "shadow", shadow=True))

@@ -66,7 +66,10 @@ async def test_the_candidate_decides_every_live_request_from_the_log_and_never_b
     assert len(live) == 60 and {d.model_version for d in live} == {2} and not any(d.shadow for d in live)
     assert [d.id for d in shadow] == [d.id for d in live]  # the same requests, joinable by decision id
     assert {d.model_version for d in shadow} == {1}
-    assert all(d.shadow and not d.bid and d.action.bid_cpm_micros == 0 and 0 < d.propensity <= 1 for d in shadow)
+    assert all(d.shadow and not d.bid and 0 < d.propensity <= 1 for d in shadow)
+    would = [d for d in shadow if d.no_bid_reason == "shadow" and d.action.channel != "organic"]
+    assert would and all(500_000 <= d.action.bid_cpm_micros <= 10_000_000 for d in would)  # the price it would have bid
+    assert all(d.action.bid_cpm_micros == 0 for d in shadow if d not in would)
     assert all(len(state_values(d)) == len(state_values(x)) for d, x in zip(shadow, live, strict=True))
     assert any(d.bid for d in live)
 
