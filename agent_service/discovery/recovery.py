@@ -34,6 +34,7 @@ from agent_service.ingest.runner import ingest_ga4
 from agent_service.ingest.store import Ga4Store
 from simulators.calibration.schema import Calibration, DelayCal
 from simulators.delays import DelayModel
+from simulators.engine import DAY_MS
 from simulators.ga4_export import export_world
 from simulators.traffic_log import LoggedSlot
 
@@ -62,12 +63,15 @@ def round_trip(cal: Calibration, workdir: Path, persons: int, opportunities_per_
     """
     shown = np.zeros(3)
     p_click = np.zeros(3)
+    lags: list[np.ndarray] = []
 
     def observe(s: LoggedSlot) -> None:
         won = s.out.won
         ch = s.actions.channel[won].astype(np.int64)
         shown[:] += np.bincount(ch, minlength=3)
         p_click[:] += np.bincount(ch, weights=s.truth.p_click[won], minlength=3)
+        c = s.out.conv
+        lags.append(np.stack([s.out.conv_time[c], s.out.conv_time[c] - s.opps.t[c]]))
 
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -79,7 +83,12 @@ def round_trip(cal: Calibration, workdir: Path, persons: int, opportunities_per_
     t2 = time.perf_counter()
     findings, found = discover(wh, prior, k_max=k_max, seed=seed)
     t3 = time.perf_counter()
-    return {"findings": findings, "calibration": found, "export": export.to_json_obj(),
+    conv_time, lag_ms = np.concatenate(lags, axis=1) if lags else np.zeros((2, 0), np.int64)
+    first = int((conv_time - lag_ms).min(initial=0))
+    export_end = first - first % DAY_MS + int(days * DAY_MS)  # the export starts at a UTC midnight
+    if int((conv_time < export_end).sum()) != export.conversions:
+        raise RuntimeError("true lags: the export's end was not recovered")
+    return {"true_lags": {"days": lag_ms / DAY_MS, "exported": conv_time < export_end}, "findings": findings, "calibration": found, "export": export.to_json_obj(),
             "true_ctr": p_click / np.maximum(shown, 1), "seconds": {"export": t1 - t0, "ingest": t2 - t1,
                                                                     "discover": t3 - t2}}
 
