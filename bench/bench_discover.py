@@ -14,6 +14,9 @@ world runs ``--days`` under the logging policy and is exported as GA4 NDJSON
   without the censoring correction) and the prior's numbers (``default.toml`` used as-is: the
   answer a user gets without discovery — exact for the default world by construction, wrong for
   the perturbed one).
+- the sampled delays themselves (evaluation truth, ``round_trip``'s ``true_lags``): p50 / p90 of
+  every conversion decided in the window, and of the exported ones (true cause, no censoring
+  correction): what a perfect attribution would start from.
 
 Last stdout line: one JSON object. Usage: ``python bench/bench_discover.py [--persons 10000]
 [--opportunities-per-day 28000] [--days 42]``.
@@ -59,6 +62,12 @@ def _prior_errors(true: Calibration, prior: Calibration, true_ctr: np.ndarray) -
                                                                           true.population.devices_per_person))))}
 
 
+def _lag_quantiles(lags: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    d, seen = lags["days"], lags["exported"]
+    return {"decided": [float(x) for x in np.quantile(d, (0.5, 0.9))],
+            "exported": [float(x) for x in np.quantile(d[seen], (0.5, 0.9))]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--persons", type=int, default=10_000)
@@ -79,7 +88,7 @@ def main() -> None:
                  "conversions": rt["export"]["conversions"], "censored_conversions": rt["export"]["censored_conversions"],
                  "seconds": sec, "discover_events_per_s": round(rt["export"]["events"] / max(sec["discover"], 1e-9)),
                  "floor_met": sec["discover"] <= FLOOR_S, "recovery": e, "baseline_prior": _prior_errors(cal, prior, rt["true_ctr"]),
-                 "kaplan_meier_days": f.delays.km_quantiles}
+                 "kaplan_meier_days": f.delays.km_quantiles, "true_lags_p50_p90": _lag_quantiles(rt["true_lags"])}
         out["worlds"][name] = world
         b = world["baseline_prior"]
         print(f"[{name}] {world['events']} events, {world['conversions']} conversions "
@@ -93,6 +102,11 @@ def main() -> None:
               f"{e['delay_rel_err_p90']:.3f}; naive last click {e['naive_last_click_rel_err_p50']:.3f}/"
               f"{e['naive_last_click_rel_err_p90']:.3f}, naive uncensored {e['naive_uncensored_rel_err_p50']:.3f}/"
               f"{e['naive_uncensored_rel_err_p90']:.3f}, prior {b['delay_rel_err_p50']:.3f}/{b['delay_rel_err_p90']:.3f}")
+        tl = world["true_lags_p50_p90"]
+        print(f"  sampled delays p50/p90 {tl['decided'][0]:.2f}/{tl['decided'][1]:.2f} d (all decided), "
+              f"{tl['exported'][0]:.2f}/{tl['exported'][1]:.2f} d (exported, true cause); Kaplan-Meier "
+              f"{world['kaplan_meier_days']['p50']:.2f}/{world['kaplan_meier_days']['p90']:.2f} d; "
+              f"background share {f.delays.background_share:.3f}, K by BIC {len(f.delays.components)}")
         print(f"  hourly corr {e['hourly_corr']:.3f} (prior {b['hourly_corr']:.3f}); CTR rel err "
               + ", ".join(f"{x:.3f}" for x in e["ctr_rel_err"]) + " (prior base_ctr "
               + ", ".join(f"{x:.3f}" for x in b["ctr_rel_err"]) + f"); devices/person abs err "

@@ -34,6 +34,7 @@ from agent_service.ingest.runner import ingest_ga4
 from agent_service.ingest.store import Ga4Store
 from simulators.calibration.schema import Calibration, DelayCal
 from simulators.delays import DelayModel
+from simulators.engine import DAY_MS
 from simulators.ga4_export import export_world
 from simulators.traffic_log import LoggedSlot
 
@@ -49,7 +50,9 @@ def delay_quantiles(delay: DelayCal, ps: tuple[float, ...] = (0.5, 0.9)) -> list
 
 def round_trip(cal: Calibration, workdir: Path, persons: int, opportunities_per_day: float, days: float, seed: int,
                prior: Calibration, k_max: int = 6) -> dict[str, Any]:
-    """Simulate, export, ingest and discover; returns the findings, the calibration and the truth.
+    """Simulate, export, ingest and discover; returns the findings, the calibration and the truth
+    (``true_lags``: every conversion decided in the window, its sampled delay in days and whether
+    it is in the export).
 
     :param cal: the generating calibration.
     :param workdir: where the export and the warehouse go.
@@ -62,12 +65,17 @@ def round_trip(cal: Calibration, workdir: Path, persons: int, opportunities_per_
     """
     shown = np.zeros(3)
     p_click = np.zeros(3)
+    lags: list[np.ndarray] = []
+    first = [np.iinfo(np.int64).max]
 
     def observe(s: LoggedSlot) -> None:
         won = s.out.won
         ch = s.actions.channel[won].astype(np.int64)
         shown[:] += np.bincount(ch, minlength=3)
         p_click[:] += np.bincount(ch, weights=s.truth.p_click[won], minlength=3)
+        first[0] = min(first[0], int(s.opps.t.min(initial=first[0])))
+        c = s.out.conv
+        lags.append(np.stack([s.out.conv_time[c], s.out.conv_time[c] - s.opps.t[c]]))
 
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -79,9 +87,14 @@ def round_trip(cal: Calibration, workdir: Path, persons: int, opportunities_per_
     t2 = time.perf_counter()
     findings, found = discover(wh, prior, k_max=k_max, seed=seed)
     t3 = time.perf_counter()
+    conv_time, lag_ms = np.concatenate(lags, axis=1) if lags else np.zeros((2, 0), np.int64)
+    export_end = first[0] - first[0] % DAY_MS + int(days * DAY_MS)  # the export starts at a UTC midnight
+    if int((conv_time < export_end).sum()) != export.conversions:
+        raise RuntimeError("true lags: the export's end was not recovered")
     return {"findings": findings, "calibration": found, "export": export.to_json_obj(),
-            "true_ctr": p_click / np.maximum(shown, 1), "seconds": {"export": t1 - t0, "ingest": t2 - t1,
-                                                                    "discover": t3 - t2}}
+            "true_lags": {"days": lag_ms / DAY_MS, "exported": conv_time < export_end},
+            "true_ctr": p_click / np.maximum(shown, 1),
+            "seconds": {"export": t1 - t0, "ingest": t2 - t1, "discover": t3 - t2}}
 
 
 def _true_context_mix(cal: Calibration, names: list[str]) -> np.ndarray:
