@@ -57,10 +57,11 @@ from simulators.ipinyou.calibration import PctrCalibration
 from simulators.ipinyou.data import CampaignInfo
 from simulators.ipinyou.market import SyntheticMarket
 from simulators.ipinyou.replay import Observation, Outcome
+from simulators.ipinyou.rlb import value_function
 
 __all__ = ["GaelpBidder", "PriceModel", "TrainedAgent", "train_offline"]
 
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 """Bumped whenever the training code changes what a cached agent means."""
 
 
@@ -151,8 +152,15 @@ class TrainedAgent:
                    {float(z): float(s) for z, s in d["z_scores"]}, tuple(d["gate_eval"]), True)
 
 
+_ONLINE_ONLY = ("finetune_after", "finetune_episodes", "finetune_eps", "pctr_halflife", "price_prior_weight",
+                "pctr_pool", "calibrate", "calib_slope_sd", "calib_offset_sd", "replan")
+"""Settings read only during the replay: they do not change the offline-trained agent."""
+
+
 def _cache_key(info: CampaignInfo, plan: Plan, cfg: AgentConfig, seed: int, episode_length: int) -> str:
-    blob = repr((_CACHE_FORMAT, info, plan.budget, plan.max_bid, plan.value_ref, cfg, seed, episode_length))
+    offline = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _ONLINE_ONLY}
+    blob = repr((_CACHE_FORMAT, info, plan.budget, plan.max_bid, plan.value_ref, sorted(offline.items()), seed,
+                 episode_length))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -296,6 +304,10 @@ class GaelpBidder:
             self._calib = (a, b, norm)
             pool = calibrated * norm  # = pool * calib.shape(pool, pool), the mean kept
         theta = float(pool.mean())
+        if self.cfg.replan:  # RLB's value function from the censored price model, not the training histogram
+            pmf = self.prices.pmf()
+            self.plan = self.plan._replace(table=value_function(pmf, self.episode_length, self.plan.budget,
+                                                                self.plan.value_ref, self.plan.max_bid))
         market = SyntheticMarket(self.prices.pmf(), theta,
                                  dataclasses.replace(self.cfg.market, price_laplace=0.0), pctr_pool=pool)
         seed = self.seed + 100 * self.episodes_done

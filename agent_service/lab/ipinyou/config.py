@@ -57,6 +57,9 @@ class AgentConfig:
     """Prior sd of the calibration slope around 1 (a priori: a few hundred clicks can move it)."""
     calib_offset_sd: float = 2.0
     """Prior sd of the calibration offset (the level is normalised away; weak)."""
+    replan: bool = False
+    """At each online refit, rebuild RLB's value function from the refitted (censored, Kaplan-Meier
+    style) price model instead of keeping the one from the training histogram."""
     market: MarketConfig = field(default_factory=lambda: MarketConfig(
         pctr_log_sd=0.5, price_laplace=1.0, price_level_jitter=0.3, ctr_level_jitter=0.3))
     """Synthetic training market (domain randomisation: +-30% market and CTR levels)."""
