@@ -28,6 +28,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # o
     os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -38,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent_service.lab.ipinyou.config import AgentConfig
 from agent_service.lab.ipinyou.runner import (
     LEDGER,
     POLICIES,
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain", action="store_true", help="train the agent from scratch")
     parser.add_argument("--c0", type=float, nargs="*", default=list(C0_VALUES), help="budget ratios")
     parser.add_argument("--policies", nargs="*", default=list(POLICIES), choices=POLICIES)
-    parser.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2],
+    parser.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2, 3, 4],
                         help="more agent seeds at c0=1/32 (all are reported, with the median)")
     parser.add_argument("--no-won-check", action="store_true",
                         help="skip the reference run of the agent at c0=1/32 with the other feedback mode")
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         "timings": {"dp_seconds": dp_seconds, "total_seconds": round(time.perf_counter() - t_start, 1)},
     }
     config = {**out["protocol"], "c0": args.c0, "policies": args.policies, "extra_seeds": args.extra_seeds,
-              "retrain": args.retrain, "data": Path(args.data).name, "log": log_path.name}
+              "retrain": args.retrain, "data": Path(args.data).name, "log": log_path.name,
+              "agent_config": dataclasses.asdict(AgentConfig())}
     out["config"] = config
     entry = record_test_run(log_path, ROOT, config, {
         "clicks": {p: {c: r["clicks"] for c, r in by_c0.items()} for p, by_c0 in results.items()},
