@@ -9,11 +9,15 @@ the published references and the timings.
 
 The agent learns from won auctions only (``--feedback won``, the default: a lost auction reveals
 neither the click nor the price, only that the price was above the bid); ``--feedback full`` is
-a reference that no real bidder has. Every run is appended to ``bench/ledgers/ipinyou-2997.jsonl``
-with the commit and the configuration's hash (``agent_service/lab/ledger.py``): the test log is
-never used to choose anything, and the ledger shows every run on it.
+a reference that no real bidder has. Every run on the test log (recognised by its bytes) is
+appended to ``bench/ledgers/ipinyou-2997.jsonl`` with the commit and the configuration's hash
+(``agent_service/lab/ledger.py``): the test log is never used to choose anything, and the ledger
+shows every run on it.
 
-    .venv/bin/python bench/bench_ipinyou.py [--data DIR] [--seed 0] [--retrain] [--feedback won]
+Designs are chosen on the validation split of the training log (``--log`` with the published
+code's ``2997.validation.txt``, bench/README.md says where to get it); runs on it are not ledgered.
+
+    .venv/bin/python bench/bench_ipinyou.py [--data DIR] [--log FILE] [--seed 0] [--retrain] [--feedback won]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # o
     os.environ.setdefault(_var, "1")  # (agent_service/threads.py says why)
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -34,8 +39,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent_service.lab import ledger
-from agent_service.lab.ipinyou.runner import POLICIES, TableCache, format_table, paired_bootstrap, run_policy
+from agent_service.lab.ipinyou.config import AgentConfig
+from agent_service.lab.ipinyou.runner import (
+    LEDGER,
+    POLICIES,
+    TableCache,
+    format_table,
+    paired_bootstrap,
+    record_test_run,
+    run_policy,
+)
 from simulators.ipinyou.config import C0_VALUES, PUBLISHED_2997, default_data_dir
 from simulators.ipinyou.data import load_info, load_log
 
@@ -48,6 +61,8 @@ _AGENT_KEEP = ("train_seconds", "train_transitions", "train_transitions_per_s", 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(default_data_dir()), help="folder with test.theta.txt and info.json")
+    parser.add_argument("--log", default=None,
+                        help="the log to replay (default: DATA/test.theta.txt; the validation split for choosing)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic episodes and the DQN")
     parser.add_argument("--feedback", choices=("full", "won"), default="won",
                         help="what the agent learns after an auction (default won; full is a reference)")
@@ -55,16 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain", action="store_true", help="train the agent from scratch")
     parser.add_argument("--c0", type=float, nargs="*", default=list(C0_VALUES), help="budget ratios")
     parser.add_argument("--policies", nargs="*", default=list(POLICIES), choices=POLICIES)
-    parser.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2],
+    parser.add_argument("--extra-seeds", type=int, nargs="*", default=[1, 2, 3, 4],
                         help="more agent seeds at c0=1/32 (all are reported, with the median)")
     parser.add_argument("--no-won-check", action="store_true",
                         help="skip the reference run of the agent at c0=1/32 with the other feedback mode")
-    parser.add_argument("--ledger", default=str(ROOT / "bench" / "ledgers" / "ipinyou-2997.jsonl"),
-                        help="where every run on the test log is appended")
+    parser.add_argument("--ledger", default=str(ROOT / LEDGER), help="where every run on the test log is appended")
     args = parser.parse_args(argv)
 
     t_start = time.perf_counter()
-    log, info = load_log(args.data), load_info(args.data)
+    log_path = Path(args.log) if args.log else Path(args.data) / "test.theta.txt"
+    log, info = load_log(log_path), load_info(args.data)
     rows: list[dict[str, Any]] = []
     results: dict[str, dict[str, Any]] = {p: {} for p in args.policies}
     vs_rlb: dict[str, Any] = {}
@@ -146,12 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         "timings": {"dp_seconds": dp_seconds, "total_seconds": round(time.perf_counter() - t_start, 1)},
     }
     config = {**out["protocol"], "c0": args.c0, "policies": args.policies, "extra_seeds": args.extra_seeds,
-              "retrain": args.retrain, "data": Path(args.data).name}
-    entry = ledger.append(Path(args.ledger), ROOT, config, {
+              "retrain": args.retrain, "data": Path(args.data).name, "log": log_path.name,
+              "agent_config": dataclasses.asdict(AgentConfig())}
+    out["config"] = config
+    entry = record_test_run(log_path, ROOT, config, {
         "clicks": {p: {c: r["clicks"] for c, r in by_c0.items()} for p, by_c0 in results.items()},
-        "agent_seeds_c0_1_32": seeds})
-    out["ledger"] = {"file": str(Path(args.ledger).relative_to(ROOT)) if Path(args.ledger).is_relative_to(ROOT)
-                     else args.ledger, "commit": entry["commit"], "config_hash": entry["config_hash"]}
+        "agent_seeds_c0_1_32": seeds}, Path(args.ledger))
+    out["ledger"] = None if entry is None else {
+        "file": str(Path(args.ledger).relative_to(ROOT)) if Path(args.ledger).is_relative_to(ROOT) else args.ledger,
+        "commit": entry["commit"], "config_hash": entry["config_hash"]}
     print(json.dumps(out, default=float))
     return 0
 

@@ -102,7 +102,7 @@ def _ipinyou_config(args: argparse.Namespace) -> Any:
 
 
 def _run_ipinyou(args: argparse.Namespace) -> int:
-    from agent_service.lab.ipinyou.runner import TableCache, format_table, run_policy
+    from agent_service.lab.ipinyou.runner import TableCache, format_table, record_test_run, run_policy
     from simulators.ipinyou.config import C0_VALUES, PUBLISHED_2997
     from simulators.ipinyou.data import load_info, load_log
 
@@ -125,6 +125,15 @@ def _run_ipinyou(args: argparse.Namespace) -> int:
         print(f"published {ref.upper()} at c0=1/32 on 2997: {pub['clicks']} clicks / {pub['cost']} cost")
     for r in rows:
         r.pop("episode_clicks", None)
+    config = {"bench": "gaelp bench ipinyou", "policy": args.policy, "c0": list(c0s), "seed": args.seed,
+              "feedback": cfg.feedback, "episode_length": cfg.episode_length, "max_bid": cfg.max_bid,
+              "bid": args.bid, "retrain": args.retrain, "no_cache": args.no_cache}
+    root = Path(__file__).resolve().parents[2]
+    entry = record_test_run(cfg.data_path, root, config,
+                            {"clicks": {args.policy: {f"{r['c0']:g}": r["clicks"] for r in rows}}})
+    if entry is not None:
+        print(f"test log: run appended to the ledger (commit {entry['commit']}, config {entry['config_hash']})",
+              file=sys.stderr)
     if len(rows) == 1:
         out: dict[str, Any] = rows[0]
     else:

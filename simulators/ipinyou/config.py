@@ -17,6 +17,7 @@ __all__ = [
     "C0_VALUES",
     "FEEDBACK_MODES",
     "PUBLISHED_2997",
+    "TEST_LOG_SHA256",
     "IPinYouConfig",
     "default_data_dir",
 ]
@@ -33,6 +34,10 @@ PUBLISHED_2997: dict[str, dict[str, int]] = {
 """Published results for campaign 2997 at c0 = 1/32 (Cai et al., WSDM 2017, via BENCHMARKS.md §1)."""
 
 FEEDBACK_MODES: tuple[str, ...] = ("full", "won")
+
+TEST_LOG_SHA256 = "1068befe0006f37affdc8b4b13ea6bcbcca28929233133fca309cebeafdfbde8"
+"""sha256 of campaign 2997's ``test.theta.txt``: a run on a log with these bytes, wherever the
+file lies, is a test run and goes on the ledger (:func:`agent_service.lab.ipinyou.runner.record_test_run`)."""
 
 
 def default_data_dir() -> Path:

@@ -20,7 +20,7 @@ import numpy as np
 
 from agent_service.errors import DecodeError
 
-__all__ = ["FIELDS", "AuctionLog", "CampaignInfo", "load_info", "load_log", "parse_log"]
+__all__ = ["FIELDS", "AuctionLog", "CampaignInfo", "load_info", "load_log", "parse_log", "strip_rlb_headers"]
 
 FIELDS: tuple[str, ...] = ("click", "market_price", "pctr")
 """The three fields of a log line, in order."""
@@ -170,8 +170,25 @@ def parse_log(text: str, source: str = "log", max_price: int = 300) -> AuctionLo
     return AuctionLog(click.astype(np.int64), price.astype(np.int64), pctr.copy())
 
 
+def strip_rlb_headers(text: str) -> str:
+    """The auction lines of a log in the published RLB code's format, whose ``data/1000/*.txt``
+    files (``han-cai/rlb-dp``) interleave tab-separated header lines (``dimension T``, then
+    ``period`` or ``period cost``) with the auctions; a plain log comes back unchanged.
+
+    Only a file whose first line is such a header is treated so (a 1- or 2-field line in a plain
+    log stays, and is reported as malformed by :func:`parse_log`).
+
+    :param text: the whole file.
+    """
+    lines = text.splitlines()
+    if not lines or len(lines[0].split()) != 2:
+        return text
+    return "\n".join(line for line in lines if len(line.split()) not in (1, 2))
+
+
 def load_log(path: str | Path, max_price: int = 300) -> AuctionLog:
-    """Read ``test.theta.txt`` (or the folder holding it).
+    """Read ``test.theta.txt`` (or the folder holding it), or a log in the RLB code's format
+    (:func:`strip_rlb_headers`: the validation split ``2997.validation.txt``).
 
     :param path: the file or its folder.
     :param max_price: highest market price accepted.
@@ -183,4 +200,4 @@ def load_log(path: str | Path, max_price: int = 300) -> AuctionLog:
         text = p.read_text()
     except FileNotFoundError as exc:
         raise DecodeError(str(p), "file not found (pass --data DIR)") from exc
-    return parse_log(text, source=p.name, max_price=max_price)
+    return parse_log(strip_rlb_headers(text), source=p.name, max_price=max_price)

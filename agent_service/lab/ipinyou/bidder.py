@@ -44,6 +44,7 @@ import torch
 from agent_service.agent.learning.dqn import DQNLearner
 from agent_service.lab.ipinyou.config import AgentConfig
 from agent_service.lab.ipinyou.multiplier_policy import MultiplierPolicy
+from agent_service.lab.ipinyou.price_ctr import PriceClickModel, best_prefix_bid
 from agent_service.lab.ipinyou.synthetic import (
     N_FEATURES,
     Plan,
@@ -57,10 +58,11 @@ from simulators.ipinyou.calibration import PctrCalibration
 from simulators.ipinyou.data import CampaignInfo
 from simulators.ipinyou.market import SyntheticMarket
 from simulators.ipinyou.replay import Observation, Outcome
+from simulators.ipinyou.rlb import value_function
 
 __all__ = ["GaelpBidder", "PriceModel", "TrainedAgent", "train_offline"]
 
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 """Bumped whenever the training code changes what a cached agent means."""
 
 
@@ -151,8 +153,16 @@ class TrainedAgent:
                    {float(z): float(s) for z, s in d["z_scores"]}, tuple(d["gate_eval"]), True)
 
 
+_ONLINE_ONLY = ("finetune_after", "finetune_episodes", "finetune_eps", "pctr_halflife", "price_prior_weight",
+                "pctr_pool", "calibrate", "calib_slope_sd", "calib_offset_sd", "replan", "price_ctr",
+                "price_ctr_prior")
+"""Settings read only during the replay: they do not change the offline-trained agent."""
+
+
 def _cache_key(info: CampaignInfo, plan: Plan, cfg: AgentConfig, seed: int, episode_length: int) -> str:
-    blob = repr((_CACHE_FORMAT, info, plan.budget, plan.max_bid, plan.value_ref, cfg, seed, episode_length))
+    offline = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _ONLINE_ONLY}
+    blob = repr((_CACHE_FORMAT, info, plan.budget, plan.max_bid, plan.value_ref, sorted(offline.items()), seed,
+                 episode_length))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -224,6 +234,8 @@ class GaelpBidder:
         self.theta_bar = info.ctr
         self.calib = PctrCalibration(cfg.calib_slope_sd, cfg.calib_offset_sd)
         self._calib: tuple[float, float, float] | None = None  # (a, b, norm) once fitted
+        self.price_ctr = PriceClickModel(plan.max_bid, cfg.price_ctr_prior) if cfg.price_ctr else None
+        self._price_pmf: np.ndarray | None = None  # set with the price-click factor at the first refit
         self._alpha = 1.0 - 0.5 ** (1.0 / cfg.pctr_halflife)
         self.episodes_done = 0
         self.refit_stats = TrainStats()
@@ -260,6 +272,8 @@ class GaelpBidder:
         v = np.exp(self.z0 + self._dz) * self.plan.value_ref / self.theta_bar * pctr
         row = self.plan.table[obs.auctions_left - 1]
         b = obs.budget_left
+        if self.price_ctr is not None and self._price_pmf is not None:
+            return best_prefix_bid(float(v), self.price_ctr.factor, self._price_pmf, row, b, self.plan.max_bid)
         seg = v + row[max(b - self.plan.max_bid, 0):b][::-1] - row[b]  # d = 1 .. min(b, max_bid)
         fail = np.flatnonzero(seg < 0)
         return int(fail[0]) if fail.size else int(seg.size)
@@ -271,6 +285,8 @@ class GaelpBidder:
         self.pool_n += 1
         self.prices.observe(outcome)
         self.calib.observe(outcome.pctr, outcome.click)
+        if self.price_ctr is not None:
+            self.price_ctr.observe(outcome.won, outcome.cost, outcome.pctr, outcome.click)
         s = self._slot
         s[0] += 1
         s[1] += outcome.cost
@@ -296,6 +312,14 @@ class GaelpBidder:
             self._calib = (a, b, norm)
             pool = calibrated * norm  # = pool * calib.shape(pool, pool), the mean kept
         theta = float(pool.mean())
+        if self.price_ctr is not None:  # the won auctions' clicks by price, on the pCTR as now read
+            won = self.price_ctr.won_pctrs
+            self.price_ctr.fit(self.calib.calibrated(won) if self.cfg.calibrate else won)
+            self._price_pmf = self.prices.pmf()
+        if self.cfg.replan:  # RLB's value function from the censored price model, not the training histogram
+            pmf = self.prices.pmf()
+            self.plan = self.plan._replace(table=value_function(pmf, self.episode_length, self.plan.budget,
+                                                                self.plan.value_ref, self.plan.max_bid))
         market = SyntheticMarket(self.prices.pmf(), theta,
                                  dataclasses.replace(self.cfg.market, price_laplace=0.0), pctr_pool=pool)
         seed = self.seed + 100 * self.episodes_done

@@ -57,6 +57,17 @@ class AgentConfig:
     """Prior sd of the calibration slope around 1 (a priori: a few hundred clicks can move it)."""
     calib_offset_sd: float = 2.0
     """Prior sd of the calibration offset (the level is normalised away; weak)."""
+    replan: bool = False
+    """At each online refit, rebuild RLB's value function from the refitted (censored, Kaplan-Meier
+    style) price model instead of keeping the one from the training histogram. Off: +2 clicks at
+    c0 = 1/32 on the validation split (within noise) for four more dynamic programs per run."""
+    price_ctr: bool = False
+    """Value a won impression by its pCTR times a factor of the price paid, learned from won auctions
+    at each refit (:mod:`agent_service.lab.ipinyou.price_ctr`); False: click and price independent
+    given the pCTR (RLB's assumption). Off: on the validation split (bench/README.md) it moved
+    clicks by +3 / 0 / -2 / -6 at c0 = 1/32 / 1/16 / 1/8 / 1/4 - no gain."""
+    price_ctr_prior: float = 30.0
+    """Pseudo-clicks shrinking each price bucket's factor to 1."""
     market: MarketConfig = field(default_factory=lambda: MarketConfig(
         pctr_log_sd=0.5, price_laplace=1.0, price_level_jitter=0.3, ctr_level_jitter=0.3))
     """Synthetic training market (domain randomisation: +-30% market and CTR levels)."""
@@ -83,5 +94,7 @@ class AgentConfig:
             raise ConfigError("agent.pctr_halflife", "pctr_halflife and price_prior_weight must be > 0")
         if self.calib_slope_sd <= 0 or self.calib_offset_sd <= 0:
             raise ConfigError("agent.calib_slope_sd", "calib_slope_sd and calib_offset_sd must be > 0")
+        if self.price_ctr_prior <= 0:
+            raise ConfigError("agent.price_ctr_prior", "must be > 0")
         if self.pctr_pool <= 0:
             raise ConfigError("agent.pctr_pool", "must be > 0")

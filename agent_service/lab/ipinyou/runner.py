@@ -13,6 +13,7 @@ Policies:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,45 @@ from simulators.ipinyou.baselines import (
     tune_b0_simulated,
     tune_const_simulated,
 )
+from simulators.ipinyou.config import TEST_LOG_SHA256
 from simulators.ipinyou.data import AuctionLog, CampaignInfo
 from simulators.ipinyou.replay import ReplayResult, episode_budget, replay, replay_vectorised
 from simulators.ipinyou.rlb import RLBBidder, value_function
 
-__all__ = ["POLICIES", "TableCache", "format_table", "paired_bootstrap", "run_policy"]
+__all__ = ["LEDGER", "POLICIES", "TableCache", "format_table", "is_test_log", "paired_bootstrap", "record_test_run",
+           "run_policy"]
 
 POLICIES: tuple[str, ...] = ("const", "lin", "lin-oracle", "rlb", "agent")
 """Policy names accepted by :func:`run_policy`."""
+
+
+LEDGER = Path("bench") / "ledgers" / "ipinyou-2997.jsonl"
+"""The committed test-run ledger, relative to the repository root."""
+
+
+def is_test_log(path: Path) -> bool:
+    """Whether the log file (or the ``test.theta.txt`` in a folder) holds the test log's bytes."""
+    p = path / "test.theta.txt" if path.is_dir() else path
+    return p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == TEST_LOG_SHA256
+
+
+def record_test_run(log_path: Path, root: Path, config: dict[str, Any], result: dict[str, Any],
+                    ledger_file: Path | None = None) -> dict[str, Any] | None:
+    """Append a run to the ledger if it ran on the test log (by content, not by name): every test
+    run is on record with its commit and config hash; runs on other logs (validation) are not.
+
+    :param log_path: the log replayed (file or folder).
+    :param root: the repository root (its commit is recorded).
+    :param config: everything that selects the run.
+    :param result: the clicks (and whatever else is worth keeping).
+    :param ledger_file: the ledger (default ``root / LEDGER``).
+    :returns: the ledger entry, or None for a log that is not the test log.
+    """
+    if not is_test_log(log_path):
+        return None
+    from agent_service.lab import ledger
+
+    return ledger.append(ledger_file or root / LEDGER, root, config, result)
 
 
 class TableCache:
