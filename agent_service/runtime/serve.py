@@ -29,6 +29,7 @@ checkpoint and commits). Secrets come only from the environment: ``GAELP_ID_SALT
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -77,6 +78,8 @@ ROLES: tuple[str, ...] = ("bidder", "stream", "learner", "sink", "candidate")
 _ADVANCE_EVERY_S = 1.0
 _FLUSH_EVERY_S = 0.2
 _GAUGES_EVERY_S = 2.0
+_STOP_STEP_S = 15.0
+"""Longest wait for one part to stop on shutdown (aiohttp alone would wait 60 s for open requests)."""
 
 
 def _wall_ms() -> int:
@@ -237,7 +240,8 @@ class ServeRuntime:
         else:
             http = build_metrics_app(self.metrics, lambda: {"roles": sorted(self.roles),
                                                             "model_version": self.served_version})
-        runner = web.AppRunner(http, access_log=None)
+        # In-flight bids have a deadline of tmax (milliseconds): a second is ample to let them finish.
+        runner = web.AppRunner(http, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, cfg.serve.http_host, cfg.serve.http_port, reuse_port=self.reuse_port or None)
         await site.start()
@@ -252,16 +256,25 @@ class ServeRuntime:
             self._stops.append(own.cleanup)
 
     async def stop(self) -> None:
+        """Stop every part, each within ``_STOP_STEP_S``: a part that hangs (a broker gone first, a
+        request that never completes) is logged by name and left behind, so the process still exits."""
         await cancel_all(self._tasks)
-        for step in reversed(self._stops):
-            await step()
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            (getattr(step, "__qualname__", repr(step)), step) for step in reversed(self._stops)]
         if self.sink is not None:
-            await stop_sink(self.sink)
+            steps.append(("sink", functools.partial(stop_sink, self.sink)))
         if self.identity_graph is not None:
-            await self.identity_graph.close()
-        await self.bus.stop()
+            steps.append(("identity graph", self.identity_graph.close))
+        steps.append(("bus", self.bus.stop))
         if self._needs_store:
-            await self.store.stop()
+            steps.append(("store", self.store.stop))
+        for name, step in steps:
+            try:
+                await asyncio.wait_for(step(), _STOP_STEP_S)
+            except TimeoutError:
+                log.error("shutdown: %s did not stop within %.0f s; going on without it", name, _STOP_STEP_S)
+            except Exception:  # one part failing to stop must not keep the others running
+                log.exception("shutdown: %s failed to stop", name)
 
     # --- background loops ------------------------------------------------------------------
     async def _advance_loop(self) -> None:
