@@ -15,6 +15,7 @@ simulated market computes from its own parameters — a labelled reference, not 
 
 from __future__ import annotations
 
+import copy
 import zlib
 from typing import Any
 
@@ -83,7 +84,11 @@ class HybridCampaign:
                 "z_prev_day": self._z_prev_day}
 
     def restore(self, ck: dict[str, Any]) -> None:
-        """Continue from :meth:`checkpoint` (a new world: journeys and pending rewards start empty)."""
+        """Continue from :meth:`checkpoint` (a new world: journeys and pending rewards start empty).
+
+        The agent works on its own copy: parts of the learner keep the arrays they are given and
+        grow them online, and evaluation restores the same checkpoint for every seed and policy."""
+        ck = copy.deepcopy(ck)
         self.learner.load_checkpoint(ck)
         self.plan.profile = np.asarray(ck["plan_profile"], dtype=np.float64)
         self._z_prev_day = ck.get("z_prev_day")

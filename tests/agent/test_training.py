@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -87,3 +89,30 @@ def test_the_full_information_references_stay_in_budget_and_rank_by_what_they_kn
     assert value["truth"] >= value["profile"] > value["model"], value
     with pytest.raises(ValueError, match="value_source"):
         BaselinePolicy(DualPacing(), "random", StandinMarket(7, PARAMS), value_source="guess")
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    return bool(a == b) if not (isinstance(a, float) and np.isnan(a)) else bool(np.isnan(b))
+
+
+def test_an_agent_restored_for_evaluation_learns_online_without_touching_the_checkpoint() -> None:
+    """Evaluation restores one checkpoint per seed and policy: online learning on one seed must not
+    leak into the next through arrays shared with the checkpoint."""
+    trained = HybridCampaign(StandinMarket(5, PARAMS).creatives, SMALL, RewardConfig(click_value_usd=0.0), seed=0)
+    run_campaign(StandinMarket(5, PARAMS), trained, 2)
+    ck = trained.checkpoint()
+    before = copy.deepcopy(ck)
+    market = StandinMarket(6, PARAMS)
+    agent = HybridCampaign(market.creatives, SMALL, RewardConfig(click_value_usd=0.0), seed=1)
+    agent.restore(ck)
+    run_campaign(market, agent, 2)
+    assert agent.learner.history  # it did learn online
+    assert _same(ck, before)
