@@ -342,13 +342,14 @@ def train_parallel(cfg: GaelpConfig, runners: int, days: int, seed: int, budget_
         # Runners share the cores they get (the design's 16 on 2): each reserves its share of the
         # cluster's CPUs, so Ray spreads them over the nodes.
         share = float(ray.cluster_resources().get("CPU", 1.0)) / runners
-        Runner = ray.remote(num_cpus=share, scheduling_strategy="SPREAD")(_Runner)
-        averager = ray.remote(num_cpus=0)(_Averager).options(max_concurrency=max(4, runners + 2)).remote(set(range(runners)))
+        # Any: Ray's stubs type an actor's methods as plain callables, without their .remote
+        Runner: Any = ray.remote(num_cpus=share, scheduling_strategy="SPREAD")(_Runner)
+        averager: Any = ray.remote(num_cpus=0)(_Averager).options(max_concurrency=max(4, runners + 2)).remote(set(range(runners)))
 
         def shard(i: int) -> WorldShard:
             return WorldShard(seed + i, runners, budget_usd, persons, opportunities_per_day, calibration)
 
-        actors = {i: Runner.remote(cfg, shard(i), i, None) for i in range(runners)}
+        actors: dict[int, Any] = {i: Runner.remote(cfg, shard(i), i, None) for i in range(runners)}
         ray.get([a.ready.remote() for a in actors.values()])
         started = time.perf_counter()  # runners' start-up (a process, torch, a world each) reported apart
         startup_s = started - t1
