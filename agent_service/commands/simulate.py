@@ -25,6 +25,10 @@ simulator's truth) and two plots, learning_curve.png and spend_vs_plan.png. The 
 gives the same report. DIR/warehouse.duckdb holds the decisions, events, attributions and
 experience tables (query them with DuckDB, e.g. `duckdb DIR/warehouse.duckdb`).
 
+--model DIR starts the agent from a trained one (`gaelp train --out DIR`; its agent.pt) instead of
+fresh weights; it keeps learning online. Set [creatives] capacity to the checkpoint's creative
+slots (60 for the default world: `gaelp train` sizes the policy to the world's creatives).
+
 --calibration FILE runs the world of another calibration (e.g. one `gaelp discover` wrote).
 --ga4-export DIR runs no campaign: it writes --days of the world's traffic, shown by a blind
 exploration policy (uniform channel and creative, bids that always win), as a GA4 BigQuery export
@@ -38,7 +42,8 @@ sessions, purchases with value; no ground truth), for the discovery round trip:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_flags(p, "simulation", ["days", "seed", "opportunities_per_day", "users", "drain_days", "world", "calibration"])
+    add_flags(p, "simulation", ["days", "seed", "opportunities_per_day", "users", "drain_days", "world", "calibration",
+                                  "model"])
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory (default runs/latest)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

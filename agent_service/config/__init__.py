@@ -167,6 +167,10 @@ class SimulationConfig:
     """Simulated world: ``gaelp`` (the calibrated world of simulators/) or ``basic`` (the walking skeleton's)."""
     calibration: str = ""
     """Calibration file of the ``gaelp`` world ("" = simulators/calibration/default.toml)."""
+    model: str = ""
+    """A trained agent to start from: a ``gaelp train --out`` directory or its agent.pt ("" = an
+    untrained agent). Its weights, statistics, segment model and pacing state seed the run; it
+    keeps learning online. Its creative slots must equal ``[creatives] capacity``."""
 
     def __post_init__(self) -> None:
         _require(self.days > 0, "simulation.days", "must be > 0")

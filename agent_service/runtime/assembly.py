@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from agent_service.agent.learning.online import OnlineLearner
 from agent_service.agent.serving.server import AgentServer
@@ -88,13 +88,16 @@ def pinned(cfg: GaelpConfig, creatives: int, registry: ModelRegistry, version: i
     return server
 
 
-def build_learner(cfg: GaelpConfig, registry: ModelRegistry, creatives: int, seed: int) -> OnlineLearner:
-    """The in-process learner: it publishes version 1 (the initial policy) into an empty registry and
-    otherwise resumes from the newest published version (a restart must not publish fresh weights
-    over the model being served)."""
+def build_learner(cfg: GaelpConfig, registry: ModelRegistry, creatives: int, seed: int,
+                  start: dict[str, Any] | None = None) -> OnlineLearner:
+    """The in-process learner: it publishes version 1 (the initial policy, or the trained checkpoint
+    ``start``: ``runtime/trained.py``) into an empty registry and otherwise resumes from the newest
+    published version (a restart must not publish fresh weights over the model being served)."""
     learner = OnlineLearner(cfg.hybrid, cfg.reward, creatives, cfg.budget.daily_usd, registry, seed=seed)
     latest = registry.latest_version()
-    if latest == 0:
+    if latest == 0 and start is not None:
+        learner.start_from(start)
+    elif latest == 0:
         learner.publish()
     else:
         learner.resume(latest)

@@ -44,6 +44,7 @@ from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.identity_eval import identity_report
 from agent_service.runtime.learner_service import LearnerService
 from agent_service.runtime.report import write_report
+from agent_service.runtime.trained import load_trained_agent
 from agent_service.runtime.warehouse_sink import WarehouseSink, batch_config
 from agent_service.runtime.worker import BusWorker
 from agent_service.units import DAY_MS, HOUR_MS
@@ -98,7 +99,9 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     # The agent `gaelp serve` runs: the policy has [creatives] capacity slots, the catalogue holds
     # the world's creatives (60 in the calibrated world) and masks the rest.
     catalogue = CatalogueFile(cfg.creatives.catalogue, world.creatives, cfg.creatives.capacity, cfg.creatives.reload_s)
-    learner = build_learner(cfg, registry, cfg.creatives.capacity, seed=sim.seed)
+    # [simulation] model: the run starts from a `gaelp train` checkpoint (runtime/trained.py) instead of fresh weights
+    start = load_trained_agent(sim.model, cfg.creatives.capacity) if sim.model else None
+    learner = build_learner(cfg, registry, cfg.creatives.capacity, seed=sim.seed, start=start)
     learner.catalogue = catalogue
     learner.creative_priors = load_priors(cfg.creatives.priors)
     t = cfg.topics
@@ -106,6 +109,8 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     flow, _, policy = build_service(cfg, store, registry, metrics, dict.fromkeys(inputs, 1),
                                     clock=lambda: world.start_ms, campaign=CAMPAIGN,
                                     creatives=cfg.creatives.capacity, seed=sim.seed + 7, catalogue=catalogue)
+    if start is not None:
+        policy.restore_pacing(start)
     worker = BusWorker(flow, bus, group="gaelp", order=inputs)
     driver = SimDriver(world, bus, t)
     trainer = LearnerService(cfg, bus, ThreadLearner(lambda: (learner, NoCheckpoints())), metrics, durable=False,

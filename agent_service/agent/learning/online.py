@@ -122,6 +122,17 @@ class OnlineLearner:
         self.learner.version = latest
         return True
 
+    def start_from(self, checkpoint: dict[str, Any]) -> int:
+        """Start from a trained checkpoint (``gaelp train``'s agent.pt) — weights, optimisers,
+        campaign statistics, exploration schedule, labelled clicks and segment model — and publish
+        it as the next version. Its decisions and people belong to its own world and stay behind.
+
+        :raises ModelError: the checkpoint has another layout than this learner.
+        """
+        self.learner.load_checkpoint(checkpoint)
+        self.segments.load(self.learner.segment_fit)  # its labels are the ones the weights learnt
+        return self.publish()
+
     def resume(self, version: int) -> None:
         """Start from registry ``version`` (a restart: the newest published model, not fresh weights)."""
         self.learner.resume(self.registry.load(version))

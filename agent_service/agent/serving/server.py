@@ -121,6 +121,16 @@ class AgentServer:
         """Serve a prepared version if it is newer; True if swapped."""
         return self.agent.adopt(prepared)
 
+    def restore_pacing(self, checkpoint: dict[str, Any]) -> None:
+        """Take a trained checkpoint's pacing state (``runtime/trained.py``): its traffic profile and
+        the multiplier level a new period starts at (its last day's mean, as in training)."""
+        self.plan.profile = np.asarray(checkpoint["plan_profile"], np.float64)
+        z = checkpoint.get("z_prev_day")
+        z = checkpoint.get("z") if z is None else z
+        if z is not None:
+            self.agent.start_period(float(z))
+            self.agent.z = self.agent.z_base
+
     def _enter_slot(self, t: int, budget_usd: float, spent_usd: float, reserved_usd: float, n: int) -> None:
         T = self.cfg.slots_per_period
         period, slot = t // DAY_MS, int((t % DAY_MS) * T // DAY_MS)
