@@ -148,15 +148,19 @@ class CampaignStats:
             setattr(self, name, np.zeros((3, DEVICE_CLASSES)))
 
     # --- reading -----------------------------------------------------------------------------
+    def _smoothed(self, hits: Any, trials: Any, rate: float) -> Any:
+        """Posterior mean of a rate: ``hits / trials`` under a prior of ``prior`` pseudo-trials at ``rate``."""
+        return (hits + self.prior * rate) / (trials + self.prior)
+
     def ctr(self) -> np.ndarray:
         """Posterior-mean CTR per creative (campaign prior, the report's prior, then what was seen)."""
-        return ((self.clicks + self.prior_clicks + self.prior * self.prior_ctr)
-                / (self.impressions + self.prior_impressions + self.prior))
+        return self._smoothed(self.clicks + self.prior_clicks, self.impressions + self.prior_impressions,
+                              self.prior_ctr)
 
     def cvr(self) -> np.ndarray:
         """Posterior-mean conversions per click per creative."""
-        return ((self.conversions + self.prior_conversions + self.prior * self.prior_cvr)
-                / (self.clicks + self.prior_clicks + self.prior))
+        return self._smoothed(self.conversions + self.prior_conversions, self.clicks + self.prior_clicks,
+                              self.prior_cvr)
 
     def set_priors(self, impressions: np.ndarray, clicks: np.ndarray, conversions: np.ndarray) -> None:
         """Per-creative pseudo-counts (Beta priors of CTR and CVR) from a performance report."""
@@ -174,13 +178,13 @@ class CampaignStats:
 
     def channel_device_ctr(self) -> np.ndarray:
         """Posterior-mean CTR per channel × device [3, 3] (campaign prior, the report's, then what was seen)."""
-        return ((self.cd_clicks + self.prior_cd_clicks + self.prior * self.prior_ctr)
-                / (self.cd_impressions + self.prior_cd_impressions + self.prior))
+        return self._smoothed(self.cd_clicks + self.prior_cd_clicks, self.cd_impressions + self.prior_cd_impressions,
+                              self.prior_ctr)
 
     def channel_device_cvr(self) -> np.ndarray:
         """Posterior-mean conversions per click per channel × device [3, 3]."""
-        return ((self.cd_conversions + self.prior_cd_conversions + self.prior * self.prior_cvr)
-                / (self.cd_clicks + self.prior_cd_clicks + self.prior))
+        return self._smoothed(self.cd_conversions + self.prior_cd_conversions, self.cd_clicks + self.prior_cd_clicks,
+                              self.prior_cvr)
 
     def landscape_win(self) -> np.ndarray:
         """Estimated ``P(price to beat ≤ level)`` [contexts, levels] (``grid_win_curves``)."""
@@ -199,14 +203,13 @@ class CampaignStats:
         return feats.reshape(len(LANDSCAPE_CHANNELS), DEVICE_CLASSES, LANDSCAPE_HOURS, -1)
 
     def campaign_ctr(self) -> float:
-        return float((self.clicks.sum() + self.prior * self.prior_ctr) / (self.impressions.sum() + self.prior))
+        return float(self._smoothed(self.clicks.sum(), self.impressions.sum(), self.prior_ctr))
 
     def campaign_cvr(self) -> float:
-        return float((self.conversions.sum() + self.prior * self.prior_cvr) / (self.clicks.sum() + self.prior))
+        return float(self._smoothed(self.conversions.sum(), self.clicks.sum(), self.prior_cvr))
 
     def ab_ctr(self) -> np.ndarray:
-        c = self.campaign_ctr()
-        return (self.ab_clicks + self.prior * c) / (self.ab_impressions + self.prior)
+        return self._smoothed(self.ab_clicks, self.ab_impressions, self.campaign_ctr())
 
     def win_rate(self) -> float:
         return float((self.wins + 5.0) / (self.bids + 10.0))
