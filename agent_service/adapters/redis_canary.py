@@ -28,7 +28,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from agent_service.adapters.redis_pipeline import run_scripts
+from agent_service.adapters.redis_pipeline import read_each, run_scripts
 from agent_service.errors import StoreError
 from agent_service.ports.canary import ARMS, FIELDS, SCALE, ArmSummary, ArmTally, ArmTotals, CanaryPlan
 from agent_service.units import DAY_S
@@ -161,14 +161,8 @@ class RedisCanaryStore:
 
     async def totals(self, experiment_id: str) -> dict[str, ArmTotals]:
         exp = f"{self.prefix}{experiment_id}:"
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for arm in ARMS:
-                    for f in FIELDS:
-                        pipe.hgetall(f"{exp}{arm}:{f}")
-                got = await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"canary store at {self.url}: reading tallies failed: {exc}") from exc
+        got = await read_each(self._redis, "hgetall", [f"{exp}{arm}:{f}" for arm in ARMS for f in FIELDS],
+                              f"canary store at {self.url}: reading tallies failed")
         out = {}
         for a, arm in enumerate(ARMS):
             rows: dict[str, list[int]] = {}
@@ -180,13 +174,8 @@ class RedisCanaryStore:
 
     async def summary(self, experiment_id: str) -> dict[str, ArmSummary]:
         exp = f"{self.prefix}{experiment_id}:"
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for arm in ARMS:
-                    pipe.hgetall(f"{exp}{arm}:sum")
-                got = await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"canary store at {self.url}: reading the sums failed: {exc}") from exc
+        got = await read_each(self._redis, "hgetall", [f"{exp}{arm}:sum" for arm in ARMS],
+                              f"canary store at {self.url}: reading the sums failed")
         F = len(FIELDS)
         out = {}
         for arm, raw in zip(ARMS, got, strict=True):

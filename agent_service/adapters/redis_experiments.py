@@ -25,6 +25,7 @@ from typing import Any, cast
 
 from redis.exceptions import RedisError
 
+from agent_service.adapters.redis_pipeline import read_each
 from agent_service.adapters.redis_store import RedisStore
 from agent_service.errors import StoreError
 from agent_service.experiments.guardrails import GuardrailStats
@@ -123,15 +124,12 @@ class RedisExperimentStore:
         return out
 
     async def arm_totals(self, experiment: str) -> dict[str, ArmRunning]:
-        r = self._store.redis
+        r, failed = self._store.redis, f"reading experiment '{experiment}' failed"
         try:
             arms = sorted(cast(bytes, a).decode() for a in await r.smembers(f"{self._p}xarms:{experiment}"))
-            async with r.pipeline(transaction=False) as pipe:
-                for arm in arms:
-                    pipe.hgetall(f"{self._p}xa:{experiment}:{arm}")
-                rows = await pipe.execute()
         except RedisError as exc:
-            raise StoreError(f"reading experiment '{experiment}' failed: {exc}") from exc
+            raise StoreError(f"{failed}: {exc}") from exc
+        rows = await read_each(r, "hgetall", [f"{self._p}xa:{experiment}:{arm}" for arm in arms], failed)
         out = {}
         for arm, raw in zip(arms, rows, strict=True):
             h = {k.decode(): v for k, v in raw.items()}

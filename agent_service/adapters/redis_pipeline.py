@@ -18,9 +18,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from hiredis import pack_command as _hiredis_pack  # a pinned dependency (pyproject.toml)
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
-__all__ = ["HiredisPackConnection", "run_scripts"]
+from agent_service.errors import StoreError
+
+__all__ = ["HiredisPackConnection", "read_each", "run_scripts"]
 
 ScriptCall = tuple[AsyncScript, Sequence[Any], Sequence[Any]]
 """(registered script, keys, args)."""
@@ -44,6 +46,20 @@ async def run_scripts(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> li
         if isinstance(r, Exception):
             raise r
     return results
+
+
+async def read_each(client: aioredis.Redis, command: str, keys: Sequence[str], failed: str) -> list[Any]:
+    """``command key`` for every key, in one pipeline round trip; a Redis error is a
+    :class:`StoreError` ``"<failed>: <error>"``."""
+    if not keys:
+        return []
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                getattr(pipe, command)(key)
+            return list(await pipe.execute())
+    except RedisError as exc:
+        raise StoreError(f"{failed}: {exc}") from exc
 
 
 async def _evalsha_all(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:

@@ -71,7 +71,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent_service.adapters import redis_lua
-from agent_service.adapters.redis_pipeline import HiredisPackConnection, run_scripts
+from agent_service.adapters.redis_pipeline import HiredisPackConnection, read_each, run_scripts
 from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError, StoreError
 from agent_service.ports.store import (
@@ -205,7 +205,8 @@ class RedisStore:
         return out
 
     async def person_devices(self, person_ids: Sequence[str]) -> list[list[str]]:
-        raw = await self._read_each("smembers", [f"{self._p}id:person:{p}" for p in person_ids], "person devices")
+        raw = await read_each(self.redis, "smembers", [f"{self._p}id:person:{p}" for p in person_ids],
+                              "reading person devices failed")
         return [sorted(d.decode() for d in devices) for devices in raw]
 
     async def assign_identities(self, assignments: Sequence[IdentityAssignment], ttl_s: int) -> int:
@@ -406,20 +407,9 @@ class RedisStore:
         return [None if v is None else cast(bytes, v) for v in raw]
 
     async def credits_many(self, decision_ids: Sequence[str]) -> list[dict[str, int]]:
-        raw = await self._read_each("hgetall", [f"{self._p}credit:{d}" for d in decision_ids], "credits")
+        raw = await read_each(self.redis, "hgetall", [f"{self._p}credit:{d}" for d in decision_ids],
+                              "reading credits failed")
         return [{k.decode(): int(v) for k, v in r.items()} for r in raw]
-
-    async def _read_each(self, command: str, keys: Sequence[str], what: str) -> list[Any]:
-        """``command key`` for every key, in one pipeline round trip."""
-        if not keys:
-            return []
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    getattr(pipe, command)(key)
-                return list(await pipe.execute())
-        except RedisError as exc:
-            raise StoreError(f"reading {what} failed: {exc}") from exc
 
     async def claim_many(self, items: Sequence[tuple[str, bytes]], ttl_s: int) -> list[tuple[bool, bytes]]:
         if not items:
@@ -478,7 +468,7 @@ class RedisStore:
         await self._pipelined("advance_watermarks", [("ADVANCE_WATERMARK", [key], [p, t]) for p, t in marks.items()])
 
     async def watermarks_many(self, topics: Sequence[str]) -> list[dict[int, int]]:
-        raw = await self._read_each("hgetall", [f"{self._p}wm:{t}" for t in topics], "watermarks")
+        raw = await read_each(self.redis, "hgetall", [f"{self._p}wm:{t}" for t in topics], "reading watermarks failed")
         return [{int(k): int(v) for k, v in r.items()} for r in raw]
 
     # --- persons: the warehouse user DB ---------------------------------------------------------
