@@ -33,7 +33,6 @@ __all__ = [
     "DualPacerConfig",
     "SlotOutcome",
     "SpendPlan",
-    "cap_bid",
     "paced_out",
     "pacing_features",
     "planned_fraction",
@@ -68,12 +67,6 @@ def paced_out(committed_micros: int, budget_micros: int, planned_micros: int, sl
     """True when spend (plus reservations) runs ahead of the plan (``planned_spend``, or
     ``SpendPlan.fraction`` × budget) by more than ``slack`` of the budget."""
     return committed_micros > planned_micros + slack * budget_micros
-
-
-def cap_bid(bid_cpm_usd: np.ndarray, budget_left_usd: np.ndarray | float) -> np.ndarray:
-    """Bids (CPM) capped so one impression never costs more than the budget left (0 = no bid)."""
-    cap = np.maximum(np.asarray(budget_left_usd, dtype=np.float64), 0.0) * 1000.0
-    return np.where(bid_cpm_usd <= cap, bid_cpm_usd, 0.0)
 
 
 class SpendPlan:

@@ -14,7 +14,6 @@ competitors' bids and floors, known in hindsight), find the best use of the same
 allocation) and reports the 0/1 allocation made of its integral part (feasible, at most a few
 options below the LP: a basic optimum has at most one fractional opportunity per binding
 constraint); ``exact=True`` solves the 0/1 problem (MILP) for small episodes.
-``knapsack_exact`` is the classic 0/1 knapsack by dynamic programming, for hand-checked cases.
 
 WHICH VALUES (journey effects). An impression's true value depends on the person's journey —
 stage, earlier touches, fatigue — which earlier ads change. The optimum is computed with
@@ -49,8 +48,7 @@ from simulators.auctions import position_prices
 from simulators.batches import WorldOpportunities
 from simulators.engine import Engine
 
-__all__ = ["OPTION_NAMES", "HindsightResult", "Options", "dual_bound", "episode_options", "hindsight_optimum",
-           "knapsack_exact"]
+__all__ = ["OPTION_NAMES", "HindsightResult", "Options", "dual_bound", "episode_options", "hindsight_optimum"]
 
 OPTION_NAMES: tuple[str, ...] = ("organic", "social") + tuple(f"paid_search@{j}" for j in range(1, 11))
 """Columns of ``Options``: organic, social, then paid search positions 1..10."""
@@ -227,29 +225,3 @@ def dual_bound(options: Options, budget_micros: int, organic_cap: int | None = N
     return total
 
 
-def knapsack_exact(values: np.ndarray, costs: np.ndarray, budget: int) -> tuple[float, np.ndarray]:
-    """0/1 knapsack by dynamic programming over integer costs (O(n · budget); small cases).
-
-    :param values: item values.
-    :param costs: integer item costs (>= 0).
-    :param budget: integer capacity.
-    :returns: (best value, sorted indices of the chosen items).
-    """
-    vals = np.asarray(values, dtype=np.float64)
-    cst = np.asarray(costs, dtype=np.int64)
-    if (cst < 0).any() or budget < 0:
-        raise ValueError("costs and budget must be >= 0")
-    best = np.zeros(budget + 1)
-    take = np.zeros((vals.size, budget + 1), dtype=bool)
-    for i, (vi, ci) in enumerate(zip(vals, cst, strict=True)):
-        if ci > budget or vi <= 0:
-            continue
-        cand = np.concatenate([np.full(ci, -np.inf), best[:budget + 1 - ci] + vi]) if ci else best + vi
-        take[i] = cand > best
-        best = np.maximum(best, cand)
-    chosen, cap = [], budget
-    for i in range(vals.size - 1, -1, -1):
-        if take[i, cap]:
-            chosen.append(i)
-            cap -= int(cst[i])
-    return float(best[budget]), np.array(sorted(chosen), dtype=np.int64)

@@ -81,10 +81,6 @@ class Population:
         self._build_samplers(k)
 
     # --- ids ------------------------------------------------------------------------------------
-    def lane_of(self, person: np.ndarray | int) -> np.ndarray | int:
-        """Lane of a global person index."""
-        return person // self.persons
-
     def device_id(self, device: int) -> str:
         """Device id string of a global device index."""
         g = int(self.dev_person[device])

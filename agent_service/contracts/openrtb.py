@@ -22,7 +22,6 @@ __all__ = [
     "Device",
     "Geo",
     "Imp",
-    "NoBidReason",
     "SeatBid",
     "Site",
     "User",
@@ -151,15 +150,6 @@ class SeatBid(Struct, kw_only=True, omit_defaults=True):
     bid: list[Bid]
     seat: str | None = None
     ext: Ext = None
-
-
-class NoBidReason:
-    """OpenRTB no-bid reason codes (``BidResponse.nbr``) GAELP uses."""
-
-    UNKNOWN = 0
-    TECHNICAL = 1
-    INVALID_REQUEST = 2
-    BLOCKED = 8  # used here for "budget exhausted or paced out"
 
 
 class BidResponse(Struct, kw_only=True, omit_defaults=True):

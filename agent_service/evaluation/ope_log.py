@@ -13,20 +13,13 @@ Three steps, each reported:
    The report says which mode produced the numbers.
 3. **Estimation** (:func:`evaluate`): IPS, SNIPS and, with a reward model, DM, DR and
    Switch-DR from :mod:`agent_service.evaluation.ope`.
-
-For the bid dimension (:func:`multiplier_decisions`) the action is ``Action.multiplier``, the
-index of the discretised bid multiplier. The agent picks it once per budget slot with
-probability ``slot_action_prob`` (a log column of the state), and ``Decision.propensity`` is
-that times the creative × channel × segment heads' probability: use the slot column when the
-candidate differs only in the multiplier, the joint propensity when the candidate's
-probabilities are joint too.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -34,7 +27,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from agent_service.config import JoinConfig
-from agent_service.contracts.events import Decision, state_values
 from agent_service.evaluation.ope import (
     CiMethod,
     Estimate,
@@ -57,7 +49,6 @@ __all__ = [
     "ValidationReport",
     "build_feedback",
     "evaluate",
-    "multiplier_decisions",
     "refusals",
 ]
 
@@ -240,27 +231,6 @@ def build_feedback(decisions: Sequence[LoggedDecision], outcomes: Mapping[str, J
 
 
 # ---------------------------------------------------------------------------- the bid dimension
-def multiplier_decisions(decisions: Sequence[Decision], *, slot_prob_column: int | None = None,
-                         cell_of: Callable[[Decision], int] | None = None) -> list[LoggedDecision]:
-    """The decision log over the bid-multiplier dimension: the action is ``Action.multiplier``.
-
-    :param decisions: logged decisions (live, not shadow).
-    :param slot_prob_column: column of ``slot_action_prob`` in the state (the multiplier's own
-        probability; ``StateSpec.index["slot_action_prob"]``, or -2: the log columns end the
-        vector); None uses ``Decision.propensity`` (the joint action's).
-    :param cell_of: context cell of a decision for the reward model (None: one cell).
-    """
-    out = []
-    for d in decisions:
-        p: float | None = d.propensity
-        if slot_prob_column is not None:
-            state = state_values(d)
-            p = float(state[slot_prob_column]) if -len(state) <= slot_prob_column < len(state) else None
-        out.append(LoggedDecision(d.id, d.event_time, d.action.multiplier, p, d.model_version,
-                                  cell_of(d) if cell_of else 0))
-    return out
-
-
 def evaluate(feedback: LoggedFeedback, action_dist: ArrayLike, *, candidate: str, n_cells: int | None = None,
              q_hat: ArrayLike | None = None, tau: float = 20.0, ci: CiMethod = "bootstrap", n_boot: int = 1000,
              seed: int = 0) -> OPEReport:

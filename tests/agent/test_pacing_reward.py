@@ -12,7 +12,7 @@ from agent_service.delay.config import DelayModelConfig
 from agent_service.delay.learner import DelayedFeedbackLearner
 from agent_service.delay.model import DelayedConversionModel
 from agent_service.errors import ConfigError
-from agent_service.pacing import DualPacer, DualPacerConfig, SpendPlan, cap_bid, planned_fraction
+from agent_service.pacing import DualPacer, DualPacerConfig, SpendPlan, planned_fraction
 from agent_service.units import DAY_MS as DAY
 
 
@@ -27,8 +27,7 @@ def test_the_plan_follows_the_traffic_profile() -> None:
     assert plan.fraction(0.5) == pytest.approx(0.2, abs=0.01) and plan.slot_share(3) == pytest.approx(0.4, abs=0.01)
 
 
-def test_hard_cap_and_dual_pacer() -> None:
-    assert cap_bid(np.array([5.0, 20.0]), 0.01).tolist() == [5.0, 0.0]
+def test_dual_pacer() -> None:
     pacer = DualPacer(DualPacerConfig(step=0.5))
     assert pacer.multiplier() == 1.0
     pacer.update(spend_usd=2.0, plan_usd=1.0)  # ahead of plan: bid lower

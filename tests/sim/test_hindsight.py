@@ -13,17 +13,8 @@ from agent_service.units import DAY_MS
 from simulators.batches import EngineConfig
 from simulators.calibration import load_calibration
 from simulators.engine import Engine
-from simulators.hindsight import Options, dual_bound, episode_options, hindsight_optimum, knapsack_exact
+from simulators.hindsight import Options, dual_bound, episode_options, hindsight_optimum
 from tests.sim.helpers import actions
-
-
-def test_knapsack_hand_checked() -> None:
-    # Items (value, cost): (60, 10), (100, 20), (120, 30); capacity 50. Taking the two last gives
-    # 220 at cost 50; the greedy by value/cost (60/10 first) would stop at 160.
-    value, chosen = knapsack_exact([60, 100, 120], [10, 20, 30], 50)
-    assert value == 220 and chosen.tolist() == [1, 2]
-    assert knapsack_exact([5, 4, 3], [4, 3, 2], 5) == (7.0, pytest.approx(np.array([1, 2])))
-    assert knapsack_exact([1.0], [0], 0)[0] == 1.0  # free items are always taken
 
 
 def _opts(values: list[list[float]], costs: list[list[int]], organic: bool = False) -> Options:

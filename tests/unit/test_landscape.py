@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from agent_service.agent.model.landscape import PriceLandscape, competitor_section
-from simulators.calibration.schema import ChannelCal
+from agent_service.agent.model.landscape import PriceLandscape
 
 GRID = np.linspace(0.3, 3.0, 28)
 
@@ -106,31 +105,6 @@ def test_bad_input_names_the_field(args: tuple, field: str) -> None:
         PriceLandscape(prior_strength=-1)
     with pytest.raises(ValueError, match="^q:"):
         land.quantile(None, 1.5)
-
-
-def test_competitor_section_recovers_lognormal_competitors_per_channel_and_hour() -> None:
-    rng = np.random.default_rng(5)
-    n, k, cpm, sigma = 30_000, 5, 1.6, 0.6
-    hour = rng.integers(0, 24, n)
-    hourly = np.where(hour >= 18, 1.3, 1.0)  # evenings are dearer
-    comp = (cpm * hourly[:, None] * np.exp(sigma * rng.standard_normal((n, k)))).max(axis=1)
-    bids = np.exp(np.log(3.0) + 0.7 * rng.standard_normal(n))
-    land = PriceLandscape(resolution=0.001)
-    for h, b, p in zip(hour.tolist(), bids.tolist(), comp.tolist(), strict=True):
-        land.observe(("social", h), b, b >= p, p if b >= p else None)
-    sec = competitor_section(land, {"social": k, "paid_search": 9}, channel_of=lambda c: c[0],
-                             hour_of=lambda c: c[1])
-    assert set(sec["channels"]) == {"social"}  # no paid-search contexts: left out
-    social = sec["channels"]["social"]
-    ChannelCal(**{**social, "competitor_hourly": tuple(social["competitor_hourly"])})  # a valid calibration
-    mult = np.array(social["competitor_hourly"])
-    true_mult = np.where(np.arange(24) >= 18, 1.3, 1.0)
-    true_mult /= true_mult.mean()
-    assert social["competitor_sigma"] == pytest.approx(sigma, rel=0.1)
-    assert np.abs(mult - true_mult).max() < 0.08
-    assert social["competitor_cpm"] == pytest.approx(cpm * np.where(np.arange(24) >= 18, 1.3, 1.0).mean(), rel=0.08)
-    with pytest.raises(ValueError, match=r"^competitors\.social:"):
-        competitor_section(land, {"social": 0}, channel_of=lambda c: c[0])
 
 
 def test_the_agents_grid_estimator_is_the_landscapes_on_the_same_grid() -> None:

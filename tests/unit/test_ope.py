@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent_service.contracts.events import Action, Decision
 from agent_service.evaluation.obd import find_obd_dir, load_obd
 from agent_service.evaluation.ope import (
     cell_mean_rewards,
@@ -31,7 +30,6 @@ from agent_service.evaluation.ope_log import (
     LoggedDecision,
     build_feedback,
     evaluate,
-    multiplier_decisions,
     refusals,
 )
 from simulators.bid_bandit import BidBandit
@@ -137,19 +135,6 @@ def test_only_closed_windows_unless_the_delay_correction_is_asked_for() -> None:
     late = build_feedback(decisions, outcomes, known_versions={1}, as_of_ms=5 * day, n_actions=2)
     assert late.report.deferred["decided_after_as_of"] == 14 and late.report.n_used == 0
     assert evaluate(late, np.ones((0, 2)) / 2, candidate="c").estimates == {}
-
-
-def test_bid_multiplier_log_uses_the_multiplier_and_its_propensity() -> None:
-    def decision(i: int, mult: int, joint: float, slot: float) -> Decision:
-        return Decision(id=f"r{i}:1", event_time=i, request_id=f"r{i}", imp_id="1", person_id="p", device_id="d",
-                        campaign="c", state=[0.3, slot, 123.0], propensity=joint, model_version=2,
-                        action=Action(bid_cpm_micros=1, creative=0, channel="search", segment=0, multiplier=mult))
-
-    ds = [decision(0, 3, 0.05, 0.5), decision(1, 7, 0.02, 0.25)]
-    joint = multiplier_decisions(ds)
-    assert [(d.action, d.propensity) for d in joint] == [(3, 0.05), (7, 0.02)]
-    slot = multiplier_decisions(ds, slot_prob_column=-2, cell_of=lambda d: d.event_time)
-    assert [(d.action, d.propensity, d.cell) for d in slot] == [(3, 0.5, 0), (7, 0.25, 1)]
 
 
 def test_dr_is_unbiased_with_a_wrong_reward_model_dm_is_not() -> None:

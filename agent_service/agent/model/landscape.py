@@ -27,23 +27,19 @@ bids), or the curve is biased toward the prices of the auctions that were bid hi
 
 Observations are kept as counts per price level; curves are recomputed lazily after new
 observations, so ``observe`` is O(1) and reads cost O(levels).
-
-:func:`competitor_section` turns a fitted landscape into the calibration's per-channel competitor
-fields (``competitors``, ``competitor_cpm``, ``competitor_sigma``, ``competitor_hourly``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-__all__ = ["Curve", "PriceLandscape", "competitor_section", "grid_win_curves"]
+__all__ = ["Curve", "PriceLandscape", "grid_win_curves"]
 
 
 @dataclass(frozen=True)
@@ -307,67 +303,3 @@ def _fit_max_lognormal(curve: Curve, k: int, lo: float = 0.02, hi: float = 0.98)
     return float(intercept), float(max(slope, 1e-6)), x, z
 
 
-def competitor_section(
-    landscape: PriceLandscape,
-    competitors: Mapping[str, int],
-    channel_of: Callable[[Hashable], str | None] = lambda ctx: ctx if isinstance(ctx, str) else None,
-    hour_of: Callable[[Hashable], int | None] = lambda ctx: None,
-    min_per_hour: int = 200,
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """The calibration's competitor fields per channel, as ``{"channels": {name: {...}}}``.
-
-    The simulator draws ``competitors`` log-normal bids per auction (median ``competitor_cpm``
-    times the hour's multiplier, log-sd ``competitor_sigma``); the price to beat is their
-    maximum. Given the number of competitors, the median and sigma are fitted so that the
-    maximum's distribution matches the landscape's pooled curve of the channel's contexts
-    (floors are not separated out: fit on prices above the floor). ``competitor_hourly`` is the
-    shift of the median per hour, σ held fixed (empty without ``hour_of``; 1.0 for hours with
-    fewer than ``min_per_hour`` auctions). Prices must be in the calibration's unit, USD CPM.
-
-    :param landscape: a fitted landscape.
-    :param competitors: competing bidders per auction of each channel to fit (e.g. from the
-        current calibration); channels without contexts are left out.
-    :param channel_of: the channel of a context (None: not a channel's context). Default: the
-        context itself when it is a string.
-    :param hour_of: the hour of day (0-23) of a context, or None.
-    :param min_per_hour: auctions an hour needs before its multiplier is estimated.
-    :raises ValueError: a channel with too few identified price levels to fit.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for channel, k in competitors.items():
-        if k < 1:
-            raise ValueError(f"competitors.{channel}: must be >= 1, got {k}")
-        ctxs = [c for c in landscape.contexts if channel_of(c) == channel]
-        if not ctxs:
-            continue
-        mu, sigma, _, _ = _fit_max_lognormal(_mixture(landscape, ctxs), k)
-        hourly: list[float] = []
-        by_hour: dict[int, list[Hashable]] = {}
-        for c in ctxs:
-            h = hour_of(c)
-            if h is not None:
-                by_hour.setdefault(int(h), []).append(c)
-        if by_hour:
-            shift = np.zeros(24)
-            for h, cs in by_hour.items():
-                if sum(landscape.count(c) for c in cs) >= min_per_hour:
-                    mixed = _mixture(landscape, cs)
-                    ok = (mixed.win > 0.02) & (mixed.win < 0.98) & (mixed.levels > 0)
-                    if ok.any():
-                        z = ndtri(mixed.win[ok] ** (1.0 / k))
-                        shift[h] = float(np.mean(np.log(mixed.levels[ok]) - sigma * z)) - mu
-            mult = np.exp(shift)
-            hourly = [round(float(v), 4) for v in mult / mult.mean()]
-            mu += float(np.log(mult.mean()))
-        out[channel] = {"competitors": int(k), "competitor_cpm": round(math.exp(mu), 6),
-                        "competitor_sigma": round(min(sigma, 3.0), 6), "competitor_hourly": hourly}
-    return {"channels": out}
-
-
-def _mixture(landscape: PriceLandscape, contexts: list[Hashable]) -> Curve:
-    """The count-weighted mixture of several contexts' curves."""
-    curves = [landscape.curve(c) for c in contexts]
-    weights = np.array([landscape.count(c) for c in contexts], dtype=np.float64)
-    levels = curves[0].levels
-    win = sum(wt * cv.win for wt, cv in zip(weights, curves, strict=True)) / weights.sum()
-    return Curve(levels, np.asarray(win), curves[0].identified_to)

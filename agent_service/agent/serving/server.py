@@ -229,7 +229,3 @@ class AgentServer:
         acts = self.agent.act(batch, mask, floor, left, explore=explore, creative_mask=eligible)
         self._out.bids += int((acts.bid_cpm_usd > 0).sum())
         return ServedBatch(acts, spec.pack(batch, self._pacing), bucket, search)
-
-    def multiplier_of(self, logged: np.ndarray) -> float:
-        """The bid multiplier in force when a logged vector was decided."""
-        return math.exp(2.0 * float(logged[self.spec.index["pacing_factor"]]))
