@@ -22,7 +22,7 @@ from agent_service.attribution.config import AttributionConfig, canonical_model
 from agent_service.config.agent import HybridConfig
 from agent_service.config.batch import BatchConfig
 from agent_service.config.data import DataConfig
-from agent_service.config.experiments import ExperimentConfig
+from agent_service.config.experiments import CanaryConfig, ExperimentConfig
 from agent_service.config.lab import EvalConfig, TrainConfig
 from agent_service.errors import ConfigError
 from agent_service.typed_mapping import from_mapping, read_toml
@@ -31,6 +31,7 @@ from agent_service.units import DAY_MS, WINDOW_DAYS
 __all__ = [
     "AttributionConfig",
     "BudgetConfig",
+    "CanaryConfig",
     "CreativesConfig",
     "DataConfig",
     "GaelpConfig",
@@ -43,6 +44,7 @@ __all__ = [
     "TopicsConfig",
     "WarehouseConfig",
     "load_config",
+    "parse_canary_candidate",
 ]
 
 CHANNELS: tuple[str, ...] = ("organic", "paid_search", "social")
@@ -171,15 +173,43 @@ class SimulationConfig:
     """A trained agent to start from: a ``gaelp train --out`` directory or its agent.pt ("" = an
     untrained agent). Its weights, statistics, segment model and pacing state seed the run; it
     keeps learning online. Its creative slots must equal ``[creatives] capacity``."""
+    canary_candidate: str = ""
+    """A canary in the run: the candidate served live to [canary] share of persons, ``gaelp promote``'s
+    controller stepping every slot in event time (runtime/sim_canary.py). ``seed:N`` — the initial
+    policy of seed N; ``live`` — the live policy's own first version (an A/A canary); ``overbid:X`` —
+    the live first version bidding X times higher (a candidate that should be rolled back); "" = none
+    (``--canary SHARE`` alone runs ``seed:<seed + 1>``)."""
 
     def __post_init__(self) -> None:
         _require(self.days > 0, "simulation.days", "must be > 0")
+        parse_canary_candidate(self.canary_candidate)
         _require(self.world in ("gaelp", "basic"), "simulation.world", "must be 'gaelp' or 'basic'")
         _require(self.opportunities_per_day > 0, "simulation.opportunities_per_day", "must be > 0")
         _require(self.users > 0, "simulation.users", "must be > 0")
         _require(self.creatives > 0, "simulation.creatives", "must be > 0")
         _require(self.slots_per_day > 0, "simulation.slots_per_day", "must be > 0")
         _require(self.drain_days >= 0, "simulation.drain_days", "must be >= 0")
+
+
+def parse_canary_candidate(spec: str) -> tuple[str, float] | None:
+    """``[simulation] canary_candidate`` parsed: (``seed``, N), (``live``, 0) or (``overbid``, X); None for "".
+
+    :raises ConfigError: any other text.
+    """
+    if not spec:
+        return None
+    kind, _, arg = spec.partition(":")
+    if kind == "live" and not arg:
+        return ("live", 0.0)
+    try:
+        value = float(arg) if kind in ("seed", "overbid") else math.nan
+    except ValueError:
+        value = math.nan
+    if kind == "seed" and value.is_integer() and value >= 0:
+        return ("seed", value)
+    if kind == "overbid" and math.isfinite(value) and value > 0:
+        return ("overbid", value)
+    raise ConfigError("simulation.canary_candidate", f"expected seed:N, live or overbid:X (X > 0), got {spec!r}")
 
 
 @dataclass(frozen=True)
@@ -495,6 +525,9 @@ class GaelpConfig:
     """``gaelp train``: the training world and the Ray runners."""
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     """``gaelp evaluate``: the held-out worlds."""
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
+    """The canary of ``gaelp promote`` (``[canary]``, ``[canary.test]``, ``[canary.guardrails]``) and of
+    ``gaelp simulate --canary``."""
     experiments: tuple[ExperimentConfig, ...] = ()
     """Creative A/B experiments (``[[experiments]]``): the decision path serves them (pipeline/experiments.py)."""
 
