@@ -176,9 +176,9 @@ class SimulationConfig:
     canary_candidate: str = ""
     """A canary in the run: the candidate served live to [canary] share of persons, ``gaelp promote``'s
     controller stepping every slot in event time (runtime/sim_canary.py). ``seed:N`` — the initial
-    policy of seed N; ``live`` — the live policy's own first version (an A/A canary); ``overbid:X`` —
-    the live first version bidding X times higher (a candidate that should be rolled back); "" = none
-    (``--canary SHARE`` alone runs ``seed:<seed + 1>``)."""
+    policy of seed N; ``live`` — the live policy's first version, frozen (an A/A canary while the learner
+    publishes nothing; else the start against what the live policy learned); ``overbid:X`` — that version
+    bidding X times higher (a candidate to roll back); "" = none (``--canary SHARE`` alone: ``seed:<seed + 1>``)."""
 
     def __post_init__(self) -> None:
         _require(self.days > 0, "simulation.days", "must be > 0")
