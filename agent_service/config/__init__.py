@@ -258,7 +258,8 @@ class ServeConfig:
     candidate_version: int = 0
     """A registry version decided beside the live policy on the same requests, its decisions
     logged on ``topics.candidate_decisions`` and never sent (0: none). The ``candidate`` role
-    decides them from the decision log (``pipeline/candidate.py``); the bidders never run it."""
+    decides them from the decision log (``pipeline/candidate.py``); the bidders never run it
+    (env GAELP_CANDIDATE_VERSION)."""
     candidate_sample: float = 0.25
     """Share of the live requests the candidate also decides for the shadow log (hashed on the
     request and imp ids, so independent of the outcome: off-policy estimates stay unbiased, on
@@ -558,6 +559,7 @@ _ENV_OVERRIDES = {
     "GAELP_HTTP_HOST": ("serve", "http_host", str),
     "GAELP_CAMPAIGN": ("serve", "campaign", str),
     "GAELP_REGISTRY_REDIS": ("serve", "registry_url", str),
+    "GAELP_CANDIDATE_VERSION": ("serve", "candidate_version", int),
     "GAELP_RAY_ADDRESS": ("learner", "ray_address", str),
     "GAELP_WAREHOUSE_DUCKDB": ("warehouse", "duckdb_path", str),
     "GAELP_BIGQUERY_PROJECT": ("warehouse", "bigquery_project", str),
