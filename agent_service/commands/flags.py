@@ -18,7 +18,7 @@ import inspect
 import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent_service.config import GaelpConfig
@@ -60,9 +60,11 @@ def _kind(hint: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def add_flags(p: argparse.ArgumentParser, section: str, names: Sequence[str],
-              rename: Mapping[str, str] | None = None) -> None:
+              rename: Mapping[str, str] | None = None, types: Mapping[str, Callable[[str], Any]] | None = None,
+              ) -> None:
     """Add a flag for each of ``section``'s fields in ``names`` (``--field-name``, or the name
-    ``rename`` gives), its help made of the field's docstring, default and TOML key."""
+    ``rename`` gives), its help made of the field's docstring, default and TOML key; ``types``
+    parses a field's text its own way (a share given as ``5%``)."""
     cls = _section(section)
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -75,7 +77,7 @@ def add_flags(p: argparse.ArgumentParser, section: str, names: Sequence[str],
         doc = docs.get(name, "").replace("``", "")
         help_ = f"{doc} (default {shown}; [{section}] {name})".replace("%", "%%").strip()
         if kind is not None:
-            extra.update(type=kind, metavar=name.upper())
+            extra.update(type=(types or {}).get(name, kind), metavar=name.upper())
         p.add_argument(flag, dest=f"{section}{_SEP}{name}", default=None, help=help_, **extra)
 
 

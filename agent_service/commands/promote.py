@@ -70,14 +70,12 @@ def parse_share(text: str) -> float:
 
 
 def _load(path: Path | None) -> tuple[Any, Any]:
-    """(GaelpConfig, CanaryConfig) of a TOML file ([canary] is read apart from the other sections)."""
+    """(GaelpConfig, its [canary] settings) of a TOML file."""
     from agent_service.config import GaelpConfig
-    from agent_service.config.experiments import load_experiments
     from agent_service.typed_mapping import from_mapping, read_toml
 
-    data = {} if path is None else read_toml(path, "--config")
-    ours: dict[str, Any] = {k: data.pop(k) for k in ("canary", "experiments") if k in data}
-    return from_mapping(GaelpConfig, data), load_experiments(ours).canary
+    cfg = from_mapping(GaelpConfig, {} if path is None else read_toml(path, "--config"))
+    return cfg, cfg.canary
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ registry is a directory (--registry file, one host or a shared volume) or Redis 
 redis: every bidder on every host serves a new version within a second of its publish).
 
 Addresses can also come from the environment: GAELP_KAFKA, GAELP_REDIS, GAELP_HTTP_PORT,
-GAELP_HTTP_HOST, GAELP_REGISTRY_REDIS, GAELP_RAY_ADDRESS. GAELP_ID_SALT (pseudonymising ids) is
+GAELP_HTTP_HOST, GAELP_REGISTRY_REDIS, GAELP_RAY_ADDRESS, GAELP_CANDIDATE_VERSION. GAELP_ID_SALT (pseudonymising ids) is
 required by the bidder, stream and sink roles. Use --shadow to decide and log on live traffic
 without ever bidding.
 """

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from agent_service.config import SimulationConfig
 
 from agent_service.commands.flags import add_flags
+from agent_service.commands.promote import parse_share
 
 HELP = "run a simulated campaign end to end (no services needed)"
 DESCRIPTION = """\
@@ -29,6 +30,13 @@ experience tables (query them with DuckDB, e.g. `duckdb DIR/warehouse.duckdb`).
 fresh weights; it keeps learning online. Set [creatives] capacity to the checkpoint's creative
 slots (60 for the default world: `gaelp train` sizes the policy to the world's creatives).
 
+--canary 5% runs a canary in the run, as `gaelp promote` runs one on the service: the candidate
+(--canary-candidate: seed:N another seed's initial policy, default seed:<seed + 1>; live the live
+policy's first version, frozen; overbid:X that version bidding X times higher) decides live for a
+hashed 5% of persons, and the controller steps every slot in event time with [canary]'s test,
+guardrails and ramp: ramp, promote or roll back. Its steps go to DIR/canary.jsonl, report.json
+(canary: timeline, final decision, each arm's value per dollar with its interval) and the summary.
+
 --calibration FILE runs the world of another calibration (e.g. one `gaelp discover` wrote).
 --ga4-export DIR runs no campaign: it writes --days of the world's traffic, shown by a blind
 exploration policy (uniform channel and creative, bids that always win), as a GA4 BigQuery export
@@ -43,7 +51,8 @@ sessions, purchases with value; no ground truth), for the discovery round trip:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, "simulation", ["days", "seed", "opportunities_per_day", "users", "drain_days", "world", "calibration",
-                                  "model"])
+                                  "model", "canary_candidate"])
+    add_flags(p, "canary", ["share"], rename={"share": "canary"}, types={"share": parse_share})
     p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory (default runs/latest)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -60,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from agent_service.runtime.simulate import run_simulation
 
     cfg = apply_flags(load_config(args.config), args)
+    if getattr(args, "canary.share") is not None and not cfg.simulation.canary_candidate:
+        cfg = cfg.replace("simulation", canary_candidate=f"seed:{cfg.simulation.seed + 1}")
     if args.ga4_export is not None:
         return _ga4_export(cfg.simulation, args.ga4_export)
     result = asyncio.run(run_simulation(cfg, args.out, progress=not args.no_progress,

@@ -22,7 +22,7 @@ from agent_service.attribution.config import AttributionConfig, canonical_model
 from agent_service.config.agent import HybridConfig
 from agent_service.config.batch import BatchConfig
 from agent_service.config.data import DataConfig
-from agent_service.config.experiments import ExperimentConfig
+from agent_service.config.experiments import CanaryConfig, ExperimentConfig
 from agent_service.config.lab import EvalConfig, TrainConfig
 from agent_service.errors import ConfigError
 from agent_service.typed_mapping import from_mapping, read_toml
@@ -31,6 +31,7 @@ from agent_service.units import DAY_MS, WINDOW_DAYS
 __all__ = [
     "AttributionConfig",
     "BudgetConfig",
+    "CanaryConfig",
     "CreativesConfig",
     "DataConfig",
     "GaelpConfig",
@@ -43,6 +44,7 @@ __all__ = [
     "TopicsConfig",
     "WarehouseConfig",
     "load_config",
+    "parse_canary_candidate",
 ]
 
 CHANNELS: tuple[str, ...] = ("organic", "paid_search", "social")
@@ -171,15 +173,43 @@ class SimulationConfig:
     """A trained agent to start from: a ``gaelp train --out`` directory or its agent.pt ("" = an
     untrained agent). Its weights, statistics, segment model and pacing state seed the run; it
     keeps learning online. Its creative slots must equal ``[creatives] capacity``."""
+    canary_candidate: str = ""
+    """A canary in the run: the candidate served live to [canary] share of persons, ``gaelp promote``'s
+    controller stepping every slot in event time (runtime/sim_canary.py). ``seed:N`` — the initial
+    policy of seed N; ``live`` — the live policy's first version, frozen (an A/A canary while the learner
+    publishes nothing; else the start against what the live policy learned); ``overbid:X`` — that version
+    bidding X times higher (a candidate to roll back); "" = none (``--canary SHARE`` alone: ``seed:<seed + 1>``)."""
 
     def __post_init__(self) -> None:
         _require(self.days > 0, "simulation.days", "must be > 0")
+        parse_canary_candidate(self.canary_candidate)
         _require(self.world in ("gaelp", "basic"), "simulation.world", "must be 'gaelp' or 'basic'")
         _require(self.opportunities_per_day > 0, "simulation.opportunities_per_day", "must be > 0")
         _require(self.users > 0, "simulation.users", "must be > 0")
         _require(self.creatives > 0, "simulation.creatives", "must be > 0")
         _require(self.slots_per_day > 0, "simulation.slots_per_day", "must be > 0")
         _require(self.drain_days >= 0, "simulation.drain_days", "must be >= 0")
+
+
+def parse_canary_candidate(spec: str) -> tuple[str, float] | None:
+    """``[simulation] canary_candidate`` parsed: (``seed``, N), (``live``, 0) or (``overbid``, X); None for "".
+
+    :raises ConfigError: any other text.
+    """
+    if not spec:
+        return None
+    kind, _, arg = spec.partition(":")
+    if kind == "live" and not arg:
+        return ("live", 0.0)
+    try:
+        value = float(arg) if kind in ("seed", "overbid") else math.nan
+    except ValueError:
+        value = math.nan
+    if kind == "seed" and value.is_integer() and value >= 0:
+        return ("seed", value)
+    if kind == "overbid" and math.isfinite(value) and value > 0:
+        return ("overbid", value)
+    raise ConfigError("simulation.canary_candidate", f"expected seed:N, live or overbid:X (X > 0), got {spec!r}")
 
 
 @dataclass(frozen=True)
@@ -228,7 +258,8 @@ class ServeConfig:
     candidate_version: int = 0
     """A registry version decided beside the live policy on the same requests, its decisions
     logged on ``topics.candidate_decisions`` and never sent (0: none). The ``candidate`` role
-    decides them from the decision log (``pipeline/candidate.py``); the bidders never run it."""
+    decides them from the decision log (``pipeline/candidate.py``); the bidders never run it
+    (env GAELP_CANDIDATE_VERSION)."""
     candidate_sample: float = 0.25
     """Share of the live requests the candidate also decides for the shadow log (hashed on the
     request and imp ids, so independent of the outcome: off-policy estimates stay unbiased, on
@@ -495,6 +526,9 @@ class GaelpConfig:
     """``gaelp train``: the training world and the Ray runners."""
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     """``gaelp evaluate``: the held-out worlds."""
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
+    """The canary of ``gaelp promote`` (``[canary]``, ``[canary.test]``, ``[canary.guardrails]``) and of
+    ``gaelp simulate --canary``."""
     experiments: tuple[ExperimentConfig, ...] = ()
     """Creative A/B experiments (``[[experiments]]``): the decision path serves them (pipeline/experiments.py)."""
 
@@ -525,6 +559,7 @@ _ENV_OVERRIDES = {
     "GAELP_HTTP_HOST": ("serve", "http_host", str),
     "GAELP_CAMPAIGN": ("serve", "campaign", str),
     "GAELP_REGISTRY_REDIS": ("serve", "registry_url", str),
+    "GAELP_CANDIDATE_VERSION": ("serve", "candidate_version", int),
     "GAELP_RAY_ADDRESS": ("learner", "ray_address", str),
     "GAELP_WAREHOUSE_DUCKDB": ("warehouse", "duckdb_path", str),
     "GAELP_BIGQUERY_PROJECT": ("warehouse", "bigquery_project", str),

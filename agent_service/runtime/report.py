@@ -2,7 +2,9 @@
 
 Besides spend and outcomes it holds ``identity`` (pairwise precision, recall and F1 of the
 store's device → person assignments against the world's truth, and of the login-only
-baseline) and ``warehouse`` (the DuckDB file beside it and its row count per table).
+baseline), ``warehouse`` (the DuckDB file beside it and its row count per table) and, with a
+canary in the run, ``canary`` (every controller step, the final decision, each arm's value per
+dollar with its always-valid interval; plotted in canary.png).
 
 The JSON holds only what the seed determines (no wall-clock times), so the same seed gives
 the same report byte for byte.
@@ -75,6 +77,7 @@ def build_report(run: SimulationRun) -> dict[str, Any]:
         "plots": ["learning_curve.png", "spend_vs_plan.png"],
         "identity": run.identity,
         "warehouse": run.warehouse,
+        **({"canary": run.canary} if run.canary else {}),
     }
 
 
@@ -133,6 +136,33 @@ def _plots(report: dict[str, Any], slots: list[dict[str, Any]], out: Path) -> No
     fig.tight_layout()
     fig.savefig(out / "spend_vs_plan.png", dpi=110)
     plt.close(fig)
+    if "canary" in report:
+        _canary_plot(plt, report["canary"], out)
+
+
+def _canary_plot(plt: Any, canary: dict[str, Any], out: Path) -> None:
+    """The lift of value per dollar with its interval, and the share on the candidate, over event time."""
+    steps = [r for r in canary["timeline"] if r["kind"] == "evaluated"]
+    nan = float("nan")
+    xs = [r["hours"] for r in steps]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(xs, [nan if r["lift"] is None else 100 * r["lift"] for r in steps], label="lift of value per $ (%)")
+    ax.fill_between(xs, [nan if r["lower"] is None else max(100 * r["lower"], -100) for r in steps],
+                    [nan if r["upper"] is None else min(100 * r["upper"], 400) for r in steps], alpha=0.25,
+                    label="always-valid interval")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlabel("hours since the canary started (event time)")
+    ax.set_ylabel("candidate over control (%)")
+    ax2 = ax.twinx()
+    ax2.step([r["hours"] for r in canary["timeline"]], [100 * r["routed_share"] for r in canary["timeline"]],
+             where="post", color="tab:gray", alpha=0.6, label="share on the candidate (%)")
+    ax2.set_ylabel("share (%)")
+    final = canary["final"]
+    ax.set_title(f"Canary of {canary['candidate']}: {final['state']} at {final['hours']:.1f} h")
+    fig.legend(loc="upper right", bbox_to_anchor=(0.9, 0.9))
+    fig.tight_layout()
+    fig.savefig(out / "canary.png", dpi=110)
+    plt.close(fig)
 
 
 def write_report(run: SimulationRun, out_dir: Path) -> dict[str, Any]:
@@ -181,11 +211,39 @@ def summary_text(report: dict[str, Any], out_dir: Path | None, wall_seconds: flo
         rows = ", ".join(f"{name} {n:,}" for name, n in wh["rows"].items())
         where = out_dir / wh["file"] if out_dir is not None else wh["file"]
         lines.append(f"  warehouse: {where} (DuckDB; {rows})")
+    lines.extend(_canary_lines(report.get("canary")))
     for d in report["per_day"]:
         lines.append(f"  day {d['day']} {d['date']}: spend ${d['spend']:.2f}/${d['budget']:.2f}, "
                      f"{d['impressions']:,} imp, {d['clicks']:,} clicks, {d['conversions']} conv "
                      f"(${d['conversion_value']:.2f})")
     if out_dir is not None:
         lines.append(f"  report: {out_dir / 'report.json'}   plots: {out_dir / 'learning_curve.png'}, "
-                     f"{out_dir / 'spend_vs_plan.png'}")
+                     f"{out_dir / 'spend_vs_plan.png'}" + (f", {out_dir / 'canary.png'}" if "canary" in report else ""))
     return "\n".join(lines)
+
+
+def _canary_lines(canary: dict[str, Any] | None) -> list[str]:
+    """The canary in a few lines: its transitions, the final decision, each arm's value per dollar."""
+    if not canary:
+        return []
+    final, lift = canary["final"], canary["lift"]
+    lines = [f"  canary of {canary['candidate']} (v{canary['candidate_version']} against live, stages "
+             f"{', '.join(f'{s:.0%}' for s in canary['stages'])}; {canary['evaluations']} evaluations):"]
+    lines += [f"    {r['hours']:7.1f} h  {r['kind']:<15} {r['reason']}" for r in canary["transitions"]]
+    if final["state"] == "running":
+        lines.append(f"    {final['hours']:7.1f} h  still running at the end of the run: {final['reason']}")
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:+.1%}"
+    if lift["lift"] is None:
+        lines.append(f"    final: {final['state']}; lift of value per $ not estimable (no credited value in an arm yet)")
+    else:
+        lines.append(f"    final: {final['state']}; lift of value per $ {pct(lift['lift'])} "
+                     f"(always-valid interval {pct(lift['lower'])} .. {pct(lift['upper'])}, alpha {canary['alpha']})")
+    for arm, a in canary["arms"].items():
+        lo, hi = a["value_per_dollar_interval"]
+        vpd = "-" if a["value_per_dollar"] is None else f"{a['value_per_dollar']:.3f}"
+        ci = "" if lo is None else f" ({lo:.3f} .. {hi:.3f})"
+        lines.append(f"    {arm:<9} {a['persons']:,} persons, {a['requests']:,} requests, spend ${a['spend_usd']:.2f}, "
+                     f"value ${a['value_usd']:.2f}, value per $ {vpd}{ci}")
+    return lines

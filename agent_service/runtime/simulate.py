@@ -8,6 +8,9 @@ in event time (``drain_days``) so conversions land and attribution windows close
 
 Identity links feed the in-process identity graph, whose device → person verdicts the journeys
 follow; the report scores them against the world's ground truth (and a login-only baseline).
+With ``[simulation] canary_candidate`` a canary runs as ``gaelp promote`` runs it on the service
+(runtime/sim_canary.py): the candidate decides live for a hashed share of persons, the controller
+steps every slot in event time, and its steps go into the report and ``<out>/canary.jsonl``.
 A warehouse sink writes decisions, events, attributions and experience to
 ``<out>/warehouse.duckdb`` as the run goes (the same sink ``gaelp serve`` runs on Kafka).
 """
@@ -44,6 +47,7 @@ from agent_service.runtime.driver import SimDriver
 from agent_service.runtime.identity_eval import identity_report
 from agent_service.runtime.learner_service import LearnerService
 from agent_service.runtime.report import write_report
+from agent_service.runtime.sim_canary import SimCanary, publish_candidate
 from agent_service.runtime.trained import load_trained_agent
 from agent_service.runtime.warehouse_sink import WarehouseSink, batch_config
 from agent_service.runtime.worker import BusWorker
@@ -76,6 +80,7 @@ class SimulationRun:
     flow_counts: dict[str, float] = field(default_factory=dict)
     learner: dict[str, Any] = field(default_factory=dict)
     published_versions: int = 0
+    canary: dict[str, Any] = field(default_factory=dict)
     identity: dict[str, Any] = field(default_factory=dict)
     warehouse: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
@@ -104,13 +109,18 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     learner = build_learner(cfg, registry, cfg.creatives.capacity, seed=sim.seed, start=start)
     learner.catalogue = catalogue
     learner.creative_priors = load_priors(cfg.creatives.priors)
+    # [simulation] canary_candidate: the candidate goes in below a copy of the live version (served as the newest)
+    candidate = publish_candidate(cfg, registry, cfg.creatives.capacity) if sim.canary_candidate else None
     t = cfg.topics
     inputs = [t.bid_requests, t.identity_links, t.auction_results, t.ad_events, t.conversions]
-    flow, _, policy = build_service(cfg, store, registry, metrics, dict.fromkeys(inputs, 1),
-                                    clock=lambda: world.start_ms, campaign=CAMPAIGN,
-                                    creatives=cfg.creatives.capacity, seed=sim.seed + 7, catalogue=catalogue)
+    service = build_service(cfg, store, registry, metrics, dict.fromkeys(inputs, 1),
+                            clock=lambda: world.start_ms, campaign=CAMPAIGN,
+                            creatives=cfg.creatives.capacity, seed=sim.seed + 7, catalogue=catalogue)
+    flow, policy = service.flow, service.policy
     if start is not None:
         policy.restore_pacing(start)
+    canary = (SimCanary(cfg, registry, service, metrics, candidate, cfg.creatives.capacity, sim.seed + 9, catalogue)
+              if candidate is not None else None)
     worker = BusWorker(flow, bus, group="gaelp", order=inputs)
     driver = SimDriver(world, bus, t)
     trainer = LearnerService(cfg, bus, ThreadLearner(lambda: (learner, NoCheckpoints())), metrics, durable=False,
@@ -122,6 +132,8 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     parts = (worker, driver, trainer) if shadow is None else (worker, driver, trainer, shadow)
     for c in parts:
         await c.start()
+    if canary is not None:
+        await canary.start(world.start_ms)
     try:
         slot_ms = DAY_MS // sim.slots_per_day
         traffic_end = world.start_ms + int(sim.days * DAY_MS)
@@ -145,6 +157,8 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
                 await shadow.drain()
             if sink is not None:
                 await sink.drain()
+            if canary is not None:
+                await canary.step(t1)
             if traffic:
                 await _record_slot(run, store, world, decisions, before, t0, t1, policy.version)
             bar.update(1)
@@ -158,6 +172,8 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
             await shadow.drain()
         if sink is not None:
             await sink.drain()
+        if canary is not None:  # a last look once every window has closed
+            await canary.step(drain_end + cfg.join.allowed_lateness_ms + 1, force=True)
         bar.close()
     finally:
         for c in parts:
@@ -182,6 +198,10 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
                    "mean_reward": [round(u.mean_reward, 6) for u in trainer.updates],
                    "segments": _segments_summary(learner.segments, policy)}
     run.published_versions = registry.latest_version()
+    if canary is not None:
+        run.canary = await canary.report()
+        if out_dir is not None:
+            canary.write_log(out_dir)
     run.wall_seconds = time.perf_counter() - started
     if out_dir is not None:
         write_report(run, out_dir)

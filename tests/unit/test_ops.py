@@ -28,3 +28,21 @@ def test_compose_mounts_existing_files() -> None:
     for path in re.findall(r"\./(ops/[\w/.-]+):", text):
         assert (ROOT / path).exists(), path
     assert (ROOT / "ops/Dockerfile").exists()
+
+
+def test_compose_runs_the_candidate_role_like_the_bidder() -> None:
+    """The candidate service: the bidder's image, settings and registry, its version from the environment."""
+    import yaml
+
+    from agent_service.config import load_config
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    cand, bidder = services["candidate"], services["bidder"]
+    assert cand["command"] == ["serve", "--roles", "candidate", *bidder["command"][3:]]
+    assert cand["build"] == bidder["build"]
+    env = dict(cand["environment"])
+    assert env.pop("GAELP_CANDIDATE_VERSION") == "${GAELP_CANDIDATE_VERSION:-0}" and env == bidder["environment"]
+    assert load_config(env={"GAELP_CANDIDATE_VERSION": "12"}).serve.candidate_version == 12
+    prometheus = yaml.safe_load((ROOT / "ops/prometheus/prometheus.yml").read_text())
+    scraped = {n for job in prometheus["scrape_configs"] for sd in job.get("dns_sd_configs", []) for n in sd["names"]}
+    assert "candidate" in scraped

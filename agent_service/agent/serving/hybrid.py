@@ -150,6 +150,9 @@ class HybridAgent:
         self.dqn_offset = True
         """False: the Q-network's per-slot offset is held at 0 (an ablation, ``lab/ablations.py``)."""
         self.slot_prob = 1.0
+        self.bid_scale = 1.0
+        """Bids times this before the limits: 3.0 makes a candidate that overbids threefold (a bad
+        candidate a simulated canary should roll back, ``runtime/sim_canary.py``); 1 everywhere else."""
         self._adj = np.asarray(cfg.dqn.adjustments)
 
     # ---------------------------------------------------------------- weights (plumbing)
@@ -306,7 +309,7 @@ class HybridAgent:
         p_click = 1.0 / (1.0 + np.exp(-logit))
         p_conv = conv.p_eventual(conv_features(spec, batch.state, channel))
         value = p_click * p_conv * stats.value_for(segments, cfg.value_prior_usd)
-        priced = price(1000.0 * self.multiplier * value, floor_cpm_usd, budget_left_usd, channel, self.limits)
+        priced = price(1000.0 * self.multiplier * self.bid_scale * value, floor_cpm_usd, budget_left_usd, channel, self.limits)
         propensity = np.minimum(np.exp(logp) * self.slot_prob, 1.0) if explore else np.ones(B)
         return AgentActs(creative, channel, target, p_click, value, priced.bid_cpm_usd, priced.reason,
                          np.maximum(propensity, 1e-12), logp, self.multiplier, self.mult_index, version)
