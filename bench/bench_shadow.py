@@ -14,7 +14,16 @@ between minutes); medians reported. Floor (issue 20), at the default sample: sha
 live p99. ``candidate_decisions`` is what each candidate process logged by the end (it runs at
 background priority and may still be catching up when read: ``--settle`` seconds after the last run).
 
-    .venv/bin/python bench/bench_shadow.py [--rate 2000] [--seconds 10] [--repeat 3]
+Where the shadow's CPU goes: during each paced run (calibration probes included) the CPU seconds
+of the arm's bidder, its candidate, the other arms' candidates (idle or catching up), tansu,
+redis-server and the whole machine (/proc), also per request the bidder answered
+(``cpu_us_per_request``); ``shadow_extra_cpu_us_per_request`` is what the arm's bidder, candidate,
+tansu and Redis spend per request over the live arm's. Reference contender ``live+spin``: the live
+bidder with one SCHED_IDLE busy loop per core (what any background CPU costs the bid path on this
+machine). ``--base-tree DIR`` adds ``base:shadow@S`` arms whose bidder and candidate run another
+checkout's code (say main's, in a detached worktree), in the same rounds.
+
+    .venv/bin/python bench/bench_shadow.py [--rate 2000] [--seconds 10] [--repeat 3] [--base-tree DIR]
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ __all__ = ["CandidateWorker", "load_candidate"]
 
 log = logging.getLogger(__name__)
 
-_MAX_BATCH = 20_000
+_MAX_BATCH = 10_000
 """Records scored in one batch at most (a backlog is read in batches of this size, without pause)."""
 _CAUGHT_UP = 256
 """A read of fewer records than this reached the log's end: the batch is complete."""
