@@ -265,6 +265,10 @@ class ServeConfig:
     request and imp ids, so independent of the outcome: off-policy estimates stay unbiased, on
     fewer records). The cost is the candidate role's CPU, not the bid path's
     (``bench/bench_shadow.py``)."""
+    candidate_poll_s: float = 1.0
+    """Seconds the candidate role lets the decision log gather between batches: shadow scoring is
+    not latency-critical, and a second's worth per batch means a few large fetches, one produce
+    request and one commit a second instead of tens (that CPU is on the bid paths' cores)."""
     canary_share: float = 0.0
     """Share of persons (hashed, identity-resolved) the candidate serves live instead (0: none)."""
     bid_rule: str = "agent"
@@ -346,6 +350,7 @@ class ServeConfig:
         _require(self.candidate_version >= 0, "serve.candidate_version", "must be >= 0 (0: none)")
         _require(0.0 <= self.canary_share < 1.0, "serve.canary_share", "must be in [0, 1)")
         _require(0.0 < self.candidate_sample <= 1.0, "serve.candidate_sample", "must be in (0, 1]")
+        _require(0.0 <= self.candidate_poll_s <= 10.0, "serve.candidate_poll_s", "must be in [0, 10] s")
         _require(self.canary_share == 0 or self.candidate_version > 0, "serve.canary_share",
                  "needs serve.candidate_version")
         _require(":" in self.kafka, "serve.kafka", "expected HOST:PORT")

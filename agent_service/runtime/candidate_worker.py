@@ -6,6 +6,12 @@ every record, taking no partition from anyone) hands each batch to the
 on ``topics.candidate_decisions`` keyed by decision id, and commits only after they are
 flushed: a crash redelivers the batch and the warehouse keeps one row per key. The bidders
 never load the candidate; ``gaelp simulate`` runs this same worker in-process.
+
+The role shares its machine with bid paths, so it spends as little CPU per record as it can
+(``bench/bench_shadow.py``): it lets ``[serve] candidate_poll_s`` of log gather between batches
+(a few large fetches, one produce request and one commit a second, instead of tens of each), and
+decodes only the :class:`~agent_service.pipeline.candidate.LoggedHead` of a record the sample
+leaves out.
 """
 
 from __future__ import annotations
@@ -19,14 +25,21 @@ from agent_service.contracts.events import Decision
 from agent_service.creatives import CatalogueFile
 from agent_service.errors import BusError, ModelError, StoreError
 from agent_service.metrics import Metrics
-from agent_service.pipeline.candidate import CandidateScorer
-from agent_service.ports.bus import Consumer, EventBus
+from agent_service.pipeline.candidate import CandidateScorer, LoggedHead
+from agent_service.ports.bus import BusRecord, Consumer, EventBus
 from agent_service.ports.registry import ModelRegistry
 from agent_service.runtime.assembly import pinned
 
 __all__ = ["CandidateWorker", "load_candidate"]
 
 log = logging.getLogger(__name__)
+
+_MAX_BATCH = 10_000
+"""Records scored in one batch at most (a backlog is read in batches of this size, without pause)."""
+_CAUGHT_UP = 256
+"""A read of fewer records than this reached the log's end: the batch is complete."""
+_READ_WAIT_MS = 200
+"""How long a read after the first waits for its fetch (loopback answers in milliseconds)."""
 
 
 class CandidateWorker:
@@ -37,6 +50,7 @@ class CandidateWorker:
 
     def __init__(self, scorer: CandidateScorer, bus: EventBus, cfg: GaelpConfig, group: str | None = None) -> None:
         self.scorer, self.bus = scorer, bus
+        self.poll_s = cfg.serve.candidate_poll_s
         self.source, self.topic = cfg.topics.decisions, cfg.topics.candidate_decisions
         self.group = group or f"{cfg.serve.group_id}-candidate"
         self._consumer: Consumer = bus.consumer([self.source], self.group)
@@ -48,16 +62,36 @@ class CandidateWorker:
         await self._consumer.stop()
 
     async def poll(self, timeout_ms: int = 0, max_records: int = 5_000) -> int:
-        """Score one batch of the decision log; how many records it had."""
+        """Score one read of the decision log; how many records it had."""
         records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        if not records:
-            return 0
+        if records:
+            await self._score(records)
+        return len(records)
+
+    async def batch(self, timeout_ms: int = 500) -> int:
+        """Score what the log holds now, up to ``_MAX_BATCH`` records, as one batch: read until a
+        read (after the first, which may be a small fetch left waiting since the last batch) comes
+        back short, so one batch takes all the log gathered since the last."""
+        records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=_MAX_BATCH)
+        while records and len(records) < _MAX_BATCH:
+            more = await self._consumer.getmany(timeout_ms=_READ_WAIT_MS, max_records=_MAX_BATCH - len(records))
+            records += more
+            if len(more) < _CAUGHT_UP:
+                break
+        if records:
+            await self._score(records)
+        return len(records)
+
+    async def _score(self, records: list[BusRecord]) -> None:
+        """The candidate's decisions on ``records``, published and flushed, then the commit."""
         logged = []
+        selective = self.scorer.selective
         for rec in records:
             if rec.is_tick:
                 continue
             try:
-                logged.append(decode(rec.value, Decision))
+                if not selective or self.scorer.wants(decode(rec.value, LoggedHead)):
+                    logged.append(decode(rec.value, Decision))
             except DecodeError as exc:  # the decision log is written by the bidders only: a bug, not input
                 self.scorer.metrics.errors.labels("candidate_undecodable").inc()
                 log.error("decision log record %s@%d left out: %s %s", rec.topic, rec.offset, exc.field, exc.reason)
@@ -66,7 +100,6 @@ class CandidateWorker:
             await self.bus.publish_many(self.topic, [(d.id.encode(), encode(d)) for d in decided])
             await self.bus.flush()
         await self._consumer.commit()
-        return len(records)
 
     async def drain(self) -> int:
         """Score everything waiting (in-process runs)."""
@@ -76,10 +109,12 @@ class CandidateWorker:
         return total
 
     async def run(self) -> None:
-        """Score the log as it grows, until cancelled; a failed batch is not committed (redelivered)."""
+        """Score the log as it grows, a batch every ``poll_s`` (at once while behind), until
+        cancelled; a failed batch is not committed (redelivered)."""
         while True:
             try:
-                await self.poll(timeout_ms=500)
+                if await self.batch() < _MAX_BATCH:
+                    await asyncio.sleep(self.poll_s)
             except BusError as exc:
                 log.warning("candidate decisions not published (retried): %s", exc)
                 await asyncio.sleep(1.0)

@@ -135,9 +135,73 @@ async def test_the_candidate_worker_logs_from_the_bid_endpoints_log_keyed_by_dec
     await worker.stop()
     logged = [decode(r.value, Decision) for part in bus._topic(cfg.topics.decisions) for r in part]
     shadow = [r for part in bus._topic(cfg.topics.candidate_decisions) for r in part]
-    assert sorted(r.key for r in shadow) == sorted(d.id.encode() for d in logged) and len(shadow) == 5
+    assert sorted(r.key or b"" for r in shadow) == sorted(d.id.encode() for d in logged) and len(shadow) == 5
     assert all(d.shadow and not d.bid and d.model_version == 1 for d in (decode(r.value, Decision) for r in shadow))
     assert kit.metrics.candidate_decisions._value.get() == 5  # gaelp_candidate_decisions_total
+
+
+async def test_a_record_the_sample_leaves_out_is_never_decoded_whole() -> None:
+    """The worker reads a logged decision's ids first and decodes the rest (the state, most of
+    its bytes) only when the sample takes it: a left-out record whose state would not even parse
+    costs no error, a sampled one still does."""
+    kit, live, _ = await _bid(0.0, sample=0.25)
+    scorer = await _scorer(kit)
+    sampled = [d for d in live if scorer.wants(d)]
+    assert 0 < len(sampled) < len(live)
+    broken = msgspec.structs.replace(sampled[0], state="not a vector")  # type: ignore[arg-type]
+    bus = MemoryBus()
+    records = [(d.id.encode(), encode(d if scorer.wants(d) else msgspec.structs.replace(d, state="x")))  # type: ignore[arg-type]
+               for d in live]
+    await bus.publish_many(kit.cfg.topics.decisions, [*records, (broken.id.encode(), encode(broken))])
+    worker = CandidateWorker(scorer, bus, kit.cfg)
+    await worker.start()
+    assert await worker.drain() == len(live) + 1
+    await worker.stop()
+    shadow = [decode(r.value, Decision).id for part in bus._topic(kit.cfg.topics.candidate_decisions) for r in part]
+    assert sorted(shadow) == sorted(d.id for d in sampled)
+    assert kit.metrics.errors.labels("candidate_undecodable")._value.get() == 1  # the sampled broken one only
+
+
+class _Reads:
+    """A consumer whose reads return the given chunks of records, one chunk a read."""
+
+    def __init__(self, chunks: list[list[Any]]) -> None:
+        self.chunks, self.commits = chunks, 0
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int = 1000) -> list[Any]:
+        return self.chunks.pop(0)[:max_records] if self.chunks else []
+
+    async def commit(self, positions: Any = None) -> None:
+        self.commits += 1
+
+
+async def test_a_batch_takes_everything_the_log_gathered_in_one_publication_and_one_commit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``batch`` (the role's loop, every ``candidate_poll_s``) reads until a read comes back short
+    — the log's end — and scores all of it at once: one publication, one commit."""
+    from agent_service.ports.bus import BusRecord
+    from agent_service.runtime import candidate_worker
+
+    monkeypatch.setattr(candidate_worker, "_CAUGHT_UP", 10)
+    kit, live, _ = await _bid(0.0)
+    recs = [BusRecord(kit.cfg.topics.decisions, 0, i, d.id.encode(), encode(d)) for i, d in enumerate(live)]
+    bus = MemoryBus()
+    worker = CandidateWorker(await _scorer(kit), bus, kit.cfg)
+    reads = _Reads([recs[:20], recs[20:40], recs[40:45], recs[45:]])
+    worker._consumer = reads  # type: ignore[assignment]
+    publications = 0
+    publish_many = bus.publish_many
+
+    async def counted(topic: str, records: Any) -> None:
+        nonlocal publications
+        publications += 1
+        await publish_many(topic, records)
+
+    monkeypatch.setattr(bus, "publish_many", counted)
+    assert await worker.batch() == 45  # the third read was short: the log's end
+    assert reads.commits == 1 and publications == 1
+    assert len([r for part in bus._topic(kit.cfg.topics.candidate_decisions) for r in part]) == 45
+    assert await worker.batch() == 15 and reads.commits == 2
 
 
 async def test_a_candidate_of_another_state_layout_is_refused() -> None:
@@ -213,7 +277,7 @@ async def test_the_candidate_role_scores_the_kafka_decision_log(tansu, service_r
         got: dict[bytes, Decision] = {}
         for _ in range(300):
             for rec in await reader.getmany(timeout_ms=100, max_records=1000):
-                got[rec.key] = decode(rec.value, Decision)
+                got[rec.key or b""] = decode(rec.value, Decision)
             if len(got) == len(live):
                 break
             await asyncio.sleep(0.05)
