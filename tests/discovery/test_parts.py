@@ -110,7 +110,7 @@ def test_delay_background_share_is_estimated_not_pinned() -> None:
     # 20 % of the conversions land on the person's other device; most of those still meet that
     # device's own unrelated clicks. Pinning the background by the clicked-time share of the
     # conversions' own units (which a linked conversion's unit has by construction) put it
-    # ~45 % high and the p90 ~9 % short; the likelihood's own background weight lands near both.
+    # ~45 % high and the p90 ~10 % short; the likelihood's own background weight lands near both.
     obs, truth, with_candidates = _two_devices(10_000, 40.0, 0.2, seed=5)
     f = discover_delays(obs)
     found = f.background_share * with_candidates
