@@ -14,6 +14,9 @@ world runs ``--days`` under the logging policy and is exported as GA4 NDJSON
   without the censoring correction) and the prior's numbers (``default.toml`` used as-is: the
   answer a user gets without discovery — exact for the default world by construction, wrong for
   the perturbed one).
+- the background (conversions no candidate click caused) among the conversions with candidates,
+  found beside the truth (``round_trip``'s ``true_background``: an impression or an unlinked
+  device caused them; evaluation only);
 - the sampled delays themselves (evaluation truth, ``round_trip``'s ``true_lags``): p50 / p90 of
   every conversion decided in the window, and of the exported ones (true cause, no censoring
   correction): what a perfect attribution would start from.
@@ -88,7 +91,9 @@ def main() -> None:
                  "conversions": rt["export"]["conversions"], "censored_conversions": rt["export"]["censored_conversions"],
                  "seconds": sec, "discover_events_per_s": round(rt["export"]["events"] / max(sec["discover"], 1e-9)),
                  "floor_met": sec["discover"] <= FLOOR_S, "recovery": e, "baseline_prior": _prior_errors(cal, prior, rt["true_ctr"]),
-                 "kaplan_meier_days": f.delays.km_quantiles, "true_lags_p50_p90": _lag_quantiles(rt["true_lags"])}
+                 "kaplan_meier_days": f.delays.km_quantiles, "true_lags_p50_p90": _lag_quantiles(rt["true_lags"]),
+                 "background": {**rt["true_background"], "found_with_candidates":
+                                f.delays.background_share * rt["true_background"]["with_candidates"]}}
         out["worlds"][name] = world
         b = world["baseline_prior"]
         print(f"[{name}] {world['events']} events, {world['conversions']} conversions "
@@ -106,7 +111,11 @@ def main() -> None:
         print(f"  sampled delays p50/p90 {tl['decided'][0]:.2f}/{tl['decided'][1]:.2f} d (all decided), "
               f"{tl['exported'][0]:.2f}/{tl['exported'][1]:.2f} d (exported, true cause); Kaplan-Meier "
               f"{world['kaplan_meier_days']['p50']:.2f}/{world['kaplan_meier_days']['p90']:.2f} d; "
-              f"background share {f.delays.background_share:.3f}, K by BIC {len(f.delays.components)}")
+              f"K by BIC {len(f.delays.components)}")
+        bg = world["background"]
+        print(f"  background among the {bg['with_candidates']} conversions with candidates: "
+              f"{bg['found_with_candidates']:.1f} found ({f.delays.background_share:.3f}), "
+              f"{bg['background_with_candidates']} true (evaluation); {bg['without_candidates']} without candidates")
         print(f"  hourly corr {e['hourly_corr']:.3f} (prior {b['hourly_corr']:.3f}); CTR rel err "
               + ", ".join(f"{x:.3f}" for x in e["ctr_rel_err"]) + " (prior base_ctr "
               + ", ".join(f"{x:.3f}" for x in b["ctr_rel_err"]) + f"); devices/person abs err "

@@ -7,11 +7,18 @@ may still convert after it. Both are handled by one censored likelihood fitted b
 f = Σ_k π_k f_k, a mixture of K shifted log-normals (θ_k = shift, median, sigma; the simulator's
 mixture families are approximated, not assumed); a conversion's cause is latent among its
 person's clicks in the ``max_days`` before it, or a background (a conversion on a device not
-linked to its click, which may meet that device's unrelated clicks). The log-likelihood is
-Σ_j log(q Σ_i f(t_j − t_i) + γ) + Σ_i log(1 − q F(c_i)), where c_i = data end − t_i is click i's
+linked to its click, or caused by an impression; it may meet that device's unrelated clicks).
+The background is a Poisson intensity γ a_u g(t) on conversion j's unit u: a_u the unit's ad
+sessions over the mean (its person's activity, which sets how often the person converts on it
+after clicks elsewhere, and not the timing of its own clicks), g the data's conversion rate over
+time (conversions per day, 7-day average, integrating to 1 over the span: a background
+conversion is a click-caused one the data cannot link, so it follows their ramp). The
+log-likelihood is Σ_j log(q Σ_i f(t_j − t_i) + γ a_j g_j) + n_0 log γ − γ Σ_u a_u
++ Σ_i log(1 − q F(c_i)) (n_0: conversions with no candidate on a unit with sessions, background
+for certain; Σ_u a_u the background's compensator), where c_i = data end − t_i is click i's
 follow-up: a click still inside its window is censored at c_i (it contributes "no conversion
 *yet*", 1 − q F(c_i)), never counted as "no conversion". EM alternates the cause
-responsibilities r_ji ∝ q f(t_j − t_i) (background ∝ γ), with the component responsibilities
+responsibilities r_ji ∝ q f(t_j − t_i) (background ∝ γ a_j g_j), with the component responsibilities
 nested inside them (ρ_jik ∝ π_k f_k(t_j − t_i), so conversion j's share of component k through
 click i is r_ji ρ_jik), and the M-step: q by bisection on Σ r log q + Σ_i (1 − R_i) log(1 − q F(c_i))
 (R_i: click i's attributed conversions); π_k from the attributed lags' component shares plus
@@ -23,10 +30,11 @@ while the BIC, −2 log L + 4K log(conversions with candidates), falls, and the 
 a K > 1 fit tries starts made from the one-component fit (its quantiles spread over K
 components, and a quick head / body / late tail), 25 EM iterations each, and the best goes on
 (mixture likelihoods have saddles EM sits in for a hundred iterations). K > 1 needs 40K
-conversions with candidates. γ is pinned by
-the conversions that have no candidate at all (the visible part of the unlinked ones): the
-unlinked conversions that do find candidates are estimated as that count × p/(1 − p), p the
-share of time their persons have a click within ``max_days`` before. Alongside, a
+conversions with candidates. γ is estimated with the rest: each E-step takes the γ that
+maximises the likelihood given the click part (the root of Σ_j a_j g_j / (q Σ_i f + γ a_j g_j)
++ n_0 / γ = Σ_u a_u, by bisection). (It was once pinned before the fit by the conversions with no
+candidate × the clicked-time share of the conversions' own units; a linked conversion's unit
+has a click before it by construction, so that share ran 1.8–2.7× high and took the tail.) Alongside, a
 nonparametric Kaplan–Meier estimate with the same responsibilities (hazard per bin = attributed
 conversions / clicks at risk, i.e. with follow-up reaching the bin) is reported as a check of the
 family.
@@ -120,8 +128,12 @@ class _Pairs:
     has: np.ndarray
     """[conversions] bool: at least one candidate."""
     n_clicks: int
-    unlinked_with: float
-    """Expected unlinked conversions that still meet candidates (pins the background γ)."""
+    bg_shape: np.ndarray
+    """[conversions] the background's intensity shape at the conversion, a_u g(t) (per day)."""
+    bg_free: int
+    """Conversions without candidates whose unit has ad sessions (background for certain)."""
+    bg_exposure: float
+    """The background's compensator per unit of γ: Σ_u a_u (g integrates to 1 over the span)."""
     fu_cell: np.ndarray
     """[clicks] follow-up's cell on the ``_GRID`` grid."""
     fu_grid: np.ndarray
@@ -175,16 +187,16 @@ def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 150,
     pair = np.repeat(lo, n_cand) + np.arange(n_cand.sum()) - np.repeat(np.cumsum(n_cand) - n_cand, n_cand)
     d = (obs.c_time[conv] - ct[pair]) / DAY_MS
     fu = np.minimum((obs.end_ms - ct) / DAY_MS, horizon)
-    # the time in which an unlinked conversion would meet candidates
-    same_next = np.r_[cu[1:] == cu[:-1], False]
-    gap = np.where(same_next, np.r_[ct[1:] - ct[:-1], 0] / DAY_MS, np.inf)
-    cover = np.bincount(cu, weights=np.minimum(np.minimum(gap, horizon), fu),
-                        minlength=int(obs.c_unit.max(initial=0)) + 1)
-    p_cand = float(np.clip(np.mean(cover[obs.c_unit] / max(span, 1e-9)), 0.0, 0.95)) if obs.c_unit.size else 0.0
+    # the background's shape per conversion: its unit's activity × the data's conversion rate then
+    n_units = int(max(obs.s_unit.max(initial=-1), obs.c_unit.max(initial=-1))) + 1
+    act = np.bincount(obs.s_unit, minlength=n_units).astype(np.float64)
+    act /= max(float(act[act > 0].mean()) if (act > 0).any() else 1.0, 1e-12)
+    shape = act[obs.c_unit] * _time_profile(obs.c_time, obs.start_ms, obs.end_ms)
     fu_cell = np.rint(fu / _GRID).astype(np.int64)
     d_cell = np.floor(d / _GRID).astype(np.int64)
     data = _Pairs(d=d, conv=conv, click=pair, has=has, n_clicks=clicks.size,
-                  unlinked_with=float((~has).sum() * p_cand / (1.0 - p_cand)), fu_cell=fu_cell,
+                  bg_shape=shape, bg_free=int((~has & (shape > 0)).sum()), bg_exposure=float(act.sum()),
+                  fu_cell=fu_cell,
                   fu_grid=np.arange(fu_cell.max(initial=0) + 1) * _GRID, d_cell=d_cell,
                   d_grid=(np.arange(d_cell.max(initial=0) + 1) + 0.5) * _GRID)
     q0 = has.sum() / max(clicks.size, 1)
@@ -238,13 +250,16 @@ def _em(theta: np.ndarray, pi: np.ndarray, q: float, data: _Pairs, iters: int, t
         mix = cd.sum(axis=0)
         dens = q * mix + 1e-300
         signal = np.bincount(data.conv, weights=dens, minlength=n_conv)
-        gamma = _background(signal[data.has], data.unlinked_with)
-        r = dens / (signal + gamma)[data.conv]
+        bgd = data.bg_shape[data.has]
+        gamma = _background(signal[data.has], bgd, data.bg_free, data.bg_exposure)
+        bgj = gamma * data.bg_shape
+        r = dens / (signal + bgj)[data.conv]
         alive = 1.0 - np.minimum(np.bincount(data.click, weights=r, minlength=data.n_clicks), 1.0)
         # the censored clicks enter through their follow-up only: pooled on the grid
         w_alive = np.bincount(data.fu_cell, weights=alive, minlength=data.fu_grid.size)
         fk = _comp_cdf(data.fu_grid, theta)  # [K, cells]
-        ll = float(np.log(signal[data.has] + gamma).sum() + (w_alive * np.log1p(-q * (pi @ fk))).sum())
+        ll = float(np.log(signal[data.has] + gamma * bgd).sum() + data.bg_free * np.log(max(gamma, 1e-300))
+                   - gamma * data.bg_exposure + (w_alive * np.log1p(-q * (pi @ fk))).sum())
         if abs(ll - prev) < tol or it == iters - 1:  # (the fit returned is the one ll belongs to)
             break
         prev = ll
@@ -262,7 +277,7 @@ def _em(theta: np.ndarray, pi: np.ndarray, q: float, data: _Pairs, iters: int, t
             theta[k] = _m_step(theta[k], data, w_lag[k], w_alive, q, pi[k], rest, _LOG_SIGMA_MAX[pi.size > 1])
             fk[k] = _comp_cdf(data.fu_grid, theta[k:k + 1])[0]
             f = pi @ fk
-    return _Fit(theta, pi, q, r, np.where(data.has, gamma / (signal + gamma), 0.0), ll)
+    return _Fit(theta, pi, q, r, np.where(data.has, bgj / np.maximum(signal + bgj, 1e-300), 0.0), ll)
 
 
 def _starts(one: _Fit, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -356,16 +371,34 @@ def _m_step(th0: np.ndarray, data: _Pairs, w: np.ndarray, alive: np.ndarray, q: 
     return np.asarray(res.x) if res.fun < nll(th0) else th0
 
 
-def _background(signal: np.ndarray, target: float) -> float:
-    """γ with Σ_j γ / (signal_j + γ) = target over the conversions with candidates (bisection on log γ)."""
-    if target <= 0 or not signal.size:
+def _background(signal: np.ndarray, shape: np.ndarray, free: int, exposure: float) -> float:
+    """γ maximising Σ_j log(signal_j + γ b_j) + free · log γ − γ · exposure (b_j = ``shape``, over the
+    conversions with candidates): the root of Σ_j b_j / (signal_j + γ b_j) + free / γ = exposure,
+    decreasing in γ (bisection on log γ)."""
+    n = float(free + shape.size)
+    if n <= 0 or exposure <= 0:
         return 1e-300
-    lo, hi = -700.0, 10.0
+    lo, hi = -700.0, float(np.log(n / exposure)) + 1.0
     for _ in range(80):
         mid = 0.5 * (lo + hi)
         g = np.exp(mid)
-        lo, hi = (mid, hi) if (g / (signal + g)).sum() < target else (lo, mid)
+        score = (shape / (signal + g * shape)).sum() + free / g - exposure
+        lo, hi = (mid, hi) if score > 0 else (lo, mid)
     return float(np.exp(0.5 * (lo + hi)))
+
+
+def _time_profile(t: np.ndarray, start_ms: int, end_ms: int, smooth_days: int = 7) -> np.ndarray:
+    """[len(t)] the data's conversion rate at each time t, as a density over the span (per day):
+    conversions per day, averaged over ``smooth_days`` (plus a floor: no day without a
+    background), normalised to integrate to 1."""
+    n = max(int(np.ceil((end_ms - start_ms) / DAY_MS)), 1)
+    day = np.clip((t - start_ms) // DAY_MS, 0, n - 1).astype(np.int64)
+    per_day = np.bincount(day, minlength=n).astype(np.float64)
+    kern = np.ones(min(smooth_days, n))
+    rate = np.convolve(per_day, kern, mode="same") / np.convolve(np.ones(n), kern, mode="same")
+    rate = rate + 1e-3 * max(float(rate.mean()), 1e-12)
+    span = (end_ms - start_ms) / DAY_MS
+    return np.asarray(rate[day] / max(float(rate.sum()) * span / n, 1e-12))
 
 
 def _kaplan_meier(d: np.ndarray, r: np.ndarray, fu: np.ndarray, horizon: float, w: float) -> dict[str, float]:

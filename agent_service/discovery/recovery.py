@@ -28,6 +28,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from agent_service.config import GaelpConfig
+from agent_service.discovery.data import Observations, load_observations
 from agent_service.discovery.run import discover
 from agent_service.discovery.writer import Findings
 from agent_service.ingest.runner import ingest_ga4
@@ -38,7 +39,7 @@ from simulators.engine import DAY_MS
 from simulators.ga4_export import export_world
 from simulators.traffic_log import LoggedSlot
 
-__all__ = ["delay_quantiles", "recovery_errors", "round_trip"]
+__all__ = ["delay_quantiles", "recovery_errors", "round_trip", "true_background"]
 
 
 def delay_quantiles(delay: DelayCal, ps: tuple[float, ...] = (0.5, 0.9)) -> list[float]:
@@ -75,7 +76,8 @@ def round_trip(cal: Calibration, workdir: Path, persons: int, opportunities_per_
         p_click[:] += np.bincount(ch, weights=s.truth.p_click[won], minlength=3)
         first[0] = min(first[0], int(s.opps.t.min(initial=first[0])))
         c = s.out.conv
-        lags.append(np.stack([s.out.conv_time[c], s.out.conv_time[c] - s.opps.t[c]]))
+        lags.append(np.stack([s.out.conv_time[c], s.out.conv_time[c] - s.opps.t[c], s.opps.t[c],
+                              s.out.click[c].astype(np.int64)]))
 
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -87,14 +89,46 @@ def round_trip(cal: Calibration, workdir: Path, persons: int, opportunities_per_
     t2 = time.perf_counter()
     findings, found = discover(wh, prior, k_max=k_max, seed=seed)
     t3 = time.perf_counter()
-    conv_time, lag_ms = np.concatenate(lags, axis=1) if lags else np.zeros((2, 0), np.int64)
+    truth = np.concatenate(lags, axis=1) if lags else np.zeros((4, 0), np.int64)
+    conv_time, lag_ms, touch_ms, clicked = truth
     export_end = first[0] - first[0] % DAY_MS + int(days * DAY_MS)  # the export starts at a UTC midnight
     if int((conv_time < export_end).sum()) != export.conversions:
         raise RuntimeError("true lags: the export's end was not recovered")
     return {"findings": findings, "calibration": found, "export": export.to_json_obj(),
             "true_lags": {"days": lag_ms / DAY_MS, "exported": conv_time < export_end},
+            "true_background": true_background(load_observations(wh), conv_time, touch_ms, clicked > 0),
             "true_ctr": p_click / np.maximum(shown, 1),
             "seconds": {"export": t1 - t0, "ingest": t2 - t1, "discover": t3 - t2}}
+
+
+def true_background(obs: Observations, conv_time: np.ndarray, touch_ms: np.ndarray, clicked: np.ndarray,
+                    max_days: float = 45.0) -> dict[str, int]:
+    """How many exported conversions with candidates (a click of their unit within ``max_days``
+    before, the delay fit's definition) were caused by no candidate — an impression, or a click on
+    a unit the data does not link: the delay fit's background, counted from the truth.
+
+    :param obs: the ingested export.
+    :param conv_time: [conversions decided] event time, ms (the purchase is logged 500 ms later).
+    :param touch_ms: [conversions decided] time of the causing touch (its session start), ms.
+    :param clicked: [conversions decided] the causing touch was a click.
+    :param max_days: the fit's candidate window.
+    """
+    h = int(min(max_days, (obs.end_ms - obs.start_ms) / DAY_MS) * DAY_MS)
+    o = np.argsort(conv_time)
+    ct, tt, ck = conv_time[o], touch_ms[o], clicked[o]
+    j = np.clip(np.searchsorted(ct, obs.c_time - 500), 0, max(ct.size - 1, 0))
+    if not ct.size or np.abs(ct[j] - (obs.c_time - 500)).max(initial=0) > 0:
+        raise RuntimeError("true background: an exported conversion matches no decided one")
+    clicks = {(int(u), int(t)) for u, t in zip(obs.s_unit[obs.s_click], obs.s_time[obs.s_click], strict=True)}
+    by_unit: dict[int, list[int]] = {}
+    for u, t in clicks:
+        by_unit.setdefault(u, []).append(t)
+    has = np.array([any(tc - h <= t < tc for t in by_unit.get(int(u), ()))
+                    for u, tc in zip(obs.c_unit, obs.c_time, strict=True)], bool)
+    cause = np.array([bool(ck[i]) and (int(u), int(tt[i])) in clicks and tc - tt[i] <= h
+                      for i, u, tc in zip(j, obs.c_unit, obs.c_time, strict=True)], bool)
+    return {"conversions": int(obs.c_time.size), "with_candidates": int(has.sum()),
+            "background_with_candidates": int((has & ~cause).sum()), "without_candidates": int((~has).sum())}
 
 
 def _true_context_mix(cal: Calibration, names: list[str]) -> np.ndarray:

@@ -77,6 +77,51 @@ def test_delay_mixture_follows_a_late_tail_one_log_normal_misses() -> None:
         discover_delays(obs, max_components=0)
 
 
+def _two_devices(persons: int, span_days: float, move: float, seed: int) -> tuple[Observations, int, int]:
+    """Each person two devices (units) with ad sessions in proportion to the person's activity and
+    10 % of them clicked; a click converts with probability 0.2 after a log-normal delay (median
+    5 d, sigma 0.6) on the other device with probability ``move`` (unlinked: the background).
+    Returns the observations, the background conversions that meet candidates (a click of their
+    unit in the 45 days before) and all conversions that do."""
+    rng = np.random.default_rng(seed)
+    start = 1_767_225_600_000
+    end = start + int(span_days * DAY)
+    unit = np.repeat(np.arange(2 * persons), rng.poisson(10.0 * np.repeat(rng.lognormal(0.0, 0.8, persons), 2)))
+    t = start + rng.integers(0, end - start, unit.size)
+    click = rng.random(unit.size) < 0.1
+    tc = t + (5.0 * np.exp(0.6 * rng.standard_normal(unit.size)) * DAY).astype(np.int64)
+    moved = rng.random(unit.size) < move
+    seen = click & (rng.random(unit.size) < 0.2) & (tc < end)
+    cu, tc, moved = np.where(moved, unit ^ 1, unit)[seen], tc[seen], moved[seen]
+    o = np.lexsort((t[click], unit[click]))
+    key = unit[click][o] * 4 * int(span_days) * DAY + (t[click][o] - start)
+    ck = cu * 4 * int(span_days) * DAY + (tc - start)
+    has = np.searchsorted(key, ck) > np.searchsorted(key, ck - 45 * DAY)
+    obs = Observations(
+        unit_names=[str(u) for u in range(2 * persons)], contexts=["IAB1"], s_unit=unit, s_pseudo=unit,
+        s_logged=np.zeros(unit.size, bool), s_time=t, s_channel=np.full(unit.size, 2, np.int8),
+        s_device=np.zeros(unit.size, np.int8), s_context=np.zeros(unit.size, np.int32), s_click=click,
+        c_unit=cu, c_time=tc, c_value=np.full(cu.size, 10.0), pseudo_user={}, pseudo_device={},
+        start_ms=start, end_ms=end)
+    return obs, int((has & moved).sum()), int(has.sum())
+
+
+def test_delay_background_share_is_estimated_not_pinned() -> None:
+    # 20 % of the conversions land on the person's other device; most of those still meet that
+    # device's own unrelated clicks. Pinning the background by the clicked-time share of the
+    # conversions' own units (which a linked conversion's unit has by construction) put it
+    # ~45 % high and the p90 ~10 % short; the likelihood's own background weight lands near both.
+    obs, truth, with_candidates = _two_devices(10_000, 40.0, 0.2, seed=5)
+    f = discover_delays(obs)
+    found = f.background_share * with_candidates
+    assert abs(found - truth) / truth < 0.12, (found, truth)
+    true_p90 = 5.0 * np.exp(0.6 * 1.2815515655446004)
+    assert abs(f.quantiles["p90"] - true_p90) / true_p90 < 0.05, f.quantiles
+    # no unlinked conversions: (almost) no background
+    clean, _, n = _two_devices(10_000, 40.0, 0.0, seed=5)
+    assert discover_delays(clean).background_share * n < 0.01 * n
+
+
 def test_lognormal_from_quantiles_matches_them() -> None:
     c = lognormal_from_quantiles(3.0, 6.0, 14.0)
     from scipy import stats
