@@ -539,7 +539,7 @@ class GaelpConfig:
 
     def __post_init__(self) -> None:
         n, sample = self.topics.partitions, self.serve.candidate_sample
-        if abs(sample * n - round(sample * n)) > 1e-9:  # the candidate reads whole decision-log partitions
+        if self.serve.candidate_version and abs(sample * n - round(sample * n)) > 1e-9:  # it reads whole partitions
             raise ConfigError("serve.candidate_sample",
                               f"must be a multiple of 1/{n} (1/[topics] partitions): the candidate scores whole partitions")
         ids = [e.id for e in self.experiments]

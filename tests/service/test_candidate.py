@@ -117,7 +117,8 @@ def test_a_sample_must_be_whole_partitions() -> None:
 
     assert sampled_partitions(0.5, 4) == range(2) and sampled_partitions(1.0, 8) == range(8)
     with pytest.raises(ConfigError, match="multiple of 1/4"):
-        GaelpConfig().replace("serve", candidate_sample=0.3)
+        GaelpConfig().replace("serve", candidate_version=1, candidate_sample=0.3)
+    GaelpConfig().replace("serve", candidate_sample=0.3)  # no candidate: the sample is not read
     with pytest.raises(ConfigError, match="not a multiple of 1/3"):  # a topic made elsewhere, of other partitions
         sampled_partitions(0.25, 3)
 
