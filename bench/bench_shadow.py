@@ -6,9 +6,9 @@ default agent: 64 creative slots). Bidder processes (``gaelp serve --roles bidde
 side on one throwaway redis-server and tansu: ``live`` serves the newest version alone; each
 ``shadow@S`` arm's bidder serves it too, configured with candidate version 1 and ``[serve]
 candidate_sample`` S, and beside it runs a ``gaelp serve --roles candidate`` process of the same
-configuration: it reads the arm's decision log and decides the share S of it (hashed on request
-and imp ids) again with version 1, logging the candidate's decisions (never sent). The bidders
-never run the candidate (their ``gaelp_candidate_decisions_total`` is reported: it must be 0).
+configuration: it reads the arm's decision log and decides the share S of it (whole partitions
+of it, keyed by decision id) again with version 1, logging the candidate's decisions (never
+sent). The bidders never run the candidate (their ``gaelp_candidate_decisions_total`` is reported: it must be 0).
 wrk paces each bidder in turn, interleaved over ``--repeat`` rounds (the machine's speed drifts
 between minutes); medians reported. Floor (issue 20), at the default sample: shadow p99 ≤ 1.2 ×
 live p99. ``candidate_decisions`` is what each candidate process logged by the end (it runs at
@@ -22,6 +22,9 @@ tansu and Redis spend per request over the live arm's. Reference contender ``liv
 bidder with one SCHED_IDLE busy loop per core (what any background CPU costs the bid path on this
 machine). ``--base-tree DIR`` adds ``base:shadow@S`` arms whose bidder and candidate run another
 checkout's code (say main's, in a detached worktree), in the same rounds.
+
+Every topic has ``--partitions`` partitions (default ``[topics] partitions``, 4; runs before
+2026-12-04's ``shadowpart`` branch had 2).
 
     .venv/bin/python bench/bench_shadow.py [--rate 2000] [--seconds 10] [--repeat 3] [--base-tree DIR]
 """
@@ -68,6 +71,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians reported")
     ap.add_argument("--samples", type=float, nargs="+", default=None,
                     help="candidate_sample values to measure (default: the configured default and 1.0)")
+    ap.add_argument("--partitions", type=int, default=GaelpConfig().topics.partitions,
+                    help="partitions of every topic (the candidate reads whole ones: a sample is a multiple of 1/this)")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds the candidates may catch up before counting")
     ap.add_argument("--base-tree", type=Path, default=None,
                     help="another checkout (say main's, in a worktree): its bidder + candidate measured as base:shadow@S arms")
@@ -97,6 +102,7 @@ def main() -> None:
         try:
             for i, (name, extra) in enumerate(arms.items()):
                 config = _config(work, f"sh{os.getpid()}-{i}", extra)  # its own topics and consumer groups
+                config.write_text(config.read_text().replace("partitions = 2", f"partitions = {args.partitions}"))
                 procs[name] = _serve(config, env, "bidder", roots[name])
                 if extra:  # the shadow candidate, in a process of its own beside the bidder
                     scorers[name] = _serve(config, env, "candidate", roots[name])

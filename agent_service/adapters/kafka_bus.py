@@ -175,7 +175,7 @@ class KafkaBus:
         n = await self.partitions(topic)
         by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
         for key, value in records:
-            p = (murmur2(key) & 0x7FFFFFFF) % n if key is not None else 0
+            p = self.partition_of(key, n) if key is not None else 0
             by_partition.setdefault(p, []).append((key, value))
         try:
             for p, recs in by_partition.items():
@@ -203,6 +203,13 @@ class KafkaBus:
     def consumer(self, topics: Sequence[str], group: str) -> KafkaConsumer:
         return KafkaConsumer(self, list(topics), group)
 
+    def assigned_consumer(self, topic: str, partitions: Sequence[int], group: str) -> KafkaConsumer:
+        return KafkaConsumer(self, [topic], group, assigned=list(partitions))
+
+    def partition_of(self, key: bytes, partitions: int) -> int:
+        """aiokafka's default partitioner (Java's): murmur2 of the key, sign bit cleared."""
+        return (murmur2(key) & 0x7FFFFFFF) % partitions
+
 
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Runs a consumer's revoke hooks (aiokafka awaits a coroutine listener before rejoining)."""
@@ -224,9 +231,11 @@ class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka
 
 
 class KafkaConsumer:
-    """A group member with manual commits (see ``ports.bus.Consumer``)."""
+    """A group member with manual commits (see ``ports.bus.Consumer``); given ``assigned``
+    partitions (of its one topic), a reader of those alone (aiokafka ``assign``: no join, no
+    rebalance; the group coordinator still serves its committed offsets and takes its commits)."""
 
-    def __init__(self, bus: KafkaBus, topics: list[str], group: str) -> None:
+    def __init__(self, bus: KafkaBus, topics: list[str], group: str, assigned: list[int] | None = None) -> None:
         self.topics = topics
         session_ms = int(bus.session_timeout_s * 1000)
         self._c = AIOKafkaConsumer(
@@ -235,7 +244,10 @@ class KafkaConsumer:
             heartbeat_interval_ms=max(100, session_ms // 5), rebalance_timeout_ms=max(session_ms, 1000),
         )
         self._revocations = _Revocations()
-        self._c.subscribe(topics, listener=self._revocations)
+        if assigned is None:
+            self._c.subscribe(topics, listener=self._revocations)
+        else:
+            self._c.assign([TopicPartition(topics[0], p) for p in assigned])
 
     def on_revoke(self, hook: Callable[[], Awaitable[None]]) -> None:
         self._revocations.hooks.append(hook)

@@ -55,7 +55,7 @@ class MemoryBus:
                       headers: Sequence[tuple[str, bytes]] = (), partition: int | None = None) -> None:
         parts = self._topic(topic)
         if partition is None:
-            partition = zlib.crc32(key) % len(parts) if key is not None else 0
+            partition = self.partition_of(key, len(parts)) if key is not None else 0
         elif not 0 <= partition < len(parts):
             raise BusError(f"topic {topic} has no partition {partition}")
         log = parts[partition]
@@ -71,9 +71,12 @@ class MemoryBus:
     def publish_nowait(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Append without waking consumers (for bulk loads; call ``flush`` after)."""
         parts = self._topic(topic)
-        partition = zlib.crc32(key) % len(parts) if key is not None else 0
+        partition = self.partition_of(key, len(parts)) if key is not None else 0
         log = parts[partition]
         log.append(BusRecord(topic, partition, len(log), key, value, ()))
+
+    def partition_of(self, key: bytes, partitions: int) -> int:
+        return zlib.crc32(key) % partitions
 
     async def flush(self) -> None:
         async with self._data:
@@ -81,6 +84,9 @@ class MemoryBus:
 
     def consumer(self, topics: Sequence[str], group: str) -> MemoryConsumer:
         return MemoryConsumer(self, list(topics), group)
+
+    def assigned_consumer(self, topic: str, partitions: Sequence[int], group: str) -> MemoryConsumer:
+        return MemoryConsumer(self, [topic], group, fixed=[(topic, p) for p in partitions])
 
     async def group_lag(self, group: str, topics: Sequence[str]) -> dict[str, int]:
         return {t: self.lag(group, t) for t in topics}
@@ -123,12 +129,15 @@ class MemoryBus:
 
 
 class MemoryConsumer:
-    """One member of a consumer group (see ``MemoryBus``)."""
+    """One member of a consumer group (see ``MemoryBus``), or, given ``fixed`` partitions, a
+    reader of those alone at the group's positions (``MemoryBus.assigned_consumer``)."""
 
-    def __init__(self, bus: MemoryBus, topics: list[str], group: str) -> None:
+    def __init__(self, bus: MemoryBus, topics: list[str], group: str,
+                 fixed: list[tuple[str, int]] | None = None) -> None:
         self.bus = bus
         self.topics = topics
         self.group = group
+        self._fixed = fixed
         self._assigned: list[tuple[str, int]] = []
         self._positions: dict[tuple[str, int], int] = {}
         self._running = False
@@ -147,12 +156,19 @@ class MemoryConsumer:
 
     async def start(self) -> None:
         self._running = True
-        await self.bus._join(self)
+        if self._fixed is not None:
+            for topic, p in self._fixed:
+                if not 0 <= p < len(self.bus._topic(topic)):
+                    raise BusError(f"topic {topic} has no partition {p}")
+            self._assign(self._fixed)
+        else:
+            await self.bus._join(self)
 
     async def stop(self) -> None:
         if self._running:
             self._running = False
-            await self.bus._leave(self)
+            if self._fixed is None:
+                await self.bus._leave(self)
 
     def _take(self, max_records: int) -> list[BusRecord]:
         out: list[BusRecord] = []

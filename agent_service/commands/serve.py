@@ -27,7 +27,7 @@ deployment scales the parts it needs (docker-compose.yml runs them as separate s
            after each checkpoint. Run one.
   sink     the warehouse sink: decisions, events, attributions, experience to a DuckDB file
            (--warehouse-path) or BigQuery ([warehouse] backend = "bigquery").
-  candidate  with --candidate-version V: decides a hashed sample (--candidate-sample) of the
+  candidate  with --candidate-version V: decides a sample (--candidate-sample: whole partitions) of the
            decision log again with version V and logs those decisions (never sent) for
            `gaelp ope`; the bidders never run V. Idle without --candidate-version.
 

@@ -261,10 +261,10 @@ class ServeConfig:
     decides them from the decision log (``pipeline/candidate.py``); the bidders never run it
     (env GAELP_CANDIDATE_VERSION)."""
     candidate_sample: float = 0.25
-    """Share of the live requests the candidate also decides for the shadow log (hashed on the
-    request and imp ids, so independent of the outcome: off-policy estimates stay unbiased, on
-    fewer records). The cost is the candidate role's CPU, not the bid path's
-    (``bench/bench_shadow.py``)."""
+    """Share of the live requests the candidate also decides for the shadow log: whole partitions
+    of the decision log (keyed by decision id, so independent of the outcome: off-policy estimates
+    stay unbiased, on fewer records), hence a multiple of ``1 / [topics] partitions``. The cost is
+    the candidate role's CPU and the broker's, not the bid path's (``bench/bench_shadow.py``)."""
     candidate_poll_s: float = 1.0
     """Seconds the candidate role lets the decision log gather between batches: shadow scoring is
     not latency-critical, and a second's worth per batch means a few large fetches, one produce
@@ -538,6 +538,10 @@ class GaelpConfig:
     """Creative A/B experiments (``[[experiments]]``): the decision path serves them (pipeline/experiments.py)."""
 
     def __post_init__(self) -> None:
+        n, sample = self.topics.partitions, self.serve.candidate_sample
+        if self.serve.candidate_version and abs(sample * n - round(sample * n)) > 1e-9:  # it reads whole partitions
+            raise ConfigError("serve.candidate_sample",
+                              f"must be a multiple of 1/{n} (1/[topics] partitions): the candidate scores whole partitions")
         ids = [e.id for e in self.experiments]
         if len(set(ids)) != len(ids):
             raise ConfigError("experiments", "experiment ids must be unique")

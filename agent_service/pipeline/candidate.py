@@ -3,8 +3,9 @@
 ``[serve] candidate_version`` names a registry version to compare with the live policy. The
 bidder does not run it: every live decision already logs the vector it was decided from (the
 state, the slot's pacing features and the touch sequence the LSTM journey encoder reads,
-``StateSpec.pack``), so :class:`CandidateScorer` replays a hashed sample of the logged decisions
-(``candidate_sample``, on request and imp ids) through the candidate's networks elsewhere — the
+``StateSpec.pack``), so :class:`CandidateScorer` replays a sample of the logged decisions
+(``candidate_sample``: whole partitions of the decision log, :func:`sampled_partitions`) through
+the candidate's networks elsewhere — the
 ``candidate`` role of ``gaelp serve``, or in-process in ``gaelp simulate`` — and returns its
 decisions: the candidate's action, propensity and version, marked shadow, never bid, keyed by
 the live decision's id (the warehouse stores them as ``<id>@v<version>``, so a redelivered
@@ -30,6 +31,7 @@ from agent_service.agent.serving.server import AgentServer
 from agent_service.config import CHANNELS, GaelpConfig
 from agent_service.contracts.events import Action, Decision, encoded_state, state_values
 from agent_service.creatives import restrict_to_arms
+from agent_service.errors import ConfigError
 from agent_service.experiments.assignment import bucket
 from agent_service.metrics import Metrics
 from agent_service.money import usd_to_micros
@@ -37,7 +39,7 @@ from agent_service.pacing import PACING_FEATURES
 from agent_service.pricing import BID, NO_BID_REASONS
 from agent_service.units import DAY_MS
 
-__all__ = ["CandidateScorer", "LoggedHead", "shadowed"]
+__all__ = ["CandidateScorer", "LoggedHead", "sampled_partitions", "shadowed"]
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +49,32 @@ _LOG_MULTIPLIER = [name for name, _ in PACING_FEATURES].index("log_multiplier")
 
 
 class LoggedHead(msgspec.Struct, frozen=True):
-    """The fields of a logged decision that say whether the candidate scores it. Decoded alone
-    (the state, most of a record's bytes, is skipped unparsed), a record the sample leaves out
-    costs the candidate role a quarter of a full decode."""
+    """The fields of a logged decision that say whether the candidate scores it (its canary's are
+    not). Decoded alone (the state, most of a record's bytes, is skipped unparsed), a record left
+    out costs the candidate role a quarter of a full decode."""
 
-    request_id: str
-    imp_id: str
     person_id: str
     shadow: bool = False
 
 
-def shadowed(d: Decision | LoggedHead, sample: float) -> bool:
-    """The live decision is in the candidate's hashed sample (independent of outcomes)."""
-    return sample >= 1.0 or bucket(f"{d.request_id}\x00{d.imp_id}", "shadow") < sample
+def sampled_partitions(sample: float, partitions: int) -> range:
+    """The decision-log partitions in the candidate's sample: the first ``sample × partitions``.
+
+    The log is keyed, hence partitioned, by decision id (a hash of the bus's, independent of any
+    outcome: off-policy estimates on the sample stay unbiased), so the candidate role reads whole
+    partitions — a quarter of the log's bytes at sample 0.25, not all of them to keep a hashed
+    quarter. A sample is therefore a multiple of ``1 / partitions``."""
+    k = round(sample * partitions)
+    if not 1 <= k <= partitions or abs(k - sample * partitions) > 1e-9:
+        raise ConfigError("serve.candidate_sample",
+                          f"{sample:g} is not a multiple of 1/{partitions}: the decision log has {partitions} "
+                          "partitions and the candidate scores whole ones")
+    return range(k)
+
+
+def shadowed(decision_id: str, sample: float, partitions: int, partition_of: Callable[[bytes, int], int]) -> bool:
+    """The live decision is in the candidate's sample (``partition_of``: the bus's, ``EventBus.partition_of``)."""
+    return partition_of(decision_id.encode(), partitions) in sampled_partitions(sample, partitions)
 
 
 class CandidateScorer:
@@ -80,7 +95,8 @@ class CandidateScorer:
         """Logged decisions of another state layout (not replayable by the candidate)."""
 
     def score(self, logged: Sequence[Decision]) -> list[Decision]:
-        """The candidate's decisions on the sampled live decisions of ``logged`` (in order)."""
+        """The candidate's decisions on the live decisions of ``logged`` (in order; the sample is
+        the partitions the caller read, :func:`sampled_partitions`)."""
         spec, version = self.candidate.spec, self.candidate.version
         picked = [d for d in logged if self.wants(d)]
         rows, keep = [], []
@@ -105,12 +121,12 @@ class CandidateScorer:
 
     @property
     def selective(self) -> bool:
-        """Some live decisions are left out (worth a :class:`LoggedHead` decode before the full one)."""
-        return self.sample < 1.0 or self._canary_share > 0
+        """Some records read are left out (worth a :class:`LoggedHead` decode before the full one)."""
+        return self._canary_share > 0
 
     def wants(self, d: Decision | LoggedHead) -> bool:
-        """A live decision in the sample, not decided live by the candidate itself (its canary)."""
-        return not d.shadow and not self._canary(d) and shadowed(d, self.sample)
+        """A live decision, not decided live by the candidate itself (its canary)."""
+        return not d.shadow and not self._canary(d)
 
     def _canary(self, d: Decision | LoggedHead) -> bool:
         """Decided live by the candidate itself (its ``[serve] canary_share`` of persons)."""

@@ -8,7 +8,9 @@ Semantics every adapter honours (tests/contract/test_bus_contract.py checks them
 - before a group rebalance takes a member's partitions, its ``on_revoke`` hook is awaited: work
   in hand can finish and commit before the next owner reads from the group's position;
 - records not committed are delivered again to the next consumer of the group;
-- different groups each read every record.
+- different groups each read every record;
+- ``partition_of`` is the partition ``publish`` gives a key; a consumer from ``assigned_consumer``
+  reads only the partitions it is given, from (and committing to) its group's positions.
 Headers carry the record kind (``gaelp-kind: tick`` marks an event-time heartbeat).
 """
 
@@ -106,6 +108,16 @@ class EventBus(Protocol):
 
     def consumer(self, topics: Sequence[str], group: str) -> Consumer:
         """A new (not yet started) consumer of ``topics`` in ``group``."""
+        ...
+
+    def assigned_consumer(self, topic: str, partitions: Sequence[int], group: str) -> Consumer:
+        """A new (not yet started) consumer of the given partitions of ``topic`` only: no group
+        membership, no rebalance (its ``on_revoke`` hooks never run), but it starts from ``group``'s
+        committed positions and commits there. No subscribed member may share ``group``."""
+        ...
+
+    def partition_of(self, key: bytes, partitions: int) -> int:
+        """The partition (of ``partitions``) that ``publish`` gives a record keyed ``key``."""
         ...
 
     async def group_lag(self, group: str, topics: Sequence[str]) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """The ``candidate`` role: the shadow candidate scored off the bid path, from the decision log.
 
-A consumer of the decisions topic in a group of its own (``<group_id>-candidate``: it reads
-every record, taking no partition from anyone) hands each batch to the
+A reader of the decision log's sampled partitions (``candidate_sample`` × partitions of them,
+:func:`~agent_service.pipeline.candidate.sampled_partitions`; assigned, not subscribed: no
+rebalance) committing in a group of its own (``<group_id>-candidate``) hands each batch to the
 :class:`~agent_service.pipeline.candidate.CandidateScorer`, publishes the candidate's decisions
 on ``topics.candidate_decisions`` keyed by decision id, and commits only after they are
 flushed: a crash redelivers the batch and the warehouse keeps one row per key. The bidders
@@ -9,8 +10,9 @@ never load the candidate; ``gaelp simulate`` runs this same worker in-process.
 
 The role shares its machine with bid paths, so it spends as little CPU per record as it can
 (``bench/bench_shadow.py``): it lets ``[serve] candidate_poll_s`` of log gather between batches
-(a few large fetches, one produce request and one commit a second, instead of tens of each), and
-decodes only the :class:`~agent_service.pipeline.candidate.LoggedHead` of a record the sample
+(a few large fetches, one produce request and one commit a second, instead of tens of each),
+reads only the partitions of its sample (the broker serves a quarter of the log at 0.25), and
+decodes only the :class:`~agent_service.pipeline.candidate.LoggedHead` of a record its canary
 leaves out.
 """
 
@@ -25,7 +27,7 @@ from agent_service.contracts.events import Decision
 from agent_service.creatives import CatalogueFile
 from agent_service.errors import BusError, ModelError, StoreError
 from agent_service.metrics import Metrics
-from agent_service.pipeline.candidate import CandidateScorer, LoggedHead
+from agent_service.pipeline.candidate import CandidateScorer, LoggedHead, sampled_partitions
 from agent_service.ports.bus import BusRecord, Consumer, EventBus
 from agent_service.ports.registry import ModelRegistry
 from agent_service.runtime.assembly import pinned
@@ -53,17 +55,29 @@ class CandidateWorker:
         self.poll_s = cfg.serve.candidate_poll_s
         self.source, self.topic = cfg.topics.decisions, cfg.topics.candidate_decisions
         self.group = group or f"{cfg.serve.group_id}-candidate"
-        self._consumer: Consumer = bus.consumer([self.source], self.group)
+        self.partitions: range = range(0)
+        """The decision-log partitions read (known at ``start``, from the topic's partition count)."""
+        self._consumer: Consumer | None = None
 
     async def start(self) -> None:
+        """Read the sampled partitions from the group's commit (ConfigError: the topic's partition
+        count does not divide into the sample)."""
+        self.partitions = sampled_partitions(self.scorer.sample, await self.bus.partitions(self.source))
+        self._consumer = self.bus.assigned_consumer(self.source, self.partitions, self.group)
         await self._consumer.start()
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def _reader(self) -> Consumer:
+        if self._consumer is None:
+            raise BusError("CandidateWorker used before start()")
+        return self._consumer
 
     async def poll(self, timeout_ms: int = 0, max_records: int = 5_000) -> int:
         """Score one read of the decision log; how many records it had."""
-        records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        records = await self._reader().getmany(timeout_ms=timeout_ms, max_records=max_records)
         if records:
             await self._score(records)
         return len(records)
@@ -72,9 +86,10 @@ class CandidateWorker:
         """Score what the log holds now, up to ``_MAX_BATCH`` records, as one batch: read until a
         read (after the first, which may be a small fetch left waiting since the last batch) comes
         back short, so one batch takes all the log gathered since the last."""
-        records = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=_MAX_BATCH)
+        reader = self._reader()
+        records = await reader.getmany(timeout_ms=timeout_ms, max_records=_MAX_BATCH)
         while records and len(records) < _MAX_BATCH:
-            more = await self._consumer.getmany(timeout_ms=_READ_WAIT_MS, max_records=_MAX_BATCH - len(records))
+            more = await reader.getmany(timeout_ms=_READ_WAIT_MS, max_records=_MAX_BATCH - len(records))
             records += more
             if len(more) < _CAUGHT_UP:
                 break
@@ -99,7 +114,7 @@ class CandidateWorker:
         if decided:
             await self.bus.publish_many(self.topic, [(d.id.encode(), encode(d)) for d in decided])
             await self.bus.flush()
-        await self._consumer.commit()
+        await self._reader().commit()
 
     async def drain(self) -> int:
         """Score everything waiting (in-process runs)."""

@@ -128,6 +128,8 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
     # [serve] candidate_version: the shadow candidate decides from the decision log, as `gaelp serve`'s candidate role
     scorer = await load_candidate(cfg, registry, metrics, cfg.creatives.capacity, sim.seed + 8, catalogue)
     shadow = CandidateWorker(scorer, bus, cfg, group="gaelp-candidate") if scorer is not None else None
+    if shadow is not None:  # it reads the log's sampled partitions: as many as the service's topics have
+        await bus.create_topics([t.decisions], t.partitions)
     sink = await _open_sink(cfg, out_dir, bus, store, flow) if warehouse and out_dir is not None else None
     parts = (worker, driver, trainer) if shadow is None else (worker, driver, trainer, shadow)
     for c in parts:

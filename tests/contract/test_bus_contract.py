@@ -88,6 +88,35 @@ async def test_publish_many_delivers_everything_in_order_on_the_keys_partitions(
     _assert_in_order_per_key(got, set(keys))
 
 
+async def test_an_assigned_consumer_reads_only_its_partitions_and_resumes_at_its_commit(bus: EventBus) -> None:
+    """``partition_of`` is where ``publish``/``publish_many`` put a key; an ``assigned_consumer``
+    reads only the partitions it is given, and a later one of its group starts at its commit."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    await bus.create_topics([topic], partitions=4)
+    keys = [f"id-{i}".encode() for i in range(40)]
+    await bus.publish_many(topic, [(k, str(i).encode()) for i, k in enumerate(keys[:30])])
+    await bus.flush()
+    everything = await _consume_all(bus, topic, "g-all", 30)
+    assert all(r.partition == bus.partition_of(r.key or b"", 4) for r in everything) and len(everything) == 30
+    mine = {i for i, k in enumerate(keys) if bus.partition_of(k, 4) in (1, 3)}
+    assert 0 < len(mine) < 40
+    c = bus.assigned_consumer(topic, [1, 3], "g-part")
+    await c.start()
+    got = await _drain(c, len(mine & set(range(30))))
+    assert {int(r.value) for r in got} == mine & set(range(30)) and {r.partition for r in got} <= {1, 3}
+    assert c.assigned() == {(topic, 1), (topic, 3)}
+    await c.commit()
+    await c.stop()
+    for i in range(30, 40):
+        await bus.publish(topic, keys[i], str(i).encode())
+    await bus.flush()
+    again = bus.assigned_consumer(topic, [1, 3], "g-part")
+    await again.start()
+    rest = await _drain(again, len(mine - set(range(30))), timeout_s=10.0)
+    await again.stop()
+    assert sorted(int(r.value) for r in rest) == sorted(mine - set(range(30)))  # only what came after the commit
+
+
 async def test_uncommitted_records_are_redelivered(bus: EventBus) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     await bus.create_topics([topic], partitions=1)

@@ -129,6 +129,12 @@ class ChaosBus:
     def consumer(self, topics: Sequence[str], group: str) -> Consumer:
         return self.bus.consumer(topics, group)
 
+    def assigned_consumer(self, topic: str, partitions: Sequence[int], group: str) -> Consumer:
+        return self.bus.assigned_consumer(topic, partitions, group)
+
+    def partition_of(self, key: bytes, partitions: int) -> int:
+        return self.bus.partition_of(key, partitions)
+
 
 async def run_scenario(kafka: str, redis_url: str, tmp: Path, fault: Fault | None = None,
                        chaos: bool = False) -> Scenario:

@@ -15,7 +15,7 @@ from agent_service.config import GaelpConfig
 from agent_service.contracts.codec import decode, encode
 from agent_service.contracts.events import Decision, state_values
 from agent_service.experiments.assignment import bucket
-from agent_service.pipeline.candidate import CandidateScorer
+from agent_service.pipeline.candidate import CandidateScorer, sampled_partitions, shadowed
 from agent_service.runtime.candidate_worker import CandidateWorker, load_candidate
 from tests.flowkit import T0, FlowKit, bid_request
 
@@ -87,14 +87,50 @@ async def test_the_bidder_never_runs_the_candidate(inferences: Counter[int]) -> 
     assert len(shadow) == 60 and set(inferences) == {1}
 
 
-async def test_the_candidate_shadows_a_hashed_sample_of_the_live_requests() -> None:
-    """`[serve] candidate_sample`: a share of the requests, chosen by hashing request and imp ids
-    (independent of outcomes), is decided a second time; the rest only live."""
-    live, shadow, _ = await _decide(0.0, sample=0.25)
-    assert len(live) == 60 and 0 < len(shadow) < 30
-    picked = {d.id for d in live if bucket(f"{d.request_id}\x00{d.imp_id}", "shadow") < 0.25}
-    assert {d.id for d in shadow} == picked
-    assert [d.id for d in (await _decide(0.0, sample=0.25))[1]] == [d.id for d in shadow]  # the same requests
+async def _logged(bus: MemoryBus, cfg: GaelpConfig, live: list[Decision]) -> None:
+    """``live`` on the decision log as the bid endpoint logs it (keyed by decision id), over ``[topics] partitions``."""
+    await bus.create_topics([cfg.topics.decisions], cfg.topics.partitions)
+    await bus.publish_many(cfg.topics.decisions, [(d.id.encode(), encode(d)) for d in live])
+
+
+async def test_the_candidate_reads_only_its_sampled_partitions_and_scores_exactly_them() -> None:
+    """`[serve] candidate_sample` 0.25 of 4 partitions: the worker reads partition 0 of the log
+    alone (keyed by decision id: independent of outcomes) and decides every live request there;
+    ``shadowed`` names them for anyone else."""
+    kit, live, _ = await _bid(0.0, sample=0.25)
+    bus = MemoryBus()
+    await _logged(bus, kit.cfg, live)
+    worker = CandidateWorker(await _scorer(kit), bus, kit.cfg)
+    await worker.start()
+    assert worker.partitions == range(1) and worker._reader().assigned() == {(kit.cfg.topics.decisions, 0)}
+    picked = {d.id for d in live if shadowed(d.id, 0.25, 4, bus.partition_of)}
+    assert picked == {d.id for d in live if bus.partition_of(d.id.encode(), 4) == 0} and 0 < len(picked) < 30
+    assert await worker.drain() == len(picked)  # only partition 0's records were read
+    await worker.stop()
+    shadow = [decode(r.value, Decision).id for part in bus._topic(kit.cfg.topics.candidate_decisions) for r in part]
+    assert sorted(shadow) == sorted(picked)
+    assert len((await _scorer(kit)).score(live)) == len(live)  # what it reads is the sample: no second sampling
+
+
+def test_a_sample_must_be_whole_partitions() -> None:
+    from agent_service.errors import ConfigError
+
+    assert sampled_partitions(0.5, 4) == range(2) and sampled_partitions(1.0, 8) == range(8)
+    with pytest.raises(ConfigError, match="multiple of 1/4"):
+        GaelpConfig().replace("serve", candidate_version=1, candidate_sample=0.3)
+    GaelpConfig().replace("serve", candidate_sample=0.3)  # no candidate: the sample is not read
+    with pytest.raises(ConfigError, match="not a multiple of 1/3"):  # a topic made elsewhere, of other partitions
+        sampled_partitions(0.25, 3)
+
+
+async def test_a_topic_of_other_partitions_than_the_sample_needs_stops_the_worker() -> None:
+    from agent_service.errors import ConfigError
+
+    kit, _, _ = await _bid(0.0, sample=0.25)
+    bus = MemoryBus()
+    await bus.create_topics([kit.cfg.topics.decisions], 3)
+    with pytest.raises(ConfigError, match="decision log has 3 partitions"):
+        await CandidateWorker(await _scorer(kit), bus, kit.cfg).start()
 
 
 async def test_the_canary_share_of_persons_is_served_live_by_the_candidate() -> None:
@@ -140,26 +176,27 @@ async def test_the_candidate_worker_logs_from_the_bid_endpoints_log_keyed_by_dec
     assert kit.metrics.candidate_decisions._value.get() == 5  # gaelp_candidate_decisions_total
 
 
-async def test_a_record_the_sample_leaves_out_is_never_decoded_whole() -> None:
-    """The worker reads a logged decision's ids first and decodes the rest (the state, most of
-    its bytes) only when the sample takes it: a left-out record whose state would not even parse
-    costs no error, a sampled one still does."""
-    kit, live, _ = await _bid(0.0, sample=0.25)
+async def test_a_record_the_canary_leaves_out_is_never_decoded_whole() -> None:
+    """The worker reads a logged decision's person first and decodes the rest (the state, most of
+    its bytes) only when it is not the canary's: a left-out record whose state would not even
+    parse costs no error, a scored one still does."""
+    kit, live, _ = await _bid(0.5)
     scorer = await _scorer(kit)
-    sampled = [d for d in live if scorer.wants(d)]
-    assert 0 < len(sampled) < len(live)
-    broken = msgspec.structs.replace(sampled[0], state="not a vector")  # type: ignore[arg-type]
+    wanted = [d for d in live if scorer.wants(d)]
+    assert 0 < len(wanted) < len(live)
+    broken = msgspec.structs.replace(wanted[0], state="not a vector")  # type: ignore[arg-type]
     bus = MemoryBus()
     records = [(d.id.encode(), encode(d if scorer.wants(d) else msgspec.structs.replace(d, state="x")))  # type: ignore[arg-type]
                for d in live]
+    await bus.create_topics([kit.cfg.topics.decisions], kit.cfg.topics.partitions)
     await bus.publish_many(kit.cfg.topics.decisions, [*records, (broken.id.encode(), encode(broken))])
     worker = CandidateWorker(scorer, bus, kit.cfg)
     await worker.start()
     assert await worker.drain() == len(live) + 1
     await worker.stop()
     shadow = [decode(r.value, Decision).id for part in bus._topic(kit.cfg.topics.candidate_decisions) for r in part]
-    assert sorted(shadow) == sorted(d.id for d in sampled)
-    assert kit.metrics.errors.labels("candidate_undecodable")._value.get() == 1  # the sampled broken one only
+    assert sorted(shadow) == sorted(d.id for d in wanted)
+    assert kit.metrics.errors.labels("candidate_undecodable")._value.get() == 1  # the scored broken one only
 
 
 class _Reads:
@@ -248,9 +285,11 @@ async def test_shadow_candidate_through_the_warehouse_into_ope(tmp_path, capsys)
     assert v["n_used"] > 0 and not v["refused"].get("propensity_out_of_range")
 
 
-async def test_the_candidate_role_scores_the_kafka_decision_log(tansu, service_redis_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("sample", [1.0, 0.25])
+async def test_the_candidate_role_scores_the_kafka_decision_log(tansu, service_redis_url, tmp_path, sample) -> None:  # type: ignore[no-untyped-def]
     """`gaelp serve --roles candidate` on Kafka: the live decisions published on the decisions topic
-    come back on the candidate topic as the candidate's, one per decision, keyed by its id."""
+    (those of its sampled partitions) come back on the candidate topic as the candidate's, one per
+    decision, keyed by its id."""
     import asyncio
     import uuid
 
@@ -261,7 +300,7 @@ async def test_the_candidate_role_scores_the_kafka_decision_log(tansu, service_r
 
     _, live, _ = await _bid(0.0)
     prefix = f"cand{uuid.uuid4().hex[:6]}"
-    cfg = _cfg().replace("serve", kafka=tansu.bootstrap, redis=service_redis_url, registry="file", http_port=0,
+    cfg = _cfg(sample=sample).replace("serve", kafka=tansu.bootstrap, redis=service_redis_url, registry="file", http_port=0,
                          model_dir=str(tmp_path / "models"), group_id=prefix, spill_dir=str(tmp_path / "spill")
                          ).replace("topics", decisions=f"{prefix}.decisions", candidate_decisions=f"{prefix}.cand")
     build_learner(cfg, FileRegistry(tmp_path / "models"), creatives=4, seed=0)  # v1, the candidate
@@ -274,17 +313,21 @@ async def test_the_candidate_role_scores_the_kafka_decision_log(tansu, service_r
     try:
         await bus.publish_many(cfg.topics.decisions, [(d.id.encode(), encode(d)) for d in live])
         await bus.flush()
+        picked = [d.id.encode() for d in live if shadowed(d.id, sample, cfg.topics.partitions, bus.partition_of)]
         got: dict[bytes, Decision] = {}
         for _ in range(300):
             for rec in await reader.getmany(timeout_ms=100, max_records=1000):
                 got[rec.key or b""] = decode(rec.value, Decision)
-            if len(got) == len(live):
+            if len(got) == len(picked):
                 break
             await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5 if sample < 1 else 0)  # time for any record outside the sample to show up (none may)
+        for rec in await reader.getmany(timeout_ms=100, max_records=1000):
+            got[rec.key or b""] = decode(rec.value, Decision)
     finally:
         await reader.stop()
         await runtime.stop()
         await bus.stop()
-    assert sorted(got) == sorted(d.id.encode() for d in live)
+    assert sorted(got) == sorted(picked) and 0 < len(picked) <= len(live)
     assert all(d.shadow and not d.bid and d.model_version == 1 for d in got.values())
-    assert runtime.metrics.candidate_decisions._value.get() == len(live)
+    assert runtime.metrics.candidate_decisions._value.get() == len(picked)
