@@ -83,7 +83,7 @@ def test_delay_window_prior_holds_the_tail_on_few_conversions() -> None:
     # (median +107 %, p90 +548 % on seed 4); the window prior keeps the fit near the truth
     cal = load_calibration().delay
     t50, t90 = delay_quantiles(cal)
-    err = {m: [] for m in (0.0, 20.0)}  # window prior -> [(p50, p90) relative errors]
+    err: dict[float, list[tuple[float, float]]] = {m: [] for m in (0.0, 20.0)}  # window prior -> [(p50, p90) relative errors]
     for seed in range(8):
         obs = _synthetic(1_500, 28.0, 0.0, 0.0, 0.05, seed=seed, mixture=cal)
         for m, out in err.items():
