@@ -37,7 +37,7 @@ made wide by the quick head, median +69 to +179 % on three of nine small worlds)
 MAP one with the prior m log F(H), a Beta(m + 1, 1) on F(H) — as if m more conversions had been
 seen inside the window (m = 20: a priori F(H) > 0.87 with 95 %) — added to the log-likelihood
 above and to each θ_k step; a fixed m fades as conversions grow (on ~500 it moves the p90 by
-< 1.5 points). γ is estimated with the rest: each E-step takes the γ that
+<= 1.3 points). γ is estimated with the rest: each E-step takes the γ that
 maximises the likelihood given the click part (the root of Σ_j a_j g_j / (q Σ_i f + γ a_j g_j)
 + n_0 / γ = Σ_u a_u, by bisection). (It was once pinned before the fit by the conversions with no
 candidate × the clicked-time share of the conversions' own units; a linked conversion's unit

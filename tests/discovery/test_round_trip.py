@@ -22,7 +22,7 @@ conversions each). Tolerances, stated here and in agent_service/discovery/*'s do
   default seeds 1-9 mean |p50| 7.7 % (max 20 %, seed 2), mean |p90| 28.5 % (max 66 %, seeds
   4 and 6 — the tests' seeds 1-3 are within 18 %); the perturbed world (a short delay, F(H) ~ 1)
   is not moved by it (p90 of seeds 1-2: +15 %, +20 %). bench/bench_delay_small.py measures this
-  spread; at 1 M events (bench/bench_discover.py) the prior changes the p90 by < 1.5 points;
+  spread; at 1 M events (bench/bench_discover.py) the prior moves the p90 by <= 1.3 points;
 - segment mean values within 25 % (perturbed) / 40 % (default) for the segments with at least
   15 (responsibility-weighted) conversions; a default world's casual segment has a handful, and
   two misattributed conversions move its mean by half.
