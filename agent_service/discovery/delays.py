@@ -30,7 +30,14 @@ while the BIC, −2 log L + 4K log(conversions with candidates), falls, and the 
 a K > 1 fit tries starts made from the one-component fit (its quantiles spread over K
 components, and a quick head / body / late tail), 25 EM iterations each, and the best goes on
 (mixture likelihoods have saddles EM sits in for a hundred iterations). K > 1 needs 40K
-conversions with candidates. γ is estimated with the rest: each E-step takes the γ that
+conversions with candidates. **The window prior.** The data cannot show a delay longer than H (the
+horizon, at most the span), so q and the mass beyond H trade along a ridge: a higher q with a
+longer tail explains the same lags. On ~50 lags maximum likelihood runs along it (one log-normal
+made wide by the quick head, median +69 to +179 % on three of nine small worlds). The fit is a
+MAP one with the prior m log F(H), a Beta(m + 1, 1) on F(H) — as if m more conversions had been
+seen inside the window (m = 20: a priori F(H) > 0.87 with 95 %) — added to the log-likelihood
+above and to each θ_k step; a fixed m fades as conversions grow (on ~500 it moves the p90 by
+<= 1.3 points). γ is estimated with the rest: each E-step takes the γ that
 maximises the likelihood given the click part (the root of Σ_j a_j g_j / (q Σ_i f + γ a_j g_j)
 + n_0 / γ = Σ_u a_u, by bisection). (It was once pinned before the fit by the conversions with no
 candidate × the clicked-time share of the conversions' own units; a linked conversion's unit
@@ -78,6 +85,8 @@ _LOG_SIGMA_MAX = (1.5, 0.5)
 """Largest log sigma of a lone component, and of a mixture's: in a mixture a component wider than
 e^0.5 ≈ 1.65 (an exponential's log-delay has sd 1.28) turns into a second, flat background."""
 _LOG_MEDIAN_MIN = float(np.log(0.05))
+_WINDOW_PRIOR = 20.0
+"""Pseudo-conversions m of the MAP prior m log F(H) (H: the longest delay the data can show)."""
 """A component's median (above its shift) is at least one grid cell."""
 
 
@@ -134,6 +143,10 @@ class _Pairs:
     """Conversions without candidates whose unit has ad sessions (background for certain)."""
     bg_exposure: float
     """The background's compensator per unit of γ: Σ_u a_u (g integrates to 1 over the span)."""
+    window: float
+    """The longest delay the data can show (days): the attribution horizon, at most the span."""
+    prior: float
+    """Pseudo-conversions of the window prior m log F(window) (see ``_WINDOW_PRIOR``)."""
     fu_cell: np.ndarray
     """[clicks] follow-up's cell on the ``_GRID`` grid."""
     fu_grid: np.ndarray
@@ -159,7 +172,7 @@ class _Fit:
 
 
 def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 150, bin_days: float = 0.25,
-                    max_components: int = 3) -> DelayFinding:
+                    max_components: int = 3, window_prior: float = _WINDOW_PRIOR) -> DelayFinding:
     """Fit the delay distribution (see the module docstring).
 
     :param obs: the ingested sessions and conversions.
@@ -167,6 +180,7 @@ def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 150,
     :param iters: most EM iterations per K.
     :param bin_days: bin width of the Kaplan–Meier check, days.
     :param max_components: most mixture components tried (K = 1..max_components, chosen by BIC).
+    :param window_prior: pseudo-conversions m of the prior m log F(window) (0: maximum likelihood).
     """
     if max_components < 1:
         raise ValueError(f"max_components must be >= 1, got {max_components}")
@@ -196,7 +210,7 @@ def discover_delays(obs: Observations, max_days: float = 45.0, iters: int = 150,
     d_cell = np.floor(d / _GRID).astype(np.int64)
     data = _Pairs(d=d, conv=conv, click=pair, has=has, n_clicks=clicks.size,
                   bg_shape=shape, bg_free=int((~has & (shape > 0)).sum()), bg_exposure=float(act.sum()),
-                  fu_cell=fu_cell,
+                  window=float(horizon), prior=float(window_prior), fu_cell=fu_cell,
                   fu_grid=np.arange(fu_cell.max(initial=0) + 1) * _GRID, d_cell=d_cell,
                   d_grid=(np.arange(d_cell.max(initial=0) + 1) + 0.5) * _GRID)
     q0 = has.sum() / max(clicks.size, 1)
@@ -259,7 +273,8 @@ def _em(theta: np.ndarray, pi: np.ndarray, q: float, data: _Pairs, iters: int, t
         w_alive = np.bincount(data.fu_cell, weights=alive, minlength=data.fu_grid.size)
         fk = _comp_cdf(data.fu_grid, theta)  # [K, cells]
         ll = float(np.log(signal[data.has] + gamma * bgd).sum() + data.bg_free * np.log(max(gamma, 1e-300))
-                   - gamma * data.bg_exposure + (w_alive * np.log1p(-q * (pi @ fk))).sum())
+                   - gamma * data.bg_exposure + (w_alive * np.log1p(-q * (pi @ fk))).sum()
+                   + data.prior * np.log(max(float(pi @ _comp_cdf(np.array([data.window]), theta)[:, 0]), 1e-300)))
         if abs(ll - prev) < tol or it == iters - 1:  # (the fit returned is the one ll belongs to)
             break
         prev = ll
@@ -272,10 +287,13 @@ def _em(theta: np.ndarray, pi: np.ndarray, q: float, data: _Pairs, iters: int, t
                           for k in range(pi.size)])  # [K, lag cells]
         n_k = w_lag.sum(axis=1) + later.sum(axis=1)
         pi = n_k / max(n_k.sum(), 1e-300)
+        fw = _comp_cdf(np.array([data.window]), theta)[:, 0]  # [K] F_k(H)
         for k in range(pi.size):
             rest = f - pi[k] * fk[k] if pi.size > 1 else np.zeros_like(f)
-            theta[k] = _m_step(theta[k], data, w_lag[k], w_alive, q, pi[k], rest, _LOG_SIGMA_MAX[pi.size > 1])
+            rest_w = float(pi @ fw - pi[k] * fw[k]) if pi.size > 1 else 0.0
+            theta[k] = _m_step(theta[k], data, w_lag[k], w_alive, q, pi[k], rest, rest_w, _LOG_SIGMA_MAX[pi.size > 1])
             fk[k] = _comp_cdf(data.fu_grid, theta[k:k + 1])[0]
+            fw[k] = _comp_cdf(np.array([data.window]), theta[k:k + 1])[0, 0]
             f = pi @ fk
     return _Fit(theta, pi, q, r, np.where(data.has, bgj / np.maximum(signal + bgj, 1e-300), 0.0), ll)
 
@@ -346,7 +364,7 @@ def _q_step(converted: float, alive: np.ndarray, cdf: np.ndarray) -> float:
 
 
 def _m_step(th0: np.ndarray, data: _Pairs, w: np.ndarray, alive: np.ndarray, q: float, pi_k: float,
-            rest: np.ndarray, sig_max: float) -> np.ndarray:
+            rest: np.ndarray, rest_w: float, sig_max: float) -> np.ndarray:
     """θ_k maximising Σ w log f_k(lag) + Σ alive log(1 − q (π_k F_k(c) + Σ_{l≠k} π_l F_l(c))) (Nelder–Mead)."""
     keep = w > 1e-12
     dk, wk = data.d_grid[keep], w[keep]
@@ -360,6 +378,8 @@ def _m_step(th0: np.ndarray, data: _Pairs, w: np.ndarray, alive: np.ndarray, q: 
         t = th[None, :]
         ll = (wk * _logpdf_k((dk - th[0])[None, :], t)[0]).sum()
         ll += (al * np.log1p(-q * (rs + pi_k * _comp_cdf(fg, t)[0]))).sum()
+        if data.prior > 0:
+            ll += data.prior * np.log(max(rest_w + pi_k * float(_comp_cdf(np.array([data.window]), t)[0, 0]), 1e-300))
         return float(-ll)
 
     if not wk.size:

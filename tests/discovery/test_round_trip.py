@@ -12,18 +12,17 @@ conversions each). Tolerances, stated here and in agent_service/discovery/*'s do
 - the background (conversions no candidate click caused) among the conversions with candidates
   within max(10, 50 %) of the truth (``round_trip``'s ``true_background``); the background
   pinned before the fit (before 2026-12-04, fifth session) was 1.5–7× the truth here;
-- delay median within 15 % (perturbed) / 40 % (default) and p90 within 25 % (perturbed) /
-  55 % (default), and (perturbed) the median closer than the naive last-click estimate; the
-  calibration holds every fitted component. These small worlds give the default's delay (a
-  three-component mixture with 10 % of its mass in a late log-normal tail from day 10) ~50
-  conversions in 28 days, too few for K > 1 (fewer than 80 are not tried), and one log-normal
-  fitted to ~50 censored lags trades q against a tail beyond the data: with the background
-  estimated in the likelihood (close to the truth) the fit lands 7–35 % long at the median and
-  −17 to +50 % at p90 on these seeds (on validation seeds 4–9 it runs away on three: +69 to
-  +179 % at the median). The pinned background (1.5–7× the truth) used to cut that tail (median
-  within 10 %, p90 20–25 % short). At 1 M events (bench/bench_discover.py, ~500 conversions)
-  the estimated background puts the p90 within 5 % (it was 13.6 % short with the pin): the
-  tolerances here are loose for small data, not for the bench (bench/README.md);
+- delay median within 15 % (perturbed) / 25 % (default) and p90 within 25 % (perturbed) /
+  30 % (default), and (perturbed) the median closer than the naive last-click estimate; the
+  calibration holds every fitted component. These small worlds give the default's delay (a three-component
+  mixture with 10 % of its mass in a late log-normal tail from day 10) ~50 conversions in 28
+  days, too few for K > 1 (fewer than 80 are not tried). One log-normal fitted to ~50 censored
+  lags by maximum likelihood trades q against a tail beyond the data (validation seeds 1-9:
+  median up to +179 %, p90 up to +818 %); the window prior 20 log F(H) (delays.py) holds it:
+  default seeds 1-9 mean |p50| 7.7 % (max 20 %, seed 2), mean |p90| 28.5 % (max 66 %, seeds
+  4 and 6 — the tests' seeds 1-3 are within 18 %); the perturbed world (a short delay, F(H) ~ 1)
+  is not moved by it (p90 of seeds 1-2: +15 %, +20 %). bench/bench_delay_small.py measures this
+  spread; at 1 M events (bench/bench_discover.py) the prior moves the p90 by <= 1.3 points;
 - segment mean values within 25 % (perturbed) / 40 % (default) for the segments with at least
   15 (responsibility-weighted) conversions; a default world's casual segment has a handful, and
   two misattributed conversions move its mean by half.
@@ -41,7 +40,7 @@ from simulators.calibration import load_calibration
 
 PERTURBED = Path(__file__).with_name("perturbed.toml")
 TOL = {  # name: (delay p50, delay p90, segment value)
-    "default": (0.40, 0.55, 0.40),
+    "default": (0.25, 0.30, 0.40),
     "perturbed": (0.15, 0.25, 0.25),
 }
 
@@ -66,7 +65,7 @@ def test_round_trip_recovers_calibration(tmp_path: Path, which: str, seed: int) 
     assert e["login_rate_abs_err"] <= 0.03
     assert e["delay_rel_err_p50"] <= d50, (e["delay_found_p50_p90"], e["delay_true_p50_p90"])
     assert e["delay_rel_err_p90"] <= d90, (e["delay_found_p50_p90"], e["delay_true_p50_p90"])
-    if which == "perturbed":
+    if which == "perturbed":  # (default seed 2: fit +20 %, last click −14 %)
         assert e["delay_rel_err_p50"] < e["naive_last_click_rel_err_p50"]
     bg = rt["true_background"]
     found_bg = rt["findings"].delays.background_share * bg["with_candidates"]
