@@ -12,9 +12,10 @@ Measured, in the same run:
    the transport's ceiling on this machine;
 2. the worker: the production topology (``stream_apps.topology``) in this process with the
    production Redis adapter, from its first record to its last — the Faust app, or with
-   ``--runtime batch`` the ``BatchWorker`` (``serve.stream_runtime = "batch"``); effects are
+   ``--runtime batch`` the ``BatchWorker`` (``serve.stream_runtime = "batch"``; the run ends once
+   every record's position is committed, so after its outputs are published); effects are
    exactly once (checked after: spend equals the sum of winning prices, every conversion joined
-   once). The worker process's CPU time per event is printed too (Redis and tansu not counted).
+   once). CPU time per event is printed for the worker process, Redis and the broker.
 
 Prints a table and, as the last line, one JSON object.
 
@@ -62,21 +63,30 @@ from tests.stream_world import (
 )
 
 
-async def _raw_consume(bus: KafkaBus, topics: list[str], expected: int) -> float:
+async def _raw_consume(bus: KafkaBus, topics: list[str], expected: int) -> tuple[float, dict[tuple[str, int], int]]:
     consumer = bus.consumer(topics, f"raw-{uuid.uuid4().hex[:6]}")
     await consumer.start()
     try:
         got, started = 0, None
+        ends: dict[tuple[str, int], int] = {}
         deadline = time.monotonic() + 120
         while got < expected and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200, max_records=5_000)
             if batch and started is None:
                 started = time.perf_counter()
             got += len(batch)
+            for rec in batch:
+                ends[(rec.topic, rec.partition)] = rec.offset + 1
         assert started is not None and got >= expected, (got, expected)
-        return got / (time.perf_counter() - started)
+        return got / (time.perf_counter() - started), ends
     finally:
         await consumer.stop()
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def main(n: int, runtime: str) -> dict[str, object]:
@@ -96,7 +106,7 @@ async def main(n: int, runtime: str) -> dict[str, object]:
         await publish_events(cfg, bus, decisions, 0, n, rng, expected)
         await publish_final_ticks(cfg, bus, n, expected)
         events, spend, conversions = expected.events, expected.spend, expected.conversions
-        raw_rate = await _raw_consume(bus, [t.auction_results, t.ad_events, t.conversions, t.identity_links], events)
+        raw_rate, ends = await _raw_consume(bus, [t.auction_results, t.ad_events, t.conversions, t.identity_links], events)
 
         metrics = Metrics()
         # As `gaelp serve` runs it: identity links into the Redis identity graph, and the
@@ -115,13 +125,25 @@ async def main(n: int, runtime: str) -> dict[str, object]:
                 sizes.append((topic, len(records), time.perf_counter() - began))
         svc.flow.handle = counted  # type: ignore[method-assign]
         app = BatchWorker(cfg, svc.flow, bus, metrics) if runtime == "batch" else build_app(cfg, svc.flow, bus, metrics)
+        committed: dict[tuple[str, int], int] = {}
+        if isinstance(app, BatchWorker):  # the run ends once every record's position is committed
+            commit = app._consumer.commit
+
+            async def committing(positions=None):  # type: ignore[no-untyped-def]
+                await commit(positions)
+                committed.update(positions or {})
+            app._consumer.commit = committing  # type: ignore[method-assign]
+        else:  # Faust commits on its own interval: the run ends when the last record is handled
+            committed = ends
         profile = None
         if "--profile" in sys.argv:
             import cProfile
             profile = cProfile.Profile()
             profile.enable()
+        servers = {"redis": redis.proc.pid, "broker": broker.proc.pid}  # type: ignore[union-attr]
         await app.start()
         cpu0 = time.process_time()
+        server0 = {k: _proc_cpu(pid) for k, pid in servers.items()}
         try:
             started = None
             deadline = time.monotonic() + 600
@@ -129,11 +151,13 @@ async def main(n: int, runtime: str) -> dict[str, object]:
                 done = Metrics.value(metrics.events)
                 if done and started is None:
                     started = time.perf_counter() - 0.01
-                if done >= events and Metrics.value(metrics.conversions_joined) >= conversions:
+                if (done >= events and Metrics.value(metrics.conversions_joined) >= conversions
+                        and all(committed.get(tp, 0) >= end for tp, end in ends.items())):
                     break
                 await asyncio.sleep(0.01)
             elapsed = time.perf_counter() - (started or time.perf_counter())
             cpu = time.process_time() - cpu0
+            server_cpu = {k: _proc_cpu(pid) - server0[k] for k, pid in servers.items()}
         finally:
             await app.stop()
             if profile is not None:
@@ -159,7 +183,10 @@ async def main(n: int, runtime: str) -> dict[str, object]:
     print(f"{'baseline: raw aiokafka group consume':<44} {raw_rate:>10.0f}")
     print(f"{runtime + ' worker + Redis effects (1 worker)':<44} {rate:>10.0f}")
     print(f"{'worker CPU per event (µs)':<44} {cpu / events * 1e6:>10.1f}")
-    return {"bench": "stream", "runtime": runtime, "events": events, "worker_cpu_us_per_event": cpu / events * 1e6, "decisions": n, "seconds": elapsed,
+    for server, used in server_cpu.items():
+        print(f"{server + ' server CPU per event (µs)':<44} {used / events * 1e6:>10.1f}")
+    return {"bench": "stream", "runtime": runtime, "events": events, "worker_cpu_us_per_event": cpu / events * 1e6,
+            "server_cpu_us_per_event": {k: v / events * 1e6 for k, v in server_cpu.items()}, "decisions": n, "seconds": elapsed,
             "events_per_s_per_worker": rate, "baseline_raw_consume_events_per_s": raw_rate,
             "fraction_of_raw_consume": rate / raw_rate, "floor_met": rate >= 20_000,
             "exactly_once": {"spend_expected": spend, "spend_ledger": ledger.spent,
