@@ -30,11 +30,14 @@ through its conductor, a channel queue and the stream's processors — about 130
 event before a handler runs (``bench/bench_stream.py`` with a no-op handler), a ceiling near 7k
 events/s. The batch worker is one aiokafka group member over
 every input topic: each fetched batch is split by topic (in the order of the graph above), each
-part goes through ``handle_batch``, and only then are the batch's positions committed. When a
-rebalance is about to take the partitions (the consumer's revoke hook), the batch in hand is let
-finish and commit first, so the next owner starts after it; a batch that cannot finish within
-``REVOKE_WAIT_S`` (its store is down) is not waited for and commits only partitions this worker
-still holds once it is done. A batch whose effects did not complete is never committed: its
+part's effects are stored (``handle_part``), then the batch's outputs are published, its clean-ups
+run and only then its positions committed — in a task of its own, while the next batch is fetched
+and its effects stored (batches still publish and commit one after another, in fetch order;
+``Flow.advance`` skips the joins and closes whose clean-up is pending). When a rebalance is about
+to take the partitions (the consumer's revoke hook), the batches in hand are let finish and commit
+first, so the next owner starts after them; a batch that cannot finish within ``REVOKE_WAIT_S``
+(its store is down) is not waited for and commits only partitions this worker still holds once it
+is done. A batch whose effects did not complete is never committed: its
 records go to the next owner again, whose effects are the same ones (idempotent by event id).
 """
 
@@ -42,7 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 import faust
@@ -51,10 +54,10 @@ from agent_service.config import GaelpConfig
 from agent_service.errors import BusError, StoreError
 from agent_service.metrics import Metrics
 from agent_service.pipeline.flow import Flow
-from agent_service.pipeline.records import HandleResult, publish_result
+from agent_service.pipeline.records import HandleResult, Output, publish_result
 from agent_service.ports.bus import BusRecord, Consumer, EventBus
 
-__all__ = ["BatchWorker", "build_app", "handle_batch", "input_topics", "to_records"]
+__all__ = ["BatchWorker", "build_app", "handle_batch", "handle_part", "input_topics", "publish_retrying", "to_records"]
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +84,16 @@ def to_records(topic: str, events: Iterable[Any]) -> list[BusRecord]:
 
 async def handle_batch(flow: Flow, bus: EventBus, metrics: Metrics, topic: str, records: list[BusRecord]) -> None:
     """Handle, publish and clean up one batch; return only once its effects are stored."""
+    await publish_retrying(bus, metrics, await handle_part(flow, metrics, topic, records), topic)
+
+
+async def handle_part(flow: Flow, metrics: Metrics, topic: str, records: list[BusRecord]) -> HandleResult:
+    """``flow.handle`` until it succeeds: store or bus failures are retried with backoff (effects
+    are idempotent); a batch that raises anything else ``POISON_TRIES`` times becomes dead letters."""
     delay, failures = 0.1, 0
     while True:
         try:
-            await publish_result(bus, await flow.handle(topic, records))
-            return
+            return await flow.handle(topic, records)
         except (StoreError, BusError) as exc:  # transient: retry the whole batch (effects are idempotent)
             metrics.errors.labels("store" if isinstance(exc, StoreError) else "bus").inc()
             log.warning("batch of %d on %s failed (%s); retrying in %.1fs", len(records), topic, exc, delay)
@@ -94,14 +102,43 @@ async def handle_batch(flow: Flow, bus: EventBus, metrics: Metrics, topic: str, 
             metrics.errors.labels("handler").inc()
             log.exception("batch of %d on %s raised %s (try %d)", len(records), topic, type(exc).__name__, failures)
             if failures >= POISON_TRIES:
-                letters = [flow.dead_letter(r, "$", f"handler failed: {type(exc).__name__}") for r in records]
-                try:
-                    await publish_result(bus, HandleResult(letters, []))
-                    return
-                except BusError as bus_exc:
-                    log.warning("dead-lettering failed (%s); retrying", bus_exc)
+                return HandleResult([flow.dead_letter(r, "$", f"handler failed: {type(exc).__name__}") for r in records], [])
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+async def publish_retrying(bus: EventBus, metrics: Metrics, result: HandleResult, what: str) -> None:
+    """Publish ``result``'s outputs durably, then run its clean-up, each retried until it succeeds
+    (a redelivered output is deduplicated downstream by its id; the clean-ups are idempotent)."""
+    delay = 0.1
+    while True:
+        try:
+            await publish_result(bus, HandleResult(result.outputs, []))
+            break
+        except BusError as exc:
+            metrics.errors.labels("bus").inc()
+            log.warning("publishing %d records of %s failed (%s); retrying in %.1fs", len(result.outputs), what, exc, delay)
+        except Exception:  # a bug: never die, never commit what was not published
+            metrics.errors.labels("internal").inc()
+            log.exception("publishing %d records of %s raised; retrying in %.1fs", len(result.outputs), what, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    for step in result.after_publish:
+        delay = 0.1
+        while True:
+            try:
+                await step()
+                break
+            except (StoreError, BusError) as exc:
+                metrics.errors.labels("store" if isinstance(exc, StoreError) else "bus").inc()
+                log.warning("clean-up after %s failed (%s); retrying in %.1fs", what, exc, delay)
+            except Exception:  # a bug: left undone, which is safe (a parked conversion or a due window
+                # is found again and its stored effect re-emitted, deduplicated downstream by id)
+                metrics.errors.labels("internal").inc()
+                log.exception("clean-up after %s raised; skipped", what)
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def build_app(cfg: GaelpConfig, flow: Flow, bus: EventBus, metrics: Metrics) -> faust.App:
@@ -157,9 +194,11 @@ class BatchWorker:
         self._consumer: Consumer = bus.consumer(self.order, cfg.serve.group_id)
         self._consumer.on_revoke(self._finish_in_hand)
         self._in_hand = asyncio.Lock()
-        """Held from a fetch's return until its batch is handled and committed."""
+        """Held from a fetch's return until its batch's effects are stored and its publishing started."""
+        self._publishing: asyncio.Task[None] | None = None
+        """The previous batch's outputs being published, its clean-ups run and its positions committed."""
         self._done: dict[tuple[str, int], int] = {}
-        """Positions after handled records, not committed yet."""
+        """Positions after handled and published records, not committed yet."""
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -182,30 +221,58 @@ class BatchWorker:
 
     async def _run(self) -> None:
         delay = 0.1
-        while not self._stopping.is_set():
-            try:
-                records = await self._consumer.getmany(timeout_ms=int(WITHIN_S * 1000), max_records=BATCH)
-            except BusError as exc:
-                self.metrics.errors.labels("bus").inc()
-                log.warning("fetch failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.1
-            if records:
-                async with self._in_hand:
-                    await self._handle(records)
-                    await self._commit()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    records = await self._consumer.getmany(timeout_ms=int(WITHIN_S * 1000), max_records=BATCH)
+                except BusError as exc:
+                    self.metrics.errors.labels("bus").inc()
+                    log.warning("fetch failed (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                delay = 0.1
+                if records:
+                    async with self._in_hand:
+                        result = await self._handle(records)
+                        await self._published()  # batches publish and commit in fetch order
+                        positions = {(rec.topic, rec.partition): rec.offset + 1 for rec in records}
+                        self._publishing = asyncio.create_task(self._publish(result, positions),
+                                                               name="gaelp-stream-batch-publish")
+        finally:
+            await self._published()
 
-    async def _handle(self, records: list[BusRecord]) -> None:
+    async def _handle(self, records: list[BusRecord]) -> HandleResult:
+        """Store the batch's effects, part by part in the graph's order; return what to publish."""
         by_topic: dict[str, list[BusRecord]] = {}
         for rec in records:
             by_topic.setdefault(rec.topic, []).append(rec)
+        outputs: list[Output] = []
+        after: list[Callable[[], Awaitable[None]]] = []
         for name in self.order:
             if name in by_topic:
-                await handle_batch(self.flow, self.bus, self.metrics, name, by_topic[name])
-        for rec in records:  # only now: every record's effects are stored
-            self._done[(rec.topic, rec.partition)] = rec.offset + 1
+                part = await handle_part(self.flow, self.metrics, name, by_topic[name])
+                outputs += part.outputs
+                after += part.after_publish
+        return HandleResult(outputs, after)
+
+    async def _publish(self, result: HandleResult, positions: dict[tuple[str, int], int]) -> None:
+        """Runs while the next batch is handled: its outputs, its clean-ups, then its commit."""
+        await publish_retrying(self.bus, self.metrics, result, "a batch")
+        self._done.update(positions)  # only now: every record's effects are stored and published
+        await self._commit()
+
+    async def _published(self, timeout: float | None = None) -> bool:
+        """Wait for the previous batch's publishing (and commit); False if ``timeout`` passed first."""
+        task = self._publishing
+        if task is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            return False
+        self._publishing = None
+        return True
 
     async def _commit(self) -> None:
         done, self._done = self._done, {}
@@ -218,13 +285,17 @@ class BatchWorker:
                 self._done.setdefault(tp, pos)
 
     async def _finish_in_hand(self) -> None:
-        """Revoke hook: the partitions' next owner should start after the batch in hand."""
+        """Revoke hook: the partitions' next owner should start after the batches in hand."""
+        deadline = asyncio.get_running_loop().time() + REVOKE_WAIT_S
         try:
             await asyncio.wait_for(self._in_hand.acquire(), REVOKE_WAIT_S)
         except TimeoutError:
             log.warning("batch in hand not done after %.0fs; its records go to the next owner again", REVOKE_WAIT_S)
             return
         try:
+            if not await self._published(max(0.0, deadline - asyncio.get_running_loop().time())):
+                log.warning("batch not published after %.0fs; its records go to the next owner again", REVOKE_WAIT_S)
+                return
             await self._commit()
         finally:
             self._in_hand.release()

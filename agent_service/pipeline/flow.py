@@ -17,6 +17,7 @@ replaced.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,6 +46,9 @@ __all__ = ["Flow", "HandleResult", "Output", "stream_attribution"]
 
 T = TypeVar("T")
 _BATCH_LIMIT = 2_000
+CLEAN_UP_LEASE_S = 60.0
+"""How long ``advance`` skips what it joined or closed while the clean-up is pending; a result
+that was never published (its runtime died or gave up) is found again after it."""
 
 
 class Flow:
@@ -82,6 +86,10 @@ class Flow:
             t.conversions: Conversion, t.identity_links: IdentityLink,
         }
         self._gating = (t.auction_results, t.ad_events, t.identity_links)
+        self._unparking: dict[str, float] = {}
+        """Parked conversions joined by ``advance``, not unparked yet → when the skip lapses (monotonic s)."""
+        self._dropping: dict[str, float] = {}
+        """Windows closed by ``advance``, not dropped yet → when the skip lapses."""
 
     def use_experiments(self, live: LiveExperiments | None) -> None:
         """Run creative experiments: decisions restricted to and exposures logged per arm, wins and
@@ -111,11 +119,15 @@ class Flow:
         return HandleResult(outputs + more.outputs, more.after_publish)
 
     async def advance(self) -> HandleResult:
-        """Join parked conversions whose touches are complete and close due windows."""
+        """Join parked conversions whose touches are complete and close due windows.
+
+        Those it returns are skipped by later calls until their clean-up has run (or for
+        ``CLEAN_UP_LEASE_S``): a runtime may publish a batch while it handles the next one."""
+        unparking, dropping = _live(self._unparking), _live(self._dropping)  # before the reads (see _live)
         ready, conversions = await self._marks(self._gating, (self.cfg.topics.conversions,))
         outputs: list[Output] = []
         after: list[Callable[[], Awaitable[None]]] = []
-        parked = await self.store.due_parked(ready, _BATCH_LIMIT)
+        parked = [(i, p) for i, p in await self.store.due_parked(ready, _BATCH_LIMIT) if i not in unparking]
         if parked:
             outputs += await self.outcomes.join_many([decode(payload, Conversion) for _, payload in parked])
             ids = [i for i, _ in parked]
@@ -123,12 +135,22 @@ class Flow:
             async def unpark() -> None:
                 await self.store.unpark(ids)
                 self.metrics.conversions_parked.dec(len(ids))
+                for i in ids:
+                    self._unparking.pop(i, None)
             after.append(unpark)
         until = min(ready, conversions) - self.cfg.join.allowed_lateness_ms
-        due = await self.store.due_windows(until, _BATCH_LIMIT)
+        due = [d for d in await self.store.due_windows(until, _BATCH_LIMIT) if d not in dropping]
         if due:
             outputs += await self.outcomes.finalise(due)
-            after.append(lambda: self.store.drop_windows(due))
+
+            async def drop() -> None:
+                await self.store.drop_windows(due)
+                for d in due:
+                    self._dropping.pop(d, None)
+            after.append(drop)
+        lease = time.monotonic() + CLEAN_UP_LEASE_S  # only now, with no await left: the result is returned
+        self._unparking.update((i, lease) for i, _ in parked)
+        self._dropping.update((d, lease) for d in due)
         return HandleResult(outputs, after)
 
     async def watermark(self, *topics: str) -> int:
@@ -220,6 +242,15 @@ class Flow:
     def dead_letter(self, rec: BusRecord, field: str, reason: str) -> Output:
         """A dead-letter record for ``rec`` (ids pseudonymised)."""
         return dead_letter(rec, field, reason, self.cfg.topics.dead_letters, self.metrics, self.decider.ids)
+
+
+def _live(leases: dict[str, float]) -> frozenset[str]:
+    """The ids whose skip has not lapsed (lapsed ones are dropped). Taken before the store is
+    read: an id cleaned up meanwhile is then still skipped, never joined or closed twice."""
+    now = time.monotonic()
+    for key in [k for k, until in leases.items() if until <= now]:
+        del leases[key]
+    return frozenset(leases)
 
 
 def stream_attribution(cfg: GaelpConfig) -> AttributionModel:

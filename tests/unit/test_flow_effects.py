@@ -213,3 +213,29 @@ async def test_watermark_moves_only_after_the_batch_effects_are_stored() -> None
     out = (await results).outputs
     credits = [e for e in _experience(out) if e.kind == "credit"]
     assert [e.id for e in credits] == [f"{dec.id}:credit:conv-r"]
+
+
+async def test_joins_and_closes_awaiting_their_clean_up_are_not_redone_until_the_lease_lapses(
+        store: StateStore) -> None:
+    # The batch runtime handles a batch while the previous one's outputs are published and its
+    # clean-ups (unpark, drop windows) not yet run: advance must not join or close them again.
+    kit = FlowKit(store)
+    t, lateness = kit.topics, kit.cfg.join.allowed_lateness_ms
+    dec = await _won(kit, rid="rl", device="devl")
+    conv = Conversion(id="conv-l", event_time=T0 + 2 * DAY, value_micros=3_000_000, device_id="devl")
+    await kit.handle(t.conversions, conv)  # parked: the touch topics' watermark is behind it
+    pending = []
+    for topic in (t.identity_links, t.auction_results, t.ad_events, t.conversions):
+        result = await kit.flow.handle(topic, [kit.tick(topic, T0 + 14 * DAY + lateness + 3_600_000)])
+        pending += result.after_publish
+    again = await kit.flow.advance()
+    assert _experience(again.outputs) == [] and again.after_publish == []
+    # lapsed leases (a result never published): found again, the same records re-emitted
+    kit.flow._unparking = dict.fromkeys(kit.flow._unparking, 0.0)
+    kit.flow._dropping = dict.fromkeys(kit.flow._dropping, 0.0)
+    redone = await kit.flow.advance()
+    assert sorted(e.id for e in _experience(redone.outputs)) == [f"{dec.id}:credit:conv-l", f"{dec.id}:final"]
+    for step in pending + redone.after_publish:
+        await step()
+    assert await store.due_parked(T0 + 30 * DAY, 10) == [] and await store.due_windows(T0 + 30 * DAY, 10) == []
+    assert (await kit.flow.advance()).outputs == []
