@@ -24,23 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent_service.adapters.kafka_bus import KafkaBus
-from agent_service.adapters.redis_store import RedisStore
 from agent_service.config import GaelpConfig
 from agent_service.metrics import Metrics
 from agent_service.runtime import event_loop
 from stream_apps.topology import BatchWorker
-from tests.stream_world import stream_config, stream_service
+from tests.stream_world import started_worker_parts
 
 
 async def main(prefix: str, bootstrap: str, redis_url: str, partitions: int) -> None:
-    cfg = stream_config(prefix, bootstrap, redis_url, partitions)
-    bus = KafkaBus(bootstrap, session_timeout_s=cfg.serve.session_timeout_s)
-    store = RedisStore(redis_url)
-    await bus.start()
-    await store.start()
-    metrics = Metrics()
-    svc, graph = stream_service(cfg, store, metrics)
+    cfg, bus, store, metrics, svc, graph = await started_worker_parts(prefix, bootstrap, redis_url, partitions)
     worker = BatchWorker(cfg, svc.flow, bus, metrics)
     consumer = worker._consumer
     commit = consumer.commit

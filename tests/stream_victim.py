@@ -13,23 +13,14 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from agent_service.adapters.kafka_bus import KafkaBus
-from agent_service.adapters.redis_store import RedisStore
-from agent_service.metrics import Metrics
 from agent_service.pipeline.records import HandleResult
 from agent_service.ports.bus import BusRecord
 from stream_apps.topology import BatchWorker
-from tests.stream_world import stream_config, stream_service
+from tests.stream_world import started_worker_parts
 
 
 async def main(prefix: str, bootstrap: str, redis_url: str, partitions: int, hang_at: int) -> None:
-    cfg = stream_config(prefix, bootstrap, redis_url, partitions)
-    bus = KafkaBus(bootstrap, session_timeout_s=cfg.serve.session_timeout_s)
-    store = RedisStore(redis_url)
-    await bus.start()
-    await store.start()
-    metrics = Metrics()
-    svc, _graph = stream_service(cfg, store, metrics)
+    cfg, bus, _store, metrics, svc, _graph = await started_worker_parts(prefix, bootstrap, redis_url, partitions)
     handle, calls = svc.flow.handle, 0
 
     async def hanging(topic: str, records: Sequence[BusRecord]) -> HandleResult:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
 
+from agent_service.adapters.kafka_bus import KafkaBus
 from agent_service.adapters.redis_identity import RedisIdentityGraph
+from agent_service.adapters.redis_store import RedisStore
 from agent_service.adapters.registry import MemoryRegistry
 from agent_service.agent.serving.hybrid import spec_of
 from agent_service.config import GaelpConfig, TopicsConfig
@@ -141,3 +144,26 @@ def stream_service(cfg: GaelpConfig, store: StateStore, metrics: Metrics) -> tup
     graph = RedisIdentityGraph.from_url(cfg.serve.redis, graph_config(cfg))
     svc.flow.outcomes.identity.graph = graph
     return svc, graph
+
+
+class WorkerParts(NamedTuple):
+    """What a stream worker process runs on (:func:`started_worker_parts`)."""
+
+    cfg: GaelpConfig
+    bus: KafkaBus
+    store: RedisStore
+    metrics: Metrics
+    svc: Service
+    graph: RedisIdentityGraph
+
+
+async def started_worker_parts(prefix: str, bootstrap: str, redis_url: str, partitions: int) -> WorkerParts:
+    """A worker process's bus and store started and its service built (the worker itself is the caller's)."""
+    cfg = stream_config(prefix, bootstrap, redis_url, partitions)
+    bus = KafkaBus(bootstrap, session_timeout_s=cfg.serve.session_timeout_s)
+    store = RedisStore(redis_url)
+    await bus.start()
+    await store.start()
+    metrics = Metrics()
+    svc, graph = stream_service(cfg, store, metrics)
+    return WorkerParts(cfg, bus, store, metrics, svc, graph)
