@@ -136,6 +136,13 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
         await c.start()
     if canary is not None:
         await canary.start(world.start_ms)
+    # what each slot's outcomes flow through, in order: the service, the learner, the shadow, the warehouse
+    drains = [c.drain for c in (worker, trainer, shadow, sink) if c is not None]
+
+    async def settle() -> None:
+        for drain in drains:
+            await drain()
+
     try:
         slot_ms = DAY_MS // sim.slots_per_day
         traffic_end = world.start_ms + int(sim.days * DAY_MS)
@@ -153,12 +160,7 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
                 decisions = await driver.collect(expected)
             before = dict(world.counts)
             await driver.publish_outcomes(decisions, t0, t1)
-            await worker.drain()
-            await trainer.drain()
-            if shadow is not None:
-                await shadow.drain()
-            if sink is not None:
-                await sink.drain()
+            await settle()
             if canary is not None:
                 await canary.step(t1)
             if traffic:
@@ -168,12 +170,7 @@ async def run_simulation(cfg: GaelpConfig, out_dir: Path | None, progress: bool 
                             spend=f"${sum(s['spend_usd'] for s in run.slots[-1:]):.2f}" if run.slots else "$0")
             t0 = t1
         await driver.tick(drain_end + cfg.join.allowed_lateness_ms + 1)
-        await worker.drain()
-        await trainer.drain()
-        if shadow is not None:
-            await shadow.drain()
-        if sink is not None:
-            await sink.drain()
+        await settle()
         if canary is not None:  # a last look once every window has closed
             await canary.step(drain_end + cfg.join.allowed_lateness_ms + 1, force=True)
         bar.close()
