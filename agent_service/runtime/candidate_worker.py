@@ -31,6 +31,7 @@ from agent_service.pipeline.candidate import CandidateScorer, LoggedHead, sample
 from agent_service.ports.bus import BusRecord, Consumer, EventBus
 from agent_service.ports.registry import ModelRegistry
 from agent_service.runtime.assembly import pinned
+from agent_service.runtime.event_loop import poll_until_idle
 
 __all__ = ["CandidateWorker", "load_candidate"]
 
@@ -133,10 +134,7 @@ class CandidateWorker:
 
     async def drain(self) -> int:
         """Score everything waiting (in-process runs)."""
-        total = 0
-        while n := await self.poll():
-            total += n
-        return total
+        return await poll_until_idle(self.poll)
 
     async def run(self) -> None:
         """Score the log as it grows, a batch every ``poll_s`` (at once while behind), until

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["cancel_all", "run"]
+__all__ = ["cancel_all", "poll_until_idle", "run"]
 
 T = TypeVar("T")
 
@@ -38,3 +38,11 @@ async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def poll_until_idle(poll: Callable[[], Awaitable[int]]) -> int:
+    """Call ``poll`` until it handles nothing; the total it handled (a consumer's ``drain``)."""
+    total = 0
+    while n := await poll():
+        total += n
+    return total

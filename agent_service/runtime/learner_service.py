@@ -39,6 +39,7 @@ from agent_service.pipeline.records import HandleResult, dead_letter, publish_re
 from agent_service.ports.bus import BusRecord, Consumer, EventBus
 from agent_service.ports.registry import ModelRegistry
 from agent_service.runtime.assembly import build_learner
+from agent_service.runtime.event_loop import poll_until_idle
 
 __all__ = ["LearnerService", "learner_backend", "learner_factory", "model_registry"]
 
@@ -153,10 +154,7 @@ class LearnerService:
 
     async def drain(self) -> int:
         """Train on everything waiting now; records read."""
-        total = 0
-        while n := await self.poll(timeout_ms=0):
-            total += n
-        return total
+        return await poll_until_idle(functools.partial(self.poll, timeout_ms=0))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set."""

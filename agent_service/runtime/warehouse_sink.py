@@ -55,6 +55,7 @@ from agent_service.pipeline.outcomes import JoinRecord
 from agent_service.pipeline.pseudonym import Pseudonymizer
 from agent_service.ports.bus import BusRecord, Consumer, EventBus
 from agent_service.ports.store import RecordReader
+from agent_service.runtime.event_loop import poll_until_idle
 from agent_service.warehouse import (
     BatchConfig,
     BatchWriter,
@@ -162,10 +163,7 @@ class WarehouseSink:
 
     async def drain(self) -> int:
         """Poll until nothing is waiting."""
-        total = 0
-        while n := await self.poll():
-            total += n
-        return total
+        return await poll_until_idle(self.poll)
 
     async def _flush(self) -> None:
         await self.writer.flush()
