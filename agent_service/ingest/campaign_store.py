@@ -21,14 +21,12 @@ The calibration's ``channels.<name>.base_ctr`` is the channel's CTR (:func:`cali
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import duckdb
 
 from agent_service.ingest.campaigns import CampaignBatch
-from agent_service.ingest.store import StoreWriteError
+from agent_service.ingest.store import DuckStore, StoreWriteError
 
 __all__ = ["CampaignStore", "beta_prior", "calibration_channels", "campaign_priors"]
 
@@ -45,26 +43,20 @@ _TABLES = {
 }
 
 
-class CampaignStore:
+class CampaignStore(DuckStore):
     """The campaign tables in one DuckDB database.
 
     :param path: database file (created if missing), or ``":memory:"``.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
+    _countable = frozenset(_TABLES)
+
+    def _ensure(self) -> None:
         try:
-            self.con = duckdb.connect(self.path)
             for name, cols in _TABLES.items():
                 self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({cols})")
         except duckdb.Error as exc:
             raise StoreWriteError(f"DuckDB {self.path}: {exc}") from exc
-
-    def __enter__(self) -> CampaignStore:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.con.close()
 
     def replace(self, batch: CampaignBatch) -> None:
         """Write ``batch`` as the only rows of its origin.
@@ -90,13 +82,6 @@ class CampaignStore:
         except duckdb.Error as exc:
             self.con.rollback()
             raise StoreWriteError(f"DuckDB {self.path}: writing {o}: {exc}") from exc
-
-    def count(self, table: str) -> int:
-        """Rows of one of the campaign tables."""
-        if table not in _TABLES:
-            raise KeyError(table)
-        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return int(row[0]) if row else 0
 
     def totals(self, by: tuple[str, ...]) -> list[tuple[Any, ...]]:
         """(*by, impressions, clicks, conversions) summed per group over every origin.

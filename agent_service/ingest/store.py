@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import duckdb
 import msgspec
@@ -26,7 +26,7 @@ from agent_service.ingest.ga4 import Ga4Batch, Ga4Conversion, RowError, Session
 from agent_service.ingest.tables import GA4_TABLES, GA4_VIEWS
 from agent_service.warehouse.schema import DUCKDB_TYPES
 
-__all__ = ["Ga4Store", "StoreWriteError"]
+__all__ = ["DuckStore", "Ga4Store", "StoreWriteError"]
 
 
 
@@ -34,11 +34,15 @@ class StoreWriteError(GaelpError):
     """The DuckDB file could not be opened or written."""
 
 
-class Ga4Store:
-    """GA4 tables in one DuckDB database.
+class DuckStore:
+    """Ingested tables in one DuckDB database, opened at construction and closed on leaving a
+    ``with`` block; a subclass creates its tables in :meth:`_ensure` and lists in ``_countable``
+    the tables and views :meth:`count` may read.
 
     :param path: database file (created if missing), or ``":memory:"``.
     """
+
+    _countable: frozenset[str] = frozenset()
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -48,7 +52,7 @@ class Ga4Store:
             raise StoreWriteError(f"cannot open DuckDB {self.path}: {exc}") from exc
         self._ensure()
 
-    def __enter__(self) -> Ga4Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
@@ -57,6 +61,25 @@ class Ga4Store:
     def close(self) -> None:
         """Close the database."""
         self.con.close()
+
+    def count(self, table: str) -> int:
+        """Rows of one of the store's tables or views."""
+        if table not in self._countable:
+            raise KeyError(table)
+        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
+
+    def _ensure(self) -> None:
+        """Create the tables and views that are missing."""
+
+
+class Ga4Store(DuckStore):
+    """GA4 tables in one DuckDB database.
+
+    :param path: database file (created if missing), or ``":memory:"``.
+    """
+
+    _countable = frozenset(GA4_TABLES) | frozenset(GA4_VIEWS)
 
     def _ensure(self) -> None:
         try:
@@ -103,13 +126,6 @@ class Ga4Store:
             except duckdb.Error as exc:
                 con.rollback()
                 raise StoreWriteError(f"DuckDB {self.path}: writing {origin}: {exc}") from exc
-
-    def count(self, table: str) -> int:
-        """Rows of a table or view."""
-        if table not in GA4_TABLES and table not in GA4_VIEWS:
-            raise KeyError(table)
-        row = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return int(row[0]) if row else 0
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read query (reports, tests)."""
