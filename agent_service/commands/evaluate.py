@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from agent_service.commands.flags import add_flags
+from agent_service.commands.flags import add_flags, add_out_and_config, config_from_args
 
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "run"]
 
@@ -35,8 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory of `gaelp train` (agent.pt, baselines.json); none: an untrained agent")
     add_flags(p, "evaluate", ["seeds", "days", "warmup", "budget_usd", "persons", "opportunities_per_day",
                               "agent_learns"], rename={"budget_usd": "budget"})
-    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output directory (default runs/eval)")
-    p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    add_out_and_config(p, "runs/eval")
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
 
 
@@ -45,12 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from agent_service.commands.flags import apply_flags
-    from agent_service.config import load_config
     from agent_service.errors import ConfigError
     from agent_service.lab.evaluate import evaluate, summary_table, write
 
-    cfg = apply_flags(load_config(args.config), args)
+    cfg = config_from_args(args)
     ec = cfg.evaluate
     ckpt, base, values, budget = None, {}, None, None
     if args.checkpoint is not None:

@@ -19,11 +19,12 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from agent_service.config import GaelpConfig
+from agent_service.config import GaelpConfig, load_config
 
-__all__ = ["add_flags", "apply_flags", "field_docs"]
+__all__ = ["add_flags", "add_out_and_config", "apply_flags", "config_from_args", "field_docs"]
 
 _SEP = "."  # dest = "<section>.<field>": argparse keeps it verbatim
 
@@ -91,3 +92,14 @@ def apply_flags(cfg: GaelpConfig, args: argparse.Namespace) -> GaelpConfig:
     for section, values in changes.items():
         cfg = cfg.replace(section, **values)
     return cfg
+
+
+def add_out_and_config(p: argparse.ArgumentParser, out: str) -> None:
+    """``--out DIR`` (default ``out``) and ``--config FILE``, the two paths of a run command."""
+    p.add_argument("--out", type=Path, default=Path(out), help=f"output directory (default {out})")
+    p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+
+
+def config_from_args(args: argparse.Namespace) -> GaelpConfig:
+    """The ``--config`` file's settings (the defaults without one), with the flags given on top."""
+    return apply_flags(load_config(args.config), args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agent_service.commands.flags import add_flags
+from agent_service.commands.flags import add_flags, config_from_args
 
 HELP = "run the service on Kafka + Redis: bid endpoint, stream workers, learner, warehouse sink"
 DESCRIPTION = """\
@@ -59,13 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent_service.commands.flags import apply_flags
-    from agent_service.config import load_config
     from agent_service.errors import ConfigError
     from agent_service.runtime import event_loop
     from agent_service.runtime.serve import ROLES, serve_forever
 
-    cfg = apply_flags(load_config(args.config), args)
+    cfg = config_from_args(args)
     roles = {r.strip() for r in args.roles.split(",") if r.strip()}
     if not roles <= set(ROLES) or not roles:
         raise ConfigError("--roles", f"expected a comma-separated subset of {','.join(ROLES)}, got {args.roles!r}")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from agent_service.config import SimulationConfig
 
-from agent_service.commands.flags import add_flags
+from agent_service.commands.flags import add_flags, add_out_and_config, config_from_args
 from agent_service.commands.promote import parse_share
 
 HELP = "run a simulated campaign end to end (no services needed)"
@@ -53,8 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, "simulation", ["days", "seed", "opportunities_per_day", "users", "drain_days", "world", "calibration",
                                   "model", "canary_candidate"])
     add_flags(p, "canary", ["share"], rename={"share": "canary"}, types={"share": parse_share})
-    p.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory (default runs/latest)")
-    p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    add_out_and_config(p, "runs/latest")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-warehouse", action="store_true", help="do not write DIR/warehouse.duckdb")
     p.add_argument("--ga4-export", type=Path, default=None, metavar="DIR",
@@ -63,12 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent_service.commands.flags import apply_flags
-    from agent_service.config import load_config
     from agent_service.runtime.report import build_report, summary_text
     from agent_service.runtime.simulate import run_simulation
 
-    cfg = apply_flags(load_config(args.config), args)
+    cfg = config_from_args(args)
     if getattr(args, "canary.share") is not None and not cfg.simulation.canary_candidate:
         cfg = cfg.replace("simulation", canary_candidate=f"seed:{cfg.simulation.seed + 1}")
     if args.ga4_export is not None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from agent_service.commands.flags import add_flags
+from agent_service.commands.flags import add_flags, add_out_and_config, config_from_args
 
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "run"]
 
@@ -48,20 +47,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            "max_minutes", "baseline_days", "runners", "sync_slots", "calibration"],
               rename={"budget_usd": "budget"})
     add_flags(p, "learner", ["ray_address"])
-    p.add_argument("--out", type=Path, default=Path("runs/train"), help="output directory (default runs/train)")
-    p.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    add_out_and_config(p, "runs/train")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from agent_service.commands.flags import apply_flags
-    from agent_service.config import load_config
     from agent_service.lab.train import train
     from simulators.calibration import load_calibration
 
-    cfg = apply_flags(load_config(args.config), args)
+    cfg = config_from_args(args)
     tc = cfg.train
     if tc.calibration:
         load_calibration(tc.calibration)  # a bad file fails here, naming the key, before any training
