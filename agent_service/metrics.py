@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from agent_service.units import DAY_S
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from agent_service.evaluation.ope_log import OPEReport
     from agent_service.experiments.ab import ExperimentSummary, Exposure
     from agent_service.experiments.canary import CanaryEvent
@@ -119,6 +121,22 @@ class BatchHistogram(Histogram):
         self._buckets[bisect.bisect_left(self._upper_bounds, amount)].inc(n)  # first bound >= amount
 
 
+class IntervalGauges:
+    """An estimate and its interval as three gauges, ``<name>``, ``<name>_lower`` and ``<name>_upper``
+    (Prometheus has no interval type; dashboards draw the band from the pair)."""
+
+    def __init__(self, names: Mapping[str, str], key: str, help_text: str, interval: str,
+                 labels: Sequence[str], registry: CollectorRegistry) -> None:
+        self.value = Gauge(names[key], help_text, labels, registry=registry)
+        self.lower = Gauge(names[f"{key}_lower"], f"Lower end of {interval}", labels, registry=registry)
+        self.upper = Gauge(names[f"{key}_upper"], f"Upper end of {interval}", labels, registry=registry)
+
+    def set(self, labels: Sequence[str], value: float, lower: float, upper: float) -> None:
+        self.value.labels(*labels).set(value)
+        self.lower.labels(*labels).set(lower)
+        self.upper.labels(*labels).set(upper)
+
+
 class Metrics:
     """The service's metrics, in a registry of their own."""
 
@@ -197,12 +215,8 @@ class Metrics:
                                            "([serve] candidate_version), logged and never sent", registry=r)
         # Shadow vs live: the last off-policy evaluation of the candidate on the live log.
         self.ope_evaluations = Counter(n["ope_evaluations"][:-6], "Off-policy evaluations of a candidate", registry=r)
-        self.ope_value = Gauge(n["ope_value"], "Candidate's estimated value per logged decision, by estimator",
-                               ["estimator"], registry=r)
-        self.ope_value_lower = Gauge(n["ope_value_lower"], "Lower end of the estimate's confidence interval",
-                                     ["estimator"], registry=r)
-        self.ope_value_upper = Gauge(n["ope_value_upper"], "Upper end of the estimate's confidence interval",
-                                     ["estimator"], registry=r)
+        self.ope_value = IntervalGauges(n, "ope_value", "Candidate's estimated value per logged decision, by "
+                                        "estimator", "the estimate's confidence interval", ["estimator"], r)
         self.ope_live_value = Gauge(n["ope_live_value"], "Live policy's observed value per decision on the same "
                                     "records (what the candidate is compared with)", registry=r)
         self.ope_ess = Gauge(n["ope_ess"], "Kish effective sample size of the estimator's importance weights",
@@ -218,12 +232,8 @@ class Metrics:
         self.canary_share = Gauge(n["canary_share"], "Share of persons served by the candidate", ["experiment"],
                                   registry=r)
         self.canary_stage = Gauge(n["canary_stage"], "Ramp stage (0 = the first share)", ["experiment"], registry=r)
-        self.canary_lift = Gauge(n["canary_lift"], "Relative lift of value per dollar, candidate over control",
-                                 ["experiment"], registry=r)
-        self.canary_lift_lower = Gauge(n["canary_lift_lower"], "Lower bound of the lift's always-valid interval",
-                                       ["experiment"], registry=r)
-        self.canary_lift_upper = Gauge(n["canary_lift_upper"], "Upper bound of the lift's always-valid interval",
-                                       ["experiment"], registry=r)
+        self.canary_lift = IntervalGauges(n, "canary_lift", "Relative lift of value per dollar, candidate over "
+                                          "control", "the lift's always-valid interval", ["experiment"], r)
         self.canary_persons = Gauge(n["canary_persons"], "Persons observed, by arm", ["experiment", "arm"],
                                     registry=r)
         self.canary_converting = Gauge(n["canary_converting"], "Persons with a conversion, by arm",
@@ -240,12 +250,8 @@ class Metrics:
                                         ["experiment", "arm"], registry=r)
         self.experiment_value_per_dollar = Gauge(n["experiment_value_per_dollar"], "Conversion value per dollar "
                                                  "spent", ["experiment", "arm"], registry=r)
-        self.experiment_lift = Gauge(n["experiment_lift"], "Relative lift of value per dollar over the control",
-                                     ["experiment", "arm"], registry=r)
-        self.experiment_lift_lower = Gauge(n["experiment_lift_lower"], "Lower bound of the lift's always-valid "
-                                           "interval", ["experiment", "arm"], registry=r)
-        self.experiment_lift_upper = Gauge(n["experiment_lift_upper"], "Upper bound of the lift's always-valid "
-                                           "interval", ["experiment", "arm"], registry=r)
+        self.experiment_lift = IntervalGauges(n, "experiment_lift", "Relative lift of value per dollar over the "
+                                              "control", "the lift's always-valid interval", ["experiment", "arm"], r)
         self.experiment_decision = Gauge(n["experiment_decision"], "1 for the arm's current decision, 0 for the "
                                          "others", ["experiment", "arm", "decision"], registry=r)
 
@@ -258,9 +264,7 @@ class Metrics:
         """
         self.ope_evaluations.inc()
         for name, e in report.estimates.items():
-            self.ope_value.labels(name).set(e.value)
-            self.ope_value_lower.labels(name).set(e.ci_low)
-            self.ope_value_upper.labels(name).set(e.ci_high)
+            self.ope_value.set((name,), e.value, e.ci_low, e.ci_high)
             self.ope_ess.labels(name).set(e.ess)
         self.ope_live_value.set(live_value)
         self.ope_used.set(report.validation.n_used)
@@ -279,9 +283,7 @@ class Metrics:
             self.canary_state.labels(exp, state).set(float(state == str(event.state)))
         self.canary_share.labels(exp).set(event.share)
         self.canary_stage.labels(exp).set(event.stage)
-        self.canary_lift.labels(exp).set(event.lift)
-        self.canary_lift_lower.labels(exp).set(event.lower)
-        self.canary_lift_upper.labels(exp).set(event.upper)
+        self.canary_lift.set((exp,), event.lift, event.lower, event.upper)
         self.canary_persons.labels(exp, "control").set(event.control_persons)
         self.canary_persons.labels(exp, "candidate").set(event.candidate_persons)
         self.canary_converting.labels(exp, "control").set(event.control_conversions)
@@ -305,9 +307,7 @@ class Metrics:
             for decision in ARM_DECISIONS:
                 self.experiment_decision.labels(exp, a.name, decision).set(float(decision == a.decision))
             if a.decision != "control":  # the control has no lift against itself
-                self.experiment_lift.labels(exp, a.name).set(a.lift)
-                self.experiment_lift_lower.labels(exp, a.name).set(a.lower)
-                self.experiment_lift_upper.labels(exp, a.name).set(a.upper)
+                self.experiment_lift.set((exp, a.name), a.lift, a.lower, a.upper)
 
     @staticmethod
     def value(metric: Counter | Gauge) -> float:

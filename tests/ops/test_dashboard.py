@@ -53,8 +53,14 @@ def defined_series() -> dict[str, str]:
                     for a in node.names if a.name in _CONSTRUCTORS}
         imported |= {node.name: imported[b.id] for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
                      for b in node.bases if isinstance(b, ast.Name) and b.id in imported}  # e.g. BatchHistogram
+        wrapped = {id(c) for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == "IntervalGauges"
+                   for c in ast.walk(node)}  # its Gauges are named by the caller: read at the calls below
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in imported:
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "IntervalGauges":
+                key = ast.literal_eval(node.args[1])  # IntervalGauges(n, "key", ...): key, key_lower, key_upper
+                out.update({NAMES[key + s]: "Gauge" for s in ("", "_lower", "_upper")})
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in imported \
+                    and id(node) not in wrapped:
                 kind = imported[node.func.id]
                 base = _name_of(node.args[0], f"{f.relative_to(ROOT)}:{node.lineno}")
                 if kind == "Counter":
