@@ -12,6 +12,7 @@ __all__ = [
     "IDENTITY_PEERS",
     "IP_DEVICES",
     "JOIN_CONTEXTS",
+    "MISSING_DECISIONS",
     "PARK",
     "RECORD_CLICK",
     "RECORD_JOINS",
@@ -289,6 +290,17 @@ for i = 3, #ARGV do
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return redis.call('SMEMBERS', KEYS[1])
+"""
+
+# Which decisions are not stored, without reading them (KBs of logged state each). Read only; keys
+# derived from the prefix. ARGV: prefix, then decision ids. Returns the 1-based positions (among
+# the ids) of those with no stored decision: usually none.
+MISSING_DECISIONS = """
+local p, out = ARGV[1] .. 'dec:', {}
+for i = 2, #ARGV do
+  if redis.call('EXISTS', p .. ARGV[i]) == 0 then out[#out + 1] = i - 1 end
+end
+return out
 """
 
 # KEYS: parked zset, parked data hash. ARGV: id, event time, payload.

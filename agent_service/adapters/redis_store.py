@@ -275,6 +275,14 @@ class RedisStore:
         return {i: _decode_decision(cast(bytes, v), state_encoded)
                 for i, v in zip(ids, raw, strict=True) if v is not None}
 
+    async def stored_decisions(self, ids: Sequence[str]) -> set[str]:
+        calls: list[tuple[str, list[str], list[Any]]] = [
+            ("MISSING_DECISIONS", [], [self._p.encode(), *(i.encode() for i in ids[k:k + _CONTEXT_CHUNK])])
+            for k in range(0, len(ids), _CONTEXT_CHUNK)]
+        res = await self._pipelined("stored_decisions", calls) if calls else []
+        missing = {k * _CONTEXT_CHUNK + int(j) - 1 for k, chunk in enumerate(res) for j in chunk}
+        return {i for n, i in enumerate(ids) if n not in missing}
+
     # --- budget ----------------------------------------------------------------------------
     def _budget_key(self, campaign: str, period: int) -> str:
         return f"{self._p}budget:{campaign}:{period}"

@@ -143,16 +143,21 @@ class Outcomes:
 
     # --- ad events -----------------------------------------------------------------------------
     async def ad_events(self, items: list[tuple[BusRecord, AdEvent]]) -> list[Output]:
-        decisions = await self._decisions(items)
+        # Only a click needs its decision (its experience record carries the state); an impression's
+        # decision is checked by id, not read back.
+        decisions = await self._decisions([(rec, ev) for rec, ev in items if ev.kind == "click"])
+        stored = await self.store.stored_decisions(list({ev.decision_id for _, ev in items if ev.kind != "click"}))
         outputs: list[Output] = []
         effects: list[ClickEffect] = []
         for rec, ev in items:
+            if ev.kind != "click":  # the impression's touch is recorded from the auction result
+                if ev.decision_id not in stored:
+                    outputs.append(self._unknown(rec, ev.decision_id))
+                continue
             dec = decisions.get(ev.decision_id)
             if dec is None:
                 outputs.append(self._unknown(rec, ev.decision_id))
                 continue
-            if ev.kind != "click":
-                continue  # the impression's touch is recorded from the auction result
             exp = self._experience(dec, "click", "click", ev.event_time, RewardParts(immediate=self._rw.click_value_usd))
             effects.append(ClickEffect(f"click:{dec.id}", encode(exp), dec.device_id, dec.id))
         for effect, (_, got) in zip(effects, await self.store.record_clicks(effects, self._ttl), strict=True):

@@ -324,6 +324,11 @@ class RecordReader(Protocol):
             gives the same bytes either way. False: every state is a list of floats."""
         ...
 
+    async def stored_decisions(self, ids: Sequence[str]) -> set[str]:
+        """The ids among ``ids`` that have a stored decision, checked without reading the
+        decisions (an impression needs no more than that: a decision is KBs of logged state)."""
+        ...
+
     async def peek_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """What the handlers claimed under each key, if anything, in one round trip."""
         ...

@@ -228,6 +228,15 @@ async def test_decisions_keep_their_state_whether_it_was_stored_as_floats_or_enc
     assert await store.get_decisions([]) == {}
 
 
+async def test_stored_decisions_are_checked_by_id(store: StateStore) -> None:
+    await store.reserve_and_put("c", [DecisionDraft(_decision(f"e:{k}"), 0, 0) for k in range(3)], TTL)
+    assert await store.stored_decisions(["e:0", "nope", "e:2", "e:0", "e:1", "x"]) == {"e:0", "e:1", "e:2"}
+    assert await store.stored_decisions(["nope"]) == set() and await store.stored_decisions([]) == set()
+    many = [f"m:{k}" for k in range(2_100)]  # across the Redis adapter's chunks of ids
+    many[999], many[1000], many[2001] = "e:0", "e:1", "e:2"
+    assert await store.stored_decisions(many) == {"e:0", "e:1", "e:2"}
+
+
 async def test_claims_are_put_if_absent_and_read_back(store: StateStore) -> None:
     assert await store.claim_many([("k1", b"a"), ("k1", b"b")], 60) == [(True, b"a"), (False, b"a")]
     assert await store.claim_many([("k1", b"c"), ("k2", b"d")], 60) == [(False, b"a"), (True, b"d")]
