@@ -259,6 +259,19 @@ async def test_record_results_apply_once_with_their_claim(store: StateStore) -> 
     assert await store.peek_many(["outcome:w", "outcome:l"]) == [b"W", b"L"]
 
 
+async def test_record_results_settle_each_ledger_of_a_batch_once(store: StateStore) -> None:
+    for period in (2, 3):
+        await store.init_budget("c", period, 10_000)
+        await store.reserve_and_put("c", [_draft(f"p{period}:{k}", 1_000, period) for k in range(3)], TTL)
+    assert await store.settle("c", 2, "p2:0", 100)  # settled before its result arrives: not again
+    results = [ResultEffect(f"outcome:p{period}:{k}", b"R", "c", period, f"p{period}:{k}", 10 * (k + 1), "devS",
+                            None, 0) for k in range(3) for period in (2, 3)]
+    assert [a for a, _ in await store.record_results(results + results[:2], TTL)] == [True] * 6 + [False] * 2
+    assert await store.budget("c", 2) == (10_000, 100 + 20 + 30, 0)
+    assert await store.budget("c", 3) == (10_000, 10 + 20 + 30, 0)
+    assert not await store.settle("c", 3, "p3:1", 999)  # settled by its result
+
+
 async def test_journeys_are_ordered_by_time_and_read_since_a_time(store: StateStore) -> None:
     await store.record_results([_won("d2", "devP", 2_000), _won("d1", "devP", 1_000), _won("d3", "devP", 1_000)], TTL)
     assert await _journey(store, "d:devP") == [("d1", False), ("d3", False), ("d2", False)]
