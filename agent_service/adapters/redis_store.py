@@ -251,7 +251,7 @@ class RedisStore:
             out.append(DecideContext(Identity(person, float(score), int(ndev)),
                                      _touches([t or None for t in touches], [c or None for c in clicks]),
                                      BudgetState(int(b), int(s), int(r)),
-                                     _decode_decision(existing) if existing else None, *_profile(prof)))
+                                     _decode_decision(existing, True) if existing else None, *_profile(prof)))
         return out
 
     async def replace_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> None:
@@ -332,7 +332,7 @@ class RedisStore:
         for ks, got in zip(by_period.values(), await self._pipelined("reserve_and_put", calls), strict=True):
             for k, g in zip(ks, got, strict=True):
                 if isinstance(g, bytes):
-                    out[k] = _decode_decision(g)
+                    out[k] = _decode_decision(g, True)
                 elif not g:
                     out[k] = cast(Decision, drafts[k].if_short)
         return out

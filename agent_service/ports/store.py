@@ -128,7 +128,8 @@ class DecideContext(NamedTuple):
     journey: list[Touch]
     budget: BudgetState
     existing: Decision | None = None
-    """The decision already stored under the queried id (a redelivered request), if any."""
+    """The decision already stored under the queried id (a redelivered request), if any; its
+    state may be held encoded (``Decision.state``), so it is logged again byte for byte."""
     contexts: tuple[tuple[int, int], ...] = ()
     """The person's context profile: (context bucket, requests), sorted by bucket — how many
     earlier decisions of the devices now assigned to this person carried each page/app context
