@@ -32,6 +32,7 @@ from agent_service.contracts.events import (
     Decision,
     IdentityLink,
     Tick,
+    encoded_state,
 )
 from agent_service.metrics import Metrics
 from agent_service.pipeline.identity_links import graph_config
@@ -71,8 +72,8 @@ async def store_decisions(n: int, cfg: GaelpConfig, store: StateStore, rng: rand
     ids = Pseudonymizer(SALT)
     decisions = []
     width = spec_of(cfg.hybrid, 12).logged_dim  # state ⊕ pacing ⊕ 16 touches, float32 values
-    for i in range(n):
-        state = [float(np.float32(rng.uniform(-1, 1))) for _ in range(width)]
+    for i in range(n):  # encoded as the bidder logs them
+        state = encoded_state(np.array([rng.uniform(-1, 1) for _ in range(width)], np.float32))
         device = ids(f"dev-{i % (n // 3)}")
         decisions.append(Decision(
             id=f"r{i}:1", event_time=T0 + i * 1000, request_id=f"r{i}", imp_id="1", person_id=f"d:{device}",

@@ -158,6 +158,9 @@ class MemoryStore:
         return {i: d if isinstance(d.state, list) else msgspec.structs.replace(d, state=state_values(d))
                 for i, d in found.items()}
 
+    async def stored_decisions(self, ids: Sequence[str]) -> set[str]:
+        return {i for i in ids if i in self._decisions}
+
     # --- budget ----------------------------------------------------------------------------
     async def set_budget(self, campaign: str, period: int, budget_micros: int) -> None:
         if budget_micros < 0:

@@ -12,6 +12,7 @@ __all__ = [
     "IDENTITY_PEERS",
     "IP_DEVICES",
     "JOIN_CONTEXTS",
+    "MISSING_DECISIONS",
     "PARK",
     "RECORD_CLICK",
     "RECORD_JOINS",
@@ -291,6 +292,17 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return redis.call('SMEMBERS', KEYS[1])
 """
 
+# Which decisions are not stored, without reading them (KBs of logged state each). Read only; keys
+# derived from the prefix. ARGV: prefix, then decision ids. Returns the 1-based positions (among
+# the ids) of those with no stored decision: usually none.
+MISSING_DECISIONS = """
+local p, out = ARGV[1] .. 'dec:', {}
+for i = 2, #ARGV do
+  if redis.call('EXISTS', p .. ARGV[i]) == 0 then out[#out + 1] = i - 1 end
+end
+return out
+"""
+
 # KEYS: parked zset, parked data hash. ARGV: id, event time, payload.
 PARK = """
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3]) == 1 then
@@ -314,12 +326,15 @@ return 1
 # A chunk of auction results in one call (fewer, larger commands: the Python client's per-command
 # cost dominates), each in one step: settle its reservation; when won, store its touch on the
 # journey of the person its device resolves to (dropping touches older than the journey ttl) and
-# open its window; claim. Keys are derived from the prefix (standalone Redis only). ARGV: prefix, claim ttl, settled ttl, then per result 11 fields: claim key,
-# device id, payload, ledger suffix (campaign:period), decision id, cost, has touch (0/1), touch
-# time, touch json, drop-before ms, window close ms. Returns {applied, payload, ...}.
+# open its window; claim. The ledger writes of the chunk are summed per ledger and written once at
+# the end (Redis's own time goes mostly to each redis.call, not to the command it runs; the script
+# is atomic, and a result repeated in the chunk finds its claim first). Keys are derived from the
+# prefix (standalone Redis only). ARGV: prefix, claim ttl, settled ttl, then per result 11 fields:
+# claim key, device id, payload, ledger suffix (campaign:period), decision id, cost, has touch
+# (0/1), touch time, touch json, drop-before ms, window close ms. Returns {applied, payload, ...}.
 RECORD_RESULTS = """
 local p = ARGV[1]
-local out = {}
+local out, ledgers, order = {}, {}, {}
 for i = 4, #ARGV, 11 do
   local claim = p .. 'claim:' .. ARGV[i]
   local stored = redis.call('GET', claim)
@@ -328,15 +343,20 @@ for i = 4, #ARGV, 11 do
     out[#out + 1] = stored
   else
     local id, led = ARGV[i + 4], ARGV[i + 3]
-    local budget, resv, settled = p .. 'budget:' .. led, p .. 'resv:' .. led, p .. 'settled:' .. led
-    if redis.call('HEXISTS', settled, id) == 0 then
-      local a = redis.call('HGET', resv, id)
+    if redis.call('HEXISTS', p .. 'settled:' .. led, id) == 0 then
+      local a = redis.call('HGET', p .. 'resv:' .. led, id)
       if a then
-        redis.call('HINCRBY', budget, 'reserved', -tonumber(a))
-        redis.call('HINCRBY', budget, 'spent', tonumber(ARGV[i + 5]))
-        redis.call('HDEL', resv, id)
-        redis.call('HSET', settled, id, ARGV[i + 5])
-        redis.call('EXPIRE', settled, ARGV[3])
+        local l = ledgers[led]
+        if not l then
+          l = {reserved = 0, spent = 0, ids = {}, settled = {}}
+          ledgers[led] = l
+          order[#order + 1] = led
+        end
+        l.reserved = l.reserved + tonumber(a)
+        l.spent = l.spent + tonumber(ARGV[i + 5])
+        l.ids[#l.ids + 1] = id
+        l.settled[#l.settled + 1] = id
+        l.settled[#l.settled + 1] = ARGV[i + 5]
       end
     end
     if ARGV[i + 6] == '1' then
@@ -357,6 +377,14 @@ for i = 4, #ARGV, 11 do
     out[#out + 1] = 1
     out[#out + 1] = ''
   end
+end
+for _, led in ipairs(order) do
+  local l, budget, settled = ledgers[led], p .. 'budget:' .. led, p .. 'settled:' .. led
+  redis.call('HINCRBY', budget, 'reserved', string.format('%d', -l.reserved))
+  redis.call('HINCRBY', budget, 'spent', string.format('%d', l.spent))
+  redis.call('HDEL', p .. 'resv:' .. led, unpack(l.ids))
+  redis.call('HSET', settled, unpack(l.settled))
+  redis.call('EXPIRE', settled, ARGV[3])
 end
 return out
 """

@@ -251,7 +251,7 @@ class RedisStore:
             out.append(DecideContext(Identity(person, float(score), int(ndev)),
                                      _touches([t or None for t in touches], [c or None for c in clicks]),
                                      BudgetState(int(b), int(s), int(r)),
-                                     _decode_decision(existing) if existing else None, *_profile(prof)))
+                                     _decode_decision(existing, True) if existing else None, *_profile(prof)))
         return out
 
     async def replace_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> None:
@@ -274,6 +274,14 @@ class RedisStore:
             raise StoreError(f"reading decisions failed: {exc}") from exc
         return {i: _decode_decision(cast(bytes, v), state_encoded)
                 for i, v in zip(ids, raw, strict=True) if v is not None}
+
+    async def stored_decisions(self, ids: Sequence[str]) -> set[str]:
+        calls: list[tuple[str, list[str], list[Any]]] = [
+            ("MISSING_DECISIONS", [], [self._p.encode(), *(i.encode() for i in ids[k:k + _CONTEXT_CHUNK])])
+            for k in range(0, len(ids), _CONTEXT_CHUNK)]
+        res = await self._pipelined("stored_decisions", calls) if calls else []
+        missing = {k * _CONTEXT_CHUNK + int(j) - 1 for k, chunk in enumerate(res) for j in chunk}
+        return {i for n, i in enumerate(ids) if n not in missing}
 
     # --- budget ----------------------------------------------------------------------------
     def _budget_key(self, campaign: str, period: int) -> str:
@@ -324,7 +332,7 @@ class RedisStore:
         for ks, got in zip(by_period.values(), await self._pipelined("reserve_and_put", calls), strict=True):
             for k, g in zip(ks, got, strict=True):
                 if isinstance(g, bytes):
-                    out[k] = _decode_decision(g)
+                    out[k] = _decode_decision(g, True)
                 elif not g:
                     out[k] = cast(Decision, drafts[k].if_short)
         return out

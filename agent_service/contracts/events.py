@@ -7,9 +7,12 @@ the thing happened, not when it was processed. Money is integer micro-dollars.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import msgspec
+import numpy as np
+import orjson
 from msgspec import Meta, Struct, field
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "Tick",
     "Touch",
     "encoded_state",
+    "encoded_states",
     "state_values",
 ]
 
@@ -225,9 +229,24 @@ def state_values(d: Decision) -> list[float]:
     return d.state
 
 
-def encoded_state(values: list[float]) -> list[float]:
-    """``values`` JSON-encoded once, for :attr:`Decision.state` (typed as the list it encodes)."""
-    return msgspec.Raw(_state_encoder.encode(values))  # type: ignore[return-value]
+def encoded_state(values: np.ndarray | Sequence[float]) -> list[float]:
+    """``values`` as float32, JSON-encoded once, for :attr:`Decision.state` (typed as the list it
+    encodes). Each number is the shortest text that reads back as the same float32 (``0.1``, not
+    float64's ``0.10000000149011612``), integral values without their ``.0``: about half the
+    bytes the decisions store, the claims and the experience records then carry. Lossless for
+    the learner, which reads the state as float32 (``-0.0`` reads back as ``0.0``)."""
+    return _encoded(np.ascontiguousarray(values, np.float32))
 
 
-_state_encoder = msgspec.json.Encoder()
+def encoded_states(rows: np.ndarray) -> list[list[float]]:
+    """:func:`encoded_state` of each row of a ``[B, dim]`` matrix."""
+    return [_encoded(row) for row in np.ascontiguousarray(rows, np.float32)]
+
+
+def _encoded(row: np.ndarray) -> list[float]:
+    text = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
+    text = text.replace(b".0,", b",")  # a shortest repr ends in ".0" only when it is integral
+    if text.endswith(b".0]"):
+        text = text[:-3] + b"]"
+    return msgspec.Raw(text)  # type: ignore[return-value]
+

@@ -29,7 +29,7 @@ import numpy as np
 from agent_service.agent.model.state import arm_mask
 from agent_service.agent.serving.server import AgentServer
 from agent_service.config import CHANNELS, GaelpConfig
-from agent_service.contracts.events import Action, Decision, encoded_state, state_values
+from agent_service.contracts.events import Action, Decision, encoded_states, state_values
 from agent_service.creatives import restrict_to_arms
 from agent_service.errors import ConfigError
 from agent_service.experiments.assignment import bucket
@@ -179,7 +179,7 @@ class CandidateScorer:
                 every = np.ones((len(live), spec.creatives), bool) if cat is None else cat.mask(t, ch, spec.creatives)
                 return restrict_to_arms(every, arms)
         acts = agent.act(batch, mask, floor, left, explore=True, creative_mask=eligible)
-        vectors = spec.pack(batch, pacing[0]).tolist()
+        vectors = encoded_states(spec.pack(batch, pacing[0]))
         out = []
         for k, d in enumerate(live):
             channel = CHANNELS[int(acts.channel[k])]
@@ -195,7 +195,7 @@ class CandidateScorer:
             # bidder's log can be compared with it by bid bucket (evaluation/ope_outside.py).
             price = usd_to_micros(float(acts.bid_cpm_usd[k])) if reason is None and channel != "organic" else 0
             out.append(msgspec.structs.replace(
-                d, state=encoded_state(vectors[k]), propensity=float(acts.propensity[k]), model_version=acts.version,
+                d, state=vectors[k], propensity=float(acts.propensity[k]), model_version=acts.version,
                 action=Action(bid_cpm_micros=price, creative=int(acts.creative[k]), channel=channel,
                               segment=int(acts.target[k]), multiplier=acts.mult_index),
                 value_estimate_micros=usd_to_micros(float(acts.value_usd[k])), bid=False,

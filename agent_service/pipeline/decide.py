@@ -27,7 +27,7 @@ import msgspec
 from agent_service.agent.model.opportunity import Opportunity
 from agent_service.agent.serving.server import AgentServer, ServedBatch
 from agent_service.config import CHANNELS, GaelpConfig
-from agent_service.contracts.events import Action, Decision, encoded_state
+from agent_service.contracts.events import Action, Decision, encoded_states
 from agent_service.contracts.openrtb import Bid, BidRequest, BidResponse, Imp, SeatBid
 from agent_service.experiments.assignment import bucket
 from agent_service.metrics import Metrics
@@ -215,7 +215,7 @@ class Decider:
             group = [slots[i] for i in rows]
             served = policy.act_batch([s.opp for s in group], [s.ctx for s in group], [s.device_id for s in group])
             # Encoded once here; the store, the decision log and the experience records copy the bytes.
-            logged = [encoded_state(row) for row in served.logged.tolist()]
+            logged = encoded_states(served.logged)
             for k, i in enumerate(rows):
                 drafts[i] = self._decide_one(k, slots[i], served, logged[k])
                 profile[i] = (int(served.context[k]), bool(served.search[k]))

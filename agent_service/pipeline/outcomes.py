@@ -4,7 +4,8 @@ and the closing of each decision's attribution window.
 Every effect is keyed: ``outcome:<decision>``, ``click:<decision>``, ``conv:<conversion>`` and
 ``final:<decision>`` are claimed in the store with the experience record they produce (an
 outbox), so a redelivery recomputes nothing and re-emits the same record, which the learner
-deduplicates by id. Each event's writes (settlement, touch, window; click; credits) are one
+deduplicates by id (``outcome`` and ``click`` claims keep the record without its state, which
+the decision holds: a redelivery puts it back). Each event's writes (settlement, touch, window; click; credits) are one
 atomic step together with its claim, and a batch of events costs a fixed number of round
 trips (decisions read, effects applied — pipelined), not a few per event.
 """
@@ -93,6 +94,17 @@ class Outcomes:
     def _out(self, decision_id: str, payload: bytes) -> Output:
         return Output(self._exp_topic, decision_id.encode(), payload)
 
+    @staticmethod
+    def _claimed(exp: Experience) -> bytes:
+        """What a result's or click's claim keeps of its record: all but the state (KBs, and the
+        decision holds it): stored per result, the state was most of the bytes written to Redis."""
+        return encode(msgspec.structs.replace(exp, state=[]))
+
+    @staticmethod
+    def _restated(claimed: bytes, dec: Decision) -> bytes:
+        """A claimed record as it was first emitted: the decision's state put back (a redelivery)."""
+        return encode(msgspec.structs.replace(decode(claimed, Experience), state=dec.state))
+
     async def _decisions(self, items: Sequence[tuple[BusRecord, AuctionResult | AdEvent]]) -> dict[str, Decision]:
         return await self.store.get_decisions(list({ev.decision_id for _, ev in items}), state_encoded=True)
 
@@ -102,6 +114,7 @@ class Outcomes:
         outputs: list[Output] = []
         effects: list[ResultEffect] = []
         order: list[tuple[Decision, AuctionResult]] = []
+        records: list[bytes] = []
         for rec, res in items:
             dec = decisions.get(res.decision_id)
             if dec is None:
@@ -111,15 +124,16 @@ class Outcomes:
                 outputs.append(dead_letter(rec, "$.won", f"win without a bid: decision {dec.id} did not bid",
                                            self.cfg.topics.dead_letters, self.metrics, self.ids))
                 continue
-            effect = self._result_effect(dec, res)
+            effect, record = self._result_effect(dec, res)
             effects.append(effect)
+            records.append(record)
             order.append((dec, res))
         stored = await self.store.record_results(effects, self._ttl)
-        for (dec, res), (applied, got) in zip(order, stored, strict=True):
+        for (dec, res), record, (applied, got) in zip(order, records, stored, strict=True):
             if applied and res.won and not is_outside(dec):  # counted once, not on redelivery; GAELP's only
                 self.metrics.wins.labels(dec.action.channel).inc()
                 self.metrics.spend.inc(micros_to_usd(res.price_paid_micros))
-            outputs.append(self._out(dec.id, got))
+            outputs.append(self._out(dec.id, record if applied else self._restated(got, dec)))
         order = [(dec, res) for dec, res in order if not is_outside(dec)]  # GAELP's arms only from here
         if self.canary is not None:  # keyed by decision: a redelivered result adds nothing
             await self.canary.spent([(dec, res.price_paid_micros) for dec, res in order if res.won])
@@ -127,7 +141,8 @@ class Outcomes:
             await self.experiments.results(order)
         return outputs
 
-    def _result_effect(self, dec: Decision, res: AuctionResult) -> ResultEffect:
+    def _result_effect(self, dec: Decision, res: AuctionResult) -> tuple[ResultEffect, bytes]:
+        """The result's writes (its claim without the state) and its experience record."""
         cost = res.price_paid_micros if res.won else 0
         touch = None
         if res.won:
@@ -138,25 +153,33 @@ class Outcomes:
         parts = RewardParts(immediate=slot_value_usd(self._rw, position) - micros_to_usd(cost),
                             delayed=micros_to_usd(dec.value_estimate_micros) if res.won else 0.0)
         exp = self._experience(dec, "outcome", "outcome", res.event_time, parts, won=res.won, position=position)
-        return ResultEffect(f"outcome:{dec.id}", encode(exp), dec.campaign, period_of(dec.event_time), dec.id,
-                            cost, dec.device_id, touch, res.event_time + self.cfg.join.window_ms)
+        return ResultEffect(f"outcome:{dec.id}", self._claimed(exp), dec.campaign, period_of(dec.event_time), dec.id,
+                            cost, dec.device_id, touch, res.event_time + self.cfg.join.window_ms), encode(exp)
 
     # --- ad events -----------------------------------------------------------------------------
     async def ad_events(self, items: list[tuple[BusRecord, AdEvent]]) -> list[Output]:
-        decisions = await self._decisions(items)
+        # Only a click needs its decision (its experience record carries the state); an impression's
+        # decision is checked by id, not read back.
+        decisions = await self._decisions([(rec, ev) for rec, ev in items if ev.kind == "click"])
+        known = await self.store.stored_decisions(list({ev.decision_id for _, ev in items if ev.kind != "click"}))
         outputs: list[Output] = []
         effects: list[ClickEffect] = []
+        clicked: list[tuple[Decision, bytes]] = []
         for rec, ev in items:
+            if ev.kind != "click":  # the impression's touch is recorded from the auction result
+                if ev.decision_id not in known:
+                    outputs.append(self._unknown(rec, ev.decision_id))
+                continue
             dec = decisions.get(ev.decision_id)
             if dec is None:
                 outputs.append(self._unknown(rec, ev.decision_id))
                 continue
-            if ev.kind != "click":
-                continue  # the impression's touch is recorded from the auction result
             exp = self._experience(dec, "click", "click", ev.event_time, RewardParts(immediate=self._rw.click_value_usd))
-            effects.append(ClickEffect(f"click:{dec.id}", encode(exp), dec.device_id, dec.id))
-        for effect, (_, got) in zip(effects, await self.store.record_clicks(effects, self._ttl), strict=True):
-            outputs.append(self._out(effect.decision_id, got))
+            effects.append(ClickEffect(f"click:{dec.id}", self._claimed(exp), dec.device_id, dec.id))
+            clicked.append((dec, encode(exp)))
+        stored = await self.store.record_clicks(effects, self._ttl)
+        for (dec, record), (applied, got) in zip(clicked, stored, strict=True):
+            outputs.append(self._out(dec.id, record if applied else self._restated(got, dec)))
         return outputs
 
     # --- identity ------------------------------------------------------------------------------

@@ -128,7 +128,8 @@ class DecideContext(NamedTuple):
     journey: list[Touch]
     budget: BudgetState
     existing: Decision | None = None
-    """The decision already stored under the queried id (a redelivered request), if any."""
+    """The decision already stored under the queried id (a redelivered request), if any; its
+    state may be held encoded (``Decision.state``), so it is logged again byte for byte."""
     contexts: tuple[tuple[int, int], ...] = ()
     """The person's context profile: (context bucket, requests), sorted by bucket — how many
     earlier decisions of the devices now assigned to this person carried each page/app context
@@ -322,6 +323,11 @@ class RecordReader(Protocol):
         :param state_encoded: the caller only re-encodes the states (experience records), so an
             adapter may leave them encoded (``msgspec.Raw``; see ``Decision.state``): ``encode``
             gives the same bytes either way. False: every state is a list of floats."""
+        ...
+
+    async def stored_decisions(self, ids: Sequence[str]) -> set[str]:
+        """The ids among ``ids`` that have a stored decision, checked without reading the
+        decisions (an impression needs no more than that: a decision is KBs of logged state)."""
         ...
 
     async def peek_many(self, keys: Sequence[str]) -> list[bytes | None]:

@@ -228,6 +228,15 @@ async def test_decisions_keep_their_state_whether_it_was_stored_as_floats_or_enc
     assert await store.get_decisions([]) == {}
 
 
+async def test_stored_decisions_are_checked_by_id(store: StateStore) -> None:
+    await store.reserve_and_put("c", [DecisionDraft(_decision(f"e:{k}"), 0, 0) for k in range(3)], TTL)
+    assert await store.stored_decisions(["e:0", "nope", "e:2", "e:0", "e:1", "x"]) == {"e:0", "e:1", "e:2"}
+    assert await store.stored_decisions(["nope"]) == set() and await store.stored_decisions([]) == set()
+    many = [f"m:{k}" for k in range(2_100)]  # across the Redis adapter's chunks of ids
+    many[999], many[1000], many[2001] = "e:0", "e:1", "e:2"
+    assert await store.stored_decisions(many) == {"e:0", "e:1", "e:2"}
+
+
 async def test_claims_are_put_if_absent_and_read_back(store: StateStore) -> None:
     assert await store.claim_many([("k1", b"a"), ("k1", b"b")], 60) == [(True, b"a"), (False, b"a")]
     assert await store.claim_many([("k1", b"c"), ("k2", b"d")], 60) == [(False, b"a"), (True, b"d")]
@@ -248,6 +257,19 @@ async def test_record_results_apply_once_with_their_claim(store: StateStore) -> 
     assert await _journey(store, "d:devR") == [("w", False)]
     assert await store.due_windows(9_000, 10) == ["w"]
     assert await store.peek_many(["outcome:w", "outcome:l"]) == [b"W", b"L"]
+
+
+async def test_record_results_settle_each_ledger_of_a_batch_once(store: StateStore) -> None:
+    for period in (2, 3):
+        await store.init_budget("c", period, 10_000)
+        await store.reserve_and_put("c", [_draft(f"p{period}:{k}", 1_000, period) for k in range(3)], TTL)
+    assert await store.settle("c", 2, "p2:0", 100)  # settled before its result arrives: not again
+    results = [ResultEffect(f"outcome:p{period}:{k}", b"R", "c", period, f"p{period}:{k}", 10 * (k + 1), "devS",
+                            None, 0) for k in range(3) for period in (2, 3)]
+    assert [a for a, _ in await store.record_results(results + results[:2], TTL)] == [True] * 6 + [False] * 2
+    assert await store.budget("c", 2) == (10_000, 100 + 20 + 30, 0)
+    assert await store.budget("c", 3) == (10_000, 10 + 20 + 30, 0)
+    assert not await store.settle("c", 3, "p3:1", 999)  # settled by its result
 
 
 async def test_journeys_are_ordered_by_time_and_read_since_a_time(store: StateStore) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ from agent_service.contracts import (
     decode_bid_request,
     encode,
 )
-from agent_service.contracts.events import Action, Tick
+from agent_service.contracts.events import Action, Tick, encoded_state, encoded_states, state_values
 from agent_service.errors import DecodeError
 
 CONTRACTS = [BidRequest, AuctionResult, AdEvent, Conversion, IdentityLink, Decision, Experience, Tick]
@@ -105,3 +106,36 @@ def test_identity_link_stays_backward_compatible() -> None:
     link = decode(old, IdentityLink)
     assert (link.person_id, link.kind, link.score) == ("p", "probabilistic", 0.7)
     assert (link.other_device_id, link.ip, link.revoked) == (None, None, False)
+
+
+_EDGES = np.array([0.0, -0.0, 1.0, -1.0, 0.1, -0.1, 1 / 3, 0.5, 2.0, 10.0, 123456789.0, 16777216.0, 1e10, -1e10,
+                   3.4028235e38, -3.4028235e38, 1.1754944e-38, 1e-45, -1e-45, 1e-7, 0.30000001192092896], np.float32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), max_size=40))
+def test_logged_state_reads_back_as_the_same_float32(values: list[float]) -> None:
+    """The learner reads the logged state as float32: the compact encoding loses nothing there."""
+    x = np.concatenate([np.asarray(values, np.float32), _EDGES])
+    raw = encoded_state(x)
+    back = np.asarray(decode(encode(_decision(raw)), Decision).state, np.float32)
+    assert np.array_equal(back, x) and np.array_equal(np.asarray(state_values(_decision(raw)), np.float32), x)
+
+
+def test_logged_state_is_compact_and_batches_agree() -> None:
+    rng = np.random.default_rng(0)
+    m = rng.uniform(-1, 1, (8, 300)).astype(np.float32)
+    m[:, :100] = 0.0
+    rows = encoded_states(m)
+    assert [bytes(r) for r in rows] == [bytes(encoded_state(r)) for r in m]  # type: ignore[call-overload]
+    assert all(np.array_equal(np.asarray(json.loads(bytes(r)), np.float32), x)  # type: ignore[call-overload]
+               for r, x in zip(rows, m, strict=True))
+    # float64 reprs of float32 values (~19 characters each) against the shortest float32 text, zeros as "0"
+    assert len(bytes(rows[0])) < 0.6 * len(json.dumps(m[0].tolist()))  # type: ignore[call-overload]
+    assert bytes(encoded_state([0.0, 1.0, 0.1, -2.0])) == b"[0,1,0.1,-2]"  # type: ignore[call-overload]
+
+
+def _decision(state: list[float]) -> Decision:
+    return Decision(id="d", event_time=4, request_id="r", imp_id="1", person_id="p", device_id="v", campaign="c",
+                    state=state, action=Action(bid_cpm_micros=0, creative=0, channel="social", segment=0),
+                    propensity=0.3, model_version=2)

@@ -39,6 +39,10 @@ def _experience(outputs: list) -> list[Experience]:
     return [decode(o.value, Experience) for o in outputs if o.topic.endswith("experience")]
 
 
+def _records(outputs: list) -> list[bytes]:
+    return [o.value for o in outputs if o.topic.endswith("experience")]
+
+
 async def _won(kit: FlowKit, rid: str = "r1", device: str = "dev1", t: int = T0 + 1000,
                price: int = 2_000) -> Decision:
     [dec] = _decisions(await kit.handle(kit.topics.bid_requests, bid_request(rid, device, t)))
@@ -69,6 +73,8 @@ async def test_auction_result_twice_settles_once(store: StateStore) -> None:
     assert len(await read_journey(store, _anon(kit, "dev1"))) == 1
     assert {e.id for e in _experience(out1)} == {e.id for e in _experience(out2)} == {f"{dec.id}:outcome"}
     assert _experience(out1)[0] == _experience(out2)[0]
+    # re-emitted byte for byte, the state put back from the decision (the claim keeps none)
+    assert _records(out2) == _records(out1) * 2 and len(_experience(out2)[1].state) == len(dec.state) > 0
 
 
 async def test_click_twice_counts_once(store: StateStore) -> None:
@@ -78,6 +84,7 @@ async def test_click_twice_counts_once(store: StateStore) -> None:
     out1 = await kit.handle(kit.topics.ad_events, click)
     out2 = await kit.handle(kit.topics.ad_events, click)
     assert [e.id for e in _experience(out1)] == [e.id for e in _experience(out2)] == [f"{dec.id}:click"]
+    assert _records(out2) == _records(out1) and len(_experience(out2)[0].state) == len(dec.state) > 0
     assert [t.clicked for t in await read_journey(store, _anon(kit, "dev1"))] == [True]
 
 
