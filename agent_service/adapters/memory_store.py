@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import TypeVar, cast
 
 import msgspec
 
@@ -37,6 +37,8 @@ from agent_service.ports.store import (
 )
 
 __all__ = ["MemoryStore"]
+
+_E = TypeVar("_E", ResultEffect, ClickEffect, JoinEffect)
 
 
 class MemoryStore:
@@ -203,6 +205,9 @@ class MemoryStore:
         return out
 
     async def settle(self, campaign: str, period: int, reservation_id: str, cost_micros: int) -> bool:
+        return self._settle(campaign, period, reservation_id, cost_micros)
+
+    def _settle(self, campaign: str, period: int, reservation_id: str, cost_micros: int) -> bool:
         if cost_micros < 0:
             raise BudgetError(f"cost must be >= 0 micros, got {cost_micros}")
         key = (campaign, period, reservation_id)
@@ -234,28 +239,31 @@ class MemoryStore:
         return sorted(touches, key=_touch_order)
 
     # --- batched effects (no await suspends inside: each item is atomic) ------------------------
-    async def record_results(self, effects: Sequence[ResultEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+    def _claim_each(self, effects: Sequence[_E], apply: Callable[[_E], bytes]) -> list[tuple[bool, bytes]]:
+        """Each effect applied at most once, under its claim key: ``apply`` makes its writes and returns
+        the payload to claim; a repeat returns (False, what the first claimed)."""
         out = []
         for e in effects:
             applied = e.claim_key not in self._claims
             if applied:
-                await self.settle(e.campaign, e.period, e.decision_id, e.cost_micros)
-                if e.touch is not None:
-                    self._journeys[self._person(e.device_id)][e.touch.decision_id] = e.touch
-                    self._windows.add(e.decision_id, e.window_close_ms)
-                self._claims[e.claim_key] = e.payload
+                self._claims[e.claim_key] = apply(e)
             out.append((applied, self._claims[e.claim_key]))
         return out
 
+    async def record_results(self, effects: Sequence[ResultEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+        def apply(e: ResultEffect) -> bytes:
+            self._settle(e.campaign, e.period, e.decision_id, e.cost_micros)
+            if e.touch is not None:
+                self._journeys[self._person(e.device_id)][e.touch.decision_id] = e.touch
+                self._windows.add(e.decision_id, e.window_close_ms)
+            return e.payload
+        return self._claim_each(effects, apply)
+
     async def record_clicks(self, effects: Sequence[ClickEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
-        out = []
-        for e in effects:
-            applied = e.claim_key not in self._claims
-            if applied:
-                self._clicks[self._person(e.device_id)].add(e.decision_id)
-                self._claims[e.claim_key] = e.payload
-            out.append((applied, self._claims[e.claim_key]))
-        return out
+        def apply(e: ClickEffect) -> bytes:
+            self._clicks[self._person(e.device_id)].add(e.decision_id)
+            return e.payload
+        return self._claim_each(effects, apply)
 
     async def join_contexts(self, queries: Sequence[JoinQuery]) -> list[JoinContext]:
         out = []
@@ -267,18 +275,13 @@ class MemoryStore:
         return out
 
     async def record_joins(self, effects: Sequence[JoinEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
-        out = []
-        for e in effects:
-            applied = e.claim_key not in self._claims
-            if applied:
-                if any(f"final:{d}" in self._claims for d, _ in e.credits):
-                    self._claims[e.claim_key] = e.late_payload
-                else:
-                    for d, micros in e.credits:
-                        self._credits[d][e.conversion_id] = micros
-                    self._claims[e.claim_key] = e.payload
-            out.append((applied, self._claims[e.claim_key]))
-        return out
+        def apply(e: JoinEffect) -> bytes:
+            if any(f"final:{d}" in self._claims for d, _ in e.credits):
+                return e.late_payload  # a credited decision is already finalised: nothing credited
+            for d, micros in e.credits:
+                self._credits[d][e.conversion_id] = micros
+            return e.payload
+        return self._claim_each(effects, apply)
 
     async def peek_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return [self._claims.get(k) for k in keys]
