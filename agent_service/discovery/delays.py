@@ -85,9 +85,9 @@ _LOG_SIGMA_MAX = (1.5, 0.5)
 """Largest log sigma of a lone component, and of a mixture's: in a mixture a component wider than
 e^0.5 ≈ 1.65 (an exponential's log-delay has sd 1.28) turns into a second, flat background."""
 _LOG_MEDIAN_MIN = float(np.log(0.05))
+"""A component's median (above its shift) is at least one grid cell."""
 _WINDOW_PRIOR = 20.0
 """Pseudo-conversions m of the MAP prior m log F(H) (H: the longest delay the data can show)."""
-"""A component's median (above its shift) is at least one grid cell."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,7 @@ def _em(theta: np.ndarray, pi: np.ndarray, q: float, data: _Pairs, iters: int, t
     """EM for K = len(pi) components from (theta, pi, q): causes, then components within causes."""
     theta, pi = theta.copy(), pi.copy()
     n_conv = data.has.size
+    window = np.array([data.window])
     prev = -np.inf
     for it in range(iters):
         # ---- E-step: which click (or the background) caused each conversion, and which component
@@ -272,28 +273,28 @@ def _em(theta: np.ndarray, pi: np.ndarray, q: float, data: _Pairs, iters: int, t
         # the censored clicks enter through their follow-up only: pooled on the grid
         w_alive = np.bincount(data.fu_cell, weights=alive, minlength=data.fu_grid.size)
         fk = _comp_cdf(data.fu_grid, theta)  # [K, cells]
+        fw = _comp_cdf(window, theta)[:, 0]  # [K] F_k(H)
+        f = pi @ fk
         ll = float(np.log(signal[data.has] + gamma * bgd).sum() + data.bg_free * np.log(max(gamma, 1e-300))
-                   - gamma * data.bg_exposure + (w_alive * np.log1p(-q * (pi @ fk))).sum()
-                   + data.prior * np.log(max(float(pi @ _comp_cdf(np.array([data.window]), theta)[:, 0]), 1e-300)))
+                   - gamma * data.bg_exposure + (w_alive * np.log1p(-q * f)).sum()
+                   + data.prior * np.log(max(float(pi @ fw), 1e-300)))
         if abs(ll - prev) < tol or it == iters - 1:  # (the fit returned is the one ll belongs to)
             break
         prev = ll
         # ---- M-step: q, then the weights (a censored click may still convert, by component), then each θ_k
         rho = cd / np.maximum(mix, 1e-300)
-        q = _q_step(float(r.sum()), w_alive, pi @ fk)
-        f = pi @ fk
+        q = _q_step(float(r.sum()), w_alive, f)
         later = w_alive * q * pi[:, None] * (1.0 - fk) / (1.0 - q * f)  # [K, cells]
         w_lag = np.stack([np.bincount(data.d_cell, weights=r * rho[k], minlength=data.d_grid.size)
                           for k in range(pi.size)])  # [K, lag cells]
         n_k = w_lag.sum(axis=1) + later.sum(axis=1)
         pi = n_k / max(n_k.sum(), 1e-300)
-        fw = _comp_cdf(np.array([data.window]), theta)[:, 0]  # [K] F_k(H)
         for k in range(pi.size):
             rest = f - pi[k] * fk[k] if pi.size > 1 else np.zeros_like(f)
             rest_w = float(pi @ fw - pi[k] * fw[k]) if pi.size > 1 else 0.0
             theta[k] = _m_step(theta[k], data, w_lag[k], w_alive, q, pi[k], rest, rest_w, _LOG_SIGMA_MAX[pi.size > 1])
             fk[k] = _comp_cdf(data.fu_grid, theta[k:k + 1])[0]
-            fw[k] = _comp_cdf(np.array([data.window]), theta[k:k + 1])[0, 0]
+            fw[k] = _comp_cdf(window, theta[k:k + 1])[0, 0]
             f = pi @ fk
     return _Fit(theta, pi, q, r, np.where(data.has, bgj / np.maximum(signal + bgj, 1e-300), 0.0), ll)
 
