@@ -145,8 +145,10 @@ async def run_scenario(kafka: str, redis_url: str, tmp: Path, fault: Fault | Non
     bus = KafkaBus(kafka, session_timeout_s=2.0, max_batch_size=1)
     driver_bus = ChaosBus(bus) if chaos else bus
     store = RedisStore(redis_url)
+    # Every click converts and clicks are frequent, so the joinable conversions number in the dozens
+    # whatever the agent's choices (at cvr 0.5 a restarted service's run once produced only 3).
     world = BasicWorld(SimulationConfig(seed=3, users=120, opportunities_per_day=800, creatives=12),
-                       BasicWorldParams(cvr=0.5, base_ctr=(0.1, 0.15, 0.08)))
+                       BasicWorldParams(cvr=1.0, base_ctr=(0.2, 0.3, 0.16)))
     driver = SimDriver(world, driver_bus, sc.topics, group=f"{sc.prefix}-driver")  # type: ignore[arg-type]
     await driver_bus.start()
     await store.start()
