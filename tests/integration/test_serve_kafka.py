@@ -45,9 +45,10 @@ async def test_simulated_stream_through_kafka_into_serve(tansu, service_redis_ur
         "experience", "dead_letters")}, partitions=2)
     bus = KafkaBus(tansu.bootstrap, session_timeout_s=2.0)
     store = RedisStore(service_redis_url)  # the service's prefix: read its state directly
-    # A generous conversion rate so that a short run has many delayed conversions to join.
+    # Every click converts and clicks are frequent, so that a short run has dozens of delayed
+    # conversions to join whatever the agent's choices.
     world = BasicWorld(SimulationConfig(seed=3, users=150, opportunities_per_day=1_500, creatives=12),
-                       BasicWorldParams(cvr=0.5, base_ctr=(0.1, 0.15, 0.08)))
+                       BasicWorldParams(cvr=1.0, base_ctr=(0.2, 0.3, 0.16)))
     driver = SimDriver(world, bus, topics, group=f"{prefix}-driver")
     await bus.start()
     await store.start()
