@@ -289,6 +289,7 @@ def _em(theta: np.ndarray, pi: np.ndarray, q: float, data: _Pairs, iters: int, t
                           for k in range(pi.size)])  # [K, lag cells]
         n_k = w_lag.sum(axis=1) + later.sum(axis=1)
         pi = n_k / max(n_k.sum(), 1e-300)
+        f = pi @ fk  # the other components' share in each θ_k step is weighted by the new π
         for k in range(pi.size):
             rest = f - pi[k] * fk[k] if pi.size > 1 else np.zeros_like(f)
             rest_w = float(pi @ fw - pi[k] * fw[k]) if pi.size > 1 else 0.0
