@@ -20,9 +20,11 @@ drifts between minutes), each round:
 Then the same service as two bidder processes (``--workers 2``, SO_REUSEPORT, one budget in
 Redis), closed loop: together vs one process's ceiling. The budget is large and the pacing rail
 off, so every figure is for requests that really bid: the share that bid is printed, from the
-service's own counters. CPU seconds of the service, Redis and tansu during each closed-loop
-run are reported (they share the machine's 2 cores), and the event loop's lag (how late a
-10 ms timer fired: what held the loop) from gaelp_event_loop_lag_seconds.
+service's own counters. CPU seconds of each bidder process, Redis, tansu and wrk during each
+closed-loop run are reported, and per request served (they share the machine's 2 cores: where
+the cores went decides what a second bidder can add), with each worker's share of the requests
+and its batch size, and the event loop's lag (how late a 10 ms timer fired: what held the loop)
+from gaelp_event_loop_lag_seconds.
 
 Prints a table of medians and, as the last line, one JSON object (every round included).
 
@@ -39,6 +41,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # o
 import argparse
 import json
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -47,6 +50,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -90,6 +94,7 @@ def _wrk(port: int, seconds: float, connections: int, delay_ms: float | None, wo
     script = workdir / f"wrk-{time.monotonic_ns()}.lua"
     # A fresh seed per run: request ids never repeat across runs (a repeat would reuse its stored decision).
     script.write_text(_LUA % {"devices": 20_000, "seed": time.monotonic_ns() % 2_000_000_000, "delay": delay})
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(round(seconds))}s", "--timeout", "2s", "-s", str(script),
                           f"http://127.0.0.1:{port}"], capture_output=True, text=True, timeout=seconds + 60)
     m = re.search(r"WRKJSON (\{.*\})", out.stdout)
@@ -97,6 +102,8 @@ def _wrk(port: int, seconds: float, connections: int, delay_ms: float | None, wo
         raise RuntimeError(f"wrk said: {out.stdout}\n{out.stderr}")
     r = json.loads(m.group(1))
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child reaped in between
+    r["wrk_cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 2)
     # Non-2xx answers: wrk counts 204 as success; status errors are >= 400.
     return r
 
@@ -219,6 +226,17 @@ def _loop_lag(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
             "late_over_5ms": round(1 - (bucket(after, "0.005") - bucket(before, "0.005")) / n, 4)}
 
 
+def _processes(pids: list[int]) -> list[int]:
+    """The bidder processes: each given process's workers (``--workers N`` spawns them; not
+    multiprocessing's resource tracker), or the process itself."""
+    out: list[int] = []
+    for pid in pids:
+        kids = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+        kids = [k for k in kids if b"resource_tracker" not in Path(f"/proc/{k}/cmdline").read_bytes()]
+        out += kids or [pid]
+    return out
+
+
 def _cpu_s(pids: list[int]) -> float:
     """User + system CPU seconds of the processes and their children (from /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -275,7 +293,7 @@ campaign = "bench"
 {extra}
 """)
     results: dict[str, object] = {"installed": installed, "serve_options": args.serve_option}
-    rounds: list[dict[str, dict[str, float]]] = []
+    rounds: list[dict[str, dict[str, Any]]] = []
     with RedisServer() as redis, TansuBroker() as broker:
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, __file__, "--bare-server", str(bare_port)], cwd=ROOT)
@@ -291,12 +309,21 @@ campaign = "bench"
                 _wait_http(f"http://127.0.0.1:{port + 1 + k if workers > 1 else port}/healthz", proc)
             return proc, port
 
-        def closed(port: int, pids: list[int]) -> dict[str, float]:
-            cpu0 = {"service": _cpu_s(pids), "redis": _cpu_s([redis.proc.pid]), "tansu": _cpu_s([broker.proc.pid])}
-            run = _wrk(port, args.seconds, 32, None, workdir)
-            run["cpu_s"] = {k: round(v2 - cpu0[k], 2) for k, v2 in (("service", _cpu_s(pids)),
-                                                                   ("redis", _cpu_s([redis.proc.pid])),
-                                                                   ("tansu", _cpu_s([broker.proc.pid])))}
+        def closed(port: int, pids: list[int], metrics_ports: list[int] | None = None) -> dict[str, Any]:
+            """Closed loop at c=32; CPU seconds of each party (each bidder process apart), and with
+            ``metrics_ports`` each worker's share of the requests and its batch size."""
+            procs = _processes(pids)
+            cpu0 = {"service": _cpu_s(pids), "redis": _cpu_s([redis.proc.pid]), "tansu": _cpu_s([broker.proc.pid]),
+                    **{f"bidder_{k}": _cpu_s([q]) for k, q in enumerate(procs)}}
+            m0 = [_service_metrics(q) for q in metrics_ports or []]
+            run: dict[str, Any] = dict(_wrk(port, args.seconds, 32, None, workdir))
+            cpu1 = {"service": _cpu_s(pids), "redis": _cpu_s([redis.proc.pid]), "tansu": _cpu_s([broker.proc.pid]),
+                    **{f"bidder_{k}": _cpu_s([q]) for k, q in enumerate(procs)}}
+            run["cpu_s"] = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0} | {"wrk": run.pop("wrk_cpu_s")}
+            if metrics_ports:
+                m1 = [_service_metrics(q) for q in metrics_ports]
+                run["worker_requests"] = [_bids(b)[0] - _bids(a)[0] for a, b in zip(m0, m1, strict=True)]
+                run["worker_batch_mean"] = [_batch_mean(a, b) for a, b in zip(m0, m1, strict=True)]
             return run
 
         def measured(port: int, run_fn) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -330,7 +357,7 @@ campaign = "bench"
         try:
             _wrk(port2, 3, 20, None, workdir)
             for r in rounds:
-                r["two_workers"] = closed(port2, [two.pid])
+                r["two_workers"] = closed(port2, [two.pid], [port2 + 1, port2 + 2])
         finally:
             two.terminate()
             two.wait(60)
@@ -350,11 +377,17 @@ campaign = "bench"
         batch = f"{median(run, 'batch_mean'):.1f}" if "batch_mean" in rounds[0][run] else ""
         print(row.format(name, f"{median(run, 'rps'):.0f}", f"{median(run, 'p50_us') / 1000:.2f}",
                          f"{median(run, 'p99_us') / 1000:.2f}", f"{median(run, 'p999_us') / 1000:.2f}", share, batch))
+    for run in ("closed", "two_workers"):  # where the two cores went, per request served
+        cpu = {k: statistics.median(r[run]["cpu_s"][k] * 1e6 / r[run]["requests"] for r in rounds)
+               for k in rounds[0][run]["cpu_s"]}
+        print(f"CPU µs per request, {run}: " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
+        results[f"{run}_cpu_us_per_request"] = {k: round(v, 1) for k, v in cpu.items()}
     keys = ("rps", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "errors_status", "errors_timeout")
     results.update({
         "bench": "serve",
         "target_rps": args.rate,
-        "rounds": [{run: {k: v for k, v in r[run].items() if k in keys or k in ("bid_share", "loop_lag", "cpu_s", "batch_mean")}
+        "rounds": [{run: {k: v for k, v in r[run].items() if k in keys or k in (
+            "bid_share", "loop_lag", "cpu_s", "batch_mean", "worker_requests", "worker_batch_mean")}
                     for run in r} for r in rounds],
         "one_connection_p99_ms": median("one_connection", "p99_us") / 1000,
         "paced_p99_ms": median("paced", "p99_us") / 1000,
