@@ -120,10 +120,28 @@ _decision_msgpack_dec = msgspec.msgpack.Decoder(Decision)
 """Records written before the JSON layout (msgpack); they expire with their 16-day TTL."""
 
 
+_STATE_KEY = b'"state":['
+
+
 def _decode_decision(raw: bytes, state_encoded: bool = False) -> Decision:
     if raw[:1] != b"{":
         return _decision_msgpack_dec.decode(raw)
-    return (_decision_raw_dec if state_encoded else _decision_dec).decode(raw)
+    if not state_encoded:
+        return _decision_dec.decode(raw)
+    # The state (a flat array, ~90 % of the bytes) is cut out as is and the rest parsed: msgspec
+    # would scan every byte of it only to hand back the same slice. A key can only match outside
+    # JSON strings (their quotes are escaped); anything unexpected takes the full parse.
+    at = raw.find(_STATE_KEY) + len(_STATE_KEY) - 1
+    end = raw.find(b"]", at) + 1
+    if at > 0 and end > 0:
+        try:
+            dec = _decision_raw_dec.decode(b"%b[]%b" % (raw[:at], raw[end:]))
+        except msgspec.DecodeError:
+            pass
+        else:
+            msgspec.structs.force_setattr(dec, "state", msgspec.Raw(raw[at:end]))
+            return dec
+    return _decision_raw_dec.decode(raw)
 
 _enc = msgspec.json.Encoder()
 

@@ -6,14 +6,16 @@ Every effect is keyed: ``outcome:<decision>``, ``click:<decision>``, ``conv:<con
 outbox), so a redelivery recomputes nothing and re-emits the same record, which the learner
 deduplicates by id (``outcome`` and ``click`` claims keep the record without its state, which
 the decision holds: a redelivery puts it back). Each event's writes (settlement, touch, window; click; credits) are one
-atomic step together with its claim, and a batch of events costs a fixed number of round
-trips (decisions read, effects applied — pipelined), not a few per event.
+atomic step together with its claim, and a batch of events costs a few round trips per
+hundreds of events (decisions read, effects applied — pipelined), not a few per event; auction
+results go slice by slice, the store applying one slice while the next is built, in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
 
@@ -48,6 +50,18 @@ if TYPE_CHECKING:
     from agent_service.pipeline.experiments import LiveExperiments
 
 __all__ = ["JoinRecord", "Outcomes"]
+
+_RESULT_SLICE = 400
+"""Auction results per slice of the store pipeline (``Outcomes.auction_results``)."""
+Stored = list[tuple[bool, bytes]]
+"""(applied, stored record) per effect, as ``HandlerStore.record_results`` returns them."""
+T = TypeVar("T")
+
+
+def _start(step: Coroutine[Any, Any, T], pending: list[asyncio.Future[Any]]) -> asyncio.Future[T]:
+    task = asyncio.ensure_future(step)
+    pending.append(task)
+    return task
 
 
 class JoinRecord(msgspec.Struct, frozen=True):
@@ -110,12 +124,49 @@ class Outcomes:
 
     # --- auction results -----------------------------------------------------------------------
     async def auction_results(self, items: list[tuple[BusRecord, AuctionResult]]) -> list[Output]:
-        decisions = await self._decisions(items)
+        # Slice by slice, as a pipeline: slice k+1's decisions are read and its effects built while
+        # the store applies slice k's (the store's time per result is about the worker's, and each
+        # waited for the other). Slices are applied in order: k+1's are sent once k's are stored.
+        slices = [items[k:k + _RESULT_SLICE] for k in range(0, len(items), _RESULT_SLICE)]
         outputs: list[Output] = []
-        effects: list[ResultEffect] = []
+        built: list[tuple[list[tuple[Decision, AuctionResult]], list[bytes], asyncio.Future[Stored]]] = []
+        pending: list[asyncio.Future[Any]] = []
+        try:
+            read = _start(self._decisions(slices[0]), pending) if slices else None
+            stored: asyncio.Future[Stored] | None = None
+            for k, part in enumerate(slices):
+                decisions = await cast("asyncio.Future[dict[str, Decision]]", read)
+                if k + 1 < len(slices):
+                    read = _start(self._decisions(slices[k + 1]), pending)
+                order, effects, records = self._result_effects(part, decisions, outputs)
+                stored = _start(self._record_results_after(stored, effects), pending)
+                built.append((order, records, stored))
+                await asyncio.sleep(0)  # let the slice's writes go out before the next is built
+            applied_all = [await got for _, _, got in built]
+        finally:
+            await asyncio.gather(*pending, return_exceptions=True)  # nothing left running on an error
+        every: list[tuple[Decision, AuctionResult]] = []
+        for (order, records, _), stored_part in zip(built, applied_all, strict=True):
+            for (dec, res), record, (applied, got) in zip(order, records, stored_part, strict=True):
+                if applied and res.won and not is_outside(dec):  # counted once, not on redelivery; GAELP's only
+                    self.metrics.wins.labels(dec.action.channel).inc()
+                    self.metrics.spend.inc(micros_to_usd(res.price_paid_micros))
+                outputs.append(self._out(dec.id, record if applied else self._restated(got, dec)))
+            every += [(dec, res) for dec, res in order if not is_outside(dec)]  # GAELP's arms only from here
+        if self.canary is not None:  # keyed by decision: a redelivered result adds nothing
+            await self.canary.spent([(dec, res.price_paid_micros) for dec, res in every if res.won])
+        if self.experiments is not None:  # idempotent by decision id, applied or redelivered alike
+            await self.experiments.results(every)
+        return outputs
+
+    def _result_effects(self, part: Sequence[tuple[BusRecord, AuctionResult]], decisions: dict[str, Decision],
+                        outputs: list[Output]) -> tuple[list[tuple[Decision, AuctionResult]], list[ResultEffect],
+                                                        list[bytes]]:
+        """A slice's effects and experience records; its bad results dead-lettered into ``outputs``."""
         order: list[tuple[Decision, AuctionResult]] = []
+        effects: list[ResultEffect] = []
         records: list[bytes] = []
-        for rec, res in items:
+        for rec, res in part:
             dec = decisions.get(res.decision_id)
             if dec is None:
                 outputs.append(self._unknown(rec, res.decision_id))
@@ -128,18 +179,13 @@ class Outcomes:
             effects.append(effect)
             records.append(record)
             order.append((dec, res))
-        stored = await self.store.record_results(effects, self._ttl)
-        for (dec, res), record, (applied, got) in zip(order, records, stored, strict=True):
-            if applied and res.won and not is_outside(dec):  # counted once, not on redelivery; GAELP's only
-                self.metrics.wins.labels(dec.action.channel).inc()
-                self.metrics.spend.inc(micros_to_usd(res.price_paid_micros))
-            outputs.append(self._out(dec.id, record if applied else self._restated(got, dec)))
-        order = [(dec, res) for dec, res in order if not is_outside(dec)]  # GAELP's arms only from here
-        if self.canary is not None:  # keyed by decision: a redelivered result adds nothing
-            await self.canary.spent([(dec, res.price_paid_micros) for dec, res in order if res.won])
-        if self.experiments is not None:  # idempotent by decision id, applied or redelivered alike
-            await self.experiments.results(order)
-        return outputs
+        return order, effects, records
+
+    async def _record_results_after(self, previous: asyncio.Future[Stored] | None,
+                                    effects: list[ResultEffect]) -> Stored:
+        if previous is not None:
+            await previous  # its error is this slice's too: nothing after a failed slice is applied
+        return await self.store.record_results(effects, self._ttl)
 
     def _result_effect(self, dec: Decision, res: AuctionResult) -> tuple[ResultEffect, bytes]:
         """The result's writes (its claim without the state) and its experience record."""

@@ -17,6 +17,7 @@ from agent_service.contracts.events import (
     Experience,
     IdentityLink,
 )
+from agent_service.errors import StoreError
 from agent_service.metrics import Metrics
 from agent_service.ports.store import StateStore
 from tests.flowkit import DAY, T0, FlowKit, bid_request
@@ -246,3 +247,42 @@ async def test_joins_and_closes_awaiting_their_clean_up_are_not_redone_until_the
         await step()
     assert await store.due_parked(T0 + 30 * DAY, 10) == [] and await store.due_windows(T0 + 30 * DAY, 10) == []
     assert (await kit.flow.advance()).outputs == []
+
+
+async def test_results_across_slices_apply_once_in_order_and_none_after_a_failed_slice(
+        store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent_service.pipeline.outcomes as outcomes
+
+    monkeypatch.setattr(outcomes, "_RESULT_SLICE", 3)  # the store pipeline's slices, small
+    kit = FlowKit(store)
+    reqs = [bid_request(f"s{i}", f"dev{i}", T0 + 1000 + i) for i in range(10)]
+    won = [d for d in _decisions(await kit.handle(kit.topics.bid_requests, *reqs)) if d.bid]
+    assert len(won) >= 7
+    results = [AuctionResult(id=f"res-{d.id}", event_time=d.event_time + 5, decision_id=d.id, won=True,
+                             price_paid_micros=100 + k) for k, d in enumerate(won)]
+    # a later result for the first decision, in another slice: the first one's effect stands
+    late = AuctionResult(id="res-late", event_time=T0 + 5000, decision_id=won[0].id, won=False)
+    out = await kit.handle(kit.topics.auction_results, *results, late)
+    records = _records(out)
+    assert [e.id for e in _experience(out)] == [f"{d.id}:outcome" for d in [*won, won[0]]]
+    assert records[-1] == records[0] and _experience(out)[-1].won
+    assert (await store.budget("c", T0 // DAY)).spent == sum(r.price_paid_micros for r in results)
+
+    more = [d for d in _decisions(await kit.handle(kit.topics.bid_requests, *[
+        bid_request(f"f{i}", f"devf{i}", T0 + 3000 + i) for i in range(12)])) if d.bid][:7]
+    record, calls = store.record_results, []
+
+    async def failing(effects, ttl_s):  # type: ignore[no-untyped-def]
+        calls.append(len(effects))
+        if len(calls) == 2:
+            raise StoreError("redis down")
+        return await record(effects, ttl_s)
+
+    store.record_results = failing  # type: ignore[method-assign]
+    spent = (await store.budget("c", T0 // DAY)).spent
+    with pytest.raises(StoreError):
+        await kit.handle(kit.topics.auction_results, *[AuctionResult(
+            id=f"res-{d.id}", event_time=d.event_time + 5, decision_id=d.id, won=True, price_paid_micros=7)
+            for d in more])
+    assert calls == [3, 3]  # the slice after the failed one was never sent
+    assert (await store.budget("c", T0 // DAY)).spent == spent + 3 * 7
