@@ -22,8 +22,9 @@ Redis), closed loop: together vs one process's ceiling. The budget is large and 
 off, so every figure is for requests that really bid: the share that bid is printed, from the
 service's own counters. CPU seconds of each bidder process, Redis, tansu and wrk during each
 closed-loop run are reported, and per request served (they share the machine's 2 cores: where
-the cores went decides what a second bidder can add), with each worker's share of the requests
-and its batch size, and the event loop's lag (how late a 10 ms timer fired: what held the loop)
+the cores went decides what a second bidder can add), with each worker's share of the requests,
+its batch size and its own CPU per request it served; and the machine's busy, outside (busy minus
+the bench's parties: other load) and steal cores from /proc/stat (whether the two cores were full), and the event loop's lag (how late a 10 ms timer fired: what held the loop)
 from gaelp_event_loop_lag_seconds.
 
 Prints a table of medians and, as the last line, one JSON object (every round included).
@@ -254,6 +255,20 @@ def _cpu_s(pids: list[int]) -> float:
     return total
 
 
+def _machine_ticks() -> list[int]:
+    """The machine's CPU ticks from /proc/stat: user, nice, system, idle, iowait, irq, softirq, steal."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def _machine_cores(t0: list[int], t1: list[int], seconds: float, parties_s: float) -> dict[str, float]:
+    """Cores in use between two /proc/stat reads: busy (all but idle and iowait; steal counts, as the
+    hypervisor took the core), outside (busy minus the bench's parties) and steal."""
+    d = [b - a for a, b in zip(t0, t1, strict=True)]
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = (sum(d) - d[3] - d[4]) / tick / seconds
+    return {"busy": round(busy, 2), "outside": round(busy - parties_s / seconds, 2), "steal": round(d[7] / tick / seconds, 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=2000.0, help="offered requests/s for the latency run")
@@ -316,14 +331,20 @@ campaign = "bench"
             cpu0 = {"service": _cpu_s(pids), "redis": _cpu_s([redis.proc.pid]), "tansu": _cpu_s([broker.proc.pid]),
                     **{f"bidder_{k}": _cpu_s([q]) for k, q in enumerate(procs)}}
             m0 = [_service_metrics(q) for q in metrics_ports or []]
+            ticks0, t0 = _machine_ticks(), time.monotonic()
             run: dict[str, Any] = dict(_wrk(port, args.seconds, 32, None, workdir))
+            ticks1, t1 = _machine_ticks(), time.monotonic()
             cpu1 = {"service": _cpu_s(pids), "redis": _cpu_s([redis.proc.pid]), "tansu": _cpu_s([broker.proc.pid]),
                     **{f"bidder_{k}": _cpu_s([q]) for k, q in enumerate(procs)}}
             run["cpu_s"] = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0} | {"wrk": run.pop("wrk_cpu_s")}
+            parties = sum(v for k, v in run["cpu_s"].items() if not k.startswith("bidder_"))  # service = the bidders
+            run["machine_cores"] = _machine_cores(ticks0, ticks1, t1 - t0, parties)
             if metrics_ports:
                 m1 = [_service_metrics(q) for q in metrics_ports]
                 run["worker_requests"] = [_bids(b)[0] - _bids(a)[0] for a, b in zip(m0, m1, strict=True)]
                 run["worker_batch_mean"] = [_batch_mean(a, b) for a, b in zip(m0, m1, strict=True)]
+                run["worker_cpu_us_per_own_request"] = [  # the bidder's cost at its own batch size
+                    round(run["cpu_s"][f"bidder_{k}"] * 1e6 / max(n, 1), 1) for k, n in enumerate(run["worker_requests"])]
             return run
 
         def measured(port: int, run_fn) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -382,12 +403,22 @@ campaign = "bench"
                for k in rounds[0][run]["cpu_s"]}
         print(f"CPU µs per request, {run}: " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
         results[f"{run}_cpu_us_per_request"] = {k: round(v, 1) for k, v in cpu.items()}
+        cores = {k: statistics.median(r[run]["machine_cores"][k] for r in rounds) for k in ("busy", "outside", "steal")}
+        extra = ""
+        if run == "two_workers":
+            own = [statistics.median(r[run]["worker_cpu_us_per_own_request"][k] for r in rounds) for k in range(2)]
+            share = statistics.median(r[run]["worker_requests"][0] / max(sum(r[run]["worker_requests"]), 1) for r in rounds)
+            extra = (f"; each bidder per request it served: {own[0]:.0f} / {own[1]:.0f} µs (batches "
+                     f"{statistics.median(r[run]['worker_batch_mean'][0] for r in rounds):.1f} / "
+                     f"{statistics.median(r[run]['worker_batch_mean'][1] for r in rounds):.1f}), worker 0 served {share:.0%}")
+        print(f"  cores of 2: busy {cores['busy']:.2f}, outside the bench {cores['outside']:.2f}, steal {cores['steal']:.2f}{extra}")
     keys = ("rps", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "errors_status", "errors_timeout")
     results.update({
         "bench": "serve",
         "target_rps": args.rate,
         "rounds": [{run: {k: v for k, v in r[run].items() if k in keys or k in (
-            "bid_share", "loop_lag", "cpu_s", "batch_mean", "worker_requests", "worker_batch_mean")}
+            "bid_share", "loop_lag", "cpu_s", "batch_mean", "worker_requests", "worker_batch_mean",
+            "worker_cpu_us_per_own_request", "machine_cores")}
                     for run in r} for r in rounds],
         "one_connection_p99_ms": median("one_connection", "p99_us") / 1000,
         "paced_p99_ms": median("paced", "p99_us") / 1000,
