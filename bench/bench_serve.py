@@ -328,14 +328,17 @@ campaign = "bench"
             """Closed loop at c=32; CPU seconds of each party (each bidder process apart), and with
             ``metrics_ports`` each worker's share of the requests and its batch size."""
             procs = _processes(pids)
-            cpu0 = {"service": _cpu_s(pids), "redis": _cpu_s([redis.proc.pid]), "tansu": _cpu_s([broker.proc.pid]),
-                    **{f"bidder_{k}": _cpu_s([q]) for k, q in enumerate(procs)}}
+
+            def cpu() -> dict[str, float]:
+                return {"service": _cpu_s(pids), "redis": _cpu_s([redis.proc.pid]), "tansu": _cpu_s([broker.proc.pid]),
+                        **{f"bidder_{k}": _cpu_s([q]) for k, q in enumerate(procs)}}
+
+            cpu0 = cpu()
             m0 = [_service_metrics(q) for q in metrics_ports or []]
             ticks0, t0 = _machine_ticks(), time.monotonic()
             run: dict[str, Any] = dict(_wrk(port, args.seconds, 32, None, workdir))
             ticks1, t1 = _machine_ticks(), time.monotonic()
-            cpu1 = {"service": _cpu_s(pids), "redis": _cpu_s([redis.proc.pid]), "tansu": _cpu_s([broker.proc.pid]),
-                    **{f"bidder_{k}": _cpu_s([q]) for k, q in enumerate(procs)}}
+            cpu1 = cpu()
             run["cpu_s"] = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0} | {"wrk": run.pop("wrk_cpu_s")}
             parties = sum(v for k, v in run["cpu_s"].items() if not k.startswith("bidder_"))  # service = the bidders
             run["machine_cores"] = _machine_cores(ticks0, ticks1, t1 - t0, parties)
