@@ -248,10 +248,14 @@ class StateSpec:
         """The logged vectors [B, logged_dim] of a batch (``Decision.state``): everything the
         learner needs to replay the decision — the state, the slot's pacing features [B, P] and
         the touch sequence."""
-        B = len(batch.state)
-        return np.concatenate([batch.state, np.broadcast_to(pacing, (B, N_PACING)),
-                               batch.touches.reshape(B, -1), batch.touch_creatives.astype(np.float32)],
-                              axis=1).astype(np.float32)
+        B, D = batch.state.shape
+        out = np.empty((B, self.logged_dim), np.float32)  # each part cast and copied once into its columns
+        a, b = D + N_PACING, D + N_PACING + self.max_touches * self.touch_dim
+        out[:, :D] = batch.state
+        out[:, D:a] = pacing
+        out[:, a:b] = batch.touches.reshape(B, -1)
+        out[:, b:] = batch.touch_creatives
+        return out
 
     def unpack(self, logged: np.ndarray) -> tuple[StateBatch, np.ndarray]:
         """Inverse of :meth:`pack`: (StateBatch, pacing features [B, P])."""
