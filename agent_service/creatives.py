@@ -118,8 +118,37 @@ class Catalogue:
         """
         if len(self) > capacity:
             raise ConfigError("creatives.capacity", f"{len(self)} creatives in the catalogue, {capacity} slots")
-        t = np.asarray(t_ms, np.int64)[:, None]
+        t = np.asarray(t_ms, np.int64)
         ch = np.asarray(channel, np.int64)
+        if len(t):  # the bid path: a batch's times nearly always fall between two starts/stops
+            lo, hi, table = self._epoch(int(t.min()), capacity)
+            if lo <= int(t.max()) < hi:
+                return table[ch]  # a new array: callers may write to it
+        return self._rows(t, ch, capacity)
+
+    def _epoch(self, t0: int, capacity: int) -> tuple[int, int, np.ndarray]:
+        """(lo, hi, mask per channel [3, capacity]) of the span [lo, hi) around ``t0`` in which no
+        creative starts or stops: every opportunity in it has its channel's row of :meth:`mask`.
+        Kept until a batch falls outside it."""
+        hit = self.__dict__.get("_epoch_cache")
+        if hit is not None and hit[0] <= t0 < hit[1] and hit[2].shape[1] == capacity:
+            return hit
+        edges = self._edges
+        i = int(np.searchsorted(edges, t0, side="right"))
+        lo = int(edges[i - 1]) if i > 0 else -(1 << 64)  # Python ints: exact at any ms
+        hi = int(edges[i]) if i < len(edges) else 1 << 64
+        hit = self.__dict__["_epoch_cache"] = (lo, hi, self._rows(np.full(3, t0, np.int64), np.arange(3), capacity))
+        return hit
+
+    @cached_property
+    def _edges(self) -> np.ndarray:
+        """Sorted event times at which some creative starts or stops (the mask changes only there)."""
+        start, stop, _ = self._arrays
+        return np.unique(np.concatenate([start, stop]))
+
+    def _rows(self, t_ms: np.ndarray, ch: np.ndarray, capacity: int) -> np.ndarray:
+        """:meth:`mask` computed row by row (any event times)."""
+        t = t_ms[:, None]
         start, stop, on = self._arrays
         live = (start <= t) & (t < stop)  # [B, n]
         ok = live & on[:, ch].T

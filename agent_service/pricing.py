@@ -60,12 +60,14 @@ def price(raw_cpm_usd: np.ndarray, floor_cpm_usd: np.ndarray | float, budget_lef
     :param limits: the lowest and highest bid.
     """
     raw = np.asarray(raw_cpm_usd, dtype=np.float64)
-    floor = np.broadcast_to(np.asarray(floor_cpm_usd, dtype=np.float64), raw.shape)
-    organic = np.broadcast_to(np.asarray(channel) == 0, raw.shape)
+    # Scalars broadcast in the arithmetic itself (no broadcast_to copies: a batch is a few rows
+    # and each numpy call costs more than its arithmetic); the results have raw's shape.
+    floor = np.asarray(floor_cpm_usd, dtype=np.float64)
     bid = np.minimum(np.maximum(raw, np.maximum(floor, limits.min_cpm_usd)), limits.max_cpm_usd)
     over_budget = bid > np.maximum(np.asarray(budget_left_usd, dtype=np.float64), 0.0) * 1000.0
-    reason = np.where(organic, ORGANIC, np.where((raw < floor) | (floor > limits.max_cpm_usd), FLOOR,
-                                                 np.where(over_budget, BUDGET, BID))).astype(np.int8)
+    reason = np.where(over_budget, BUDGET, BID).astype(np.int8)  # the rules in reverse order of precedence
+    reason[(raw < floor) | (floor > limits.max_cpm_usd)] = FLOOR
+    reason = np.where(np.asarray(channel) == 0, ORGANIC, reason).astype(np.int8, copy=False)
     return Priced(np.where(reason == BID, bid, 0.0), reason)
 
 

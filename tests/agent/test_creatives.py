@@ -13,9 +13,9 @@ import torch
 from agent_service.agent.learning.learner import HybridLearner
 from agent_service.agent.model.state import OpportunityArrays, PacingInputs, build_states, journey_arrays
 from agent_service.agent.serving.hybrid import HybridAgent, spec_of
-from agent_service.config import RewardConfig
+from agent_service.config import CHANNELS, RewardConfig
 from agent_service.config.agent import HybridConfig
-from agent_service.creatives import Catalogue, CatalogueFile
+from agent_service.creatives import Catalogue, CatalogueFile, Creative
 from agent_service.errors import ConfigError
 from agent_service.units import DAY_MS as DAY
 
@@ -116,3 +116,25 @@ def test_the_learner_masks_as_the_server_did_and_a_new_creative_starts_from_the_
     acts = agent.act(batch, np.ones((B, 3), bool), np.full(B, 0.5), 10.0,
                      creative_mask=lambda ch: only_first.mask(np.full(B, T), ch, 4))
     assert set(acts.creative[acts.channel != 0].tolist()) == {0}
+
+
+def test_the_mask_cached_between_starts_and_stops_equals_the_row_by_row_one() -> None:
+    """The bid path reuses one mask per channel while no creative starts or stops; across random
+    catalogues and batches (some spanning a start or stop) it equals the mask computed per row."""
+    rng = np.random.default_rng(1)
+    spans = 0
+    for _ in range(200):
+        creatives = []
+        for i in range(int(rng.integers(1, 12))):
+            start = int(rng.integers(0, 50))
+            stop = start + int(rng.integers(1, 50)) if rng.random() < 0.7 else Creative.stop_ms
+            channels = tuple(c for c in CHANNELS if rng.random() < 0.5) or ("social",)
+            creatives.append(Creative(id=f"c{i}", channels=channels, start_ms=start, stop_ms=stop))
+        cat = Catalogue(tuple(creatives))
+        capacity = len(creatives) + int(rng.integers(0, 4))
+        for _ in range(20):
+            t = int(rng.integers(-5, 120)) + rng.integers(0, 1 if rng.random() < 0.7 else 30, int(rng.integers(1, 15)))
+            ch = rng.integers(0, 3, len(t))
+            spans += int(t.max() > t.min())
+            assert np.array_equal(cat.mask(t, ch, capacity), cat._rows(t.astype(np.int64), ch, capacity))
+    assert spans > 100

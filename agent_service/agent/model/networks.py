@@ -13,6 +13,7 @@ the learners (:mod:`~agent_service.agent.learning.ppo`, :mod:`~agent_service.age
 
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple
 
 import numpy as np
@@ -20,6 +21,10 @@ import torch
 from torch import nn
 
 __all__ = ["BidQNet", "HybridNet", "HybridOut", "JourneyEncoder"]
+
+# The cache keys of the serving views are read every batch: C-level getters, not generators.
+_DATA_PTR = torch.Tensor.data_ptr
+_VERSION = operator.attrgetter("_version")
 
 
 class JourneyEncoder(nn.Module):
@@ -92,7 +97,7 @@ class JourneyEncoder(nn.Module):
         params = self.__dict__.get("_pad_params")
         if params is None:
             params = self.__dict__["_pad_params"] = tuple(self.parameters())
-        key = (L, *(p._version for p in params), *(p.data_ptr() for p in params))
+        key = (L, *map(_VERSION, params), *map(_DATA_PTR, params))  # map: no generator frames, once a batch
         if getattr(self, "_pad_key", None) != key:
             with torch.no_grad():
                 pad_in = torch.cat([torch.zeros(self.lstm.input_size - self.embed.embedding_dim),
@@ -210,7 +215,7 @@ class HybridNet(nn.Module):
         params = self.__dict__.get("_np_params")
         if params is None:
             params = self.__dict__["_np_params"] = tuple(self.parameters())
-        key = tuple(p.data_ptr() for p in params)
+        key = tuple(map(_DATA_PTR, params))
         if self.__dict__.get("_np_key") != key:
             mods = {"a0": self.actor[0], "a1": self.actor[2], "c0": self.click[0], "c1": self.click[2],
                     "c2": self.click[4], "hc": self.creative, "hch": self.channel, "ht": self.target}

@@ -85,15 +85,18 @@ class SegmentModel:
 def counts_matrix(profiles: Sequence[Sequence[tuple[int, int]]], current: np.ndarray, contexts: int) -> np.ndarray:
     """float [B, contexts]: each stored profile ((context, requests) pairs; contexts outside the
     model are ignored) plus the request being decided (``current`` [B], -1 for none)."""
-    out = np.zeros((len(profiles), contexts))
-    for i, prof in enumerate(profiles):
+    # Summed in Python floats (IEEE doubles, the same sums in the same order) and converted once:
+    # a decision batch has a few rows of a few contexts, where each numpy call costs more.
+    rows = []
+    for prof, cur in zip(profiles, np.asarray(current, np.int64).tolist(), strict=True):
+        row = [0.0] * contexts
         for c, n in prof:
             if 0 <= c < contexts:
-                out[i, c] += n
-    cur = np.asarray(current, np.int64)
-    ok = (cur >= 0) & (cur < contexts)
-    out[np.flatnonzero(ok), cur[ok]] += 1.0
-    return out
+                row[c] += n
+        if 0 <= cur < contexts:
+            row[cur] += 1.0
+        rows.append(row)
+    return np.array(rows, np.float64).reshape(len(rows), contexts)
 
 
 class SegmentAccumulator:

@@ -248,10 +248,14 @@ class StateSpec:
         """The logged vectors [B, logged_dim] of a batch (``Decision.state``): everything the
         learner needs to replay the decision — the state, the slot's pacing features [B, P] and
         the touch sequence."""
-        B = len(batch.state)
-        return np.concatenate([batch.state, np.broadcast_to(pacing, (B, N_PACING)),
-                               batch.touches.reshape(B, -1), batch.touch_creatives.astype(np.float32)],
-                              axis=1).astype(np.float32)
+        B, D = batch.state.shape
+        out = np.empty((B, self.logged_dim), np.float32)  # each part cast and copied once into its columns
+        a, b = D + N_PACING, D + N_PACING + self.max_touches * self.touch_dim
+        out[:, :D] = batch.state
+        out[:, D:a] = pacing
+        out[:, a:b] = batch.touches.reshape(B, -1)
+        out[:, b:] = batch.touch_creatives
+        return out
 
     def unpack(self, logged: np.ndarray) -> tuple[StateBatch, np.ndarray]:
         """Inverse of :meth:`pack`: (StateBatch, pacing features [B, P])."""
@@ -422,7 +426,11 @@ def journey_arrays(journeys: Sequence[Sequence[Touch]], device_ids: Sequence[str
 
 
 _SCALAR_NAMES = ("auction_density", "win_rate", "clearing_price", "budget_left", "time_left", "pace", "spend_rate",
-                 "pacing_factor", "slot_action_prob")
+                 "pacing_factor", "slot_action_prob", "exp_arm_value")
+_NO_JOURNEY = {"stage_awareness": 1.0, "recency": 1.0, "last_creative_ctr": 0.5, "last_creative_cvr": 0.5,
+               "td_credit_share": 1.0}
+"""The journey columns that are not 0 in a batch without a single touch (:func:`_no_journey_columns`)."""
+_NO_JOURNEY_VALUES = tuple(_NO_JOURNEY.values())
 
 
 class _ColumnsOf(dict):  # type: ignore[type-arg]
@@ -438,6 +446,7 @@ class _ColumnsOf(dict):  # type: ignore[type-arg]
 
 
 _SCALAR_COLS = _ColumnsOf(_SCALAR_NAMES)
+_NO_JOURNEY_COLS = _ColumnsOf(tuple(_NO_JOURNEY))
 _TEMPORAL_SIN = _ColumnsOf(("hour_sin", "dow_sin", "season_sin"))
 _TEMPORAL_COS = _ColumnsOf(("hour_cos", "dow_cos", "season_cos"))
 
@@ -492,6 +501,7 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
         min(1.0, pacing.last_slot_spend_usd / slot_plan / 2) if slot_plan > 0 else 0.5,
         min(1.0, max(-1.0, pacing.log_multiplier / 2)),
         pacing.slot_action_prob,
+        0.5,  # exp_arm_value: average (no experiment), unless the arms below say otherwise
     )
     out[:, _SCALAR_COLS[spec]] = scalars
     out[:, ix["floor"]] = np.minimum(1.0, np.asarray(opp.floor_cpm_usd, np.float64) / 10)
@@ -508,7 +518,6 @@ def build_states(spec: StateSpec, opp: OpportunityArrays, journey: JourneyArrays
     arm = np.asarray(opp.ab_variant) % spec.ab_variants
     out[rows, ix["ab_variant_0"] + arm] = 1.0
     out[:, ix["ab_lift"]] = np.minimum(1.0, d.ab_lift[arm] / 2)
-    out[:, ix["exp_arm_value"]] = 0.5
     if opp.arms is not None:
         inside = opp.arms.slots.any(1)
         out[:, ix["exp_in"]] = inside
@@ -583,10 +592,5 @@ def _no_journey_columns(spec: StateSpec, out: np.ndarray, B: int, L: int) -> tup
     """:func:`_journey_columns` of a batch without a single touch, as constants: awareness stage,
     recency 1 (none yet), no credit taken by earlier touches (share 1), neutral creative history
     (0.5); every other journey column 0, the touch sequence all padding."""
-    ix = spec.index
-    out[:, ix["stage_awareness"]] = 1.0
-    out[:, ix["recency"]] = 1.0
-    out[:, ix["last_creative_ctr"]] = 0.5
-    out[:, ix["last_creative_cvr"]] = 0.5
-    out[:, ix["td_credit_share"]] = 1.0
+    out[:, _NO_JOURNEY_COLS[spec]] = _NO_JOURNEY_VALUES  # one assignment, not five
     return np.zeros((B, L, len(TOUCH_FEATURES)), np.float32), np.full((B, L), spec.creatives, np.int64)

@@ -52,6 +52,11 @@ STATE_FORMAT = 1
 """Version of the published state dict's layout."""
 
 
+_EYE3 = np.eye(3)
+"""One-hot rows of the three channels (read-only, indexed per batch)."""
+_EYE3.flags.writeable = False
+
+
 def conv_features(spec: StateSpec, state: np.ndarray, channel: np.ndarray) -> np.ndarray:
     """Features of p̂(conversion | click): segment posterior, device, journey stage and depth
     (stage, touches, clicks, recency), the channels offered (paid search is offered more to
@@ -66,7 +71,7 @@ def conv_features(spec: StateSpec, state: np.ndarray, channel: np.ndarray) -> np
             state[:, ix["stage_awareness"]:ix["recency"] + 1],
             state[:, ix["avail_organic"]:ix["avail_social"] + 1],
             state[:, ix["hour_sin"]:ix["hour_cos"] + 1],
-            np.eye(3)[channel]]
+            _EYE3[channel]]
     return np.concatenate(cols, axis=1).astype(np.float64)
 
 
@@ -294,13 +299,16 @@ class HybridAgent:
                                                          cfg.ppo.creative_optimism))
         else:
             head = out[:, :C]
+        # One draw of the uniforms for the three samples (channel, creative, target): the same
+        # numbers, in the same order, as one draw per sample, for one generator call per batch.
+        u = self.rng.random(3 * B) if explore else None
         # the channel first: which creatives may be shown depends on it
         p_channel = _mixed(out[:, C:C + 3], eps, mask)
-        channel = _sample(p_channel, self.rng) if explore else p_channel.argmax(1)
+        channel = _sample(p_channel, u[:B]) if u is not None else p_channel.argmax(1)
         allowed = None if creative_mask is None else creative_mask(channel)
         probs = [_mixed(head, cfg.ppo.creative_eps, allowed), p_channel, _mixed(out[:, C + 3:C + 3 + K1], eps, None)]
-        picks = [_sample(probs[0], self.rng) if explore else probs[0].argmax(1), channel,
-                 _sample(probs[2], self.rng) if explore else probs[2].argmax(1)]
+        picks = [_sample(probs[0], u[B:2 * B]) if u is not None else probs[0].argmax(1), channel,
+                 _sample(probs[2], u[2 * B:]) if u is not None else probs[2].argmax(1)]
         rows = np.arange(B)
         logp = np.log(np.maximum(probs[0][rows, picks[0]] * probs[1][rows, picks[1]] * probs[2][rows, picks[2]],
                                  1e-300))
@@ -309,10 +317,11 @@ class HybridAgent:
         p_click = 1.0 / (1.0 + np.exp(-logit))
         p_conv = conv.p_eventual(conv_features(spec, batch.state, channel))
         value = p_click * p_conv * stats.value_for(segments, cfg.value_prior_usd)
-        priced = price(1000.0 * self.multiplier * self.bid_scale * value, floor_cpm_usd, budget_left_usd, channel, self.limits)
+        multiplier = self.multiplier
+        priced = price(1000.0 * multiplier * self.bid_scale * value, floor_cpm_usd, budget_left_usd, channel, self.limits)
         propensity = np.minimum(np.exp(logp) * self.slot_prob, 1.0) if explore else np.ones(B)
         return AgentActs(creative, channel, target, p_click, value, priced.bid_cpm_usd, priced.reason,
-                         np.maximum(propensity, 1e-12), logp, self.multiplier, self.mult_index, version)
+                         np.maximum(propensity, 1e-12), logp, multiplier, self.mult_index, version)
 
 
 def spec_of(cfg: HybridConfig, creatives: int) -> StateSpec:
@@ -358,7 +367,7 @@ def _mixed(logits: np.ndarray, eps: float, mask: np.ndarray | None) -> np.ndarra
     return (1 - eps) * z / z.sum(axis=1, keepdims=True) + eps * allowed / allowed.sum(axis=1, keepdims=True)
 
 
-def _sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _sample(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse-CDF sample of each row, ``u`` [B] uniform in [0, 1)."""
     cdf = np.cumsum(probs, axis=1)
-    u = rng.random((probs.shape[0], 1)) * cdf[:, -1:]
-    return np.minimum((u > cdf).sum(axis=1), probs.shape[1] - 1)
+    return np.minimum((u[:, None] * cdf[:, -1:] > cdf).sum(axis=1), probs.shape[1] - 1)

@@ -59,6 +59,15 @@ class ArmSource(Protocol):
         ...
 
 
+def _offered(channels: Sequence[str]) -> list[bool]:
+    """The channel mask row of an opportunity; one offering none gets social (a row in Python:
+    cheaper than a masked numpy fix-up on a few rows)."""
+    row = [c in channels for c in CHANNELS]
+    if not any(row):
+        row[2] = True
+    return row
+
+
 class ServedBatch(NamedTuple):
     """The agent's answer for B impressions."""
 
@@ -187,8 +196,7 @@ class AgentServer:
         self._enter_slot(opps[0].event_time, micros_to_usd(first.budget), micros_to_usd(first.spent), micros_to_usd(first.reserved), B)
         t = np.array([o.event_time for o in opps], np.int64)
         devclass = np.array([0 if o.devicetype in (1, 4, 5) else 1 if o.devicetype == 2 else 2 for o in opps])
-        mask = np.array([[c in o.channels for c in CHANNELS] for o in opps], bool)
-        mask[~mask.any(1), 2] = True
+        mask = np.array([_offered(o.channels) for o in opps], bool)
         floor = np.array([o.floor_cpm_usd for o in opps], np.float64)
         bucket = np.array([context_bucket(o.context) for o in opps], np.int64)
         segments = self.agent.segment_model  # published with the weights: every bidder uses the same
