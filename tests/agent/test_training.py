@@ -116,3 +116,23 @@ def test_an_agent_restored_for_evaluation_learns_online_without_touching_the_che
     run_campaign(market, agent, 2)
     assert agent.learner.history  # it did learn online
     assert _same(ck, before)
+
+
+def test_the_commands_run_the_harness_on_the_configured_window(monkeypatch, tmp_path) -> None:
+    """``join.window_days`` is the harness's window too, not only the agent's (here: the baselines' tuning)."""
+    from types import SimpleNamespace
+
+    import agent_service.lab.train as lab_train
+    from agent_service.config import GaelpConfig
+    from agent_service.config.lab import TrainConfig
+
+    windows: list[int] = []
+
+    def recording(market, policy, days, **kw):  # type: ignore[no-untyped-def]
+        windows.append(kw["window_days"])
+        return SimpleNamespace(days=[])
+
+    monkeypatch.setattr(lab_train, "run_campaign", recording)
+    cfg = GaelpConfig().replace("join", window_days=7.0)
+    lab_train.tune_baselines(cfg, TrainConfig(persons=50, opportunities_per_day=100.0, runners=0), tmp_path)
+    assert windows and set(windows) == {7}
