@@ -15,6 +15,7 @@ from agent_service.evaluation.harness import run_campaign
 from agent_service.evaluation.policies import BaselinePolicy, DualPacing, FixedBid, Linear, Truthful
 from agent_service.lab.campaign import HybridCampaign
 from agent_service.pacing import DualPacerConfig
+from agent_service.units import DAY_MS
 from tests.agent.standin_market import StandinMarket, StandinParams
 
 PARAMS = StandinParams(people=600, opportunities_per_day=1200, slots_per_day=12, budget_usd=3.0)
@@ -68,7 +69,7 @@ def test_a_diverged_policy_update_is_rejected_not_published() -> None:
     before = {k: v.clone() for k, v in learner.net.state_dict().items()}
     slots = learner.table.recent(len(learner.table))
     learner.table.set_column(slots, "immediate", np.full(len(slots), np.nan, np.float32))
-    stats = learner.update(now_ms=market.start_ms + 86_400_000)
+    stats = learner.update(now_ms=market.start_ms + DAY_MS)
     assert stats.rejected and learner.rejected == 1 and learner.version == version
     assert all(torch.equal(v, before[k]) for k, v in learner.net.state_dict().items())
 
