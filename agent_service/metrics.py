@@ -1,6 +1,6 @@
 """Prometheus metrics: every name GAELP exports, in one place, under the ``gaelp_`` prefix.
 
-Names follow ../shared/REFERENCE.md: base units, counters end in ``_total``, latencies are
+Names follow Prometheus' naming conventions: base units, counters end in ``_total``, latencies are
 ``..._duration_seconds`` histograms, and no label carries a user or request id. Each
 ``Metrics`` owns its registry so tests and simulations never collide.
 """

@@ -39,14 +39,15 @@ from agent_service.adapters.redis_store import RedisStore
 from agent_service.contracts.events import Touch
 from agent_service.ports.store import Activity, DeviceShare, PersonProfile
 from agent_service.runtime.userdb import duckdb_user_rows, restore_users, snapshot_users
+from agent_service.units import DAY_S
+from agent_service.units import HOUR_MS as HOUR
 from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 from agent_service.warehouse.schema import TABLES
 from agent_service.warehouse.users import user_row
 from tests.servers import RedisServer
 
 T0 = 1_767_225_600_000
-HOUR = 3_600_000
-TTL = 16 * 86_400
+TTL = 16 * DAY_S
 
 
 def persons(n: int, seed: int) -> list[PersonProfile]:

@@ -119,9 +119,9 @@ class Recorder:
         assert self.inner._pending is not None
         batch, _ = self.inner._pending
         agent = self.inner.agent
-        out = agent.net.serve_np(batch.state, batch.touches, batch.touch_creatives).astype(np.float64)
-        C, K1 = agent.spec.creatives, agent.spec.segments + 1
-        logit = out[:, C + 3 + K1:C + 3 + K1 + C]
+        net = agent.net
+        out = net.heads(net.serve_np(batch.state, batch.touches, batch.touch_creatives).astype(np.float64))
+        logit = out.click_creative
         segs = batch.state[:, agent.spec.cols("segment_")]
         bonus = creative_bonus(agent.stats.impressions_for(segs), agent.stats.campaign_ctr(),
                                agent.cfg.ppo.creative_optimism)
@@ -135,7 +135,7 @@ class Recorder:
         prof = np.exp(prof - prof.max(axis=1, keepdims=True))
         prof /= prof.sum(axis=1, keepdims=True)
         exposures = batch.state[:, agent.spec.cols("exposures_")]
-        chan_term = out[:, C + 3 + K1 + C:]
+        chan_term = out.click_channel
         self._play = (logit, bonus, prof, opps.segment_probs[:, :len(self._logprior)], exposures, segs, chan_term)
         return plays
 

@@ -33,9 +33,9 @@ from typing import IO, Any
 import numpy as np
 
 from agent_service.money import micros_to_usd
+from agent_service.units import DAY_MS, DAY_S
 from simulators.batches import Actions, Outcomes, WorldOpportunities
 from simulators.calibration.schema import Calibration
-from simulators.engine import DAY_MS
 from simulators.population import Population
 from simulators.traffic_log import LoggedSlot, logged_traffic
 
@@ -105,7 +105,7 @@ class Ga4Exporter:
         day = t_ms // DAY_MS
         f = self._files.get(day)
         if f is None:
-            name = time.strftime("events_%Y%m%d.json", time.gmtime(day * 86_400))
+            name = time.strftime("events_%Y%m%d.json", time.gmtime(day * DAY_S))
             path = self.out_dir / name
             f = self._files[day] = path.open("w")
             self.summary.files.append(str(path))

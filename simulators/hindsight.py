@@ -1,4 +1,4 @@
-"""The hindsight optimum of a finished episode (BENCHMARKS.md §2).
+"""The hindsight optimum of a finished episode: the bound every policy is measured against.
 
 Given an episode's opportunities with the true value of every option (channel × position, the
 best creative for the person's true segment) and the price each option would have cost (the

@@ -12,9 +12,7 @@ from agent_service.delay import (
     delayed_feedback_stream,
 )
 from agent_service.errors import ConfigError, DecodeError, ModelError
-from agent_service.units import DAY_MS
-
-DAY_S = 86_400.0
+from agent_service.units import DAY_MS, DAY_S
 
 
 def test_gradient_matches_finite_differences() -> None:

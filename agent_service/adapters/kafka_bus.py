@@ -60,7 +60,7 @@ class KafkaBus:
 
     :param bootstrap: ``HOST:PORT`` list.
     :param session_timeout_s: consumers' group session timeout (tests: 2 s; tansu joins take half).
-    :param max_batch_size: producer batch bytes (1 forces one record per batch, see ARCHITECTURE.md).
+    :param max_batch_size: producer batch bytes (1 forces one record per batch).
         The default, 512 KiB, holds ~130 experience records (each carries its decision's logged
         state, ~4 KB): with aiokafka's 16 KiB a stream worker spent a fifth of its time writing
         produce requests of four records each (bench_stream: 5.5k → 8.4k events/s per worker).

@@ -23,7 +23,6 @@ check that both give the same person ids.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -303,14 +302,6 @@ class RedisIdentityGraph:
                 count = sum(1 for m in members if m.startswith("d:"))
                 out[device] = Resolution(r, confidences[r].get(node, 0.0), max(count, 1))
         return out
-
-    async def link_status(self, link_id: str) -> str | None:
-        """Status of ``link_id`` in the edge log."""
-        try:
-            raw = await self._r.hget(self._p + "e", link_id)
-        except RedisError as exc:
-            raise StoreError(f"identity link_status failed: {exc}") from exc
-        return None if raw is None else str(json.loads(raw)["st"])
 
     async def assignments(self) -> dict[str, str]:
         """Device id → person id for every device seen."""

@@ -1,4 +1,4 @@
-"""``gaelp bench``: benchmarks, one sub-subcommand each (BENCHMARKS.md).
+"""``gaelp bench``: benchmarks, one sub-subcommand each (figures in ``bench/README.md``).
 
 To add a bench, write ``_add_NAME(sub)`` that registers its sub-parser with
 ``set_defaults(bench_run=<function(args) -> int>)`` and list it in ``_BENCHES``. Every bench
@@ -19,11 +19,11 @@ __all__ = ["DESCRIPTION", "HELP", "add_arguments", "run"]
 HELP = "run a benchmark and print its numbers (last line: one JSON object)"
 
 DESCRIPTION = """\
-Run one of GAELP's benchmarks (BENCHMARKS.md). Each prints a table, then one JSON object as
+Run one of GAELP's benchmarks (figures in bench/README.md). Each prints a table, then one JSON object as
 its last stdout line.
 
 benches:
-  ipinyou   the iPinYou real-time-bidding replay (campaign 2997, §1): const, linear bidding,
+  ipinyou   the iPinYou real-time-bidding replay (campaign 2997): const, linear bidding,
             RLB (Cai et al. 2017) or GAELP's learned bidder under budget ratio c0
 
 examples:
@@ -51,7 +51,7 @@ max_bid, feedback); flags given on the command line win.
 
 
 def _add_ipinyou(sub: Any) -> None:
-    p = sub.add_parser("ipinyou", help="the iPinYou RTB replay (BENCHMARKS.md §1)",
+    p = sub.add_parser("ipinyou", help="the iPinYou RTB replay (campaign 2997)",
                        description=_IPINYOU_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", metavar="DIR", default=None,
                    help="folder with test.theta.txt and info.json (default: ../shared/data/ipinyou-2997)")

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent_service.config import JoinConfig
 from agent_service.units import DAY_MS
 
 if TYPE_CHECKING:
@@ -50,17 +49,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="versions whose logged propensities are trusted")
     p.add_argument("--registry", default=None, type=Path, metavar="DIR",
                    help="a file model registry: its versions are the known versions")
-    p.add_argument("--multipliers", type=int, default=8, help="size of the multiplier grid (agent.dqn.n_actions)")
+    p.add_argument("--multipliers", type=int, default=None,
+                   help="size of the multiplier grid (default: the agent's, [hybrid.dqn] adjustments)")
     p.add_argument("--propensity", choices=("slot", "joint"), default="slot",
                    help="the multiplier's own probability (state column) or the joint action's")
     p.add_argument("--rewards", choices=("closed", "delay-corrected"), default="closed")
     p.add_argument("--as-of", type=int, default=None, metavar="MS", help="evaluation time, ms since the epoch "
                    "(default: now)")
-    p.add_argument("--window-days", type=float, default=JoinConfig.window_days)
+    p.add_argument("--window-days", type=float, default=None, help="attribution window (default: [join] window_days)")
     p.add_argument("--ci", choices=("bootstrap", "normal", "bernstein"), default="bootstrap")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--config", type=Path, default=None, help="TOML configuration file (the agent's state layout)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="TOML configuration file (the agent's state layout, multiplier grid and window)")
     p.add_argument("--creatives", type=int, default=None,
                    help="creative slots of the logged policy (default [creatives] capacity): the state layout")
     p.add_argument("--live", default="gaelp", metavar="gaelp|outside:NAME",
@@ -169,13 +170,14 @@ def run(args: argparse.Namespace) -> int:
         evaluate,
     )
 
-    if args.live != "gaelp":
-        return run_outside(args)
     cfg = load_config(args.config)
+    window_ms = int((cfg.join.window_days if args.window_days is None else args.window_days) * DAY_MS)
+    if args.live != "gaelp":
+        return run_outside(args, window_ms)
+    multipliers = cfg.hybrid.dqn.n_actions if args.multipliers is None else args.multipliers
     spec = spec_of(cfg.hybrid, args.creatives or cfg.creatives.capacity)
     slot_col = spec.index["slot_action_prob"]
     known = _known_versions(args)
-    window_ms = int(args.window_days * DAY_MS)
     as_of = args.as_of if args.as_of is not None else int(time.time() * 1000)
     rows, outs = read_log(args.log, args.candidate)
     decisions, shadow = [], {}
@@ -190,15 +192,15 @@ def run(args: argparse.Namespace) -> int:
     decisions = [d for d in decisions if shadow[d.decision_id] is not None]
     outcomes = joined_outcomes([(d.decision_id, d.event_time_ms) for d in decisions], outs, window_ms)
     mode: RewardMode = "closed_windows" if args.rewards == "closed" else "delay_corrected"
-    fb = build_feedback(decisions, outcomes, known_versions=known, as_of_ms=as_of, n_actions=args.multipliers,
+    fb = build_feedback(decisions, outcomes, known_versions=known, as_of_ms=as_of, n_actions=multipliers,
                         mode=mode, window_ms=window_ms, no_outcome_reward=0.0)
     cand = np.array([shadow[d] for d in fb.decision_ids], dtype=np.intp)
-    if cand.size and (cand.min() < 0 or cand.max() >= args.multipliers):
+    if cand.size and (cand.min() < 0 or cand.max() >= multipliers):
         from agent_service.errors import DecodeError
 
         raise DecodeError("decisions.action.multiplier", f"candidate v{args.candidate}'s shadow multipliers fall "
-                          f"outside 0..{args.multipliers - 1} (--multipliers)")
-    dist = np.eye(args.multipliers)[cand] if cand.size else np.zeros((0, args.multipliers))
+                          f"outside 0..{multipliers - 1} (--multipliers)")
+    dist = np.eye(multipliers)[cand] if cand.size else np.zeros((0, multipliers))
     report = evaluate(fb, dist, candidate=str(args.candidate), n_cells=1, ci=args.ci, seed=args.seed)
     notes = [*report.notes, f"{unpaired} live decisions without a shadow decision of version {args.candidate} "
              "were left out", "decisions within one budget slot share the multiplier draw: the interval treats "
@@ -207,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_outside(args: argparse.Namespace) -> int:
+def run_outside(args: argparse.Namespace, window_ms: int) -> int:
     """``--live outside:NAME``: the candidate against an outside bidder's log (``evaluation/ope_outside.py``)."""
     import numpy as np
 
@@ -223,7 +225,6 @@ def run_outside(args: argparse.Namespace) -> int:
         edges = [usd_to_micros(float(e)) for e in str(args.bid_edges).split(",") if e.strip()]
     except ValueError as exc:
         raise ConfigError("--bid-edges", f"comma-separated CPM USD amounts: {exc}") from exc
-    window_ms = int(args.window_days * DAY_MS)
     as_of = args.as_of if args.as_of is not None else int(time.time() * 1000)
     import duckdb
 

@@ -546,8 +546,9 @@ class GaelpConfig:
         if len(set(ids)) != len(ids):
             raise ConfigError("experiments", "experiment ids must be unique")
         # One value per setting: these copies follow the key that owns them (see _FOLLOWERS).
-        j = self.join
-        object.__setattr__(self, "hybrid", dataclasses.replace(self.hybrid, window_days=j.window_days))
+        j, b = self.join, self.budget
+        object.__setattr__(self, "hybrid", dataclasses.replace(self.hybrid, window_days=j.window_days,
+                                                               bid_min_usd=b.bid_min_usd, bid_max_usd=b.bid_max_usd))
         model = canonical_model(j.attribution, "join.attribution")
         object.__setattr__(self, "attribution",
                            dataclasses.replace(self.attribution, model=model, window_days=j.window_days))
@@ -577,6 +578,8 @@ _ENV_OVERRIDES = {
 
 _FOLLOWERS = {
     ("hybrid", "window_days"): "join.window_days",
+    ("hybrid", "bid_min_usd"): "budget.bid_min_usd",
+    ("hybrid", "bid_max_usd"): "budget.bid_max_usd",
     ("attribution", "window_days"): "join.window_days",
     ("attribution", "model"): "join.attribution",
 }

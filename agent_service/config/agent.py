@@ -199,9 +199,9 @@ class HybridConfig:
     slots_per_period: int = 96
     """Budget slots per period (T): the Q-network acts once per slot."""
     bid_min_usd: float = 0.50
-    """Lowest bid, CPM USD."""
+    """Lowest bid, CPM USD (in ``GaelpConfig`` it follows ``budget.bid_min_usd``)."""
     bid_max_usd: float = 10.00
-    """Highest bid, CPM USD."""
+    """Highest bid, CPM USD (in ``GaelpConfig`` it follows ``budget.bid_max_usd``)."""
     value_prior_usd: float = 30.0
     """Prior mean of a conversion's value, USD (5 pseudo-conversions)."""
     conv_prior_rate: float = 0.05

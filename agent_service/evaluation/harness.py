@@ -30,15 +30,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from agent_service.agent.model.state import JourneyArrays
-from agent_service.config import JoinConfig
 from agent_service.evaluation.market import Market, Opportunities, Plays, Results
-from agent_service.units import DAY_MS
+from agent_service.units import DAY_MS, WINDOW_DAYS
 
 __all__ = ["CampaignPolicy", "DayStats", "HindsightRecord", "JourneyStore", "RunResult", "SlotContext", "run_campaign"]
-
-WINDOW_DAYS = int(JoinConfig.window_days)
-"""The attribution window of a campaign run: ``join.window_days`` (``run_campaign(window_days=...)`` for another)."""
-
 
 @dataclass
 class SlotContext:
@@ -214,14 +209,15 @@ class RunResult:
 def run_campaign(market: Market, policy: CampaignPolicy, days: int, record_hindsight: bool = False,
                  on_slot: Callable[[SlotContext], None] | None = None, progress: Callable[[int], None] | None = None,
                  length: int = 16, stop: Callable[[], bool] | None = None,
-                 window_days: int = WINDOW_DAYS) -> RunResult:
+                 window_days: int = int(WINDOW_DAYS)) -> RunResult:
     """Run ``policy`` on ``market`` for ``days`` budget periods (see the module docstring).
 
     :param record_hindsight: keep per-opportunity truth for the generic hindsight bound.
     :param on_slot: called after every slot. :param progress: called after every day.
     :param length: touches kept per person. :param stop: checked after every day; True ends the run.
     :param window_days: the attribution window: a conversion joins a click at most this old, and a
-        decision's window closes (``finalise``) this many days after it.
+        decision's window closes (``finalise``) this many days after it (the commands pass
+        ``join.window_days``).
     """
     started = time.perf_counter()
     journeys = JourneyStore(length)

@@ -1,6 +1,6 @@
 """The reference policies every evaluation runs beside the agent, on the same seeds.
 
-Bidders (BENCHMARKS.md §2, ARCHITECTURE.md):
+Bidders:
 
 * :class:`FixedBid` — one CPM for every impression;
 * :class:`Truthful` — bid the expected value: ``1000 · v̂``;

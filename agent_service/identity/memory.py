@@ -78,11 +78,6 @@ class InMemoryIdentityGraph:
         """:meth:`resolve` for each id."""
         return {d: self.resolve_now(d) for d in device_ids}
 
-    async def link_status(self, link_id: str) -> str | None:
-        """Status of ``link_id`` in the edge log."""
-        edge = self._edges.get(link_id)
-        return None if edge is None else edge.status
-
     async def assignments(self) -> dict[str, str]:
         """Device id → person id for every device seen."""
         return {node[2:]: self._root.get(node, node) for node in self._devices}

@@ -47,10 +47,6 @@ class IdentityGraph(Protocol):
         """:meth:`resolve` for many devices."""
         ...
 
-    async def link_status(self, link_id: str) -> str | None:
-        """Status of a link in the edge log, None if never seen."""
-        ...
-
     async def assignments(self) -> dict[str, str]:
         """Device id → person id for every device seen in a link (for evaluation)."""
         ...

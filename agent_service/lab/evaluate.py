@@ -155,7 +155,7 @@ def evaluate(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, base
         for name, build in _policies(cfg, ec, ckpt, base, values, seed).items():
             market = SimMarket(seed, budget, ec.persons, ec.opportunities_per_day, cfg.hybrid.segments,
                                cal=cal, record=True)
-            r: RunResult = run_campaign(market, build(market), total)
+            r: RunResult = run_campaign(market, build(market), total, window_days=int(cfg.join.window_days))
             measured = r.days[ec.warmup:]
             row = per.setdefault(name, {k: [] for k in ("value", "conversions", "conversion_value", "spend",
                                                         "regret", "wall_seconds")})

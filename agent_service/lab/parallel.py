@@ -215,6 +215,7 @@ class _Runner:
         torch.set_num_threads(1)
         self.index, self.shard = index, shard
         self.market = shard.market(cfg.hybrid.segments)
+        self.window_days = int(cfg.join.window_days)
         hybrid = runner_config(cfg.hybrid, shard.n)
         self.agent = HybridCampaign(self.market.creatives, hybrid, cfg.reward, seed=shard.seed)
         if start is not None:
@@ -252,7 +253,7 @@ class _Runner:
             if (ctx.slot + 1) % sync_slots == 0 and ctx.slot + 1 < ctx.slots:
                 sync((first_day + ctx.day, ctx.slot), False, ctx.t1)
 
-        result = run_campaign(self.market, self.agent, days, on_slot=on_slot,
+        result = run_campaign(self.market, self.agent, days, on_slot=on_slot, window_days=self.window_days,
                               progress=lambda day: sync((first_day + day, -1), True, last[0]))
         L = self.agent.learner
         return RunnerReport(self.index, self.shard.seed, result, sum(d.opportunities for d in result.days),

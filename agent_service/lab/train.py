@@ -101,7 +101,8 @@ def train(cfg: GaelpConfig, tc: TrainConfig, out: Path, progress: Callable[[int,
             if time.perf_counter() - started > tc.max_minutes * 60:
                 stop[0] = True
 
-        result = run_campaign(market, agent, tc.days, progress=on_day, stop=lambda: stop[0])
+        result = run_campaign(market, agent, tc.days, progress=on_day, stop=lambda: stop[0],
+                              window_days=int(cfg.join.window_days))
         ck = agent.checkpoint()
         hist = agent.learner.history
         trained = agent.learner.transitions_trained
@@ -149,14 +150,14 @@ def tune_baselines(cfg: GaelpConfig, tc: TrainConfig, out: Path) -> dict[str, An
                          cal=load_calibration(tc.calibration or None))
 
     warm = BaselinePolicy(DualPacing(DualPacerConfig(step=0.1)), "random", market(), seed=tc.seed)
-    run_campaign(warm.market, warm, tc.baseline_days)
+    run_campaign(warm.market, warm, tc.baseline_days, window_days=int(cfg.join.window_days))
     values = warm.values.state()
     torch.save(values, out / "baseline_values.pt")
 
     def score(bidder: Bidder) -> float:
         pol = BaselinePolicy(bidder, "random", market(), seed=tc.seed)
         pol.values.load(values)
-        r = run_campaign(pol.market, pol, 2)
+        r = run_campaign(pol.market, pol, 2, window_days=int(cfg.join.window_days))
         return float(sum(d.expected_value_usd for d in r.days))
 
     grids: dict[str, tuple[Callable[[float], Bidder], tuple[float, ...]]] = {

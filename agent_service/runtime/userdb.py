@@ -30,9 +30,9 @@ if TYPE_CHECKING:  # drivers are imported by whoever opens a warehouse, never he
     from agent_service.warehouse.bigquery_warehouse import BigQueryWarehouse
     from agent_service.warehouse.duckdb_warehouse import DuckDBWarehouse
 
-__all__ = ["RestoreReport", "RowError", "SnapshotReport", "bigquery_latest_snapshot", "bigquery_snapshot_rows",
-           "bigquery_user_rows",
-           "duckdb_user_rows", "latest_snapshot", "restore_users", "snapshot_rows", "snapshot_users"]
+__all__ = ["RestoreReport", "SnapshotReport", "SnapshotRowError", "bigquery_latest_snapshot",
+           "bigquery_snapshot_rows", "bigquery_user_rows", "duckdb_user_rows", "latest_snapshot", "restore_users",
+           "snapshot_rows", "snapshot_users"]
 
 _USERS = TABLES["users"]
 
@@ -45,7 +45,7 @@ class SnapshotReport:
 
 
 @dataclass(frozen=True)
-class RowError:
+class SnapshotRowError:
     """A malformed row: its number in the snapshot (1-based, person order), person and field."""
 
     row: int
@@ -60,7 +60,7 @@ class RestoreReport:
     rows: int = 0
     restored: int = 0
     errors_by_field: Counter[str] = field(default_factory=Counter)
-    first_errors: list[RowError] = field(default_factory=list)
+    first_errors: list[SnapshotRowError] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -125,8 +125,8 @@ async def restore_users(rows: AsyncIterator[Mapping[str, Any]], store: ProfileSt
                 except DecodeError as exc:
                     report.errors_by_field[exc.field] += 1
                     if len(report.first_errors) < keep_errors:
-                        report.first_errors.append(RowError(report.rows, str(row.get("person_id")), exc.field,
-                                                            exc.reason))
+                        report.first_errors.append(
+                            SnapshotRowError(report.rows, str(row.get("person_id")), exc.field, exc.reason))
                 if len(pending) >= batch:
                     await written()
                     writing, pending = asyncio.create_task(store.import_profiles(pending, ttl_s)), []

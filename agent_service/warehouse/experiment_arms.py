@@ -18,13 +18,13 @@ from agent_service.experiments.sequential import RatioStats
 from agent_service.warehouse.port import InsertOutcome, Warehouse
 from agent_service.warehouse.schema import TABLES
 
-__all__ = ["TABLE", "ArmTotals", "arm_rows", "read_arm_totals", "write_arm_batch"]
+__all__ = ["TABLE", "ArmRatioTotals", "arm_rows", "read_arm_totals", "write_arm_batch"]
 
 TABLE = "experiment_arms"
 
 
 @dataclass(frozen=True, slots=True)
-class ArmTotals:
+class ArmRatioTotals:
     """One arm's totals over every batch written."""
 
     exposed: int
@@ -60,7 +60,7 @@ async def write_arm_batch(warehouse: Warehouse, experiment_id: str, batch_id: st
     return await warehouse.insert(TABLE, arm_rows(experiment_id, batch_id, at_ms, stats, exposed))
 
 
-def read_arm_totals(path: str | Path) -> dict[str, dict[str, ArmTotals]]:
+def read_arm_totals(path: str | Path) -> dict[str, dict[str, ArmRatioTotals]]:
     """Every experiment's per-arm totals from a DuckDB warehouse file: experiment → arm → totals.
 
     :param path: the DuckDB file (opened read-only).
@@ -84,8 +84,8 @@ def read_arm_totals(path: str | Path) -> dict[str, dict[str, ArmTotals]]:
                 FROM {TABLE} GROUP BY experiment, arm""").fetchall()
     finally:
         con.close()
-    out: dict[str, dict[str, ArmTotals]] = {}
+    out: dict[str, dict[str, ArmRatioTotals]] = {}
     for exp, arm, exposed, n, n_pos, sx, sy, sxx, syy, sxy in rows:
         stats = RatioStats(int(n), float(sx), float(sy), float(sxx), float(syy), float(sxy), int(n_pos))
-        out.setdefault(exp, {})[arm] = ArmTotals(int(exposed), stats)
+        out.setdefault(exp, {})[arm] = ArmRatioTotals(int(exposed), stats)
     return out

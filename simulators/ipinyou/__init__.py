@@ -1,10 +1,11 @@
-"""The iPinYou real-time-bidding replay (BENCHMARKS.md §1), its baselines and GAELP's bidder.
+"""The iPinYou real-time-bidding replay (campaign 2997, Cai et al., WSDM 2017) and its baselines.
 
 Modules: ``config`` (settings, published numbers), ``data`` (log and info.json loading),
 ``replay`` (the protocol, step-by-step and vectorised; the ``Bidder`` protocol), ``env``
 (``IPinYouEnv``, a gymnasium.Env), ``market`` (synthetic episodes from training statistics),
-``baselines`` (const, linear bidding), ``rlb`` (Cai et al.'s dynamic program), ``agent``
-(GAELP's learned bid-multiplier bidder) and ``runner`` (what the CLI and the bench call).
+``calibration`` (the pCTR refit), ``baselines`` (const, linear bidding) and ``rlb`` (Cai et al.'s
+dynamic program). GAELP's learned bidder and the runner the CLI and the bench call live above,
+in ``agent_service.lab.ipinyou``.
 """
 
 from simulators.ipinyou.config import C0_VALUES, PUBLISHED_2997, IPinYouConfig, default_data_dir

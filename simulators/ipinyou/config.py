@@ -1,6 +1,6 @@
-"""Settings of the iPinYou replay (BENCHMARKS.md §1) and the published reference numbers.
+"""Settings of the iPinYou replay (campaign 2997, Cai et al., WSDM 2017) and the published reference numbers.
 
-The replay's own settings live here rather than in ``agent_service/config.py`` so that the
+The replay's own settings live here rather than in ``agent_service.config`` so that the
 benchmark can evolve on its own; the dataclass follows the house rules (frozen, one docstring
 per field, ``__post_init__`` naming the bad key).
 """
@@ -31,7 +31,7 @@ PUBLISHED_2997: dict[str, dict[str, int]] = {
     "ss_mdp": {"clicks": 80, "cost": 306_637},
     "mcpc": {"clicks": 48, "cost": 307_751},
 }
-"""Published results for campaign 2997 at c0 = 1/32 (Cai et al., WSDM 2017, via BENCHMARKS.md §1)."""
+"""Published results for campaign 2997 at c0 = 1/32 (Cai et al., WSDM 2017)."""
 
 FEEDBACK_MODES: tuple[str, ...] = ("full", "won")
 
@@ -49,7 +49,7 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True)
 class IPinYouConfig:
-    """The replay protocol of BENCHMARKS.md §1 (defaults are the published ones)."""
+    """The replay protocol (:mod:`simulators.ipinyou.replay`; defaults are the published ones)."""
 
     data_dir: str = ""
     """Folder with ``test.theta.txt`` and ``info.json``; empty means :func:`default_data_dir`."""

@@ -1,4 +1,4 @@
-"""The iPinYou replay protocol (BENCHMARKS.md §1), step by step and vectorised.
+"""The iPinYou replay protocol, step by step and vectorised.
 
 Conventions, each as in the published RLB code (``han-cai/rlb-dp``, ``python/rlb_dp_i.py``
 ``RLB_DP_I.run`` and ``python/bid_ss.py``), which we follow exactly:

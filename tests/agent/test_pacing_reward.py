@@ -14,6 +14,7 @@ from agent_service.delay.model import DelayedConversionModel
 from agent_service.errors import ConfigError
 from agent_service.pacing import DualPacer, DualPacerConfig, SpendPlan, planned_fraction
 from agent_service.units import DAY_MS as DAY
+from agent_service.units import DAY_S
 
 
 def test_the_plan_follows_the_traffic_profile() -> None:
@@ -86,7 +87,7 @@ def test_conversion_estimate_trusts_the_model_only_as_evidence_matures() -> None
         learner.step(late, steps=300)
     est.refresh(learner, late)
     assert est.matured > 1900 and est.p_eventual(x)[0] == pytest.approx(0.2, abs=0.04)
-    pending = est.p_pending(x, np.array([30 * 86_400.0]), 14 * 86_400.0)
+    pending = est.p_pending(x, np.array([30.0 * DAY_S]), 14.0 * DAY_S)
     assert pending[0] == 0.0  # past the window nothing more can be credited
 
 

@@ -150,6 +150,10 @@ def test_the_numpy_serving_path_equals_the_torch_heads() -> None:
                     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
                     for p in net.parameters():  # an optimiser step: in place
                         p.add_(0.05 * torch.randn_like(p))
+            named = net(torch.from_numpy(b.state), torch.from_numpy(b.touches), torch.from_numpy(b.touch_creatives))
+            served = net.heads(net.serve_np(b.state, b.touches, b.touch_creatives))
+            for head in served._fields:  # the serving path's heads by name are forward()'s of that name
+                np.testing.assert_allclose(getattr(served, head), getattr(named, head).numpy(), rtol=1e-4, atol=1e-5)
             other = HybridNet(*net.dims)
             net.load_state_dict(other.state_dict())
             ref = _heads(net, b.state, b.touches, b.touch_creatives)

@@ -15,6 +15,7 @@ from agent_service.evaluation.harness import run_campaign
 from agent_service.evaluation.policies import BaselinePolicy, DualPacing, FixedBid, Linear, Truthful
 from agent_service.lab.campaign import HybridCampaign
 from agent_service.pacing import DualPacerConfig
+from agent_service.units import DAY_MS
 from tests.agent.standin_market import StandinMarket, StandinParams
 
 PARAMS = StandinParams(people=600, opportunities_per_day=1200, slots_per_day=12, budget_usd=3.0)
@@ -68,7 +69,7 @@ def test_a_diverged_policy_update_is_rejected_not_published() -> None:
     before = {k: v.clone() for k, v in learner.net.state_dict().items()}
     slots = learner.table.recent(len(learner.table))
     learner.table.set_column(slots, "immediate", np.full(len(slots), np.nan, np.float32))
-    stats = learner.update(now_ms=market.start_ms + 86_400_000)
+    stats = learner.update(now_ms=market.start_ms + DAY_MS)
     assert stats.rejected and learner.rejected == 1 and learner.version == version
     assert all(torch.equal(v, before[k]) for k, v in learner.net.state_dict().items())
 
@@ -116,3 +117,23 @@ def test_an_agent_restored_for_evaluation_learns_online_without_touching_the_che
     run_campaign(market, agent, 2)
     assert agent.learner.history  # it did learn online
     assert _same(ck, before)
+
+
+def test_the_commands_run_the_harness_on_the_configured_window(monkeypatch, tmp_path) -> None:
+    """``join.window_days`` is the harness's window too, not only the agent's (here: the baselines' tuning)."""
+    from types import SimpleNamespace
+
+    import agent_service.lab.train as lab_train
+    from agent_service.config import GaelpConfig
+    from agent_service.config.lab import TrainConfig
+
+    windows: list[int] = []
+
+    def recording(market, policy, days, **kw):  # type: ignore[no-untyped-def]
+        windows.append(kw["window_days"])
+        return SimpleNamespace(days=[])
+
+    monkeypatch.setattr(lab_train, "run_campaign", recording)
+    cfg = GaelpConfig().replace("join", window_days=7.0)
+    lab_train.tune_baselines(cfg, TrainConfig(persons=50, opportunities_per_day=100.0, runners=0), tmp_path)
+    assert windows and set(windows) == {7}

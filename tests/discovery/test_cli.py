@@ -51,9 +51,9 @@ def test_train_rejects_a_bad_calibration_before_training(tmp_path: Path, capsys:
     assert not (tmp_path / "t" / "agent.pt").exists()
 
 
-def test_discover_on_the_real_ga4_rows_keeps_the_prior_where_data_is_thin(tmp_path: Path,
+def test_discover_on_the_real_ga4_rows_keeps_the_prior_where_data_is_thin(tmp_path: Path, shared_dir: Path,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    real = Path("/work/shared/reference/ga4")
+    real = shared_dir / "reference" / "ga4"
     if not real.is_dir():
         pytest.skip("no real GA4 rows on this machine")
     assert main(["ingest", "ga4", str(real), "--warehouse", str(tmp_path / "r.duckdb"), "--no-progress"]) == 0

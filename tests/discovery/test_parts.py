@@ -17,12 +17,11 @@ from agent_service.discovery.recovery import delay_quantiles
 from agent_service.errors import ConfigError
 from agent_service.ingest.runner import ingest_ga4
 from agent_service.ingest.store import Ga4Store
+from agent_service.units import DAY_MS as DAY
 from simulators.calibration import load_calibration
 from simulators.calibration.schema import DelayCal, DelayComponent
 from simulators.delays import DelayModel
 from simulators.ga4_export import export_world
-
-DAY = 86_400_000
 
 
 def _synthetic(n_clicks: int, span_days: float, median: float, sigma: float, q: float, seed: int,

@@ -123,8 +123,13 @@ async def test_a_running_watcher_applies_each_plan_change_without_a_restart() ->
         await store.put_plan(CanaryPlan("w", 1, 0.0, "rolled_back"))
         await applied(0.0)
         assert d.candidate is None
-        await store.put_plan(CanaryPlan("w2", 99, 0.5, "running"))  # no such version
-        await asyncio.sleep(0.1)
+        unloadable = CanaryPlan("w2", 99, 0.5, "running")  # no such version
+        await store.put_plan(unloadable)
+        for _ in range(500):  # until the watcher has seen the plan (and refused its candidate)
+            if watcher.applied == unloadable:
+                break
+            await asyncio.sleep(0.01)
+        assert watcher.applied == unloadable
         assert d.canary_share == 0.0 and d.candidate is None and watcher.tally.plan is None
     finally:
         await watcher.stop()

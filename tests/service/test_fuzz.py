@@ -33,7 +33,6 @@ from agent_service.http.app import build_http_app
 from agent_service.ports.bus import BusRecord
 from tests.flowkit import T0, FlowKit
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "openrtb" / "bid-requests"
 _SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 
 json_values = st.recursive(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -51,7 +52,11 @@ async def test_spec_examples_get_valid_bids(shared_dir: Path, name: str) -> None
         [bid] = br.seatbid[0].bid
         assert bid.impid == req["imp"][0]["id"] and bid.price >= req["imp"][0]["bidfloor"]
         assert 0.5 <= bid.price <= 10.0
-        assert bus.lag("any", GaelpConfig().topics.decisions) == 1  # the decision was logged
+        # the decision log is published by its own task after the answer: wait for it, then exactly one
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while bus.lag("any", GaelpConfig().topics.decisions) == 0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+        assert bus.lag("any", GaelpConfig().topics.decisions) == 1  # the decision was logged, once
     finally:
         await client.close()
 

@@ -32,6 +32,7 @@ from agent_service.evaluation.ope_log import (
     evaluate,
     refusals,
 )
+from agent_service.units import DAY_MS
 from simulators.bid_bandit import BidBandit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,12 +119,11 @@ def test_records_are_refused_with_counts_by_reason() -> None:
 
 
 def test_only_closed_windows_unless_the_delay_correction_is_asked_for() -> None:
-    day = 86_400_000
-    decisions = [LoggedDecision(f"d{i}", i * day, 0, 0.5, 1) for i in range(20)]
-    as_of = 20 * day  # decisions of days 0..6 have closed windows (t + 14 d <= as_of)
-    outcomes = {f"d{i}": JoinedOutcome(f"d{i}", 1.0, i <= 6, i * day + WINDOW_MS, pending_estimate=0.0 if i <= 6
+    decisions = [LoggedDecision(f"d{i}", i * DAY_MS, 0, 0.5, 1) for i in range(20)]
+    as_of = 20 * DAY_MS  # decisions of days 0..6 have closed windows (t + 14 d <= as_of)
+    outcomes = {f"d{i}": JoinedOutcome(f"d{i}", 1.0, i <= 6, i * DAY_MS + WINDOW_MS, pending_estimate=0.0 if i <= 6
                                        else 0.5) for i in range(20) if i != 3}
-    outcomes["d3"] = JoinedOutcome("d3", 0.0, False, 3 * day + WINDOW_MS)  # closed, but never finalised
+    outcomes["d3"] = JoinedOutcome("d3", 0.0, False, 3 * DAY_MS + WINDOW_MS)  # closed, but never finalised
     closed = build_feedback(decisions, outcomes, known_versions={1}, as_of_ms=as_of, n_actions=2)
     assert closed.report.reward_mode == "closed_windows"
     assert closed.decision_ids == tuple(f"d{i}" for i in (0, 1, 2, 4, 5, 6))
@@ -132,7 +132,7 @@ def test_only_closed_windows_unless_the_delay_correction_is_asked_for() -> None:
                                mode="delay_corrected")
     assert corrected.report.reward_mode == "delay_corrected" and corrected.report.n_used == 20
     assert corrected.reward[corrected.decision_ids.index("d10")] == pytest.approx(1.5)  # realised + pending
-    late = build_feedback(decisions, outcomes, known_versions={1}, as_of_ms=5 * day, n_actions=2)
+    late = build_feedback(decisions, outcomes, known_versions={1}, as_of_ms=5 * DAY_MS, n_actions=2)
     assert late.report.deferred["decided_after_as_of"] == 14 and late.report.n_used == 0
     assert evaluate(late, np.ones((0, 2)) / 2, candidate="c").estimates == {}
 

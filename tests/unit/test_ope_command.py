@@ -96,3 +96,18 @@ def test_ope_command_needs_the_known_versions(tmp_path: Path, capsys: pytest.Cap
     _build(path, 50, seed=2)
     assert main(["ope", "--log", str(path), "--candidate", "7"]) == 2
     assert "--known-versions" in capsys.readouterr().err
+
+
+def test_ope_command_reads_the_window_from_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, config = tmp_path / "w.duckdb", tmp_path / "gaelp.toml"
+    n = 200
+    _build(path, n, seed=3)
+    config.write_text("[join]\nwindow_days = 1.0\n")
+    args = ["ope", "--log", str(path), "--candidate", "7", "--known-versions", "3", "--as-of",
+            str(T0 + n * 1000 + 2 * DAY), "--json"]
+    used = {}
+    for extra in ([], ["--config", str(config)], ["--window-days", "1"]):
+        assert main(args + extra) == 0
+        used[len(extra) and extra[0]] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["validation"]
+    assert used[0]["n_used"] == 0 and used[0]["deferred"]["window_open"] == n - 8  # 14 days: none closed yet
+    assert used["--config"] == used["--window-days"] and used["--config"]["n_used"] > 0  # 1 day: closed

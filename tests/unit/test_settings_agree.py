@@ -34,7 +34,15 @@ def test_one_attribution_window() -> None:
     assert cfg.replace("hybrid", window_days=28.0).hybrid.window_days == cfg.join.window_days  # the copy follows
 
 
+def test_one_pair_of_bid_limits() -> None:
+    """The agent prices within the limits the decision path clips to: ``[budget]``'s."""
+    cfg = GaelpConfig().replace("budget", bid_min_usd=0.25, bid_max_usd=4.0)
+    assert (cfg.hybrid.bid_min_usd, cfg.hybrid.bid_max_usd) == (0.25, 4.0)
+    assert cfg.replace("hybrid", bid_max_usd=9.0).hybrid.bid_max_usd == 4.0  # the copy follows
+
+
 @pytest.mark.parametrize(("table", "owner"), [("[hybrid]\nwindow_days = 7", "join.window_days"),
+                                              ("[hybrid]\nbid_max_usd = 7", "budget.bid_max_usd"),
                                               ("[attribution]\nwindow_days = 7", "join.window_days"),
                                               ("[attribution]\nmodel = 'linear'", "join.attribution")])
 def test_a_copy_is_refused_in_the_file(tmp_path: Path, table: str, owner: str) -> None:

@@ -5,7 +5,7 @@
 * :class:`DecisionTable` — the per-opportunity experience of the policy learner, keyed by
   decision id: a decision enters with its immediate reward and the delay-aware estimate of
   what is still to come (R_delayed), and the estimate is replaced by realised, attributed value
-  as credits arrive or the window closes (AGENT-DESIGN.md, "delayed rewards without waiting").
+  as credits arrive or the window closes (delayed rewards without waiting for them).
 
 Both return typed NamedTuples (shapes in their docstrings), never dicts.
 """

@@ -1,6 +1,6 @@
 """Double DQN over bid-multiplier offsets — the hybrid agent's budget-period decision.
 
-The problem (AGENT-DESIGN.md, "two time scales"): a budget period (a day) is cut into T slots;
+The problem, on two time scales: a budget period (a day) is cut into T slots;
 at the start of each slot the agent sets its log bid multiplier ``z`` — a dual-paced level that
 tracks the spend plan plus one of a few offsets chosen by this Q-network (with the dual step
 off, the offsets accumulate: DRLB's adjustments, Wu et al. 2018; see

@@ -1,7 +1,7 @@
 """PPO for the creative × channel × target policy, with GAE over the person's journey, and
 plain REINFORCE as the baseline — the hybrid agent's per-opportunity learner.
 
-The MDP (AGENT-DESIGN.md, "the journey as the policy's MDP"): each decision for a person is a
+The MDP (the journey is the policy's episode): each decision for a person is a
 step; the state is the enriched journey state plus the LSTM's code of the last touches; the
 action is (creative, channel, target) from three factorised heads, each mixed with ε·uniform
 so every propensity is > 0; the reward is the multi-component reward of

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["BidQNet", "HybridNet", "HybridOut", "JourneyEncoder"]
+__all__ = ["BidQNet", "HybridNet", "HybridOut", "JourneyEncoder", "ServedHeads"]
 
 # The cache keys of the serving views are read every batch: C-level getters, not generators.
 _DATA_PTR = torch.Tensor.data_ptr
@@ -130,6 +130,17 @@ class HybridOut(NamedTuple):
     """[B, 3] channel term of the click logit."""
 
 
+class ServedHeads(NamedTuple):
+    """:meth:`HybridNet.serve_np`'s one array cut into its heads (views, no copies): :class:`HybridOut`
+    without the critic."""
+
+    creative_logits: np.ndarray
+    channel_logits: np.ndarray
+    target_logits: np.ndarray
+    click_creative: np.ndarray
+    click_channel: np.ndarray
+
+
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
                          nn.Linear(hidden, n_out))
@@ -209,6 +220,12 @@ class HybridNet(nn.Module):
             parts.append(w["creative_bias"] + seg @ w["appeal"] - np.logaddexp(0.0, w["fatigue"]) * exposures)
         parts.append(deep)
         return np.concatenate(parts, axis=1)
+
+    def heads(self, served: np.ndarray) -> ServedHeads:
+        """:meth:`serve_np`'s array (or a copy of it in another dtype) as named views of its heads."""
+        c, ch, t = self.creative.out_features, self.channel.out_features, self.target.out_features
+        a, b, k = c + ch, c + ch + t, c + ch + t + c
+        return ServedHeads(served[:, :c], served[:, c:a], served[:, a:b], served[:, b:k], served[:, k:])
 
     def _weights_np(self) -> dict[str, np.ndarray]:
         """numpy views of the serving weights, rebuilt only if a parameter's storage changed."""

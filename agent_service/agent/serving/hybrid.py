@@ -287,33 +287,31 @@ class HybridAgent:
         net, conv, stats, version = self.net, self.conv, self.stats, self.version  # pin one version
         spec, cfg = self.spec, self.cfg
         B = len(batch.state)
-        out = net.serve_np(batch.state, batch.touches, batch.touch_creatives).astype(np.float64)
-        C, K1 = spec.creatives, spec.segments + 1
+        out = net.heads(net.serve_np(batch.state, batch.touches, batch.touch_creatives).astype(np.float64))
         eps, beta = cfg.ppo.explore_eps, cfg.ppo.creative_value_weight
         mask = np.asarray(channel_mask, dtype=bool)
-        click = out[:, C + 3 + K1:]
         segments = batch.state[:, spec.cols("segment_")]
         if beta > 0:  # value-guided: the click model's creative logit plus the optimism bonus, which
             # counts the creative's impressions among people of this person's segments
-            head = beta * (click[:, :C] + creative_bonus(stats.impressions_for(segments), stats.campaign_ctr(),
+            head = beta * (out.click_creative + creative_bonus(stats.impressions_for(segments), stats.campaign_ctr(),
                                                          cfg.ppo.creative_optimism))
         else:
-            head = out[:, :C]
+            head = out.creative_logits
         # One draw of the uniforms for the three samples (channel, creative, target): the same
         # numbers, in the same order, as one draw per sample, for one generator call per batch.
         u = self.rng.random(3 * B) if explore else None
         # the channel first: which creatives may be shown depends on it
-        p_channel = _mixed(out[:, C:C + 3], eps, mask)
+        p_channel = _mixed(out.channel_logits, eps, mask)
         channel = _sample(p_channel, u[:B]) if u is not None else p_channel.argmax(1)
         allowed = None if creative_mask is None else creative_mask(channel)
-        probs = [_mixed(head, cfg.ppo.creative_eps, allowed), p_channel, _mixed(out[:, C + 3:C + 3 + K1], eps, None)]
+        probs = [_mixed(head, cfg.ppo.creative_eps, allowed), p_channel, _mixed(out.target_logits, eps, None)]
         picks = [_sample(probs[0], u[B:2 * B]) if u is not None else probs[0].argmax(1), channel,
                  _sample(probs[2], u[2 * B:]) if u is not None else probs[2].argmax(1)]
         rows = np.arange(B)
         logp = np.log(np.maximum(probs[0][rows, picks[0]] * probs[1][rows, picks[1]] * probs[2][rows, picks[2]],
                                  1e-300))
         creative, channel, target = picks
-        logit = click[rows, creative] + click[rows, C + channel]
+        logit = out.click_creative[rows, creative] + out.click_channel[rows, channel]
         p_click = 1.0 / (1.0 + np.exp(-logit))
         p_conv = conv.p_eventual(conv_features(spec, batch.state, channel))
         value = p_click * p_conv * stats.value_for(segments, cfg.value_prior_usd)

@@ -1,6 +1,6 @@
 """GAELP's learned bidder for the iPinYou replay: RLB's plan x a learned bid multiplier.
 
-The bid (AGENT-DESIGN.md: learn the multiplier, not raw money)::
+The bid (the multiplier is learned, not raw money)::
 
     v   = exp(z0 + dz) * theta_avg * c(pctr) / theta_bar   the auction's value, in plan units
     bid = max delta s.t. every d <= delta has  v + V[n-1, b-d] - V[n-1, b] >= 0
