@@ -7,6 +7,8 @@ import asyncio
 import json
 from pathlib import Path
 
+from agent_service.commands.flags import add_flags, config_from_args
+
 HELP = "feed a simulated world into a running service through Kafka (shadow traffic, demos, tests)"
 DESCRIPTION = """\
 Publish a simulated world's traffic to the service's Kafka topics in event time: bid requests,
@@ -19,21 +21,15 @@ ticks on every partition. Prints a JSON summary as its last line.
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kafka", default=None, metavar="HOST:PORT", help="Kafka bootstrap servers (env GAELP_KAFKA)")
     p.add_argument("--config", type=Path, default=None, help="TOML configuration (topics, simulation)")
-    p.add_argument("--days", type=float, default=1.0, help="days of traffic (default 1)")
-    p.add_argument("--drain-days", type=float, default=16.0, help="days of delayed events after the traffic")
-    p.add_argument("--seed", type=int, default=None, help="world seed (default: simulation.seed)")
+    add_flags(p, "simulation", ["days", "seed", "drain_days"])
     p.add_argument("--realtime-factor", type=float, default=None,
                    help="event-time seconds per wall second (default: as fast as the service answers)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent_service.config import load_config
-
-    cfg = load_config(args.config)
+    cfg = config_from_args(args)
     if args.kafka:
         cfg = cfg.replace("serve", kafka=args.kafka)
-    if args.seed is not None:
-        cfg = cfg.replace("simulation", seed=args.seed)
     stats = asyncio.run(_feed(cfg, args))
     print(json.dumps(stats._asdict()))
     return 0
@@ -50,7 +46,8 @@ async def _feed(cfg, args):  # type: ignore[no-untyped-def]
     driver = SimDriver(build_world(cfg.simulation, cfg.join.window_days), bus, cfg.topics, group=f"{cfg.serve.group_id}-feed")
     await driver.start()
     try:
-        return await feed(driver, args.days, args.drain_days, realtime_factor=args.realtime_factor, progress=True)
+        return await feed(driver, cfg.simulation.days, cfg.simulation.drain_days, realtime_factor=args.realtime_factor,
+                          progress=True)
     finally:
         await driver.stop()
         await bus.stop()

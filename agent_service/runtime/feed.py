@@ -30,7 +30,7 @@ class FeedStats(NamedTuple):
     conversions scheduled later were not, though its log already holds them."""
 
 
-async def feed(driver: SimDriver, days: float, drain_days: float = 16.0, slot_ms: int = 3 * HOUR_MS,
+async def feed(driver: SimDriver, days: float, drain_days: float, slot_ms: int = 3 * HOUR_MS,
                drain_slot_ms: int = DAY_MS, realtime_factor: float | None = None, decision_timeout_s: float = 120.0,
                progress: bool = False, on_slot: Callable[[int], Awaitable[None]] | None = None) -> FeedStats:
     """Drive ``driver``'s world for ``days`` of traffic and ``drain_days`` more of delayed events.
