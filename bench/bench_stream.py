@@ -177,6 +177,18 @@ async def _in_processes(k: int, n: int, redis: RedisServer, broker: TansuBroker)
                              "conversions_joined": sum(d["conversions_joined"] for d in done)}}
 
 
+def _print_commandstats(stats: dict[str, dict[str, float]], events: int) -> None:
+    """Redis's time per command since the worker started (``INFO commandstats``; scripts' inner
+    commands count both on their own lines and inside ``evalsha``), largest first, to stderr."""
+    rows = sorted(stats.items(), key=lambda kv: -kv[1]["usec"])
+    total = sum(v["usec"] for k, v in rows if not k.startswith("cmdstat_eval"))
+    print(f"{'command':<28} {'calls':>8} {'ms':>8} {'µs/call':>8} {'µs/event':>9}", file=sys.stderr)
+    for name, v in rows:
+        print(f"{name.removeprefix('cmdstat_'):<28} {int(v['calls']):>8} {v['usec'] / 1e3:>8.1f} "
+              f"{v['usec_per_call']:>8.2f} {v['usec'] / events:>9.2f}", file=sys.stderr)
+    print(f"{'(commands, scripts excluded)':<28} {'':>8} {total / 1e3:>8.1f}", file=sys.stderr)
+
+
 async def main(n: int, runtime: str) -> dict[str, object]:
     rng = random.Random(1)
     with RedisServer() as redis, TansuBroker() as broker:
@@ -229,6 +241,8 @@ async def main(n: int, runtime: str) -> dict[str, object]:
             profile = cProfile.Profile()
             profile.enable()
         servers = {"redis": redis.proc.pid, "broker": broker.proc.pid}  # type: ignore[union-attr]
+        if "--commandstats" in sys.argv:
+            await store.redis.config_resetstat()
         await app.start()
         cpu0 = time.process_time()
         server0 = {k: _proc_cpu(pid) for k, pid in servers.items()}
@@ -255,6 +269,8 @@ async def main(n: int, runtime: str) -> dict[str, object]:
                     profile.dump_stats(sys.argv[sys.argv.index("--profile-out") + 1])
                 pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(30)
         await graph.close()
+        if "--commandstats" in sys.argv:
+            _print_commandstats(await store.redis.info("commandstats"), events)
         ledger = await store.budget(CAMPAIGN, T0 // DAY)
         joined = Metrics.value(metrics.conversions_joined)
         await store.stop()
@@ -300,6 +316,8 @@ if __name__ == "__main__":
     ap.add_argument("--processes", default="", metavar="K,K",
                     help="also run batch workers in K processes each (fresh topics and keys), e.g. 1,2")
     ap.add_argument("--sizes", action="store_true", help="print handler calls per topic: batch sizes, ms")
+    ap.add_argument("--commandstats", action="store_true",
+                    help="print Redis INFO commandstats of the worker's run (reset as it starts; to stderr)")
     args = ap.parse_args()
     _PROCESSES.extend(int(k) for k in args.processes.split(",") if k)
     print(json.dumps(event_loop.run(main(args.decisions, args.runtime), GaelpConfig().serve.event_loop)))  # serve's loop
