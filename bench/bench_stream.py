@@ -189,6 +189,27 @@ def _print_commandstats(stats: dict[str, dict[str, float]], events: int) -> None
     print(f"{'(commands, scripts excluded)':<28} {'':>8} {total / 1e3:>8.1f}", file=sys.stderr)
 
 
+def _print_scripts(log: list[dict[str, object]], events: int) -> None:
+    """Redis's time per script (the slow log, every command logged), largest first, to stderr."""
+    import hashlib
+
+    from agent_service.adapters import redis_identity, redis_lua
+    names = {hashlib.sha1(getattr(redis_lua, k).encode()).hexdigest(): k for k in redis_lua.__all__}
+    names.update({hashlib.sha1(getattr(redis_identity, k).encode()).hexdigest(): "identity" + k
+                  for k in ("_ADD", "_REVOKE", "_RESOLVE")})
+    by: dict[str, list[int]] = {}
+    for entry in log:
+        command = entry["command"]
+        words = (command.decode(errors="replace") if isinstance(command, bytes) else str(command)).split(" ", 2)
+        if words[0].lower() == "evalsha":
+            row = by.setdefault(names.get(words[1], words[1][:12]), [0, 0])
+            row[0] += 1
+            row[1] += int(entry["duration"])  # type: ignore[call-overload]
+    print(f"{'script':<28} {'calls':>8} {'ms':>8} {'µs/call':>8} {'µs/event':>9}", file=sys.stderr)
+    for name, (calls, us) in sorted(by.items(), key=lambda kv: -kv[1][1]):
+        print(f"{name:<28} {calls:>8} {us / 1e3:>8.1f} {us / calls:>8.1f} {us / events:>9.2f}", file=sys.stderr)
+
+
 async def main(n: int, runtime: str) -> dict[str, object]:
     rng = random.Random(1)
     with RedisServer() as redis, TansuBroker() as broker:
@@ -241,8 +262,11 @@ async def main(n: int, runtime: str) -> dict[str, object]:
             profile = cProfile.Profile()
             profile.enable()
         servers = {"redis": redis.proc.pid, "broker": broker.proc.pid}  # type: ignore[union-attr]
-        if "--commandstats" in sys.argv:
+        if "--commandstats" in sys.argv:  # every command into the slow log too: time per script
             await store.redis.config_resetstat()
+            await store.redis.config_set("slowlog-log-slower-than", 0)
+            await store.redis.config_set("slowlog-max-len", 1_000_000)
+            await store.redis.slowlog_reset()
         await app.start()
         cpu0 = time.process_time()
         server0 = {k: _proc_cpu(pid) for k, pid in servers.items()}
@@ -270,7 +294,9 @@ async def main(n: int, runtime: str) -> dict[str, object]:
                 pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(30)
         await graph.close()
         if "--commandstats" in sys.argv:
+            await store.redis.config_set("slowlog-log-slower-than", -1)
             _print_commandstats(await store.redis.info("commandstats"), events)
+            _print_scripts(await store.redis.slowlog_get(1_000_000), events)
         ledger = await store.budget(CAMPAIGN, T0 // DAY)
         joined = Metrics.value(metrics.conversions_joined)
         await store.stop()

@@ -363,8 +363,8 @@ return 1
 # cost dominates), each in one step: claim; settle its reservation; when won, store its touch on
 # the journey of the person its device resolves to and open its window. Redis's own time goes
 # mostly to each redis.call (Lua glue and argument copies), not to the command it runs, so the
-# script is atomic and does once per chunk what need not be done per result: ledger writes summed
-# per ledger, one person lookup per device, old touches dropped (those before the latest
+# script is atomic and does once per chunk what need not be done per result: open reservations
+# read in one HMGET and settled in one write each per ledger, one person lookup per device, old touches dropped (those before the latest
 # drop-before of the person's touches in the chunk) and TTLs set once per journey, windows opened
 # in one ZADD. The claim is taken first with SET NX GET (a result repeated in the chunk finds it);
 # an open reservation needs no check of the settled hash (settling removes it, and a settled id is
@@ -382,19 +382,16 @@ for i = 4, #ARGV, 11 do
     out[#out + 1] = stored
   else
     local id, led = ARGV[i + 4], ARGV[i + 3]
-    local a = redis.call('HGET', p .. 'resv:' .. led, id)
-    if a then
-      local l = ledgers[led]
-      if not l then
-        l = {reserved = 0, spent = 0, ids = {}, settled = {}}
-        ledgers[led] = l
-        order[#order + 1] = led
-      end
-      l.reserved = l.reserved + tonumber(a)
-      l.spent = l.spent + tonumber(ARGV[i + 5])
+    local l = ledgers[led]
+    if not l then
+      l = {ids = {}, at = {}, seen = {}}
+      ledgers[led] = l
+      order[#order + 1] = led
+    end
+    if not l.seen[id] then
+      l.seen[id] = true
       l.ids[#l.ids + 1] = id
-      l.settled[#l.settled + 1] = id
-      l.settled[#l.settled + 1] = ARGV[i + 5]
+      l.at[#l.at + 1] = i
     end
     if ARGV[i + 6] == '1' then
       local dev = ARGV[i + 1]
@@ -431,12 +428,27 @@ for _, j in ipairs(jorder) do
 end
 if #windows > 0 then redis.call('ZADD', p .. 'windows', unpack(windows)) end
 for _, led in ipairs(order) do
-  local l, budget, settled = ledgers[led], p .. 'budget:' .. led, p .. 'settled:' .. led
-  redis.call('HINCRBY', budget, 'reserved', string.format('%d', -l.reserved))
-  redis.call('HINCRBY', budget, 'spent', string.format('%d', l.spent))
-  redis.call('HDEL', p .. 'resv:' .. led, unpack(l.ids))
-  redis.call('HSET', settled, unpack(l.settled))
-  redis.call('EXPIRE', settled, ARGV[3])
+  local l, resv = ledgers[led], p .. 'resv:' .. led
+  local amounts = redis.call('HMGET', resv, unpack(l.ids))
+  local reserved, spent, open, settled = 0, 0, {}, {}
+  for k = 1, #l.ids do
+    if amounts[k] then
+      local cost = ARGV[l.at[k] + 5]
+      reserved = reserved + tonumber(amounts[k])
+      spent = spent + tonumber(cost)
+      open[#open + 1] = l.ids[k]
+      settled[#settled + 1] = l.ids[k]
+      settled[#settled + 1] = cost
+    end
+  end
+  if #open > 0 then
+    local budget, done = p .. 'budget:' .. led, p .. 'settled:' .. led
+    redis.call('HINCRBY', budget, 'reserved', string.format('%d', -reserved))
+    redis.call('HINCRBY', budget, 'spent', string.format('%d', spent))
+    redis.call('HDEL', resv, unpack(open))
+    redis.call('HSET', done, unpack(settled))
+    redis.call('EXPIRE', done, ARGV[3])
+  end
 end
 return out
 """
@@ -519,8 +531,13 @@ while i <= #ARGV do
     out[#out + 1] = stored
   else
     local late = false
-    for k = first, last, 2 do
-      if redis.call('EXISTS', p .. 'claim:final:' .. ARGV[k]) == 1 then late = true break end
+    for k = first, last, 2000 do  -- the final claims of its decisions, 1,000 per EXISTS
+      local finals = {}
+      for m = k, math.min(k + 1998, last), 2 do finals[#finals + 1] = p .. 'claim:final:' .. ARGV[m] end
+      if redis.call('EXISTS', unpack(finals)) > 0 then
+        late = true
+        break
+      end
     end
     if late then
       redis.call('SET', claim, ARGV[i + 2], 'EX', ttl)

@@ -41,7 +41,8 @@ each. Hot paths cost a fixed number of round trips per batch, not per item:
 - decide batch: ``DECIDE_CONTEXTS`` (identity, last touches, budget, stored decision of every
   impression; one msgpack reply), then ``RESERVE_AND_PUT`` per budget period, pipelined (atomic,
   greedy in order: a request's imps share one check; each decision stored with its reservation);
-- stream batch: ``ADVANCE_WATERMARK`` ×partitions (pipelined), ``MGET`` of decisions,
+- stream batch: ``ADVANCE_WATERMARK`` ×partitions (pipelined), ``MGET`` of decisions (``EXISTS``
+  counts for impressions, ``MISSING_DECISIONS`` only when short),
   ``RECORD_RESULTS`` (settle + touch + window + claim, atomic per result, 50 per call),
   ``JOIN_CONTEXTS`` / ``RECORD_JOINS`` / ``RECORD_CLICKS`` (50 per call), ``PARK`` (500 per call);
 - user DB (``ProfileStore``): ``SCAN`` (``MATCH`` each key kind that names a person, ``COUNT`` 10 ×
@@ -296,12 +297,23 @@ class RedisStore:
                 for i, v in zip(ids, raw, strict=True) if v is not None}
 
     async def stored_decisions(self, ids: Sequence[str]) -> set[str]:
-        calls: list[tuple[str, list[str], list[Any]]] = [
-            ("MISSING_DECISIONS", [], [self._p.encode(), *(i.encode() for i in ids[k:k + _CONTEXT_CHUNK])])
-            for k in range(0, len(ids), _CONTEXT_CHUNK)]
-        res = await self._pipelined("stored_decisions", calls) if calls else []
-        missing = {k * _CONTEXT_CHUNK + int(j) - 1 for k, chunk in enumerate(res) for j in chunk}
-        return {i for n, i in enumerate(ids) if n not in missing}
+        # One native EXISTS per chunk counts the stored ones (a script's redis.call per id costs
+        # Redis more than the check); only a chunk found short asks which (MISSING_DECISIONS).
+        chunks = [ids[k:k + _CONTEXT_CHUNK] for k in range(0, len(ids), _CONTEXT_CHUNK)]
+        if not chunks:
+            return set()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for chunk in chunks:
+                    pipe.exists(*(f"{self._p}dec:{i}" for i in chunk))
+                counts = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"checking decisions failed: {exc}") from exc
+        short = [c for c, n in zip(chunks, counts, strict=True) if n < len(c)]
+        res = await self._pipelined("stored_decisions", [
+            ("MISSING_DECISIONS", [], [self._p.encode(), *(i.encode() for i in c)]) for c in short]) if short else []
+        missing = {c[int(j) - 1] for c, got in zip(short, res, strict=True) for j in got}
+        return {i for i in ids if i not in missing}
 
     # --- budget ----------------------------------------------------------------------------
     def _budget_key(self, campaign: str, period: int) -> str:

@@ -241,6 +241,9 @@ async def test_stored_decisions_are_checked_by_id(store: StateStore) -> None:
     many = [f"m:{k}" for k in range(2_100)]  # across the Redis adapter's chunks of ids
     many[999], many[1000], many[2001] = "e:0", "e:1", "e:2"
     assert await store.stored_decisions(many) == {"e:0", "e:1", "e:2"}
+    stored = [f"f:{k}" for k in range(1_100)]  # a first chunk all stored, a second one short
+    await store.reserve_and_put("c", [DecisionDraft(_decision(i), 0, 0) for i in stored], TTL)
+    assert await store.stored_decisions([*stored, "nope", stored[5]]) == set(stored)
 
 
 async def test_claims_are_put_if_absent_and_read_back(store: StateStore) -> None:
@@ -343,6 +346,12 @@ async def test_joins_apply_once_with_their_credits_and_late_ones_credit_nothing(
     late = JoinEffect("conv:y", b"J2", b"LATE", "y", [("t1", 5)])
     assert await store.record_joins([late], TTL) == [(True, b"LATE")]
     assert await store.credits_many(["t1"]) == [{"x": 700}]
+    # ... whichever of its credited decisions is final, among many
+    many = [(f"o{k}", 1) for k in range(1_500)]
+    late_last = JoinEffect("conv:w", b"J3", b"LATE", "w", [*many, ("t1", 5)])
+    assert await store.record_joins([late_last, JoinEffect("conv:v", b"J4", b"LATE", "v", many)], TTL) == [
+        (True, b"LATE"), (True, b"J4")]
+    assert await store.credits_many(["t1", "o1499"]) == [{"x": 700}, {"v": 1}]
     [none] = await store.join_contexts([JoinQuery("conv:z", None, None, 0)])
     assert none == (None, "", [])
     [user] = await store.join_contexts([JoinQuery("conv:u", "alice", "devJ", 0)])  # the user wins over the device
