@@ -177,6 +177,39 @@ async def _in_processes(k: int, n: int, redis: RedisServer, broker: TansuBroker)
                              "conversions_joined": sum(d["conversions_joined"] for d in done)}}
 
 
+def _print_commandstats(stats: dict[str, dict[str, float]], events: int) -> None:
+    """Redis's time per command since the worker started (``INFO commandstats``; scripts' inner
+    commands count both on their own lines and inside ``evalsha``), largest first, to stderr."""
+    rows = sorted(stats.items(), key=lambda kv: -kv[1]["usec"])
+    total = sum(v["usec"] for k, v in rows if not k.startswith("cmdstat_eval"))
+    print(f"{'command':<28} {'calls':>8} {'ms':>8} {'µs/call':>8} {'µs/event':>9}", file=sys.stderr)
+    for name, v in rows:
+        print(f"{name.removeprefix('cmdstat_'):<28} {int(v['calls']):>8} {v['usec'] / 1e3:>8.1f} "
+              f"{v['usec_per_call']:>8.2f} {v['usec'] / events:>9.2f}", file=sys.stderr)
+    print(f"{'(commands, scripts excluded)':<28} {'':>8} {total / 1e3:>8.1f}", file=sys.stderr)
+
+
+def _print_scripts(log: list[dict[str, object]], events: int) -> None:
+    """Redis's time per script (the slow log, every command logged), largest first, to stderr."""
+    import hashlib
+
+    from agent_service.adapters import redis_identity, redis_lua
+    names = {hashlib.sha1(getattr(redis_lua, k).encode()).hexdigest(): k for k in redis_lua.__all__}
+    names.update({hashlib.sha1(getattr(redis_identity, k).encode()).hexdigest(): "identity" + k
+                  for k in ("_ADD", "_REVOKE", "_RESOLVE")})
+    by: dict[str, list[int]] = {}
+    for entry in log:
+        command = entry["command"]
+        words = (command.decode(errors="replace") if isinstance(command, bytes) else str(command)).split(" ", 2)
+        if words[0].lower() == "evalsha":
+            row = by.setdefault(names.get(words[1], words[1][:12]), [0, 0])
+            row[0] += 1
+            row[1] += int(entry["duration"])  # type: ignore[call-overload]
+    print(f"{'script':<28} {'calls':>8} {'ms':>8} {'µs/call':>8} {'µs/event':>9}", file=sys.stderr)
+    for name, (calls, us) in sorted(by.items(), key=lambda kv: -kv[1][1]):
+        print(f"{name:<28} {calls:>8} {us / 1e3:>8.1f} {us / calls:>8.1f} {us / events:>9.2f}", file=sys.stderr)
+
+
 async def main(n: int, runtime: str) -> dict[str, object]:
     rng = random.Random(1)
     with RedisServer() as redis, TansuBroker() as broker:
@@ -229,6 +262,11 @@ async def main(n: int, runtime: str) -> dict[str, object]:
             profile = cProfile.Profile()
             profile.enable()
         servers = {"redis": redis.proc.pid, "broker": broker.proc.pid}  # type: ignore[union-attr]
+        if "--commandstats" in sys.argv:  # every command into the slow log too: time per script
+            await store.redis.config_resetstat()
+            await store.redis.config_set("slowlog-log-slower-than", 0)
+            await store.redis.config_set("slowlog-max-len", 1_000_000)
+            await store.redis.slowlog_reset()
         await app.start()
         cpu0 = time.process_time()
         server0 = {k: _proc_cpu(pid) for k, pid in servers.items()}
@@ -255,6 +293,10 @@ async def main(n: int, runtime: str) -> dict[str, object]:
                     profile.dump_stats(sys.argv[sys.argv.index("--profile-out") + 1])
                 pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(30)
         await graph.close()
+        if "--commandstats" in sys.argv:
+            await store.redis.config_set("slowlog-log-slower-than", -1)
+            _print_commandstats(await store.redis.info("commandstats"), events)
+            _print_scripts(await store.redis.slowlog_get(1_000_000), events)
         ledger = await store.budget(CAMPAIGN, T0 // DAY)
         joined = Metrics.value(metrics.conversions_joined)
         await store.stop()
@@ -300,6 +342,8 @@ if __name__ == "__main__":
     ap.add_argument("--processes", default="", metavar="K,K",
                     help="also run batch workers in K processes each (fresh topics and keys), e.g. 1,2")
     ap.add_argument("--sizes", action="store_true", help="print handler calls per topic: batch sizes, ms")
+    ap.add_argument("--commandstats", action="store_true",
+                    help="print Redis INFO commandstats of the worker's run (reset as it starts; to stderr)")
     args = ap.parse_args()
     _PROCESSES.extend(int(k) for k in args.processes.split(",") if k)
     print(json.dumps(event_loop.run(main(args.decisions, args.runtime), GaelpConfig().serve.event_loop)))  # serve's loop

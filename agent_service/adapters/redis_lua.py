@@ -14,7 +14,7 @@ __all__ = [
     "JOIN_CONTEXTS",
     "MISSING_DECISIONS",
     "PARK",
-    "RECORD_CLICK",
+    "RECORD_CLICKS",
     "RECORD_JOINS",
     "RECORD_RESULTS",
     "DECIDE_CONTEXTS",
@@ -185,7 +185,8 @@ return {cmsgpack.pack(out), unpack(stored)}
 # person's journey to the new one, and so does its share of the old person's profile
 # (ctxdev:<device>:<old>): its bucket counts and activity (``shift``) are subtracted from
 # ctx:<old> (buckets at 0 removed, the hash deleted when none is left) and added to ctx:<new> and
-# ctxdev:<device>:<new>. Returns how many devices changed person.
+# ctxdev:<device>:<new>. The moved touches' scores, click marks and writes go in one command each
+# (per 500). Returns how many devices changed person.
 ASSIGN_IDENTITIES = _PROFILE + """
 local p, idttl, jttl, half = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function move_profile(dev, old, new)
@@ -214,6 +215,17 @@ local function move_profile(dev, old, new)
   end
   redis.call('DEL', from)
 end
+-- Whether a stored touch (msgspec JSON: no spaces, nothing escaped in a device id of plain
+-- characters) is the device's, without decoding it when its text settles it: one whose text
+-- does not hold the id at all is not, one that holds the "device_id":"<id>" member is.
+local function own(raw, dev)
+  if string.find(dev, '^[%w%-_.:~]+$') then
+    if not string.find(raw, dev, 1, true) then return false end
+    if string.find(raw, '"device_id":"' .. dev .. '"', 1, true) then return true end
+  end
+  local ok, t = pcall(cjson.decode, raw)
+  return ok and type(t) == 'table' and t.device_id == dev
+end
 local changed = 0
 for i = 5, #ARGV, 3 do
   local dev, person, conf = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -229,21 +241,34 @@ for i = 5, #ARGV, 3 do
     local sidx, sdat, scl = p .. 'jidx:' .. old, p .. 'jdata:' .. old, p .. 'jclick:' .. old
     local didx, ddat, dcl = p .. 'jidx:' .. new, p .. 'jdata:' .. new, p .. 'jclick:' .. new
     local all = redis.call('HGETALL', sdat)
-    local moved = {}
+    local moved, data = {}, {}
     for k = 1, #all, 2 do
-      local ok, t = pcall(cjson.decode, all[k + 1])
-      if ok and type(t) == 'table' and t.device_id == dev then
-        local id = all[k]
-        moved[#moved + 1] = id
-        local score = redis.call('ZSCORE', sidx, id)
-        if score then redis.call('ZADD', didx, score, id) end
-        redis.call('HSET', ddat, id, all[k + 1])
-        if redis.call('HEXISTS', scl, id) == 1 then redis.call('HSET', dcl, id, '1') end
+      if own(all[k + 1], dev) then
+        moved[#moved + 1] = all[k]
+        data[#data + 1] = all[k]
+        data[#data + 1] = all[k + 1]
       end
     end
     if #moved > 0 then
       for k = 1, #moved, 500 do
-        local part = {unpack(moved, k, math.min(k + 499, #moved))}
+        local last = math.min(k + 499, #moved)
+        local part = {unpack(moved, k, last)}
+        local scores = redis.call('ZMSCORE', sidx, unpack(part))
+        local clicked = redis.call('HMGET', scl, unpack(part))
+        local z, c = {}, {}
+        for j = 1, #part do
+          if scores[j] then
+            z[#z + 1] = scores[j]
+            z[#z + 1] = part[j]
+          end
+          if clicked[j] then
+            c[#c + 1] = part[j]
+            c[#c + 1] = '1'
+          end
+        end
+        if #z > 0 then redis.call('ZADD', didx, unpack(z)) end
+        redis.call('HSET', ddat, unpack(data, 2 * k - 1, 2 * last))
+        if #c > 0 then redis.call('HSET', dcl, unpack(c)) end
         redis.call('ZREM', sidx, unpack(part))
         redis.call('HDEL', sdat, unpack(part))
         redis.call('HDEL', scl, unpack(part))
@@ -308,11 +333,17 @@ end
 return out
 """
 
-# KEYS: parked zset, parked data hash. ARGV: id, event time, payload.
+# KEYS: parked zset, parked data hash. ARGV: per item id, event time, payload. Parks each item
+# whose id is not parked yet (one ZADD for the chunk).
 PARK = """
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3]) == 1 then
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local due = {}
+for i = 1, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
+    due[#due + 1] = ARGV[i + 1]
+    due[#due + 1] = ARGV[i]
+  end
 end
+if #due > 0 then redis.call('ZADD', KEYS[1], unpack(due)) end
 return 1
 """
 
@@ -329,81 +360,130 @@ return 1
 # was a tenth of a stream worker's Redis traffic for nothing).
 
 # A chunk of auction results in one call (fewer, larger commands: the Python client's per-command
-# cost dominates), each in one step: settle its reservation; when won, store its touch on the
-# journey of the person its device resolves to (dropping touches older than the journey ttl) and
-# open its window; claim. The ledger writes of the chunk are summed per ledger and written once at
-# the end (Redis's own time goes mostly to each redis.call, not to the command it runs; the script
-# is atomic, and a result repeated in the chunk finds its claim first). Keys are derived from the
-# prefix (standalone Redis only). ARGV: prefix, claim ttl, settled ttl, then per result 11 fields:
-# claim key, device id, payload, ledger suffix (campaign:period), decision id, cost, has touch
-# (0/1), touch time, touch json, drop-before ms, window close ms. Returns {applied, payload, ...}.
+# cost dominates), each in one step: claim; settle its reservation; when won, store its touch on
+# the journey of the person its device resolves to and open its window. Redis's own time goes
+# mostly to each redis.call (Lua glue and argument copies), not to the command it runs, so the
+# script is atomic and does once per chunk what need not be done per result: open reservations
+# read in one HMGET and settled in one write each per ledger, one person lookup per device, old touches dropped (those before the latest
+# drop-before of the person's touches in the chunk) and TTLs set once per journey, windows opened
+# in one ZADD. The claim is taken first with SET NX GET (a result repeated in the chunk finds it);
+# an open reservation needs no check of the settled hash (settling removes it, and a settled id is
+# never reserved again). Keys are derived from the prefix (standalone Redis only). ARGV: prefix,
+# claim ttl, settled ttl, then per result 11 fields: claim key, device id, payload, ledger suffix
+# (campaign:period), decision id, cost, has touch (0/1), touch time, touch json, drop-before ms,
+# window close ms. Returns {applied, payload, ...}.
 RECORD_RESULTS = """
-local p = ARGV[1]
-local out, ledgers, order = {}, {}, {}
+local p, ttl = ARGV[1], ARGV[2]
+local out, ledgers, order, persons, journeys, jorder, windows = {}, {}, {}, {}, {}, {}, {}
 for i = 4, #ARGV, 11 do
-  local claim = p .. 'claim:' .. ARGV[i]
-  local stored = redis.call('GET', claim)
+  local stored = redis.call('SET', p .. 'claim:' .. ARGV[i], ARGV[i + 2], 'NX', 'GET', 'EX', ttl)
   if stored then
     out[#out + 1] = 0
     out[#out + 1] = stored
   else
     local id, led = ARGV[i + 4], ARGV[i + 3]
-    if redis.call('HEXISTS', p .. 'settled:' .. led, id) == 0 then
-      local a = redis.call('HGET', p .. 'resv:' .. led, id)
-      if a then
-        local l = ledgers[led]
-        if not l then
-          l = {reserved = 0, spent = 0, ids = {}, settled = {}}
-          ledgers[led] = l
-          order[#order + 1] = led
-        end
-        l.reserved = l.reserved + tonumber(a)
-        l.spent = l.spent + tonumber(ARGV[i + 5])
-        l.ids[#l.ids + 1] = id
-        l.settled[#l.settled + 1] = id
-        l.settled[#l.settled + 1] = ARGV[i + 5]
-      end
+    local l = ledgers[led]
+    if not l then
+      l = {ids = {}, at = {}, seen = {}}
+      ledgers[led] = l
+      order[#order + 1] = led
+    end
+    if not l.seen[id] then
+      l.seen[id] = true
+      l.ids[#l.ids + 1] = id
+      l.at[#l.at + 1] = i
     end
     if ARGV[i + 6] == '1' then
-      local person = redis.call('HGET', p .. 'id:dev:' .. ARGV[i + 1], 'person') or ('d:' .. ARGV[i + 1])
-      local idx, dat = p .. 'jidx:' .. person, p .. 'jdata:' .. person
-      redis.call('ZADD', idx, ARGV[i + 7], id)
-      redis.call('HSET', dat, id, ARGV[i + 8])
-      local old = redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. ARGV[i + 9])
-      if #old > 0 then
-        redis.call('ZREM', idx, unpack(old))
-        redis.call('HDEL', dat, unpack(old))
+      local dev = ARGV[i + 1]
+      local person = persons[dev]
+      if not person then
+        person = redis.call('HGET', p .. 'id:dev:' .. dev, 'person') or ('d:' .. dev)
+        persons[dev] = person
       end
-      redis.call('EXPIRE', idx, ARGV[2])
-      redis.call('EXPIRE', dat, ARGV[2])
-      redis.call('ZADD', p .. 'windows', ARGV[i + 10], id)
+      local j = journeys[person]
+      if not j then
+        j = {idx = p .. 'jidx:' .. person, dat = p .. 'jdata:' .. person, drop = tonumber(ARGV[i + 9])}
+        journeys[person] = j
+        jorder[#jorder + 1] = j
+      else
+        j.drop = math.max(j.drop, tonumber(ARGV[i + 9]))
+      end
+      redis.call('ZADD', j.idx, ARGV[i + 7], id)
+      redis.call('HSET', j.dat, id, ARGV[i + 8])
+      windows[#windows + 1] = ARGV[i + 10]
+      windows[#windows + 1] = id
     end
-    redis.call('SET', claim, ARGV[i + 2], 'EX', ARGV[2])
     out[#out + 1] = 1
     out[#out + 1] = ''
   end
 end
+for _, j in ipairs(jorder) do
+  local old = redis.call('ZRANGEBYSCORE', j.idx, '-inf', '(' .. string.format('%d', j.drop))
+  if #old > 0 then
+    redis.call('ZREM', j.idx, unpack(old))
+    redis.call('HDEL', j.dat, unpack(old))
+  end
+  redis.call('EXPIRE', j.idx, ttl)
+  redis.call('EXPIRE', j.dat, ttl)
+end
+if #windows > 0 then redis.call('ZADD', p .. 'windows', unpack(windows)) end
 for _, led in ipairs(order) do
-  local l, budget, settled = ledgers[led], p .. 'budget:' .. led, p .. 'settled:' .. led
-  redis.call('HINCRBY', budget, 'reserved', string.format('%d', -l.reserved))
-  redis.call('HINCRBY', budget, 'spent', string.format('%d', l.spent))
-  redis.call('HDEL', p .. 'resv:' .. led, unpack(l.ids))
-  redis.call('HSET', settled, unpack(l.settled))
-  redis.call('EXPIRE', settled, ARGV[3])
+  local l, resv = ledgers[led], p .. 'resv:' .. led
+  local amounts = redis.call('HMGET', resv, unpack(l.ids))
+  local reserved, spent, open, settled = 0, 0, {}, {}
+  for k = 1, #l.ids do
+    if amounts[k] then
+      local cost = ARGV[l.at[k] + 5]
+      reserved = reserved + tonumber(amounts[k])
+      spent = spent + tonumber(cost)
+      open[#open + 1] = l.ids[k]
+      settled[#settled + 1] = l.ids[k]
+      settled[#settled + 1] = cost
+    end
+  end
+  if #open > 0 then
+    local budget, done = p .. 'budget:' .. led, p .. 'settled:' .. led
+    redis.call('HINCRBY', budget, 'reserved', string.format('%d', -reserved))
+    redis.call('HINCRBY', budget, 'spent', string.format('%d', spent))
+    redis.call('HDEL', resv, unpack(open))
+    redis.call('HSET', done, unpack(settled))
+    redis.call('EXPIRE', done, ARGV[3])
+  end
 end
 return out
 """
 
-# KEYS: claim key, device hash. ARGV: prefix, device id, decision id, payload, ttl.
-RECORD_CLICK = """
-local stored = redis.call('GET', KEYS[1])
-if stored then return {0, stored} end
-local person = redis.call('HGET', KEYS[2], 'person') or ('d:' .. ARGV[2])
-local key = ARGV[1] .. 'jclick:' .. person
-redis.call('HSET', key, ARGV[3], '1')
-redis.call('EXPIRE', key, ARGV[5])
-redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[5])
-return {1, ''}
+# A chunk of clicks in one call (as RECORD_RESULTS), each in one step with its claim: the click
+# marked on the journey of the person its device resolves to (one lookup per device, the TTL set
+# once per journey). ARGV: prefix, ttl, then per click 4 fields: claim key, device id, decision
+# id, payload. Returns {applied, payload, ...}.
+RECORD_CLICKS = """
+local p, ttl = ARGV[1], ARGV[2]
+local out, persons, marked, keys = {}, {}, {}, {}
+for i = 3, #ARGV, 4 do
+  local stored = redis.call('SET', p .. 'claim:' .. ARGV[i], ARGV[i + 3], 'NX', 'GET', 'EX', ttl)
+  if stored then
+    out[#out + 1] = 0
+    out[#out + 1] = stored
+  else
+    local dev = ARGV[i + 1]
+    local person = persons[dev]
+    if not person then
+      person = redis.call('HGET', p .. 'id:dev:' .. dev, 'person') or ('d:' .. dev)
+      persons[dev] = person
+    end
+    local key = p .. 'jclick:' .. person
+    redis.call('HSET', key, ARGV[i + 2], '1')
+    if not marked[key] then
+      marked[key] = true
+      keys[#keys + 1] = key
+    end
+    out[#out + 1] = 1
+    out[#out + 1] = ''
+  end
+end
+for _, key in ipairs(keys) do redis.call('EXPIRE', key, ttl) end
+return out
 """
 
 # Conversions' join contexts, a chunk per call (as RECORD_RESULTS: the client's per-command cost
@@ -451,8 +531,13 @@ while i <= #ARGV do
     out[#out + 1] = stored
   else
     local late = false
-    for k = first, last, 2 do
-      if redis.call('EXISTS', p .. 'claim:final:' .. ARGV[k]) == 1 then late = true break end
+    for k = first, last, 2000 do  -- the final claims of its decisions, 1,000 per EXISTS
+      local finals = {}
+      for m = k, math.min(k + 1998, last), 2 do finals[#finals + 1] = p .. 'claim:final:' .. ARGV[m] end
+      if redis.call('EXISTS', unpack(finals)) > 0 then
+        late = true
+        break
+      end
     end
     if late then
       redis.call('SET', claim, ARGV[i + 2], 'EX', ttl)

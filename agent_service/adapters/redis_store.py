@@ -41,9 +41,10 @@ each. Hot paths cost a fixed number of round trips per batch, not per item:
 - decide batch: ``DECIDE_CONTEXTS`` (identity, last touches, budget, stored decision of every
   impression; one msgpack reply), then ``RESERVE_AND_PUT`` per budget period, pipelined (atomic,
   greedy in order: a request's imps share one check; each decision stored with its reservation);
-- stream batch: ``ADVANCE_WATERMARK`` ×partitions (pipelined), ``MGET`` of decisions,
+- stream batch: ``ADVANCE_WATERMARK`` ×partitions (pipelined), ``MGET`` of decisions (``EXISTS``
+  counts for impressions, ``MISSING_DECISIONS`` only when short),
   ``RECORD_RESULTS`` (settle + touch + window + claim, atomic per result, 50 per call),
-  ``JOIN_CONTEXTS`` / ``RECORD_JOINS`` (50 per call), ``RECORD_CLICK`` / ``PARK`` pipelined;
+  ``JOIN_CONTEXTS`` / ``RECORD_JOINS`` / ``RECORD_CLICKS`` (50 per call), ``PARK`` (500 per call);
 - user DB (``ProfileStore``): ``SCAN`` (``MATCH`` each key kind that names a person, ``COUNT`` 10 ×
   the batch size), then one read-only ``EXPORT_PROFILES`` per batch; ``IMPORT_PROFILES`` (100
   persons per call, pipelined), each person replaced in one atomic step;
@@ -98,6 +99,8 @@ __all__ = ["RedisStore"]
 
 _CHUNK = 50
 """Items per batched write script call."""
+_PARK_CHUNK = 500
+"""Conversions per PARK call (Lua's unpack() has a stack limit)."""
 _CONTEXT_CHUNK = 1_000
 """Impressions per DECIDE_CONTEXTS call."""
 _touch_dec = msgspec.json.Decoder(Touch)
@@ -294,12 +297,23 @@ class RedisStore:
                 for i, v in zip(ids, raw, strict=True) if v is not None}
 
     async def stored_decisions(self, ids: Sequence[str]) -> set[str]:
-        calls: list[tuple[str, list[str], list[Any]]] = [
-            ("MISSING_DECISIONS", [], [self._p.encode(), *(i.encode() for i in ids[k:k + _CONTEXT_CHUNK])])
-            for k in range(0, len(ids), _CONTEXT_CHUNK)]
-        res = await self._pipelined("stored_decisions", calls) if calls else []
-        missing = {k * _CONTEXT_CHUNK + int(j) - 1 for k, chunk in enumerate(res) for j in chunk}
-        return {i for n, i in enumerate(ids) if n not in missing}
+        # One native EXISTS per chunk counts the stored ones (a script's redis.call per id costs
+        # Redis more than the check); only a chunk found short asks which (MISSING_DECISIONS).
+        chunks = [ids[k:k + _CONTEXT_CHUNK] for k in range(0, len(ids), _CONTEXT_CHUNK)]
+        if not chunks:
+            return set()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for chunk in chunks:
+                    pipe.exists(*(f"{self._p}dec:{i}" for i in chunk))
+                counts = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"checking decisions failed: {exc}") from exc
+        short = [c for c, n in zip(chunks, counts, strict=True) if n < len(c)]
+        res = await self._pipelined("stored_decisions", [
+            ("MISSING_DECISIONS", [], [self._p.encode(), *(i.encode() for i in c)]) for c in short]) if short else []
+        missing = {c[int(j) - 1] for c, got in zip(short, res, strict=True) for j in got}
+        return {i for i in ids if i not in missing}
 
     # --- budget ----------------------------------------------------------------------------
     def _budget_key(self, campaign: str, period: int) -> str:
@@ -390,11 +404,14 @@ class RedisStore:
         return [(True, e.payload) if flat[2 * k] else (False, bytes(flat[2 * k + 1])) for k, e in enumerate(effects)]
 
     async def record_clicks(self, effects: Sequence[ClickEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
-        p = self._p
-        res = await self._pipelined("record_clicks", [
-            ("RECORD_CLICK", [f"{p}claim:{e.claim_key}", f"{p}id:dev:{e.device_id}"],
-             [p, e.device_id, e.decision_id, e.payload, ttl_s]) for e in effects])
-        return [(True, e.payload) if a else (False, bytes(x)) for e, (a, x) in zip(effects, res, strict=True)]
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        for k in range(0, len(effects), _CHUNK):
+            args: list[Any] = [self._p.encode(), b"%d" % ttl_s]
+            for e in effects[k:k + _CHUNK]:
+                args += [e.claim_key.encode(), e.device_id.encode(), e.decision_id.encode(), e.payload]
+            calls.append(("RECORD_CLICKS", [], args))
+        flat = [x for chunk in await self._pipelined("record_clicks", calls) for x in chunk]
+        return [(True, e.payload) if flat[2 * k] else (False, bytes(flat[2 * k + 1])) for k, e in enumerate(effects)]
 
     async def join_contexts(self, queries: Sequence[JoinQuery]) -> list[JoinContext]:
         calls: list[tuple[str, list[str], list[Any]]] = []
@@ -466,7 +483,9 @@ class RedisStore:
 
     async def park_many(self, items: Sequence[tuple[str, int, bytes]]) -> None:
         keys = [f"{self._p}parked", f"{self._p}parked:data"]
-        await self._pipelined("park_many", [("PARK", keys, [i, t, payload]) for i, t, payload in items])
+        await self._pipelined("park_many", [
+            ("PARK", keys, [x for i, t, payload in items[k:k + _PARK_CHUNK] for x in (i, t, payload)])
+            for k in range(0, len(items), _PARK_CHUNK)])
 
     async def due_parked(self, until_ms: int, limit: int) -> list[tuple[str, bytes]]:
         try:

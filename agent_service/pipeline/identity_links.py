@@ -3,7 +3,8 @@
 Per batch of (pseudonymised) ``IdentityLink`` records, in a fixed number of round trips:
 
 1. read, from the state store, the current person of every device the batch names and every
-   device assigned to that person (and, for links citing an IP, the devices seen behind it);
+   device assigned to that person (and, for links citing an IP, the devices seen behind it),
+   while step 2 runs (the graph's keys are not the store's);
 2. apply the links to the :class:`~agent_service.identity.port.IdentityGraph` in order —
    logins merge at once; probabilistic links merge only at or above ``join.identity_min_score``;
    merges that would exceed ``identity.max_component_nodes`` are refused; an IP seen on more
@@ -39,6 +40,7 @@ person's next link); ``gaelp serve`` runs one identity agent per process.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -122,11 +124,17 @@ class IdentityLinks:
         for link in links:
             if link.ip and link.kind == "probabilistic":
                 by_ip.setdefault(link.ip, []).extend(d for d in (link.device_id, link.other_device_id) if d)
-        ip_members = dict(zip(by_ip, await self.store.ip_devices(
-            [(ip, _unique(devs)) for ip, devs in by_ip.items()], self.cfg.identity.max_ip_devices + 1),
-            strict=True)) if by_ip else {}
-        before = await self.store.identity_peers(endpoints)
-        statuses = await self._apply(links)
+
+        async def read() -> tuple[dict[str, list[str]], list[tuple[str, list[str]]]]:
+            members = dict(zip(by_ip, await self.store.ip_devices(
+                [(ip, _unique(devs)) for ip, devs in by_ip.items()], self.cfg.identity.max_ip_devices + 1),
+                strict=True)) if by_ip else {}
+            return members, await self.store.identity_peers(endpoints)
+        # The store's reads and the graph's writes touch different keys: they overlap (the
+        # worker's side of one runs while Redis runs the other).
+        async with asyncio.TaskGroup() as group:
+            reading, applying = group.create_task(read()), group.create_task(self._apply(links))
+        (ip_members, before), statuses = reading.result(), applying.result()
         self.statuses.update(statuses)
         known = set(endpoints)
         more = _unique(d for link, st in zip(links, statuses, strict=True) if st == LinkStatus.IP_FANOUT and link.ip

@@ -241,6 +241,9 @@ async def test_stored_decisions_are_checked_by_id(store: StateStore) -> None:
     many = [f"m:{k}" for k in range(2_100)]  # across the Redis adapter's chunks of ids
     many[999], many[1000], many[2001] = "e:0", "e:1", "e:2"
     assert await store.stored_decisions(many) == {"e:0", "e:1", "e:2"}
+    stored = [f"f:{k}" for k in range(1_100)]  # a first chunk all stored, a second one short
+    await store.reserve_and_put("c", [DecisionDraft(_decision(i), 0, 0) for i in stored], TTL)
+    assert await store.stored_decisions([*stored, "nope", stored[5]]) == set(stored)
 
 
 async def test_claims_are_put_if_absent_and_read_back(store: StateStore) -> None:
@@ -278,6 +281,41 @@ async def test_record_results_settle_each_ledger_of_a_batch_once(store: StateSto
     assert not await store.settle("c", 3, "p3:1", 999)  # settled by its result
 
 
+async def test_a_chunk_of_new_and_redelivered_results_settles_and_stores_each_once(store: StateStore) -> None:
+    # More results than one script call takes, several per device and per ledger, some redelivered
+    # from an earlier call and some repeated in the same one: each applied once, its first payload kept.
+    for period in (7, 8):
+        await store.init_budget("c", period, 10**9)
+        await store.reserve_and_put("c", [_draft(f"k{period}:{k}", 1_000, period) for k in range(70)], TTL)
+    results = [_won(f"k{period}:{k}", f"devQ{k % 4}", 1_000 + k, close_ms=50_000 + k, cost=k + 1, period=period)
+               ._replace(payload=b"%d" % k) for k in range(70) for period in (7, 8)]
+    first = await store.record_results(results[:30], TTL)
+    assert first == [(True, b"%d" % (i // 2)) for i in range(30)]
+    again = [r._replace(payload=b"x", cost_micros=999) for r in results[:30]]
+    got = await store.record_results([*again[::3], *results[30:], *results[100:110]], TTL)
+    assert got == ([(False, b"%d" % (i // 2)) for i in range(0, 30, 3)] + [(True, b"%d" % (i // 2)) for i in range(30, 140)]
+                   + [(False, b"%d" % (i // 2)) for i in range(100, 110)])
+    for period in (7, 8):
+        assert await store.budget("c", period) == (10**9, sum(range(1, 71)), 0)
+    for q in range(4):
+        assert await _journey(store, f"d:devQ{q}") == sorted(
+            [(f"k{period}:{k}", False) for k in range(q, 70, 4) for period in (7, 8)],
+            key=lambda x: (int(x[0].split(":")[1]), x[0]))
+    assert len(await store.due_windows(10**6, 1_000)) == 140
+
+
+async def test_a_chunk_of_new_and_redelivered_clicks_marks_and_claims_each_once(store: StateStore) -> None:
+    await store.record_results([_won(f"q{k}", f"devV{k % 3}", k) for k in range(90)], TTL)
+    clicks = [ClickEffect(f"click:q{k}", b"%d" % k, f"devV{k % 3}", f"q{k}") for k in range(90)]
+    assert await store.record_clicks(clicks[:20:2], TTL) == [(True, b"%d" % k) for k in range(0, 20, 2)]
+    got = await store.record_clicks([c._replace(payload=b"x") for c in clicks[:40]] + clicks[40:] + clicks[85:], TTL)
+    assert got == ([(k % 2 == 1 and k < 20 or 20 <= k, b"x" if (k % 2 == 1 and k < 20 or 20 <= k) else b"%d" % k)
+                    for k in range(40)] + [(True, b"%d" % k) for k in range(40, 90)]
+                   + [(False, b"%d" % k) for k in range(85, 90)])
+    for d in range(3):
+        assert await _journey(store, f"d:devV{d}") == [(f"q{k}", True) for k in range(d, 90, 3)]
+
+
 async def test_journeys_are_ordered_by_time_and_read_since_a_time(store: StateStore) -> None:
     await store.record_results([_won("d2", "devP", 2_000), _won("d1", "devP", 1_000), _won("d3", "devP", 1_000)], TTL)
     assert await _journey(store, "d:devP") == [("d1", False), ("d3", False), ("d2", False)]
@@ -308,6 +346,12 @@ async def test_joins_apply_once_with_their_credits_and_late_ones_credit_nothing(
     late = JoinEffect("conv:y", b"J2", b"LATE", "y", [("t1", 5)])
     assert await store.record_joins([late], TTL) == [(True, b"LATE")]
     assert await store.credits_many(["t1"]) == [{"x": 700}]
+    # ... whichever of its credited decisions is final, among many
+    many = [(f"o{k}", 1) for k in range(1_500)]
+    late_last = JoinEffect("conv:w", b"J3", b"LATE", "w", [*many, ("t1", 5)])
+    assert await store.record_joins([late_last, JoinEffect("conv:v", b"J4", b"LATE", "v", many)], TTL) == [
+        (True, b"LATE"), (True, b"J4")]
+    assert await store.credits_many(["t1", "o1499"]) == [{"x": 700}, {"v": 1}]
     [none] = await store.join_contexts([JoinQuery("conv:z", None, None, 0)])
     assert none == (None, "", [])
     [user] = await store.join_contexts([JoinQuery("conv:u", "alice", "devJ", 0)])  # the user wins over the device
@@ -351,6 +395,14 @@ async def test_parked_items_keep_their_first_payload_and_come_due_by_event_time(
     await store.unpark([])
 
 
+async def test_many_parked_items_park_once_each_across_calls(store: StateStore) -> None:
+    items = [(f"m{k}", 1_000 - k, b"%d" % k) for k in range(1_200)]
+    await store.park_many(items[:300])
+    await store.park_many([(i, t, b"dup") for i, t, _ in items[:600]] + items[600:])
+    first = [(i, b"dup" if 300 <= k < 600 else p) for k, (i, _, p) in enumerate(items)]  # 300-599: first parked as dup
+    assert await store.due_parked(10**6, 2_000) == first[::-1]
+
+
 async def test_watermarks_only_rise(store: StateStore) -> None:
     await store.advance_watermarks("t", {0: 5, 1: 9})
     await store.advance_watermarks("t", {0: 3, 2: 1})
@@ -389,6 +441,19 @@ async def test_a_device_takes_its_own_touches_and_clicks_across_merges_and_split
     assert await _journey(store, "d:devB") == [("y1", False)]
     assert (await _seen(store, "devB")).identity == ("d:devB", 1.0, 1)
     assert (await _seen(store, "devA")).identity.device_count == 1
+
+
+async def test_a_leaving_device_takes_only_its_own_touches_whatever_its_id(store: StateStore) -> None:
+    # Ids that hold one another ("dv" in "dv1") or characters a JSON string escapes: a touch is the
+    # device's by its device_id, not by any text it contains.
+    devices = ["dv", "dv1", "x-dv", 'd"q \\é']
+    assert await store.assign_identities([IdentityAssignment(d, "bob", 1.0) for d in devices], TTL) == 4
+    await store.record_results([_won(f"z{k}", devices[k % 4], 10 + k) for k in range(600)], TTL)
+    await store.record_clicks([ClickEffect(f"click:z{k}", b"C", devices[k % 4], f"z{k}") for k in range(0, 600, 5)], TTL)
+    for i, d in enumerate(devices):  # "dv" leaves first, while "dv1" and "x-dv" stay
+        assert await store.assign_identities([IdentityAssignment(d, None, 1.0)], TTL) == 1
+        assert await _journey(store, f"d:{d}") == [(f"z{k}", k % 5 == 0) for k in range(i, 600, 4)]
+    assert await _journey(store, "bob") == []
 
 
 # The context profile follows its devices across identity merges and splits.
