@@ -132,9 +132,15 @@ class IdentityLinks:
             return members, await self.store.identity_peers(endpoints)
         # The store's reads and the graph's writes touch different keys: they overlap (the
         # worker's side of one runs while Redis runs the other).
-        async with asyncio.TaskGroup() as group:
-            reading, applying = group.create_task(read()), group.create_task(self._apply(links))
-        (ip_members, before), statuses = reading.result(), applying.result()
+        # Not a TaskGroup: its ExceptionGroup would hide the StoreError the stream's retry expects.
+        reading = asyncio.ensure_future(read())
+        try:
+            statuses = await self._apply(links)
+        except BaseException:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            raise
+        ip_members, before = await reading
         self.statuses.update(statuses)
         known = set(endpoints)
         more = _unique(d for link, st in zip(links, statuses, strict=True) if st == LinkStatus.IP_FANOUT and link.ip
