@@ -359,6 +359,30 @@ return 1
 # the payload empty when applied (the caller sent it: echoing ~4 KB of experience per event back
 # was a tenth of a stream worker's Redis traffic for nothing).
 
+# Shared by the chunked effect scripts (prepended to each): take an effect's claim, or return the
+# payload a first delivery stored; the person a device resolves to, looked up once per chunk.
+_CHUNK_HELPERS = """
+local function claimed(out, key, payload, ttl)
+  local stored = redis.call('SET', key, payload, 'NX', 'GET', 'EX', ttl)
+  if stored then
+    out[#out + 1] = 0
+    out[#out + 1] = stored
+    return true
+  end
+  out[#out + 1] = 1
+  out[#out + 1] = ''
+  return false
+end
+local function person_of(p, persons, dev)
+  local person = persons[dev]
+  if not person then
+    person = redis.call('HGET', p .. 'id:dev:' .. dev, 'person') or ('d:' .. dev)
+    persons[dev] = person
+  end
+  return person
+end
+"""
+
 # A chunk of auction results in one call (fewer, larger commands: the Python client's per-command
 # cost dominates), each in one step: claim; settle its reservation; when won, store its touch on
 # the journey of the person its device resolves to and open its window. Redis's own time goes
@@ -372,15 +396,11 @@ return 1
 # claim ttl, settled ttl, then per result 11 fields: claim key, device id, payload, ledger suffix
 # (campaign:period), decision id, cost, has touch (0/1), touch time, touch json, drop-before ms,
 # window close ms. Returns {applied, payload, ...}.
-RECORD_RESULTS = """
+RECORD_RESULTS = _CHUNK_HELPERS + """
 local p, ttl = ARGV[1], ARGV[2]
 local out, ledgers, order, persons, journeys, jorder, windows = {}, {}, {}, {}, {}, {}, {}
 for i = 4, #ARGV, 11 do
-  local stored = redis.call('SET', p .. 'claim:' .. ARGV[i], ARGV[i + 2], 'NX', 'GET', 'EX', ttl)
-  if stored then
-    out[#out + 1] = 0
-    out[#out + 1] = stored
-  else
+  if not claimed(out, p .. 'claim:' .. ARGV[i], ARGV[i + 2], ttl) then
     local id, led = ARGV[i + 4], ARGV[i + 3]
     local l = ledgers[led]
     if not l then
@@ -394,12 +414,7 @@ for i = 4, #ARGV, 11 do
       l.at[#l.at + 1] = i
     end
     if ARGV[i + 6] == '1' then
-      local dev = ARGV[i + 1]
-      local person = persons[dev]
-      if not person then
-        person = redis.call('HGET', p .. 'id:dev:' .. dev, 'person') or ('d:' .. dev)
-        persons[dev] = person
-      end
+      local person = person_of(p, persons, ARGV[i + 1])
       local j = journeys[person]
       if not j then
         j = {idx = p .. 'jidx:' .. person, dat = p .. 'jdata:' .. person, drop = tonumber(ARGV[i + 9])}
@@ -413,8 +428,6 @@ for i = 4, #ARGV, 11 do
       windows[#windows + 1] = ARGV[i + 10]
       windows[#windows + 1] = id
     end
-    out[#out + 1] = 1
-    out[#out + 1] = ''
   end
 end
 for _, j in ipairs(jorder) do
@@ -457,29 +470,17 @@ return out
 # marked on the journey of the person its device resolves to (one lookup per device, the TTL set
 # once per journey). ARGV: prefix, ttl, then per click 4 fields: claim key, device id, decision
 # id, payload. Returns {applied, payload, ...}.
-RECORD_CLICKS = """
+RECORD_CLICKS = _CHUNK_HELPERS + """
 local p, ttl = ARGV[1], ARGV[2]
 local out, persons, marked, keys = {}, {}, {}, {}
 for i = 3, #ARGV, 4 do
-  local stored = redis.call('SET', p .. 'claim:' .. ARGV[i], ARGV[i + 3], 'NX', 'GET', 'EX', ttl)
-  if stored then
-    out[#out + 1] = 0
-    out[#out + 1] = stored
-  else
-    local dev = ARGV[i + 1]
-    local person = persons[dev]
-    if not person then
-      person = redis.call('HGET', p .. 'id:dev:' .. dev, 'person') or ('d:' .. dev)
-      persons[dev] = person
-    end
-    local key = p .. 'jclick:' .. person
+  if not claimed(out, p .. 'claim:' .. ARGV[i], ARGV[i + 3], ttl) then
+    local key = p .. 'jclick:' .. person_of(p, persons, ARGV[i + 1])
     redis.call('HSET', key, ARGV[i + 2], '1')
     if not marked[key] then
       marked[key] = true
       keys[#keys + 1] = key
     end
-    out[#out + 1] = 1
-    out[#out + 1] = ''
   end
 end
 for _, key in ipairs(keys) do redis.call('EXPIRE', key, ttl) end
