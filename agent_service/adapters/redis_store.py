@@ -60,8 +60,8 @@ Redis (or one hash slot), not a sharded cluster.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -99,6 +99,7 @@ __all__ = ["RedisStore"]
 
 _CHUNK = 50
 """Items per batched write script call."""
+_Claimed = TypeVar("_Claimed", ResultEffect, ClickEffect)
 _PARK_CHUNK = 500
 """Conversions per PARK call (Lua's unpack() has a stack limit)."""
 _CONTEXT_CHUNK = 1_000
@@ -386,31 +387,34 @@ class RedisStore:
 
     # --- batched effects: one pipeline per batch, one atomic script per item ------------------
     async def record_results(self, effects: Sequence[ResultEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
-        # Chunks of _CHUNK results per script call: few commands for the client, and Redis is
-        # never blocked by one script for long (the bid path shares it).
-        calls: list[tuple[str, list[str], list[Any]]] = []
         head = [self._p.encode(), str(ttl_s).encode(), str(3 * DAY_S).encode()]
-        for k in range(0, len(effects), _CHUNK):
-            args = list(head)
-            for e in effects[k:k + _CHUNK]:
-                t = e.touch
-                args += [e.claim_key.encode(), e.device_id.encode(), e.payload, f"{e.campaign}:{e.period}".encode(),
-                         e.decision_id.encode(), b"%d" % e.cost_micros, b"0" if t is None else b"1",
-                         b"0" if t is None else b"%d" % t.event_time, b"" if t is None else _enc.encode(t),
-                         b"0" if t is None else b"%d" % (t.event_time - ttl_s * 1000), b"%d" % e.window_close_ms]
-            calls.append(("RECORD_RESULTS", [], args))
-        flat = [x for chunk in await self._pipelined("record_results", calls) for x in chunk]
-        # applied: the script stored our payload and did not echo it back (redis_lua)
-        return [(True, e.payload) if flat[2 * k] else (False, bytes(flat[2 * k + 1])) for k, e in enumerate(effects)]
+
+        def fields(e: ResultEffect) -> list[bytes]:
+            t = e.touch
+            return [e.claim_key.encode(), e.device_id.encode(), e.payload, f"{e.campaign}:{e.period}".encode(),
+                    e.decision_id.encode(), b"%d" % e.cost_micros, b"0" if t is None else b"1",
+                    b"0" if t is None else b"%d" % t.event_time, b"" if t is None else _enc.encode(t),
+                    b"0" if t is None else b"%d" % (t.event_time - ttl_s * 1000), b"%d" % e.window_close_ms]
+        return await self._claimed_chunks("RECORD_RESULTS", head, effects, fields)
 
     async def record_clicks(self, effects: Sequence[ClickEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
+        return await self._claimed_chunks(
+            "RECORD_CLICKS", [self._p.encode(), b"%d" % ttl_s], effects,
+            lambda e: [e.claim_key.encode(), e.device_id.encode(), e.decision_id.encode(), e.payload])
+
+    async def _claimed_chunks(self, script: str, head: list[bytes], effects: Sequence[_Claimed],
+                              fields: Callable[[_Claimed], list[bytes]]) -> list[tuple[bool, bytes]]:
+        """Effects through one of the chunked claim scripts (``_CHUNK`` per call, pipelined: few
+        commands for the client, and Redis never blocked by one script for long — the bid path
+        shares it): (applied, record) each; a claim taken before gives back its stored record."""
         calls: list[tuple[str, list[str], list[Any]]] = []
-        for k in range(0, len(effects), _CHUNK):
-            args: list[Any] = [self._p.encode(), b"%d" % ttl_s]
-            for e in effects[k:k + _CHUNK]:
-                args += [e.claim_key.encode(), e.device_id.encode(), e.decision_id.encode(), e.payload]
-            calls.append(("RECORD_CLICKS", [], args))
-        flat = [x for chunk in await self._pipelined("record_clicks", calls) for x in chunk]
+        for start in range(0, len(effects), _CHUNK):
+            args: list[Any] = list(head)
+            for e in effects[start:start + _CHUNK]:
+                args += fields(e)
+            calls.append((script, [], args))
+        flat = [x for chunk in await self._pipelined(script.lower(), calls) for x in chunk]
+        # applied: the script stored our payload and did not echo it back (redis_lua)
         return [(True, e.payload) if flat[2 * k] else (False, bytes(flat[2 * k + 1])) for k, e in enumerate(effects)]
 
     async def join_contexts(self, queries: Sequence[JoinQuery]) -> list[JoinContext]:
