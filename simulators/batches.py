@@ -14,7 +14,7 @@ import numpy as np
 
 from agent_service.errors import ConfigError
 
-__all__ = ["CHANNEL_INDEX", "Actions", "EngineConfig", "Outcomes", "WorldOpportunities", "WorldTruth", "concat", "take"]
+__all__ = ["CHANNEL_INDEX", "Actions", "EngineConfig", "WorldOutcomes", "WorldOpportunities", "WorldTruth", "concat", "take"]
 
 CHANNEL_INDEX = {"organic": 0, "paid_search": 1, "social": 2}
 """Channel ids used in every array (the order of ``agent_service.config.CHANNELS``)."""
@@ -25,7 +25,7 @@ B = TypeVar("B", bound=tuple)  # type: ignore[type-arg]
 def take(batch: B, idx: np.ndarray | slice) -> B:
     """Rows ``idx`` of a batch.
 
-    :param batch: a ``WorldOpportunities``, ``Actions``, ``Outcomes`` or ``WorldTruth``.
+    :param batch: a ``WorldOpportunities``, ``Actions``, ``WorldOutcomes`` or ``WorldTruth``.
     :param idx: row indices, boolean mask or slice.
     """
     return type(batch)(*(a[idx] for a in batch))
@@ -126,7 +126,7 @@ class Actions(NamedTuple):
     """int8 target audience (segment id; ``n_segments`` = everyone)."""
 
 
-class Outcomes(NamedTuple):
+class WorldOutcomes(NamedTuple):
     """What happened (what the service learns, in event time, through the contracts)."""
 
     eligible: np.ndarray

@@ -31,7 +31,7 @@ import numpy as np
 
 from agent_service.units import DAY_MS, HOUR_MS
 from simulators.auctions import first_price, gsp_for, second_price, to_ticks
-from simulators.batches import Actions, EngineConfig, Outcomes, WorldOpportunities, WorldTruth
+from simulators.batches import Actions, EngineConfig, WorldOpportunities, WorldOutcomes, WorldTruth
 from simulators.calibration.schema import Calibration
 from simulators.delays import DelayModel
 from simulators.model import WorldModel
@@ -217,7 +217,7 @@ class Engine:
     # ----------------------------------------------------------------------------------------
     # Resolution
     # ----------------------------------------------------------------------------------------
-    def resolve(self, opps: WorldOpportunities, acts: Actions) -> tuple[Outcomes, WorldTruth]:
+    def resolve(self, opps: WorldOpportunities, acts: Actions) -> tuple[WorldOutcomes, WorldTruth]:
         """Run the auctions and people's responses for ``acts`` on ``opps``; update journeys.
 
         :param opps: opportunities from ``sample`` (rows of one lane in time order, or one row per lane).
@@ -282,7 +282,7 @@ class Engine:
                 np.add.at(self.interest_scaled, ps, gain * np.exp(ds / m.tau_interest))
                 np.add.at(self.touch_scaled, ps, np.exp(ds / m.tau_touch))
                 np.add.at(self.fatigue_scaled.reshape(-1), flat, np.exp(ds / m.tau_fatigue).astype(np.float32))
-        outcomes = Outcomes(eligible=eligible, won=won, price=price, position=position, click=click, conv=conv,
+        outcomes = WorldOutcomes(eligible=eligible, won=won, price=price, position=position, click=click, conv=conv,
                             conv_time=conv_time, conv_value=conv_value, conv_device=conv_device.astype(np.int32),
                             in_window=in_window)
         truth = WorldTruth(person=p, segment=opps.segment, stage=stage.astype(np.int8), p_click=p_click, p_conv=p_conv,

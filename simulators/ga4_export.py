@@ -34,7 +34,7 @@ import numpy as np
 
 from agent_service.money import micros_to_usd
 from agent_service.units import DAY_MS, DAY_S
-from simulators.batches import Actions, Outcomes, WorldOpportunities
+from simulators.batches import Actions, WorldOpportunities, WorldOutcomes
 from simulators.calibration.schema import Calibration
 from simulators.population import Population
 from simulators.traffic_log import LoggedSlot, logged_traffic
@@ -126,7 +126,7 @@ class Ga4Exporter:
                 f'{self._device[dev]},"geo":{{"country":"United States"}}{extra}}}\n')
 
     # --- batches --------------------------------------------------------------------------------
-    def add(self, opps: WorldOpportunities, acts: Actions, out: Outcomes) -> None:
+    def add(self, opps: WorldOpportunities, acts: Actions, out: WorldOutcomes) -> None:
         """Write the slot's impressions, clicks and the conversions they cause (if before the end).
 
         :param opps: the slot's opportunities.

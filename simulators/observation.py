@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from agent_service.units import DAY_MS, HOUR_MS, WINDOW_DAYS
-from simulators.batches import Outcomes, WorldOpportunities
+from simulators.batches import WorldOpportunities, WorldOutcomes
 from simulators.population import Population
 
 __all__ = ["BASE_FEATURES", "EXTRA_FEATURES", "ServiceInputs", "ServiceView", "feature_names"]
@@ -206,7 +206,7 @@ class ServiceView:
             touch_clicked=np.take_along_axis(self.touch_clk[key], order, axis=1), touch_valid=valid,
             spent_micros=spent, budget_micros=budget, period_start=period_start, ab_arm=opps.arm)
 
-    def record(self, opps: WorldOpportunities, outcomes: Outcomes, channel: np.ndarray, bid_placed: np.ndarray,
+    def record(self, opps: WorldOpportunities, outcomes: WorldOutcomes, channel: np.ndarray, bid_placed: np.ndarray,
                creative: np.ndarray | None = None) -> None:
         """Remember what the service would: touches of shown ads (with clicks), win rate and prices.
 

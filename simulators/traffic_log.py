@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from simulators.batches import Actions, EngineConfig, Outcomes, WorldOpportunities, WorldTruth
+from simulators.batches import Actions, EngineConfig, WorldOpportunities, WorldOutcomes, WorldTruth
 from simulators.calibration.schema import Calibration
 from simulators.engine import DAY_MS, HOUR_MS, Engine
 
@@ -32,7 +32,7 @@ class LoggedSlot(NamedTuple):
 
     opps: WorldOpportunities
     actions: Actions
-    out: Outcomes
+    out: WorldOutcomes
     truth: WorldTruth
     """Ground truth of the slot (evaluation only; the exporter never reads it)."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_service.config.experiments import ExperimentConfig, load_experiments
-from agent_service.experiments.ab import ArmSummary, Experiment, ExperimentSummary
+from agent_service.experiments.ab import ArmReport, Experiment, ExperimentSummary
 
 __all__ = ["DESCRIPTION", "HELP", "add_arguments", "list_experiments", "run"]
 
@@ -96,7 +96,7 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _arm_json(a: ArmSummary, cfg: ExperimentConfig, with_results: bool) -> dict[str, Any]:
+def _arm_json(a: ArmReport, cfg: ExperimentConfig, with_results: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"name": a.name, "share": a.share,
                            "creatives": list(next(c.creatives for c in cfg.arms if c.name == a.name))}
     if with_results:

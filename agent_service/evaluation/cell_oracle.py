@@ -29,7 +29,7 @@ from agent_service.agent.model.segments import SegmentAccumulator
 from agent_service.agent.model.state import JourneyArrays
 from agent_service.evaluation.harness import SlotContext
 from agent_service.evaluation.market import Market, Opportunities, Plays
-from agent_service.evaluation.policies import BaselinePolicy, Bidder
+from agent_service.evaluation.policies import BaselinePolicy, BidRule
 from agent_service.units import DAY_MS
 
 __all__ = ["CellOracle", "observable_cells"]
@@ -62,7 +62,7 @@ def observable_cells(opps: Opportunities, journeys: JourneyArrays, segments: np.
 class CellOracle(BaselinePolicy):
     """Dual pacing (or any bidder) on the true mean value per observable cell (module docstring)."""
 
-    def __init__(self, bidder: Bidder, creative_rule: str, market: Market, seed: int = 0,
+    def __init__(self, bidder: BidRule, creative_rule: str, market: Market, seed: int = 0,
                  name: str | None = None, profile: bool = False) -> None:
         super().__init__(bidder, creative_rule, market, seed, name)
         self.cell_sum: dict[int, np.ndarray] = {}

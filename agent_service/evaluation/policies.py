@@ -42,7 +42,7 @@ from agent_service.evaluation.market import Market, Opportunities, Plays, Result
 from agent_service.pacing import DualPacer, DualPacerConfig, SpendPlan
 from agent_service.pricing import price
 
-__all__ = ["BaselinePolicy", "Bidder", "CellValueModel", "DualPacing", "FixedBid", "Linear", "Truthful",
+__all__ = ["BaselinePolicy", "BidRule", "CellValueModel", "DualPacing", "FixedBid", "Linear", "Truthful",
            "clip_bid"]
 
 
@@ -115,7 +115,7 @@ class CellValueModel:
             self.conv_est.refresh(self.learner, now_ms)
 
 
-class Bidder:
+class BidRule:
     """Turns values into bids; ``update`` runs after each slot."""
 
     name = "bidder"
@@ -130,7 +130,7 @@ class Bidder:
         pass
 
 
-class FixedBid(Bidder):
+class FixedBid(BidRule):
     name = "fixed"
 
     def __init__(self, cpm: float) -> None:
@@ -140,14 +140,14 @@ class FixedBid(Bidder):
         return clip_bid(np.full(len(value), self.cpm), floor)
 
 
-class Truthful(Bidder):
+class Truthful(BidRule):
     name = "truthful"
 
     def bid(self, value: np.ndarray, ctr: np.ndarray, avg_ctr: float, floor: np.ndarray) -> np.ndarray:
         return clip_bid(1000 * value, floor)
 
 
-class Linear(Bidder):
+class Linear(BidRule):
     name = "linear"
 
     def __init__(self, b0: float) -> None:
@@ -157,7 +157,7 @@ class Linear(Bidder):
         return clip_bid(self.b0 * ctr / avg_ctr, floor)
 
 
-class DualPacing(Bidder):
+class DualPacing(BidRule):
     """bid = 1000 · v̂ / (1 + μ); μ follows the spend plan (traffic profile learned across days)."""
 
     name = "dual"
@@ -187,7 +187,7 @@ class BaselinePolicy:
     :param seed: seeds the random rule. :param value_source: ``model`` or ``truth``.
     """
 
-    def __init__(self, bidder: Bidder, creative_rule: str, market: Market, seed: int = 0,
+    def __init__(self, bidder: BidRule, creative_rule: str, market: Market, seed: int = 0,
                  name: str | None = None, value_source: str = "model") -> None:
         if creative_rule not in ("random", "oracle"):
             raise ValueError(f"creative_rule: use 'random' or 'oracle', not {creative_rule!r}")

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from agent_service.config.experiments import ArmConfig, ExperimentConfig, SequentialConfig
 from agent_service.experiments.assignment import bucket, pick_arm
 from agent_service.experiments.guardrails import GuardrailStats, check_guardrails
-from agent_service.experiments.sequential import Decision, RatioStats, TestResult, compare
+from agent_service.experiments.sequential import RatioStats, TestResult, Verdict, compare
 
 __all__ = [
-    "ArmSummary",
+    "ArmReport",
     "Experiment",
     "ExperimentStatus",
     "ExperimentSummary",
@@ -75,7 +75,7 @@ class Exposure:
 
 
 @dataclass(frozen=True, slots=True)
-class ArmSummary:
+class ArmReport:
     """One arm's running performance; the lift and its interval are against the control."""
 
     name: str
@@ -103,7 +103,7 @@ class ExperimentSummary:
     id: str
     status: ExperimentStatus
     winner: str | None
-    arms: tuple[ArmSummary, ...]
+    arms: tuple[ArmReport, ...]
 
 
 class Experiment:
@@ -120,7 +120,7 @@ class Experiment:
         self.stats = [RatioStats() for _ in range(n)]
         self.guards = [GuardrailStats() for _ in range(n)]
         self.exposed = [0] * n
-        self.decisions: list[Decision] = [Decision.HOLD] * n
+        self.decisions: list[Verdict] = [Verdict.HOLD] * n
         self.reasons = [""] * n
         # Bonferroni over the challengers keeps the experiment-wide error below alpha.
         self._test_cfg: SequentialConfig = dataclasses.replace(config.test, alpha=config.test.alpha / (n - 1))
@@ -129,11 +129,11 @@ class Experiment:
     def assign(self, person_id: str) -> ArmConfig:
         """The arm of ``person_id``: its hashed slice of the allocation; a rolled-back arm's persons get the control."""
         i = pick_arm(bucket(person_id, self._salt), self.config.shares)
-        return self.config.arms[0 if self.decisions[i] is Decision.ROLLBACK else i]
+        return self.config.arms[0 if self.decisions[i] is Verdict.ROLLBACK else i]
 
     def status(self, now_ms: int) -> ExperimentStatus:
         """Where the experiment stands at event time ``now_ms``."""
-        if all(d is not Decision.HOLD for d in self.decisions[1:]):
+        if all(d is not Verdict.HOLD for d in self.decisions[1:]):
             return ExperimentStatus.DECIDED
         if now_ms < self.config.start_ms:
             return ExperimentStatus.SCHEDULED
@@ -174,12 +174,12 @@ class Experiment:
         for i in range(1, len(self.stats)):
             res = compare(self.stats[0], self.stats[i], self._test_cfg)
             results.append(res)
-            if not running or self.decisions[i] is not Decision.HOLD:
+            if not running or self.decisions[i] is not Verdict.HOLD:
                 continue
             breach = check_guardrails(self.guards[0], self.guards[i], self.config.guardrails)
             if breach is not None:
-                self.decisions[i], self.reasons[i] = Decision.ROLLBACK, f"guardrail {breach.guardrail}: {breach.reason}"
-            elif res.decision is not Decision.HOLD:
+                self.decisions[i], self.reasons[i] = Verdict.ROLLBACK, f"guardrail {breach.guardrail}: {breach.reason}"
+            elif res.decision is not Verdict.HOLD:
                 self.decisions[i] = res.decision
                 self.reasons[i] = (f"value per dollar {res.lift:+.1%} "
                                    f"(interval {res.lower:+.1%} .. {res.upper:+.1%}) at {now_ms}")
@@ -188,10 +188,10 @@ class Experiment:
 
     def winner(self, results: list[TestResult | None]) -> str | None:
         """The promoted arm with the highest lift, the control when every challenger lost, None while open."""
-        if any(d is Decision.HOLD for d in self.decisions[1:]):
+        if any(d is Verdict.HOLD for d in self.decisions[1:]):
             return None
         promoted = [(r.lift, i) for i, r in enumerate(results)
-                    if r is not None and self.decisions[i] is Decision.PROMOTE]
+                    if r is not None and self.decisions[i] is Verdict.PROMOTE]
         return self.config.arms[max(promoted)[1] if promoted else 0].name
 
     # ---------------------------------------------------------------- plumbing
@@ -201,12 +201,12 @@ class Experiment:
         except KeyError:
             raise ValueError(f"experiment '{self.config.id}' has no arm '{arm}'") from None
 
-    def _summary(self, i: int, res: TestResult | None) -> ArmSummary:
+    def _summary(self, i: int, res: TestResult | None) -> ArmReport:
         a, s = self.config.arms[i], self.stats[i]
         if res is None:
             lift, lower, upper, decision = 0.0, 0.0, 0.0, "control"
         else:
             lift, lower, upper, decision = res.lift, res.lower, res.upper, str(self.decisions[i])
         vpd = s.ratio if s.sum_y > 0 else math.nan
-        return ArmSummary(a.name, self.config.shares[i], self.exposed[i], s.n, s.n_pos, s.sum_x, s.sum_y, vpd,
+        return ArmReport(a.name, self.config.shares[i], self.exposed[i], s.n, s.n_pos, s.sum_x, s.sum_y, vpd,
                           lift, lower, upper, decision, self.reasons[i])

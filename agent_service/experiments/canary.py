@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike
 from agent_service.config.experiments import CanaryConfig
 from agent_service.experiments.assignment import bucket
 from agent_service.experiments.guardrails import GuardrailStats, check_guardrails
-from agent_service.experiments.sequential import Arm, Decision, RatioStats, SequentialTest, TestResult
+from agent_service.experiments.sequential import Arm, RatioStats, SequentialTest, TestResult, Verdict
 
 __all__ = ["Canary", "CanaryEvent", "CanaryState"]
 
@@ -187,12 +187,12 @@ class Canary:
         if breach is not None:
             reason = f"guardrail {breach.guardrail}: {breach.reason}"
             return [*events, self._to(CanaryState.ROLLED_BACK, now_ms, reason, res)]
-        if res.decision is Decision.ROLLBACK:
+        if res.decision is Verdict.ROLLBACK:
             reason = (f"value per dollar {res.lift:+.1%} (interval {res.lower:+.1%} .. {res.upper:+.1%}) "
                       f"below -{self.config.test.rollback_margin:.1%}")
             return [*events, self._to(CanaryState.ROLLED_BACK, now_ms, reason, res)]
         stage_persons = res.candidate_persons - self._stage_start_persons
-        if res.decision is Decision.PROMOTE and stage_persons >= self.config.stage_min_persons:
+        if res.decision is Verdict.PROMOTE and stage_persons >= self.config.stage_min_persons:
             why = f"value per dollar {res.lift:+.1%} (interval {res.lower:+.1%} .. {res.upper:+.1%}) above 0"
             if self.stage + 1 < len(self.config.stages) and self.config.stages[self.stage + 1] < 1.0:
                 self.stage += 1

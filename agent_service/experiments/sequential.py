@@ -43,7 +43,7 @@ from agent_service.config.experiments import SequentialConfig
 
 __all__ = [
     "Arm",
-    "Decision",
+    "Verdict",
     "Interval",
     "RatioStats",
     "SequentialTest",
@@ -60,7 +60,9 @@ class Arm(enum.StrEnum):
     CANDIDATE = "candidate"
 
 
-class Decision(enum.StrEnum):
+class Verdict(enum.StrEnum):
+    """A sequential test's verdict on one arm."""
+
     PROMOTE = "promote"
     """The whole interval of the lift is above 0."""
     HOLD = "hold"
@@ -209,7 +211,7 @@ class TestResult:
     """Lower end of the always-valid interval of the lift (-1 while undefined)."""
     upper: float
     """Upper end (inf while undefined)."""
-    decision: Decision
+    decision: Verdict
     ready: bool
     """Both arms have reached ``min_persons`` and ``min_conversions``."""
     control_persons: int
@@ -261,9 +263,9 @@ def compare(control: RatioStats, candidate: RatioStats, config: SequentialConfig
     iv = log_ratio_interval(c, k, config.alpha, config.mixture_sd)
     lift = _lift(iv.estimate) if math.isfinite(iv.estimate) else math.nan
     lower, upper = _lift(iv.lower), _lift(iv.upper)
-    decision = Decision.HOLD
+    decision = Verdict.HOLD
     if ready and lower > 0:
-        decision = Decision.PROMOTE
+        decision = Verdict.PROMOTE
     elif ready and upper < -config.rollback_margin:
-        decision = Decision.ROLLBACK
+        decision = Verdict.ROLLBACK
     return TestResult(lift, lower, upper, decision, ready, c.n, k.n, c.n_pos, k.n_pos, c.ratio, k.ratio)

@@ -27,7 +27,7 @@ import torch
 from agent_service.config import GaelpConfig
 from agent_service.config.lab import TrainConfig
 from agent_service.evaluation.harness import RunResult, run_campaign
-from agent_service.evaluation.policies import BaselinePolicy, Bidder, DualPacing, FixedBid, Linear
+from agent_service.evaluation.policies import BaselinePolicy, BidRule, DualPacing, FixedBid, Linear
 from agent_service.evaluation.sim_market import SimMarket
 from agent_service.lab.campaign import HybridCampaign
 from agent_service.pacing import DualPacerConfig
@@ -154,13 +154,13 @@ def tune_baselines(cfg: GaelpConfig, tc: TrainConfig, out: Path) -> dict[str, An
     values = warm.values.state()
     torch.save(values, out / "baseline_values.pt")
 
-    def score(bidder: Bidder) -> float:
+    def score(bidder: BidRule) -> float:
         pol = BaselinePolicy(bidder, "random", market(), seed=tc.seed)
         pol.values.load(values)
         r = run_campaign(pol.market, pol, 2, window_days=int(cfg.join.window_days))
         return float(sum(d.expected_value_usd for d in r.days))
 
-    grids: dict[str, tuple[Callable[[float], Bidder], tuple[float, ...]]] = {
+    grids: dict[str, tuple[Callable[[float], BidRule], tuple[float, ...]]] = {
         "fixed_cpm": (FixedBid, (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)),
         "linear_b0": (Linear, (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)),
         "dual_step": (lambda x: DualPacing(DualPacerConfig(step=x)), (0.02, 0.05, 0.1, 0.2, 0.4)),

@@ -9,7 +9,7 @@
   from their modules so that the domain never imports duckdb or BigQuery.
 """
 
-from agent_service.warehouse.batch import BatchConfig, BatchWriter, DeadLetter
+from agent_service.warehouse.batch import BatchConfig, BatchWriter, RefusedRow
 from agent_service.warehouse.memory import InMemoryWarehouse
 from agent_service.warehouse.port import (
     InsertOutcome,
@@ -25,7 +25,7 @@ __all__ = [
     "BatchConfig",
     "BatchWriter",
     "Column",
-    "DeadLetter",
+    "RefusedRow",
     "InMemoryWarehouse",
     "InsertOutcome",
     "PermanentWarehouseError",

@@ -41,13 +41,13 @@ from agent_service.warehouse.port import (
 )
 from agent_service.warehouse.schema import TABLES, TableSchema
 
-__all__ = ["BatchConfig", "BatchWriter", "DeadLetter"]
+__all__ = ["BatchConfig", "BatchWriter", "RefusedRow"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DeadLetter:
+class RefusedRow:
     """A row the warehouse refused for good."""
 
     table: str
@@ -87,7 +87,7 @@ class BatchWriter:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         tick: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-        on_dead_letter: Callable[[DeadLetter], None] | None = None,
+        on_dead_letter: Callable[[RefusedRow], None] | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.config = config or BatchConfig()
@@ -99,7 +99,7 @@ class BatchWriter:
         self._on_dead_letter = on_dead_letter
         self._ticker: asyncio.Task[None] | None = None
         self._space = asyncio.Condition()
-        self.dead_letters: list[DeadLetter] = []
+        self.dead_letters: list[RefusedRow] = []
         self.written = 0
         self.retries = 0
         self.requests = 0
@@ -282,7 +282,7 @@ class BatchWriter:
     def _dead(self, t: _Table, rows: list[dict[str, Any]], reason: str = "", reasons: list[str] | None = None) -> None:
         for i, r in enumerate(rows):
             t.ids.discard(r[t.schema.id_column])
-            letter = DeadLetter(t.schema.name, r, reasons[i] if reasons else reason)
+            letter = RefusedRow(t.schema.name, r, reasons[i] if reasons else reason)
             self.dead_letters.append(letter)
             log.error("warehouse rejected a %s row: %s", t.schema.name, letter.reason)
             if self._on_dead_letter is not None:

@@ -9,7 +9,7 @@ from agent_service.evaluation.ope import Estimate
 from agent_service.evaluation.ope_log import OPEReport, ValidationReport
 from agent_service.experiments.ab import Experiment, ExperimentStatus
 from agent_service.experiments.canary import Canary, CanaryState
-from agent_service.experiments.sequential import Arm, Decision
+from agent_service.experiments.sequential import Arm, Verdict
 from agent_service.metrics import (
     ARM_DECISIONS,
     CANARY_EVENT_KINDS,
@@ -24,7 +24,7 @@ TEST = SequentialConfig(min_persons=100, min_conversions=20)
 def test_label_values_follow_the_domain_enums() -> None:
     assert set(CANARY_STATES) == {str(s) for s in CanaryState}
     assert set(EXPERIMENT_STATUSES) == {str(s) for s in ExperimentStatus}
-    assert set(ARM_DECISIONS) == {"control"} | {str(d) for d in Decision}
+    assert set(ARM_DECISIONS) == {"control"} | {str(d) for d in Verdict}
 
 
 def test_a_rolled_back_canary() -> None:

@@ -11,9 +11,9 @@ from agent_service.config.experiments import ExperimentConfigError, SequentialCo
 from agent_service.errors import ConfigError
 from agent_service.experiments.sequential import (
     Arm,
-    Decision,
     RatioStats,
     SequentialTest,
+    Verdict,
     log_ratio_interval,
     mixture_radius,
 )
@@ -73,19 +73,19 @@ def test_interval_undefined_without_value() -> None:
     iv = log_ratio_interval(c, k, 0.05, 0.1)
     assert math.isnan(iv.estimate) and iv.lower == -math.inf and iv.upper == math.inf
     res = SequentialTest().result()
-    assert res.decision is Decision.HOLD and not res.ready
+    assert res.decision is Verdict.HOLD and not res.ready
 
 
 def _run(rng: np.random.Generator, cfg: SequentialConfig, cand_mult: float, batches: int = 60,
-         batch: int = 4000) -> Decision:
+         batch: int = 4000) -> Verdict:
     t = SequentialTest(cfg)
     for _ in range(batches):
         t.observe_many(Arm.CONTROL, *_persons(rng, batch, 0.1))
         t.observe_many(Arm.CANDIDATE, *_persons(rng, batch, 0.1, cand_mult))
         d = t.result().decision
-        if d is not Decision.HOLD:
+        if d is not Verdict.HOLD:
             return d
-    return Decision.HOLD
+    return Verdict.HOLD
 
 
 def test_aa_wrong_decisions_rare_when_peeking_every_batch() -> None:
@@ -93,7 +93,7 @@ def test_aa_wrong_decisions_rare_when_peeking_every_batch() -> None:
     cfg = SequentialConfig(alpha=0.05, min_conversions=100)
     decisions = [_run(rng, cfg, 1.0, batches=200, batch=1000) for _ in range(40)]
     # alpha is 0.05; 40 runs: 6 wrong decisions has probability < 1 % if the true rate were 0.05.
-    assert sum(d is not Decision.HOLD for d in decisions) <= 6
+    assert sum(d is not Verdict.HOLD for d in decisions) <= 6
 
 
 def test_peeked_fixed_horizon_z_test_would_fail_the_same_check() -> None:
@@ -115,8 +115,8 @@ def test_peeked_fixed_horizon_z_test_would_fail_the_same_check() -> None:
 def test_clearly_better_promoted_and_clearly_worse_rolled_back() -> None:
     rng = np.random.default_rng(3)
     cfg = SequentialConfig()
-    assert _run(rng, cfg, 1.5) is Decision.PROMOTE
-    assert _run(rng, cfg, 0.6) is Decision.ROLLBACK
+    assert _run(rng, cfg, 1.5) is Verdict.PROMOTE
+    assert _run(rng, cfg, 0.6) is Verdict.ROLLBACK
 
 
 def test_no_decision_before_the_minimum_sample() -> None:
@@ -125,7 +125,7 @@ def test_no_decision_before_the_minimum_sample() -> None:
         t.observe(Arm.CONTROL, 1.0, 1.0)
         t.observe(Arm.CANDIDATE, 100.0, 1.0)
     res = t.result()
-    assert res.lower > 0 and res.decision is Decision.HOLD and not res.ready
+    assert res.lower > 0 and res.decision is Verdict.HOLD and not res.ready
 
 
 def test_rollback_margin_tolerates_a_small_loss() -> None:
@@ -135,8 +135,8 @@ def test_rollback_margin_tolerates_a_small_loss() -> None:
         for t in (strict, lenient):
             t.observe_many(Arm.CONTROL, *_persons(rng, 4000, 0.2))
             t.observe_many(Arm.CANDIDATE, *_persons(rng, 4000, 0.2, 0.8))
-    assert strict.result().decision is Decision.ROLLBACK
-    assert lenient.result().decision is Decision.HOLD  # -20 % is inside a 50 % margin
+    assert strict.result().decision is Verdict.ROLLBACK
+    assert lenient.result().decision is Verdict.HOLD  # -20 % is inside a 50 % margin
 
 
 def test_negative_inputs_refused() -> None:
