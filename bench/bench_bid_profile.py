@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_serve import _batch_mean, _service_metrics, _wait_http, _wrk  # noqa: E402
+from bench_serve import _batch_mean, _service_metrics, _wait_http, _wrk, ensure_wrk  # noqa: E402
 
 from tests.servers import RedisServer, TansuBroker, free_port  # noqa: E402
 
@@ -114,6 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
+    ensure_wrk()  # as bench_serve.py: apt-get install wrk when missing
     work = Path(tempfile.mkdtemp(prefix="gaelp-bench-profile-"))
     prefix = f"bp{os.getpid()}"
     (work / "gaelp.toml").write_text(f"""
