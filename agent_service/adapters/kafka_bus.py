@@ -17,6 +17,7 @@ import logging
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -24,7 +25,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from agent_service.errors import BusError
 from agent_service.ports.bus import BusRecord, Positions
 
-__all__ = ["KafkaBus", "KafkaConsumer", "murmur2"]
+__all__ = ["KafkaBus", "KafkaConsumer", "murmur2", "murmur2_many"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,49 @@ def murmur2(data: bytes) -> int:
         h = ((h ^ data[base]) * _M) & _MASK
     h = ((h ^ (h >> 13)) * _M) & _MASK
     return h ^ (h >> 15)
+
+
+_MANY = 16
+"""Keys of one length from which ``murmur2_many`` hashes them as arrays (fewer: one by one)."""
+
+
+def murmur2_many(keys: Sequence[bytes]) -> list[int]:
+    """``murmur2`` of every key, the keys of one length hashed together as numpy ``uint32`` arrays
+    (whose products wrap at 32 bits as the masks do): a stream batch publishes ~2,000 keyed
+    records, and one by one their hashes cost ~2.5 µs each (``bench/README.md``)."""
+    out = [0] * len(keys)
+    by_length: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_length.setdefault(len(key), []).append(i)
+    m = np.uint32(_M)
+    for n, at in by_length.items():
+        if len(at) < _MANY:
+            for i in at:
+                out[i] = murmur2(keys[i])
+            continue
+        rows = np.frombuffer(b"".join([keys[i] for i in at]), dtype=np.uint8).reshape(len(at), n)
+        h = np.full(len(at), 0x9747B28C ^ n, dtype=np.uint32)
+        words = np.ascontiguousarray(rows[:, :n & ~3]).view("<u4")
+        for j in range(n >> 2):
+            k = words[:, j] * m
+            k ^= k >> 24
+            k *= m
+            h *= m
+            h ^= k
+        tail, base = n & 3, n & ~3
+        if tail:
+            if tail == 3:
+                h ^= rows[:, base + 2].astype(np.uint32) << 16
+            if tail >= 2:
+                h ^= rows[:, base + 1].astype(np.uint32) << 8
+            h ^= rows[:, base]
+            h *= m
+        h ^= h >> 13
+        h *= m
+        h ^= h >> 15
+        for i, v in zip(at, h.tolist(), strict=True):
+            out[i] = v
+    return out
 
 
 class KafkaBus:
@@ -174,8 +218,10 @@ class KafkaBus:
         producer = self._require_producer()
         n = await self.partitions(topic)
         by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        keyed = [key for key, _ in records if key is not None]
+        hashes = iter(murmur2_many(keyed)) if len(keyed) >= _MANY else iter([murmur2(key) for key in keyed])
         for key, value in records:
-            p = self.partition_of(key, n) if key is not None else 0
+            p = (next(hashes) & 0x7FFFFFFF) % n if key is not None else 0
             by_partition.setdefault(p, []).append((key, value))
         try:
             for p, recs in by_partition.items():

@@ -29,7 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from agent_service.adapters.redis_pipeline import run_scripts
+from agent_service.adapters.redis_pipeline import HiredisPackConnection, run_scripts
 from agent_service.errors import StoreError
 from agent_service.identity.config import IdentityConfig
 from agent_service.identity.model import GraphLink, Resolution, device_node, max_product_confidence
@@ -225,7 +225,9 @@ class RedisIdentityGraph:
     def from_url(cls, url: str, config: IdentityConfig | None = None, batch_size: int = 100,
                  pipeline_depth: int = 10) -> RedisIdentityGraph:
         """Connect to ``url`` (``redis://HOST:PORT/DB``); :meth:`close` closes the client."""
-        graph = cls(aioredis.Redis.from_url(url), config, batch_size, pipeline_depth)
+        # C-packed commands, as the store's (a batch of links is ~6 arguments per link)
+        graph = cls(aioredis.Redis.from_url(url, connection_class=HiredisPackConnection), config, batch_size,
+                    pipeline_depth)
         graph._owned = True
         return graph
 

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["Flow", "HandleResult", "Output", "stream_attribution"]
 
 T = TypeVar("T")
+_PERSONAL = (Conversion, OutsideDecision, IdentityLink)
+"""The record types with personal ids (``Flow._pseudonymise``)."""
 _BATCH_LIMIT = 2_000
 CLEAN_UP_LEASE_S = 60.0
 """How long ``advance`` skips what it joined or closed while the clean-up is pending; a result
@@ -209,12 +211,16 @@ class Flow:
         items: list[tuple[BusRecord, T]] = []
         dead: list[Output] = []
         latest: dict[int, int] = {}
+        # auction results and ad events carry no personal id: only the other types are pseudonymised
+        pseudonymise = self._pseudonymise if tp in _PERSONAL else None
         for rec in records:
             try:
                 if rec.is_tick:
                     event_time = decode(rec.value, Tick).event_time
                 else:
-                    obj = self._pseudonymise(decode(rec.value, tp))
+                    obj = decode(rec.value, tp)
+                    if pseudonymise is not None:
+                        obj = pseudonymise(obj)
                     event_time = obj.event_time  # type: ignore[attr-defined]
                     items.append((rec, obj))
             except DecodeError as exc:
