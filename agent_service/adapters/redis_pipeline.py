@@ -8,6 +8,9 @@ script is loaded and only those calls are sent again, so no effect runs twice.
 ``HiredisPackConnection`` packs commands with hiredis's C packer: redis-py's synchronous client
 does so when hiredis is installed, its asyncio client packs in Python — a third of a stream
 worker's time (a batch's script calls carry ~11 arguments per event; ``bench/README.md``).
+A call's trailing :class:`RespArgs` is sent as it is: arguments the caller wrote in the wire form
+already (hiredis copies a bulk string at ~1 ns per byte, so a result's ~0.4 KB claim cost more
+to pack than to build; ``bench/README.md``, "Stream worker CPU").
 """
 
 from __future__ import annotations
@@ -22,10 +25,33 @@ from redis.exceptions import NoScriptError, RedisError
 
 from agent_service.errors import StoreError
 
-__all__ = ["HiredisPackConnection", "read_each", "run_scripts"]
+__all__ = ["HiredisPackConnection", "RespArgs", "bulk", "read_each", "run_scripts"]
 
 ScriptCall = tuple[AsyncScript, Sequence[Any], Sequence[Any]]
 """(registered script, keys, args)."""
+
+
+_BULK = [b"$%d" % n for n in range(1 << 12)]
+
+
+def bulk(n: int) -> bytes:
+    """A bulk string's header (``$<n>``, without its CRLF) for a value of ``n`` bytes."""
+    return _BULK[n] if n < 4096 else b"$%d" % n
+
+
+class RespArgs:
+    """``count`` command arguments already in Redis's wire form (RESP bulk strings, each
+    ``$<len>\\r\\n<bytes>\\r\\n``), the last argument of a call packed by
+    :class:`HiredisPackConnection` (no other connection knows it: check with ``packs_resp``).
+
+    :param count: how many arguments ``data`` holds.
+    :param data: their wire form, e.g. ``b"\\r\\n".join([bulk(len(a)), a, ..., b""])``.
+    """
+
+    __slots__ = ("count", "data")
+
+    def __init__(self, count: int, data: bytes) -> None:
+        self.count, self.data = count, data
 
 
 async def run_scripts(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -74,7 +100,14 @@ class HiredisPackConnection(aioredis.Connection):
     does not pack the same way (a command name with a space, a type it rejects) goes through
     redis-py's own packer, which also raises its usual errors."""
 
+    packs_resp = True
+    """Takes a trailing :class:`RespArgs` (a redis-py connection does not)."""
+
     def pack_command(self, *args: Any) -> list[bytes]:
+        if args and type(args[-1]) is RespArgs:
+            tail: RespArgs = args[-1]
+            packed = b"".join(self.pack_command(*args[:-1]))  # "*<n>\r\n..." of the other arguments
+            return [b"*%d%b" % (len(args) - 1 + tail.count, packed[packed.index(b"\r\n"):]), tail.data]
         head = args[0] if args else None
         if not (isinstance(head, str) and " " not in head or isinstance(head, bytes) and b" " not in head):
             return super().pack_command(*args)  # redis-py splits "CONFIG GET"-style names

@@ -72,7 +72,13 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent_service.adapters import redis_lua
-from agent_service.adapters.redis_pipeline import HiredisPackConnection, read_each, run_scripts
+from agent_service.adapters.redis_pipeline import (
+    HiredisPackConnection,
+    RespArgs,
+    bulk,
+    read_each,
+    run_scripts,
+)
 from agent_service.contracts.events import Decision, Touch
 from agent_service.errors import BudgetError, StoreError
 from agent_service.ports.store import (
@@ -139,11 +145,11 @@ def _decode_decision(raw: bytes, state_encoded: bool = False) -> Decision:
     end = raw.find(b"]", at) + 1
     if at > 0 and end > 0:
         try:
-            dec = _decision_raw_dec.decode(b"%b[]%b" % (raw[:at], raw[end:]))
+            dec = _decision_raw_dec.decode(raw[:at] + b"[]" + raw[end:])
         except msgspec.DecodeError:
             pass
-        else:
-            msgspec.structs.force_setattr(dec, "state", msgspec.Raw(raw[at:end]))
+        else:  # a view, not a copy of the state's KBs (every writer copies it from the view as is)
+            msgspec.structs.force_setattr(dec, "state", msgspec.Raw(memoryview(raw)[at:end]))
             return dec
     return _decision_raw_dec.decode(raw)
 
@@ -178,6 +184,8 @@ class RedisStore:
         self._retention = retention_s
         self._r: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._resp = False
+        """Whether the pool's connections take pre-packed arguments (``RespArgs``; not over a unix socket)."""
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -189,6 +197,7 @@ class RedisStore:
                 self._url, max_connections=self._max_connections, timeout=10, health_check_interval=10,
                 retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 4),
                 retry_on_error=[RedisConnectionError, RedisTimeoutError], connection_class=HiredisPackConnection)
+            self._resp = getattr(pool.connection_class, "packs_resp", False)
             self._r = aioredis.Redis(connection_pool=pool, decode_responses=False)
             await self._r.ping()
         except RedisError as exc:
@@ -395,7 +404,22 @@ class RedisStore:
                     e.decision_id.encode(), b"%d" % e.cost_micros, b"0" if t is None else b"1",
                     b"0" if t is None else b"%d" % t.event_time, b"" if t is None else _enc.encode(t),
                     b"0" if t is None else b"%d" % (t.event_time - ttl_s * 1000), b"%d" % e.window_close_ms]
-        return await self._claimed_chunks("RECORD_RESULTS", head, effects, fields)
+
+        def wire(e: ResultEffect, out: list[bytes]) -> None:  # fields(e) in RESP: ~half the CPU of packing them
+            t = e.touch
+            ck, dev, pay = e.claim_key.encode(), e.device_id.encode(), e.payload
+            led, dec = f"{e.campaign}:{e.period}".encode(), e.decision_id.encode()
+            cost, close = b"%d" % e.cost_micros, b"%d" % e.window_close_ms
+            if t is None:
+                out += (bulk(len(ck)), ck, bulk(len(dev)), dev, bulk(len(pay)), pay, bulk(len(led)), led,
+                        bulk(len(dec)), dec, bulk(len(cost)), cost, b"$1", b"0", b"$1", b"0", b"$0", b"", b"$1", b"0",
+                        bulk(len(close)), close)
+            else:
+                at, touch, drop = b"%d" % t.event_time, _enc.encode(t), b"%d" % (t.event_time - ttl_s * 1000)
+                out += (bulk(len(ck)), ck, bulk(len(dev)), dev, bulk(len(pay)), pay, bulk(len(led)), led,
+                        bulk(len(dec)), dec, bulk(len(cost)), cost, b"$1", b"1", bulk(len(at)), at,
+                        bulk(len(touch)), touch, bulk(len(drop)), drop, bulk(len(close)), close)
+        return await self._claimed_chunks("RECORD_RESULTS", head, effects, fields, (11, wire))
 
     async def record_clicks(self, effects: Sequence[ClickEffect], ttl_s: int) -> list[tuple[bool, bytes]]:
         return await self._claimed_chunks(
@@ -403,15 +427,27 @@ class RedisStore:
             lambda e: [e.claim_key.encode(), e.device_id.encode(), e.decision_id.encode(), e.payload])
 
     async def _claimed_chunks(self, script: str, head: list[bytes], effects: Sequence[_Claimed],
-                              fields: Callable[[_Claimed], list[bytes]]) -> list[tuple[bool, bytes]]:
+                              fields: Callable[[_Claimed], list[bytes]],
+                              wire: tuple[int, Callable[[_Claimed, list[bytes]], None]] | None = None,
+                              ) -> list[tuple[bool, bytes]]:
         """Effects through one of the chunked claim scripts (``_CHUNK`` per call, pipelined: few
         commands for the client, and Redis never blocked by one script for long — the bid path
-        shares it): (applied, record) each; a claim taken before gives back its stored record."""
+        shares it): (applied, record) each; a claim taken before gives back its stored record.
+        ``wire`` = (arguments per effect, ``fields`` appended in RESP form): used when the
+        connections take ``RespArgs``; the script's ARGV is the same."""
         calls: list[tuple[str, list[str], list[Any]]] = []
         for start in range(0, len(effects), _CHUNK):
             args: list[Any] = list(head)
-            for e in effects[start:start + _CHUNK]:
-                args += fields(e)
+            chunk = effects[start:start + _CHUNK]
+            if wire is not None and self._resp:
+                out: list[bytes] = []
+                for e in chunk:
+                    wire[1](e, out)
+                out.append(b"")
+                args.append(RespArgs(wire[0] * len(chunk), b"\r\n".join(out)))
+            else:
+                for e in chunk:
+                    args += fields(e)
             calls.append((script, [], args))
         flat = [x for chunk in await self._pipelined(script.lower(), calls) for x in chunk]
         # applied: the script stored our payload and did not echo it back (redis_lua)
