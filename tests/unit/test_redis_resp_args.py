@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from hiredis import pack_command
+from typing import Any
+
+from hiredis import pack_command as _pack
 
 from agent_service.adapters.redis_pipeline import HiredisPackConnection, RespArgs, bulk
+
+pack_command: Any = _pack  # its stub types the argument tuple as one element
 
 
 def _wire(values: list[bytes]) -> RespArgs:
