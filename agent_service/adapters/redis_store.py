@@ -280,9 +280,11 @@ class RedisStore:
         for i, existing in zip(range(0, len(res), 9), stored, strict=True):
             person, score, ndev, touches, clicks, b, s, r, prof = res[i:i + 9]
             out.append(DecideContext(Identity(person, float(score), int(ndev)),
-                                     _touches([t or None for t in touches], [c or None for c in clicks]),
+                                     _touches([t or None for t in touches], [c or None for c in clicks])
+                                     if touches else [],  # most requests: a person without a journey
                                      BudgetState(int(b), int(s), int(r)),
-                                     _decode_decision(existing, True) if existing else None, *_profile(prof)))
+                                     _decode_decision(existing, True) if existing else None,
+                                     *(_profile(prof) if prof else _NO_PROFILE)))
         return out
 
     async def replace_decisions(self, decisions: Sequence[Decision], ttl_s: int) -> None:
@@ -618,3 +620,6 @@ def _profile(flat: list[Any]) -> tuple[tuple[tuple[int, int], ...], Activity]:
     counts = tuple(sorted((int(k), int(v)) for k, v in fields.items() if not k.startswith("_")))
     activity = Activity(float(fields.get("_n", 0)), float(fields.get("_s", 0)), int(fields.get("_t", 0)))
     return counts, activity
+
+
+_NO_PROFILE: tuple[tuple[tuple[int, int], ...], Activity] = _profile([])  # shared: tuples are immutable

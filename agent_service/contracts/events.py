@@ -238,15 +238,62 @@ def encoded_state(values: np.ndarray | Sequence[float]) -> list[float]:
     return _encoded(np.ascontiguousarray(values, np.float32))
 
 
-def encoded_states(rows: np.ndarray) -> list[list[float]]:
-    """:func:`encoded_state` of each row of a ``[B, dim]`` matrix."""
-    return [_encoded(row) for row in np.ascontiguousarray(rows, np.float32)]
+def encoded_states(rows: np.ndarray, shared: Sequence[tuple[int, int]] = ()) -> list[list[float]]:
+    """:func:`encoded_state` of each row of a ``[B, dim]`` matrix.
+
+    :param shared: column spans ``[lo, hi)``, ascending and disjoint, whose values repeat from row
+        to row and batch to batch (a slot's pacing features, the padding of a short or empty
+        journey): each distinct span's text is formatted once and reused (the same bytes as
+        formatting the whole row; formatting is most of this function's cost)."""
+    rows = np.ascontiguousarray(rows, np.float32)
+    if not shared or rows.ndim != 2:
+        return [_encoded(row) for row in rows]
+    spans: list[tuple[int, int, bool]] = []
+    at = 0
+    for lo, hi in shared:
+        if lo > at:
+            spans.append((at, lo, False))
+        if hi > lo:
+            spans.append((lo, hi, True))
+        at = max(at, hi)
+    if rows.shape[1] > at:
+        spans.append((at, rows.shape[1], False))
+    cache = _SPAN_TEXT
+    if len(cache) > _SPAN_CACHE_MAX:  # bounded: journeys vary; the common spans come back at once
+        cache.clear()
+    out: list[list[float]] = []
+    for row in rows:
+        parts = []
+        for lo, hi, reuse in spans:
+            if not reuse:
+                parts.append(_numbers(row[lo:hi]))
+                continue
+            key = row[lo:hi].tobytes()
+            text = cache.get(key)
+            if text is None:
+                text = cache[key] = _numbers(row[lo:hi])
+            parts.append(text)
+        out.append(msgspec.Raw(b"[" + b",".join(parts) + b"]"))  # type: ignore[arg-type]
+    return out
+
+
+_SPAN_TEXT: dict[bytes, bytes] = {}
+_SPAN_CACHE_MAX = 1024
+
+
+def _numbers(values: np.ndarray) -> bytes:
+    """The numbers of :func:`_text`, without the brackets."""
+    return _text(values)[1:-1]
 
 
 def _encoded(row: np.ndarray) -> list[float]:
+    return msgspec.Raw(_text(row))  # type: ignore[return-value]
+
+
+def _text(row: np.ndarray) -> bytes:
     text = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
     text = text.replace(b".0,", b",")  # a shortest repr ends in ".0" only when it is integral
     if text.endswith(b".0]"):
         text = text[:-3] + b"]"
-    return msgspec.Raw(text)  # type: ignore[return-value]
+    return text
 

@@ -215,7 +215,7 @@ class Decider:
             group = [slots[i] for i in rows]
             served = policy.act_batch([s.opp for s in group], [s.ctx for s in group], [s.device_id for s in group])
             # Encoded once here; the store, the decision log and the experience records copy the bytes.
-            logged = encoded_states(served.logged)
+            logged = encoded_states(served.logged, served.shared)
             for k, i in enumerate(rows):
                 drafts[i] = self._decide_one(k, slots[i], served, logged[k])
                 profile[i] = (int(served.context[k]), bool(served.search[k]))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -133,6 +135,20 @@ def test_logged_state_is_compact_and_batches_agree() -> None:
     # float64 reprs of float32 values (~19 characters each) against the shortest float32 text, zeros as "0"
     assert len(bytes(rows[0])) < 0.6 * len(json.dumps(m[0].tolist()))  # type: ignore[call-overload]
     assert bytes(encoded_state([0.0, 1.0, 0.1, -2.0])) == b"[0,1,0.1,-2]"  # type: ignore[call-overload]
+
+
+def test_logged_state_with_shared_spans_is_the_same_bytes() -> None:
+    """Spans formatted once and reused (pacing, journey padding) give the bytes of whole rows."""
+    rng = np.random.default_rng(1)
+    m = rng.uniform(-5, 5, (9, 60)).astype(np.float32)
+    m[:, 10:20] = rng.uniform(0, 1, 10).astype(np.float32)  # one span, the same in every row
+    m[:, 20:60] = np.round(m[:, 20:60])  # integral values: "3", not "3.0"
+    m[:, 40:60] = 0.0
+    m[4, 45], m[5, :21] = -0.0, _EDGES
+    whole = [bytes(r) for r in cast(list[msgspec.Raw], encoded_states(m))]
+    for shared in (((10, 20), (20, 60)), ((0, 10),), ((10, 20),), ((59, 60),), ((0, 60),), ((5, 5), (40, 60))):
+        for _ in range(2):  # the second time from the cache
+            assert [bytes(r) for r in cast(list[msgspec.Raw], encoded_states(m, shared))] == whole
 
 
 def _decision(state: list[float]) -> Decision:

@@ -244,6 +244,13 @@ class StateSpec:
         """Length of the vector logged with a decision: state ⊕ pacing features ⊕ touches ⊕ touch creatives."""
         return self.dim + N_PACING + self.max_touches * (self.touch_dim + 1)
 
+    @property
+    def logged_shared(self) -> tuple[tuple[int, int], ...]:
+        """Column spans of the logged vector that repeat across decisions (the slot's pacing
+        features; the touch sequence, all padding without a journey): ``encoded_states``'s ``shared``."""
+        a = self.dim + N_PACING
+        return (self.dim, a), (a, self.logged_dim)
+
     def pack(self, batch: StateBatch, pacing: np.ndarray) -> np.ndarray:
         """The logged vectors [B, logged_dim] of a batch (``Decision.state``): everything the
         learner needs to replay the decision — the state, the slot's pacing features [B, P] and

@@ -78,6 +78,8 @@ class ServedBatch(NamedTuple):
     """int64 [B] each request's context bucket (what the store counts on the person's profile)."""
     search: np.ndarray
     """bool [B] the request offered paid search (counted in the person's activity)."""
+    shared: tuple[tuple[int, int], ...] = ()
+    """Column spans of ``logged`` that repeat across rows (``StateSpec.logged_shared``)."""
 
 
 class AgentServer:
@@ -236,4 +238,4 @@ class AgentServer:
                 return restrict_to_arms(every, arms)
         acts = self.agent.act(batch, mask, floor, left, explore=explore, creative_mask=eligible)
         self._out.bids += int((acts.bid_cpm_usd > 0).sum())
-        return ServedBatch(acts, spec.pack(batch, self._pacing), bucket, search)
+        return ServedBatch(acts, spec.pack(batch, self._pacing), bucket, search, spec.logged_shared)
