@@ -57,6 +57,7 @@ Stored = list[tuple[bool, bytes]]
 """(applied, stored record) per effect, as ``HandlerStore.record_results`` returns them."""
 T = TypeVar("T")
 _STATE = b'"state":'
+_NO_STATE = b'"state":[]'
 
 
 def _start(step: Coroutine[Any, Any, T], pending: list[asyncio.Future[Any]]) -> asyncio.Future[T]:
@@ -98,37 +99,36 @@ class Outcomes:
         """Running creative experiments: wins and credits add to their persons' arm results."""
 
     def _experience(self, dec: Decision, kind: str, suffix: str, event_time: int, parts: RewardParts,
-                    won: bool = False, done: bool = False, position: int | None = None) -> Experience:
+                    won: bool = False, done: bool = False, position: int | None = None,
+                    state: list[float] | None = None) -> Experience:
         rw = self._rw
         reward = (rw.alpha_immediate * parts.immediate + rw.alpha_attribution * parts.attribution
                   + rw.alpha_delayed * parts.delayed + rw.alpha_diversity * parts.diversity)
         return Experience(id=f"{dec.id}:{suffix}", event_time=event_time, decision_id=dec.id, kind=kind,  # type: ignore[arg-type]
-                          state=dec.state, action=dec.action, propensity=dec.propensity,
-                          model_version=dec.model_version, reward=reward, parts=parts, won=won, done=done,
-                          position=position)
+                          state=dec.state if state is None else state, action=dec.action,
+                          propensity=dec.propensity, model_version=dec.model_version, reward=reward, parts=parts,
+                          won=won, done=done, position=position)
 
     def _out(self, decision_id: str, payload: bytes) -> Output:
         return Output(self._exp_topic, decision_id.encode(), payload)
 
-    @staticmethod
-    def _claimed(exp: Experience) -> bytes:
-        """What a result's or click's claim keeps of its record: all but the state (KBs, and the
-        decision holds it): stored per result, the state was most of the bytes written to Redis."""
-        return encode(msgspec.structs.replace(exp, state=[]))
-
-    @staticmethod
-    def _claimed_and_record(exp: Experience) -> tuple[bytes, bytes]:
-        """``_claimed(exp)`` and ``encode(exp)`` from one encoding: the claim is the record with its
-        state cut out, byte for byte the same (``"state":`` is the first field after the ids and a
-        kind, and cannot occur inside a JSON string, whose quotes are escaped)."""
-        record = encode(exp)
-        state = exp.state
-        if isinstance(state, msgspec.Raw):  # the stored decision's state, as read (state_encoded): copied as is
-            at = record.find(_STATE) + len(_STATE)
-            end = at + len(state)
-            if at >= len(_STATE) and record.startswith(state, at):
-                return b"%b[]%b" % (record[:at], record[end:]), record
-        return Outcomes._claimed(exp), record
+    def _claimed_and_record(self, dec: Decision, kind: str, suffix: str, event_time: int, parts: RewardParts,
+                            won: bool = False, done: bool = False, position: int | None = None,
+                            ) -> tuple[bytes, bytes]:
+        """An experience record without its state (what a result's or click's claim keeps: the
+        decision holds the state, KBs of it) and the record itself, ``encode`` of
+        ``_experience(...)``, byte for byte, from one small encoding: the record is the claim with
+        the stored decision's state (as read: ``state_encoded``) put in place of its ``[]``.
+        ``"state":[]`` is the first field after the ids and the kind, and cannot occur inside a JSON
+        string (their quotes are escaped). Encoding the state's KBs into msgspec's growing buffer
+        cost more than the splice."""
+        claimed = encode(self._experience(dec, kind, suffix, event_time, parts, won, done, position, []))
+        state = dec.state
+        if isinstance(state, msgspec.Raw):
+            at = claimed.find(_NO_STATE) + len(_STATE)
+            if at >= len(_STATE):
+                return claimed, b"".join((claimed[:at], state, claimed[at + 2:]))
+        return claimed, encode(self._experience(dec, kind, suffix, event_time, parts, won, done, position))
 
     @staticmethod
     def _restated(claimed: bytes, dec: Decision) -> bytes:
@@ -222,8 +222,8 @@ class Outcomes:
         position = res.position if res.won else None
         parts = RewardParts(immediate=slot_value_usd(self._rw, position) - micros_to_usd(cost),
                             delayed=micros_to_usd(dec.value_estimate_micros) if res.won else 0.0)
-        exp = self._experience(dec, "outcome", "outcome", res.event_time, parts, won=res.won, position=position)
-        claimed, record = self._claimed_and_record(exp)
+        claimed, record = self._claimed_and_record(dec, "outcome", "outcome", res.event_time, parts, won=res.won,
+                                                   position=position)
         return ResultEffect(f"outcome:{dec.id}", claimed, dec.campaign, period_of(dec.event_time), dec.id,
                             cost, dec.device_id, touch, res.event_time + self._window_ms), record
 
@@ -245,9 +245,10 @@ class Outcomes:
             if dec is None:
                 outputs.append(self._unknown(rec, ev.decision_id))
                 continue
-            exp = self._experience(dec, "click", "click", ev.event_time, RewardParts(immediate=self._rw.click_value_usd))
-            effects.append(ClickEffect(f"click:{dec.id}", self._claimed(exp), dec.device_id, dec.id))
-            clicked.append((dec, encode(exp)))
+            claimed, record = self._claimed_and_record(dec, "click", "click", ev.event_time,
+                                                       RewardParts(immediate=self._rw.click_value_usd))
+            effects.append(ClickEffect(f"click:{dec.id}", claimed, dec.device_id, dec.id))
+            clicked.append((dec, record))
         stored = await self.store.record_clicks(effects, self._ttl)
         for (dec, record), (applied, got) in zip(clicked, stored, strict=True):
             outputs.append(self._out(dec.id, record if applied else self._restated(got, dec)))
@@ -306,9 +307,9 @@ class Outcomes:
             for decision_id, micros in record.credits:
                 dec = decisions.get(decision_id)
                 if dec is not None:
-                    exp = self._experience(dec, "credit", f"credit:{conv.id}", conv.event_time,
-                                           RewardParts(attribution=micros_to_usd(micros)))
-                    outputs.append(self._out(dec.id, encode(exp)))
+                    _, payload = self._claimed_and_record(dec, "credit", f"credit:{conv.id}", conv.event_time,
+                                                          RewardParts(attribution=micros_to_usd(micros)))
+                    outputs.append(self._out(dec.id, payload))
         return outputs
 
     def _compute_join(self, conv: Conversion, person: str, journey: list[Touch]) -> JoinRecord:
@@ -350,10 +351,10 @@ class Outcomes:
                     won = won or exp.won
             if won:
                 touched.add(decision_id)
-            final = self._experience(dec, "final", "final", dec.event_time + self.cfg.join.window_ms,
-                                     RewardParts(immediate=immediate, attribution=micros_to_usd(sum(credits[k].values()))),
-                                     won=won, done=True)
-            claims.append((f"final:{decision_id}", encode(final)))
+            _, final = self._claimed_and_record(
+                dec, "final", "final", dec.event_time + self.cfg.join.window_ms,
+                RewardParts(immediate=immediate, attribution=micros_to_usd(sum(credits[k].values()))), won=won, done=True)
+            claims.append((f"final:{decision_id}", final))
         claimed = dict(zip(todo, await self.store.claim_many(claims, self._ttl), strict=True))
         if isinstance(self.attribution, JourneyLearner):  # touches that led to no conversion: null journeys
             for k, decision_id in enumerate(todo):

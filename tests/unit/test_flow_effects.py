@@ -291,23 +291,23 @@ async def test_results_across_slices_apply_once_in_order_and_none_after_a_failed
 @pytest.mark.parametrize("decision_id", ["d1", 'd"state":[]', 'x\\"state":[]\\', "d\u00e9\u2028"])
 def test_outcome_record_spliced_from_its_claim_is_the_encoded_record(decision_id: str) -> None:
     """The outcome record is built by putting the stored state into the claim's bytes: byte for
-    byte ``encode(exp)``, whatever the ids hold."""
-    from unittest import mock
-
+    byte ``encode(exp)``, whatever the ids hold (more cases: ``test_experience_splice.py``)."""
     import msgspec
 
     from agent_service.contracts.codec import encode
     from agent_service.contracts.events import Action, RewardParts
     from agent_service.pipeline.outcomes import Outcomes
 
+    outcomes = Outcomes(GaelpConfig(), MemoryStore(), Metrics(), None)  # type: ignore[arg-type]
     for state in ([0.5, -1.25e-7, 3.0], []):
-        exp = Experience(id=f"{decision_id}:outcome", event_time=T0, decision_id=decision_id, kind="outcome",
-                         state=msgspec.Raw(encode(state)),  # type: ignore[arg-type]  # as the store reads it
-                         action=Action(bid_cpm_micros=1, creative=2, channel='c"state":[]', segment=0),
-                         propensity=0.5, model_version=1, reward=0.25, parts=RewardParts(immediate=0.25), won=True)
-        with mock.patch.object(Outcomes, "_claimed", side_effect=AssertionError("encoded twice")):
-            claimed, record = Outcomes._claimed_and_record(exp)  # one encoding, the state cut out
-        assert claimed == Outcomes._claimed(exp)
-        assert claimed == record.replace(encode(state), b"[]", 1)  # the state cut, not a second encoding
+        dec = Decision(id=decision_id, event_time=T0, request_id="r", imp_id="1", person_id="p", device_id="d",
+                       campaign="c", state=msgspec.Raw(encode(state)),  # type: ignore[arg-type]  # as the store reads it
+                       action=Action(bid_cpm_micros=1, creative=2, channel='c"state":[]', segment=0),
+                       propensity=0.5, model_version=1)
+        claimed, record = outcomes._claimed_and_record(dec, "outcome", "outcome", T0, RewardParts(immediate=0.25),
+                                                       won=True)
+        exp = outcomes._experience(dec, "outcome", "outcome", T0, RewardParts(immediate=0.25), won=True)
+        assert claimed == encode(msgspec.structs.replace(exp, state=[]))
+        assert claimed == record.replace(encode(state), b"[]", 1)  # the state spliced in, not a second encoding
         assert record == encode(exp)
         assert decode(record, Experience).state == state
