@@ -182,6 +182,10 @@ class DualPacerConfig:
     """Upper bound of μ (bids never fall below v / (1 + mu_max))."""
     mu0: float = 0.0
     """μ at the start (0 = truthful)."""
+    mu_min: float = 0.0
+    """Lower bound of μ. 0: a utility maximiser's dual — bids never exceed v. Below 0 (down to
+    −1, exclusive): a value maximiser's — while it underspends, bids rise above v up to
+    v / (1 + mu_min), which spends a budget an underestimated v would leave unspent."""
     reset_each_period: bool = False
     """Restart μ at mu0 every period (False: carry μ over, one long dual descent)."""
 
@@ -190,15 +194,17 @@ class DualPacerConfig:
             raise ConfigError("dual.step", "must be > 0")
         if self.mu_max <= 0:
             raise ConfigError("dual.mu_max", "must be > 0")
-        if not 0 <= self.mu0 <= self.mu_max:
-            raise ConfigError("dual.mu0", "need 0 <= mu0 <= mu_max")
+        if not -1 < self.mu_min <= 0:
+            raise ConfigError("dual.mu_min", "need -1 < mu_min <= 0")
+        if not self.mu_min <= self.mu0 <= self.mu_max:
+            raise ConfigError("dual.mu0", "need mu_min <= mu0 <= mu_max")
 
 
 class DualPacer:
-    """bid = v / (1 + μ); after each slot ``μ ← clip(μ + step · (spend − plan) / plan, 0, mu_max)``.
+    """bid = v / (1 + μ); after each slot ``μ ← clip(μ + step · (spend − plan) / plan, mu_min, mu_max)``.
 
-    Spending faster than planned raises μ (lower bids), slower lowers it, never below 0: a
-    utility-maximising bidder never bids above its value.
+    Spending faster than planned raises μ (lower bids), slower lowers it, by default never below
+    0: a utility-maximising bidder never bids above its value (``mu_min`` < 0: see the config).
     """
 
     def __init__(self, cfg: DualPacerConfig | None = None) -> None:
@@ -216,5 +222,5 @@ class DualPacer:
     def update(self, spend_usd: float, plan_usd: float) -> float:
         """Move μ after a slot; returns the new μ."""
         gap = min((spend_usd - plan_usd) / max(plan_usd, 1e-9), 5.0)
-        self.mu = float(np.clip(self.mu + self.cfg.step * gap, 0.0, self.cfg.mu_max))
+        self.mu = float(np.clip(self.mu + self.cfg.step * gap, self.cfg.mu_min, self.cfg.mu_max))
         return self.mu

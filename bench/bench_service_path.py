@@ -7,7 +7,9 @@ Two bid rules (``[serve] bid_rule``), each on the same seeds and the same simula
 - ``agent`` — v̂ × the multiplier of the agent's dual level and its Q-network's per-slot offset;
 - ``dual`` — v̂ / (1 + μ), μ from dual-variable pacing alone (Balseiro & Gur 2019): the agent's
   value estimate and its creative, channel and target choices, without its bidding RL. Both
-  learn online from the same start (an untrained agent): only the bid rule differs.
+  learn online from the same start (an untrained agent): only the bid rule differs;
+- with ``--rules agent dual dual_scaled``, also ``dual_scaled``: the same with a value maximiser's
+  dual (μ may go below 0, so bids rise above v̂ — up to the agent's own cap — while it underspends).
 
 Measured: the simulator's expected conversion value of the impressions each bought (its ground
 truth, never shown to the agent) per day after the first (the warm-up), summed; the paired
@@ -70,27 +72,37 @@ def main() -> None:
                     help="fresh seeds (default; appended to the ledger) or validation seeds (< 1000: not recorded)")
     ap.add_argument("--days", type=int, default=8, help="simulated days per run; the first is warm-up")
     ap.add_argument("--opportunities-per-day", type=int, default=10_000)
+    ap.add_argument("--rules", nargs="+", default=list(RULES), choices=("agent", "dual", "dual_scaled"),
+                    help="bid rules to run (agent first; each other is compared with it)")
     args = ap.parse_args()
+    if args.rules[0] != "agent" or len(args.rules) < 2:
+        ap.error("--rules: 'agent' first, then at least one reference rule")
     fresh = min(args.seeds) >= 1000
     if not fresh and max(args.seeds) >= 1000:
         ap.error("--seeds: validation seeds (< 1000) and fresh seeds (>= 1000) in one run")
     cfg = GaelpConfig()
     runs = []
     for seed in args.seeds:
-        for rule in RULES:
+        for rule in args.rules:
             r = one(cfg, seed, rule, args.days, args.opportunities_per_day)
             runs.append(r)
             print(f"seed {seed} {rule:>5}: value {r['value_usd']:8.2f} USD  spend {r['spend_usd']:7.2f}  "
                   f"K={r['segments_k']}  ({r['seconds']}s)", file=sys.stderr)
-    value = {rule: np.array([r["value_usd"] for r in runs if r["rule"] == rule]) for rule in RULES}
-    mean, half = interval(value["agent"] - value["dual"])
-    result = {
+    value = {rule: np.array([r["value_usd"] for r in runs if r["rule"] == rule]) for rule in args.rules}
+    vs = {}
+    for rule in args.rules[1:]:
+        mean, half = interval(value["agent"] - value[rule])
+        vs[rule] = {"value_usd": round(float(value[rule].mean()), 2), "delta_usd": round(mean, 2),
+                    "delta_ci95": round(half, 2), "agent_beats_it": bool(mean - half > 0)}
+    result: dict[str, object] = {
         "bench": "service_path", "seeds": args.seeds, "days": args.days, "measured_days": args.days - 1,
         "opportunities_per_day": args.opportunities_per_day, "creatives": cfg.creatives.count,
-        "agent_value_usd": round(float(value["agent"].mean()), 2), "dual_value_usd": round(float(value["dual"].mean()), 2),
-        "delta_usd": round(mean, 2), "delta_ci95": round(half, 2),
-        "agent_beats_dual": bool(mean - half > 0), "runs": runs}
-    settings = {"gaelp": asdict(cfg), "days": args.days, "opportunities_per_day": args.opportunities_per_day}
+        "agent_value_usd": round(float(value["agent"].mean()), 2), "vs": vs, "runs": runs}
+    if "dual" in vs:  # the floor's reference, under the keys earlier ledger lines use
+        result.update(dual_value_usd=vs["dual"]["value_usd"], delta_usd=vs["dual"]["delta_usd"],
+                      delta_ci95=vs["dual"]["delta_ci95"], agent_beats_dual=vs["dual"]["agent_beats_it"])
+    settings = {"gaelp": asdict(cfg), "days": args.days, "opportunities_per_day": args.opportunities_per_day,
+                **({"rules": args.rules} if args.rules != list(RULES) else {})}
     if fresh:  # a fresh-seed run: on the record, whatever it shows
         entry = ledger.append(LEDGER, ROOT, settings, result)
         result.update(commit=entry["commit"], config_hash=entry["config_hash"])

@@ -275,7 +275,9 @@ class ServeConfig:
     """How the bid is set from the agent's value estimate v̂: ``agent`` — v̂ × the multiplier of the
     dual level and the Q-network's per-slot offset; ``dual`` — v̂ / (1 + μ) with μ from dual-variable
     pacing alone (Balseiro & Gur 2019), the agent's creative, channel and target choices kept: the
-    reference the agent's bidding is measured against on the service path."""
+    reference the agent's bidding is measured against on the service path; ``dual_scaled`` — the
+    same with a value maximiser's dual (μ may fall below 0: bids up to v̂ · e^{z_max} while it
+    underspends, the agent's own cap)."""
     shadow: bool = False
     """Shadow mode: decide and log, never bid, isolated from the live service (its own keys,
     consumer group and output topics; no budget, no weights: ``runtime/shadow.py``)."""
@@ -346,7 +348,8 @@ class ServeConfig:
         _require(0 <= self.decision_log_linger_ms <= 1000, "serve.decision_log_linger_ms", "must be in [0, 1000] ms")
         _require(self.event_loop in ("uvloop", "asyncio"), "serve.event_loop", "must be 'uvloop' or 'asyncio'")
         _require(self.stream_runtime in ("faust", "batch"), "serve.stream_runtime", "must be 'faust' or 'batch'")
-        _require(self.bid_rule in ("agent", "dual"), "serve.bid_rule", "must be 'agent' or 'dual'")
+        _require(self.bid_rule in ("agent", "dual", "dual_scaled"), "serve.bid_rule",
+                 "must be 'agent', 'dual' or 'dual_scaled'")
         _require(self.candidate_version >= 0, "serve.candidate_version", "must be >= 0 (0: none)")
         _require(0.0 <= self.canary_share < 1.0, "serve.canary_share", "must be in [0, 1)")
         _require(0.0 < self.candidate_sample <= 1.0, "serve.candidate_sample", "must be in (0, 1]")

@@ -97,6 +97,9 @@ def _policies(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, bas
         "gaelp": agent,
         # inference-time ablations of the same trained agent (lab/ablations.py)
         "dual+agent": lambda m: DualOnAgent(agent(m), DualPacing(DualPacerConfig(step=step))),
+        # the same with a value maximiser's dual: multipliers above 1, up to the agent's own cap
+        "dual+agent_scaled": lambda m: DualOnAgent(agent(m), DualPacing(DualPacerConfig(
+            step=step, mu_min=math.exp(-cfg.hybrid.dqn.z_max) - 1.0)), name="dual+agent_scaled"),
         "gaelp-no_dqn_offset": lambda m: without_dqn_offset(agent(m)),
         "fixed": baseline(lambda: FixedBid(float(base.get("fixed_cpm", 2.0))), "random", "fixed"),
         "truthful": baseline(Truthful, "random", "truthful"),

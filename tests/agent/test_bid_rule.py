@@ -29,6 +29,17 @@ def test_dual_rule_lowers_the_multiplier_after_overspending_and_raises_it_after_
     assert agent.multiplier > high and agent.slot_prob == 1.0
 
 
+def test_the_scaled_dual_rule_rises_above_v_hat_up_to_the_agents_cap_while_underspending() -> None:
+    server = AgentServer(CFG, 6, 15.0, None, seed=0, bid_rule="dual_scaled")
+    agent = server.agent
+    assert not agent.dqn_offset
+    for k in range(60):  # nothing spent, slot after slot
+        server._enter_slot(k * SLOT_MS, 15.0, 0.0, 0.0, 10)
+    assert agent.multiplier == pytest.approx(math.exp(CFG.dqn.z_max))
+    server._enter_slot(60 * SLOT_MS, 15.0, 5.0, 0.0, 10)  # the last slot spent far above its plan
+    assert agent.multiplier < math.exp(CFG.dqn.z_max)
+
+
 def test_the_agent_rule_keeps_the_q_network_offset_and_a_bad_rule_is_refused() -> None:
     server = AgentServer(CFG, 6, 15.0, None, seed=0)
     assert server.dual is None and server.agent.dqn_offset

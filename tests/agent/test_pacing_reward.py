@@ -40,6 +40,20 @@ def test_dual_pacer() -> None:
         DualPacerConfig(step=0)
 
 
+def test_a_value_maximisers_dual_bids_above_value_while_underspending_up_to_its_cap() -> None:
+    pacer = DualPacer(DualPacerConfig(step=0.5, mu_min=-0.75))
+    pacer.update(spend_usd=0.0, plan_usd=1.0)  # behind plan: above truthful
+    assert pacer.mu == pytest.approx(-0.5) and pacer.multiplier() == pytest.approx(2.0)
+    for _ in range(10):
+        pacer.update(spend_usd=0.0, plan_usd=1.0)
+    assert pacer.multiplier() == pytest.approx(4.0)  # 1 / (1 + mu_min)
+    pacer.update(spend_usd=3.0, plan_usd=1.0)  # then ahead: back down
+    assert pacer.mu == pytest.approx(0.25)
+    for bad in (-1.0, 0.1):
+        with pytest.raises(ConfigError, match="dual.mu_min"):
+            DualPacerConfig(mu_min=bad)
+
+
 def test_reward_terms() -> None:
     cfg = RewardConfig(click_value_usd=0.2, alpha_diversity=1.0, diversity_unit_usd=0.01)
     imm = rw.immediate(cfg, np.array([True, False]), np.array([0.004, 0.004]), np.array([0.5, 0.5]))

@@ -43,7 +43,7 @@ from agent_service.agent.serving.hybrid import AgentActs, HybridAgent, HybridCon
 from agent_service.config import CHANNELS
 from agent_service.creatives import CatalogueFile, restrict_to_arms
 from agent_service.money import micros_to_usd
-from agent_service.pacing import DualPacer, SlotOutcome, SpendPlan, pacing_features
+from agent_service.pacing import DualPacer, DualPacerConfig, SlotOutcome, SpendPlan, pacing_features
 from agent_service.ports.registry import ModelRegistry
 from agent_service.ports.store import DecideContext
 from agent_service.units import DAY_MS
@@ -110,9 +110,11 @@ class AgentServer:
         """The creative catalogue (reloaded when its file changes); None: every slot, always."""
         self.experiments: ArmSource | None = None
         """Running creative experiments: a person in an arm is shown its creatives only; None: none."""
-        self.dual = DualPacer() if bid_rule == "dual" else None
-        """``[serve] bid_rule = "dual"``: the multiplier is 1 / (1 + μ), μ paced per slot; the
-        Q-network neither offsets nor samples (the logged multiplier action is deterministic)."""
+        self.dual = None if bid_rule == "agent" else DualPacer(
+            DualPacerConfig(mu_min=math.exp(-hybrid.dqn.z_max) - 1.0) if bid_rule == "dual_scaled" else None)
+        """``[serve] bid_rule = "dual"`` (or ``dual_scaled``): the multiplier is 1 / (1 + μ), μ paced
+        per slot; the Q-network neither offsets nor samples (the logged multiplier action is
+        deterministic)."""
         if self.dual is not None:
             self.agent.dqn_offset = False
 
