@@ -162,9 +162,12 @@ class DualPacing(BidRule):
 
     name = "dual"
 
-    def __init__(self, cfg: DualPacerConfig | None = None, slots: int = 96) -> None:
+    def __init__(self, cfg: DualPacerConfig | None = None, slots: int = 96, plan: SpendPlan | None = None) -> None:
         self.pacer = DualPacer(cfg)
-        self.plan = SpendPlan(slots)
+        self.plan = plan or SpendPlan(slots)
+        self._own_plan = plan is None
+        """False: the plan is another policy's (an ablation pacing to the agent's learned profile),
+        which observes the traffic itself."""
 
     def start_period(self, ctx: SlotContext) -> None:
         self.pacer.start_period()
@@ -173,9 +176,10 @@ class DualPacing(BidRule):
         return clip_bid(1000 * value * self.pacer.multiplier(), floor)
 
     def update(self, ctx: SlotContext) -> None:
-        self.plan.observe(ctx.slot, ctx.opportunities)
+        if self._own_plan:
+            self.plan.observe(ctx.slot, ctx.opportunities)
         self.pacer.update(ctx.last_slot_spend_usd, ctx.budget_usd * self.plan.slot_share(ctx.slot))
-        if ctx.slot == ctx.slots - 1:
+        if self._own_plan and ctx.slot == ctx.slots - 1:
             self.plan.end_period()
 
 

@@ -1,9 +1,13 @@
 """Ablations of the trained agent: does each learned part earn its place?
 
 - ``dual+agent`` — the agent's own value estimate (click model × conversion model × value per
-  segment) and its creative, channel and target choices, but the bid from dual-variable pacing
-  (no bid multiplier Q-network, no dual step of its own): the strongest simple alternative built
-  from the agent's parts. If the agent does not beat it, its bidding RL does not earn its place.
+  segment), its creative, channel and target choices and its pacing state (the learned traffic
+  profile as the spend plan, its multiplier level as dual pacing's start), but the bid from
+  dual-variable pacing (no bid multiplier Q-network, no dual step of its own): the strongest
+  simple alternative built from the agent's parts. If the agent does not beat it, its bidding RL
+  does not earn its place. (Until 2026-12-05 it paced to a plan of its own, uniform at first, from
+  multiplier 1: a handicap the agent, starting from its trained profile and level, did not have.)
+- ``dual+agent_scaled`` — the same with a value maximiser's dual (multipliers above 1 allowed).
 - ``gaelp-no_dqn_offset`` — the agent with the Q-network's per-slot offset held at 0 (the dual
   level alone paces).
 

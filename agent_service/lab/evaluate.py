@@ -93,13 +93,21 @@ def _policies(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, bas
         return a
 
     step = float(base.get("dual_step", 0.1))
+
+    def dual_on_agent(m: SimMarket, mu_min: float, name: str) -> DualOnAgent:
+        """The agent's value model, creatives and pacing state — its learned traffic profile as the
+        plan, its multiplier level as the start (μ0 = e^{−z} − 1) — with dual pacing's update: only
+        the bid rule differs from the agent, as on the service path."""
+        a = agent(m)
+        mu0 = float(min(max(math.exp(-a.agent.z_base) - 1.0, mu_min), DualPacerConfig.mu_max))
+        return DualOnAgent(a, DualPacing(DualPacerConfig(step=step, mu0=mu0, mu_min=mu_min), plan=a.plan), name=name)
+
     return {
         "gaelp": agent,
         # inference-time ablations of the same trained agent (lab/ablations.py)
-        "dual+agent": lambda m: DualOnAgent(agent(m), DualPacing(DualPacerConfig(step=step))),
+        "dual+agent": lambda m: dual_on_agent(m, 0.0, "dual+agent"),
         # the same with a value maximiser's dual: multipliers above 1, up to the agent's own cap
-        "dual+agent_scaled": lambda m: DualOnAgent(agent(m), DualPacing(DualPacerConfig(
-            step=step, mu_min=math.exp(-cfg.hybrid.dqn.z_max) - 1.0)), name="dual+agent_scaled"),
+        "dual+agent_scaled": lambda m: dual_on_agent(m, math.exp(-cfg.hybrid.dqn.z_max) - 1.0, "dual+agent_scaled"),
         "gaelp-no_dqn_offset": lambda m: without_dqn_offset(agent(m)),
         "fixed": baseline(lambda: FixedBid(float(base.get("fixed_cpm", 2.0))), "random", "fixed"),
         "truthful": baseline(Truthful, "random", "truthful"),

@@ -45,3 +45,20 @@ def test_the_agent_rule_keeps_the_q_network_offset_and_a_bad_rule_is_refused() -
     assert server.dual is None and server.agent.dqn_offset
     with pytest.raises(ConfigError, match="serve.bid_rule"):
         GaelpConfig().replace("serve", bid_rule="greedy")
+
+
+def test_the_dual_ablation_paces_to_the_agents_plan_without_counting_its_traffic_twice() -> None:
+    from agent_service.evaluation.policies import DualPacing
+    from agent_service.pacing import DualPacerConfig, SpendPlan
+
+    plan = SpendPlan(4)
+    plan.profile = plan.profile * 0 + [0.1, 0.2, 0.3, 0.4]
+    rule = DualPacing(DualPacerConfig(step=0.5, mu0=1.0), plan=plan)
+    assert rule.pacer.multiplier() == pytest.approx(0.5)  # starts at the level it is given
+
+    class Ctx:
+        slot, slots, opportunities, last_slot_spend_usd, budget_usd = 3, 4, 100, 4.0, 10.0
+    rule.update(Ctx())  # type: ignore[arg-type]
+    assert rule.pacer.mu == pytest.approx(1.0)  # slot 3's plan is 0.4 · 10 = its spend: on plan
+    assert plan.profile.tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])  # its owner folds the counts
+    assert plan._counts.sum() == 0

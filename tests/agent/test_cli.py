@@ -37,7 +37,7 @@ def test_evaluate_brackets_every_policy_by_the_best_clairvoyant_policy_and_an_up
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(last["policies"]) == {"gaelp", "fixed", "truthful", "linear", "dual", "dual+oracle_creative",
                                       "dual+cell_oracle", "dual+cell_profile", "dual+truth", "truthful+truth",
-                                      "dual+agent", "gaelp-no_dqn_offset"}
+                                      "dual+agent", "dual+agent_scaled", "gaelp-no_dqn_offset"}
     assert last["upper_bound_usd"] > 0 and last["best_clairvoyant_usd"] > 0
     assert set(last["values_usd"]) == set(last["policies"])
     per_seed = {n: e["per_seed_value"] for n, e in json.loads((tmp_path / "evaluation.json").read_text())[
