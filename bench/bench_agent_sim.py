@@ -75,7 +75,7 @@ def main() -> int:
     pol = report["policies"]
     frac = pol["gaelp"]["of_best_clairvoyant"]
     dual = report["paired_vs_gaelp"]["dual"]
-    ablation = report["paired_vs_gaelp"]["dual+agent"]
+    ablation = report["strongest_ablation"]
     train_regret = summary["last_days"]["creative_regret"]
     result = {
         "bench": "agent_sim", "out": str(out),
@@ -92,7 +92,7 @@ def main() -> int:
                        "of_best_clairvoyant": {n: e["of_best_clairvoyant"] for n, e in pol.items()},
                        "of_upper_bound": {n: e["of_upper_bound"] for n, e in pol.items()},
                        "creative_regret": {n: e["regret"] for n, e in pol.items()},
-                       "paired_vs_gaelp": report["paired_vs_gaelp"]},
+                       "paired_vs_gaelp": report["paired_vs_gaelp"], "strongest_ablation": ablation},
         "floors": {"upper_bound_ge_every_policy": all(  # evaluate() raises otherwise; restated here
                        v <= b + 1e-6 for e in pol.values() for v, b in zip(e["per_seed_value"],
                                                                           report["upper_bound"]["per_seed"],

@@ -81,7 +81,7 @@ def main() -> int:
                   "of_upper_bound": agent["of_upper_bound"], "creative_regret": agent["regret"],
                   "upper_bound_usd": report["upper_bound"], "best_clairvoyant_usd": report["best_clairvoyant"],
                   "vs_dual": report["paired_vs_gaelp"]["dual"],
-                  "vs_strongest_ablation": report["paired_vs_gaelp"]["dual+agent"],
+                  "vs_strongest_ablation": report["strongest_ablation"],
                   "values_usd": {n: e["value"] for n, e in report["policies"].items()}}
         config = {"world": name, "calibration": dataclasses.asdict(cal), "eval": dataclasses.asdict(ec),
                   "agent": dataclasses.asdict(cfg.hybrid), "checkpoint_summary": summary.get("config")}

@@ -77,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
                       "values_usd": {name: e["value"]["mean"] for name, e in pol.items()},
                       "upper_bound": report["upper_bound"], "best_clairvoyant": report["best_clairvoyant"],
                       "myopic_lp": report["myopic_lp"], "policies": head,
-                      "paired_vs_gaelp": report["paired_vs_gaelp"]}))
+                      "paired_vs_gaelp": report["paired_vs_gaelp"],
+                      "strongest_ablation": report["strongest_ablation"]}))
     return 0

@@ -5,8 +5,9 @@ policy — same people, traffic, prices and luck (the engine's common random num
 ``warmup + days`` budget periods; the figures are taken over the last ``days``:
 
 * the trained agent (restored from its checkpoint, still learning online, as deployed);
-* ablations of the same trained agent (``lab/ablations.py``): ``dual+agent`` (its value estimate
-  and creative, channel and target, bid by dual pacing) and ``gaelp-no_dqn_offset``;
+* ablations of the same trained agent (``lab/ablations.py``): ``dual+agent`` (its value estimate,
+  creative, channel, target and traffic plan, bid by dual pacing), ``dual+agent_scaled`` (the same
+  with multipliers above 1 allowed) and ``gaelp-no_dqn_offset``;
 * fixed bid, truthful expected value, linear bidding, dual-variable pacing — each with the
   random creative rule, their value model warmed and their one parameter chosen on the
   training world (``gaelp train``);
@@ -34,8 +35,9 @@ The yardsticks:
 
 Reported per policy: expected conversion value won (ground truth, the low-variance measure),
 its share of the best clairvoyant policy and of the upper bound, realised conversions and value,
-spend, creative regret — means over seeds with 95 % t-intervals — and the paired difference
-agent − each baseline with its interval.
+spend, creative regret — means over seeds with 95 % t-intervals — the paired difference
+agent − each baseline with its interval, and ``strongest_ablation``: that difference for the
+better of the two pacing ablations in the run.
 """
 
 from __future__ import annotations
@@ -128,6 +130,10 @@ def _policies(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, bas
 CLAIRVOYANT = ("dual+truth", "truthful+truth")
 """The full-information policies whose best is the seed's best clairvoyant policy."""
 
+PACING_ABLATIONS = ("dual+agent", "dual+agent_scaled")
+"""Dual pacing with the agent's own value model, creatives and plan; the one with the higher mean
+value in a run is that run's strongest ablation (chosen after the fact, so the comparison favours it)."""
+
 
 class Trained(NamedTuple):
     """A finished ``gaelp train --out`` directory, as ``evaluate`` takes it."""
@@ -208,6 +214,8 @@ def evaluate(cfg: GaelpConfig, ec: EvalConfig, ckpt: dict[str, Any] | None, base
             m, h = interval(agent_value - v)
             report["paired_vs_gaelp"][name] = {"gaelp_minus_policy": round(m, 3), "ci95": round(h, 3),
                                                "gaelp_better_beyond_ci": bool(m - h > 0)}
+    strongest = max(PACING_ABLATIONS, key=lambda n: report["policies"][n]["value"]["mean"])
+    report["strongest_ablation"] = {"policy": strongest, **report["paired_vs_gaelp"][strongest]}
     return report
 
 

@@ -40,6 +40,10 @@ def test_evaluate_brackets_every_policy_by_the_best_clairvoyant_policy_and_an_up
                                       "dual+agent", "dual+agent_scaled", "gaelp-no_dqn_offset"}
     assert last["upper_bound_usd"] > 0 and last["best_clairvoyant_usd"] > 0
     assert set(last["values_usd"]) == set(last["policies"])
+    strongest = last["strongest_ablation"]  # the better pacing ablation of the run, by mean value
+    other = ({"dual+agent", "dual+agent_scaled"} - {strongest["policy"]}).pop()
+    assert last["values_usd"][strongest["policy"]] >= last["values_usd"][other]
+    assert strongest["gaelp_minus_policy"] == last["paired_vs_gaelp"][strongest["policy"]]["gaelp_minus_policy"]
     per_seed = {n: e["per_seed_value"] for n, e in json.loads((tmp_path / "evaluation.json").read_text())[
         "policies"].items()}
     for seed in range(2):  # the bound holds for every policy on every seed; the clairvoyant is the best of two
