@@ -320,9 +320,13 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
                            if x.startswith("gaelp_learner_experience_total "))
             while trained() == 0:
                 time.sleep(0.2)
-            before = trained()
-            busy = [_paced(port, args.rate, args.seconds, work) for _ in range(args.repeat)]
-            during = trained() - before
+            busy, per_round = [], []
+            for _ in range(args.repeat):  # the learner's progress in each round: it must train throughout
+                before = trained()
+                busy.append(_paced(port, args.rate, args.seconds, work))
+                per_round.append(trained() - before)
+            during = sum(per_round)
+            left = len(records) - trained()
         finally:
             for proc in (bidder, learner):
                 if proc is not None:
@@ -336,7 +340,10 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
                 "bid_p99_ms_spin": round(p_spin, 3), "bid_p99_spin_over_idle": round(p_spin / p_idle, 3),
                 "paced_rps_idle": round(statistics.median(r["rps"] for r in idle), 1),
                 "paced_rps_training": round(statistics.median(r["rps"] for r in busy), 1),
-                "experience_trained_during_measurement": during, "rate": args.rate})
+                "experience_trained_during_measurement": during, "experience_trained_per_round": per_round,
+                # the ratio means something only if the learner still had experience left when the last round ended
+                "experience_left_after_measurement": left, "learner_trained_throughout": left > 0 and min(per_round) > 0,
+                "rate": args.rate})
     return out
 
 
@@ -355,7 +362,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2000.0, help="offered requests/s of the latency run")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each paced run")
     ap.add_argument("--repeat", type=int, default=2, help="paced runs per condition (median reported)")
-    ap.add_argument("--experience", type=int, default=60_000, help="experience records the learner trains on")
+    ap.add_argument("--experience", type=int, default=200_000,
+                    help="experience records the learner trains on (enough to keep it busy through every round)")
     args = ap.parse_args()
     result: dict[str, Any] = {"bench": "ray_training"}
     for name in args.only.split(","):
