@@ -239,6 +239,10 @@ def summary_table(report: dict[str, Any]) -> str:
                        ("myopic_lp", "myopic LP (not a bound)")):
         h = report[key]
         lines.append(f"{label:24s} {h['mean']:.1f}±{h['ci95']:.1f}")
+    if "strongest_ablation" in report:  # absent from reports written before it was added
+        a = report["strongest_ablation"]
+        lines.append(f"{'agent − strongest ablation':24s} {a['gaelp_minus_policy']:+.1f}±{a['ci95']:.1f} ({a['policy']}; "
+                     f"{'beyond' if a['gaelp_better_beyond_ci'] else 'not beyond'} the 95 % interval)")
     return "\n".join(lines)
 
 

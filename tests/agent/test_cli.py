@@ -34,7 +34,9 @@ def test_evaluate_brackets_every_policy_by_the_best_clairvoyant_policy_and_an_up
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--checkpoint", str(trained), "--seeds", "1", "2", "--days", "1", "--warmup", "0",
                  "--out", str(tmp_path), "--quiet", *_WORLD]) == 0
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    last = json.loads(lines[-1])
+    assert any(line.startswith("agent − strongest ablation") for line in lines[:-1])  # the table says it too
     assert set(last["policies"]) == {"gaelp", "fixed", "truthful", "linear", "dual", "dual+oracle_creative",
                                       "dual+cell_oracle", "dual+cell_profile", "dual+truth", "truthful+truth",
                                       "dual+agent", "dual+agent_scaled", "gaelp-no_dqn_offset"}
